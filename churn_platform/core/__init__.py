@@ -1,0 +1,1 @@
+"""Pure Python logic: no Dagster, MLflow or Kubernetes import below this package."""

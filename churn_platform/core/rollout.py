@@ -1,0 +1,76 @@
+"""Interfaces shared by every deployment target and metrics source.
+
+The canary controller (``core.canary``) drives any ``DeploymentTarget`` through
+the same state machine, reading a ``MetricsSource``; the local process target and
+the Kubernetes target both implement ``DeploymentTarget``. Nothing here imports
+Dagster, MLflow or Kubernetes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class ServedVersion:
+    """One model version running in an environment."""
+
+    version: str  # registry version, e.g. "3"
+    model_uri: str  # e.g. "models:/churn_model/3"
+    url: str  # base URL that answers /predict, /health, /metrics
+    weight: int  # percent of the environment's traffic, 0..100
+
+
+@dataclass(frozen=True)
+class EnvironmentState:
+    """What an environment serves right now."""
+
+    environment: str  # "staging" or "production"
+    endpoint: str | None  # the router's (or route's) URL users call
+    versions: tuple[ServedVersion, ...] = field(default_factory=tuple)
+
+    def weights(self) -> dict[str, int]:
+        """Traffic percent per version."""
+        return {v.version: v.weight for v in self.versions}
+
+
+@dataclass(frozen=True)
+class ErrorRate:
+    """The canary analysis reading for one version over one window."""
+
+    version: str
+    error_rate: float | None  # None when there was no data to compute it from
+    request_count: float  # requests seen in the window
+    query: str  # the query or method that produced it, recorded as evidence
+    reason: str = ""  # why error_rate is None, when it is
+
+
+@runtime_checkable
+class DeploymentTarget(Protocol):
+    """Where model versions run and how traffic is split between them."""
+
+    def deploy(self, environment: str, version: str, model_uri: str) -> ServedVersion:
+        """Start ``version`` in ``environment`` at 0% traffic; return once it is healthy."""
+        ...
+
+    def set_weights(self, environment: str, weights: dict[str, int]) -> EnvironmentState:
+        """Split traffic (percent, summing to 100) between running versions, live."""
+        ...
+
+    def state(self, environment: str) -> EnvironmentState:
+        """What ``environment`` serves now."""
+        ...
+
+    def retire(self, environment: str, version: str) -> None:
+        """Stop serving ``version`` (it must carry 0% traffic)."""
+        ...
+
+
+@runtime_checkable
+class MetricsSource(Protocol):
+    """Where the canary analysis reads error rates from."""
+
+    def error_rate(self, version: str, window_seconds: float) -> ErrorRate:
+        """The 5xx share of ``version``'s requests over the last ``window_seconds``."""
+        ...

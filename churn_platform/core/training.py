@@ -1,0 +1,125 @@
+"""Build and fit the churn model: the feature transformer followed by an estimator, as one pipeline."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from churn_platform.core import schema as s
+from churn_platform.core.features import build_feature_transformer
+
+ESTIMATORS = ("hist_gradient_boosting", "logistic_regression")
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Estimator choice and hyperparameters. Same config, data and seed give the same model."""
+
+    estimator: str = "hist_gradient_boosting"
+    seed: int = 42
+    learning_rate: float = 0.05
+    max_iter: int = 200
+    max_leaf_nodes: int = 15
+    min_samples_leaf: int = 80
+    l2_regularization: float = 1.0
+    c: float = 1.0  # inverse regularisation of logistic regression
+
+    def __post_init__(self) -> None:
+        if self.estimator not in ESTIMATORS:
+            raise ValueError(
+                f"estimator must be one of {ESTIMATORS}, got {self.estimator!r}; "
+                "set it in the challenger_model config"
+            )
+        for name in ("learning_rate", "c"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        for name in ("max_iter", "max_leaf_nodes", "min_samples_leaf"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if self.max_leaf_nodes < 2:
+            raise ValueError(f"max_leaf_nodes must be >= 2, got {self.max_leaf_nodes!r}")
+
+    def params(self) -> dict[str, object]:
+        """The parameters that matter for the chosen estimator (what MLflow logs)."""
+        common = {"estimator": self.estimator, "seed": self.seed}
+        if self.estimator == "logistic_regression":
+            return {**common, "c": self.c}
+        full = asdict(self)
+        full.pop("c")
+        return full
+
+
+def build_model_pipeline(config: TrainingConfig) -> Pipeline:
+    """The unfitted model: ``features`` (the ColumnTransformer) then ``model`` (the estimator)."""
+    if config.estimator == "hist_gradient_boosting":
+        estimator = HistGradientBoostingClassifier(
+            learning_rate=config.learning_rate,
+            max_iter=config.max_iter,
+            max_leaf_nodes=config.max_leaf_nodes,
+            min_samples_leaf=config.min_samples_leaf,
+            l2_regularization=config.l2_regularization,
+            early_stopping=False,
+            random_state=config.seed,
+        )
+        return Pipeline([("features", build_feature_transformer()), ("model", estimator)])
+    return Pipeline(
+        [
+            ("features", build_feature_transformer()),
+            ("impute", SimpleImputer(strategy="median")),
+            ("scale", StandardScaler()),
+            ("model", LogisticRegression(C=config.c, max_iter=2000, random_state=config.seed)),
+        ]
+    )
+
+
+@dataclass
+class TrainedModel:
+    """A fitted pipeline and what it took to fit it."""
+
+    pipeline: Pipeline
+    config: TrainingConfig
+    n_train_rows: int
+    train_positive_rate: float
+    fit_seconds: float
+
+
+def model_inputs(frame: pd.DataFrame) -> pd.DataFrame:
+    """The model's input columns, in order, from a canonical frame."""
+    missing = [c for c in s.MODEL_INPUT_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"frame is missing model input column(s) {missing}")
+    return frame[list(s.MODEL_INPUT_COLUMNS)]
+
+
+def train(frame: pd.DataFrame, config: TrainingConfig) -> TrainedModel:
+    """Fit the pipeline on canonical rows (labels in ``churned``); rows with no label are dropped."""
+    labelled = frame[frame[s.TARGET].notna()]
+    y = labelled[s.TARGET].astype(int).to_numpy()
+    if len(np.unique(y)) < 2:
+        raise ValueError(
+            f"training data has {len(y)} labelled rows of a single class; "
+            "the model needs both churned=0 and churned=1"
+        )
+    pipeline = build_model_pipeline(config)
+    start = time.perf_counter()
+    pipeline.fit(model_inputs(labelled), y)
+    return TrainedModel(
+        pipeline=pipeline,
+        config=config,
+        n_train_rows=len(labelled),
+        train_positive_rate=float(y.mean()),
+        fit_seconds=time.perf_counter() - start,
+    )
+
+
+def predict_proba(pipeline: Pipeline, frame: pd.DataFrame) -> np.ndarray:
+    """Churn probability per row (the positive class column of ``predict_proba``)."""
+    return pipeline.predict_proba(model_inputs(frame))[:, 1]

@@ -1,0 +1,37 @@
+"""The one ``Definitions`` object: assets, checks, jobs, schedule, sensor and resources per environment.
+
+``CHURN_ENV`` picks the resources (``local`` by default, or ``kubernetes``); see
+``churn_platform.resources.environments``. ``dagster dev -w workspace.yaml`` loads this.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from churn_platform.defs import automation, data, deployment, evaluation, model
+from churn_platform.resources.environments import resources_for_environment
+
+ASSETS = [
+    data.churn_snapshot,
+    data.validated_churn_data,
+    data.holdout_set,
+    model.challenger_model,
+    evaluation.evaluation_report,
+    deployment.staging_deployment,
+    deployment.production_deployment,
+]
+
+
+def build_definitions() -> dg.Definitions:
+    """Build the definitions for the environment in ``CHURN_ENV`` (read now, not at import)."""
+    return dg.Definitions(
+        assets=ASSETS,
+        jobs=[automation.retraining_job, automation.release_job, automation.end_to_end_job],
+        schedules=[automation.weekly_retraining_schedule],
+        sensors=[automation.psi_drift_sensor],
+        resources=resources_for_environment(),
+        executor=dg.in_process_executor,
+    )
+
+
+defs = build_definitions()

@@ -1,0 +1,1 @@
+"""Dagster-facing code only: thin assets, checks, schedules and sensors over ``core``."""

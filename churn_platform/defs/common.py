@@ -1,0 +1,75 @@
+"""Small helpers shared by the asset modules: check results, markdown, state files, git."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+
+from churn_platform.core.model_checks import CheckOutcome
+
+GROUP = "churn"
+OWNERS = ["team:ml-platform"]
+
+
+def md_table(frame: pd.DataFrame | None, max_rows: int = 20) -> str:
+    """A markdown table of at most ``max_rows`` rows (empty string for nothing)."""
+    if frame is None or frame.empty:
+        return ""
+    shown = frame.head(max_rows).astype(object).where(frame.head(max_rows).notna(), "")
+    header = "| " + " | ".join(str(c) for c in shown.columns) + " |"
+    rule = "|" + "---|" * len(shown.columns)
+    rows = ["| " + " | ".join(str(v) for v in row) + " |" for row in shown.itertuples(index=False)]
+    more = [f"\n_{len(frame) - max_rows} more rows not shown_"] if len(frame) > max_rows else []
+    return "\n".join([header, rule, *rows, *more])
+
+
+def metadata_value(value: Any) -> Any:
+    """A plain value as Dagster metadata (None becomes the text 'n/a')."""
+    if value is None:
+        return "n/a"
+    if isinstance(value, float | int | str | bool):
+        return value
+    return str(value)
+
+
+def check_result(
+    outcome: CheckOutcome, asset_key: str, severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR
+) -> dg.AssetCheckResult:
+    """A core ``CheckOutcome`` as a Dagster check result with its evidence in metadata."""
+    metadata: dict[str, Any] = {k: metadata_value(v) for k, v in outcome.metadata.items()}
+    metadata["summary"] = outcome.description
+    if outcome.table is not None and not outcome.table.empty:
+        metadata["evidence"] = dg.MetadataValue.md(md_table(outcome.table))
+    return dg.AssetCheckResult(
+        asset_key=asset_key,
+        check_name=outcome.name,
+        passed=outcome.passed,
+        severity=severity,
+        metadata=metadata,
+        description=outcome.description,
+    )
+
+
+def failed_names(outcomes: Iterable[CheckOutcome]) -> list[str]:
+    """Names of the outcomes that did not pass."""
+    return [o.name for o in outcomes if not o.passed]
+
+
+def git_commit(cwd: Path | None = None) -> str:
+    """The checked-out commit (``GIT_COMMIT`` in images without a .git folder), or 'unknown'."""
+    import os
+
+    if os.environ.get("GIT_COMMIT"):
+        return os.environ["GIT_COMMIT"]
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd or Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown"

@@ -1,0 +1,192 @@
+"""The MLflow tracking store and model registry, as one small Dagster resource.
+
+dagster-mlflow's resource is legacy and beta; this wraps ``mlflow.MlflowClient``
+instead, so every call names its tracking URI and nothing depends on a run that
+some other step started. The default store is a SQLite file under ``CHURN_HOME``;
+``MLFLOW_TRACKING_URI`` (or the ``tracking_uri`` field) points it elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import mlflow
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
+
+from churn_platform import settings
+
+# Requirements pinned to the versions training ran with: the serving environment is the
+# training environment. Passing them also skips MLflow's slow requirement inference.
+_PINNED_PACKAGES = ("scikit-learn", "pandas", "numpy", "scipy", "skops", "mlflow", "pyarrow")
+
+
+def pinned_requirements() -> list[str]:
+    """``name==version`` for every package the saved pipeline needs to load and predict."""
+    return [f"{name}=={metadata.version(name)}" for name in _PINNED_PACKAGES]
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    """A logged and registered model version."""
+
+    name: str
+    version: str
+    run_id: str
+    experiment_id: str
+    model_uri: str  # models:/<name>/<version>
+
+
+class MlflowRegistry(dg.ConfigurableResource):
+    """MLflow tracking and registry for the churn model.
+
+    ``tracking_uri`` empty means ``MLFLOW_TRACKING_URI`` if set, else
+    ``sqlite:///$CHURN_HOME/mlflow/mlflow.db``. ``ui_url`` is only used to build links
+    in Dagster metadata (start the UI with ``mlflow ui --backend-store-uri <uri>``).
+    """
+
+    tracking_uri: str = ""
+    experiment_name: str = "churn"
+    model_name: str = settings.MODEL_NAME
+    ui_url: str = "http://127.0.0.1:5000"
+
+    def uri(self) -> str:
+        """The tracking URI in effect."""
+        return self.tracking_uri or settings.default_mlflow_uri()
+
+    def client(self) -> MlflowClient:
+        """An MLflow client bound to this store (tracking and registry)."""
+        return MlflowClient(tracking_uri=self.uri(), registry_uri=self.uri())
+
+    def experiment_id(self) -> str:
+        """The experiment's id, created on first use (artifacts beside a local SQLite store)."""
+        client = self.client()
+        found = client.get_experiment_by_name(self.experiment_name)
+        if found is not None:
+            return found.experiment_id
+        location = settings.default_artifact_location() if self.uri().startswith("sqlite:") else None
+        try:
+            return client.create_experiment(self.experiment_name, artifact_location=location)
+        except MlflowException:  # created concurrently
+            return client.get_experiment_by_name(self.experiment_name).experiment_id
+
+    def run_url(self, experiment_id: str, run_id: str) -> str:
+        """Link to a run in the MLflow UI."""
+        return f"{self.ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+    def version_url(self, version: str) -> str:
+        """Link to a registered version in the MLflow UI."""
+        return f"{self.ui_url.rstrip('/')}/#/models/{self.model_name}/versions/{version}"
+
+    def log_and_register(
+        self,
+        pipeline: Any,
+        input_example: pd.DataFrame,
+        params: dict[str, Any],
+        metrics: dict[str, float],
+        tags: dict[str, str],
+        json_artifacts: dict[str, Any],
+        run_name: str,
+    ) -> RegisteredModel:
+        """Log a fitted pipeline with its evidence in one MLflow run and register it as a new version.
+
+        The model is saved with its signature, an input example, pinned requirements and the
+        skops trusted types it needs; ``json_artifacts`` (name -> JSON-able) are stored beside it.
+        No alias is set here: aliases move only after the step that justifies them.
+        """
+        import skops.io as sio
+
+        mlflow.set_tracking_uri(self.uri())
+        mlflow.set_registry_uri(self.uri())
+        experiment_id = self.experiment_id()
+        example = input_example.head(5)
+        signature = infer_signature(example, pipeline.predict_proba(example)[:, 1])
+        trusted = sio.get_untrusted_types(data=sio.dumps(pipeline))
+        with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
+            mlflow.log_params(params)
+            mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None})
+            with tempfile.TemporaryDirectory() as tmp:
+                for name, content in json_artifacts.items():
+                    path = Path(tmp) / name
+                    path.write_text(content if isinstance(content, str) else json.dumps(content, indent=2, default=str))
+                    mlflow.log_artifact(str(path))
+            info = mlflow.sklearn.log_model(
+                pipeline,
+                name="model",
+                signature=signature,
+                input_example=example,
+                pip_requirements=pinned_requirements(),
+                skops_trusted_types=trusted,
+            )
+            run_id = run.info.run_id
+        version = mlflow.register_model(info.model_uri, self.model_name, tags=tags)
+        return RegisteredModel(
+            name=self.model_name,
+            version=str(version.version),
+            run_id=run_id,
+            experiment_id=experiment_id,
+            model_uri=f"models:/{self.model_name}/{version.version}",
+        )
+
+    def set_version_tags(self, version: str, tags: dict[str, str]) -> None:
+        """Tag a registered version (check outcomes, deployment state)."""
+        client = self.client()
+        for key, value in tags.items():
+            client.set_model_version_tag(self.model_name, version, key, value)
+
+    def alias_version(self, alias: str) -> str | None:
+        """The version an alias points at, or None when the alias (or the model) does not exist."""
+        try:
+            return str(self.client().get_model_version_by_alias(self.model_name, alias).version)
+        except MlflowException:
+            return None
+
+    def set_alias(self, alias: str, version: str) -> None:
+        """Point ``alias`` at ``version``."""
+        self.client().set_registered_model_alias(self.model_name, alias, version)
+
+    def aliases(self) -> dict[str, str]:
+        """Every alias of the model and its version (empty before the first registration)."""
+        try:
+            model = self.client().get_registered_model(self.model_name)
+        except MlflowException:
+            return {}
+        return {alias: str(version) for alias, version in model.aliases.items()}
+
+    def version_info(self, version: str) -> Any:
+        """The registry's record of a version (run id, tags, source)."""
+        return self.client().get_model_version(self.model_name, version)
+
+    def load_model(self, version: str) -> Any:
+        """Load a registered version's pipeline (``version`` is a number or ``@alias``)."""
+        mlflow.set_tracking_uri(self.uri())
+        mlflow.set_registry_uri(self.uri())
+        ref = f"models:/{self.model_name}{version if version.startswith('@') else '/' + version}"
+        return mlflow.sklearn.load_model(ref)
+
+    def load_json_artifact(self, run_id: str, name: str) -> Any:
+        """A JSON artifact logged with ``log_and_register`` (e.g. the drift reference profile)."""
+        mlflow.set_tracking_uri(self.uri())
+        with tempfile.TemporaryDirectory() as tmp:
+            path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=name, dst_path=tmp)
+            return json.loads(Path(path).read_text())
+
+    def log_run_artifact(self, run_id: str, name: str, content: str | bytes) -> None:
+        """Attach a file to an existing run (the evaluation report to the challenger's run)."""
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / name
+            path.write_bytes(content if isinstance(content, bytes) else content.encode())
+            self.client().log_artifact(run_id, str(path))
+
+    def environment(self) -> dict[str, str]:
+        """Environment variables a child process (a model server) needs to reach this store."""
+        return {**os.environ, "MLFLOW_TRACKING_URI": self.uri()}

@@ -1,0 +1,99 @@
+"""The model pipeline and the model checks, on synthetic data with a known mechanism."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from churn_platform.core import holdout, model_checks, training
+from churn_platform.core import schema as s
+from churn_platform.core.synthetic import SyntheticSpec, generate
+
+
+@pytest.fixture(scope="module")
+def data():
+    return holdout.split(generate(SyntheticSpec(n_rows=20_000, seed=11)))
+
+
+@pytest.fixture(scope="module")
+def fitted(data):
+    train, _ = data
+    return training.train(train, training.TrainingConfig())
+
+
+def test_same_data_config_and_seed_give_the_same_model(data, fitted):
+    train, test = data
+    again = training.train(train, training.TrainingConfig())
+    np.testing.assert_array_equal(
+        training.predict_proba(fitted.pipeline, test), training.predict_proba(again.pipeline, test)
+    )
+
+
+def test_hgb_model_passes_every_model_check(data, fitted):
+    _, test = data
+    outcomes = model_checks.run_model_checks(
+        fitted.pipeline, test, model_checks.ModelCheckConfig(n_resamples=300)
+    )
+    by_name = {o.name: o for o in outcomes}
+    assert [o.name for o in outcomes if not o.passed] == [], {o.name: o.description for o in outcomes}
+    auc = by_name["holdout_auc"].metadata
+    assert auc["auc_ci_lower"] < auc["auc"] < auc["auc_ci_upper"]
+    assert by_name["contract_invariance"].metadata["fraction_lowered"] > 0.9
+
+
+def test_logistic_regression_is_an_option(data):
+    train, test = data
+    lr = training.train(train, training.TrainingConfig(estimator="logistic_regression"))
+    p = training.predict_proba(lr.pipeline, test)
+    assert p.shape == (len(test),) and np.all((p >= 0) & (p <= 1))
+
+
+def test_unknown_estimator_is_named_in_the_error():
+    with pytest.raises(ValueError, match="estimator must be one of.*'xgboost'"):
+        training.TrainingConfig(estimator="xgboost")
+
+
+def test_model_trained_where_annual_churns_more_fails_invariance():
+    train, test = holdout.split(generate(SyntheticSpec(n_rows=8000, seed=5, invert_contract_effect=True)))
+    model = training.train(train, training.TrainingConfig(max_iter=80))
+    outcome = model_checks.invariance_check(model.pipeline, test, model_checks.ModelCheckConfig())
+    assert not outcome.passed
+    assert outcome.metadata["fraction_lowered"] < 0.5
+    assert "fraction" in outcome.description or "%" in outcome.description
+
+
+def test_slice_check_skips_small_slices_with_reason(data, fitted):
+    _, test = data
+    small = test.head(200)
+    outcome = model_checks.slice_auc_check(
+        small, training.predict_proba(fitted.pipeline, small), model_checks.ModelCheckConfig(min_slice_rows=60)
+    )
+    notes = outcome.table.set_index("slice")["note"]
+    assert any("fewer than" in str(n) for n in notes), notes
+
+
+def test_coverage_check_catches_nan_and_out_of_range(data):
+    _, test = data
+    scores = np.full(len(test), 0.5)
+    scores[[0, 3]] = [np.nan, 1.5]
+    outcome = model_checks.coverage_check(test, scores)
+    assert not outcome.passed and outcome.metadata["bad_scores"] == 2
+    assert set(outcome.table[s.CUSTOMER_ID]) == set(test[s.CUSTOMER_ID].iloc[[0, 3]])
+
+
+def test_training_on_one_class_says_so():
+    frame = generate(SyntheticSpec(n_rows=300, seed=1)).assign(churned=0)
+    with pytest.raises(ValueError, match="single class"):
+        training.train(frame, training.TrainingConfig())
+
+
+def test_holdout_is_stable_across_snapshots():
+    a = generate(SyntheticSpec(n_rows=3000, seed=1))
+    b = generate(SyntheticSpec(n_rows=5000, seed=2))  # a later snapshot: more customers, new values
+    in_a = set(holdout.split(a)[1][s.CUSTOMER_ID])
+    in_b = set(holdout.split(b)[1][s.CUSTOMER_ID])
+    common = set(a[s.CUSTOMER_ID]) & set(b[s.CUSTOMER_ID])
+    assert {c for c in common if c in in_a} == {c for c in common if c in in_b}
+    assert 0.15 < len(in_a) / len(a) < 0.25
+    shuffled = a.sample(frac=1.0, random_state=0)
+    assert set(holdout.split(shuffled)[1][s.CUSTOMER_ID]) == in_a
