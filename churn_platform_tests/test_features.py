@@ -72,7 +72,9 @@ def test_frequencies_sum_to_one_over_categories_and_stay_in_unit_range(values):
 def test_days_since_reference_is_learned_at_fit_time():
     train = pd.DataFrame({"d": pd.to_datetime(["2026-01-01", "2026-01-11"])})
     enc = DaysSinceReference().fit(train)
-    out = enc.transform(pd.DataFrame({"d": pd.to_datetime(["2026-01-01", "2026-01-11", "2026-01-21"])}))
+    out = enc.transform(
+        pd.DataFrame({"d": pd.to_datetime(["2026-01-01", "2026-01-11", "2026-01-21"])})
+    )
     np.testing.assert_allclose(out[:, 0], [10.0, 0.0, -10.0])
     # the reference does not move with new data: the same model answers the same tomorrow
     again = enc.transform(pd.DataFrame({"d": pd.to_datetime(["2026-01-01"])}))
@@ -113,5 +115,10 @@ def test_unknown_contract_type_encodes_to_zeros_not_an_error():
 
 
 def test_transformers_are_clonable_sklearn_estimators():
-    for est in (CyclicalEncoder(period=12), FrequencyEncoder(), DaysSinceReference(), BooleanToFloat()):
+    for est in (
+        CyclicalEncoder(period=12),
+        FrequencyEncoder(),
+        DaysSinceReference(),
+        BooleanToFloat(),
+    ):
         assert clone(est).get_params() == est.get_params()

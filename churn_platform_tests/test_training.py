@@ -35,7 +35,9 @@ def test_hgb_model_passes_every_model_check(data, fitted):
         fitted.pipeline, test, model_checks.ModelCheckConfig(n_resamples=300)
     )
     by_name = {o.name: o for o in outcomes}
-    assert [o.name for o in outcomes if not o.passed] == [], {o.name: o.description for o in outcomes}
+    assert [o.name for o in outcomes if not o.passed] == [], {
+        o.name: o.description for o in outcomes
+    }
     auc = by_name["holdout_auc"].metadata
     assert auc["auc_ci_lower"] < auc["auc"] < auc["auc_ci_upper"]
     assert by_name["contract_invariance"].metadata["fraction_lowered"] > 0.9
@@ -54,7 +56,9 @@ def test_unknown_estimator_is_named_in_the_error():
 
 
 def test_model_trained_where_annual_churns_more_fails_invariance():
-    train, test = holdout.split(generate(SyntheticSpec(n_rows=8000, seed=5, invert_contract_effect=True)))
+    train, test = holdout.split(
+        generate(SyntheticSpec(n_rows=8000, seed=5, invert_contract_effect=True))
+    )
     model = training.train(train, training.TrainingConfig(max_iter=80))
     outcome = model_checks.invariance_check(model.pipeline, test, model_checks.ModelCheckConfig())
     assert not outcome.passed
@@ -66,7 +70,9 @@ def test_slice_check_skips_small_slices_with_reason(data, fitted):
     _, test = data
     small = test.head(200)
     outcome = model_checks.slice_auc_check(
-        small, training.predict_proba(fitted.pipeline, small), model_checks.ModelCheckConfig(min_slice_rows=60)
+        small,
+        training.predict_proba(fitted.pipeline, small),
+        model_checks.ModelCheckConfig(min_slice_rows=60),
     )
     notes = outcome.table.set_index("slice")["note"]
     assert any("fewer than" in str(n) for n in notes), notes

@@ -1,7 +1,5 @@
 """Jobs, the weekly retraining schedule and the PSI drift sensor."""
 
-from __future__ import annotations
-
 import json
 import os
 from typing import Any
@@ -10,7 +8,7 @@ import dagster as dg
 import pandas as pd
 
 from churn_platform.core import drift
-from churn_platform.resources.data_source import DataSource
+from churn_platform.resources.data_source import DataSourceResource
 from churn_platform.resources.mlflow_registry import MlflowRegistry
 from churn_platform.serving.inference_log import read_inference_log
 
@@ -100,7 +98,11 @@ def evaluate_drift(
     "0.2 (CHURN_PSI_THRESHOLD), on the newest snapshot of the source or on the requests the "
     "model servers scored. One run per drift episode.",
 )
-def psi_drift_sensor(context: dg.SensorEvaluationContext, mlflow_registry: MlflowRegistry, data_source: DataSource):
+def psi_drift_sensor(
+    context: dg.SensorEvaluationContext,
+    mlflow_registry: MlflowRegistry,
+    data_source: DataSourceResource,
+):
     """Compare current data with the champion's reference profile; one run request per drift episode."""
     cursor = _cursor(context.cursor)
     champion = mlflow_registry.alias_version("champion")
@@ -108,8 +110,13 @@ def psi_drift_sensor(context: dg.SensorEvaluationContext, mlflow_registry: Mlflo
         return dg.SkipReason("no champion is registered yet: nothing to compare current data with")
     run_id = mlflow_registry.version_info(champion).run_id
     profile = mlflow_registry.load_json_artifact(run_id, "reference_profile.json")
-    windows = {"source_snapshot": data_source.snapshot().frame, "inference_log": read_inference_log(champion)}
-    results, skipped = evaluate_drift(profile, windows, DriftSensorConfig.threshold, DriftSensorConfig.min_rows)
+    windows = {
+        "source_snapshot": data_source.snapshot()[0].frame,
+        "inference_log": read_inference_log(champion),
+    }
+    results, skipped = evaluate_drift(
+        profile, windows, DriftSensorConfig.threshold, DriftSensorConfig.min_rows
+    )
     if not results:
         return dg.SensorResult(
             skip_reason=dg.SkipReason(f"no window to judge drift on: {'; '.join(skipped)}"),

@@ -38,7 +38,9 @@ def metadata_value(value: Any) -> Any:
 
 
 def check_result(
-    outcome: CheckOutcome, asset_key: str, severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR
+    outcome: CheckOutcome,
+    asset_key: str,
+    severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR,
 ) -> dg.AssetCheckResult:
     """A core ``CheckOutcome`` as a Dagster check result with its evidence in metadata."""
     metadata: dict[str, Any] = {k: metadata_value(v) for k, v in outcome.metadata.items()}
@@ -68,7 +70,11 @@ def git_commit(cwd: Path | None = None) -> str:
         return os.environ["GIT_COMMIT"]
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=cwd or Path(__file__).parent, capture_output=True, text=True, timeout=5
+            ["git", "rev-parse", "HEAD"],
+            cwd=cwd or Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
         )
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"

@@ -1,7 +1,5 @@
 """Staging with integration checks, then production through a canary with automatic rollback."""
 
-from __future__ import annotations
-
 from typing import Any
 
 import dagster as dg
@@ -9,7 +7,7 @@ import pandas as pd
 
 from churn_platform.core import canary, training
 from churn_platform.defs.common import GROUP, OWNERS, check_result, failed_names, md_table
-from churn_platform.resources.deployment import DeploymentResource
+from churn_platform.resources.bases import DeploymentResource
 from churn_platform.resources.metrics import MetricsResource
 from churn_platform.resources.mlflow_registry import MlflowRegistry
 from churn_platform.serving import integration
@@ -60,7 +58,10 @@ class ProductionConfig(dg.Config):
     owners=OWNERS,
     kinds={"python"},
     pool=DEPLOYMENT_POOL,
-    check_specs=[dg.AssetCheckSpec(n, asset=STAGING, blocking=True, description=d) for n, d in STAGING_CHECKS.items()],
+    check_specs=[
+        dg.AssetCheckSpec(n, asset=STAGING, blocking=True, description=d)
+        for n, d in STAGING_CHECKS.items()
+    ],
 )
 def staging_deployment(
     context: dg.AssetExecutionContext,
@@ -78,7 +79,9 @@ def staging_deployment(
     A failed check retires the challenger from staging and stops the run.
     """
     if not evaluation_report["promote"]:
-        yield from _skip_checks(STAGING, STAGING_CHECKS, "nothing deployed: the gate kept the champion")
+        yield from _skip_checks(
+            STAGING, STAGING_CHECKS, "nothing deployed: the gate kept the champion"
+        )
         yield dg.Output(
             {"action": "none", "reason": evaluation_report["reason"]},
             metadata={"action": "none", "reason": f"champion kept: {evaluation_report['reason']}"},
@@ -115,7 +118,12 @@ def staging_deployment(
         )
     state = target.state("staging")
     yield dg.Output(
-        {"action": "deploy", "candidate": candidate, "model_uri": served.model_uri, "baseline": champion},
+        {
+            "action": "deploy",
+            "candidate": candidate,
+            "model_uri": served.model_uri,
+            "baseline": champion,
+        },
         metadata={
             "action": "deployed to staging",
             "candidate_version": candidate,
@@ -164,22 +172,31 @@ def production_deployment(
         )
         yield dg.Output(
             {"action": "none", "champion": mlflow_registry.alias_version("champion")},
-            metadata={"action": "none", "reason": staging_deployment.get("reason", "nothing staged")},
+            metadata={
+                "action": "none",
+                "reason": staging_deployment.get("reason", "nothing staged"),
+            },
         )
         return
     target = deployment.target()
     candidate = staging_deployment["candidate"]
     baseline = mlflow_registry.alias_version("champion")
     if baseline == candidate:
-        raise dg.Failure(description=f"version {candidate} is already the champion; nothing to release")
+        raise dg.Failure(
+            description=f"version {candidate} is already the champion; nothing to release"
+        )
     running = target.state("production").weights()
     if baseline and baseline not in running:
-        context.log.warning(f"champion v{baseline} was not running in production; starting it first")
+        context.log.warning(
+            f"champion v{baseline} was not running in production; starting it first"
+        )
         target.deploy("production", baseline, f"models:/{mlflow_registry.model_name}/{baseline}")
         target.set_weights("production", {baseline: 100})
     target.deploy("production", candidate, staging_deployment["model_uri"])
     state = target.state("production")
-    metrics = metrics_source.source(target, "production")
+    metrics = metrics_source.source(
+        lambda: {v.version: v.url for v in target.state("production").versions}
+    )
 
     def log_transition(t: canary.Transition) -> None:
         context.log.info(f"canary {t.from_state} -> {t.to_state} weights={t.weights}: {t.reason}")
@@ -188,11 +205,23 @@ def production_deployment(
     if config.synthetic_traffic_rps > 0 and state.endpoint:
         with TrafficGenerator(state.endpoint, records, rate=config.synthetic_traffic_rps):
             result = canary.run_canary(
-                target, metrics, "production", candidate, baseline, config.canary_config(), on_transition=log_transition
+                target,
+                metrics,
+                "production",
+                candidate,
+                baseline,
+                config.canary_config(),
+                on_transition=log_transition,
             )
     else:
         result = canary.run_canary(
-            target, metrics, "production", candidate, baseline, config.canary_config(), on_transition=log_transition
+            target,
+            metrics,
+            "production",
+            candidate,
+            baseline,
+            config.canary_config(),
+            on_transition=log_transition,
         )
 
     if result.promoted:
@@ -205,7 +234,9 @@ def production_deployment(
                 target.retire("production", version)
     else:
         target.retire("production", candidate)
-        mlflow_registry.set_version_tags(candidate, {"deployment": f"rolled_back: {result.reason}"[:250]})
+        mlflow_registry.set_version_tags(
+            candidate, {"deployment": f"rolled_back: {result.reason}"[:250]}
+        )
     transitions = pd.DataFrame([t.as_dict() for t in result.transitions])
     yield dg.AssetCheckResult(
         check_name="canary_analysis",
@@ -213,7 +244,9 @@ def production_deployment(
         metadata={
             "outcome": str(result.status),
             "reason": result.reason,
-            "rollback_seconds": result.rollback_seconds if result.rollback_seconds is not None else "n/a",
+            "rollback_seconds": result.rollback_seconds
+            if result.rollback_seconds is not None
+            else "n/a",
             "transitions": dg.MetadataValue.md(md_table(transitions, max_rows=100)),
         },
     )
@@ -232,9 +265,13 @@ def production_deployment(
             "candidate_version": candidate,
             "champion_version": mlflow_registry.alias_version("champion") or "none",
             "previous_version": mlflow_registry.alias_version("previous") or "none",
-            "production_endpoint": dg.MetadataValue.url(final.endpoint) if final.endpoint else "n/a",
+            "production_endpoint": dg.MetadataValue.url(final.endpoint)
+            if final.endpoint
+            else "n/a",
             "weights": str(final.weights()),
-            "rollback_seconds": result.rollback_seconds if result.rollback_seconds is not None else "n/a",
+            "rollback_seconds": result.rollback_seconds
+            if result.rollback_seconds is not None
+            else "n/a",
             "transitions": dg.MetadataValue.md(result.as_markdown()),
         },
     )
@@ -243,4 +280,6 @@ def production_deployment(
 def _skip_checks(asset: str, checks: dict[str, str], reason: str):
     """Check results for a deliberate no-op (the gate kept the champion): passed, with the reason."""
     for name in checks:
-        yield dg.AssetCheckResult(asset_key=asset, check_name=name, passed=True, metadata={"skipped": reason})
+        yield dg.AssetCheckResult(
+            asset_key=asset, check_name=name, passed=True, metadata={"skipped": reason}
+        )

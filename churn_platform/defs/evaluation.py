@@ -1,7 +1,5 @@
 """The promotion gate: champion vs challenger on the same holdout, decided on an interval."""
 
-from __future__ import annotations
-
 from typing import Any
 
 import dagster as dg
@@ -76,7 +74,9 @@ def evaluation_report(
             label=f"challenger v{challenger_version}",
             version=challenger_version,
             scores=training.predict_proba(challenger, holdout_set),
-            run_url=mlflow_registry.run_url(challenger_model["experiment_id"], challenger_model["run_id"]),
+            run_url=mlflow_registry.run_url(
+                challenger_model["experiment_id"], challenger_model["run_id"]
+            ),
         )
     ]
     champion_version = mlflow_registry.alias_version("champion")
@@ -89,7 +89,9 @@ def evaluation_report(
             report.ScoredModel(
                 label=f"champion v{champion_version}",
                 version=champion_version,
-                scores=training.predict_proba(mlflow_registry.load_model(champion_version), holdout_set),
+                scores=training.predict_proba(
+                    mlflow_registry.load_model(champion_version), holdout_set
+                ),
                 run_url=mlflow_registry.run_url(run.info.experiment_id, info.run_id),
             )
         )
@@ -100,7 +102,12 @@ def evaluation_report(
     slice_deltas: dict[str, float | None] = {}
     if len(scored) == 2:
         comparison = metrics.paired_bootstrap_auc_delta(
-            y, scored[0].scores, scored[1].scores, n_resamples=cfg.n_resamples, level=cfg.level, seed=cfg.seed
+            y,
+            scored[0].scores,
+            scored[1].scores,
+            n_resamples=cfg.n_resamples,
+            level=cfg.level,
+            seed=cfg.seed,
         )
         slice_deltas = dict(zip(slice_table["slice"], slice_table["delta"], strict=True))
     decision = gate.decide(comparison, challenger_model["checks_passed"], slice_deltas, cfg)
@@ -111,14 +118,20 @@ def evaluation_report(
     mlflow_registry.log_run_artifact(challenger_model["run_id"], "evaluation_report.md", text)
     for name, png in plots.items():
         mlflow_registry.log_run_artifact(challenger_model["run_id"], name, png)
-    mlflow_registry.set_version_tags(challenger_version, {"gate_decision": "promote" if decision.promote else "keep"})
+    mlflow_registry.set_version_tags(
+        challenger_version, {"gate_decision": "promote" if decision.promote else "keep"}
+    )
     context.log.info(f"gate: {'PROMOTE' if decision.promote else 'KEEP'} - {decision.reason}")
 
     yield dg.AssetCheckResult(
         check_name="promotion_gate",
         passed=decision.promote,
         severity=dg.AssetCheckSeverity.WARN,
-        metadata={"decision": "promote" if decision.promote else "keep", "reason": decision.reason, "rule": cfg.mode},
+        metadata={
+            "decision": "promote" if decision.promote else "keep",
+            "reason": decision.reason,
+            "rule": cfg.mode,
+        },
     )
     value = {
         "promote": decision.promote,
@@ -136,7 +149,9 @@ def evaluation_report(
         "champion_version": champion_version or "none",
         "holdout_hash": holdout_hash,
         "holdout_rows": len(y),
-        "report": dg.MetadataValue.md(text + "\n\n" + "\n\n".join(report.embed_png(p, n) for n, p in plots.items())),
+        "report": dg.MetadataValue.md(
+            text + "\n\n" + "\n\n".join(report.embed_png(p, n) for n, p in plots.items())
+        ),
         "challenger_run": dg.MetadataValue.url(scored[0].run_url),
     }
     if comparison is not None:
@@ -152,7 +167,9 @@ def evaluation_report(
     yield dg.Output(value, metadata=meta)
 
 
-def _slice_table(y: np.ndarray, scored: list[report.ScoredModel], slices: dict[str, np.ndarray]) -> pd.DataFrame:
+def _slice_table(
+    y: np.ndarray, scored: list[report.ScoredModel], slices: dict[str, np.ndarray]
+) -> pd.DataFrame:
     """AUC per slice for each model, and the challenger-minus-champion delta."""
     per_model = [
         {r.name: r for r in metrics.slice_aucs((y, m.scores), slices, min_rows=30)} for m in scored
@@ -199,8 +216,12 @@ def _render(
         "|---|---|---|---|",
     ]
     for m in scored:
-        ci = metrics.bootstrap_auc_ci(y, m.scores, n_resamples=cfg.n_resamples, level=cfg.level, seed=cfg.seed)
-        lines.append(f"| {m.label} | {ci.point:.4f} | {ci.lower:.4f} - {ci.upper:.4f} | [run]({m.run_url}) |")
+        ci = metrics.bootstrap_auc_ci(
+            y, m.scores, n_resamples=cfg.n_resamples, level=cfg.level, seed=cfg.seed
+        )
+        lines.append(
+            f"| {m.label} | {ci.point:.4f} | {ci.lower:.4f} - {ci.upper:.4f} | [run]({m.run_url}) |"
+        )
     if comparison is not None:
         lines += [
             "",

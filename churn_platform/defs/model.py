@@ -1,7 +1,5 @@
 """The challenger model: trained, logged and registered in MLflow, then checked."""
 
-from __future__ import annotations
-
 from typing import Any
 
 import dagster as dg
@@ -96,14 +94,17 @@ def challenger_model(
     holdout_ids = set(holdout_set[s.CUSTOMER_ID])
     train_rows = validated_churn_data[~validated_churn_data[s.CUSTOMER_ID].isin(holdout_ids)]
     trained = training.train(train_rows, train_cfg)
-    context.log.info(f"fitted {train_cfg.estimator} on {trained.n_train_rows} rows in {trained.fit_seconds:.1f}s")
+    context.log.info(
+        f"fitted {train_cfg.estimator} on {trained.n_train_rows} rows in {trained.fit_seconds:.1f}s"
+    )
 
     outcomes = model_checks.run_model_checks(trained.pipeline, holdout_set, check_cfg)
     by_name = {o.name: o for o in outcomes}
     failed = failed_names(outcomes)
     holdout_auc = by_name["holdout_auc"].metadata
     train_auc = auc(
-        train_rows[s.TARGET].astype(int).to_numpy(), training.predict_proba(trained.pipeline, train_rows)
+        train_rows[s.TARGET].astype(int).to_numpy(),
+        training.predict_proba(trained.pipeline, train_rows),
     )
     data_version = _data_version(context)
     holdout_hash = _upstream_metadata(context, "holdout_set", "holdout_hash")
@@ -133,7 +134,8 @@ def challenger_model(
         json_artifacts={
             "reference_profile.json": profile,
             "model_checks.json": [
-                {"name": o.name, "passed": o.passed, "description": o.description, **o.metadata} for o in outcomes
+                {"name": o.name, "passed": o.passed, "description": o.description, **o.metadata}
+                for o in outcomes
             ],
         },
         run_name=f"challenger-{context.run_id[:8]}",
@@ -176,7 +178,9 @@ def challenger_model(
             "n_train_rows": trained.n_train_rows,
             "fit_seconds": round(trained.fit_seconds, 2),
             "data_version": data_version,
-            "mlflow_run": dg.MetadataValue.url(mlflow_registry.run_url(registered.experiment_id, registered.run_id)),
+            "mlflow_run": dg.MetadataValue.url(
+                mlflow_registry.run_url(registered.experiment_id, registered.run_id)
+            ),
             "mlflow_version": dg.MetadataValue.url(mlflow_registry.version_url(registered.version)),
             "tracking_uri": mlflow_registry.uri(),
         },

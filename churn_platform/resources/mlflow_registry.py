@@ -73,7 +73,9 @@ class MlflowRegistry(dg.ConfigurableResource):
         found = client.get_experiment_by_name(self.experiment_name)
         if found is not None:
             return found.experiment_id
-        location = settings.default_artifact_location() if self.uri().startswith("sqlite:") else None
+        location = (
+            settings.default_artifact_location() if self.uri().startswith("sqlite:") else None
+        )
         try:
             return client.create_experiment(self.experiment_name, artifact_location=location)
         except MlflowException:  # created concurrently
@@ -117,7 +119,11 @@ class MlflowRegistry(dg.ConfigurableResource):
             with tempfile.TemporaryDirectory() as tmp:
                 for name, content in json_artifacts.items():
                     path = Path(tmp) / name
-                    path.write_text(content if isinstance(content, str) else json.dumps(content, indent=2, default=str))
+                    path.write_text(
+                        content
+                        if isinstance(content, str)
+                        else json.dumps(content, indent=2, default=str)
+                    )
                     mlflow.log_artifact(str(path))
             info = mlflow.sklearn.log_model(
                 pipeline,
@@ -177,7 +183,9 @@ class MlflowRegistry(dg.ConfigurableResource):
         """A JSON artifact logged with ``log_and_register`` (e.g. the drift reference profile)."""
         mlflow.set_tracking_uri(self.uri())
         with tempfile.TemporaryDirectory() as tmp:
-            path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=name, dst_path=tmp)
+            path = mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path=name, dst_path=tmp
+            )
             return json.loads(Path(path).read_text())
 
     def log_run_artifact(self, run_id: str, name: str, content: str | bytes) -> None:

@@ -1,0 +1,943 @@
+"""The data contract for canonical churn rows, declared once.
+
+``contract_rules(config)`` is the single declaration: a list of rule objects, each
+with a snake_case name (one Dagster asset check per rule), a severity (``ERROR``
+blocks, ``WARN`` only reports), a description and one vectorised predicate
+(``violations``). Two things are generated from that list:
+
+* ``evaluate_contract`` - the fast evaluator. It runs every rule (never stopping at
+  the first failure) straight on numpy/pandas arrays and returns a ``RuleResult``
+  per rule with the observed value, the bound, the failing row count and a sample of
+  failing rows (``customer_id`` plus the column).
+* ``pandera_schema`` - the same rules as a pandera ``DataFrameSchema`` whose custom
+  checks call the very same predicates and are named after the rules; ``WARN``
+  rules become pandera warnings. ``validated_frame`` uses it to validate and coerce
+  to ``schema.CANONICAL_DTYPES``.
+
+Rules cope with frames that break the schema itself: a missing column fails
+``required_columns_present`` and every rule needing it reports "column missing"; a
+column of the wrong type fails ``column_types_match`` naming the column and its
+dtype, while range rules read whatever values of it are numeric.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import pandera.pandas as pa
+
+from churn_platform.core import schema as s
+from churn_platform.core.mapping import MappedFrame
+from churn_platform.core.quality_report import markdown_table
+
+Severity = Literal["ERROR", "WARN"]
+ERROR: Severity = "ERROR"
+WARN: Severity = "WARN"
+SEVERITIES: tuple[str, ...] = (ERROR, WARN)
+COLUMN_MISSING = "column missing"
+
+# Columns whose null-rate limit defaults to 0 and whose null-rate rule blocks.
+KEY_COLUMNS: tuple[str, ...] = (s.CUSTOMER_ID, s.TARGET)
+
+
+class ContractError(ValueError):
+    """Blocking contract rules failed; the message lists each rule and its evidence."""
+
+    def __init__(self, message: str, results: Sequence[RuleResult] = ()) -> None:
+        super().__init__(message)
+        self.results = list(results)
+
+
+@dataclass(frozen=True)
+class ContractConfig:
+    """Thresholds and severities of the contract. Defaults are the platform's contract.
+
+    ``null_rate_limits`` overrides the per-column null-rate limit (fraction 0..1) for
+    any canonical column but ``customer_id`` (whose limit is 0: ``customer_id_not_null``);
+    other columns get ``default_null_rate_limit``, ``churned`` gets 0.
+    ``severities`` overrides a rule's severity by rule name (``"ERROR"`` or ``"WARN"``).
+    """
+
+    tenure_months_range: tuple[float, float] = (0, 600)
+    monthly_spend_range: tuple[float, float] = (0, 10_000)
+    last_login_hour_range: tuple[float, float] = (0, 23)
+    support_tickets_min: float = 0
+    monthly_spend_mean_range: tuple[float, float] = (20, 400)
+    contract_types: tuple[str, ...] = s.CONTRACT_TYPES
+    regions: tuple[str, ...] = s.REGIONS
+    churned_values: tuple[int, ...] = (0, 1)
+    min_rows: int = 1
+    default_null_rate_limit: float = 0.05
+    null_rate_limits: Mapping[str, float] = field(default_factory=dict)
+    severities: Mapping[str, str] = field(default_factory=dict)
+    failure_sample_size: int = 20
+
+    def __post_init__(self) -> None:
+        for name in (
+            "tenure_months_range",
+            "monthly_spend_range",
+            "last_login_hour_range",
+            "monthly_spend_mean_range",
+        ):
+            low, high = getattr(self, name)
+            if not low <= high:
+                raise ValueError(f"ContractConfig.{name} must be [low, high] with low <= high")
+        for col, limit in {
+            "default": self.default_null_rate_limit,
+            **self.null_rate_limits,
+        }.items():
+            if not 0 <= limit <= 1:
+                raise ValueError(
+                    f"ContractConfig null-rate limit for {col!r} must be a fraction in [0, 1], "
+                    f"got {limit}"
+                )
+        bad_cols = sorted(set(self.null_rate_limits) - set(NULL_RATE_COLUMNS))
+        if bad_cols:
+            raise ValueError(
+                f"ContractConfig.null_rate_limits names {bad_cols}; use canonical columns "
+                f"{list(NULL_RATE_COLUMNS)} (customer_id nulls are customer_id_not_null)"
+            )
+        known = [rule.name for rule in contract_rules(self)]
+        bad_rules = sorted(set(self.severities) - set(known))
+        if bad_rules:
+            raise ValueError(
+                f"ContractConfig.severities names unknown rule(s) {bad_rules}; known rules: {known}"
+            )
+        bad_levels = {k: v for k, v in self.severities.items() if v not in SEVERITIES}
+        if bad_levels:
+            raise ValueError(
+                f"ContractConfig.severities values must be 'ERROR' or 'WARN', got {bad_levels}"
+            )
+        if self.failure_sample_size < 0 or self.min_rows < 0:
+            raise ValueError("ContractConfig.failure_sample_size and min_rows must be >= 0")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> ContractConfig:
+        """Build from plain config (lists for ranges), rejecting unknown keys by name."""
+        data = dict(data or {})
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(
+                f"contract config has unknown key(s) {unknown}; known keys: {sorted(names)}"
+            )
+        tuples = {
+            k: tuple(v)
+            for k, v in data.items()
+            if k.endswith(("_range", "_types", "regions", "_values"))
+        }
+        return cls(**{**data, **tuples})
+
+    def severity(self, rule: str, default: Severity) -> Severity:
+        """The configured severity of ``rule`` (``default`` when not overridden)."""
+        return self.severities.get(rule, default)  # type: ignore[return-value]
+
+    def null_rate_limit(self, column: str) -> float:
+        """The null-rate limit of ``column``."""
+        if column in self.null_rate_limits:
+            return float(self.null_rate_limits[column])
+        return 0.0 if column in KEY_COLUMNS else float(self.default_null_rate_limit)
+
+
+NULL_RATE_COLUMNS: tuple[str, ...] = tuple(c for c in s.ALL_COLUMNS if c != s.CUSTOMER_ID)
+
+
+@dataclass(frozen=True, eq=False)  # holds DataFrames: compare fields, not objects
+class RuleResult:
+    """The outcome of one contract rule, with its evidence."""
+
+    name: str
+    passed: bool
+    severity: Severity
+    description: str
+    observed: Any  # JSON-safe: number, string, list or dict
+    bound: Any  # JSON-safe
+    failing_rows: int
+    failure_cases: pd.DataFrame  # at most failure_sample_size rows: row, customer_id, column
+    column: str | None = None
+    message: str = ""
+
+    @property
+    def blocking(self) -> bool:
+        """True when the rule failed and its severity is ERROR."""
+        return not self.passed and self.severity == ERROR
+
+    def to_markdown(self) -> str:
+        """The failure sample as a markdown table (a short note when there is none)."""
+        if self.failure_cases.empty:
+            return "_no failing rows_" if self.passed or self.failing_rows == 0 else "_no sample_"
+        return markdown_table(self.failure_cases)
+
+    def metadata(self) -> dict[str, str | int | float | bool | None]:
+        """Flat, JSON-safe evidence (observed and bound as JSON text) for asset metadata."""
+        return {
+            "rule": self.name,
+            "passed": self.passed,
+            "severity": self.severity,
+            "column": self.column,
+            "observed": json.dumps(self.observed, default=str),
+            "bound": json.dumps(self.bound, default=str),
+            "failing_rows": self.failing_rows,
+            "message": self.message,
+            "failure_cases": self.to_markdown(),
+        }
+
+
+class FrameView:
+    """One frame under evaluation, caching per-column arrays shared by several rules."""
+
+    def __init__(
+        self,
+        frame: pd.DataFrame,
+        conversion: Mapping[str, Any] | None = None,
+        sample_size: int = 20,
+    ) -> None:
+        self.frame = frame
+        self.n = len(frame)
+        self.conversion = conversion
+        self.sample_size = sample_size
+        self._floats: dict[str, np.ndarray] = {}
+        self._nulls: dict[str, np.ndarray] = {}
+
+    def has(self, column: str) -> bool:
+        """Whether ``column`` is in the frame."""
+        return column in self.frame.columns
+
+    def floats(self, column: str) -> np.ndarray:
+        """The column as float64 with NaN for nulls and non-numeric values (cached)."""
+        if column not in self._floats:
+            self._floats[column] = as_float(self.frame[column])
+        return self._floats[column]
+
+    def nulls(self, column: str) -> np.ndarray:
+        """Boolean mask of null cells in ``column`` (cached)."""
+        if column not in self._nulls:
+            self._nulls[column] = self.frame[column].isna().to_numpy(dtype=bool)
+        return self._nulls[column]
+
+    def cases(self, rows: np.ndarray, column: str | None) -> pd.DataFrame:
+        """Failure sample for row positions ``rows``: row, customer_id and ``column``."""
+        rows = np.asarray(rows, dtype=np.int64)[: self.sample_size]
+        out = pd.DataFrame({"row": rows})
+        if self.has(s.CUSTOMER_ID):
+            out[s.CUSTOMER_ID] = self.frame[s.CUSTOMER_ID].iloc[rows].to_numpy()
+        if column and column != s.CUSTOMER_ID and self.has(column):
+            out[column] = self.frame[column].iloc[rows].to_numpy()
+        return out
+
+
+def as_float(series: pd.Series) -> np.ndarray:
+    """A column as float64 values; nulls and values that are not numbers become NaN."""
+    if pd.api.types.is_bool_dtype(series.dtype) or pd.api.types.is_numeric_dtype(series.dtype):
+        return series.to_numpy(dtype="float64", na_value=np.nan)
+    if isinstance(series.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(
+        series.dtype
+    ):
+        return np.full(len(series), np.nan)
+    return pd.to_numeric(series, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+
+
+def _py(value: Any) -> Any:
+    """A JSON-safe Python value (numpy scalars unwrapped, NaN -> None)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One contract rule: its identity, and how to evaluate it and express it in pandera."""
+
+    name: str
+    severity: Severity
+    description: str
+    column: str | None = None
+
+    def evaluate(self, view: FrameView) -> RuleResult:
+        """Evaluate on ``view``; a missing column is a failure, never an exception."""
+        if self.column is not None and not view.has(self.column):
+            return self._result(
+                False,
+                COLUMN_MISSING,
+                self.bound(),
+                0,
+                view.cases(np.array([], dtype=int), None),
+                f"column {self.column!r} is missing from the frame",
+            )
+        return self._evaluate(view)
+
+    def _evaluate(self, view: FrameView) -> RuleResult:
+        raise NotImplementedError
+
+    def bound(self) -> Any:
+        """The rule's bound as JSON-safe data."""
+        return None
+
+    def pandera_check(self) -> pa.Check | None:
+        """The rule as a named pandera check (None when pandera expresses it otherwise)."""
+        return None
+
+    def _result(
+        self,
+        passed: bool,
+        observed: Any,
+        bound: Any,
+        failing: int,
+        cases: pd.DataFrame,
+        message: str,
+    ) -> RuleResult:
+        return RuleResult(
+            name=self.name,
+            passed=bool(passed),
+            severity=self.severity,
+            description=self.description,
+            observed=observed,
+            bound=bound,
+            failing_rows=int(failing),
+            failure_cases=cases,
+            column=self.column,
+            message=f"{'passed' if passed else 'FAILED'}: {message}",
+        )
+
+    def _check(self, fn: Callable[[Any], Any], **kwargs: Any) -> pa.Check:
+        return pa.Check(
+            fn,
+            name=self.name,
+            ignore_na=False,
+            raise_warning=self.severity == WARN,
+            **kwargs,
+        )
+
+
+@dataclass(frozen=True)
+class RowRule(Rule):
+    """A rule that flags individual rows through one vectorised predicate."""
+
+    numeric: bool = False  # the predicate reads the column as floats
+
+    def violations(self, values: Any) -> np.ndarray:
+        """Boolean mask of failing rows (``values``: float array if numeric, else a Series)."""
+        raise NotImplementedError
+
+    def _values(self, series: pd.Series, view: FrameView | None = None) -> Any:
+        if self.numeric:
+            return view.floats(self.column) if view is not None else as_float(series)
+        return series
+
+    def observe(self, view: FrameView, mask: np.ndarray) -> Any:
+        """What to report as observed (default: the failing row count)."""
+        return int(mask.sum())
+
+    def order(self, view: FrameView, rows: np.ndarray) -> np.ndarray:
+        """Order of failing rows in the sample (default: file order)."""
+        return rows
+
+    def fast_violations(self, view: FrameView) -> np.ndarray:
+        """Same mask as ``violations``, reusing the view's cached arrays."""
+        return np.asarray(self.violations(self._values(view.frame[self.column], view)), bool)
+
+    def _evaluate(self, view: FrameView) -> RuleResult:
+        assert self.column is not None
+        mask = self.fast_violations(view)
+        failing = int(mask.sum())
+        rows = self.order(view, np.flatnonzero(mask)) if failing else np.array([], dtype=int)
+        observed = self.observe(view, mask)
+        msg = f"{failing} row(s) of {view.n} violate: {self.description}"
+        return self._result(
+            failing == 0, observed, self.bound(), failing, view.cases(rows, self.column), msg
+        )
+
+    def pandera_check(self) -> pa.Check:
+        """Pandera element-wise check calling the same predicate."""
+
+        def check(series: pd.Series) -> pd.Series:
+            return pd.Series(~self.violations(self._values(series)), index=series.index)
+
+        return self._check(check)
+
+
+@dataclass(frozen=True)
+class NotNullRule(RowRule):
+    """Every row has a value in ``column``."""
+
+    def violations(self, values: pd.Series) -> np.ndarray:
+        """Null cells."""
+        return values.isna().to_numpy(dtype=bool)
+
+    def fast_violations(self, view: FrameView) -> np.ndarray:
+        """The view's cached null mask."""
+        return view.nulls(self.column)
+
+    def bound(self) -> Any:
+        """No nulls allowed."""
+        return 0
+
+
+@dataclass(frozen=True)
+class UniqueRule(RowRule):
+    """No two rows share a non-null value of ``column``."""
+
+    def violations(self, values: pd.Series) -> np.ndarray:
+        """Every row whose value occurs more than once (nulls excluded)."""
+        return (values.duplicated(keep=False) & values.notna()).to_numpy(dtype=bool)
+
+    def fast_violations(self, view: FrameView) -> np.ndarray:
+        """Duplicates masked with the view's cached null mask."""
+        values = view.frame[self.column]
+        return values.duplicated(keep=False).to_numpy(dtype=bool) & ~view.nulls(self.column)
+
+    def observe(self, view: FrameView, mask: np.ndarray) -> Any:
+        """Number of distinct values that occur more than once."""
+        if not mask.any():
+            return 0
+        return int(view.frame[self.column].iloc[np.flatnonzero(mask)].nunique())
+
+    def order(self, view: FrameView, rows: np.ndarray) -> np.ndarray:
+        """Group duplicates together so the sample shows pairs."""
+        ids = view.frame[self.column].iloc[rows].to_numpy(dtype=object)
+        return rows[np.argsort(ids.astype(str), kind="stable")]
+
+    def bound(self) -> Any:
+        """No duplicates allowed."""
+        return 0
+
+
+@dataclass(frozen=True)
+class RangeRule(RowRule):
+    """Non-null values of ``column`` lie in [low, high] (``high`` None: no upper bound)."""
+
+    low: float = -math.inf
+    high: float | None = None
+    numeric: bool = True
+
+    def violations(self, values: np.ndarray) -> np.ndarray:
+        """Values below ``low`` or above ``high`` (NaN compares False, so nulls pass)."""
+        bad = values < self.low
+        if self.high is not None:
+            bad |= values > self.high
+        return bad
+
+    def observe(self, view: FrameView, mask: np.ndarray) -> Any:
+        """Observed min and max of the numeric values, and the failing count."""
+        values = view.floats(self.column)
+        has_values = bool(np.isfinite(values).any()) if len(values) else False
+        return {
+            "min": _py(np.nanmin(values)) if has_values else None,
+            "max": _py(np.nanmax(values)) if has_values else None,
+            "failing": int(mask.sum()),
+        }
+
+    def bound(self) -> Any:
+        """[low, high] (high None when unbounded)."""
+        return [_py(self.low), _py(self.high)]
+
+
+@dataclass(frozen=True)
+class SetRule(RowRule):
+    """Non-null values of ``column`` are among ``allowed``."""
+
+    allowed: tuple[Any, ...] = ()
+
+    def violations(self, values: Any) -> np.ndarray:
+        """Non-null values outside the allowed set."""
+        if self.numeric:
+            return ~np.isnan(values) & ~np.isin(values, np.asarray(self.allowed, dtype=float))
+        return (values.notna() & ~values.isin(self.allowed)).to_numpy(dtype=bool)
+
+    def fast_violations(self, view: FrameView) -> np.ndarray:
+        """Same as ``violations``, with the view's cached null mask."""
+        if self.numeric:
+            return self.violations(view.floats(self.column))
+        outside = ~view.frame[self.column].isin(self.allowed).to_numpy(dtype=bool)
+        return outside & ~view.nulls(self.column)
+
+    def observe(self, view: FrameView, mask: np.ndarray) -> Any:
+        """Counts of up to 10 most frequent values outside the set."""
+        if not mask.any():
+            return {}
+        counts = view.frame[self.column][mask].astype(str).value_counts().head(10)
+        return {str(k): int(v) for k, v in counts.items()}
+
+    def bound(self) -> Any:
+        """The allowed values."""
+        return [_py(v) for v in self.allowed]
+
+
+@dataclass(frozen=True)
+class MeanRangeRule(Rule):
+    """The mean of the non-null numeric values of ``column`` lies in [low, high]."""
+
+    low: float = -math.inf
+    high: float = math.inf
+
+    def mean(self, values: np.ndarray) -> float:
+        """Mean of non-NaN values (NaN when there are none)."""
+        finite = ~np.isnan(values)
+        return float(values[finite].mean()) if finite.any() else math.nan
+
+    def _evaluate(self, view: FrameView) -> RuleResult:
+        mean = self.mean(view.floats(self.column))
+        passed = not math.isnan(mean) and self.low <= mean <= self.high
+        msg = f"mean of {self.column} is {mean:.4g}, bound [{self.low}, {self.high}]"
+        return self._result(passed, _py(mean), self.bound(), 0, view.cases([], None), msg)
+
+    def bound(self) -> Any:
+        """[low, high]."""
+        return [self.low, self.high]
+
+    def pandera_check(self) -> pa.Check:
+        """Pandera column check returning one boolean."""
+        return self._check(lambda series: self.low <= self.mean(as_float(series)) <= self.high)
+
+
+@dataclass(frozen=True)
+class NullRateRule(Rule):
+    """The share of null cells in ``column`` is at most ``limit``."""
+
+    limit: float = 0.0
+
+    def _evaluate(self, view: FrameView) -> RuleResult:
+        nulls = view.nulls(self.column)
+        count = int(nulls.sum())
+        rate = count / view.n if view.n else 0.0
+        passed = rate <= self.limit
+        cases = view.cases(np.flatnonzero(nulls) if not passed else np.array([], int), self.column)
+        msg = f"{count} null(s) in {self.column} = rate {rate:.4f}, limit {self.limit}"
+        return self._result(passed, rate, self.limit, 0 if passed else count, cases, msg)
+
+    def bound(self) -> Any:
+        """The maximum null rate."""
+        return self.limit
+
+    def pandera_check(self) -> pa.Check:
+        """Pandera column check returning one boolean."""
+        return self._check(
+            lambda series: float(series.isna().mean() if len(series) else 0.0) <= self.limit
+        )
+
+
+@dataclass(frozen=True)
+class RowCountRule(Rule):
+    """The frame has at least ``min_rows`` rows."""
+
+    min_rows: int = 1
+
+    def _evaluate(self, view: FrameView) -> RuleResult:
+        passed = view.n >= self.min_rows
+        msg = f"{view.n} row(s), need at least {self.min_rows}"
+        return self._result(passed, view.n, self.bound(), 0, view.cases([], None), msg)
+
+    def bound(self) -> Any:
+        """Minimum rows."""
+        return self.min_rows
+
+    def pandera_check(self) -> pa.Check:
+        """Pandera dataframe-level check."""
+        return self._check(lambda frame: len(frame) >= self.min_rows)
+
+
+@dataclass(frozen=True)
+class RequiredColumnsRule(Rule):
+    """Every canonical column is present (pandera: ``Column(required=True)``)."""
+
+    columns: tuple[str, ...] = s.ALL_COLUMNS
+
+    def _evaluate(self, view: FrameView) -> RuleResult:
+        missing = [c for c in self.columns if not view.has(c)]
+        msg = f"missing {missing}; found {list(view.frame.columns)}" if missing else "all present"
+        return self._result(not missing, missing, list(self.columns), 0, view.cases([], None), msg)
+
+    def bound(self) -> Any:
+        """The required columns."""
+        return list(self.columns)
+
+
+@dataclass(frozen=True)
+class ColumnTypesRule(Rule):
+    """Present canonical columns have a dtype compatible with ``CANONICAL_DTYPES``.
+
+    Compatible means the same kind: any integer dtype for ``Int64``, integer or float
+    for ``float64``, bool/boolean for ``boolean``, tz-naive datetime64 for dates, and
+    string dtype or object holding only strings for ``string``. Pandera expresses it
+    as ``Column(dtype)`` with coercion.
+    """
+
+    dtypes: Mapping[str, str] = field(default_factory=lambda: dict(s.CANONICAL_DTYPES))
+
+    def _evaluate(self, view: FrameView) -> RuleResult:
+        wrong = {
+            c: str(view.frame[c].dtype)
+            for c, expected in self.dtypes.items()
+            if view.has(c) and not dtype_compatible(view.frame[c], expected)
+        }
+        failing, samples = 0, []
+        for col in wrong:
+            bad = np.flatnonzero(_uncoercible(view.frame[col], self.dtypes[col]))
+            failing += len(bad)
+            sample = view.cases(bad, None)
+            sample["column"] = col
+            sample["value"] = view.frame[col].iloc[bad[: view.sample_size]].astype(str).to_numpy()
+            samples.append(sample)
+        cases = (
+            pd.concat(samples, ignore_index=True).head(view.sample_size)
+            if samples
+            else view.cases([], None)
+        )
+        msg = (
+            "; ".join(f"{c} has dtype {d}, expected {self.dtypes[c]}" for c, d in wrong.items())
+            or "all present columns have canonical dtypes"
+        )
+        bound = {c: self.dtypes[c] for c in wrong} if wrong else dict(self.dtypes)
+        return self._result(not wrong, wrong, bound, failing, cases, msg)
+
+    def bound(self) -> Any:
+        """Expected dtype per column."""
+        return dict(self.dtypes)
+
+
+@dataclass(frozen=True)
+class ParseableRule(Rule):
+    """No value was unreadable as its column's type when the frame was mapped.
+
+    Needs the ``MappedFrame`` conversion report; on a plain DataFrame it passes with
+    observed ``None`` (nothing was converted, ``column_types_match`` covers types).
+    """
+
+    def _evaluate(self, view: FrameView) -> RuleResult:
+        if view.conversion is None:
+            return self._result(
+                True, None, 0, 0, view.cases([], None), "no conversion report (not a MappedFrame)"
+            )
+        counts = {c: r.unparseable for c, r in view.conversion.items() if r.unparseable}
+        failing = sum(counts.values())
+        samples = []
+        for col in counts:
+            ex = view.conversion[col].examples.copy()
+            ex.insert(len(ex.columns) - 1, "column", col)
+            samples.append(ex)
+        cases = (
+            pd.concat(samples, ignore_index=True).head(view.sample_size)
+            if samples
+            else view.cases([], None)
+        )
+        msg = (
+            ", ".join(f"{n} unparseable value(s) in {c}" for c, n in counts.items())
+            + "; fix the values or the mapping's value maps / read_options"
+            if counts
+            else "every value was readable as its column's type"
+        )
+        return self._result(not counts, counts, 0, failing, cases, msg)
+
+
+def dtype_compatible(series: pd.Series, expected: str) -> bool:
+    """Whether ``series`` has the same kind of dtype as canonical ``expected``."""
+    dtype = series.dtype
+    api = pd.api.types
+    if expected == "string":
+        if isinstance(dtype, pd.StringDtype):
+            return True
+        return dtype == np.dtype(object) and api.infer_dtype(series, skipna=True) in (
+            "string",
+            "empty",
+        )
+    if expected == "Int64":
+        return api.is_integer_dtype(dtype) and not api.is_bool_dtype(dtype)
+    if expected == "float64":
+        return (api.is_float_dtype(dtype) or api.is_integer_dtype(dtype)) and not api.is_bool_dtype(
+            dtype
+        )
+    if expected == "boolean":
+        return api.is_bool_dtype(dtype)
+    if expected.startswith("datetime64"):
+        return api.is_datetime64_dtype(dtype) and not isinstance(dtype, pd.DatetimeTZDtype)
+    return str(dtype) == expected
+
+
+def _uncoercible(series: pd.Series, expected: str) -> np.ndarray:
+    """Mask of non-null cells that cannot be read as ``expected`` (type-rule evidence)."""
+    notna = series.notna().to_numpy(dtype=bool)
+    if expected in ("Int64", "float64"):
+        values = as_float(series)
+        bad = np.isnan(values)
+        if expected == "Int64":
+            with np.errstate(invalid="ignore"):
+                bad |= values != np.round(values)
+        return notna & bad
+    if expected == "boolean":
+        values = series.to_numpy(dtype=object)
+        return notna & ~np.fromiter(
+            (isinstance(v, bool | np.bool_) for v in values), bool, len(values)
+        )
+    if expected.startswith("datetime64"):
+        return notna & pd.to_datetime(series, errors="coerce").isna().to_numpy(dtype=bool)
+    if expected == "string":
+        values = series.to_numpy(dtype=object)
+        return notna & ~np.fromiter((isinstance(v, str) for v in values), bool, len(values))
+    return notna
+
+
+def contract_rules(config: ContractConfig | None = None) -> list[Rule]:
+    """The contract: every rule, in the order reports and asset checks list them."""
+    c = config or ContractConfig()
+    e = ERROR
+
+    def sev(name: str, default: Severity) -> Severity:
+        return c.severity(name, default)
+
+    lo_t, hi_t = c.tenure_months_range
+    lo_s, hi_s = c.monthly_spend_range
+    lo_h, hi_h = c.last_login_hour_range
+    lo_m, hi_m = c.monthly_spend_mean_range
+    rules: list[Rule] = [
+        RowCountRule(
+            "row_count_positive",
+            sev("row_count_positive", e),
+            f"the snapshot has at least {c.min_rows} row(s)",
+            min_rows=c.min_rows,
+        ),
+        RequiredColumnsRule(
+            "required_columns_present",
+            sev("required_columns_present", e),
+            "every canonical column is present",
+        ),
+        ColumnTypesRule(
+            "column_types_match",
+            sev("column_types_match", e),
+            "columns have their canonical dtypes",
+        ),
+        ParseableRule(
+            "values_parseable",
+            sev("values_parseable", e),
+            "every value could be read as its column's type when mapped",
+        ),
+        NotNullRule(
+            "customer_id_not_null",
+            sev("customer_id_not_null", e),
+            "customer_id is never null",
+            s.CUSTOMER_ID,
+        ),
+        UniqueRule(
+            "customer_id_unique",
+            sev("customer_id_unique", e),
+            "customer_id is unique",
+            s.CUSTOMER_ID,
+        ),
+        RangeRule(
+            "tenure_months_in_range",
+            sev("tenure_months_in_range", e),
+            f"tenure_months in [{lo_t}, {hi_t}]",
+            s.TENURE_MONTHS,
+            low=lo_t,
+            high=hi_t,
+        ),
+        RangeRule(
+            "monthly_spend_in_range",
+            sev("monthly_spend_in_range", e),
+            f"monthly_spend in [{lo_s}, {hi_s}]",
+            s.MONTHLY_SPEND,
+            low=lo_s,
+            high=hi_s,
+        ),
+        RangeRule(
+            "last_login_hour_in_range",
+            sev("last_login_hour_in_range", e),
+            f"last_login_hour in [{lo_h}, {hi_h}]",
+            s.LAST_LOGIN_HOUR,
+            low=lo_h,
+            high=hi_h,
+        ),
+        RangeRule(
+            "support_tickets_non_negative",
+            sev("support_tickets_non_negative", e),
+            f"support_tickets >= {c.support_tickets_min}",
+            s.SUPPORT_TICKETS,
+            low=c.support_tickets_min,
+        ),
+        MeanRangeRule(
+            "monthly_spend_mean_in_range",
+            sev("monthly_spend_mean_in_range", e),
+            f"mean monthly_spend in [{lo_m}, {hi_m}]",
+            s.MONTHLY_SPEND,
+            low=lo_m,
+            high=hi_m,
+        ),
+        SetRule(
+            "contract_type_in_set",
+            sev("contract_type_in_set", e),
+            f"contract_type in {list(c.contract_types)}",
+            s.CONTRACT_TYPE,
+            allowed=tuple(c.contract_types),
+        ),
+        SetRule(
+            "region_in_set",
+            sev("region_in_set", e),
+            f"region in {list(c.regions)}",
+            s.REGION,
+            allowed=tuple(c.regions),
+        ),
+        SetRule(
+            "churned_in_set",
+            sev("churned_in_set", e),
+            f"churned in {list(c.churned_values)}",
+            s.TARGET,
+            allowed=tuple(c.churned_values),
+            numeric=True,
+        ),
+    ]
+    for col in NULL_RATE_COLUMNS:
+        name = f"{col}_null_rate"
+        limit = c.null_rate_limit(col)
+        rules.append(
+            NullRateRule(
+                name,
+                sev(name, e),
+                f"null rate of {col} <= {limit}",
+                col,
+                limit=limit,
+            )
+        )
+    return rules
+
+
+def rule_names() -> list[str]:
+    """Names of every contract rule (stable: one Dagster asset check each)."""
+    return [r.name for r in contract_rules(ContractConfig())]
+
+
+def evaluate_contract(
+    frame: pd.DataFrame | MappedFrame, config: ContractConfig | None = None
+) -> list[RuleResult]:
+    """Evaluate every rule on ``frame`` (a mapped frame or a plain canonical DataFrame).
+
+    Never stops at the first failure and never raises on a broken frame: a missing
+    column or a wrong dtype is reported by the rules. A ``MappedFrame`` also lets
+    ``values_parseable`` report values that could not be converted.
+    """
+    config = config or ContractConfig()
+    conversion = None
+    if isinstance(frame, MappedFrame):
+        conversion = frame.conversion_report
+        frame = frame.frame
+    view = FrameView(frame, conversion, config.failure_sample_size)
+    return [rule.evaluate(view) for rule in contract_rules(config)]
+
+
+def blocking_failures(results: Sequence[RuleResult]) -> list[RuleResult]:
+    """Results that failed with severity ERROR."""
+    return [r for r in results if r.blocking]
+
+
+def pandera_schema(
+    config: ContractConfig | None = None, *, coerce: bool = True
+) -> pa.DataFrameSchema:
+    """The contract as a pandera schema generated from ``contract_rules``.
+
+    Each rule's check is named after the rule; WARN rules raise pandera warnings
+    instead of errors. Column presence and dtype are pandera ``Column(required, dtype)``.
+    """
+    rules = contract_rules(config)
+    per_column: dict[str, list[pa.Check]] = {c: [] for c in s.ALL_COLUMNS}
+    frame_checks: list[pa.Check] = []
+    required: tuple[str, ...] = ()
+    for rule in rules:
+        if isinstance(rule, RequiredColumnsRule):
+            required = rule.columns
+        check = rule.pandera_check()
+        if check is None:
+            continue
+        (per_column[rule.column] if rule.column else frame_checks).append(check)
+    columns = {
+        col: pa.Column(
+            s.CANONICAL_DTYPES[col],
+            checks=per_column[col],
+            nullable=True,
+            required=col in required,
+            coerce=coerce,
+        )
+        for col in s.ALL_COLUMNS
+    }
+    return pa.DataFrameSchema(
+        columns, checks=frame_checks, coerce=coerce, strict=False, name="churn_contract"
+    )
+
+
+def pandera_failed_rules(errors: pa.errors.SchemaErrors) -> set[str]:
+    """Rule names behind pandera's failure cases (dtype/presence map to their rules)."""
+    names = set(rule_names())
+    failed = set()
+    for check in errors.failure_cases["check"].astype(str):
+        if check in names:
+            failed.add(check)
+        elif check == "column_in_dataframe":
+            failed.add("required_columns_present")
+        elif check.startswith(("dtype(", "coerce_dtype(")):
+            failed.add("column_types_match")
+        else:
+            failed.add(check)
+    return failed
+
+
+def validated_frame(
+    frame: pd.DataFrame | MappedFrame, config: ContractConfig | None = None
+) -> pd.DataFrame:
+    """The frame typed as ``CANONICAL_DTYPES`` (canonical column order), once the contract passed.
+
+    Raises ``ContractError`` listing every blocking failure with its evidence. The
+    pandera schema then validates and coerces; WARN rules do not block.
+    """
+    config = config or ContractConfig()
+    results = evaluate_contract(frame, config)
+    blocking = blocking_failures(results)
+    if blocking:
+        lines = [
+            f"- {r.name}: {r.message} (observed {json.dumps(r.observed, default=str)}, "
+            f"bound {json.dumps(r.bound, default=str)})"
+            for r in blocking
+        ]
+        raise ContractError(
+            f"{len(blocking)} blocking contract rule(s) failed:\n" + "\n".join(lines), results
+        )
+    data = frame.frame if isinstance(frame, MappedFrame) else frame
+    schema = pandera_schema(config)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=pa.errors.SchemaWarning)
+        try:
+            typed = schema.validate(data, lazy=True)
+        except pa.errors.SchemaErrors as exc:  # the fast path and pandera disagree: a bug
+            raise ContractError(
+                f"pandera rejected a frame the fast evaluator passed: "
+                f"{sorted(pandera_failed_rules(exc))}",
+                results,
+            ) from exc
+    order = list(s.ALL_COLUMNS) + [c for c in typed.columns if c not in s.ALL_COLUMNS]
+    return typed[order]
+
+
+def data_version(frame: pd.DataFrame | MappedFrame) -> str:
+    """Content hash (sha256 hex) of the rows in order, the column names and dtypes.
+
+    Uses pandas' keyed row hash, which is the same across runs and processes; one
+    changed value, a renamed column or a changed dtype gives a new version.
+    """
+    if isinstance(frame, MappedFrame):
+        frame = frame.frame
+    digest = hashlib.sha256()
+    header = [[str(c), str(t)] for c, t in frame.dtypes.items()]
+    digest.update(json.dumps(header).encode())
+    digest.update(str(len(frame)).encode())
+    for col in frame.columns:
+        # column by column, uncategorised: same hashes as the frame-wide call, far
+        # faster on high-cardinality text such as customer_id
+        hashes = pd.util.hash_pandas_object(frame[col], index=False, categorize=False)
+        digest.update(np.ascontiguousarray(hashes.to_numpy(dtype=np.uint64)).tobytes())
+    return digest.hexdigest()

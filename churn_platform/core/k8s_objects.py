@@ -1,0 +1,383 @@
+"""Kubernetes objects for serving model versions, built as plain dicts.
+
+One Deployment and one Service per model version, and one Gateway API ``HTTPRoute``
+per environment whose weighted ``backendRefs`` split the traffic between them. The
+functions here only build dicts (the shape ``kubectl apply`` and the API accept); the
+Kubernetes target in ``resources/kubernetes_target.py`` sends them. Pure Python: no
+``kubernetes`` import, so the shapes are unit-tested offline against the API schemas.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+__all__ = [
+    "APP_NAME",
+    "HTTP_PORT",
+    "LABEL_ENVIRONMENT",
+    "LABEL_MANAGED_BY",
+    "LABEL_MODEL_NAME",
+    "LABEL_MODEL_VERSION",
+    "MANAGED_BY",
+    "ANNOTATION_MODEL_URI",
+    "ANNOTATION_ZERO_WEIGHT_SINCE",
+    "SERVER_COMMAND",
+    "SERVICE_PORT",
+    "ServingSpec",
+    "deployment",
+    "http_route",
+    "object_name",
+    "route_name",
+    "selector_labels",
+    "server_args",
+    "service",
+    "validate_version",
+]
+
+APP_NAME = "churn-model"
+LABEL_MODEL_NAME = "churn.platform/model-name"
+LABEL_MODEL_VERSION = "churn.platform/model-version"
+LABEL_ENVIRONMENT = "churn.platform/environment"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGED_BY = "churn-platform"
+ANNOTATION_MODEL_URI = "churn.platform/model-uri"
+# On the HTTPRoute: JSON {version: unix time} of when each referenced version dropped to
+# 0% traffic, so the N-1 keep window survives restarts of whoever runs the cleanup.
+ANNOTATION_ZERO_WEIGHT_SINCE = "churn.platform/zero-weight-since"
+
+HTTP_PORT = 8080  # the model server's container port
+SERVICE_PORT = 80  # the per-version Service's port, which the HTTPRoute targets
+
+# A DNS-1123 label fragment: object names are "churn-model-v<version>", so a version
+# must be lower-case alphanumerics and '-', and also be a valid label value.
+_VERSION_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def validate_version(version: str) -> str:
+    """Return ``version`` if it can name Kubernetes objects, else raise ``ValueError``."""
+    if not isinstance(version, str) or not _VERSION_RE.match(version) or len(version) > 40:
+        raise ValueError(
+            f"model version {version!r} cannot name a Kubernetes object: use lower-case "
+            "letters, digits and '-' (at most 40 characters), e.g. the registry version '3'"
+        )
+    return version
+
+
+def object_name(version: str, environment: str | None = None) -> str:
+    """``churn-model-v<version>``, or ``churn-model-<environment>-v<version>``.
+
+    The environment is part of the name only when several environments share one
+    namespace; with a namespace per environment the short name is used.
+    """
+    validate_version(version)
+    if environment is None:
+        return f"{APP_NAME}-v{version}"
+    _check_dns_label("environment", environment)
+    return f"{APP_NAME}-{environment}-v{version}"
+
+
+def route_name(environment: str | None = None) -> str:
+    """The HTTPRoute's name: ``churn-model`` (or ``churn-model-<environment>``)."""
+    if environment is None:
+        return APP_NAME
+    _check_dns_label("environment", environment)
+    return f"{APP_NAME}-{environment}"
+
+
+# The image's entry point for one model version (see deploy/docker/model-server.Dockerfile).
+SERVER_COMMAND = ["python", "-m", "churn_platform.serving", "model-server"]
+
+
+def server_args(model_uri: str, version: str, port: int = HTTP_PORT) -> list[str]:
+    """Options for ``python -m churn_platform.serving model-server`` in the container."""
+    return [
+        "--model-uri",
+        model_uri,
+        "--version",
+        version,
+        "--host",
+        "0.0.0.0",
+        "--port",
+        str(port),
+        "--log-level",
+        "info",
+    ]
+
+
+@dataclass(frozen=True)
+class ServingSpec:
+    """Everything about a model-server Deployment that is not the model version itself.
+
+    image: the model-server image (``deploy/docker/model-server.Dockerfile``).
+    tracking_uri: ``MLFLOW_TRACKING_URI`` inside the pod, where ``models:/`` URIs resolve.
+    cpu_request/cpu_limit/memory_request/memory_limit: container resources.
+    extra_env: more environment variables (e.g. S3 endpoint for MLflow artefacts).
+    image_pull_policy: ``IfNotPresent`` by default; ``Always`` for mutable tags.
+    service_account: the pod's service account ('' for the namespace default).
+    """
+
+    image: str
+    tracking_uri: str
+    model_name: str = "churn_model"
+    replicas: int = 1
+    cpu_request: str = "250m"
+    cpu_limit: str = "1"
+    memory_request: str = "512Mi"
+    memory_limit: str = "1Gi"
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+    image_pull_policy: str = "IfNotPresent"
+    service_account: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.image:
+            raise ValueError("ServingSpec.image is empty; give the model-server image reference")
+        if self.replicas < 0:
+            raise ValueError(f"ServingSpec.replicas must be >= 0, got {self.replicas}")
+        if self.image_pull_policy not in ("Always", "IfNotPresent", "Never"):
+            raise ValueError(
+                "ServingSpec.image_pull_policy must be Always, IfNotPresent or Never, "
+                f"got {self.image_pull_policy!r}"
+            )
+
+
+def selector_labels(version: str, environment: str, model_name: str) -> dict[str, str]:
+    """The labels that pick exactly one version's pods in one environment."""
+    _check_dns_label("environment", environment)
+    return {
+        "app.kubernetes.io/name": APP_NAME,
+        LABEL_MODEL_NAME: _label_value("model name", model_name),
+        LABEL_MODEL_VERSION: validate_version(version),
+        LABEL_ENVIRONMENT: environment,
+    }
+
+
+def _labels(version: str, environment: str, model_name: str, name: str) -> dict[str, str]:
+    return {
+        **selector_labels(version, environment, model_name),
+        "app.kubernetes.io/instance": name,
+        "app.kubernetes.io/component": "model-server",
+        LABEL_MANAGED_BY: MANAGED_BY,
+    }
+
+
+def deployment(
+    *,
+    name: str,
+    namespace: str,
+    environment: str,
+    version: str,
+    model_uri: str,
+    spec: ServingSpec,
+) -> dict:
+    """The Deployment running one model version's server.
+
+    Probes hit ``/health`` (readiness gates traffic, liveness restarts a hung server);
+    the pod carries ``prometheus.io/*`` annotations so Prometheus scrapes ``/metrics``;
+    ``OMP_NUM_THREADS=1`` keeps BLAS from oversubscribing the CPU limit.
+    """
+    if not model_uri:
+        raise ValueError(f"Deployment {namespace}/{name}: model_uri is empty")
+    labels = _labels(version, environment, spec.model_name, name)
+    env = [
+        {"name": "MLFLOW_TRACKING_URI", "value": spec.tracking_uri},
+        {"name": "OMP_NUM_THREADS", "value": "1"},
+        {"name": "MODEL_URI", "value": model_uri},
+        {"name": "MODEL_VERSION", "value": version},
+        *({"name": k, "value": str(v)} for k, v in sorted(spec.extra_env.items())),
+    ]
+    probe_get = {"path": "/health", "port": "http"}
+    container = {
+        "name": "model-server",
+        "image": spec.image,
+        "imagePullPolicy": spec.image_pull_policy,
+        "command": list(SERVER_COMMAND),
+        "args": server_args(model_uri, version),
+        "env": env,
+        "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}],
+        "readinessProbe": {
+            "httpGet": probe_get,
+            "initialDelaySeconds": 5,
+            "periodSeconds": 5,
+            "timeoutSeconds": 2,
+            "failureThreshold": 3,
+        },
+        "livenessProbe": {
+            "httpGet": probe_get,
+            "initialDelaySeconds": 30,
+            "periodSeconds": 10,
+            "timeoutSeconds": 2,
+            "failureThreshold": 3,
+        },
+        "resources": {
+            "requests": {"cpu": spec.cpu_request, "memory": spec.memory_request},
+            "limits": {"cpu": spec.cpu_limit, "memory": spec.memory_limit},
+        },
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        # MLflow downloads the model's artefacts under /tmp before loading them.
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
+    pod_spec: dict = {
+        "containers": [container],
+        "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001},
+        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "2Gi"}}],
+        "terminationGracePeriodSeconds": 30,
+    }
+    if spec.service_account:
+        pod_spec["serviceAccountName"] = spec.service_account
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": labels,
+            "annotations": {ANNOTATION_MODEL_URI: model_uri},
+        },
+        "spec": {
+            "replicas": spec.replicas,
+            "revisionHistoryLimit": 2,
+            "selector": {"matchLabels": selector_labels(version, environment, spec.model_name)},
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+            },
+            "template": {
+                "metadata": {
+                    "labels": labels,
+                    "annotations": {
+                        "prometheus.io/scrape": "true",
+                        "prometheus.io/port": str(HTTP_PORT),
+                        "prometheus.io/path": "/metrics",
+                        ANNOTATION_MODEL_URI: model_uri,
+                    },
+                },
+                "spec": pod_spec,
+            },
+        },
+    }
+
+
+def service(
+    *,
+    name: str,
+    namespace: str,
+    environment: str,
+    version: str,
+    model_uri: str,
+    model_name: str = "churn_model",
+) -> dict:
+    """The ClusterIP Service in front of one version's pods (an HTTPRoute backend)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": _labels(version, environment, model_name, name),
+            "annotations": {ANNOTATION_MODEL_URI: model_uri},
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector_labels(version, environment, model_name),
+            "ports": [
+                {"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}
+            ],
+        },
+    }
+
+
+def http_route(
+    *,
+    name: str,
+    namespace: str,
+    environment: str,
+    gateway_name: str,
+    backends: Sequence[tuple[str, int]],
+    gateway_namespace: str | None = None,
+    hostnames: Sequence[str] = (),
+    annotations: Mapping[str, str] | None = None,
+) -> dict:
+    """A Gateway API v1 HTTPRoute sending ``/`` to Services by weight.
+
+    ``backends`` is ``[(service name, weight), ...]``; a weight of 0 keeps a Service
+    referenced (ready for an instant rollback) without sending it traffic.
+    """
+    if not gateway_name:
+        raise ValueError(f"HTTPRoute {namespace}/{name}: gateway_name is empty")
+    if not backends:
+        raise ValueError(f"HTTPRoute {namespace}/{name}: needs at least one backend")
+    if len(backends) > 16:
+        raise ValueError(
+            f"HTTPRoute {namespace}/{name}: {len(backends)} backends, Gateway API allows 16; "
+            "retire old versions first"
+        )
+    for svc, weight in backends:
+        if isinstance(weight, bool) or not isinstance(weight, int) or weight < 0:
+            raise ValueError(
+                f"HTTPRoute {namespace}/{name}: weight for {svc} must be an int >= 0, got {weight!r}"
+            )
+    parent: dict = {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": gateway_name}
+    if gateway_namespace:
+        parent["namespace"] = gateway_namespace
+    route_spec: dict = {
+        "parentRefs": [parent],
+        "rules": [
+            {
+                "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                "backendRefs": [
+                    {
+                        # group omitted: "" (core) is the Gateway API default, and some API
+                        # servers' CRD validation rejects an explicit empty string.
+                        "kind": "Service",
+                        "name": svc,
+                        "port": SERVICE_PORT,
+                        "weight": weight,
+                    }
+                    for svc, weight in backends
+                ],
+            }
+        ],
+    }
+    if hostnames:
+        route_spec["hostnames"] = list(hostnames)
+    metadata: dict = {
+        "name": name,
+        "namespace": namespace,
+        "labels": {
+            "app.kubernetes.io/name": APP_NAME,
+            LABEL_ENVIRONMENT: environment,
+            LABEL_MANAGED_BY: MANAGED_BY,
+        },
+    }
+    if annotations:
+        metadata["annotations"] = dict(annotations)
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": metadata,
+        "spec": route_spec,
+    }
+
+
+def _check_dns_label(what: str, value: str) -> None:
+    if not isinstance(value, str) or not _DNS_LABEL_RE.match(value) or len(value) > 63:
+        raise ValueError(
+            f"{what} {value!r} cannot be used in Kubernetes names and labels: "
+            "use lower-case letters, digits and '-'"
+        )
+
+
+def _label_value(what: str, value: str) -> str:
+    if not re.match(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$", value) or len(value) > 63:
+        raise ValueError(
+            f"{what} {value!r} is not a valid Kubernetes label value "
+            "(letters, digits, '-', '_', '.'; at most 63 characters)"
+        )
+    return value

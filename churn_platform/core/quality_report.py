@@ -1,0 +1,172 @@
+"""A readable data-quality report per snapshot (markdown).
+
+``profile_frame`` summarises the columns; ``render_quality_report`` puts the contract
+results, that profile and the failure samples on one page. The lead stores it as a
+file beside the snapshot and links it from the asset metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+if TYPE_CHECKING:  # contract imports this module; only the type is needed here
+    from churn_platform.core.contract import RuleResult
+
+
+def _cell(value: Any) -> str:
+    """One markdown table cell: text with pipes escaped and no line breaks."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        text = ""
+    elif value is pd.NA or value is pd.NaT:
+        text = "<NA>"
+    elif isinstance(value, float):
+        text = f"{value:.6g}"
+    elif isinstance(value, dict | list | tuple):
+        text = json.dumps(value, default=str)
+    else:
+        text = str(value)
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    """A GitHub-flavoured markdown table of ``frame`` (no index)."""
+    header = "| " + " | ".join(_cell(c) for c in frame.columns) + " |"
+    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
+    rows = ["| " + " | ".join(_cell(v) for v in row) + " |" for row in frame.itertuples(False)]
+    return "\n".join([header, rule, *rows])
+
+
+def profile_frame(frame: pd.DataFrame, top: int = 5) -> dict[str, Any]:
+    """Per-column profile: dtype, nulls, and min/max/mean or the top values.
+
+    Returns ``{"rows": n, "columns": {name: {...}}}`` with JSON-safe values; pass it
+    (optionally with a ``"source"`` entry) as ``frame_summary`` to the report.
+    """
+    columns: dict[str, Any] = {}
+    n = len(frame)
+    for col in frame.columns:
+        series = frame[col]
+        nulls = int(series.isna().sum())
+        info: dict[str, Any] = {
+            "dtype": str(series.dtype),
+            "nulls": nulls,
+            "null_pct": round(100.0 * nulls / n, 3) if n else 0.0,
+        }
+        non_null = series.dropna()
+        if pd.api.types.is_bool_dtype(series.dtype):
+            info["top"] = _top(non_null, top)
+        elif pd.api.types.is_numeric_dtype(series.dtype) and len(non_null):
+            values = non_null.to_numpy(dtype="float64")
+            info.update(min=float(values.min()), max=float(values.max()), mean=float(values.mean()))
+        elif pd.api.types.is_datetime64_any_dtype(series.dtype) and len(non_null):
+            info.update(min=str(non_null.min()), max=str(non_null.max()))
+        elif len(non_null):
+            info["distinct"] = int(non_null.nunique())
+            info["top"] = _top(non_null, top)
+        columns[str(col)] = info
+    return {"rows": n, "columns": columns}
+
+
+def _top(series: pd.Series, k: int) -> list[list[Any]]:
+    counts = series.astype(str).value_counts().head(k)
+    return [[str(v), int(c)] for v, c in counts.items()]
+
+
+def _profile_line(info: Mapping[str, Any]) -> str:
+    if "mean" in info:
+        return f"min {info['min']:.6g}, max {info['max']:.6g}, mean {info['mean']:.6g}"
+    if "min" in info:
+        return f"{info['min']} .. {info['max']}"
+    if "top" in info:
+        tops = ", ".join(f"{v} ({c})" for v, c in info["top"])
+        distinct = f"{info['distinct']} distinct; " if "distinct" in info else ""
+        return f"{distinct}{tops}"
+    return ""
+
+
+def render_quality_report(
+    results: Sequence[RuleResult],
+    frame_summary: Mapping[str, Any],
+    data_version: str,
+    *,
+    title: str = "Churn snapshot data quality",
+) -> str:
+    """Markdown report: verdict, a row per rule, the column profile, failure samples.
+
+    ``frame_summary`` is ``profile_frame(frame)``, optionally with ``"source"`` (the
+    source description) and ``"mapping"`` (``MappedFrame.summary()``) entries.
+    """
+    blocking = [r for r in results if r.blocking]
+    warned = [r for r in results if not r.passed and not r.blocking]
+    verdict = (
+        f"**BLOCKED**: {len(blocking)} blocking rule(s) failed"
+        if blocking
+        else "**PASSED**: no blocking rule failed"
+    )
+    lines = [
+        f"# {title}",
+        "",
+        f"- data_version: `{data_version}`",
+        f"- rows: {frame_summary.get('rows', '?')}",
+    ]
+    source = frame_summary.get("source")
+    if source:
+        lines.append(f"- source: `{json.dumps(source, default=str)}`")
+    lines += [
+        f"- verdict: {verdict}; {len(warned)} warning(s); "
+        f"{sum(r.passed for r in results)}/{len(results)} rules passed",
+        "",
+        "## Rules",
+        "",
+    ]
+    summary = pd.DataFrame(
+        [
+            {
+                "rule": r.name,
+                "result": "pass" if r.passed else ("FAIL" if r.blocking else "warn"),
+                "severity": r.severity,
+                "observed": r.observed,
+                "bound": r.bound,
+                "failing rows": r.failing_rows,
+            }
+            for r in results
+        ],
+        columns=["rule", "result", "severity", "observed", "bound", "failing rows"],
+    )
+    lines += [markdown_table(summary), "", "## Columns", ""]
+    profile = pd.DataFrame(
+        [
+            {
+                "column": col,
+                "dtype": info.get("dtype"),
+                "null %": info.get("null_pct"),
+                "profile": _profile_line(info),
+            }
+            for col, info in frame_summary.get("columns", {}).items()
+        ],
+        columns=["column", "dtype", "null %", "profile"],
+    )
+    lines += [markdown_table(profile), ""]
+    mapping = frame_summary.get("mapping")
+    if mapping:
+        conversion = pd.DataFrame(
+            [
+                {"column": c, **{k: v for k, v in info.items() if k != "examples"}}
+                for c, info in mapping.get("conversion", {}).items()
+                if info.get("blanks") or info.get("unparseable")
+            ]
+        )
+        if not conversion.empty:
+            lines += ["## Conversion (blanks and unparseable values turned null)", ""]
+            lines += [markdown_table(conversion), ""]
+    failed = [r for r in results if not r.passed]
+    if failed:
+        lines += ["## Failures", ""]
+        for r in failed:
+            lines += [f"### {r.name} ({r.severity})", "", r.message, "", r.to_markdown(), ""]
+    return "\n".join(lines).rstrip() + "\n"

@@ -1,0 +1,245 @@
+"""The data layer: snapshot -> validated data (the contract as blocking checks) -> fixed holdout."""
+
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+
+from churn_platform import settings
+from churn_platform.core import contract, holdout, quality_report
+from churn_platform.core import schema as s
+from churn_platform.core.mapping import MappedFrame
+from churn_platform.defs.common import GROUP, OWNERS, md_table
+from churn_platform.resources.data_source import DataSourceResource
+
+SNAPSHOT_CHECKS = {
+    "row_count_positive": "The snapshot has at least one row.",
+    "schema_columns_present": "Every canonical column is present after the column mapping.",
+}
+HOLDOUT_CHECKS = {
+    "holdout_size": "The holdout has enough rows to measure AUC.",
+    "holdout_class_balance": "Both classes are present in a usable proportion.",
+}
+
+
+def _severity(result: contract.RuleResult) -> dg.AssetCheckSeverity:
+    return (
+        dg.AssetCheckSeverity.ERROR
+        if result.severity == contract.ERROR
+        else dg.AssetCheckSeverity.WARN
+    )
+
+
+@dg.asset(
+    group_name=GROUP,
+    owners=OWNERS,
+    kinds={"pandas", "parquet"},
+    check_specs=[
+        dg.AssetCheckSpec(n, asset="churn_snapshot", blocking=True, description=d)
+        for n, d in SNAPSHOT_CHECKS.items()
+    ],
+)
+def churn_snapshot(context: dg.AssetExecutionContext, data_source: DataSourceResource):
+    """One dated snapshot of customer rows from the configured source, mapped onto the canonical schema.
+
+    The source is the synthetic generator by default, or a CSV/Parquet file (or the newest
+    file of a folder), or a SQL table or query, chosen by `CHURN_SOURCE`; the column mapping
+    renames columns and translates values. The rows are kept as Parquet under
+    `$CHURN_HOME/snapshots/`, and the data version is a content hash of every row, so every
+    model traces to the exact data it saw. Missing columns and an empty table stop here.
+    """
+    mapped, description = data_source.snapshot(required=())
+    frame = mapped.frame
+    version = contract.data_version(mapped)
+    missing = [c for c in s.ALL_COLUMNS if c not in frame.columns]
+    yield dg.AssetCheckResult(
+        check_name="row_count_positive",
+        passed=len(frame) > 0,
+        metadata={"rows": len(frame), "bound": "> 0", "source": str(description.get("location"))},
+    )
+    yield dg.AssetCheckResult(
+        check_name="schema_columns_present",
+        passed=not missing,
+        metadata={
+            "missing_columns": ", ".join(missing) or "none",
+            "columns_found": ", ".join(map(str, frame.columns)),
+            "fix": "add the missing column(s) to the mapping: columns: {'<your column>': '<canonical>'}"
+            if missing
+            else "",
+        },
+    )
+    if len(frame) == 0 or missing:
+        problem = (
+            "the snapshot has no rows"
+            if len(frame) == 0
+            else f"canonical column(s) {missing} are missing"
+        )
+        raise dg.Failure(
+            description=f"{description.get('location')}: {problem}. Columns found: {list(frame.columns)}. "
+            "Map your columns onto the canonical names with the source's 'columns' mapping "
+            "(e.g. CHURN_MAPPING_FILE). Nothing downstream runs; the last validated data is untouched.",
+            metadata={"missing_columns": ", ".join(missing), "rows": len(frame)},
+        )
+    folder = settings.churn_home() / "snapshots"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"snapshot_{pd.Timestamp.now(tz='UTC'):%Y%m%dT%H%M%S}_{version[:12]}.parquet"
+    frame.to_parquet(path, index=False)
+    conversion = {c: r.as_dict() for c, r in mapped.conversion_report.items() if r.nulls_added}
+    yield dg.Output(
+        mapped,
+        data_version=dg.DataVersion(version),
+        metadata={
+            "data_version": version,
+            "rows": len(frame),
+            "source": str(description.get("location")),
+            "source_kind": str(description.get("kind")),
+            "parquet": dg.MetadataValue.path(str(path)),
+            "columns": ", ".join(map(str, frame.columns)),
+            "nulls_from_conversion": dg.MetadataValue.json(conversion),
+            "unmapped_values": dg.MetadataValue.json(mapped.unmapped_values),
+            "preview": dg.MetadataValue.md(md_table(frame.head(5))),
+        },
+    )
+
+
+class ContractSettings(dg.Config):
+    """Contract thresholds and severities (see ``core.contract.ContractConfig``); JSON-able overrides."""
+
+    overrides: dict[str, Any] = {}
+
+
+@dg.asset(
+    group_name=GROUP,
+    owners=OWNERS,
+    kinds={"pandera", "pandas"},
+    check_specs=[
+        dg.AssetCheckSpec(
+            rule.name,
+            asset="validated_churn_data",
+            blocking=rule.severity == contract.ERROR,
+            description=rule.description,
+        )
+        for rule in contract.contract_rules()
+    ],
+)
+def validated_churn_data(
+    context: dg.AssetExecutionContext, config: ContractSettings, churn_snapshot: MappedFrame
+):
+    """The snapshot after the data contract passed, with canonical types.
+
+    Every contract rule (pandera schema plus a vectorised evaluator from one declaration)
+    is its own asset check with its evidence: observed value, bound, failing row count
+    and a sample of failing rows. ERROR rules block: the asset is not materialised, the
+    run stops, nothing downstream trains on bad data, and the last good validated data
+    stays as it was. WARN rules alert only. A quality report is written per snapshot.
+    """
+    cfg = contract.ContractConfig.from_dict(config.overrides)
+    results = contract.evaluate_contract(churn_snapshot, cfg)
+    version = contract.data_version(churn_snapshot)
+    summary = {
+        **quality_report.profile_frame(churn_snapshot.frame),
+        "mapping": churn_snapshot.summary(),
+    }
+    report_text = quality_report.render_quality_report(results, summary, version)
+    folder = settings.churn_home() / "reports"
+    folder.mkdir(parents=True, exist_ok=True)
+    report_path = folder / f"quality_{version[:12]}.md"
+    report_path.write_text(report_text)
+    for r in results:
+        meta = {k: ("n/a" if v is None else v) for k, v in r.metadata().items()}
+        meta["failure_cases"] = dg.MetadataValue.md(r.to_markdown())
+        yield dg.AssetCheckResult(
+            check_name=r.name,
+            passed=r.passed,
+            severity=_severity(r),
+            metadata=meta,
+            description=r.description,
+        )
+    blocking = contract.blocking_failures(results)
+    if blocking:
+        raise dg.Failure(
+            description=f"{len(blocking)} blocking contract rule(s) failed: "
+            + "; ".join(f"{r.name} ({r.message})" for r in blocking)
+            + ". No model is trained on this snapshot; the last validated data is untouched.",
+            metadata={
+                "failed_rules": ", ".join(r.name for r in blocking),
+                "quality_report": dg.MetadataValue.path(str(report_path)),
+            },
+        )
+    typed = contract.validated_frame(churn_snapshot, cfg)
+    warned = [r.name for r in results if not r.passed]
+    yield dg.Output(
+        typed,
+        data_version=dg.DataVersion(version),
+        metadata={
+            "data_version": version,
+            "rows": len(typed),
+            "rules_passed": f"{sum(r.passed for r in results)}/{len(results)}",
+            "warnings": ", ".join(warned) or "none",
+            "churn_rate": round(float(typed[s.TARGET].mean()), 4),
+            "quality_report": dg.MetadataValue.path(str(report_path)),
+            "quality_summary": dg.MetadataValue.md(report_text.split("## Columns")[0][:6000]),
+        },
+    )
+
+
+class HoldoutSettings(dg.Config):
+    """The holdout selection: change `salt` or `fraction` only to re-draw it on purpose."""
+
+    fraction: float = 0.2
+    salt: str = "churn-holdout-v1"
+    min_rows: int = 200
+    min_positive_rate: float = 0.02
+
+
+@dg.asset(
+    group_name=GROUP,
+    owners=OWNERS,
+    kinds={"pandas"},
+    check_specs=[
+        dg.AssetCheckSpec(n, asset="holdout_set", blocking=True, description=d)
+        for n, d in HOLDOUT_CHECKS.items()
+    ],
+)
+def holdout_set(
+    context: dg.AssetExecutionContext, config: HoldoutSettings, validated_churn_data: pd.DataFrame
+):
+    """Fixed evaluation rows: the customers whose salted `customer_id` hash falls in the holdout bucket.
+
+    A customer never moves between training and holdout across snapshots; the selection
+    changes only when `salt` or `fraction` is changed. Its hash is in every evaluation
+    report, and both champion and challenger are always scored on these same rows.
+    """
+    _, rows = holdout.split(validated_churn_data, config.fraction, config.salt)
+    rate = float(rows[s.TARGET].mean()) if len(rows) else 0.0
+    size_ok = len(rows) >= config.min_rows
+    balance_ok = config.min_positive_rate <= rate <= 1 - config.min_positive_rate
+    yield dg.AssetCheckResult(
+        check_name="holdout_size",
+        passed=size_ok,
+        metadata={"rows": len(rows), "bound": f">= {config.min_rows}"},
+    )
+    yield dg.AssetCheckResult(
+        check_name="holdout_class_balance",
+        passed=balance_ok,
+        metadata={
+            "positive_rate": round(rate, 4),
+            "bound": f"[{config.min_positive_rate}, {1 - config.min_positive_rate}]",
+        },
+    )
+    if not (size_ok and balance_ok):
+        raise dg.Failure(
+            description=f"holdout has {len(rows)} rows with churn rate {rate:.3f}; it needs at least "
+            f"{config.min_rows} rows and both classes (raise `fraction` or bring more data)"
+        )
+    digest = contract.data_version(rows)
+    yield dg.Output(
+        rows,
+        metadata={
+            "holdout_hash": digest,
+            "rows": len(rows),
+            "positive_rate": round(rate, 4),
+            "fraction": config.fraction,
+            "salt": config.salt,
+        },
+    )

@@ -1,0 +1,1 @@
+"""Dagster resources: the only code that talks to outside systems (data, registry, cluster)."""

@@ -1,0 +1,470 @@
+"""Where snapshot rows come from: the synthetic generator, a file, or a SQL database.
+
+Plain classes first (usable and testable without Dagster), then thin
+``dg.ConfigurableResource`` wrappers with the same fields plus the column mapping.
+
+API
+---
+* ``source.load() -> RawSnapshot``: the rows exactly as the source holds them
+  (``RawSnapshot.frame``; a CSV is read as text) and ``RawSnapshot.description``
+  (``kind``, ``location``, ``rows``, ``columns`` and kind-specific entries), JSON-safe.
+* ``load_snapshot(source, mapping) -> (MappedFrame, description)``: load, then
+  ``core.mapping.apply_mapping``. The resources expose the same as ``snapshot()``.
+
+Every failure the user can fix (missing or empty file, unreadable file, unsupported
+extension, bad URL, unreachable database, missing table, failing query) raises
+``DataSourceError`` naming the file, table or URL and what to change.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import dagster as dg
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from churn_platform.core import schema as s
+from churn_platform.core.mapping import ColumnMapping, DataSourceError, MappedFrame, apply_mapping
+from churn_platform.core.synthetic import DEFAULT_CONTRACT_MIX, SyntheticSpec, generate
+
+__all__ = [
+    "CSV_READ_OPTIONS",
+    "FILE_SUFFIXES",
+    "DataSource",
+    "DataSourceError",
+    "FileSource",
+    "FileSourceResource",
+    "RawSnapshot",
+    "SqlSource",
+    "SqlSourceResource",
+    "SyntheticSource",
+    "SyntheticSourceResource",
+    "load_snapshot",
+]
+
+FILE_SUFFIXES: dict[str, str] = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+CSV_READ_OPTIONS: tuple[str, ...] = ("sep", "encoding", "quotechar")
+_SEPARATORS = (";", "\t", "|")
+
+
+@dataclass(frozen=True)
+class RawSnapshot:
+    """Rows as the source holds them, and where they came from (JSON-safe)."""
+
+    frame: pd.DataFrame
+    description: dict[str, Any]
+
+
+class DataSource(Protocol):
+    """Anything that can hand over one snapshot of raw rows."""
+
+    def load(self) -> RawSnapshot:
+        """Read the rows; raise ``DataSourceError`` with the fix when that is impossible."""
+        ...
+
+
+def load_snapshot(
+    source: DataSource,
+    mapping: ColumnMapping | Mapping[str, Any] | None = None,
+    *,
+    required: Sequence[str] = s.ALL_COLUMNS,
+) -> tuple[MappedFrame, dict[str, Any]]:
+    """Load ``source`` and map it onto the canonical schema.
+
+    Returns the ``MappedFrame`` and the source description; a mapping problem
+    raises ``DataSourceError`` prefixed with the source's location.
+    """
+    raw = source.load()
+    try:
+        mapped = apply_mapping(raw.frame, mapping, required=required)
+    except DataSourceError as exc:
+        raise DataSourceError(f"{raw.description['location']}: {exc}") from exc
+    return mapped, raw.description
+
+
+def _describe(kind: str, location: str, frame: pd.DataFrame, **extra: Any) -> dict[str, Any]:
+    return {
+        "kind": kind,
+        "location": location,
+        "rows": len(frame),
+        "columns": [str(c) for c in frame.columns],
+        **extra,
+    }
+
+
+@dataclass(frozen=True)
+class SyntheticSource:
+    """The deterministic generator (``core.synthetic``) with its drift and defect knobs."""
+
+    n_rows: int = 20_000
+    seed: int = 7
+    as_of: str = "2026-11-01"
+    spend_shift: float = 0.0
+    contract_mix: tuple[float, float, float] = DEFAULT_CONTRACT_MIX
+    invert_contract_effect: bool = False
+    null_rate: Mapping[str, float] = field(default_factory=dict)
+    duplicate_ids: int = 0
+    out_of_range: Mapping[str, int] = field(default_factory=dict)
+
+    def spec(self) -> SyntheticSpec:
+        """The generator spec; invalid knobs raise ``DataSourceError`` naming the field."""
+        try:
+            return SyntheticSpec(
+                n_rows=self.n_rows,
+                seed=self.seed,
+                as_of=self.as_of,
+                spend_shift=self.spend_shift,
+                contract_mix=tuple(self.contract_mix),  # type: ignore[arg-type]
+                invert_contract_effect=self.invert_contract_effect,
+                null_rate=dict(self.null_rate),
+                duplicate_ids=self.duplicate_ids,
+                out_of_range=dict(self.out_of_range),
+            )
+        except ValueError as exc:
+            raise DataSourceError(f"synthetic source config: {exc}") from exc
+
+    def load(self) -> RawSnapshot:
+        """Generate the rows (already canonical names; mapping only types them)."""
+        spec = self.spec()
+        frame = generate(spec)
+        params = {k: v for k, v in asdict(spec).items()}
+        params["contract_mix"] = list(spec.contract_mix)
+        location = f"synthetic(n_rows={spec.n_rows}, seed={spec.seed})"
+        return RawSnapshot(frame, _describe("synthetic", location, frame, spec=params))
+
+
+@dataclass(frozen=True)
+class FileSource:
+    """A CSV or Parquet file, or a folder whose newest such file is the snapshot.
+
+    In a folder the newest file wins by modification time, then by name; hidden
+    files are ignored. CSV files are read as text (so ``00123`` stays an id and
+    blanks are counted by the mapping); ``read_options`` may set ``sep``,
+    ``encoding`` and ``quotechar``.
+    """
+
+    path: str | os.PathLike[str]
+    read_options: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.read_options) - set(CSV_READ_OPTIONS))
+        if unknown:
+            raise DataSourceError(
+                f"read_options has unknown key(s) {unknown} for {self.path}; "
+                f"supported: {list(CSV_READ_OPTIONS)}"
+            )
+
+    def resolve(self) -> Path:
+        """The file to read: ``path`` itself, or the newest data file in the folder."""
+        try:
+            return self._resolve()
+        except PermissionError as exc:
+            raise DataSourceError(
+                f"{self.path} cannot be read: permission denied ({exc.filename}); give the "
+                f"user running the pipeline read access"
+            ) from exc
+
+    def _resolve(self) -> Path:
+        path = Path(self.path).expanduser()
+        if not path.exists():
+            parent = path.parent
+            hint = f" (folder {parent} exists)" if parent.is_dir() else ""
+            raise DataSourceError(
+                f"{path} does not exist{hint}; set path to a .csv or .parquet file, or a "
+                f"folder holding them"
+            )
+        if path.is_dir():
+            candidates = [
+                p
+                for p in path.iterdir()
+                if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in FILE_SUFFIXES
+            ]
+            if not candidates:
+                found = sorted(p.name for p in path.iterdir())[:20]
+                raise DataSourceError(
+                    f"folder {path} holds no {sorted(FILE_SUFFIXES)} file (found {found}); "
+                    f"put a snapshot file there or point path at a file"
+                )
+            return max(candidates, key=lambda p: (p.stat().st_mtime_ns, p.name))
+        if path.suffix.lower() not in FILE_SUFFIXES:
+            raise DataSourceError(
+                f"{path} has unsupported extension {path.suffix or '(none)'!r}; "
+                f"use one of {sorted(FILE_SUFFIXES)} (rename the file or convert it)"
+            )
+        return path
+
+    def load(self) -> RawSnapshot:
+        """Read the resolved file (see class docstring)."""
+        file = self.resolve()
+        try:
+            stat = file.stat()
+        except OSError as exc:
+            raise DataSourceError(f"{file} cannot be read: {exc}") from exc
+        if stat.st_size == 0:
+            raise DataSourceError(f"{file} is empty (0 bytes); write the snapshot rows into it")
+        fmt = FILE_SUFFIXES[file.suffix.lower()]
+        try:
+            frame = self._read_csv(file) if fmt == "csv" else self._read_parquet(file)
+        except PermissionError as exc:
+            raise DataSourceError(
+                f"{file} cannot be read: permission denied; give the user running the "
+                f"pipeline read access"
+            ) from exc
+        if frame.empty:
+            raise DataSourceError(
+                f"{file} has no data rows (columns: {[str(c) for c in frame.columns]}); "
+                f"write the snapshot rows into it"
+            )
+        modified = datetime.fromtimestamp(stat.st_mtime, tz=UTC).isoformat()
+        extra: dict[str, Any] = {"format": fmt, "bytes": stat.st_size, "modified": modified}
+        if Path(self.path).expanduser().is_dir():
+            extra["folder"] = str(Path(self.path).expanduser())
+        return RawSnapshot(frame, _describe("file", str(file), frame, **extra))
+
+    def _read_csv(self, file: Path) -> pd.DataFrame:
+        with file.open("rb") as handle:
+            head = handle.read(65536)
+        if b"\x00" in head:
+            raise DataSourceError(
+                f"{file} looks binary (it contains NUL bytes), not CSV text; export it as "
+                f"CSV, or rename it .parquet if it is Parquet"
+            )
+        options = dict(self.read_options)
+        encoding = options.get("encoding", "utf-8")
+        try:
+            frame = pd.read_csv(file, dtype=str, keep_default_na=False, na_filter=False, **options)
+        except UnicodeDecodeError as exc:
+            raise DataSourceError(
+                f"{file} is not valid {encoding} text ({exc.reason} at byte {exc.start}); "
+                f"set read_options encoding (e.g. 'latin-1') or check the file is CSV"
+            ) from exc
+        except LookupError as exc:
+            raise DataSourceError(
+                f"read_options encoding {encoding!r} for {file} is unknown; use e.g. 'utf-8'"
+            ) from exc
+        except pd.errors.EmptyDataError as exc:
+            raise DataSourceError(f"{file} has no header and no rows; it is empty") from exc
+        except (pd.errors.ParserError, ValueError) as exc:
+            raise DataSourceError(
+                f"{file} is not parseable as CSV: {str(exc).splitlines()[0]}; check the "
+                f"file, or read_options sep/quotechar"
+            ) from exc
+        if len(frame.columns) == 1 and "sep" not in options:
+            name = str(frame.columns[0])
+            used = [sep for sep in _SEPARATORS if sep in name]
+            if used:
+                raise DataSourceError(
+                    f"{file} was read as one column {name[:60]!r}; it seems to use "
+                    f"{used[0]!r} as separator: set read_options sep to {used[0]!r}"
+                )
+        return frame
+
+    def _read_parquet(self, file: Path) -> pd.DataFrame:
+        try:
+            return pd.read_parquet(file)
+        except PermissionError:
+            raise
+        except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ... for bad files
+            raise DataSourceError(
+                f"{file} is not a readable Parquet file ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0] if str(exc) else ''}); re-export it, or rename it "
+                f".csv if it is CSV"
+            ) from exc
+
+
+@dataclass(frozen=True)
+class SqlSource:
+    """A table (optionally in ``schema``) or a query, through a SQLAlchemy URL."""
+
+    url: str
+    table: str | None = None
+    query: str | None = None
+    schema: str | None = None
+    connect_timeout_s: int = 10
+
+    def __post_init__(self) -> None:
+        if bool(self.table) == bool(self.query):
+            raise DataSourceError(
+                f"SQL source for {self.safe_url()}: set exactly one of table or query "
+                f"(got table={self.table!r}, query={'set' if self.query else None})"
+            )
+
+    def safe_url(self) -> str:
+        """The URL with the password hidden (for messages and metadata)."""
+        try:
+            return make_url(self.url).render_as_string(hide_password=True)
+        except Exception:
+            return "<unparseable URL>"
+
+    def _engine(self) -> sa.Engine:
+        try:
+            url = make_url(self.url)
+        except Exception as exc:
+            raise DataSourceError(
+                f"SQL url {self.url!r} is not a valid SQLAlchemy URL; use e.g. "
+                f"'postgresql+psycopg2://user@host:5432/db' or 'sqlite:///path/to/file.db'"
+            ) from exc
+        database = url.database or ""
+        file_based = url.get_backend_name() == "sqlite" and database not in ("", ":memory:")
+        if file_based and not database.startswith("file:") and not Path(database).is_file():
+            raise DataSourceError(
+                f"SQLite database file {database} does not exist; fix the url {self.safe_url()}"
+            )
+        connect_args: dict[str, Any] = {}
+        if url.get_backend_name() == "postgresql":
+            connect_args["connect_timeout"] = self.connect_timeout_s
+        try:
+            return sa.create_engine(url, connect_args=connect_args)
+        except Exception as exc:  # unknown dialect or driver not installed
+            raise DataSourceError(
+                f"cannot use SQL url {self.safe_url()}: {exc}; install the driver or fix "
+                f"the dialect"
+            ) from exc
+
+    def load(self) -> RawSnapshot:
+        """Read the table or run the query."""
+        engine = self._engine()
+        where = self.safe_url()
+        try:
+            try:
+                conn = engine.connect()
+            except sa.exc.SQLAlchemyError as exc:
+                reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+                raise DataSourceError(
+                    f"cannot connect to {where}: {reason}; check host, port, database, "
+                    f"credentials and that the server is running"
+                ) from exc
+            with conn:
+                frame, location = self._read(conn, where)
+        finally:
+            engine.dispose()
+        if frame.empty:
+            raise DataSourceError(
+                f"{location} returned no rows; load the snapshot into it or fix the query"
+            )
+        extra = {"url": where, "table": self.table, "schema": self.schema, "query": self.query}
+        return RawSnapshot(frame, _describe("sql", location, frame, **extra))
+
+    def _read(self, conn: sa.Connection, where: str) -> tuple[pd.DataFrame, str]:
+        if self.table:
+            qualified = f"{self.schema}.{self.table}" if self.schema else self.table
+            location = f"table {qualified} at {where}"
+            inspector = sa.inspect(conn)
+            if not inspector.has_table(self.table, schema=self.schema):
+                tables = sorted(inspector.get_table_names(schema=self.schema))[:30]
+                raise DataSourceError(
+                    f"table {qualified!r} not found at {where}; tables there: {tables}. "
+                    f"Set table to one of them, or use query"
+                )
+            try:
+                table = sa.Table(self.table, sa.MetaData(), schema=self.schema, autoload_with=conn)
+                return pd.read_sql(sa.select(table), conn), location
+            except sa.exc.SQLAlchemyError as exc:
+                raise DataSourceError(f"reading {location} failed: {exc}") from exc
+        location = f"query at {where}"
+        try:
+            return pd.read_sql_query(sa.text(str(self.query)), conn), location
+        except sa.exc.SQLAlchemyError as exc:
+            reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+            raise DataSourceError(
+                f"query failed at {where}: {reason}; fix the query {self.query!r}"
+            ) from exc
+
+
+# --- Dagster resources ---------------------------------------------------------------
+
+
+class DataSourceResource(dg.ConfigurableResource):
+    """Base of every data-source resource: the column mapping (see ``core.mapping.ColumnMapping``)."""
+
+    columns: dict[str, str] = {}
+    values: dict[str, dict[str, str]] = {}
+    keep_extra_columns: bool = False
+
+    def column_mapping(self) -> ColumnMapping:
+        """The mapping this resource applies."""
+        return ColumnMapping(
+            columns=dict(self.columns),
+            values={k: dict(v) for k, v in self.values.items()},
+            keep_extra_columns=self.keep_extra_columns,
+        )
+
+    def source(self) -> DataSource:
+        """The plain source object this resource configures."""
+        raise NotImplementedError
+
+    def load(self) -> RawSnapshot:
+        """The raw rows and their description."""
+        return self.source().load()
+
+    def snapshot(
+        self, required: Sequence[str] = s.ALL_COLUMNS
+    ) -> tuple[MappedFrame, dict[str, Any]]:
+        """Load and map onto the canonical schema: ``(MappedFrame, description)``.
+
+        ``required=()`` lets missing canonical columns through for a check to report.
+        """
+        return load_snapshot(self.source(), self.column_mapping(), required=required)
+
+
+class SyntheticSourceResource(DataSourceResource):
+    """Synthetic snapshot rows; knobs as in ``core.synthetic.SyntheticSpec``."""
+
+    n_rows: int = 20_000
+    seed: int = 7
+    as_of: str = "2026-11-01"
+    spend_shift: float = 0.0
+    contract_mix: list[float] = list(DEFAULT_CONTRACT_MIX)
+    invert_contract_effect: bool = False
+    null_rate: dict[str, float] = {}
+    duplicate_ids: int = 0
+    out_of_range: dict[str, int] = {}
+
+    def source(self) -> SyntheticSource:
+        """The configured ``SyntheticSource``."""
+        if len(self.contract_mix) != 3:
+            raise DataSourceError(
+                f"contract_mix must have 3 shares for {s.CONTRACT_TYPES}, got {self.contract_mix}"
+            )
+        return SyntheticSource(
+            n_rows=self.n_rows,
+            seed=self.seed,
+            as_of=self.as_of,
+            spend_shift=self.spend_shift,
+            contract_mix=tuple(self.contract_mix),  # type: ignore[arg-type]
+            invert_contract_effect=self.invert_contract_effect,
+            null_rate=dict(self.null_rate),
+            duplicate_ids=self.duplicate_ids,
+            out_of_range=dict(self.out_of_range),
+        )
+
+
+class FileSourceResource(DataSourceResource):
+    """A CSV/Parquet file or a folder of them (newest wins); see ``FileSource``."""
+
+    path: str
+    read_options: dict[str, str] = {}
+
+    def source(self) -> FileSource:
+        """The configured ``FileSource``."""
+        return FileSource(self.path, dict(self.read_options))
+
+
+class SqlSourceResource(DataSourceResource):
+    """A SQL table or query; ``url`` may come from ``dg.EnvVar`` to keep passwords out."""
+
+    url: str
+    table: str = ""
+    query: str = ""
+    db_schema: str = ""
+
+    def source(self) -> SqlSource:
+        """The configured ``SqlSource`` (empty strings mean unset)."""
+        return SqlSource(self.url, self.table or None, self.query or None, self.db_schema or None)

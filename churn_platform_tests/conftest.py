@@ -1,0 +1,42 @@
+"""Shared fixtures: every test gets its own CHURN_HOME and MLflow store, never the repo's data/."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+@pytest.fixture
+def churn_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh platform home (snapshots, MLflow SQLite store, deployments) for one test."""
+    home = tmp_path / "churn_home"
+    home.mkdir()
+    monkeypatch.setenv("CHURN_HOME", str(home))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("PROMETHEUS_URL", raising=False)
+    for var in (
+        "CHURN_SOURCE",
+        "CHURN_SOURCE_PATH",
+        "CHURN_MAPPING_FILE",
+        "CHURN_ENV",
+        "CHURN_AUTO_RELEASE",
+    ):
+        monkeypatch.delenv(var, raising=False)
+    return home
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _session_home(tmp_path_factory: pytest.TempPathFactory):
+    """Keep tests that forget the ``churn_home`` fixture out of the repository's data/ folder."""
+    home = tmp_path_factory.mktemp("session_churn_home")
+    old = os.environ.get("CHURN_HOME")
+    os.environ["CHURN_HOME"] = str(home)
+    yield home
+    if old is None:
+        os.environ.pop("CHURN_HOME", None)
+    else:
+        os.environ["CHURN_HOME"] = old

@@ -1,0 +1,147 @@
+"""PSI drift: the reference profile, PSI values on real shifts, unseen/missing, empty frames."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from churn_platform.core import drift
+from churn_platform.core import schema as s
+from churn_platform.core.synthetic import SyntheticSpec, generate
+
+
+@pytest.fixture(scope="module")
+def reference() -> pd.DataFrame:
+    return generate(SyntheticSpec(n_rows=20_000, seed=1))
+
+
+@pytest.fixture(scope="module")
+def profile(reference) -> dict:
+    # round-trip through JSON: the sensor reads the stored artefact, not the dict
+    return json.loads(json.dumps(drift.build_reference_profile(reference)))
+
+
+def test_profile_shape_and_defaults(profile):
+    assert profile["format"] == drift.PROFILE_FORMAT and profile["version"] == 1
+    expected = [*s.NUMERIC_FEATURES, *s.CATEGORICAL_FEATURES, s.IS_ENTERPRISE]
+    assert list(profile["features"]) == expected
+    for name, spec in profile["features"].items():
+        assert len(spec["bins"]) == len(spec["shares"]), name
+        assert sum(spec["shares"]) == pytest.approx(1.0), name
+        assert spec["bins"][-1] == drift.MISSING_BIN
+    spend = profile["features"][s.MONTHLY_SPEND]
+    assert len(spend["edges"]) == 9  # 10 quantile bins on a continuous column
+    assert np.allclose(spend["shares"][:-1], 0.1, atol=0.002)
+    assert profile["features"][s.REGION]["categories"] == sorted(s.REGIONS)
+    assert profile["features"][s.IS_ENTERPRISE]["categories"] == [False, True]
+
+
+def test_discrete_columns_get_deduplicated_edges(reference):
+    frame = pd.DataFrame({"k": np.resize([0, 0, 0, 0, 0, 0, 1, 1, 2, 3], 1000)})
+    prof = drift.build_reference_profile(frame, numeric=["k"], categorical=[])
+    edges = prof["features"]["k"]["edges"]
+    assert edges == sorted(set(edges))
+    assert len(edges) < 9
+    # each observed value lands in its own bin, none in the open lower bin
+    assert prof["features"]["k"]["shares"][0] == 0.0
+
+
+def test_same_distribution_has_small_psi(profile):
+    current = generate(SyntheticSpec(n_rows=20_000, seed=2))
+    result = drift.psi(profile, current)
+    assert result.n_rows == 20_000
+    assert set(result.psi) == set(profile["features"])
+    assert result.max_psi < 0.05
+    assert result.drifted() == {}
+
+
+def test_spend_shift_is_detected_on_spend_only(profile):
+    current = generate(SyntheticSpec(n_rows=20_000, seed=2, spend_shift=60))
+    result = drift.psi(profile, current)
+    assert result.psi[s.MONTHLY_SPEND] > 0.2
+    assert result.max_feature == s.MONTHLY_SPEND
+    assert list(result.drifted(0.2)) == [s.MONTHLY_SPEND]
+
+
+def test_contract_mix_shift_is_detected(profile):
+    current = generate(SyntheticSpec(n_rows=20_000, seed=2, contract_mix=(0.2, 0.4, 0.4)))
+    assert drift.psi(profile, current).psi[s.CONTRACT_TYPE] > 0.2
+
+
+def test_psi_matches_a_hand_computation():
+    ref = pd.DataFrame({"c": ["a"] * 50 + ["b"] * 50})
+    prof = drift.build_reference_profile(ref, numeric=[], categorical=["c"])
+    cur = pd.DataFrame({"c": ["a"] * 80 + ["b"] * 20})
+    eps = prof["epsilon"]
+    p = (np.array([0.5, 0.5, 0, 0]) + eps) / (1 + 4 * eps)
+    q = (np.array([0.8, 0.2, 0, 0]) + eps) / (1 + 4 * eps)
+    assert drift.psi(prof, cur).psi["c"] == pytest.approx(np.sum((q - p) * np.log(q / p)))
+
+
+def test_unseen_category_is_counted_not_crashing(profile):
+    current = generate(SyntheticSpec(n_rows=5_000, seed=3))
+    current[s.REGION] = current[s.REGION].astype(object)
+    current.loc[:499, s.REGION] = "antarctica"
+    current.loc[500:599, s.REGION] = None
+    result = drift.psi(profile, current)
+    assert result.unseen_counts[s.REGION] == 500
+    assert result.missing_counts[s.REGION] == 100
+    assert result.unseen_counts[s.CONTRACT_TYPE] == 0
+    assert result.psi[s.REGION] > 0.2  # 10% of rows in a bin the reference had empty
+
+
+@pytest.mark.parametrize("dtype", ["string", "category", "string[pyarrow]"])
+def test_categorical_dtypes_agree(profile, dtype):
+    current = generate(SyntheticSpec(n_rows=5_000, seed=3))
+    current[s.REGION] = current[s.REGION].astype(object)
+    current.loc[:99, s.REGION] = "antarctica"
+    current.loc[100:149, s.REGION] = None
+    base = drift.psi(profile, current)
+    converted = current.copy()
+    converted[s.REGION] = converted[s.REGION].astype(dtype)
+    other = drift.psi(profile, converted)
+    assert other.psi[s.REGION] == pytest.approx(base.psi[s.REGION], abs=1e-12)
+    assert other.unseen_counts[s.REGION] == 100 and other.missing_counts[s.REGION] == 50
+
+
+def test_missing_values_are_counted_in_every_kind_of_column(profile):
+    spec = SyntheticSpec(
+        n_rows=10_000,
+        seed=4,
+        null_rate={s.MONTHLY_SPEND: 0.05, s.TENURE_MONTHS: 0.05, s.IS_ENTERPRISE: 0.05},
+    )
+    current = generate(spec)
+    result = drift.psi(profile, current)
+    for col in (s.MONTHLY_SPEND, s.TENURE_MONTHS, s.IS_ENTERPRISE):
+        assert result.missing_counts[col] == int(current[col].isna().sum()) > 0
+    assert result.missing_counts[s.REGION] == 0
+    # 5% of rows in the (empty in training) missing bin is drift-worthy by itself
+    assert result.psi[s.MONTHLY_SPEND] > 0.1
+
+
+def test_nullable_dtypes_are_read(profile):
+    current = generate(SyntheticSpec(n_rows=5_000, seed=5))
+    typed = current.astype({k: v for k, v in s.CANONICAL_DTYPES.items() if k != s.SIGNUP_DATE})
+    a, b = drift.psi(profile, current), drift.psi(profile, typed)
+    assert a.psi == pytest.approx(b.psi, abs=1e-12)
+
+
+def test_empty_frame_is_a_result_with_a_reason(profile):
+    for empty in (generate(SyntheticSpec(n_rows=10, seed=1)).iloc[:0], pd.DataFrame()):
+        result = drift.psi(profile, empty)
+        assert result.n_rows == 0 and result.psi == {}
+        assert result.max_feature is None and result.skipped_reason == "current frame has no rows"
+
+
+def test_bad_inputs_are_named(profile, reference):
+    with pytest.raises(ValueError, match="lacks profiled columns"):
+        drift.psi(profile, reference.drop(columns=[s.REGION]))
+    with pytest.raises(ValueError, match="version 99"):
+        drift.psi({**profile, "version": 99}, reference)
+    with pytest.raises(ValueError, match="no rows"):
+        drift.build_reference_profile(reference.iloc[:0])
+    with pytest.raises(ValueError, match="n_bins"):
+        drift.build_reference_profile(reference, n_bins=1)

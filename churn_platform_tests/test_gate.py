@@ -1,0 +1,195 @@
+"""The promotion gate: decisions, reasons, and its error rates in simulation."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from churn_platform.core import gate, metrics
+from churn_platform.core.metrics import PairedComparison, SliceResult
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_simulation():
+    """benchmarks/ is not a package: load the simulation module by path (one implementation)."""
+    name = "simulate_promotion"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def comparison(
+    delta: float, lower: float, upper: float, champion: float = 0.85
+) -> PairedComparison:
+    """A hand-made comparison (the gate reads only these numbers)."""
+    return PairedComparison(
+        auc_challenger=champion + delta,
+        auc_champion=champion,
+        delta=delta,
+        delta_lower=lower,
+        delta_upper=upper,
+        level=0.95,
+        delong_z=delta / 0.004,
+        delong_p_value=0.5,
+        delong_variance=0.004**2,
+        delong_se=0.004,
+        n=4000,
+        n_pos=840,
+        n_resamples=1000,
+        n_skipped=0,
+    )
+
+
+def scored_models(true_delta: float, seed: int):
+    sim = load_simulation()
+    rng = np.random.default_rng(seed)
+    return sim.paired_scores(4_000, 0.85 + true_delta, 0.85, 0.9, 0.21, rng)
+
+
+# ---------------------------------------------------------------------------------------
+# decisions on real comparisons
+
+
+def test_equal_models_keep_the_champion():
+    y, _, old = scored_models(0.0, seed=1)
+    cmp = metrics.paired_bootstrap_auc_delta(y, old, old)
+    decision = gate.decide(cmp, True, {}, gate.GateConfig())
+    assert not decision.promote
+    assert decision.rule == "interval"
+    assert "lower bound" in decision.reason and "+0.0000" in decision.reason
+
+
+def test_clearly_better_challenger_is_promoted():
+    y, new, old = scored_models(0.04, seed=2)
+    cmp = metrics.paired_bootstrap_auc_delta(y, new, old)
+    assert cmp.delta_lower > 0.005  # the premise: the data show a clear gain
+    decision = gate.decide(cmp, True, {"enterprise": 0.01, "tenure:24m+": None})
+    assert decision.promote
+    assert decision.reason.startswith("Promote:")
+    assert f"{cmp.delta:+.4f}" in decision.reason
+    assert decision.details["slices_not_compared"] == ["tenure:24m+"]
+    json.dumps(decision.details)  # metadata-ready
+
+
+# ---------------------------------------------------------------------------------------
+# decisions on hand-made comparisons
+
+
+def test_failed_checks_keep_with_that_reason_even_when_better():
+    decision = gate.decide(comparison(0.03, 0.02, 0.04), False, {})
+    assert not decision.promote
+    assert "failed its checks" in decision.reason
+    assert "lower bound" not in decision.reason  # the AUC part passed: only the real reason
+
+
+def test_slice_regression_keeps_and_names_the_slice():
+    deltas = {"enterprise": -0.035, "contract:annual": -0.01, "tenure:0-12m": float("nan")}
+    decision = gate.decide(comparison(0.03, 0.02, 0.04), True, deltas)
+    assert not decision.promote
+    assert "enterprise -0.0350" in decision.reason
+    assert "contract:annual" not in decision.reason  # within the 0.02 tolerance
+    assert decision.details["regressed_slices"] == {"enterprise": -0.035}
+    assert decision.details["slices_not_compared"] == ["tenure:0-12m"]
+
+
+def test_every_failing_part_is_listed():
+    decision = gate.decide(comparison(0.001, -0.004, 0.006), False, {"enterprise": -0.05})
+    assert not decision.promote
+    for part in ("failed its checks", "lower bound", "enterprise -0.0500"):
+        assert part in decision.reason
+
+
+def test_interval_boundary_is_inclusive():
+    cfg = gate.GateConfig(min_delta=0.005)
+    assert gate.decide(comparison(0.012, 0.005, 0.02), True, {}, cfg).promote
+    assert not gate.decide(comparison(0.012, 0.0049, 0.02), True, {}, cfg).promote
+
+
+@pytest.mark.parametrize(
+    ("delta", "lower", "expected"),
+    [(0.006, -0.003, True), (0.005, -0.01, True), (0.0049, 0.004, False), (0.02, 0.01, True)],
+)
+def test_point_mode_behaves_like_the_seed(delta, lower, expected):
+    cfg = gate.GateConfig(mode="point", min_delta=0.005)
+    decision = gate.decide(comparison(delta, lower, delta + 0.01), True, {"x": -0.5}, cfg)
+    # the seed's rule: AUC_new >= AUC_old + min_delta; the interval and slices are not read
+    assert decision.promote is expected
+    assert decision.rule == "point"
+    if not expected:
+        assert "below the required +0.0050" in decision.reason
+
+
+def test_point_mode_still_requires_checks():
+    cfg = gate.GateConfig(mode="point")
+    assert not gate.decide(comparison(0.05, 0.04, 0.06), False, {}, cfg).promote
+
+
+def test_no_champion_promotes_when_checks_pass():
+    yes = gate.decide(None, True, {})
+    no = gate.decide(None, False, {})
+    assert yes.promote and "no champion yet" in yes.reason and yes.rule == "no_champion"
+    assert not no.promote and "failed its checks" in no.reason
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"mode": "median"}, "mode must be one of"),
+        ({"min_delta": float("nan")}, "min_delta"),
+        ({"slice_tolerance": -0.1}, "slice_tolerance"),
+        ({"level": 0.0}, "level"),
+        ({"n_resamples": 0}, "n_resamples"),
+    ],
+)
+def test_gate_config_validates(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        gate.GateConfig(**kwargs)
+
+
+def test_slice_auc_deltas_matches_by_name():
+    new = [SliceResult("a", 50, 10, 0.80), SliceResult("b", 50, 0, None, "only one class")]
+    old = [
+        SliceResult("a", 50, 10, 0.75),
+        SliceResult("b", 50, 0, None),
+        SliceResult("c", 40, 5, 0.7),
+    ]
+    assert gate.slice_auc_deltas(new, old) == {"a": pytest.approx(0.05), "b": None, "c": None}
+
+
+# ---------------------------------------------------------------------------------------
+# error rates (the reason the interval rule exists)
+
+
+def test_interval_rule_rarely_promotes_an_equal_model_and_point_rule_often_does():
+    sim = load_simulation()
+    # rho 0.8: two somewhat less similar models than the benchmark's default 0.9
+    res = sim.simulate_rules(n_trials=100, true_delta=0.0, rho=0.8, n_resamples=200, seed=5)
+    point = res.rates["point (seed): AUC_new >= AUC_old + min_delta"]
+    interval = res.rates["interval: CI lower >= min_delta (default)"]
+    assert interval <= 0.10
+    assert point >= interval + 0.05
+
+
+def test_interval_rule_promotes_a_clearly_better_model():
+    sim = load_simulation()
+    res = sim.simulate_rules(n_trials=60, true_delta=0.02, n_resamples=200, seed=6)
+    assert res.rates["interval: CI lower >= min_delta (default)"] >= 0.8
+
+
+def test_simulated_scores_have_the_requested_auc():
+    sim = load_simulation()
+    y, new, old = sim.paired_scores(200_000, 0.87, 0.85, 0.9, 0.21, np.random.default_rng(0))
+    assert metrics.auc(y, new) == pytest.approx(0.87, abs=0.003)
+    assert metrics.auc(y, old) == pytest.approx(0.85, abs=0.003)
+    within = np.corrcoef(new[y == 0], old[y == 0])[0, 1]
+    assert within == pytest.approx(0.9, abs=0.01)
