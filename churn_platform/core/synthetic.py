@@ -20,7 +20,7 @@ import pandas as pd
 from churn_platform.core import schema as s
 
 # log-odds contributions of each contract type (monthly is the baseline)
-CONTRACT_EFFECT: dict[str, float] = {"monthly": 0.0, "annual": -1.2, "multi-year": -1.9}
+CONTRACT_EFFECT: dict[str, float] = {"monthly": 0.0, "annual": -1.0, "multi-year": -1.5}
 DEFAULT_CONTRACT_MIX: tuple[float, float, float] = (0.50, 0.30, 0.20)
 
 
@@ -80,10 +80,10 @@ def churn_log_odds(frame: pd.DataFrame, invert_contract_effect: bool = False) ->
     return (
         0.4
         + contract
-        - 2.6 * np.log1p(tenure) / np.log1p(72)
-        + 0.7 * tickets
-        + 1.3 * (spend - 120.0) / 100.0
-        + 1.0 * night
+        - 3.0 * np.log1p(tenure) / np.log1p(72)
+        + 0.8 * tickets
+        + 1.5 * (spend - 120.0) / 100.0
+        + 1.15 * night
         - 0.5 * enterprise
         + region.to_numpy(dtype=float)
         - 0.6

@@ -8,7 +8,7 @@ import pandas as pd
 from churn_platform import settings
 from churn_platform.core import contract, holdout, quality_report
 from churn_platform.core import schema as s
-from churn_platform.core.mapping import MappedFrame
+from churn_platform.core.mapping import DataSourceError, MappedFrame
 from churn_platform.defs.common import GROUP, OWNERS, md_table
 from churn_platform.resources.data_source import DataSourceResource
 
@@ -48,7 +48,12 @@ def churn_snapshot(context: dg.AssetExecutionContext, data_source: DataSourceRes
     `$CHURN_HOME/snapshots/`, and the data version is a content hash of every row, so every
     model traces to the exact data it saw. Missing columns and an empty table stop here.
     """
-    mapped, description = data_source.snapshot(required=())
+    try:
+        mapped, description = data_source.snapshot(required=())
+    except DataSourceError as exc:
+        raise dg.Failure(
+            description=f"{exc}. Nothing downstream runs; the last validated data is untouched."
+        ) from exc
     frame = mapped.frame
     version = contract.data_version(mapped)
     missing = [c for c in s.ALL_COLUMNS if c not in frame.columns]

@@ -8,7 +8,7 @@ import pandas as pd
 from churn_platform.core import canary, training
 from churn_platform.defs.common import GROUP, OWNERS, check_result, failed_names, md_table
 from churn_platform.resources.bases import DeploymentResource
-from churn_platform.resources.metrics import MetricsResource
+from churn_platform.resources.metrics import MetricsResource, PrometheusMetrics
 from churn_platform.resources.mlflow_registry import MlflowRegistry
 from churn_platform.serving import integration
 from churn_platform.serving.traffic import TrafficGenerator
@@ -201,20 +201,12 @@ def production_deployment(
     def log_transition(t: canary.Transition) -> None:
         context.log.info(f"canary {t.from_state} -> {t.to_state} weights={t.weights}: {t.reason}")
 
-    records = integration.records(holdout_set.head(500))
-    if config.synthetic_traffic_rps > 0 and state.endpoint:
-        with TrafficGenerator(state.endpoint, records, rate=config.synthetic_traffic_rps):
-            result = canary.run_canary(
-                target,
-                metrics,
-                "production",
-                candidate,
-                baseline,
-                config.canary_config(),
-                on_transition=log_transition,
+    def analyse() -> canary.CanaryResult:
+        if isinstance(metrics, PrometheusMetrics) and not metrics.wait_until_scraped(candidate):
+            context.log.warning(
+                f"Prometheus has not scraped v{candidate} yet; the first window may read no data"
             )
-    else:
-        result = canary.run_canary(
+        return canary.run_canary(
             target,
             metrics,
             "production",
@@ -223,6 +215,18 @@ def production_deployment(
             config.canary_config(),
             on_transition=log_transition,
         )
+
+    if config.synthetic_traffic_rps > 0 and state.endpoint:
+        records = integration.records(holdout_set.head(500))
+        with TrafficGenerator(
+            state.endpoint, records, rate=config.synthetic_traffic_rps
+        ) as traffic:
+            result = analyse()
+        context.log.info(
+            f"synthetic traffic: {traffic.sent} requests sent, {traffic.failed} transport errors"
+        )
+    else:
+        result = analyse()
 
     if result.promoted:
         if baseline:

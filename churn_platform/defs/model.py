@@ -106,7 +106,7 @@ def challenger_model(
         train_rows[s.TARGET].astype(int).to_numpy(),
         training.predict_proba(trained.pipeline, train_rows),
     )
-    data_version = _data_version(context)
+    data_version = _upstream_metadata(context, "validated_churn_data", "data_version")
     holdout_hash = _upstream_metadata(context, "holdout_set", "holdout_hash")
     tags = {
         "data_version": data_version,
@@ -185,15 +185,6 @@ def challenger_model(
             "tracking_uri": mlflow_registry.uri(),
         },
     )
-
-
-def _data_version(context: dg.AssetExecutionContext) -> str:
-    """The data version of the validated data this run read (the snapshot's content hash)."""
-    version = _upstream_metadata(context, "validated_churn_data", "data_version")
-    if version != "unknown":
-        return version
-    record = context.instance.get_latest_data_version_record(dg.AssetKey("validated_churn_data"))
-    return record.data_version.value if record is not None and record.data_version else "unknown"
 
 
 def _upstream_metadata(context: dg.AssetExecutionContext, asset: str, key: str) -> str:

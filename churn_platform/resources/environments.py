@@ -13,7 +13,7 @@ the tests and a Kubernetes pod all configure the platform the same way:
 | `MLFLOW_TRACKING_URI` | MLflow store | `sqlite:///$CHURN_HOME/mlflow/mlflow.db` |
 | `PROMETHEUS_URL` | canary metrics from Prometheus; unset = scrape the servers | unset |
 | `CHURN_STAGING_PORT` / `CHURN_PRODUCTION_PORT` | local router ports (0 = pick a free one once) | 0 |
-| `CHURN_MODEL_IMAGE`, `CHURN_K8S_NAMESPACE`, `CHURN_GATEWAY` | Kubernetes target | see deploy/ |
+| `CHURN_MODEL_SERVER_IMAGE`, `CHURN_K8S_NAMESPACE`, `CHURN_GATEWAY_NAME`, `CHURN_GATEWAY_NAMESPACE` | Kubernetes target | see deploy/helm |
 """
 
 from __future__ import annotations
@@ -114,7 +114,11 @@ def resources_for_environment(env: str | None = None) -> dict[str, Any]:
         "io_manager": dg.FilesystemIOManager(base_dir=str(settings.churn_home() / "storage")),
         "mlflow_registry": MlflowRegistry(tracking_uri=_env("MLFLOW_TRACKING_URI")),
         "data_source": data_source_from_env(),
-        "metrics_source": MetricsResource(prometheus_url=_env("PROMETHEUS_URL")),
+        "metrics_source": MetricsResource(
+            prometheus_url=_env("PROMETHEUS_URL"),
+            # the local file_sd targets carry environment=<staging|production>
+            environment_label="production" if env == "local" else "",
+        ),
     }
     if env == "local":
         return {
@@ -126,13 +130,4 @@ def resources_for_environment(env: str | None = None) -> dict[str, Any]:
         }
     from churn_platform.resources.kubernetes_target import KubernetesDeploymentResource
 
-    return {
-        **common,
-        "deployment": KubernetesDeploymentResource(
-            image=_env("CHURN_MODEL_IMAGE", "churn-platform/model-server:latest"),
-            namespace=_env("CHURN_K8S_NAMESPACE", "churn-{environment}"),
-            gateway_name=_env("CHURN_GATEWAY", "churn-gateway"),
-            tracking_uri=_env("MLFLOW_TRACKING_URI"),
-            in_cluster=True,
-        ),
-    }
+    return {**common, "deployment": KubernetesDeploymentResource.from_env()}

@@ -1,0 +1,109 @@
+"""Command line: run a model server or router, list or stop what runs locally.
+
+    python -m churn_platform.serving model-server --model-uri models:/churn_model/3 --version 3 --port 8001
+    python -m churn_platform.serving router --state-file router.json --port 8000
+    python -m churn_platform.serving status [--environment production] [--state-dir DIR]
+    python -m churn_platform.serving stop   [--environment production] [--state-dir DIR]
+
+``model-server`` and ``router`` listen on ``--host/--port`` or on an inherited socket
+(``--fd``, how ``LocalProcessTarget`` starts them). ``status``/``stop`` read the state
+``LocalProcessTarget`` keeps (default ``$CHURN_HOME/deployments``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+
+# before numpy / sklearn load: a 1-row predict must not fan out over every core
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+# no *_created series: they double the scrape size and nobody queries them
+os.environ.setdefault("PROMETHEUS_DISABLE_CREATED_SERIES", "True")
+
+
+def _serve(app: object, args: argparse.Namespace) -> None:
+    import uvicorn
+
+    config = uvicorn.Config(
+        app,  # type: ignore[arg-type]
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+    server = uvicorn.Server(config)
+    if args.fd is not None:
+        sock = socket.socket(fileno=args.fd)
+        server.run(sockets=[sock])
+    else:
+        server.run()
+
+
+def _listen_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0, help="0 = a free port (printed in the log)")
+    p.add_argument("--fd", type=int, default=None, help="serve on this inherited socket")
+    p.add_argument("--log-level", default="warning")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m churn_platform.serving``."""
+    parser = argparse.ArgumentParser(prog="python -m churn_platform.serving")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    ms = sub.add_parser("model-server", help="serve one model version")
+    ms.add_argument("--model-uri", required=True, help="e.g. models:/churn_model/3")
+    ms.add_argument("--version", required=True, help="version label for metrics and answers")
+    ms.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI")
+    ms.add_argument("--inference-log", default=None, help="JSON-lines file of scored records")
+    _listen_args(ms)
+
+    rt = sub.add_parser("router", help="serve the weighted router")
+    rt.add_argument("--state-file", required=True, help="backend table, saved on every change")
+    _listen_args(rt)
+
+    for name, text in (("status", "list local deployments"), ("stop", "stop local deployments")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--environment", default=None, help="staging or production (default: all)")
+        p.add_argument("--state-dir", default="", help="default: $CHURN_HOME/deployments")
+
+    args = parser.parse_args(argv)
+
+    if args.command == "model-server":
+        from churn_platform.serving.model_server import create_app
+
+        app = create_app(
+            args.model_uri,
+            args.version,
+            tracking_uri=args.tracking_uri,
+            inference_log_path=args.inference_log,
+        )
+        _serve(app, args)
+        return 0
+    if args.command == "router":
+        from churn_platform.serving.router import create_router_app
+
+        _serve(create_router_app(args.state_file), args)
+        return 0
+
+    from churn_platform.serving.local_target import LocalProcessTarget
+
+    target = LocalProcessTarget(args.state_dir or None)
+    if args.command == "status":
+        status = target.status()
+        if args.environment:
+            status = {args.environment: status.get(args.environment)}
+        print(json.dumps(status, indent=2))
+        return 0
+    stopped = target.stop_all(args.environment)
+    where = args.environment or "all environments"
+    print(f"stopped {len(stopped)} process(es) in {where}: {stopped}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

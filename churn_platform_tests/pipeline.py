@@ -1,0 +1,66 @@
+"""Helpers to materialise the real asset graph in tests (real MLflow SQLite store, real files)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dagster as dg
+
+from churn_platform.definitions import ASSETS
+from churn_platform.resources.environments import resources_for_environment
+from churn_platform.resources.mlflow_registry import MlflowRegistry
+
+ASSET_NAMES = [a.key.to_user_string() for a in ASSETS]
+THROUGH_MODEL = ASSET_NAMES[:4]
+THROUGH_EVALUATION = ASSET_NAMES[:5]
+THROUGH_STAGING = ASSET_NAMES[:6]
+FAST_MODEL = {"n_resamples": 300}
+FAST_GATE = {"n_resamples": 300}
+
+
+def materialize(
+    names: list[str],
+    instance: dg.DagsterInstance,
+    run_config: dict[str, Any] | None = None,
+) -> dg.ExecuteInJobResult:
+    """Materialise the named assets (others load from storage) with the environment's resources."""
+    return dg.materialize(
+        ASSETS,
+        selection=names,
+        instance=instance,
+        resources=resources_for_environment(),
+        run_config={"ops": run_config or {}},
+        raise_on_error=False,
+    )
+
+
+def checks(result: dg.ExecuteInJobResult) -> dict[tuple[str, str], Any]:
+    """Every check evaluation of a run, keyed by (asset, check name)."""
+    out = {}
+    for event in result.all_events:
+        if event.event_type_value == "ASSET_CHECK_EVALUATION":
+            data = event.event_specific_data
+            out[(data.asset_key.to_user_string(), data.check_name)] = data
+    return out
+
+
+def materialized(result: dg.ExecuteInJobResult) -> set[str]:
+    """Names of the assets a run materialised."""
+    return {
+        e.event_specific_data.materialization.asset_key.to_user_string()
+        for e in result.all_events
+        if e.event_type_value == "ASSET_MATERIALIZATION"
+    }
+
+
+def step_error(result: dg.ExecuteInJobResult) -> str:
+    """The text of the first step failure ('' when none)."""
+    for event in result.all_events:
+        if event.event_type_value == "STEP_FAILURE":
+            return event.event_specific_data.error.to_string()
+    return ""
+
+
+def registry() -> MlflowRegistry:
+    """The registry resource of the current environment."""
+    return resources_for_environment()["mlflow_registry"]

@@ -1,0 +1,325 @@
+"""The canary state machine, driven with an in-memory target and scripted metrics.
+
+The integration run (real model servers, real Prometheus) lives in
+``test_prometheus.py``; here the logic is checked step by step with a fake clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from churn_platform.core.canary import (
+    UNREACHABLE,
+    CanaryConfig,
+    CanaryState,
+    Transition,
+    run_canary,
+)
+from churn_platform.core.rollout import (
+    DeploymentTarget,
+    EnvironmentState,
+    ErrorRate,
+    MetricsSource,
+    ServedVersion,
+)
+
+
+class FakeClock:
+    """A clock that only moves when the controller sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        assert seconds > 0
+        self.now += seconds
+
+
+class MemoryTarget:
+    """Keeps weights in a dict and logs every call, like a router would."""
+
+    def __init__(self, versions: list[str], clock: FakeClock) -> None:
+        self.weights = {v: 0 for v in versions}
+        self.calls: list[tuple[float, dict[str, int]]] = []
+        self.clock = clock
+        self.fail_on: set[int] = set()  # candidate steps whose set_weights raises
+
+    def deploy(self, environment: str, version: str, model_uri: str) -> ServedVersion:
+        self.weights[version] = 0
+        return ServedVersion(version, model_uri, f"http://x/{version}", 0)
+
+    def set_weights(self, environment: str, weights: dict[str, int]) -> EnvironmentState:
+        if weights.get("2") in self.fail_on:
+            raise RuntimeError("router unreachable")
+        assert sum(weights.values()) == 100
+        self.weights = {v: weights.get(v, 0) for v in self.weights}
+        self.calls.append((self.clock(), dict(weights)))
+        return self.state(environment)
+
+    def state(self, environment: str) -> EnvironmentState:
+        return EnvironmentState(
+            environment,
+            "http://router",
+            tuple(
+                ServedVersion(v, f"models:/m/{v}", f"http://x/{v}", w)
+                for v, w in self.weights.items()
+            ),
+        )
+
+    def retire(self, environment: str, version: str) -> None:
+        del self.weights[version]
+
+
+class ScriptedMetrics:
+    """Answers from a function of (reading number, current candidate weight)."""
+
+    def __init__(
+        self, target: MemoryTarget, answer: Callable[[int, int], ErrorRate | Exception]
+    ) -> None:
+        self.target = target
+        self.answer = answer
+        self.readings = 0
+
+    def error_rate(self, version: str, window_seconds: float) -> ErrorRate:
+        self.readings += 1
+        out = self.answer(self.readings, self.target.weights[version])
+        if isinstance(out, Exception):
+            raise out
+        return out
+
+
+def rate(value: float | None, count: float, reason: str = "") -> ErrorRate:
+    return ErrorRate("2", value, count, "scripted", reason)
+
+
+CONFIG = CanaryConfig(steps=(5, 25, 100), analysis_window_seconds=10, interval_seconds=1)
+
+
+def setup(answer: Callable[[int, int], ErrorRate | Exception]):
+    clock = FakeClock()
+    target = MemoryTarget(["1", "2"], clock)
+    target.weights = {"1": 100, "2": 0}
+    metrics = ScriptedMetrics(target, answer)
+    return clock, target, metrics
+
+
+def test_fakes_satisfy_the_protocols() -> None:
+    clock, target, metrics = setup(lambda n, w: rate(0.0, 100))
+    assert isinstance(target, DeploymentTarget)
+    assert isinstance(metrics, MetricsSource)
+
+
+def test_healthy_candidate_is_promoted_through_every_step() -> None:
+    clock, target, metrics = setup(lambda n, w: rate(0.01, 100))
+    seen: list[Transition] = []
+    result = run_canary(
+        target,
+        metrics,
+        "production",
+        "2",
+        "1",
+        CONFIG,
+        sleep=clock.sleep,
+        clock=clock,
+        on_transition=seen.append,
+    )
+    assert result.status is CanaryState.SUCCEEDED and result.promoted
+    assert result.final_weights == {"2": 100, "1": 0}
+    assert target.weights == {"1": 0, "2": 100}
+    assert [w for _, w in target.calls] == [
+        {"2": 5, "1": 95},
+        {"2": 25, "1": 75},
+        {"2": 100, "1": 0},
+    ]
+    # each step is observed for the whole window: 3 windows of 10 s
+    assert clock.now - 1000.0 == pytest.approx(30.0)
+    # reading at t=0 and after each of 10 one-second sleeps, per step
+    assert metrics.readings == 33
+    assert seen == result.transitions
+    states = [t.to_state for t in result.transitions]
+    assert states == [
+        CanaryState.PROGRESSING,
+        CanaryState.ANALYSING,
+        CanaryState.PROGRESSING,
+        CanaryState.PROGRESSING,
+        CanaryState.ANALYSING,
+        CanaryState.PROGRESSING,
+        CanaryState.PROGRESSING,
+        CanaryState.ANALYSING,
+        CanaryState.PROMOTING,
+        CanaryState.SUCCEEDED,
+    ]
+    passed = [t for t in result.transitions if t.reason.startswith("step ") and t.reading]
+    assert len(passed) == 3 and all(t.reading.error_rate == 0.01 for t in passed)
+    assert result.rollback_seconds is None
+    assert "| progressing | analysing |" in result.as_markdown()
+    assert result.as_dict()["status"] == "succeeded"
+
+
+def test_breach_rolls_back_immediately_and_records_the_reading() -> None:
+    # healthy at 5%, breaks on the 3rd reading at 25%
+    def answer(n: int, weight: int) -> ErrorRate:
+        if weight == 25 and n >= 14:
+            return rate(0.4, 50)
+        return rate(0.0, 50)
+
+    clock, target, metrics = setup(answer)
+    result = run_canary(
+        target, metrics, "production", "2", "1", CONFIG, sleep=clock.sleep, clock=clock
+    )
+    assert result.status is CanaryState.ROLLED_BACK
+    assert target.weights == {"1": 100, "2": 0}
+    assert result.final_weights == {"2": 0, "1": 100}
+    breach = result.breach
+    assert breach is not None
+    assert breach.reading is not None and breach.reading.error_rate == 0.4
+    assert breach.from_state is CanaryState.ANALYSING and breach.step == 25
+    assert "breach at step 25%" in breach.reason and "40.00%" in breach.reason
+    # rolled back at the breaching reading, not at the end of the window
+    assert clock.now - 1000.0 == pytest.approx(10.0 + 2.0)
+    assert result.rollback_seconds == pytest.approx(0.0)
+    assert target.calls[-1][1] == {"2": 0, "1": 100}
+
+
+def test_a_single_early_error_is_not_a_breach() -> None:
+    # 1 error in 2 requests is 50%, but rests on too few requests to judge
+    clock, target, metrics = setup(lambda n, w: rate(0.5, 2) if n == 1 else rate(0.0, 100))
+    result = run_canary(
+        target, metrics, "production", "2", "1", CONFIG, sleep=clock.sleep, clock=clock
+    )
+    assert result.status is CanaryState.SUCCEEDED
+
+
+def test_no_data_at_window_end_aborts_without_promoting() -> None:
+    clock, target, metrics = setup(
+        lambda n, w: rate(None, 0, "no data from Prometheus for version 2")
+    )
+    result = run_canary(
+        target, metrics, "production", "2", "1", CONFIG, sleep=clock.sleep, clock=clock
+    )
+    assert result.status is CanaryState.ABORTED and not result.promoted
+    assert target.weights == {"1": 100, "2": 0}
+    assert "no data from Prometheus" in result.reason
+    assert result.transitions[-1].reading is not None
+    assert clock.now - 1000.0 == pytest.approx(10.0)  # waited the full first window
+
+
+def test_too_few_requests_aborts_with_the_counts() -> None:
+    clock, target, metrics = setup(lambda n, w: rate(0.0, 3))
+    result = run_canary(
+        target, metrics, "production", "2", "1", CONFIG, sleep=clock.sleep, clock=clock
+    )
+    assert result.status is CanaryState.ABORTED
+    assert "only 3 requests, need 20" in result.reason
+    assert target.weights == {"1": 100, "2": 0}
+
+
+def test_unreachable_metrics_source_aborts_with_the_reason() -> None:
+    clock, target, metrics = setup(lambda n, w: ConnectionError("connection refused :9090"))
+    result = run_canary(
+        target, metrics, "production", "2", "1", CONFIG, sleep=clock.sleep, clock=clock
+    )
+    assert result.status is CanaryState.ABORTED
+    assert UNREACHABLE in result.reason and "connection refused" in result.reason
+    assert target.weights == {"1": 100, "2": 0}
+
+
+def test_unreachable_readings_can_abort_early() -> None:
+    config = CanaryConfig(
+        analysis_window_seconds=10, interval_seconds=1, max_unreachable_readings=3
+    )
+    clock, target, metrics = setup(lambda n, w: ConnectionError("refused"))
+    result = run_canary(
+        target, metrics, "production", "2", "1", config, sleep=clock.sleep, clock=clock
+    )
+    assert result.status is CanaryState.ABORTED
+    assert "3 readings in a row failed" in result.reason
+    assert clock.now - 1000.0 == pytest.approx(2.0)
+
+
+def test_recovered_metrics_source_still_promotes() -> None:
+    # an outage early in the window does not matter when the final reading is good
+    def answer(n: int, w: int) -> ErrorRate | Exception:
+        return ConnectionError("blip") if n in (1, 2) else rate(0.0, 100)
+
+    clock, target, metrics = setup(answer)
+    result = run_canary(
+        target, metrics, "production", "2", "1", CONFIG, sleep=clock.sleep, clock=clock
+    )
+    assert result.status is CanaryState.SUCCEEDED
+
+
+def test_failure_to_set_step_weights_aborts_back_to_baseline() -> None:
+    clock, target, metrics = setup(lambda n, w: rate(0.0, 100))
+    target.fail_on = {25}
+    result = run_canary(
+        target, metrics, "production", "2", "1", CONFIG, sleep=clock.sleep, clock=clock
+    )
+    assert result.status is CanaryState.ABORTED
+    assert "could not set weights" in result.reason and "router unreachable" in result.reason
+    assert target.weights == {"1": 100, "2": 0}
+
+
+def test_first_deployment_goes_to_100_after_health_check() -> None:
+    clock = FakeClock()
+    target = MemoryTarget(["1"], clock)
+    metrics = ScriptedMetrics(target, lambda n, w: rate(None, 0))
+    result = run_canary(
+        target, metrics, "production", "1", None, CONFIG, sleep=clock.sleep, clock=clock
+    )
+    assert result.status is CanaryState.SUCCEEDED
+    assert target.weights == {"1": 100}
+    assert metrics.readings == 0
+    assert "first deployment" in result.transitions[0].reason
+
+
+def test_first_deployment_with_failing_health_check_keeps_traffic() -> None:
+    clock = FakeClock()
+    target = MemoryTarget(["1"], clock)
+    metrics = ScriptedMetrics(target, lambda n, w: rate(None, 0))
+    result = run_canary(
+        target,
+        metrics,
+        "production",
+        "1",
+        None,
+        CONFIG,
+        sleep=clock.sleep,
+        clock=clock,
+        health_check=lambda served: False,
+    )
+    assert result.status is CanaryState.ABORTED
+    assert target.calls == []
+
+
+def test_caller_mistakes_raise_with_what_to_do() -> None:
+    clock, target, metrics = setup(lambda n, w: rate(0.0, 100))
+    with pytest.raises(ValueError, match="call target.deploy"):
+        run_canary(target, metrics, "production", "9", "1", CONFIG, sleep=clock.sleep, clock=clock)
+    with pytest.raises(ValueError, match="baseline=None"):
+        run_canary(target, metrics, "production", "2", "2", CONFIG, sleep=clock.sleep, clock=clock)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"steps": ()}, "empty"),
+        ({"steps": (5, 5, 100)}, "strictly increasing"),
+        ({"steps": (5, 50)}, "end at 100"),
+        ({"steps": (0, 100)}, "1..100"),
+        ({"steps": (5.5, 100)}, "whole percents"),
+        ({"analysis_window_seconds": 0}, "analysis_window_seconds"),
+        ({"interval_seconds": 20}, "must not exceed"),
+        ({"max_error_rate": 5}, r"\[0, 1\]"),
+        ({"min_requests": -1}, "min_requests"),
+        ({"max_unreachable_readings": 0}, "max_unreachable_readings"),
+    ],
+)
+def test_config_is_validated(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        CanaryConfig(**kwargs)

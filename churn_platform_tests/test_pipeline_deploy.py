@@ -1,0 +1,102 @@
+"""The whole graph on the local default: real model-server processes, the weighted router,
+staging integration checks and the production canary, first a rollout, then a rollback."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dagster as dg
+import httpx
+import pytest
+
+from churn_platform.core.synthetic import SyntheticSpec, generate
+from churn_platform.serving.integration import records
+from churn_platform.serving.local_target import LocalProcessTarget
+from churn_platform_tests.pipeline import (
+    ASSET_NAMES,
+    FAST_GATE,
+    FAST_MODEL,
+    THROUGH_STAGING,
+    checks,
+    materialize,
+    registry,
+    step_error,
+)
+
+CANARY = {
+    "steps": [5, 25, 100],
+    "analysis_window_seconds": 3.0,
+    "interval_seconds": 0.5,
+    "min_requests": 5,
+    "synthetic_traffic_rps": 60.0,
+}
+
+
+@pytest.fixture
+def local_platform(churn_home: Path, monkeypatch: pytest.MonkeyPatch):
+    """A synthetic-data platform whose model servers are stopped however the test ends."""
+    path = churn_home / "snapshot.parquet"
+    generate(SyntheticSpec(n_rows=20_000, seed=21)).to_parquet(path, index=False)
+    monkeypatch.setenv("CHURN_SOURCE", "file")
+    monkeypatch.setenv("CHURN_SOURCE_PATH", str(path))
+    monkeypatch.delenv("CHURN_FAULT_RATE", raising=False)
+    yield churn_home
+    LocalProcessTarget(churn_home / "deployments").stop_all()
+
+
+def production_state(home: Path):
+    return LocalProcessTarget(home / "deployments").state("production")
+
+
+def test_first_release_then_a_faulty_canary_rolls_back_to_the_running_champion(
+    local_platform: Path, monkeypatch: pytest.MonkeyPatch
+):
+    instance = dg.DagsterInstance.ephemeral()
+    weak = {**FAST_MODEL, "max_iter": 4, "min_auc": 0.5, "min_slice_auc": 0.5, "min_invariance_fraction": 0.0}
+    first = materialize(
+        ASSET_NAMES,
+        instance,
+        {
+            "challenger_model": {"config": weak},
+            "evaluation_report": {"config": FAST_GATE},
+            "production_deployment": {"config": CANARY},
+        },
+    )
+    assert first.success, step_error(first)
+    found = checks(first)
+    assert all(found[("staging_deployment", n)].passed for n in ("health", "api_contract", "latency"))
+    parity = found[("staging_deployment", "online_offline_parity")]
+    assert parity.passed and parity.metadata["max_abs_diff"].value <= 1e-9
+    reg = registry()
+    assert reg.alias_version("champion") == "1" and reg.alias_version("previous") is None
+    state = production_state(local_platform)
+    assert state.weights() == {"1": 100}
+    # the deployment outlives the run that made it: the endpoint still answers
+    rows = records(generate(SyntheticSpec(n_rows=3, seed=1)))
+    answer = httpx.post(f"{state.endpoint}/predict", json={"records": rows}, timeout=10)
+    assert answer.status_code == 200 and len(answer.json()["probabilities"]) == 3
+
+    second = materialize(
+        THROUGH_STAGING,
+        instance,
+        {"challenger_model": {"config": FAST_MODEL}, "evaluation_report": {"config": FAST_GATE}},
+    )
+    assert second.success, step_error(second)
+    assert second.output_for_node("staging_deployment")["candidate"] == "2"
+
+    # v2 passed staging; in production it now answers 60% of requests with a 500
+    monkeypatch.setenv("CHURN_FAULT_RATE", "0.6")
+    release = materialize(["production_deployment"], instance, {"production_deployment": {"config": CANARY}})
+    assert release.success, step_error(release)  # a rollback is an outcome, not a crash
+    analysis = checks(release)[("production_deployment", "canary_analysis")]
+    assert not analysis.passed
+    assert analysis.metadata["outcome"].value == "rolled_back"
+    assert "5" in analysis.metadata["transitions"].value  # the 5% step and its reading are recorded
+    assert reg.alias_version("champion") == "1"  # aliases unchanged
+    assert reg.alias_version("previous") is None
+    after = production_state(local_platform)
+    assert after.weights() == {"1": 100}  # the N-1 champion never stopped; the canary is retired
+    ok = httpx.post(f"{after.endpoint}/predict", json={"records": rows}, timeout=10)
+    assert ok.status_code == 200
+    assert os.environ["CHURN_FAULT_RATE"] == "0.6"

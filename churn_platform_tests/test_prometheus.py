@@ -1,0 +1,234 @@
+"""Against a real Prometheus scraping real model servers: the error-rate query is right
+(and the seed's per-series ratio is not), and the canary promotes a healthy version and
+rolls back a failing one, end to end through the local router.
+
+Prometheus is ``/usr/bin/prometheus`` with the rendered ``deploy/local/prometheus.yml``
+(1 s scrapes, file_sd targets written by ``LocalProcessTarget``), on a free port with
+its own storage directory; the test stops it.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import httpx
+import pytest
+
+from churn_platform.core.canary import UNREACHABLE, CanaryConfig, CanaryState, run_canary
+from churn_platform.resources.metrics import (
+    MetricsResource,
+    PrometheusMetrics,
+    ScrapeMetrics,
+    error_rate_query,
+)
+from churn_platform.serving.local_target import LocalProcessTarget
+from churn_platform_tests.serving_fixtures import (
+    RegisteredModels,
+    RunningPrometheus,
+    free_port,
+    log_and_register,
+    registered_models,  # noqa: F401  (pytest fixture)
+    start_prometheus,
+    to_records,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@dataclass
+class Stack:
+    target: LocalProcessTarget
+    prometheus: RunningPrometheus
+    models: RegisteredModels
+
+
+@pytest.fixture(scope="module")
+def stack(
+    registered_models: RegisteredModels,  # noqa: F811
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Stack]:
+    work = tmp_path_factory.mktemp("prometheus-stack")
+    target = LocalProcessTarget(
+        work / "deployments",
+        registered_models.tracking_uri,
+        inference_log_dir=work / "inference_log",
+    )
+    config = target.write_prometheus_config(work / "prometheus.yml", scrape_interval="1s")
+    try:
+        with start_prometheus(config, work) as prometheus:
+            yield Stack(target, prometheus, registered_models)
+    finally:
+        target.stop_all()
+
+
+@dataclass
+class Load:
+    """A paced client sending single-record predictions through a URL in a thread."""
+
+    url: str
+    record: list[dict]
+    rate: float = 40.0
+    results: list[tuple[float, int, str]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        period = 1.0 / self.rate
+        with httpx.Client(base_url=self.url, timeout=10) as client:
+            next_at = time.monotonic()
+            while not self._stop.is_set():
+                try:
+                    r = client.post("/predict", json={"records": self.record})
+                    status, version = r.status_code, r.headers.get("x-model-version", "")
+                except httpx.HTTPError:
+                    status, version = -1, ""
+                self.results.append((time.monotonic(), status, version))
+                next_at += period
+                self._stop.wait(max(0.0, next_at - time.monotonic()))
+
+    def __enter__(self) -> Load:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def test_our_query_gives_the_true_error_rate_where_the_seeds_does_not(stack: Stack) -> None:
+    target, models = stack.target, stack.models
+    env = "qa"
+    try:
+        served = target.deploy(
+            env,
+            "1",
+            models.model_uris["1"],
+            extra_env={"CHURN_FAULT_RATE": "0.2", "CHURN_FAULT_SEED": "3"},
+        )
+        state = target.set_weights(env, {"1": 100})
+        metrics = PrometheusMetrics(stack.prometheus.url, label_filters={"environment": env})
+        assert metrics.wait_until_scraped("1")
+        scrape = ScrapeMetrics({"1": served.url})
+        assert scrape.error_rate("1", 8).error_rate is None  # first scrape: no baseline yet
+        with Load(state.endpoint, to_records(models.rows.head(1)), rate=40) as load:
+            time.sleep(10)
+            ours = metrics.error_rate("1", 8)
+            direct = scrape.error_rate("1", 8)
+        statuses = [s for _, s, _ in load.results]
+        assert set(statuses) == {200, 500}
+        true_rate = statuses.count(500) / len(statuses)
+
+        assert ours.error_rate is not None, ours.reason
+        assert abs(ours.error_rate - true_rate) < 0.08, (ours, true_rate)
+        assert ours.request_count > 100
+        assert direct.error_rate is not None and abs(direct.error_rate - true_rate) < 0.08
+
+        # the seed's query divides each 5xx series by itself: 1 (or NaN), never the rate
+        seed = 'rate(http_requests_total{status=~"5.."}[8s]) / rate(http_requests_total[8s])'
+        values = [float(r["value"][1]) for r in metrics._client.custom_query(seed)]
+        assert values, "the seed's query answered nothing at all"
+        assert all(math.isnan(v) or v == 1.0 for v in values), values
+        assert all(math.isnan(v) or abs(v - true_rate) > 0.5 for v in values)
+    finally:
+        target.stop_all(env)
+
+
+def test_unreachable_and_empty_prometheus_readings_say_why(stack: Stack) -> None:
+    down = PrometheusMetrics(f"http://127.0.0.1:{free_port()}").error_rate("1", 5)
+    assert down.error_rate is None and down.reason.startswith(UNREACHABLE)
+    empty = PrometheusMetrics(stack.prometheus.url).error_rate("no-such-version", 5)
+    assert empty.error_rate is None and "no data from Prometheus" in empty.reason
+    assert error_rate_query("4", 5).startswith('sum(rate(http_requests_total{status=~"5..",')
+    resource = MetricsResource(prometheus_url=stack.prometheus.url)
+    assert isinstance(resource.source(), PrometheusMetrics)
+    assert isinstance(MetricsResource().source({"1": "http://x"}), ScrapeMetrics)
+    with pytest.raises(ValueError, match="prometheus_url"):
+        MetricsResource().source()
+
+
+def test_canary_promotes_a_healthy_version_and_rolls_back_a_failing_one(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target, models = stack.target, stack.models
+    env = "production"
+    metrics = PrometheusMetrics(stack.prometheus.url, label_filters={"environment": env})
+    config = CanaryConfig(
+        steps=(10, 50, 100),
+        analysis_window_seconds=4,
+        interval_seconds=1,
+        max_error_rate=0.05,
+        min_requests=8,
+        breach_min_requests=3,
+    )
+    faulty_version = log_and_register(models.pipelines["2"], models.rows, models.tracking_uri)
+    try:
+        target.deploy(env, "1", models.model_uris["1"])
+        state = target.set_weights(env, {"1": 100})
+        target.deploy(env, "2", models.model_uris["2"])
+        assert metrics.wait_until_scraped("2")
+        record = to_records(models.rows.head(1))
+
+        with Load(state.endpoint, record, rate=40) as load:
+            healthy = run_canary(target, metrics, env, "2", "1", config)
+        assert healthy.status is CanaryState.SUCCEEDED, healthy.as_markdown()
+        assert target.state(env).weights() == {"1": 0, "2": 100}
+        assert {s for _, s, _ in load.results} == {200}
+        passed = [t for t in healthy.transitions if t.reading is not None]
+        assert [t.reading.error_rate for t in passed] == [0.0, 0.0, 0.0]
+
+        target.deploy(
+            env,
+            faulty_version,
+            f"models:/churn_model/{faulty_version}",
+            extra_env={"CHURN_FAULT_RATE": "0.5", "CHURN_FAULT_SEED": "1"},
+        )
+        assert metrics.wait_until_scraped(faulty_version)
+        with Load(state.endpoint, record, rate=40) as load:
+            bad = run_canary(target, metrics, env, faulty_version, "2", config)
+            time.sleep(1.5)  # traffic after the rollback must be clean
+        assert bad.status is CanaryState.ROLLED_BACK, bad.as_markdown()
+        assert target.state(env).weights() == {"1": 0, "2": 100, faulty_version: 0}
+        breach = bad.breach
+        assert breach is not None and breach.reading is not None
+        assert breach.reading.error_rate > 0.05 and breach.step == 10
+        onset = next(t.at for t in bad.transitions if t.to_state is CanaryState.PROGRESSING)
+        # rolled back on the breaching reading, before the step's window ended
+        assert breach.at - onset < config.analysis_window_seconds
+        last_error = max(t for t, s, _ in load.results if s != 200)
+        assert last_error <= breach.at + 0.5  # in flight at most
+        assert all(s == 200 for t, s, _ in load.results if t > breach.at + 0.5)
+        with capsys.disabled():
+            print(
+                f"\n[canary] healthy rollout {healthy.transitions[-1].at - healthy.transitions[0].at:.1f}s;"
+                f" faulty: breach onset -> weights back on baseline {breach.at - onset:.2f}s"
+                f" (decision -> weights restored {bad.rollback_seconds:.3f}s),"
+                f" last 5xx seen by clients {last_error - onset:.2f}s after onset,"
+                f" reading {breach.reading.error_rate:.2f} over {breach.reading.request_count:.0f} requests"
+            )
+        target.retire(env, faulty_version)
+    finally:
+        target.stop_all(env)
+
+
+def test_canary_without_data_does_not_promote(stack: Stack) -> None:
+    """No traffic at all: Prometheus has series but no requests; the canary must abort."""
+    target, models = stack.target, stack.models
+    env = "quiet"
+    metrics = PrometheusMetrics(stack.prometheus.url, label_filters={"environment": env})
+    config = CanaryConfig(steps=(50, 100), analysis_window_seconds=3, interval_seconds=1)
+    try:
+        target.deploy(env, "1", models.model_uris["1"])
+        target.set_weights(env, {"1": 100})
+        target.deploy(env, "2", models.model_uris["2"])
+        result = run_canary(target, metrics, env, "2", "1", config)
+        assert result.status is CanaryState.ABORTED
+        assert "no data from Prometheus" in result.reason
+        assert target.state(env).weights() == {"1": 100, "2": 0}
+    finally:
+        target.stop_all(env)
