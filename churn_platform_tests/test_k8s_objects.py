@@ -447,6 +447,8 @@ DAGSTER_CHART_KEYS = {
 FREE_FORM = (
     "runLauncher.config.k8sRunLauncher.runK8sConfig",
     "dagster-user-deployments.deployments[].env",
+    "dagster-user-deployments.deployments[].volumes",
+    "dagster-user-deployments.deployments[].volumeMounts",
     "dagster-user-deployments.deployments[].resources",
     "runLauncher.config.k8sRunLauncher.envVars",
 )

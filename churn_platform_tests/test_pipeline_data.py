@@ -63,7 +63,11 @@ def test_defective_csv_fails_blocking_checks_with_evidence_and_trains_nothing(fi
     assert "blocking contract rule(s) failed" in step_error(result)
     assert materialized(result) == {"churn_snapshot"}  # no validated data, no model
     found = checks(result)
-    failed = {name for (asset, name), c in found.items() if asset == "validated_churn_data" and not c.passed}
+    failed = {
+        name
+        for (asset, name), c in found.items()
+        if asset == "validated_churn_data" and not c.passed
+    }
     assert failed == {
         "customer_id_unique",
         "tenure_months_in_range",
@@ -92,7 +96,9 @@ def test_last_good_validated_data_survives_a_bad_snapshot(file_source, churn_hom
     file_source(bad)
     second = materialize(["churn_snapshot", "validated_churn_data"], instance)
     assert not second.success
-    failed = {n for (a, n), c in checks(second).items() if a == "validated_churn_data" and not c.passed}
+    failed = {
+        n for (a, n), c in checks(second).items() if a == "validated_churn_data" and not c.passed
+    }
     assert failed == {"customer_id_not_null"}
 
     assert validated_version(instance) == good_version
@@ -108,7 +114,9 @@ def test_last_good_validated_data_survives_a_bad_snapshot(file_source, churn_hom
         ("unreadable", "customers.parquet"),
     ],
 )
-def test_bad_files_stop_at_the_snapshot_with_a_message_naming_the_fix(file_source, churn_home, problem, expected):
+def test_bad_files_stop_at_the_snapshot_with_a_message_naming_the_fix(
+    file_source, churn_home, problem, expected
+):
     frame = generate(SyntheticSpec(n_rows=500, seed=2))
     if problem == "missing_column":
         file_source(frame.drop(columns=[s.MONTHLY_SPEND]))
@@ -166,7 +174,11 @@ def test_user_csv_with_other_names_and_spellings_goes_through_to_a_registered_mo
             "Churn": s.TARGET,
         },
         "values": {
-            s.CONTRACT_TYPE: {"Month-to-month": "monthly", "One year": "annual", "Two year": "multi-year"},
+            s.CONTRACT_TYPE: {
+                "Month-to-month": "monthly",
+                "One year": "annual",
+                "Two year": "multi-year",
+            },
             s.TARGET: {"Yes": "1", "No": "0"},
             s.IS_ENTERPRISE: {"Yes": "true", "No": "false"},
             s.REGION: {"NORTH": "north", "SOUTH": "south", "EAST": "east", "WEST": "west"},
@@ -181,7 +193,9 @@ def test_user_csv_with_other_names_and_spellings_goes_through_to_a_registered_mo
     instance = dg.DagsterInstance.ephemeral()
     result = materialize(THROUGH_MODEL, instance, {"challenger_model": {"config": FAST_MODEL}})
     assert result.success, step_error(result)
-    snapshot_meta = instance.get_latest_materialization_event(dg.AssetKey("churn_snapshot")).asset_materialization
+    snapshot_meta = instance.get_latest_materialization_event(
+        dg.AssetKey("churn_snapshot")
+    ).asset_materialization
     assert snapshot_meta.metadata["nulls_from_conversion"].value[s.MONTHLY_SPEND]["blanks"] == 3
     reg = registry()
     assert reg.alias_version("challenger") == "1"

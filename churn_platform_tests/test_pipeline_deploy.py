@@ -53,7 +53,13 @@ def test_first_release_then_a_faulty_canary_rolls_back_to_the_running_champion(
     local_platform: Path, monkeypatch: pytest.MonkeyPatch
 ):
     instance = dg.DagsterInstance.ephemeral()
-    weak = {**FAST_MODEL, "max_iter": 4, "min_auc": 0.5, "min_slice_auc": 0.5, "min_invariance_fraction": 0.0}
+    weak = {
+        **FAST_MODEL,
+        "max_iter": 4,
+        "min_auc": 0.5,
+        "min_slice_auc": 0.5,
+        "min_invariance_fraction": 0.0,
+    }
     first = materialize(
         ASSET_NAMES,
         instance,
@@ -65,7 +71,9 @@ def test_first_release_then_a_faulty_canary_rolls_back_to_the_running_champion(
     )
     assert first.success, step_error(first)
     found = checks(first)
-    assert all(found[("staging_deployment", n)].passed for n in ("health", "api_contract", "latency"))
+    assert all(
+        found[("staging_deployment", n)].passed for n in ("health", "api_contract", "latency")
+    )
     parity = found[("staging_deployment", "online_offline_parity")]
     assert parity.passed and parity.metadata["max_abs_diff"].value <= 1e-9
     reg = registry()
@@ -87,7 +95,9 @@ def test_first_release_then_a_faulty_canary_rolls_back_to_the_running_champion(
 
     # v2 passed staging; in production it now answers 60% of requests with a 500
     monkeypatch.setenv("CHURN_FAULT_RATE", "0.6")
-    release = materialize(["production_deployment"], instance, {"production_deployment": {"config": CANARY}})
+    release = materialize(
+        ["production_deployment"], instance, {"production_deployment": {"config": CANARY}}
+    )
     assert release.success, step_error(release)  # a rollback is an outcome, not a crash
     analysis = checks(release)[("production_deployment", "canary_analysis")]
     assert not analysis.passed

@@ -61,7 +61,9 @@ def test_model_where_annual_churns_more_fails_invariance_and_is_not_promoted(sou
     assert reg.version_info("1").tags["model_checks"] == "failed"
 
 
-def test_registered_model_has_lineage_and_reloads_identically_in_a_fresh_process(source_file, churn_home):
+def test_registered_model_has_lineage_and_reloads_identically_in_a_fresh_process(
+    source_file, churn_home
+):
     frame = generate(SyntheticSpec(n_rows=20_000, seed=13))
     source_file(frame)
     instance = dg.DagsterInstance.ephemeral()
@@ -70,7 +72,9 @@ def test_registered_model_has_lineage_and_reloads_identically_in_a_fresh_process
     reg = registry()
     version = reg.version_info("1")
     run = reg.client().get_run(version.run_id)
-    snapshot = instance.get_latest_materialization_event(dg.AssetKey("churn_snapshot")).asset_materialization
+    snapshot = instance.get_latest_materialization_event(
+        dg.AssetKey("churn_snapshot")
+    ).asset_materialization
     assert run.data.tags["data_version"] == snapshot.metadata["data_version"].value
     assert run.data.tags["dagster_run_id"] == result.run_id
     assert len(run.data.tags["git_commit"]) in (40, len("unknown"))
@@ -87,7 +91,9 @@ def test_registered_model_has_lineage_and_reloads_identically_in_a_fresh_process
     validated = pd.read_pickle(churn_home / "storage" / "validated_churn_data")
     test_rows = pd.read_pickle(churn_home / "storage" / "holdout_set")
     train_rows = validated[~validated[s.CUSTOMER_ID].isin(set(test_rows[s.CUSTOMER_ID]))]
-    here = training.predict_proba(training.train(train_rows, training.TrainingConfig()).pipeline, test_rows)
+    here = training.predict_proba(
+        training.train(train_rows, training.TrainingConfig()).pipeline, test_rows
+    )
     rows = churn_home / "rows.parquet"
     test_rows.to_parquet(rows)
     code = (
@@ -106,9 +112,17 @@ def test_registered_model_has_lineage_and_reloads_identically_in_a_fresh_process
 def test_gate_keeps_an_equal_challenger_and_promotes_a_clearly_better_one(source_file):
     source_file(generate(SyntheticSpec(n_rows=20_000, seed=14)))
     instance = dg.DagsterInstance.ephemeral()
-    weak = {**FAST_MODEL, "max_iter": 4, "min_auc": 0.5, "min_slice_auc": 0.5, "min_invariance_fraction": 0.0}
+    weak = {
+        **FAST_MODEL,
+        "max_iter": 4,
+        "min_auc": 0.5,
+        "min_slice_auc": 0.5,
+        "min_invariance_fraction": 0.0,
+    }
     first = materialize(
-        THROUGH_EVALUATION, instance, {"challenger_model": {"config": weak}, "evaluation_report": {"config": FAST_GATE}}
+        THROUGH_EVALUATION,
+        instance,
+        {"challenger_model": {"config": weak}, "evaluation_report": {"config": FAST_GATE}},
     )
     assert first.success, step_error(first)
     reg = registry()
@@ -122,7 +136,9 @@ def test_gate_keeps_an_equal_challenger_and_promotes_a_clearly_better_one(source
     assert better.success, step_error(better)
     report = better.output_for_node("evaluation_report")
     assert report["promote"] is True and report["champion_version"] == "1"
-    meta = instance.get_latest_materialization_event(dg.AssetKey("evaluation_report")).asset_materialization.metadata
+    meta = instance.get_latest_materialization_event(
+        dg.AssetKey("evaluation_report")
+    ).asset_materialization.metadata
     assert meta["auc_delta_ci_lower"].value >= 0.005
     assert "data:image/png;base64," in meta["report"].value  # ROC and calibration plots inline
     assert "95% CI" in meta["report"].value

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -28,6 +30,32 @@ from churn_platform import settings
 # Requirements pinned to the versions training ran with: the serving environment is the
 # training environment. Passing them also skips MLflow's slow requirement inference.
 _PINNED_PACKAGES = ("scikit-learn", "pandas", "numpy", "scipy", "skops", "mlflow", "pyarrow")
+
+
+@contextmanager
+def _fluent_store(uri: str) -> Iterator[None]:
+    """Point MLflow's fluent API (needed by ``log_model``) at ``uri`` for a block, then restore.
+
+    ``mlflow.set_tracking_uri`` / ``set_registry_uri`` change module globals and export
+    ``MLFLOW_TRACKING_URI`` / ``MLFLOW_REGISTRY_URI`` into ``os.environ``; left in place they
+    would leak this store into every later client in the process, and into child processes.
+    """
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    saved_globals = (tracking_utils._tracking_uri, registry_utils._registry_uri)
+    saved_env = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        yield
+    finally:
+        tracking_utils._tracking_uri, registry_utils._registry_uri = saved_globals
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def pinned_requirements() -> list[str]:
@@ -107,13 +135,14 @@ class MlflowRegistry(dg.ConfigurableResource):
         """
         import skops.io as sio
 
-        mlflow.set_tracking_uri(self.uri())
-        mlflow.set_registry_uri(self.uri())
         experiment_id = self.experiment_id()
         example = input_example.head(5)
         signature = infer_signature(example, pipeline.predict_proba(example)[:, 1])
         trusted = sio.get_untrusted_types(data=sio.dumps(pipeline))
-        with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
+        with (
+            _fluent_store(self.uri()),
+            mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run,
+        ):
             mlflow.log_params(params)
             mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None})
             with tempfile.TemporaryDirectory() as tmp:
@@ -134,7 +163,8 @@ class MlflowRegistry(dg.ConfigurableResource):
                 skops_trusted_types=trusted,
             )
             run_id = run.info.run_id
-        version = mlflow.register_model(info.model_uri, self.model_name, tags=tags)
+        with _fluent_store(self.uri()):
+            version = mlflow.register_model(info.model_uri, self.model_name, tags=tags)
         return RegisteredModel(
             name=self.model_name,
             version=str(version.version),
@@ -174,17 +204,15 @@ class MlflowRegistry(dg.ConfigurableResource):
 
     def load_model(self, version: str) -> Any:
         """Load a registered version's pipeline (``version`` is a number or ``@alias``)."""
-        mlflow.set_tracking_uri(self.uri())
-        mlflow.set_registry_uri(self.uri())
         ref = f"models:/{self.model_name}{version if version.startswith('@') else '/' + version}"
-        return mlflow.sklearn.load_model(ref)
+        with _fluent_store(self.uri()):
+            return mlflow.sklearn.load_model(ref)
 
     def load_json_artifact(self, run_id: str, name: str) -> Any:
         """A JSON artifact logged with ``log_and_register`` (e.g. the drift reference profile)."""
-        mlflow.set_tracking_uri(self.uri())
-        with tempfile.TemporaryDirectory() as tmp:
+        with _fluent_store(self.uri()), tempfile.TemporaryDirectory() as tmp:
             path = mlflow.artifacts.download_artifacts(
-                run_id=run_id, artifact_path=name, dst_path=tmp
+                run_id=run_id, artifact_path=name, dst_path=tmp, tracking_uri=self.uri()
             )
             return json.loads(Path(path).read_text())
 
@@ -194,7 +222,3 @@ class MlflowRegistry(dg.ConfigurableResource):
             path = Path(tmp) / name
             path.write_bytes(content if isinstance(content, bytes) else content.encode())
             self.client().log_artifact(run_id, str(path))
-
-    def environment(self) -> dict[str, str]:
-        """Environment variables a child process (a model server) needs to reach this store."""
-        return {**os.environ, "MLFLOW_TRACKING_URI": self.uri()}
