@@ -1,0 +1,127 @@
+"""``python -m churn_platform run``: run a job on the local instance and end with a summary.
+
+The summary is what a person acts on: did it succeed, what did the gate decide, which
+model version serves production and where, and where to look in the UI. A failure prints
+the step's own message (which names the column, file or setting to fix), not a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from churn_platform import settings
+
+JOBS = ("churn_end_to_end", "churn_retraining", "churn_release")
+_DAGSTER_YAML = Path(__file__).resolve().parent.parent / "deploy" / "local" / "dagster.yaml"
+
+
+def _ensure_dagster_home() -> Path:
+    """``DAGSTER_HOME`` (default ``$CHURN_HOME/dagster``), created with the local dagster.yaml."""
+    home = Path(os.environ.get("DAGSTER_HOME") or settings.churn_home() / "dagster")
+    home.mkdir(parents=True, exist_ok=True)
+    if not (home / "dagster.yaml").exists() and _DAGSTER_YAML.exists():
+        shutil.copy(_DAGSTER_YAML, home / "dagster.yaml")
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
+def _failure_messages(result: Any) -> list[str]:
+    """Each failed step's own description (a ``dg.Failure``) or its error's last line."""
+    messages = []
+    for event in result.all_events:
+        if event.event_type_value != "STEP_FAILURE":
+            continue
+        data = event.event_specific_data
+        if data.user_failure_data is not None and data.user_failure_data.description:
+            text = data.user_failure_data.description
+        else:
+            error = data.error
+            while error.cause is not None:
+                error = error.cause
+            text = error.message.strip().splitlines()[-1]
+        messages.append(f"{event.step_key}: {text}")
+    return messages
+
+
+def summary(result: Any, registry: Any, target: Any, run_id: str) -> list[str]:
+    """The closing lines of a run."""
+    lines = [f"run {run_id}: {'SUCCESS' if result.success else 'FAILED'}"]
+    done = sorted(
+        {
+            e.event_specific_data.materialization.asset_key.to_user_string()
+            for e in result.all_events
+            if e.event_type_value == "ASSET_MATERIALIZATION"
+        }
+    )
+    lines.append(f"materialised: {', '.join(done) or 'nothing'}")
+    lines += [f"failed: {m}" for m in _failure_messages(result)]
+    if "evaluation_report" in done:
+        report = result.output_for_node("evaluation_report")
+        verdict = "promote" if report["promote"] else "keep the champion"
+        lines.append(
+            f"gate decision: {verdict} (challenger v{report['challenger_version']}): {report['reason']}"
+        )
+    aliases = registry.aliases()
+    champion = aliases.get("champion")
+    endpoint = target.state("production").endpoint if champion else None
+    if champion and endpoint:
+        lines.append(f"serving in production: v{champion} at {endpoint}/predict")
+    elif champion:
+        lines.append(f"champion: v{champion}, but no production server is running (stopped?)")
+    else:
+        lines.append("serving in production: nothing yet")
+    lines.append(f"registry aliases: {aliases or 'none'} ({registry.uri()})")
+    lines.append(f"UI: dagster dev -w workspace.yaml, then http://127.0.0.1:3000/runs/{run_id}")
+    lines.append(f"MLflow UI: mlflow ui --backend-store-uri {registry.uri()}")
+    lines.append("stop the model servers: python -m churn_platform.serving stop")
+    return lines
+
+
+def run(job_name: str, config_file: str | None, verbose: bool = False) -> int:
+    """Execute ``job_name`` on the persistent local instance; print the summary; 0 on success."""
+    import dagster as dg
+
+    _ensure_dagster_home()
+    try:
+        from churn_platform.definitions import build_definitions
+
+        defs = build_definitions()
+        run_config = yaml.safe_load(Path(config_file).read_text()) if config_file else {}
+    except (ValueError, OSError, yaml.YAMLError) as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    if not verbose:  # the step logs are in the UI's run page; keep the terminal for the summary
+        run_config.setdefault("loggers", {"console": {"config": {"log_level": "CRITICAL"}}})
+    resources = defs.resources
+    print(f"running {job_name} on the local Dagster instance ({os.environ['DAGSTER_HOME']})...")
+    job = defs.resolve_job_def(job_name)
+    with dg.DagsterInstance.get() as instance:
+        result = job.execute_in_process(
+            instance=instance, run_config=run_config, raise_on_error=False
+        )
+        lines = summary(
+            result, resources["mlflow_registry"], resources["deployment"].target(), result.run_id
+        )
+    print("\n" + "\n".join(f"  {line}" if i else line for i, line in enumerate(lines)))
+    return 0 if result.success else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(
+        prog="python -m churn_platform", description=__doc__.splitlines()[0]
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    run_parser = sub.add_parser("run", help="run a job and print a summary")
+    run_parser.add_argument("--job", choices=JOBS, default="churn_end_to_end")
+    run_parser.add_argument("--config", help="YAML run config (ops: {asset: {config: {...}}})")
+    run_parser.add_argument("--verbose", action="store_true", help="print Dagster's step logs too")
+    args = parser.parse_args(argv)
+    return run(args.job, args.config, args.verbose)
