@@ -186,7 +186,7 @@ def test_canary_promotes_a_healthy_version_and_rolls_back_a_failing_one(
             env,
             faulty_version,
             f"models:/churn_model/{faulty_version}",
-            extra_env={"CHURN_FAULT_RATE": "0.5", "CHURN_FAULT_SEED": "1"},
+            extra_env={"CHURN_FAULT_RATE": "0.2", "CHURN_FAULT_SEED": "1"},  # 20% 5xx
         )
         assert metrics.wait_until_scraped(faulty_version)
         with Load(state.endpoint, record, rate=40) as load:

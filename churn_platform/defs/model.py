@@ -9,6 +9,7 @@ from churn_platform.core import drift, model_checks, training
 from churn_platform.core import schema as s
 from churn_platform.core.metrics import auc
 from churn_platform.defs.common import GROUP, OWNERS, check_result, failed_names, git_commit
+from churn_platform.resources.k8s_training import training_op_tags
 from churn_platform.resources.mlflow_registry import MlflowRegistry
 
 ASSET = "challenger_model"
@@ -69,6 +70,7 @@ class ChallengerConfig(dg.Config):
     group_name=GROUP,
     owners=OWNERS,
     kinds={"scikitlearn", "mlflow"},
+    op_tags=training_op_tags(cpu="2", memory="4Gi"),  # its own pod size under k8s_job_executor
     check_specs=[
         dg.AssetCheckSpec(name, asset=ASSET, blocking=True, description=text)
         for name, text in MODEL_CHECKS.items()

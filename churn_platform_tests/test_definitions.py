@@ -1,0 +1,57 @@
+"""The one Definitions object, per environment."""
+
+from __future__ import annotations
+
+import json
+
+import dagster as dg
+import pytest
+
+from churn_platform.definitions import build_definitions
+from churn_platform.resources.deployment import LocalDeploymentResource
+from churn_platform.resources.kubernetes_target import KubernetesDeploymentResource
+
+ASSETS = {
+    "churn_snapshot",
+    "validated_churn_data",
+    "holdout_set",
+    "challenger_model",
+    "evaluation_report",
+    "staging_deployment",
+    "production_deployment",
+}
+
+
+def test_local_definitions_hold_the_graph_checks_schedule_and_sensor(churn_home):
+    defs = build_definitions()
+    graph = defs.resolve_asset_graph()
+    keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    assert keys == ASSETS
+    assert all(graph.get(dg.AssetKey(k)).group_name == "churn" for k in ASSETS)
+    checks = {(c.asset_key.to_user_string(), c.name) for c in graph.asset_check_keys}
+    assert ("validated_churn_data", "customer_id_unique") in checks
+    assert ("challenger_model", "contract_invariance") in checks
+    assert ("production_deployment", "canary_analysis") in checks
+    assert {a for a, _ in checks} == ASSETS
+    assert [s.name for s in defs.schedules] == ["weekly_retraining"]
+    assert [s.name for s in defs.sensors] == ["psi_drift_sensor"]
+    assert defs.resolve_job_def("churn_end_to_end").executor_def.name == "in_process"
+    assert isinstance(defs.resources["deployment"], LocalDeploymentResource)
+
+
+def test_kubernetes_definitions_use_the_cluster_target_and_a_pod_per_step(churn_home, monkeypatch):
+    monkeypatch.setenv("CHURN_ENV", "kubernetes")
+    monkeypatch.setenv("CHURN_MODEL_SERVER_IMAGE", "registry.example/churn-model-server:0.1.0")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.churn-dagster.svc.cluster.local:5000")
+    defs = build_definitions()
+    assert isinstance(defs.resources["deployment"], KubernetesDeploymentResource)
+    assert defs.resolve_job_def("churn_retraining").executor_def.name == "churn_k8s_executor"
+    tag = defs.resolve_assets_def("challenger_model").op.tags["dagster-k8s/config"]
+    training = json.loads(tag) if isinstance(tag, str) else tag
+    assert training["container_config"]["resources"]["limits"] == {"cpu": "2", "memory": "4Gi"}
+
+
+def test_unknown_environment_is_named_with_the_choices(churn_home, monkeypatch):
+    monkeypatch.setenv("CHURN_ENV", "staging-cluster")
+    with pytest.raises(ValueError, match="CHURN_ENV='staging-cluster'.*local, kubernetes"):
+        build_definitions()
