@@ -10,6 +10,7 @@ pipeline, so serving cannot compute features differently from training.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Self
 
 import numpy as np
 import pandas as pd
@@ -30,7 +31,44 @@ def _as_frame(X: object, columns: Sequence[str]) -> pd.DataFrame:
     return pd.DataFrame(np.asarray(X, dtype=object), columns=list(columns))
 
 
-class CyclicalEncoder(TransformerMixin, BaseEstimator):
+class _ColumnwiseTransformer(TransformerMixin, BaseEstimator):
+    """Shared plumbing: remember the input columns at fit, check them at transform.
+
+    Subclasses learn state in ``_learn``, encode in ``_encode`` and name outputs with
+    ``_suffixes`` (one output per suffix per input column; ``("",)`` keeps the names).
+    """
+
+    _suffixes: tuple[str, ...] = ("",)
+
+    def fit(self, X: object, y: object = None) -> Self:
+        """Remember the input columns and learn whatever the transformer learns."""
+        frame = X if isinstance(X, pd.DataFrame) else pd.DataFrame(X)
+        self.feature_names_in_ = np.asarray([str(c) for c in frame.columns], dtype=object)
+        self.n_features_in_ = frame.shape[1]
+        self._learn(frame)
+        return self
+
+    def transform(self, X: object) -> np.ndarray:
+        """Encode the remembered columns, shape (n_rows, n_columns * len(suffixes))."""
+        check_is_fitted(self, "feature_names_in_")
+        return self._encode(_as_frame(X, self.feature_names_in_))
+
+    def get_feature_names_out(self, input_features: object = None) -> np.ndarray:
+        """``<column><suffix>`` for each input column and suffix."""
+        check_is_fitted(self, "feature_names_in_")
+        return np.asarray(
+            [f"{c}{suffix}" for c in self.feature_names_in_ for suffix in self._suffixes],
+            dtype=object,
+        )
+
+    def _learn(self, frame: pd.DataFrame) -> None:
+        """Learn state from the training frame (nothing by default)."""
+
+    def _encode(self, frame: pd.DataFrame) -> np.ndarray:
+        raise NotImplementedError
+
+
+class CyclicalEncoder(_ColumnwiseTransformer):
     """Encode periodic values (hour of day) as a point on the unit circle: sin and cos.
 
     Hour 23 and hour 0 are neighbours on the circle, not 23 apart. ``period`` is the
@@ -38,24 +76,18 @@ class CyclicalEncoder(TransformerMixin, BaseEstimator):
     outputs, for the estimator to handle.
     """
 
+    _suffixes = ("_sin", "_cos")
+
     def __init__(self, period: float = 24.0) -> None:
         self.period = period
 
-    def fit(self, X: object, y: object = None) -> CyclicalEncoder:
-        """Remember the input columns; validate ``period``."""
+    def _learn(self, frame: pd.DataFrame) -> None:
         if not isinstance(self.period, int | float) or self.period <= 0:
             raise ValueError(
                 f"CyclicalEncoder period must be a positive number, got {self.period!r}"
             )
-        frame = X if isinstance(X, pd.DataFrame) else pd.DataFrame(X)
-        self.feature_names_in_ = np.asarray([str(c) for c in frame.columns], dtype=object)
-        self.n_features_in_ = frame.shape[1]
-        return self
 
-    def transform(self, X: object) -> np.ndarray:
-        """Return ``[sin, cos]`` per input column, shape (n_rows, 2 * n_columns)."""
-        check_is_fitted(self, "feature_names_in_")
-        frame = _as_frame(X, self.feature_names_in_)
+    def _encode(self, frame: pd.DataFrame) -> np.ndarray:
         values = frame[list(self.feature_names_in_)].apply(pd.to_numeric, errors="coerce")
         angle = 2.0 * np.pi * values.to_numpy(dtype=float) / float(self.period)
         out = np.empty((len(frame), 2 * len(self.feature_names_in_)), dtype=float)
@@ -63,33 +95,24 @@ class CyclicalEncoder(TransformerMixin, BaseEstimator):
         out[:, 1::2] = np.cos(angle)
         return out
 
-    def get_feature_names_out(self, input_features: object = None) -> np.ndarray:
-        """``<col>_sin``, ``<col>_cos`` for each input column."""
-        check_is_fitted(self, "feature_names_in_")
-        return np.asarray(
-            [f"{c}_{part}" for c in self.feature_names_in_ for part in ("sin", "cos")], dtype=object
-        )
 
-
-class FrequencyEncoder(TransformerMixin, BaseEstimator):
+class FrequencyEncoder(_ColumnwiseTransformer):
     """Replace each category by its share of the training rows, learned at fit time.
 
     A category not seen in training (or a missing value) gets ``unseen_value``
     (0.0 by default: as rare as possible). Output is in [0, 1].
     """
 
+    _suffixes = ("_freq",)
+
     def __init__(self, unseen_value: float = 0.0) -> None:
         self.unseen_value = unseen_value
 
-    def fit(self, X: object, y: object = None) -> FrequencyEncoder:
-        """Learn the share of each category per column."""
+    def _learn(self, frame: pd.DataFrame) -> None:
         if not 0.0 <= float(self.unseen_value) <= 1.0:
             raise ValueError(
                 f"FrequencyEncoder unseen_value must be in [0, 1], got {self.unseen_value!r}"
             )
-        frame = X if isinstance(X, pd.DataFrame) else pd.DataFrame(X)
-        self.feature_names_in_ = np.asarray([str(c) for c in frame.columns], dtype=object)
-        self.n_features_in_ = frame.shape[1]
         self.frequencies_ = {
             str(col): {
                 str(k): float(v)
@@ -97,12 +120,8 @@ class FrequencyEncoder(TransformerMixin, BaseEstimator):
             }
             for col in frame.columns
         }
-        return self
 
-    def transform(self, X: object) -> np.ndarray:
-        """Map each value to its learned frequency, shape (n_rows, n_columns)."""
-        check_is_fitted(self, "frequencies_")
-        frame = _as_frame(X, self.feature_names_in_)
+    def _encode(self, frame: pd.DataFrame) -> np.ndarray:
         out = np.empty((len(frame), len(self.feature_names_in_)), dtype=float)
         for j, col in enumerate(self.feature_names_in_):
             mapped = frame[col].astype("string").map(self.frequencies_[col])
@@ -111,13 +130,8 @@ class FrequencyEncoder(TransformerMixin, BaseEstimator):
             )
         return out
 
-    def get_feature_names_out(self, input_features: object = None) -> np.ndarray:
-        """``<col>_freq`` for each input column."""
-        check_is_fitted(self, "frequencies_")
-        return np.asarray([f"{c}_freq" for c in self.feature_names_in_], dtype=object)
 
-
-class DaysSinceReference(TransformerMixin, BaseEstimator):
+class DaysSinceReference(_ColumnwiseTransformer):
     """Days between each date and a reference date learned at fit time (the newest date seen).
 
     Learning the reference at fit time makes the feature reproducible: the same
@@ -125,11 +139,9 @@ class DaysSinceReference(TransformerMixin, BaseEstimator):
     the reference give negative values; missing or unparseable dates give NaN.
     """
 
-    def fit(self, X: object, y: object = None) -> DaysSinceReference:
-        """Learn the reference date (the maximum date per column)."""
-        frame = X if isinstance(X, pd.DataFrame) else pd.DataFrame(X)
-        self.feature_names_in_ = np.asarray([str(c) for c in frame.columns], dtype=object)
-        self.n_features_in_ = frame.shape[1]
+    _suffixes = ("_days_since_ref",)
+
+    def _learn(self, frame: pd.DataFrame) -> None:
         refs = {}
         for col in frame.columns:
             dates = pd.to_datetime(frame[col], errors="coerce")
@@ -139,23 +151,14 @@ class DaysSinceReference(TransformerMixin, BaseEstimator):
                 )
             refs[str(col)] = dates.max().isoformat()
         self.reference_dates_ = refs
-        return self
 
-    def transform(self, X: object) -> np.ndarray:
-        """Days from each date to the learned reference, shape (n_rows, n_columns)."""
-        check_is_fitted(self, "reference_dates_")
-        frame = _as_frame(X, self.feature_names_in_)
+    def _encode(self, frame: pd.DataFrame) -> np.ndarray:
         out = np.empty((len(frame), len(self.feature_names_in_)), dtype=float)
         for j, col in enumerate(self.feature_names_in_):
             dates = pd.to_datetime(frame[col], errors="coerce")
             delta = pd.Timestamp(self.reference_dates_[col]) - dates
             out[:, j] = delta.dt.total_seconds().to_numpy(dtype=float) / 86400.0
         return out
-
-    def get_feature_names_out(self, input_features: object = None) -> np.ndarray:
-        """``<col>_days_since_ref`` for each input column."""
-        check_is_fitted(self, "reference_dates_")
-        return np.asarray([f"{c}_days_since_ref" for c in self.feature_names_in_], dtype=object)
 
 
 _BOOL_TEXT = {"true": 1.0, "false": 0.0, "1": 1.0, "0": 0.0, "yes": 1.0, "no": 0.0}
@@ -172,79 +175,34 @@ def _bool_to_float(values: pd.Series) -> np.ndarray:
     return text.map(_BOOL_TEXT).astype("Float64").to_numpy(float, na_value=np.nan)
 
 
-class BooleanToFloat(TransformerMixin, BaseEstimator):
-    """Booleans (True/False, 1/0, nullable) to 1.0/0.0, missing to NaN."""
+class BooleanToFloat(_ColumnwiseTransformer):
+    """Booleans (True/False, 1/0, yes/no, nullable) to 1.0/0.0, missing to NaN."""
 
-    def fit(self, X: object, y: object = None) -> BooleanToFloat:
-        """Remember the input columns."""
-        frame = X if isinstance(X, pd.DataFrame) else pd.DataFrame(X)
-        self.feature_names_in_ = np.asarray([str(c) for c in frame.columns], dtype=object)
-        self.n_features_in_ = frame.shape[1]
-        return self
-
-    def transform(self, X: object) -> np.ndarray:
-        """Return floats, shape (n_rows, n_columns)."""
-        check_is_fitted(self, "feature_names_in_")
-        frame = _as_frame(X, self.feature_names_in_)
+    def _encode(self, frame: pd.DataFrame) -> np.ndarray:
         return np.column_stack([_bool_to_float(frame[c]) for c in self.feature_names_in_])
 
-    def get_feature_names_out(self, input_features: object = None) -> np.ndarray:
-        """The input column names."""
-        check_is_fitted(self, "feature_names_in_")
-        return np.asarray(list(self.feature_names_in_), dtype=object)
 
-
-class NumericPassthrough(TransformerMixin, BaseEstimator):
+class NumericPassthrough(_ColumnwiseTransformer):
     """Numeric columns as floats (nullable integers and text numbers included), missing as NaN."""
 
-    def fit(self, X: object, y: object = None) -> NumericPassthrough:
-        """Remember the input columns."""
-        frame = X if isinstance(X, pd.DataFrame) else pd.DataFrame(X)
-        self.feature_names_in_ = np.asarray([str(c) for c in frame.columns], dtype=object)
-        self.n_features_in_ = frame.shape[1]
-        return self
-
-    def transform(self, X: object) -> np.ndarray:
-        """Return floats, shape (n_rows, n_columns)."""
-        check_is_fitted(self, "feature_names_in_")
-        frame = _as_frame(X, self.feature_names_in_)
+    def _encode(self, frame: pd.DataFrame) -> np.ndarray:
         cols = [pd.to_numeric(frame[c], errors="coerce") for c in self.feature_names_in_]
         return np.column_stack([c.to_numpy(dtype=float, na_value=np.nan) for c in cols])
 
-    def get_feature_names_out(self, input_features: object = None) -> np.ndarray:
-        """The input column names."""
-        check_is_fitted(self, "feature_names_in_")
-        return np.asarray(list(self.feature_names_in_), dtype=object)
 
-
-class StringCategories(TransformerMixin, BaseEstimator):
+class StringCategories(_ColumnwiseTransformer):
     """Categorical columns as plain Python strings (missing as the string ``"__missing__"``).
 
     One-hot encoding needs one value type per column; user data and JSON requests
     bring ``pd.NA``, ``None`` and pandas string dtypes, which this normalises.
     """
 
-    def fit(self, X: object, y: object = None) -> StringCategories:
-        """Remember the input columns."""
-        frame = X if isinstance(X, pd.DataFrame) else pd.DataFrame(X)
-        self.feature_names_in_ = np.asarray([str(c) for c in frame.columns], dtype=object)
-        self.n_features_in_ = frame.shape[1]
-        return self
-
-    def transform(self, X: object) -> np.ndarray:
-        """Return an object array of strings."""
-        check_is_fitted(self, "feature_names_in_")
-        frame = _as_frame(X, self.feature_names_in_)
+    def _encode(self, frame: pd.DataFrame) -> np.ndarray:
         cols = [
             frame[c].astype("string").fillna("__missing__").to_numpy(dtype=object)
             for c in self.feature_names_in_
         ]
         return np.column_stack(cols)
-
-    def get_feature_names_out(self, input_features: object = None) -> np.ndarray:
-        """The input column names."""
-        check_is_fitted(self, "feature_names_in_")
-        return np.asarray(list(self.feature_names_in_), dtype=object)
 
 
 def build_feature_transformer() -> ColumnTransformer:

@@ -35,11 +35,3 @@ def split(
     """(training rows, holdout rows) of a canonical frame."""
     mask = holdout_mask(frame[s.CUSTOMER_ID], fraction, salt)
     return frame.loc[~mask].reset_index(drop=True), frame.loc[mask].reset_index(drop=True)
-
-
-def frame_hash(frame: pd.DataFrame) -> str:
-    """A content hash of a frame (column names, dtypes and every value), stable across processes."""
-    digest = hashlib.sha256()
-    digest.update("|".join(f"{c}:{t}" for c, t in frame.dtypes.astype(str).items()).encode())
-    digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
-    return digest.hexdigest()

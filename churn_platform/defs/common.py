@@ -11,6 +11,7 @@ import dagster as dg
 import pandas as pd
 
 from churn_platform.core.model_checks import CheckOutcome
+from churn_platform.core.quality_report import markdown_table
 
 GROUP = "churn"
 OWNERS = ["team:ml-platform"]
@@ -20,12 +21,9 @@ def md_table(frame: pd.DataFrame | None, max_rows: int = 20) -> str:
     """A markdown table of at most ``max_rows`` rows (empty string for nothing)."""
     if frame is None or frame.empty:
         return ""
-    shown = frame.head(max_rows).astype(object).where(frame.head(max_rows).notna(), "")
-    header = "| " + " | ".join(str(c) for c in shown.columns) + " |"
-    rule = "|" + "---|" * len(shown.columns)
-    rows = ["| " + " | ".join(str(v) for v in row) + " |" for row in shown.itertuples(index=False)]
-    more = [f"\n_{len(frame) - max_rows} more rows not shown_"] if len(frame) > max_rows else []
-    return "\n".join([header, rule, *rows, *more])
+    table = markdown_table(frame.head(max_rows))
+    more = len(frame) - max_rows
+    return table + (f"\n\n_{more} more rows not shown_" if more > 0 else "")
 
 
 def metadata_value(value: Any) -> Any:

@@ -114,7 +114,7 @@ def challenger_model(
         "data_version": data_version,
         "holdout_hash": holdout_hash,
         "git_commit": git_commit(),
-        "dagster_run_id": context.run_id,
+        "dagster_run_id": context.run.run_id,
         "model_checks": "passed" if not failed else "failed",
     }
     metrics: dict[str, float] = {
@@ -140,7 +140,7 @@ def challenger_model(
                 for o in outcomes
             ],
         },
-        run_name=f"challenger-{context.run_id[:8]}",
+        run_name=f"challenger-{context.run.run_id[:8]}",
     )
     if not failed:
         mlflow_registry.set_alias("challenger", registered.version)

@@ -1,0 +1,421 @@
+"""Wall time and peak memory of the whole asset graph (job ``churn_end_to_end``).
+
+Each size runs ``python -m churn_platform run`` (the main job: snapshot -> contract ->
+holdout -> challenger -> evaluation -> staging -> production) as a subprocess in a fresh
+temporary ``CHURN_HOME`` with ``CHURN_SYNTHETIC_ROWS`` set, so every run is a first run
+(no champion: the gate promotes, production is a first deployment without a canary window).
+
+Measured per run:
+* wall time of the subprocess (``time.perf_counter`` around it);
+* peak RSS and CPU seconds from ``os.wait4`` on that subprocess: the kernel's
+  ``RUSAGE_CHILDREN`` accounting (what ``resource.getrusage(RUSAGE_CHILDREN).ru_maxrss``
+  reports), but for this one child, so sizes run in one process do not mask each other.
+  The model servers and routers the run starts are detached (own session, never waited
+  for) and are NOT in this figure; their own peak RSS (``VmHWM``) is read from ``/proc``
+  before they are stopped and reported separately;
+* per-step durations from the Dagster instance under ``CHURN_HOME/dagster``
+  (``STEP_SUCCESS`` ``duration_ms`` and the step start/end event times).
+
+After each run the servers are stopped (``python -m churn_platform.serving stop`` with that
+``CHURN_HOME``) and the temporary home is deleted (``--keep`` keeps it).
+
+There is no peer tool for "the whole graph": the figures are absolute, plus the scaling
+ratio between the sizes.
+
+Run:  .venv/bin/python benchmarks/bench_graph.py [--quick] [--rows 100000 1000000]
+Writes benchmarks/results/bench_graph.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "bench_graph.md"
+JOB = "churn_end_to_end"
+# variables that would point a run at shared state instead of its fresh CHURN_HOME
+CLEARED = (
+    "DAGSTER_HOME",
+    "MLFLOW_TRACKING_URI",
+    "PROMETHEUS_URL",
+    "CHURN_SOURCE",
+    "CHURN_SOURCE_PATH",
+    "CHURN_MAPPING_FILE",
+    "CHURN_STAGING_PORT",
+    "CHURN_PRODUCTION_PORT",
+    "CHURN_FAULT_RATE",
+    "CHURN_AUTO_RELEASE",
+    "CHURN_ENV",
+)
+
+
+@dataclass
+class GraphRun:
+    """One ``python -m churn_platform run`` and what was measured around it."""
+
+    rows: int
+    returncode: int | None = None
+    wall_seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    peak_rss_mb: float = 0.0
+    timed_out: bool = False
+    summary: list[str] = field(default_factory=list)
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    run_seconds: float | None = None  # Dagster's RUN_START -> RUN_SUCCESS/FAILURE
+    servers: list[dict[str, Any]] = field(default_factory=list)
+    load_before: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    load_after: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    error: str = ""
+
+
+def run_env(home: Path, rows: int) -> dict[str, str]:
+    """The environment of one run: a fresh CHURN_HOME and the synthetic row count."""
+    env = {k: v for k, v in os.environ.items() if k not in CLEARED}
+    env["CHURN_HOME"] = str(home)
+    env["CHURN_SYNTHETIC_ROWS"] = str(rows)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    return env
+
+
+def run_graph(rows: int, home: Path, timeout: float) -> GraphRun:
+    """Run the job as a subprocess; wall time, peak RSS and CPU time via ``os.wait4``."""
+    result = GraphRun(rows=rows, load_before=os.getloadavg())
+    log = home / "run.log"
+    cmd = [sys.executable, "-m", "churn_platform", "run", "--job", JOB]
+    with log.open("wb") as out:
+        start = time.perf_counter()
+        proc = subprocess.Popen(
+            cmd,
+            cwd=str(ROOT),
+            env=run_env(home, rows),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+        def kill() -> None:
+            result.timed_out = True
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+
+        timer = threading.Timer(timeout, kill)
+        timer.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            timer.cancel()
+        result.wall_seconds = time.perf_counter() - start
+    proc.returncode = result.returncode = os.waitstatus_to_exitcode(status)
+    result.peak_rss_mb = usage.ru_maxrss / 1024  # Linux: KiB
+    result.cpu_seconds = usage.ru_utime + usage.ru_stime
+    result.load_after = os.getloadavg()
+    text = log.read_text(errors="replace")
+    lines = text.splitlines()
+    first = max(
+        (i for i, line in enumerate(lines) if re.match(r"run \S+: (SUCCESS|FAILED)", line)),
+        default=len(lines),
+    )
+    result.summary = [lines[first]] if first < len(lines) else []
+    for line in lines[first + 1 :]:
+        if not line.startswith("  "):
+            break
+        result.summary.append(line.strip())
+    if result.returncode != 0:
+        result.error = "\n".join(text.strip().splitlines()[-15:])
+    return result
+
+
+def step_durations(dagster_home: Path) -> tuple[list[dict[str, Any]], float | None]:
+    """Per step: start offset, end - start and Dagster's ``duration_ms``, from the run's
+    event log; and the whole run's duration (RUN_START -> RUN_SUCCESS/FAILURE)."""
+    from dagster import DagsterEventType, DagsterInstance
+
+    with DagsterInstance.from_config(str(dagster_home)) as instance:
+        runs = instance.get_runs(limit=1)
+        if not runs:
+            return [], None
+        events = instance.all_logs(runs[0].run_id)
+    run_start = run_end = None
+    starts: dict[str, float] = {}
+    steps: dict[str, dict[str, Any]] = {}
+    for entry in events:
+        event = entry.dagster_event
+        if event is None:
+            continue
+        kind = event.event_type
+        if kind == DagsterEventType.RUN_START:
+            run_start = entry.timestamp
+        elif kind in (DagsterEventType.RUN_SUCCESS, DagsterEventType.RUN_FAILURE):
+            run_end = entry.timestamp
+        elif kind == DagsterEventType.STEP_START:
+            starts[event.step_key] = entry.timestamp
+        elif kind in (DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE):
+            key = event.step_key
+            duration_ms = None
+            if kind == DagsterEventType.STEP_SUCCESS:
+                duration_ms = event.event_specific_data.duration_ms
+            steps[key] = {
+                "step": key,
+                "status": "success" if kind == DagsterEventType.STEP_SUCCESS else "failure",
+                "start": starts.get(key),
+                "end": entry.timestamp,
+                "duration_ms": duration_ms,
+            }
+    origin = run_start or min((s["start"] for s in steps.values() if s["start"]), default=0.0)
+    out = []
+    for s in sorted(steps.values(), key=lambda s: s["start"] or 0.0):
+        s["offset_s"] = (s["start"] - origin) if s["start"] else None
+        s["event_s"] = (s["end"] - s["start"]) if s["start"] else None
+        out.append(s)
+    total = (run_end - run_start) if run_start and run_end else None
+    return out, total
+
+
+def _pids(status: Any) -> list[tuple[str, int]]:
+    """(what, pid) for every process in ``serving status`` JSON."""
+    found = []
+    for env, data in (status or {}).items():
+        router = data.get("router")
+        if router and router.get("pid"):
+            found.append((f"{env} router", int(router["pid"])))
+        for version, rec in (data.get("versions") or {}).items():
+            if rec.get("pid"):
+                found.append((f"{env} model v{version}", int(rec["pid"])))
+    return found
+
+
+def _proc_kib(pid: int, field_name: str) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field_name + ":"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def servers_then_stop(home: Path, rows: int) -> list[dict[str, Any]]:
+    """Peak RSS of each detached server the run left running; then stop them all."""
+    env = run_env(home, rows)
+    serving = [sys.executable, "-m", "churn_platform.serving"]
+    out = subprocess.run(
+        [*serving, "status"], cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=60
+    )
+    servers = []
+    try:
+        status = json.loads(out.stdout) if out.returncode == 0 and out.stdout.strip() else {}
+    except json.JSONDecodeError:
+        status = {}
+    for what, pid in _pids(status):
+        hwm, rss = _proc_kib(pid, "VmHWM"), _proc_kib(pid, "VmRSS")
+        servers.append(
+            {
+                "what": what,
+                "pid": pid,
+                "peak_rss_mb": hwm / 1024 if hwm else None,
+                "rss_mb": rss / 1024 if rss else None,
+            }
+        )
+    subprocess.run([*serving, "stop"], cwd=str(ROOT), env=env, capture_output=True, timeout=120)
+    return servers
+
+
+def machine() -> str:
+    """CPU model and cores, for the results file."""
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        kib = int(Path("/proc/meminfo").read_text().split()[1])
+        mem = f", {kib / 1024 / 1024:.0f} GiB RAM"
+    except (OSError, ValueError, IndexError):
+        pass
+    return f"{model}, {os.cpu_count()} cores visible{mem}"
+
+
+def _load(values: tuple[float, float, float]) -> str:
+    return ", ".join(f"{x:.2f}" for x in values)
+
+
+def _fmt(value: float | None, spec: str = ".1f") -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def render(runs: list[GraphRun], args: argparse.Namespace, command: str) -> str:
+    versions = {}
+    for package in ("dagster", "mlflow", "scikit-learn", "pandas", "numpy", "pyarrow"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[package] = metadata.version(package)
+    lines = [
+        "# Whole-graph benchmark: `python -m churn_platform run` (job `churn_end_to_end`)",
+        "",
+        f"- date: {datetime.now(UTC).isoformat(timespec='seconds')}",
+        f"- command: `{command}`",
+        f"- machine: {machine()}; shared with other jobs (load average per run below)",
+        f"- python {platform.python_version()}, "
+        + ", ".join(f"{k} {v}" for k, v in versions.items()),
+        f"- each run: fresh temporary `CHURN_HOME`, `CHURN_SYNTHETIC_ROWS`=rows, synthetic "
+        f"source, local target, metrics scraped from the servers (no `PROMETHEUS_URL`); "
+        f"timeout {args.timeout:.0f} s per run. A first run: no champion yet, so the gate "
+        "promotes and production is a first deployment (health check, straight to 100%, no "
+        "canary window).",
+        "",
+        "| rows | result | wall s | CPU s (user+sys) | peak RSS of the run, MB | "
+        "Dagster run s | load before | load after |",
+        "|---:|---|---:|---:|---:|---:|---|---|",
+    ]
+    for r in runs:
+        outcome = (
+            "TIMED OUT (killed)"
+            if r.timed_out
+            else ("success" if r.returncode == 0 else f"FAILED (exit {r.returncode})")
+        )
+        lines.append(
+            f"| {r.rows:,} | {outcome} | {r.wall_seconds:.1f} | {r.cpu_seconds:.1f} | "
+            f"{r.peak_rss_mb:.0f} | {_fmt(r.run_seconds)} | {_load(r.load_before)} | "
+            f"{_load(r.load_after)} |"
+        )
+    done = [r for r in runs if r.returncode == 0]
+    if len(done) >= 2:
+        small, large = done[0], done[-1]
+        lines += [
+            "",
+            f"Scaling {small.rows:,} -> {large.rows:,} rows ({large.rows / small.rows:.0f}x the "
+            f"data): wall time **{large.wall_seconds / small.wall_seconds:.2f}x**, CPU time "
+            f"{large.cpu_seconds / small.cpu_seconds:.2f}x, peak RSS "
+            f"**{large.peak_rss_mb / small.peak_rss_mb:.2f}x**.",
+        ]
+    lines += [
+        "",
+        "Peak RSS is `ru_maxrss` of the `python -m churn_platform run` process (from "
+        "`os.wait4`, the same kernel accounting as `getrusage(RUSAGE_CHILDREN)`): the Dagster "
+        "run executes in process, so this covers every asset's computation. It does **not** "
+        "include the model servers and routers the run starts: they are detached (own "
+        "session, never waited for). Their own peak RSS (`VmHWM`), read just before "
+        "`python -m churn_platform.serving stop`:",
+        "",
+        "| rows | process | peak RSS MB |",
+        "|---:|---|---:|",
+    ]
+    for r in runs:
+        for s in r.servers:
+            lines.append(f"| {r.rows:,} | {s['what']} | {_fmt(s['peak_rss_mb'], '.0f')} |")
+        if r.servers:
+            total = sum(s["peak_rss_mb"] or 0 for s in r.servers)
+            lines.append(f"| {r.rows:,} | all servers (sum of peaks) | {total:.0f} |")
+    keys: list[str] = []
+    for r in runs:
+        keys += [s["step"] for s in r.steps if s["step"] not in keys]
+    if keys:
+        header = " | ".join(f"{r.rows:,} rows: s (starts at s)" for r in runs)
+        lines += [
+            "",
+            "Per step, from the run's Dagster event log (`STEP_SUCCESS.duration_ms`; the start "
+            "offset is from `RUN_START`). The rest of the wall time is interpreter start-up, "
+            "imports, loading the definitions and the summary.",
+            "",
+            f"| step | {header} |" + (" ratio |" if len(runs) == 2 else ""),
+            "|---|" + "---:|" * len(runs) + ("---:|" if len(runs) == 2 else ""),
+        ]
+        for key in keys:
+            cells, values = [], []
+            for r in runs:
+                step = next((s for s in r.steps if s["step"] == key), None)
+                if step is None:
+                    cells.append("-")
+                    values.append(None)
+                    continue
+                seconds = (
+                    step["duration_ms"] / 1000
+                    if step["duration_ms"] is not None
+                    else step["event_s"]
+                )
+                values.append(seconds)
+                flag = "" if step["status"] == "success" else " FAILED"
+                cells.append(f"{_fmt(seconds, '.2f')} ({_fmt(step['offset_s'], '.1f')}){flag}")
+            ratio = ""
+            if len(runs) == 2:
+                a, b = values
+                ratio = f" {b / a:.1f}x |" if a and b else " - |"
+            lines.append(f"| `{key}` | " + " | ".join(cells) + " |" + ratio)
+    for r in runs:
+        if r.summary:
+            lines += ["", f"Summary printed by the {r.rows:,}-row run:", "", "```"]
+            lines += r.summary
+            lines.append("```")
+        if r.error:
+            lines += ["", f"Tail of the {r.rows:,}-row run's output:", "", "```", r.error, "```"]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run each size, then write the markdown results."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, nargs="+", default=None, help="sizes to run")
+    parser.add_argument("--quick", action="store_true", help="20k and 100k rows only")
+    parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per run")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary CHURN_HOMEs")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    sizes = args.rows or ([20_000, 100_000] if args.quick else [100_000, 1_000_000])
+    command = ".venv/bin/python benchmarks/bench_graph.py" + (
+        " " + " ".join(sys.argv[1:]) if sys.argv[1:] else ""
+    )
+
+    runs = []
+    for rows in sizes:
+        home = Path(tempfile.mkdtemp(prefix=f"bench-graph-{rows}-"))
+        print(f"{rows:,} rows: running {JOB} in {home} ...", flush=True)
+        try:
+            r = run_graph(rows, home, args.timeout)
+            try:
+                r.steps, r.run_seconds = step_durations(home / "dagster")
+            except Exception as exc:  # the figures above still stand without the steps
+                r.error += f"\n(could not read the step durations: {type(exc).__name__}: {exc})"
+            r.servers = servers_then_stop(home, rows)
+        finally:
+            if not args.keep:
+                shutil.rmtree(home, ignore_errors=True)
+        runs.append(r)
+        print(
+            f"{rows:,} rows: exit {r.returncode}{' (timed out)' if r.timed_out else ''}, "
+            f"wall {r.wall_seconds:.1f} s, CPU {r.cpu_seconds:.1f} s, peak RSS "
+            f"{r.peak_rss_mb:.0f} MB, load {_load(r.load_after)}",
+            flush=True,
+        )
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(f"(getrusage(RUSAGE_CHILDREN).ru_maxrss over all runs: {children:.0f} MB)")
+    text = render(runs, args, command)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
+    print(text)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

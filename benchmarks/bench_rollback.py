@@ -1,0 +1,380 @@
+"""Rollback time of the production canary against a real Prometheus (1 s scrapes).
+
+Per trial: a healthy champion serves 100% of a local ``production`` environment
+(``LocalProcessTarget``: real model-server and router processes); a candidate that answers
+``--fault-rate`` (default 20%) of ``/predict`` with a 500 (``CHURN_FAULT_RATE``) is deployed
+beside it; a paced client sends single-record predictions through the router; and the real
+controller, ``core.canary.run_canary`` with ``PrometheusMetrics``, rolls the candidate out
+until it breaches and rolls back. Each trial registers a fresh candidate version so no
+earlier trial's series is inside the analysis window.
+
+Measured per trial (all on ``time.monotonic``):
+(a) breach onset -> baseline restored: from the candidate's first traffic (the first
+    ``progressing`` transition, after its weights were set) to the ``rolled_back``
+    transition, recorded after the router confirmed 100% on the champion;
+(b) rollback decision -> weights restored (``CanaryResult.rollback_seconds``);
+(c) last 5xx seen by the clients, after onset;
+and the requests that failed through the router during the canary (onset -> rollback),
+against what the canary's traffic share predicts (step% x fault rate x requests).
+
+Two canary configurations:
+* ``production`` (default): ``ProductionConfig`` of the ``production_deployment`` asset
+  (steps 5 -> 25 -> 100, 15 s window, 1 s readings, 5% bound, breach needs >= 5
+  requests), with the local synthetic load of 25 requests/s;
+* ``test``: the configuration of ``test_prometheus.py`` that the README's figure came from
+  (steps 10 -> 50 -> 100, 4 s window, breach needs >= 3 requests), at 40 requests/s.
+
+Prometheus, the registered models, the paced client and the Prometheus starter are the
+test suite's own (``churn_platform_tests.serving_fixtures``, ``test_prometheus.Load``).
+
+Run:  .venv/bin/python benchmarks/bench_rollback.py [--trials 5] [--config production test]
+Writes benchmarks/results/bench_rollback.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from churn_platform.core.canary import CanaryConfig, CanaryState, run_canary  # noqa: E402
+from churn_platform.defs.deployment import ProductionConfig  # noqa: E402
+from churn_platform.resources.metrics import PrometheusMetrics  # noqa: E402
+from churn_platform.serving.local_target import LocalProcessTarget  # noqa: E402
+from churn_platform_tests.serving_fixtures import (  # noqa: E402
+    PROMETHEUS_BIN,
+    RegisteredModels,
+    log_and_register,
+    make_registered_models,
+    start_prometheus,
+    to_records,
+)
+from churn_platform_tests.test_prometheus import Load  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results" / "bench_rollback.md"
+ENV = "production"
+SEED_BAR_S = 60.0  # the seed's rollback bar
+TARGET_S = 10.0  # the issue's target
+IN_FLIGHT_S = 0.5  # a request sent just before the switch may still reach the candidate
+
+
+def configs() -> dict[str, tuple[CanaryConfig, float, str]]:
+    """name -> (canary config, client requests/s, description)."""
+    production = ProductionConfig()
+    return {
+        "production": (
+            production.canary_config(),
+            production.synthetic_traffic_rps,
+            "`ProductionConfig` defaults (the `production_deployment` asset)",
+        ),
+        "test": (
+            CanaryConfig(
+                steps=(10, 50, 100),
+                analysis_window_seconds=4,
+                interval_seconds=1,
+                max_error_rate=0.05,
+                min_requests=8,
+                breach_min_requests=3,
+            ),
+            40.0,
+            "`test_prometheus.py`'s canary test",
+        ),
+    }
+
+
+@dataclass
+class Trial:
+    """One faulty canary and what the clients saw."""
+
+    config: str
+    candidate: str
+    status: str
+    onset_to_restored_s: float | None
+    decision_to_restored_s: float | None
+    last_5xx_after_onset_s: float | None
+    first_5xx_after_onset_s: float | None
+    breach_step: int | None
+    breach_error_rate: float | None
+    breach_requests: float | None
+    requests: int  # through the router from onset to rollback (+ in-flight margin)
+    to_candidate: int
+    failed: int
+    expected_failed: float  # step share x fault rate x requests
+    failed_after_rollback: int  # after rollback + IN_FLIGHT_S, until the client stopped
+    load: float
+
+
+def run_trial(
+    target: LocalProcessTarget,
+    metrics: PrometheusMetrics,
+    models: RegisteredModels,
+    name: str,
+    config: CanaryConfig,
+    rate: float,
+    fault_rate: float,
+    seed: int,
+) -> Trial:
+    """Deploy a fresh faulty candidate beside the champion and run the canary on it."""
+    state = target.state(ENV)
+    baseline = next(v for v, w in state.weights().items() if w == 100)
+    candidate = log_and_register(models.pipelines["2"], models.rows, models.tracking_uri)
+    target.deploy(
+        ENV,
+        candidate,
+        f"models:/churn_model/{candidate}",
+        extra_env={"CHURN_FAULT_RATE": str(fault_rate), "CHURN_FAULT_SEED": str(seed)},
+    )
+    try:
+        if not metrics.wait_until_scraped(candidate):
+            raise RuntimeError(f"Prometheus did not scrape candidate v{candidate} within 30 s")
+        record = to_records(models.rows.head(1))
+        with Load(state.endpoint, record, rate=rate) as load:
+            result = run_canary(target, metrics, ENV, candidate, baseline, config)
+            time.sleep(2.0)  # traffic after the rollback must be clean
+        weights = target.state(ENV).weights()
+    finally:
+        target.retire(ENV, candidate)
+    if weights.get(baseline) != 100:
+        raise RuntimeError(f"after the canary the weights are {weights}, not 100% on {baseline}")
+    onset = next(t.at for t in result.transitions if t.to_state is CanaryState.PROGRESSING)
+    end = result.transitions[-1].at
+    breach = result.breach
+    during = [(t, s, v) for t, s, v in load.results if onset <= t <= end + IN_FLIGHT_S]
+    errors = [t for t, s, _ in load.results if s != 200 and t >= onset]
+    # expected failures: each request in a step goes to the candidate with the step's share
+    expected = 0.0
+    steps = [  # the step starts (a passed step is analysing -> progressing)
+        t
+        for t in result.transitions
+        if t.to_state is CanaryState.PROGRESSING and t.from_state is not CanaryState.ANALYSING
+    ]
+    for i, t in enumerate(steps):
+        stop = steps[i + 1].at if i + 1 < len(steps) else end
+        count = sum(1 for at, _, _ in load.results if t.at <= at <= stop)
+        expected += count * (t.step or 0) / 100 * fault_rate
+    return Trial(
+        config=name,
+        candidate=candidate,
+        status=str(result.status),
+        onset_to_restored_s=(breach.at - onset) if breach else None,
+        decision_to_restored_s=result.rollback_seconds,
+        last_5xx_after_onset_s=(max(errors) - onset) if errors else None,
+        first_5xx_after_onset_s=(min(errors) - onset) if errors else None,
+        breach_step=breach.step if breach else None,
+        breach_error_rate=breach.reading.error_rate if breach and breach.reading else None,
+        breach_requests=breach.reading.request_count if breach and breach.reading else None,
+        requests=len(during),
+        to_candidate=sum(1 for _, _, v in during if v == candidate),
+        failed=sum(1 for _, s, _ in during if s != 200),
+        expected_failed=expected,
+        failed_after_rollback=sum(
+            1 for t, s, _ in load.results if s != 200 and t > end + IN_FLIGHT_S
+        ),
+        load=os.getloadavg()[0],
+    )
+
+
+def _stats(values: list[float | None]) -> tuple[str, str]:
+    real = [v for v in values if v is not None]
+    if not real:
+        return "n/a", "n/a"
+    return f"{statistics.median(real):.2f}", f"{max(real):.2f}"
+
+
+def _fmt(value: float | None, spec: str = ".2f") -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def render(
+    trials: list[Trial],
+    args: argparse.Namespace,
+    command: str,
+    load_before: tuple[float, ...],
+    prometheus_version: str,
+) -> str:
+    versions = {}
+    for package in ("prometheus-api-client", "httpx", "uvicorn", "prometheus-client"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[package] = metadata.version(package)
+    cfgs = configs()
+    lines = [
+        "# Canary rollback time against a real Prometheus",
+        "",
+        f"- date: {datetime.now(UTC).isoformat(timespec='seconds')}",
+        f"- command: `{command}`",
+        f"- machine: {os.cpu_count()} cores visible ({platform.processor() or platform.machine()})"
+        f", shared with other jobs; load average before {', '.join(f'{x:.2f}' for x in load_before)}"
+        f", after {', '.join(f'{x:.2f}' for x in os.getloadavg())}",
+        f"- python {platform.python_version()}, {prometheus_version}, "
+        + ", ".join(f"{k} {v}" for k, v in versions.items()),
+        f"- set-up: `/usr/bin/prometheus`, scrape interval 1 s, file_sd targets written by "
+        f"`LocalProcessTarget`; champion: logistic pipeline v1 (healthy); candidate: a fresh "
+        f"registration of pipeline 2 per trial with `CHURN_FAULT_RATE={args.fault_rate}`; "
+        "single-record `/predict` requests through the local router from a paced client "
+        "(`test_prometheus.Load`); `core.canary.run_canary` with `PrometheusMetrics` "
+        "(`environment=production`); the candidate had been scraped >= 3 times before each "
+        "canary (`wait_until_scraped`, as the asset does).",
+        "",
+    ]
+    for name in args.config:
+        config, rate, what = cfgs[name]
+        mine = [t for t in trials if t.config == name]
+        if not mine:
+            continue
+        a = _stats([t.onset_to_restored_s for t in mine])
+        b = _stats([t.decision_to_restored_s for t in mine])
+        c = _stats([t.last_5xx_after_onset_s for t in mine])
+        rolled = sum(t.status == str(CanaryState.ROLLED_BACK) for t in mine)
+        worst = max((t.onset_to_restored_s or float("inf")) for t in mine)
+        lines += [
+            f"## `{name}` configuration: {what}",
+            "",
+            f"Steps {' -> '.join(f'{s}%' for s in config.steps)}, window "
+            f"{config.analysis_window_seconds:g} s, a reading every {config.interval_seconds:g} s, "
+            f"bound {config.max_error_rate:.0%}, a breach needs >= {config.breach_min_requests} "
+            f"requests; client {rate:g} requests/s. {len(mine)} trials, {rolled} rolled back.",
+            "",
+            "| measure | median s | max s | seed's bar (< 60 s) | target (< 10 s) |",
+            "|---|---:|---:|---|---|",
+            f"| (a) breach onset -> 100% back on the champion | {a[0]} | {a[1]} | "
+            f"{'met' if worst < SEED_BAR_S else 'NOT met'} (max) | "
+            f"{'met' if worst < TARGET_S else 'NOT met'} (max) |",
+            f"| (b) rollback decision -> weights restored | {b[0]} | {b[1]} | | |",
+            f"| (c) last 5xx seen by clients, after onset | {c[0]} | {c[1]} | | |",
+            "",
+            "| trial | candidate | outcome | (a) s | (b) ms | (c) s | first 5xx s | breach "
+            "at step | breach reading | requests during canary | to candidate | failed | "
+            "expected from the canary's share | failed after rollback | load (1 min) |",
+            "|---:|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for i, t in enumerate(mine, 1):
+            reading = (
+                f"{t.breach_error_rate:.1%} of {t.breach_requests:.0f}"
+                if t.breach_error_rate is not None and t.breach_requests is not None
+                else "n/a"
+            )
+            decision_ms = (
+                f"{t.decision_to_restored_s * 1000:.1f}"
+                if t.decision_to_restored_s is not None
+                else "n/a"
+            )
+            lines.append(
+                f"| {i} | v{t.candidate} | {t.status} | {_fmt(t.onset_to_restored_s)} | "
+                f"{decision_ms} | {_fmt(t.last_5xx_after_onset_s)} | "
+                f"{_fmt(t.first_5xx_after_onset_s)} | {t.breach_step or 'n/a'}% | {reading} | "
+                f"{t.requests} | {t.to_candidate} | {t.failed} | {t.expected_failed:.1f} | "
+                f"{t.failed_after_rollback} | {t.load:.2f} |"
+            )
+        total_req = sum(t.requests for t in mine)
+        total_failed = sum(t.failed for t in mine)
+        total_expected = sum(t.expected_failed for t in mine)
+        lines += [
+            "",
+            f"Failed requests through the router during the canaries: {total_failed} of "
+            f"{total_req} ({total_failed / max(total_req, 1):.2%}); the canary's share predicts "
+            f"{total_expected:.1f} ({total_expected / max(total_req, 1):.2%} = step share x "
+            f"{args.fault_rate:.0%}). After the rollback (+{IN_FLIGHT_S:g} s in flight): "
+            f"{sum(t.failed_after_rollback for t in mine)} failed.",
+            "",
+        ]
+    lines += [
+        "How to read it: (a) is what a user of the service lives through — it is dominated by "
+        "waiting for evidence (the candidate's first 500s at its small traffic share, then "
+        "enough requests in Prometheus for a reading to count), not by the switch itself, "
+        "which (b) shows takes milliseconds (one `PUT` to the router). With a 1 s scrape "
+        "interval the reading lags the requests by up to ~1-2 s (scrape + `rate()` needing two "
+        "samples). (c) can exceed (a) by the in-flight requests only.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the trials and write the markdown results."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=5, help="trials per configuration")
+    parser.add_argument("--quick", action="store_true", help="2 trials, production config only")
+    parser.add_argument(
+        "--config", nargs="+", choices=("production", "test"), default=["production", "test"]
+    )
+    parser.add_argument("--fault-rate", type=float, default=0.2)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.trials, args.config = 2, ["production"]
+    command = ".venv/bin/python benchmarks/bench_rollback.py" + (
+        " " + " ".join(sys.argv[1:]) if sys.argv[1:] else ""
+    )
+    if not Path(PROMETHEUS_BIN).exists():
+        sys.exit(f"{PROMETHEUS_BIN} not found: apt-get install prometheus")
+    prometheus_version = subprocess.run(
+        [PROMETHEUS_BIN, "--version"], capture_output=True, text=True
+    ).stdout.splitlines()[0]
+    prometheus_version = prometheus_version.replace("prometheus, version", "prometheus").split(
+        " ("
+    )[0]
+    load_before = os.getloadavg()
+    cfgs = configs()
+    trials: list[Trial] = []
+    with tempfile.TemporaryDirectory(prefix="bench-rollback-") as tmp:
+        work = Path(tmp)
+        cwd = os.getcwd()
+        os.chdir(work)  # the default artifact root of a sqlite store is ./mlruns
+        try:
+            models = make_registered_models(work / "mlflow")
+        finally:
+            os.chdir(cwd)
+        target = LocalProcessTarget(
+            work / "deployments", models.tracking_uri, inference_log_dir=work / "inference_log"
+        )
+        prom_config = target.write_prometheus_config(work / "prometheus.yml", scrape_interval="1s")
+        try:
+            with start_prometheus(prom_config, work) as prometheus:
+                metrics = PrometheusMetrics(prometheus.url, label_filters={"environment": ENV})
+                target.deploy(ENV, "1", models.model_uris["1"])
+                target.set_weights(ENV, {"1": 100})
+                if not metrics.wait_until_scraped("1"):
+                    raise RuntimeError("Prometheus did not scrape the champion within 30 s")
+                seed = 0
+                for name in args.config:
+                    config, rate, _ = cfgs[name]
+                    for i in range(args.trials):
+                        seed += 1
+                        t = run_trial(
+                            target, metrics, models, name, config, rate, args.fault_rate, seed
+                        )
+                        trials.append(t)
+                        print(
+                            f"[{name} {i + 1}/{args.trials}] v{t.candidate} {t.status}: onset -> "
+                            f"restored {_fmt(t.onset_to_restored_s)} s, decision -> restored "
+                            f"{_fmt(t.decision_to_restored_s, '.3f')} s, last 5xx "
+                            f"{_fmt(t.last_5xx_after_onset_s)} s; failed {t.failed}/{t.requests} "
+                            f"(expected {t.expected_failed:.1f}); load {t.load:.2f}",
+                            flush=True,
+                        )
+        finally:
+            with contextlib.suppress(Exception):
+                target.stop_all()
+    text = render(trials, args, command, load_before, prometheus_version)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
+    print(text)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
