@@ -3,7 +3,6 @@ staging integration checks and the production canary, first a rollout, then a ro
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import dagster as dg
@@ -23,6 +22,7 @@ from churn_platform_tests.pipeline import (
     registry,
     step_error,
 )
+from churn_platform_tests.postgres import free_port
 
 CANARY = {
     "steps": [5, 25, 100],
@@ -109,4 +109,16 @@ def test_first_release_then_a_faulty_canary_rolls_back_to_the_running_champion(
     assert after.weights() == {"1": 100}  # the N-1 champion never stopped; the canary is retired
     ok = httpx.post(f"{after.endpoint}/predict", json={"records": rows}, timeout=10)
     assert ok.status_code == 200
-    assert os.environ["CHURN_FAULT_RATE"] == "0.6"
+
+    # Prometheus unreachable: the canary does not promote, and says why
+    monkeypatch.setenv("CHURN_FAULT_RATE", "0")
+    monkeypatch.setenv("PROMETHEUS_URL", f"http://127.0.0.1:{free_port()}")
+    blind = materialize(
+        ["production_deployment"], instance, {"production_deployment": {"config": CANARY}}
+    )
+    assert blind.success, step_error(blind)
+    analysis = checks(blind)[("production_deployment", "canary_analysis")]
+    assert not analysis.passed and analysis.metadata["outcome"].value == "aborted"
+    assert "unreachable" in analysis.metadata["reason"].value
+    assert reg.alias_version("champion") == "1"
+    assert production_state(local_platform).weights() == {"1": 100}

@@ -25,6 +25,7 @@ from typing import Any
 
 import dagster as dg
 import httpx
+import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from churn_platform.core.canary import UNREACHABLE
@@ -117,6 +118,8 @@ class PrometheusMetrics:
         while True:
             try:
                 samples = self.query(promql)
+            except requests.exceptions.ConnectionError:
+                return False  # nothing listens there: waiting will not help
             except Exception:
                 samples = None
             if samples is not None and samples >= min_samples:

@@ -1,0 +1,86 @@
+"""Run every benchmark script in ``benchmarks/`` in turn and say where the results went.
+
+    .venv/bin/python benchmarks/run_all.py [--quick] [--only bench_psi bench_graph] [--skip ...]
+
+``--quick`` is passed to the scripts that accept it (their ``--help`` lists ``--quick``);
+the others run with their defaults. Each script writes ``benchmarks/results/<name>.md``;
+the runner reports, per script, its exit code, its run time and whether that file was
+written by this run. It exits non-zero when any script failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+SELF = Path(__file__).name
+
+
+def scripts() -> list[Path]:
+    """Every benchmark script: ``bench_*.py`` and ``simulate_*.py``, fast ones first."""
+    found = sorted(p for p in HERE.glob("*.py") if p.name != SELF and not p.name.startswith("_"))
+    order = {  # quick, CPU-bound ones first; the long, process-heavy ones last
+        "bench_paired_bootstrap": 0,
+        "bench_psi": 1,
+        "bench_contract": 2,
+        "simulate_promotion": 3,
+        "bench_serving": 4,
+        "bench_rollback": 5,
+        "bench_graph": 6,
+    }
+    return sorted(found, key=lambda p: (order.get(p.stem, 99), p.stem))
+
+
+def supports_quick(script: Path) -> bool:
+    """True when the script declares a ``--quick`` option."""
+    return '"--quick"' in script.read_text()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the selected scripts; print a table of outcomes and result files."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="pass --quick where supported")
+    parser.add_argument("--only", nargs="+", default=None, help="script names (without .py)")
+    parser.add_argument("--skip", nargs="+", default=[], help="script names to leave out")
+    args = parser.parse_args(argv)
+
+    chosen = [
+        p
+        for p in scripts()
+        if (args.only is None or p.stem in args.only) and p.stem not in args.skip
+    ]
+    unknown = set(args.only or []) - {p.stem for p in scripts()}
+    if unknown:
+        parser.error(f"no such benchmark: {', '.join(sorted(unknown))}")
+
+    outcomes = []
+    for script in chosen:
+        cmd = [sys.executable, str(script)]
+        if args.quick and supports_quick(script):
+            cmd.append("--quick")
+        out = RESULTS / f"{script.stem}.md"
+        before = out.stat().st_mtime if out.exists() else None
+        print(f"\n=== {' '.join(cmd[1:])}", flush=True)
+        start = time.perf_counter()
+        code = subprocess.run(cmd, cwd=str(HERE.parent)).returncode
+        seconds = time.perf_counter() - start
+        written = out.exists() and out.stat().st_mtime != before
+        outcomes.append((script.stem, code, seconds, out, written, "--quick" in cmd))
+
+    print("\n| benchmark | exit | seconds | results |")
+    print("|---|---:|---:|---|")
+    for name, code, seconds, out, written, quick in outcomes:
+        where = (
+            str(out.relative_to(HERE.parent)) if written else f"(not written; {out.name} unchanged)"
+        )
+        print(f"| {name}{' --quick' if quick else ''} | {code} | {seconds:.0f} | {where} |")
+    return 1 if any(code != 0 for _, code, *_ in outcomes) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
