@@ -888,7 +888,9 @@ def pandera_failed_rules(errors: pa.errors.SchemaErrors) -> set[str]:
 
 
 def validated_frame(
-    frame: pd.DataFrame | MappedFrame, config: ContractConfig | None = None
+    frame: pd.DataFrame | MappedFrame,
+    config: ContractConfig | None = None,
+    results: Sequence[RuleResult] | None = None,
 ) -> pd.DataFrame:
     """The frame typed as ``CANONICAL_DTYPES`` (canonical column order), once the contract passed.
 
@@ -896,7 +898,8 @@ def validated_frame(
     pandera schema then validates and coerces; WARN rules do not block.
     """
     config = config or ContractConfig()
-    results = evaluate_contract(frame, config)
+    if results is None:  # callers that already evaluated the contract pass their results
+        results = evaluate_contract(frame, config)
     blocking = blocking_failures(results)
     if blocking:
         lines = [

@@ -22,6 +22,20 @@ HOLDOUT_CHECKS = {
 }
 
 
+def column_schema(frame: pd.DataFrame) -> dg.TableSchema:
+    """The frame's columns and dtypes, with the contract's rule for each (shown in the UI)."""
+    rules: dict[str, list[str]] = {}
+    for rule in contract.contract_rules():
+        if rule.column:
+            rules.setdefault(rule.column, []).append(rule.description)
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(name=str(c), type=str(t), description="; ".join(rules.get(str(c), [])))
+            for c, t in frame.dtypes.items()
+        ]
+    )
+
+
 def _severity(result: contract.RuleResult) -> dg.AssetCheckSeverity:
     return (
         dg.AssetCheckSeverity.ERROR
@@ -96,6 +110,8 @@ def churn_snapshot(context: dg.AssetExecutionContext, data_source: DataSourceRes
         metadata={
             "data_version": version,
             "rows": len(frame),
+            "dagster/row_count": len(frame),
+            "dagster/column_schema": column_schema(frame),
             "source": str(description.get("location")),
             "source_kind": str(description.get("kind")),
             "parquet": dg.MetadataValue.path(str(path)),
@@ -171,7 +187,7 @@ def validated_churn_data(
                 "quality_report": dg.MetadataValue.path(str(report_path)),
             },
         )
-    typed = contract.validated_frame(churn_snapshot, cfg)
+    typed = contract.validated_frame(churn_snapshot, cfg, results)
     warned = [r.name for r in results if not r.passed]
     yield dg.Output(
         typed,
@@ -179,6 +195,8 @@ def validated_churn_data(
         metadata={
             "data_version": version,
             "rows": len(typed),
+            "dagster/row_count": len(typed),
+            "dagster/column_schema": column_schema(typed),
             "rules_passed": f"{sum(r.passed for r in results)}/{len(results)}",
             "warnings": ", ".join(warned) or "none",
             "churn_rate": round(float(typed[s.TARGET].mean()), 4),
@@ -243,6 +261,7 @@ def holdout_set(
         metadata={
             "holdout_hash": digest,
             "rows": len(rows),
+            "dagster/row_count": len(rows),
             "positive_rate": round(rate, 4),
             "fraction": config.fraction,
             "salt": config.salt,

@@ -171,22 +171,21 @@ def _slice_table(
     y: np.ndarray, scored: list[report.ScoredModel], slices: dict[str, np.ndarray]
 ) -> pd.DataFrame:
     """AUC per slice for each model, and the challenger-minus-champion delta."""
-    per_model = [
-        {r.name: r for r in metrics.slice_aucs((y, m.scores), slices, min_rows=30)} for m in scored
-    ]
-    rows = []
-    for name in slices:
-        chal = per_model[0][name]
-        row: dict[str, Any] = {"slice": name, "rows": chal.n, "challenger_auc": chal.auc}
-        if len(per_model) == 2:
-            champ = per_model[1][name]
-            row["champion_auc"] = champ.auc
-            row["delta"] = None if chal.auc is None or champ.auc is None else chal.auc - champ.auc
-        else:
-            row["delta"] = None
-        row["note"] = chal.skipped_reason or ""
-        rows.append(row)
-    return pd.DataFrame(rows)
+    results = [metrics.slice_aucs((y, m.scores), slices, min_rows=30) for m in scored]
+    table = pd.DataFrame(
+        {
+            "slice": [r.name for r in results[0]],
+            "rows": [r.n for r in results[0]],
+            "challenger_auc": [r.auc for r in results[0]],
+        }
+    )
+    if len(results) == 2:
+        table["champion_auc"] = [r.auc for r in results[1]]
+        table["delta"] = table["slice"].map(gate.slice_auc_deltas(results[0], results[1]))
+    else:
+        table["delta"] = None
+    table["note"] = [r.skipped_reason or "" for r in results[0]]
+    return table
 
 
 def _render(
