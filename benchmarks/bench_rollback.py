@@ -257,7 +257,7 @@ def render(
             f"| (c) last 5xx seen by clients, after onset | {c[0]} | {c[1]} | | |",
             "",
             "| trial | candidate | outcome | (a) s | (b) ms | (c) s | first 5xx s | breach "
-            "at step | breach reading | requests during canary | to candidate | failed | "
+            "at step | breach reading | requests onset -> rollback (+0.5 s in flight) | to candidate | failed | "
             "expected from the canary's share | failed after rollback | load (1 min) |",
             "|---:|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|",
         ]

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
+import httpx
 import numpy as np
 import pandas as pd
 import pytest
@@ -27,6 +33,53 @@ from churn_platform_tests.pipeline import (
     registry,
     step_error,
 )
+from churn_platform_tests.postgres import free_port
+
+
+@contextmanager
+def mlflow_server(store_uri: str, workdir: Path) -> Iterator[str]:
+    """A real `mlflow server` on 127.0.0.1 over ``store_uri``; yields its URL, stops it after."""
+    port = free_port()
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    bin_dir = Path(sys.executable).parent
+    env["PATH"] = f"{bin_dir}:{env.get('PATH', '')}"  # mlflow server runs a bare uvicorn
+    log = (workdir / "mlflow-server.log").open("w")
+    proc = subprocess.Popen(
+        [
+            str(bin_dir / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            store_uri,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None, (workdir / "mlflow-server.log").read_text()[-2000:]
+            time.sleep(0.5)
+        else:
+            raise AssertionError("mlflow server did not become healthy in 90 s")
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+        log.close()
 
 
 @pytest.fixture
@@ -85,6 +138,20 @@ def test_registered_model_has_lineage_and_reloads_identically_in_a_fresh_process
     assert reg.alias_version("challenger") == "1"
     profile = reg.load_json_artifact(version.run_id, "reference_profile.json")
     assert set(profile["features"]) >= {s.MONTHLY_SPEND, s.CONTRACT_TYPE}
+
+    # What the MLflow UI shows comes from the tracking server's REST API: serve this store.
+    with mlflow_server(reg.uri(), churn_home) as api:
+        got = httpx.get(
+            f"{api}/api/2.0/mlflow/registered-models/get", params={"name": "churn_model"}
+        )
+        assert got.status_code == 200, got.text
+        aliases = {a["alias"]: a["version"] for a in got.json()["registered_model"]["aliases"]}
+        assert aliases == {"challenger": "1"}
+        run_json = httpx.get(
+            f"{api}/api/2.0/mlflow/runs/get", params={"run_id": version.run_id}
+        ).json()
+        tags = {t["key"]: t["value"] for t in run_json["run"]["data"]["tags"]}
+        assert tags["data_version"] == snapshot.metadata["data_version"].value
 
     # The same data, config and seed give the same model: retrain here, compare with a fresh
     # process that loads the registered version by alias.
