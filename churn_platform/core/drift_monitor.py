@@ -1,0 +1,185 @@
+"""The drift monitor's decisions: which windows to judge, and when a drift episode starts.
+
+The Dagster sensor (``defs/automation.py``) only gathers inputs (the champion's reference
+profile, the current windows, its cursor) and turns a ``DriftDecision`` into a run request or a
+skip. An episode is a stretch of ticks whose max PSI stays above the threshold for the same
+champion; it requests one retraining run when it starts and none while it lasts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import pandas as pd
+
+from churn_platform.core import drift
+
+THRESHOLD_VAR = "CHURN_PSI_THRESHOLD"
+MIN_ROWS_VAR = "CHURN_DRIFT_MIN_ROWS"
+
+
+@dataclass(frozen=True)
+class DriftSettings:
+    """PSI threshold and the smallest window worth judging."""
+
+    threshold: float = 0.2
+    min_rows: int = 200
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.threshold) and self.threshold > 0):
+            raise ValueError(
+                f"{THRESHOLD_VAR}={self.threshold!r} must be a positive number such as 0.2"
+            )
+        if self.min_rows < 1:
+            raise ValueError(f"{MIN_ROWS_VAR}={self.min_rows!r} must be an integer >= 1")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> DriftSettings:
+        """``CHURN_PSI_THRESHOLD`` (default 0.2) and ``CHURN_DRIFT_MIN_ROWS`` (default 200)."""
+        raw_threshold = environ.get(THRESHOLD_VAR, "").strip() or "0.2"
+        raw_min_rows = environ.get(MIN_ROWS_VAR, "").strip() or "200"
+        try:
+            threshold = float(raw_threshold)
+        except ValueError:
+            raise ValueError(
+                f"{THRESHOLD_VAR}={raw_threshold!r} is not a number; set e.g. 0.2"
+            ) from None
+        try:
+            min_rows = int(raw_min_rows)
+        except ValueError:
+            raise ValueError(
+                f"{MIN_ROWS_VAR}={raw_min_rows!r} is not an integer; set e.g. 200"
+            ) from None
+        return cls(threshold=threshold, min_rows=min_rows)
+
+
+@dataclass(frozen=True)
+class EpisodeState:
+    """What the monitor remembers between ticks (the sensor's cursor)."""
+
+    episode: int = 0  # drift episodes so far
+    in_drift: bool = False  # whether the last judged tick was above the threshold
+    champion: str | None = None  # the champion that state was measured against
+
+    @classmethod
+    def parse(cls, raw: str | None) -> EpisodeState:
+        """Read a cursor; one written before ``champion`` was recorded keeps its episode."""
+        if not raw:
+            return cls()
+        try:
+            loaded = json.loads(raw)
+        except json.JSONDecodeError:
+            loaded = None
+        if not isinstance(loaded, dict) or not isinstance(loaded.get("episode", 0), int):
+            raise ValueError(
+                f"psi_drift_sensor cursor {raw!r} is not this sensor's JSON state "
+                '(e.g. {"episode": 1, "in_drift": false, "champion": "3"}); fix or clear it in the UI'
+            )
+        return cls(
+            episode=int(loaded.get("episode", 0)),
+            in_drift=bool(loaded.get("in_drift", False)),
+            champion=loaded.get("champion"),
+        )
+
+    def dumps(self) -> str:
+        """The cursor text."""
+        return json.dumps(
+            {"episode": self.episode, "in_drift": self.in_drift, "champion": self.champion}
+        )
+
+
+@dataclass(frozen=True)
+class DriftDecision:
+    """One tick's verdict: request a run (a new episode) or skip, and why."""
+
+    request_run: bool
+    reason: str
+    state: EpisodeState
+    results: dict[str, drift.PsiResult] = field(default_factory=dict)
+    worst_window: str | None = None
+
+    @property
+    def worst(self) -> drift.PsiResult | None:
+        """The window with the highest max PSI."""
+        return self.results.get(self.worst_window) if self.worst_window else None
+
+    @property
+    def run_key(self) -> str:
+        """Dagster run key of the episode's retraining run."""
+        return f"drift-episode-{self.state.episode}"
+
+
+def judge_windows(
+    profile: Mapping[str, Any], windows: Mapping[str, pd.DataFrame], min_rows: int
+) -> tuple[dict[str, drift.PsiResult], list[str]]:
+    """PSI per window large enough to judge, and the skipped windows with their reasons."""
+    results: dict[str, drift.PsiResult] = {}
+    skipped: list[str] = []
+    for name, frame in windows.items():
+        if len(frame) < min_rows:
+            skipped.append(f"{name}: {len(frame)} rows, fewer than {min_rows}")
+            continue
+        result = drift.psi(profile, frame)
+        if result.max_psi is None:
+            skipped.append(f"{name}: {result.skipped_reason or 'no PSI computed'}")
+            continue
+        results[name] = result
+    return results, skipped
+
+
+def decide(
+    state: EpisodeState,
+    champion: str,
+    results: dict[str, drift.PsiResult],
+    skipped: list[str],
+    threshold: float,
+) -> DriftDecision:
+    """Whether this tick starts a drift episode (one run request) or is skipped, with the reason.
+
+    A drift state belongs to the champion it was measured against: after a new champion,
+    drift against its reference starts a new episode (a state naming no champion predates
+    that rule and keeps its episode).
+    """
+    in_drift = state.in_drift and state.champion in (None, champion)
+    if not results:
+        return DriftDecision(
+            request_run=False,
+            reason=f"no window to judge drift on: {'; '.join(skipped)}",
+            state=replace(state, in_drift=in_drift, champion=champion),
+        )
+    worst_name, worst = max(results.items(), key=lambda item: item[1].max_psi or 0.0)
+    drifting = (worst.max_psi or 0.0) > threshold
+    if drifting and not in_drift:
+        episode = state.episode + 1
+        return DriftDecision(
+            request_run=True,
+            reason=(
+                f"drift episode {episode} starts: {worst_name} max PSI {worst.max_psi:.3f} > "
+                f"{threshold} on {worst.max_feature}"
+            ),
+            state=EpisodeState(episode=episode, in_drift=True, champion=champion),
+            results=results,
+            worst_window=worst_name,
+        )
+    if drifting:
+        reason = (
+            f"drift episode {state.episode} continues ({worst_name} max PSI {worst.max_psi:.3f} "
+            f"> {threshold} on {worst.max_feature}); its retraining run was already requested"
+        )
+    else:
+        values = sorted(worst.psi.items(), key=lambda kv: -kv[1])
+        summary = ", ".join(f"{f}={v:.3f}" for f, v in values)
+        reason = f"max PSI {worst.max_psi:.3f} <= {threshold} ({worst_name}: {summary})"
+    if skipped:
+        reason += f"; skipped {'; '.join(skipped)}"
+    return DriftDecision(
+        request_run=False,
+        reason=reason,
+        state=EpisodeState(episode=state.episode, in_drift=drifting, champion=champion),
+        results=results,
+        worst_window=worst_name,
+    )

@@ -1,0 +1,52 @@
+"""The drift episode logic, pure: one run request per episode, per champion."""
+
+from __future__ import annotations
+
+import pytest
+
+from churn_platform.core.drift import PsiResult
+from churn_platform.core.drift_monitor import DriftSettings, EpisodeState, decide
+
+
+def reading(max_psi: float) -> dict[str, PsiResult]:
+    psi = {"monthly_spend": max_psi, "region": 0.01}
+    return {"source_snapshot": PsiResult(psi, 1000, "monthly_spend", max_psi, {}, {})}
+
+
+def test_an_episode_requests_once_and_ends_when_psi_falls():
+    state = EpisodeState()
+    calm = decide(state, "1", reading(0.05), [], 0.2)
+    assert not calm.request_run and "max PSI 0.050 <= 0.2" in calm.reason
+    start = decide(calm.state, "1", reading(0.9), [], 0.2)
+    assert start.request_run and start.run_key == "drift-episode-1"
+    again = decide(start.state, "1", reading(0.8), [], 0.2)
+    assert not again.request_run and "continues" in again.reason
+    over = decide(again.state, "1", reading(0.1), [], 0.2)
+    assert not over.state.in_drift
+    second = decide(over.state, "1", reading(0.5), [], 0.2)
+    assert second.request_run and second.run_key == "drift-episode-2"
+
+
+def test_a_new_champion_still_drifting_starts_a_new_episode():
+    drifting = EpisodeState(episode=3, in_drift=True, champion="1")
+    assert decide(drifting, "2", reading(0.6), [], 0.2).run_key == "drift-episode-4"
+    assert not decide(drifting, "1", reading(0.6), [], 0.2).request_run
+
+
+def test_no_window_to_judge_skips_with_the_reasons_and_keeps_the_episode():
+    decision = decide(
+        EpisodeState(episode=2), "1", {}, ["inference_log: 0 rows, fewer than 200"], 0.2
+    )
+    assert not decision.request_run and decision.state.episode == 2
+    assert "inference_log: 0 rows" in decision.reason
+
+
+def test_cursor_round_trip_and_bad_cursor_and_settings():
+    state = EpisodeState(episode=5, in_drift=True, champion="7")
+    assert EpisodeState.parse(state.dumps()) == state
+    assert EpisodeState.parse('{"episode": 2, "in_drift": true}').champion is None
+    with pytest.raises(ValueError, match="clear it in the UI"):
+        EpisodeState.parse("not json")
+    assert DriftSettings.from_env({"CHURN_PSI_THRESHOLD": "0.3"}).threshold == 0.3
+    with pytest.raises(ValueError, match="CHURN_PSI_THRESHOLD='lots' is not a number"):
+        DriftSettings.from_env({"CHURN_PSI_THRESHOLD": "lots"})
