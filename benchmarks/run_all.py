@@ -1,11 +1,14 @@
 """Run every benchmark script in ``benchmarks/`` in turn and say where the results went.
 
     .venv/bin/python benchmarks/run_all.py [--quick] [--only bench_psi bench_graph] [--skip ...]
+                                           [--out-dir DIR]
 
-``--quick`` is passed to the scripts that accept it (their ``--help`` lists ``--quick``);
-the others run with their defaults. Each script writes ``benchmarks/results/<name>.md``;
-the runner reports, per script, its exit code, its run time and whether that file was
-written by this run. It exits non-zero when any script failed.
+``--quick`` is passed to the scripts that accept it (they declare a ``--quick`` option);
+the others run with their defaults. Each script writes ``benchmarks/results/<name>.md``, or
+``DIR/<name>.md`` with ``--out-dir`` (passed as ``--out`` to every script that takes one), so a
+quick smoke run need not overwrite the recorded results. The runner reports, per script, its
+exit code, its run time and whether its result file was written by this run; it exits
+non-zero when any script failed.
 """
 
 from __future__ import annotations
@@ -36,9 +39,9 @@ def scripts() -> list[Path]:
     return sorted(found, key=lambda p: (order.get(p.stem, 99), p.stem))
 
 
-def supports_quick(script: Path) -> bool:
-    """True when the script declares a ``--quick`` option."""
-    return '"--quick"' in script.read_text()
+def supports(script: Path, option: str) -> bool:
+    """True when the script declares ``option`` (e.g. ``--quick``) in its argument parser."""
+    return f'"{option}"' in script.read_text()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="pass --quick where supported")
     parser.add_argument("--only", nargs="+", default=None, help="script names (without .py)")
     parser.add_argument("--skip", nargs="+", default=[], help="script names to leave out")
+    parser.add_argument("--out-dir", type=Path, default=None, help="write the results here")
     args = parser.parse_args(argv)
 
     chosen = [
@@ -61,9 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     outcomes = []
     for script in chosen:
         cmd = [sys.executable, str(script)]
-        if args.quick and supports_quick(script):
+        if args.quick and supports(script, "--quick"):
             cmd.append("--quick")
         out = RESULTS / f"{script.stem}.md"
+        if args.out_dir is not None and supports(script, "--out"):
+            args.out_dir.mkdir(parents=True, exist_ok=True)
+            out = args.out_dir.resolve() / f"{script.stem}.md"
+            cmd += ["--out", str(out)]
         before = out.stat().st_mtime if out.exists() else None
         print(f"\n=== {' '.join(cmd[1:])}", flush=True)
         start = time.perf_counter()
@@ -75,9 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\n| benchmark | exit | seconds | results |")
     print("|---|---:|---:|---|")
     for name, code, seconds, out, written, quick in outcomes:
-        where = (
-            str(out.relative_to(HERE.parent)) if written else f"(not written; {out.name} unchanged)"
-        )
+        shown = out.relative_to(HERE.parent) if out.is_relative_to(HERE.parent) else out
+        where = str(shown) if written else f"(not written; {shown} unchanged)"
         print(f"| {name}{' --quick' if quick else ''} | {code} | {seconds:.0f} | {where} |")
     return 1 if any(code != 0 for _, code, *_ in outcomes) else 0
 
