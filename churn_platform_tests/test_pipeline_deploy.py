@@ -92,6 +92,8 @@ def test_first_release_then_a_faulty_canary_rolls_back_to_the_running_champion(
     )
     assert second.success, step_error(second)
     assert second.output_for_node("staging_deployment")["candidate"] == "2"
+    staging = LocalProcessTarget(local_platform / "deployments").state("staging")
+    assert staging.weights() == {"1": 100, "2": 0}  # the challenger at 0% beside the champion
 
     # v2 passed staging; in production it now answers 60% of requests with a 500
     monkeypatch.setenv("CHURN_FAULT_RATE", "0.6")

@@ -95,6 +95,9 @@ def staging_deployment(
         target.deploy("staging", champion, f"models:/{mlflow_registry.model_name}/{champion}")
     served = target.deploy("staging", candidate, evaluation_report["challenger_model_uri"])
     target.set_weights("staging", {champion: 100, candidate: 0} if champion else {candidate: 100})
+    for version in target.state("staging").weights():  # earlier candidates: now at 0%
+        if version not in (champion, candidate):
+            target.retire("staging", version)
 
     rows = holdout_set.head(config.parity_rows)
     offline = training.predict_proba(mlflow_registry.load_model(candidate), rows)
