@@ -20,7 +20,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def run_cli(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("CHURN_", "MLFLOW_", "DAGSTER_"))}
+    clean = {
+        k: v for k, v in os.environ.items() if not k.startswith(("CHURN_", "MLFLOW_", "DAGSTER_"))
+    }
     return subprocess.run(
         [sys.executable, "-m", "churn_platform", "run", *args],
         cwd=REPO,
@@ -63,7 +65,9 @@ def test_main_command_releases_a_champion_and_a_second_run_records_a_decision(ho
     url = re.search(r"serving in production: v1 at (http://127\.0\.0\.1:\d+)/predict", first.stdout)
     assert url, first.stdout
     row = generate(SyntheticSpec(n_rows=1, seed=3)).drop(columns=["customer_id", "churned"])
-    record = json.loads(row.assign(signup_date=row["signup_date"].dt.strftime("%Y-%m-%d")).to_json(orient="records"))
+    record = json.loads(
+        row.assign(signup_date=row["signup_date"].dt.strftime("%Y-%m-%d")).to_json(orient="records")
+    )
     answer = httpx.post(f"{url.group(1)}/predict", json={"records": record}, timeout=10).json()
     assert 0.0 <= answer["probabilities"][0] <= 1.0 and answer["model_version"] == "1"
 
