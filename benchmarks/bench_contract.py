@@ -22,20 +22,15 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import platform
-import statistics
 import sys
-import time
 import warnings
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import pandera
 import pandera.pandas as pa
 
 from churn_platform.core import schema as s
@@ -50,7 +45,10 @@ from churn_platform.core.contract import (
 from churn_platform.core.mapping import apply_mapping
 from churn_platform.core.synthetic import SyntheticSpec, generate
 
-RESULTS = Path(__file__).resolve().parent / "results" / "bench_contract.md"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ is not a package
+import _common as common  # noqa: E402
+
+RESULTS = common.result_path(__file__)
 GE_RULES = (
     "customer_id_not_null",
     "customer_id_unique",
@@ -59,16 +57,6 @@ GE_RULES = (
     "tenure_months_in_range",
     "monthly_spend_in_range",
 )
-
-
-def timed(fn: Callable[[], Any], repeats: int) -> tuple[float, list[float], Any]:
-    """Median seconds, all run times, and the last result of ``fn``."""
-    times, result = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), times, result
 
 
 def make_frame(rows: int) -> pd.DataFrame:
@@ -141,8 +129,8 @@ def plain_pandas(frame: pd.DataFrame) -> dict[str, int]:
     return out
 
 
-def great_expectations_runner() -> tuple[Callable[[pd.DataFrame], dict[str, int]], str]:
-    """A function validating a frame with GX 1.x, and the GX version."""
+def great_expectations_runner() -> Callable[[pd.DataFrame], dict[str, int]]:
+    """A function validating a frame with GX 1.x."""
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
@@ -188,21 +176,7 @@ def great_expectations_runner() -> tuple[Callable[[pd.DataFrame], dict[str, int]
             out[name] = int(item.result.get("unexpected_count") or 0)
         return out
 
-    return run, gx.__version__
-
-
-def machine() -> str:
-    """CPU model, cores and load, for the results file."""
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    return f"{model}, {os.cpu_count()} cores visible, load average {load}"
+    return run
 
 
 def main() -> None:
@@ -214,12 +188,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
 
-    machine_before = machine()
+    machine_before = common.machine(load=True)
     raw = make_frame(args.rows)
-    map_time, _, mapped = timed(lambda: apply_mapping(raw), 3)
+    map_time, _, mapped = common.timed(lambda: apply_mapping(raw), 3)
     frame = mapped.frame
-    version_time, _, version = timed(lambda: data_version(frame), 3)
-    ge_run, ge_version = great_expectations_runner()
+    version_time, _, version = common.timed(lambda: data_version(frame), 3)
+    ge_run = great_expectations_runner()
     # GX's pandas engine wants plain object columns for strings; give it its best case
     ge_frame = frame.astype({c: object for c in (s.CUSTOMER_ID, s.CONTRACT_TYPE, s.REGION)})
 
@@ -237,7 +211,7 @@ def main() -> None:
     ]  # fmt: skip
     for label, fn, repeats, scope in runs:
         fn()  # warm-up: imports, caches and lazy initialisation are not what we measure
-        median, times, failures = timed(fn, repeats)
+        median, times, failures = common.timed(fn, repeats)
         rows.append((label, scope, median, times, failures))
         print(f"{label}: median {median:.3f}s {[round(t, 3) for t in times]}", file=sys.stderr)
 
@@ -252,15 +226,15 @@ def main() -> None:
     lines = [
         "# Data contract benchmark",
         "",
-        f"- date: {datetime.now(UTC).isoformat(timespec='seconds')}",
+        f"- date: {common.utc_now()}",
         f"- command: `.venv/bin/python benchmarks/bench_contract.py --rows {args.rows} "
         f"--repeats {args.repeats} --ge-repeats {args.ge_repeats}`",
         f"- rows: {args.rows:,}; defects: 0.1% null ids, 100 duplicated ids, 50/50/20/10 "
         "out-of-range tenure/spend/hour/tickets, 30 unknown contract types, 1% null regions",
-        f"- machine: {machine_before} (before); {machine()} (after). The machine is shared "
+        f"- machine: {machine_before} (before); {common.machine(load=True)} (after). The machine is shared "
         "with other jobs: absolute times move with the load, the ratios much less.",
-        f"- python {platform.python_version()}, pandas {pd.__version__}, numpy {np.__version__}, "
-        f"pandera {pandera.__version__}, great_expectations {ge_version}",
+        f"- python {platform.python_version()}, "
+        + common.versions_text("pandas", "numpy", "pandera", "great_expectations"),
         "",
         "| tool | scope | median s | runs (s) | ratio to ours (all rules) | "
         "GE time / this | failing rows reported |",
@@ -287,9 +261,7 @@ def main() -> None:
         f"(`{version[:16]}...`)",
         "",
     ]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines))
-    print("\n".join(lines))
+    common.write_result(args.out, "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -43,13 +43,14 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results" / "bench_graph.md"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ is not a package
+import _common as common  # noqa: E402
+
+ROOT = common.ROOT
+RESULTS = common.result_path(__file__)
 JOB = "churn_end_to_end"
 # variables that would point a run at shared state instead of its fresh CHURN_HOME
 CLEARED = (
@@ -239,46 +240,19 @@ def servers_then_stop(home: Path, rows: int) -> list[dict[str, Any]]:
     return servers
 
 
-def machine() -> str:
-    """CPU model and cores, for the results file."""
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = ""
-    try:
-        kib = int(Path("/proc/meminfo").read_text().split()[1])
-        mem = f", {kib / 1024 / 1024:.0f} GiB RAM"
-    except (OSError, ValueError, IndexError):
-        pass
-    return f"{model}, {os.cpu_count()} cores visible{mem}"
-
-
-def _load(values: tuple[float, float, float]) -> str:
-    return ", ".join(f"{x:.2f}" for x in values)
-
-
 def _fmt(value: float | None, spec: str = ".1f") -> str:
     return "n/a" if value is None else format(value, spec)
 
 
 def render(runs: list[GraphRun], args: argparse.Namespace, command: str) -> str:
-    versions = {}
-    for package in ("dagster", "mlflow", "scikit-learn", "pandas", "numpy", "pyarrow"):
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            versions[package] = metadata.version(package)
     lines = [
         "# Whole-graph benchmark: `python -m churn_platform run` (job `churn_end_to_end`)",
         "",
-        f"- date: {datetime.now(UTC).isoformat(timespec='seconds')}",
+        f"- date: {common.utc_now()}",
         f"- command: `{command}`",
-        f"- machine: {machine()}; shared with other jobs (load average per run below)",
+        f"- machine: {common.machine(memory=True)}; shared with other jobs (load average per run below)",
         f"- python {platform.python_version()}, "
-        + ", ".join(f"{k} {v}" for k, v in versions.items()),
+        + common.versions_text("dagster", "mlflow", "scikit-learn", "pandas", "numpy", "pyarrow"),
         f"- each run: fresh temporary `CHURN_HOME`, `CHURN_SYNTHETIC_ROWS`=rows, synthetic "
         f"source, local target, metrics scraped from the servers (no `PROMETHEUS_URL`); "
         f"timeout {args.timeout:.0f} s per run. A first run: no champion yet, so the gate "
@@ -297,8 +271,8 @@ def render(runs: list[GraphRun], args: argparse.Namespace, command: str) -> str:
         )
         lines.append(
             f"| {r.rows:,} | {outcome} | {r.wall_seconds:.1f} | {r.cpu_seconds:.1f} | "
-            f"{r.peak_rss_mb:.0f} | {_fmt(r.run_seconds)} | {_load(r.load_before)} | "
-            f"{_load(r.load_after)} |"
+            f"{r.peak_rss_mb:.0f} | {_fmt(r.run_seconds)} | {common.load_text(r.load_before)} | "
+            f"{common.load_text(r.load_after)} |"
         )
     done = [r for r in runs if r.returncode == 0]
     if len(done) >= 2:
@@ -388,9 +362,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     sizes = args.rows or ([20_000, 100_000] if args.quick else [100_000, 1_000_000])
-    command = ".venv/bin/python benchmarks/bench_graph.py" + (
-        " " + " ".join(sys.argv[1:]) if sys.argv[1:] else ""
-    )
+    command = common.command_line(__file__)
 
     runs = []
     for rows in sizes:
@@ -410,16 +382,13 @@ def main(argv: list[str] | None = None) -> None:
         print(
             f"{rows:,} rows: exit {r.returncode}{' (timed out)' if r.timed_out else ''}, "
             f"wall {r.wall_seconds:.1f} s, CPU {r.cpu_seconds:.1f} s, peak RSS "
-            f"{r.peak_rss_mb:.0f} MB, load {_load(r.load_after)}",
+            f"{r.peak_rss_mb:.0f} MB, load {common.load_text(r.load_after)}",
             flush=True,
         )
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(f"(getrusage(RUSAGE_CHILDREN).ru_maxrss over all runs: {children:.0f} MB)")
     text = render(runs, args, command)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    print(text)
-    print(f"wrote {args.out}")
+    common.write_result(args.out, text, announce=True)
 
 
 if __name__ == "__main__":

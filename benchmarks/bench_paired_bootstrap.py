@@ -18,22 +18,16 @@ Writes benchmarks/results/bench_paired_bootstrap.md.
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import resource
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
-import scipy
-import sklearn
 from sklearn.metrics import roc_auc_score
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ is not a package
+import _common as common  # noqa: E402
 
 from churn_platform.core import metrics  # noqa: E402
 
@@ -58,27 +52,13 @@ def naive_loop(y, a, b, iterations: int, seed: int) -> np.ndarray:
     return np.array(deltas)
 
 
-def timed(fn, repeats: int) -> tuple[float, list[float], object, float]:
-    """Median wall seconds over ``repeats`` calls, all wall timings, the last result, and
-    the median CPU seconds of this process (less sensitive to a busy shared machine)."""
-    times, cpu, result = [], [], None
-    for _ in range(repeats):
-        start, start_cpu = time.perf_counter(), time.process_time()
-        result = fn()
-        times.append(time.perf_counter() - start)
-        cpu.append(time.process_time() - start_cpu)
-    return statistics.median(times), times, result, statistics.median(cpu)
-
-
 def main(argv: list[str] | None = None) -> None:
     """Time the three approaches and write the markdown table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats and loop iterations")
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--resamples", type=int, default=1_000)
-    parser.add_argument(
-        "--out", type=Path, default=ROOT / "benchmarks/results/bench_paired_bootstrap.md"
-    )
+    parser.add_argument("--out", type=Path, default=common.result_path(__file__))
     args = parser.parse_args(argv)
     repeats = 3 if args.quick else 7
     loop_iterations = 5 if args.quick else 20
@@ -95,14 +75,14 @@ def main(argv: list[str] | None = None) -> None:
     ]
     check_lines = []
     for label, (a, c) in variants.items():
-        ours_s, ours_all, cmp, ours_cpu = timed(
+        ours_s, ours_all, cmp, ours_cpu = common.timed_cpu(
             lambda a=a, c=c: metrics.paired_bootstrap_auc_delta(y, a, c, n_resamples=b, seed=1),
             repeats,
         )
-        delong_s, delong_all, dl, delong_cpu = timed(
+        delong_s, delong_all, dl, delong_cpu = common.timed_cpu(
             lambda a=a, c=c: metrics.delong_test(y, a, c), repeats
         )
-        loop_s, _, naive, loop_cpu = timed(
+        loop_s, _, naive, loop_cpu = common.timed_cpu(
             lambda a=a, c=c: naive_loop(y, a, c, loop_iterations, 2), 1
         )
         loop_total = loop_s / loop_iterations * b
@@ -124,12 +104,12 @@ def main(argv: list[str] | None = None) -> None:
         )
 
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    load = os.getloadavg()
-    cmd = "benchmarks/bench_paired_bootstrap.py" + (" --quick" if args.quick else "")
+    load = common.load_text()
+    cmd = common.command_line(__file__, ["--quick"] if args.quick else [])
     lines = [
         f"# Paired bootstrap of the AUC delta: {b} resamples on {n:,} rows",
         "",
-        f"Command: `.venv/bin/python {cmd}`",
+        f"Command: `{cmd}`",
         "",
         *table,
         "",
@@ -143,15 +123,12 @@ def main(argv: list[str] | None = None) -> None:
         f"Peak RSS of the whole benchmark process: {peak_mb:.0f} MB (ours processes resamples "
         "in chunks of about 6.4M row-resample cells, ~25 MB per int32 matrix).",
         "",
-        f"Machine: {platform.platform()}, {os.cpu_count()} CPUs, shared with other work "
-        f"(load average at the end {load[0]:.2f}, {load[1]:.2f}, {load[2]:.2f}); single-threaded "
-        f"numpy code. Python {platform.python_version()}, numpy {np.__version__}, scipy "
-        f"{scipy.__version__}, scikit-learn {sklearn.__version__}.",
+        f"Machine: {common.platform_text()}, shared with other work (load average at the end "
+        f"{load}); single-threaded numpy code. Python {platform.python_version()}, "
+        f"{common.versions_text('numpy', 'scipy', 'scikit-learn')}.",
         "",
     ]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines))
-    print("\n".join(lines))
+    common.write_result(args.out, "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -23,19 +23,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ is not a package
+import _common as common  # noqa: E402
 
 from churn_platform.core import drift  # noqa: E402
 from churn_platform.core import schema as s  # noqa: E402
@@ -60,17 +55,6 @@ def with_derived(frame: pd.DataFrame) -> pd.DataFrame:
     return out[[*NUMERIC, *CATEGORICAL]]
 
 
-def timed(fn, repeats: int) -> tuple[float, list[float], object]:
-    """Median seconds over ``repeats`` calls, all timings, and the last result."""
-    times = []
-    result = None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), times, result
-
-
 def evidently_psi(reference: pd.DataFrame, current: pd.DataFrame) -> dict[str, float]:
     """PSI per column from Evidently 0.7's ``ValueDrift(method='psi')`` metrics."""
     from evidently import DataDefinition, Dataset, Report
@@ -91,23 +75,23 @@ def main(argv: list[str] | None = None) -> None:
     """Build data, time both implementations, write the markdown table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="100k current rows, fewer repeats")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/bench_psi.md")
+    parser.add_argument("--out", type=Path, default=common.result_path(__file__))
     args = parser.parse_args(argv)
     n_current = 100_000 if args.quick else 1_000_000
     repeats = 3 if args.quick else 7
 
-    import evidently
+    import evidently  # before the timed runs: its import cost is not measured
 
     reference = with_derived(generate(SyntheticSpec(n_rows=100_000, seed=1)))
     current = with_derived(generate(SyntheticSpec(n_rows=n_current, seed=2, spend_shift=60)))
 
-    build_s, _, profile = timed(
+    build_s, _, profile = common.timed(
         lambda: drift.build_reference_profile(reference, numeric=NUMERIC, categorical=CATEGORICAL),
         3,
     )
     profile = json.loads(json.dumps(profile))  # as the sensor loads it
-    ours_s, ours_all, ours = timed(lambda: drift.psi(profile, current), repeats)
-    evid_s, evid_all, theirs = timed(
+    ours_s, ours_all, ours = common.timed(lambda: drift.psi(profile, current), repeats)
+    evid_s, evid_all, theirs = common.timed(
         lambda: evidently_psi(reference, current), max(1, repeats // 2)
     )
 
@@ -120,12 +104,11 @@ def main(argv: list[str] | None = None) -> None:
         verdicts = " / ".join("yes" if v > 0.2 else "no" for v in (a, b))
         rows.append(f"| {col} | {a:.4f} | {b:.4f} | {verdicts} |")
 
-    load = os.getloadavg()
-    cmd = "benchmarks/bench_psi.py" + (" --quick" if args.quick else "")
+    cmd = common.command_line(__file__, ["--quick"] if args.quick else [])
     lines = [
         "# PSI drift: churn_platform.core.drift vs Evidently",
         "",
-        f"Command: `.venv/bin/python {cmd}`",
+        f"Command: `{cmd}`",
         "",
         f"Data: reference 100,000 rows; current {n_current:,} rows x 10 features "
         f"({len(NUMERIC)} numeric incl. 3 derived, {len(CATEGORICAL)} categorical), spend +60.",
@@ -154,15 +137,12 @@ def main(argv: list[str] | None = None) -> None:
         "columns (equal-width bins put most rows in a few bins) and on strongly shifted "
         "columns, where the treatment of nearly empty bins dominates the sum.",
         "",
-        f"Machine: {platform.platform()}, {os.cpu_count()} CPUs (shared with other work; load "
-        f"average at the end {load[0]:.2f}, {load[1]:.2f}, {load[2]:.2f}), Python "
-        f"{platform.python_version()}, numpy {np.__version__}, pandas {pd.__version__}, "
-        f"evidently {evidently.__version__}.",
+        f"Machine: {common.platform_text()} (shared with other work; load average at the end "
+        f"{common.load_text()}), Python {platform.python_version()}, "
+        f"{common.versions_text('numpy', 'pandas', 'evidently')}.",
         "",
     ]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines))
-    print("\n".join(lines))
+    common.write_result(args.out, "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -43,13 +43,10 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ is not a package
+import _common as common  # noqa: E402
 
 from churn_platform.core.canary import CanaryConfig, CanaryState, run_canary  # noqa: E402
 from churn_platform.defs.deployment import ProductionConfig  # noqa: E402
@@ -65,7 +62,7 @@ from churn_platform_tests.serving_fixtures import (  # noqa: E402
 )
 from churn_platform_tests.test_prometheus import Load  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "results" / "bench_rollback.md"
+RESULTS = common.result_path(__file__)
 ENV = "production"
 SEED_BAR_S = 60.0  # the seed's rollback bar
 TARGET_S = 10.0  # the target
@@ -206,21 +203,17 @@ def render(
     load_before: tuple[float, ...],
     prometheus_version: str,
 ) -> str:
-    versions = {}
-    for package in ("prometheus-api-client", "httpx", "uvicorn", "prometheus-client"):
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            versions[package] = metadata.version(package)
     cfgs = configs()
     lines = [
         "# Canary rollback time against a real Prometheus",
         "",
-        f"- date: {datetime.now(UTC).isoformat(timespec='seconds')}",
+        f"- date: {common.utc_now()}",
         f"- command: `{command}`",
         f"- machine: {os.cpu_count()} cores visible ({platform.processor() or platform.machine()})"
-        f", shared with other jobs; load average before {', '.join(f'{x:.2f}' for x in load_before)}"
-        f", after {', '.join(f'{x:.2f}' for x in os.getloadavg())}",
+        f", shared with other jobs; load average before {common.load_text(load_before)}"
+        f", after {common.load_text()}",
         f"- python {platform.python_version()}, {prometheus_version}, "
-        + ", ".join(f"{k} {v}" for k, v in versions.items()),
+        + common.versions_text("prometheus-api-client", "httpx", "uvicorn", "prometheus-client"),
         f"- set-up: `/usr/bin/prometheus`, scrape interval 1 s, file_sd targets written by "
         f"`LocalProcessTarget`; champion: logistic pipeline v1 (healthy); candidate: a fresh "
         f"registration of pipeline 2 per trial with `CHURN_FAULT_RATE={args.fault_rate}`; "
@@ -316,9 +309,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.quick:
         args.trials, args.config = 2, ["production"]
-    command = ".venv/bin/python benchmarks/bench_rollback.py" + (
-        " " + " ".join(sys.argv[1:]) if sys.argv[1:] else ""
-    )
+    command = common.command_line(__file__)
     if not Path(PROMETHEUS_BIN).exists():
         sys.exit(f"{PROMETHEUS_BIN} not found: apt-get install prometheus")
     prometheus_version = subprocess.run(
@@ -370,10 +361,7 @@ def main(argv: list[str] | None = None) -> None:
             with contextlib.suppress(Exception):
                 target.stop_all()
     text = render(trials, args, command, load_before, prometheus_version)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    print(text)
-    print(f"wrote {args.out}")
+    common.write_result(args.out, text, announce=True)
 
 
 if __name__ == "__main__":

@@ -25,14 +25,13 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
 import httpx
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ is not a package
+import _common as common  # noqa: E402
 
 from churn_platform.core import schema as s  # noqa: E402
 from churn_platform.core.synthetic import SyntheticSpec, generate  # noqa: E402
@@ -244,18 +243,6 @@ def render(
         key = (r.server, r.payload)
         if key not in best or r.rps > best[key].rps:
             best[key] = r
-    versions = {
-        p: metadata.version(p)
-        for p in (
-            "mlflow",
-            "scikit-learn",
-            "starlette",
-            "uvicorn",
-            "prometheus-client",
-            "numpy",
-            "pandas",
-        )
-    }
     lines = [
         "# Serving benchmark: churn_platform model server vs `mlflow models serve`",
         "",
@@ -264,7 +251,9 @@ def render(
         f"Model: {what}, registered as `churn_model` v1 in a temporary SQLite store; both servers "
         "load the same `models:/churn_model/1`.",
         f"Machine: {os.cpu_count()} cores (shared with other jobs), Python {platform.python_version()}, "
-        + ", ".join(f"{k} {v}" for k, v in versions.items())
+        + common.versions_text(
+            "mlflow", "scikit-learn", "starlette", "uvicorn", "prometheus-client", "numpy", "pandas"
+        )
         + ".",
         "Both servers: one process, `OMP_NUM_THREADS=1`, 127.0.0.1. Ours: uvicorn (uvloop, httptools), "
         "access log off. mlflow: `mlflow models serve --env-manager local -w 1`.",
@@ -315,7 +304,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=400)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--model", choices=("real", "logistic"), default="real")
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "bench_serving.md"))
+    parser.add_argument("--out", default=str(common.result_path(__file__)))
     args = parser.parse_args()
     command = "python benchmarks/bench_serving.py " + " ".join(sys.argv[1:])
 
@@ -355,9 +344,7 @@ def main() -> None:
             if mlflow_proc is not None:
                 stop_mlflow(mlflow_proc)
     text = render(results, args, what, command, diff)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text)
-    print(text)
+    common.write_result(args.out, text)
 
 
 if __name__ == "__main__":

@@ -19,8 +19,12 @@ import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ is not a package
+import _common as common  # noqa: E402
+
+HERE = common.BENCHMARKS
+RESULTS = common.RESULTS_DIR
+
 SELF = Path(__file__).name
 
 

@@ -29,12 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import scipy
 from scipy import stats
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ is not a package
+import _common as common  # noqa: E402
 
 from churn_platform.core import gate, metrics  # noqa: E402
 
@@ -148,9 +146,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--trials", type=int, default=None, help="trials per scenario")
     parser.add_argument("--rows", type=int, default=4_000, help="holdout rows")
     parser.add_argument("--rho", type=float, default=0.9, help="within-class score correlation")
-    parser.add_argument(
-        "--out", type=Path, default=ROOT / "benchmarks/results/simulate_promotion.md"
-    )
+    parser.add_argument("--out", type=Path, default=common.result_path(__file__))
     args = parser.parse_args(argv)
     trials = args.trials or (60 if args.quick else 400)
     n_resamples = 300 if args.quick else 1_000
@@ -165,11 +161,11 @@ def main(argv: list[str] | None = None) -> None:
         results.append(res)
         print(f"true delta {delta:+.3f}: {res.rates} ({res.seconds:.1f} s)")
 
-    cmd = "benchmarks/simulate_promotion.py" + (" --quick" if args.quick else "")
+    cmd = common.command_line(__file__, ["--quick"] if args.quick else [])
     lines = [
         "# Promotion gate simulation: interval rule vs the seed's point rule",
         "",
-        f"Command: `.venv/bin/python {cmd}`" + (f" (trials={args.trials})" if args.trials else ""),
+        f"Command: `{cmd}`" + (f" (trials={args.trials})" if args.trials else ""),
         "",
         f"Setup: holdout of {args.rows} rows, 21% churners, champion AUC 0.85, binormal scores, "
         f"within-class correlation of the two models' scores rho={args.rho}; min_delta=0.005; "
@@ -195,15 +191,12 @@ def main(argv: list[str] | None = None) -> None:
         )
     lines += [
         "",
-        f"Machine: {platform.platform()}, {os.cpu_count()} CPUs shared with other work (load "
-        f"average at the end {os.getloadavg()[0]:.2f}), Python {platform.python_version()}, "
-        f"numpy {np.__version__}, scipy {scipy.__version__}. "
-        f"Total time {sum(r.seconds for r in results):.1f} s.",
+        f"Machine: {common.platform_text()} shared with other work (load average at the end "
+        f"{os.getloadavg()[0]:.2f}), Python {platform.python_version()}, "
+        f"{common.versions_text('numpy', 'scipy')}. Total time {sum(r.seconds for r in results):.1f} s.",
         "",
     ]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines))
-    print(f"wrote {args.out}")
+    common.write_result(args.out, "\n".join(lines), echo=False, announce=True)
 
 
 if __name__ == "__main__":
