@@ -308,8 +308,10 @@ def main() -> None:
     args = parser.parse_args()
     command = "python benchmarks/bench_serving.py " + " ".join(sys.argv[1:])
 
+    args.out = str(Path(args.out).resolve())
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
+        os.chdir(work)  # a SQLite store's default artifact root is ./mlruns: keep it in tmp
         tracking_uri, model_uri, what = register_model(args.model, work)
         print(f"model: {what} -> {model_uri}", flush=True)
         rows = generate(SyntheticSpec(n_rows=200, seed=5, id_offset=500_000))
