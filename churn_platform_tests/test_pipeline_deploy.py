@@ -85,6 +85,14 @@ def test_first_release_then_a_faulty_canary_rolls_back_to_the_running_champion(
     answer = httpx.post(f"{state.endpoint}/predict", json={"records": rows}, timeout=10)
     assert answer.status_code == 200 and len(answer.json()["probabilities"]) == 3
 
+    # approving the same release twice is a no-op, not a failure
+    again = materialize(
+        ["production_deployment"], instance, {"production_deployment": {"config": CANARY}}
+    )
+    assert again.success, step_error(again)
+    assert again.output_for_node("production_deployment")["action"] == "none"
+    assert production_state(local_platform).weights() == {"1": 100}
+
     second = materialize(
         THROUGH_STAGING,
         instance,

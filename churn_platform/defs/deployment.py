@@ -169,25 +169,25 @@ def production_deployment(
     transition is in the metadata. Materialise this asset by hand (the approval step)
     unless automatic release is configured.
     """
-    if staging_deployment.get("action") != "deploy":
+    candidate = staging_deployment.get("candidate")
+    baseline = mlflow_registry.alias_version("champion")
+    if staging_deployment.get("action") != "deploy" or candidate == baseline:
+        reason = (
+            f"version {candidate} is already the champion"
+            if candidate and candidate == baseline
+            else staging_deployment.get("reason", "nothing staged")
+        )
         yield dg.AssetCheckResult(
-            check_name="canary_analysis", passed=True, metadata={"outcome": "nothing to release"}
+            check_name="canary_analysis",
+            passed=True,
+            metadata={"outcome": "nothing to release", "reason": reason},
         )
         yield dg.Output(
-            {"action": "none", "champion": mlflow_registry.alias_version("champion")},
-            metadata={
-                "action": "none",
-                "reason": staging_deployment.get("reason", "nothing staged"),
-            },
+            {"action": "none", "champion": baseline},
+            metadata={"action": "none", "reason": reason},
         )
         return
     target = deployment.target()
-    candidate = staging_deployment["candidate"]
-    baseline = mlflow_registry.alias_version("champion")
-    if baseline == candidate:
-        raise dg.Failure(
-            description=f"version {candidate} is already the champion; nothing to release"
-        )
     running = target.state("production").weights()
     if baseline and baseline not in running:
         context.log.warning(
