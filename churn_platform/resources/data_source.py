@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -99,34 +99,23 @@ def _describe(kind: str, location: str, frame: pd.DataFrame, **extra: Any) -> di
     }
 
 
-@dataclass(frozen=True)
 class SyntheticSource:
-    """The deterministic generator (``core.synthetic``) with its drift and defect knobs."""
+    """The deterministic generator (``core.synthetic``); keyword knobs are ``SyntheticSpec``'s
+    fields (size, seed, drift, defects)."""
 
-    n_rows: int = 20_000
-    seed: int = 7
-    as_of: str = "2026-11-01"
-    spend_shift: float = 0.0
-    contract_mix: tuple[float, float, float] = DEFAULT_CONTRACT_MIX
-    invert_contract_effect: bool = False
-    null_rate: Mapping[str, float] = field(default_factory=dict)
-    duplicate_ids: int = 0
-    out_of_range: Mapping[str, int] = field(default_factory=dict)
+    def __init__(self, **knobs: Any) -> None:
+        self.knobs = knobs
 
     def spec(self) -> SyntheticSpec:
         """The generator spec; invalid knobs raise ``DataSourceError`` naming the field."""
+        knobs = dict(self.knobs)
+        if "contract_mix" in knobs:
+            knobs["contract_mix"] = tuple(knobs["contract_mix"])
         try:
-            return SyntheticSpec(
-                n_rows=self.n_rows,
-                seed=self.seed,
-                as_of=self.as_of,
-                spend_shift=self.spend_shift,
-                contract_mix=tuple(self.contract_mix),  # type: ignore[arg-type]
-                invert_contract_effect=self.invert_contract_effect,
-                null_rate=dict(self.null_rate),
-                duplicate_ids=self.duplicate_ids,
-                out_of_range=dict(self.out_of_range),
-            )
+            return SyntheticSpec(**knobs)
+        except TypeError as exc:  # an unknown knob
+            known = [f.name for f in fields(SyntheticSpec)]
+            raise DataSourceError(f"synthetic source config: {exc}; known knobs: {known}") from exc
         except ValueError as exc:
             raise DataSourceError(f"synthetic source config: {exc}") from exc
 
@@ -433,17 +422,8 @@ class SyntheticSourceResource(DataSourceResource):
             raise DataSourceError(
                 f"contract_mix must have 3 shares for {s.CONTRACT_TYPES}, got {self.contract_mix}"
             )
-        return SyntheticSource(
-            n_rows=self.n_rows,
-            seed=self.seed,
-            as_of=self.as_of,
-            spend_shift=self.spend_shift,
-            contract_mix=tuple(self.contract_mix),  # type: ignore[arg-type]
-            invert_contract_effect=self.invert_contract_effect,
-            null_rate=dict(self.null_rate),
-            duplicate_ids=self.duplicate_ids,
-            out_of_range=dict(self.out_of_range),
-        )
+        knobs = [f.name for f in fields(SyntheticSpec) if f.name in type(self).model_fields]
+        return SyntheticSource(**{name: getattr(self, name) for name in knobs})
 
 
 class FileSourceResource(DataSourceResource):
