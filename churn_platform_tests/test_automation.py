@@ -8,6 +8,7 @@ against real data sources and a real inference log written by the model server's
 from __future__ import annotations
 
 import json
+import os
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -84,6 +85,13 @@ def champion(home: Path) -> dict[str, Any]:
     return {"version": version, "pipeline": pipeline, "train_rows": train_rows}
 
 
+def episode_state(cursor: str) -> dict[str, Any]:
+    """The sensor cursor's episode fields (without the cached source PSI)."""
+    state = json.loads(cursor)
+    state.pop("source_cache", None)
+    return state
+
+
 def tick(
     data_source: Any, cursor: str | None = None, instance: dg.DagsterInstance | None = None
 ) -> Any:
@@ -121,7 +129,7 @@ def test_stable_data_skips_and_lists_every_psi_value(champion):
         assert float(listed[feature]) == pytest.approx(meta[f"psi_{feature}"], abs=6e-4)
     assert max(float(v) for v in listed.values()) <= 0.2
     assert meta["max_psi"] <= 0.2 and meta["rows"] == STABLE["n_rows"]
-    assert json.loads(data.cursor) == {
+    assert episode_state(data.cursor) == {
         "episode": 0,
         "in_drift": False,
         "champion": champion["version"],
@@ -147,7 +155,7 @@ def test_drift_episode_requests_one_run_then_waits_for_it_to_end(champion):
     assert request.tags["churn/drift_window"] == "source_snapshot"
     assert request.job_name in (None, "churn_retraining")
     assert first.skip_message is None
-    cursor = json.loads(first.cursor)
+    cursor = episode_state(first.cursor)
     assert cursor == {"episode": 1, "in_drift": True, "champion": champion["version"]}
     meta = by_window(first)["source_snapshot"]
     assert meta["psi_monthly_spend"] > 0.2 and meta["max_psi_feature"] == s.MONTHLY_SPEND
@@ -156,13 +164,13 @@ def test_drift_episode_requests_one_run_then_waits_for_it_to_end(champion):
     same_episode = run(SyntheticSourceResource(**SHIFTED), first.cursor)
     assert same_episode.run_requests == []
     assert "drift episode 1 continues" in same_episode.skip_message
-    assert json.loads(same_episode.cursor)["episode"] == 1
-    assert json.loads(same_episode.cursor)["in_drift"] is True
+    assert episode_state(same_episode.cursor)["episode"] == 1
+    assert episode_state(same_episode.cursor)["in_drift"] is True
 
     ended = run(SyntheticSourceResource(**STABLE), same_episode.cursor)
     assert ended.run_requests == []
     assert ended.skip_message.startswith("max PSI")
-    assert json.loads(ended.cursor) == {
+    assert episode_state(ended.cursor) == {
         "episode": 1,
         "in_drift": False,
         "champion": champion["version"],
@@ -170,7 +178,7 @@ def test_drift_episode_requests_one_run_then_waits_for_it_to_end(champion):
 
     again = run(SyntheticSourceResource(**SHIFTED), ended.cursor)
     assert [r.run_key for r in again.run_requests] == ["drift-episode-2"]
-    assert json.loads(again.cursor)["episode"] == 2
+    assert episode_state(again.cursor)["episode"] == 2
 
     # PSI over time: every tick left an observation with numeric psi_<feature> metadata,
     # which is what the Dagster UI plots
@@ -196,7 +204,7 @@ def test_a_new_champion_starts_a_new_episode(champion):
     second = tick(shifted, first.cursor)
     assert [r.run_key for r in second.run_requests] == ["drift-episode-2"]
     assert second.run_requests[0].tags["churn/champion_version"] == version
-    assert json.loads(second.cursor) == {"episode": 2, "in_drift": True, "champion": version}
+    assert episode_state(second.cursor) == {"episode": 2, "in_drift": True, "champion": version}
 
 
 def test_threshold_is_read_at_tick_time(champion, monkeypatch):
@@ -212,7 +220,7 @@ def test_cursor_of_an_older_sensor_is_honoured_and_a_garbled_one_is_named(champi
     legacy = json.dumps({"episode": 4, "in_drift": True})  # written before "champion" existed
     data = tick(SyntheticSourceResource(**SHIFTED), legacy)
     assert data.run_requests == [] and "drift episode 4 continues" in data.skip_message
-    assert json.loads(data.cursor)["champion"] == champion["version"]
+    assert episode_state(data.cursor)["champion"] == champion["version"]
     with pytest.raises(Exception, match="is not this sensor's JSON state"):
         tick(SyntheticSourceResource(**SHIFTED), "episode=4")
 
@@ -246,13 +254,13 @@ def test_empty_windows_skip_with_the_reason_and_keep_the_cursor(champion, home):
         "no window to judge drift on: source_snapshot: 50 rows, fewer than 200; "
         "inference_log: 0 rows, fewer than 200"
     )
-    assert json.loads(small.cursor) == json.loads(cursor)
+    assert episode_state(small.cursor) == json.loads(cursor)
 
     missing = tick(FileSourceResource(path=str(home / "nowhere.parquet")), cursor)
     assert missing.run_requests == []
     assert "source_snapshot: unreadable (" in missing.skip_message
     assert "nowhere.parquet does not exist" in missing.skip_message
-    assert json.loads(missing.cursor)["episode"] == 3
+    assert episode_state(missing.cursor)["episode"] == 3
 
 
 def write_inference_log(version: str, frame: pd.DataFrame, pipeline: Any) -> Path:
@@ -408,3 +416,25 @@ def test_a_drift_run_request_materialises_the_retraining_selection(champion, hom
     registry = MlflowRegistry()
     assert registry.alias_version("challenger") == "2"
     assert registry.alias_version("champion") == champion["version"]
+
+
+def test_an_unchanged_source_file_is_not_read_again(champion, home):
+    path = home / "current.csv"
+    generate(SyntheticSpec(**SHIFTED)).to_csv(path, index=False)
+    source = FileSourceResource(path=str(path))
+    first = tick(source)
+    assert len(first.run_requests) == 1
+    size, mtime = path.stat().st_size, path.stat().st_mtime_ns
+
+    # same size and modification time, unreadable content: a re-read would fail loudly
+    path.write_bytes(b"\x00" * size)
+    os.utime(path, ns=(mtime, mtime))
+    cached = tick(source, first.cursor)
+    assert "drift episode 1 continues" in cached.skip_message
+    assert "unreadable" not in cached.skip_message
+    meta = by_window(cached)["source_snapshot"]  # the history still gets this tick's reading
+    assert meta["psi_monthly_spend"] == by_window(first)["source_snapshot"]["psi_monthly_spend"]
+
+    os.utime(path, ns=(mtime + 10**9, mtime + 10**9))  # the file changed: read it again
+    reread = tick(source, cached.cursor)
+    assert "source_snapshot: unreadable" in reread.skip_message

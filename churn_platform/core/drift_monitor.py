@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import pandas as pd
@@ -64,6 +64,25 @@ class EpisodeState:
     episode: int = 0  # drift episodes so far
     in_drift: bool = False  # whether the last judged tick was above the threshold
     champion: str | None = None  # the champion that state was measured against
+    # the source window's last PSI and the fingerprint of the snapshot it was computed on,
+    # so an unchanged source is not read again on every tick
+    source_cache: dict[str, Any] | None = None
+
+    def cached_source(self, champion: str, fingerprint: str | None) -> drift.PsiResult | None:
+        """The source window's PSI from an earlier tick, when neither the snapshot nor the
+        champion changed since."""
+        cache = self.source_cache
+        if not fingerprint or not cache or self.champion != champion:
+            return None
+        if cache.get("fingerprint") != fingerprint:
+            return None
+        return drift.PsiResult(**cache["result"])
+
+    def with_source(self, fingerprint: str | None, result: drift.PsiResult | None) -> EpisodeState:
+        """This state remembering ``result`` as the PSI of the snapshot ``fingerprint``."""
+        if not fingerprint or result is None:
+            return replace(self, source_cache=None)
+        return replace(self, source_cache={"fingerprint": fingerprint, "result": asdict(result)})
 
     @classmethod
     def parse(cls, raw: str | None) -> EpisodeState:
@@ -83,12 +102,18 @@ class EpisodeState:
             episode=int(loaded.get("episode", 0)),
             in_drift=bool(loaded.get("in_drift", False)),
             champion=loaded.get("champion"),
+            source_cache=loaded.get("source_cache"),
         )
 
     def dumps(self) -> str:
         """The cursor text."""
         return json.dumps(
-            {"episode": self.episode, "in_drift": self.in_drift, "champion": self.champion}
+            {
+                "episode": self.episode,
+                "in_drift": self.in_drift,
+                "champion": self.champion,
+                "source_cache": self.source_cache,
+            }
         )
 
 
@@ -161,7 +186,7 @@ def decide(
                 f"drift episode {episode} starts: {worst_name} max PSI {worst.max_psi:.3f} > "
                 f"{threshold} on {worst.max_feature}"
             ),
-            state=EpisodeState(episode=episode, in_drift=True, champion=champion),
+            state=replace(state, episode=episode, in_drift=True, champion=champion),
             results=results,
             worst_window=worst_name,
         )
@@ -179,7 +204,7 @@ def decide(
     return DriftDecision(
         request_run=False,
         reason=reason,
-        state=EpisodeState(episode=state.episode, in_drift=drifting, champion=champion),
+        state=replace(state, in_drift=drifting, champion=champion),
         results=results,
         worst_window=worst_name,
     )

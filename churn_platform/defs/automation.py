@@ -1,6 +1,7 @@
 """Jobs, the weekly retraining schedule and the PSI drift sensor."""
 
 import os
+from dataclasses import replace
 
 import dagster as dg
 import pandas as pd
@@ -122,15 +123,25 @@ def psi_drift_sensor(
             f"champion version {champion} (MLflow run {run_id}) has no {PROFILE_ARTIFACT}: no "
             "reference to compare with; retrain through challenger_model, which logs one"
         )
-    source = _source_window(data_source)
+    # an unchanged snapshot (same fingerprint, same champion) is not read again
+    fingerprint = data_source.fingerprint()
+    cached = state.cached_source(champion, fingerprint)
     windows = {"inference_log": read_inference_log(champion)}
     skipped: list[str] = []
-    if isinstance(source, str):
-        skipped.append(source)
-    else:
-        windows = {"source_snapshot": source, **windows}
+    if cached is None:
+        source = _source_window(data_source)
+        if isinstance(source, str):
+            skipped.append(source)
+        else:
+            windows = {"source_snapshot": source, **windows}
     results, too_small = judge_windows(profile, windows, settings.min_rows)
+    if cached is not None:
+        results = {"source_snapshot": cached, **results}
     decision = decide(state, champion, results, [*skipped, *too_small], settings.threshold)
+    decision = replace(
+        decision,
+        state=decision.state.with_source(fingerprint, results.get("source_snapshot")),
+    )
     observations = [
         _observation(n, r, champion, settings.threshold) for n, r in decision.results.items()
     ]

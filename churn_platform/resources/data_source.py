@@ -18,6 +18,7 @@ extension, bad URL, unreachable database, missing table, failing query) raises
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -389,6 +390,14 @@ class DataSourceResource(dg.ConfigurableResource):
         """The plain source object this resource configures."""
         raise NotImplementedError
 
+    def fingerprint(self) -> str | None:
+        """A cheap identity of the snapshot the source would load now, or None when only
+        reading it can tell (then every caller reads it). Includes the mapping."""
+        return None
+
+    def _mapping_key(self) -> str:
+        return json.dumps(self.column_mapping().to_dict(), sort_keys=True, default=str)
+
     def load(self) -> RawSnapshot:
         """The raw rows and their description."""
         return self.source().load()
@@ -425,6 +434,10 @@ class SyntheticSourceResource(DataSourceResource):
         knobs = [f.name for f in fields(SyntheticSpec) if f.name in type(self).model_fields]
         return SyntheticSource(**{name: getattr(self, name) for name in knobs})
 
+    def fingerprint(self) -> str | None:
+        """The generator is deterministic: its knobs are its identity."""
+        return json.dumps(self.source().knobs, sort_keys=True, default=str) + self._mapping_key()
+
 
 class FileSourceResource(DataSourceResource):
     """A CSV/Parquet file or a folder of them (newest wins); see ``FileSource``."""
@@ -435,6 +448,15 @@ class FileSourceResource(DataSourceResource):
     def source(self) -> FileSource:
         """The configured ``FileSource``."""
         return FileSource(self.path, dict(self.read_options))
+
+    def fingerprint(self) -> str | None:
+        """The newest file's path, size and modification time (None when it cannot be found)."""
+        try:
+            path = self.source().resolve()
+            stat = path.stat()
+        except (DataSourceError, OSError):
+            return None
+        return f"{path}:{stat.st_size}:{stat.st_mtime_ns}:{self.read_options}" + self._mapping_key()
 
 
 class SqlSourceResource(DataSourceResource):
