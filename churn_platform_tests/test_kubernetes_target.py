@@ -39,7 +39,11 @@ from churn_platform.resources.kubernetes_target import (
     KubernetesTarget,
     KubernetesTargetError,
 )
-from churn_platform_tests.kube_apiserver import KubeApiServer, missing_reason
+from churn_platform_tests.kube_apiserver import (
+    KubeApiServer,
+    missing_reason,
+    running_kube_apiserver,
+)
 
 pytestmark = [
     pytest.mark.integration,
@@ -53,12 +57,8 @@ ENV = "production"
 @pytest.fixture(scope="module")
 def kube() -> Iterator[KubeApiServer]:
     """etcd + kube-apiserver for this module (about 5 s to start)."""
-    server = KubeApiServer()
-    server.start()
-    try:
+    with running_kube_apiserver() as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

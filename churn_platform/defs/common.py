@@ -77,3 +77,12 @@ def git_commit(cwd: Path | None = None) -> str:
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
     return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+def upstream_metadata(context: dg.AssetExecutionContext, asset: str, key: str) -> str | None:
+    """A metadata entry of ``asset``'s latest materialization (None when there is none)."""
+    event = context.instance.get_latest_materialization_event(dg.AssetKey(asset))
+    if event is None or event.asset_materialization is None:
+        return None
+    entry = event.asset_materialization.metadata.get(key)
+    return str(entry.value) if entry is not None else None

@@ -9,7 +9,7 @@ from churn_platform import settings
 from churn_platform.core import contract, holdout, quality_report
 from churn_platform.core import schema as s
 from churn_platform.core.mapping import DataSourceError, MappedFrame
-from churn_platform.defs.common import GROUP, OWNERS, md_table
+from churn_platform.defs.common import GROUP, OWNERS, md_table, upstream_metadata
 from churn_platform.resources.data_source import DataSourceResource
 
 SNAPSHOT_CHECKS = {
@@ -34,6 +34,16 @@ def column_schema(frame: pd.DataFrame) -> dg.TableSchema:
             for c, t in frame.dtypes.items()
         ]
     )
+
+
+def frame_metadata(frame: pd.DataFrame, version: str) -> dict[str, Any]:
+    """What the UI shows for a data frame asset: data version, row count, typed columns."""
+    return {
+        "data_version": version,
+        "rows": len(frame),
+        "dagster/row_count": len(frame),
+        "dagster/column_schema": column_schema(frame),
+    }
 
 
 def _severity(result: contract.RuleResult) -> dg.AssetCheckSeverity:
@@ -108,10 +118,7 @@ def churn_snapshot(context: dg.AssetExecutionContext, data_source: DataSourceRes
         mapped,
         data_version=dg.DataVersion(version),
         metadata={
-            "data_version": version,
-            "rows": len(frame),
-            "dagster/row_count": len(frame),
-            "dagster/column_schema": column_schema(frame),
+            **frame_metadata(frame, version),
             "source": str(description.get("location")),
             "source_kind": str(description.get("kind")),
             "parquet": dg.MetadataValue.path(str(path)),
@@ -156,7 +163,10 @@ def validated_churn_data(
     """
     cfg = contract.ContractConfig.from_dict(config.overrides)
     results = contract.evaluate_contract(churn_snapshot, cfg)
-    version = contract.data_version(churn_snapshot)
+    # the snapshot already hashed these rows; hash again only when its record is missing
+    version = upstream_metadata(context, "churn_snapshot", "data_version") or contract.data_version(
+        churn_snapshot
+    )
     summary = {
         **quality_report.profile_frame(churn_snapshot.frame),
         "mapping": churn_snapshot.summary(),
@@ -193,10 +203,7 @@ def validated_churn_data(
         typed,
         data_version=dg.DataVersion(version),
         metadata={
-            "data_version": version,
-            "rows": len(typed),
-            "dagster/row_count": len(typed),
-            "dagster/column_schema": column_schema(typed),
+            **frame_metadata(typed, version),
             "rules_passed": f"{sum(r.passed for r in results)}/{len(results)}",
             "warnings": ", ".join(warned) or "none",
             "churn_rate": round(float(typed[s.TARGET].mean()), 4),

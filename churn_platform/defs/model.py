@@ -8,7 +8,14 @@ import pandas as pd
 from churn_platform.core import drift, model_checks, training
 from churn_platform.core import schema as s
 from churn_platform.core.metrics import auc
-from churn_platform.defs.common import GROUP, OWNERS, check_result, failed_names, git_commit
+from churn_platform.defs.common import (
+    GROUP,
+    OWNERS,
+    check_result,
+    failed_names,
+    git_commit,
+    upstream_metadata,
+)
 from churn_platform.resources.k8s_training import training_op_tags
 from churn_platform.resources.mlflow_registry import MlflowRegistry
 
@@ -108,8 +115,8 @@ def challenger_model(
         train_rows[s.TARGET].astype(int).to_numpy(),
         training.predict_proba(trained.pipeline, train_rows),
     )
-    data_version = _upstream_metadata(context, "validated_churn_data", "data_version")
-    holdout_hash = _upstream_metadata(context, "holdout_set", "holdout_hash")
+    data_version = upstream_metadata(context, "validated_churn_data", "data_version") or "unknown"
+    holdout_hash = upstream_metadata(context, "holdout_set", "holdout_hash") or "unknown"
     tags = {
         "data_version": data_version,
         "holdout_hash": holdout_hash,
@@ -187,12 +194,3 @@ def challenger_model(
             "tracking_uri": mlflow_registry.uri(),
         },
     )
-
-
-def _upstream_metadata(context: dg.AssetExecutionContext, asset: str, key: str) -> str:
-    """A metadata entry of an upstream asset's latest materialization ('unknown' when absent)."""
-    event = context.instance.get_latest_materialization_event(dg.AssetKey(asset))
-    if event is None or event.asset_materialization is None:
-        return "unknown"
-    entry = event.asset_materialization.metadata.get(key)
-    return str(entry.value) if entry is not None else "unknown"
