@@ -32,10 +32,10 @@ from kubernetes.client.rest import ApiException
 from churn_platform.core import k8s_objects as k8s
 from churn_platform.core.canary import CanaryConfig, CanaryState, Transition, run_canary
 from churn_platform.core.rollout import DeploymentTarget, ErrorRate
-from churn_platform.resources.kubernetes_target import (
+from churn_platform.resources.deployment import KubernetesDeploymentResource
+from churn_platform.targets.kubernetes import (
     GATEWAY_GROUP,
     HTTPROUTE_PLURAL,
-    KubernetesDeploymentResource,
     KubernetesTarget,
     KubernetesTargetError,
 )

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from scipy import stats
@@ -28,7 +29,7 @@ from churn_platform.core import gate, metrics
 __all__ = ["RULES", "SimulationResult", "paired_scores", "simulate_rules"]
 
 # name -> gate config factory (min_delta, n_resamples, seed filled per trial)
-RULES: dict[str, dict[str, object]] = {
+RULES: dict[str, dict[str, Any]] = {
     "point (seed): AUC_new >= AUC_old + min_delta": {"mode": "point"},
     "interval: CI lower >= min_delta (default)": {"mode": "interval"},
     "interval, min_delta=0: CI lower >= 0": {"mode": "interval", "min_delta": 0.0},
