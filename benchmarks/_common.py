@@ -2,14 +2,16 @@
 the command line and writing the result file.
 
 ``benchmarks/`` is not a package. A script imports this module after putting its own
-folder on ``sys.path``, which works when it is run as ``python benchmarks/<name>.py``, from
-``run_all.py`` and when a test loads the script by path with ``importlib``::
+folder on ``sys.path``, which works when it is run as ``python benchmarks/<name>.py`` and
+from ``run_all.py``::
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ is not a package
     import _common as common  # noqa: E402
 
 Importing this module also puts the repository root on ``sys.path``, so the scripts can
-import ``churn_platform`` and ``churn_platform_tests`` without installing them.
+import ``churn_platform`` without installing it. Benchmarks never import the tests: what
+both need (registered models, servers, Prometheus, a paced client) is
+``churn_platform.testing``; the gate simulation is ``churn_platform.core.gate_simulation``.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ Two canary configurations:
   (steps 10 -> 50 -> 100, 4 s window, breach needs >= 3 requests), at 40 requests/s.
 
 Prometheus, the registered models, the paced client and the Prometheus starter are the
-test suite's own (``churn_platform_tests.serving_fixtures``, ``test_prometheus.Load``).
+tests' own harness (``churn_platform.testing``).
 
 Run:  .venv/bin/python benchmarks/bench_rollback.py [--trials 5] [--config production test]
 Writes benchmarks/results/bench_rollback.md.
@@ -51,16 +51,16 @@ import _common as common  # noqa: E402
 from churn_platform.core.canary import CanaryConfig, CanaryState, run_canary  # noqa: E402
 from churn_platform.defs.deployment import ProductionConfig  # noqa: E402
 from churn_platform.resources.metrics import PrometheusMetrics  # noqa: E402
-from churn_platform.serving.local_target import LocalProcessTarget  # noqa: E402
-from churn_platform_tests.serving_fixtures import (  # noqa: E402
+from churn_platform.targets.local import LocalProcessTarget  # noqa: E402
+from churn_platform.testing import (  # noqa: E402
     PROMETHEUS_BIN,
+    PacedLoad,
     RegisteredModels,
     log_and_register,
     make_registered_models,
     start_prometheus,
     to_records,
 )
-from churn_platform_tests.test_prometheus import Load  # noqa: E402
 
 RESULTS = common.result_path(__file__)
 ENV = "production"
@@ -139,7 +139,7 @@ def run_trial(
         if not metrics.wait_until_scraped(candidate):
             raise RuntimeError(f"Prometheus did not scrape candidate v{candidate} within 30 s")
         record = to_records(models.rows.head(1))
-        with Load(state.endpoint, record, rate=rate) as load:
+        with PacedLoad(state.endpoint, record, rate=rate) as load:
             result = run_canary(target, metrics, ENV, candidate, baseline, config)
             time.sleep(2.0)  # traffic after the rollback must be clean
         weights = target.state(ENV).weights()
@@ -218,7 +218,7 @@ def render(
         f"`LocalProcessTarget`; champion: logistic pipeline v1 (healthy); candidate: a fresh "
         f"registration of pipeline 2 per trial with `CHURN_FAULT_RATE={args.fault_rate}`; "
         "single-record `/predict` requests through the local router from a paced client "
-        "(`test_prometheus.Load`); `core.canary.run_canary` with `PrometheusMetrics` "
+        "(`churn_platform.testing.PacedLoad`); `core.canary.run_canary` with `PrometheusMetrics` "
         "(`environment=production`); the candidate had been scraped >= 3 times before each "
         "canary (`wait_until_scraped`, as the asset does).",
         "",

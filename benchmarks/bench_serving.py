@@ -35,7 +35,7 @@ import _common as common  # noqa: E402
 
 from churn_platform.core import schema as s  # noqa: E402
 from churn_platform.core.synthetic import SyntheticSpec, generate  # noqa: E402
-from churn_platform.serving.local_target import (  # noqa: E402
+from churn_platform.targets.local import (  # noqa: E402
     bind_socket,
     child_env,
     log_tail,
@@ -43,7 +43,7 @@ from churn_platform.serving.local_target import (  # noqa: E402
     stop_process,
     wait_healthy,
 )
-from churn_platform_tests.serving_fixtures import (  # noqa: E402
+from churn_platform.testing import (  # noqa: E402
     free_port,
     log_and_register,
     to_records,

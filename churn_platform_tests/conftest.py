@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from churn_platform.testing import RegisteredModels, make_registered_models
+
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 
@@ -41,3 +43,15 @@ def _session_home(tmp_path_factory: pytest.TempPathFactory):
         os.environ.pop("CHURN_HOME", None)
     else:
         os.environ["CHURN_HOME"] = old
+
+
+@pytest.fixture(scope="session")
+def registered_models(tmp_path_factory: pytest.TempPathFactory) -> RegisteredModels:
+    """``churn_model`` versions 1 and 2 in a temporary SQLite MLflow store (one per session)."""
+    root = tmp_path_factory.mktemp("mlflow")
+    cwd = os.getcwd()
+    os.chdir(root)  # the default artifact root of a sqlite store is ./mlruns
+    try:
+        return make_registered_models(root)
+    finally:
+        os.chdir(cwd)

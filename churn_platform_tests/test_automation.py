@@ -32,8 +32,8 @@ from churn_platform.resources.data_source import FileSourceResource, SyntheticSo
 from churn_platform.resources.environments import resources_for_environment
 from churn_platform.resources.mlflow_registry import MlflowRegistry
 from churn_platform.serving.integration import records
-from churn_platform.serving.local_target import LocalProcessTarget
 from churn_platform.serving.model_server import InferenceLog, default_inference_log_path
+from churn_platform.targets.local import LocalProcessTarget
 from churn_platform_tests.pipeline import FAST_GATE, FAST_MODEL, materialized, step_error
 
 FEATURES = [*s.NUMERIC_FEATURES, *s.CATEGORICAL_FEATURES, s.IS_ENTERPRISE]

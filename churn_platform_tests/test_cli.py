@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from churn_platform.core.synthetic import SyntheticSpec, generate
-from churn_platform.serving.local_target import LocalProcessTarget
+from churn_platform.targets.local import LocalProcessTarget
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -8,8 +8,10 @@ import dagster as dg
 import pytest
 
 from churn_platform.definitions import build_definitions
-from churn_platform.resources.deployment import LocalDeploymentResource
-from churn_platform.resources.kubernetes_target import KubernetesDeploymentResource
+from churn_platform.resources.deployment import (
+    KubernetesDeploymentResource,
+    LocalDeploymentResource,
+)
 
 ASSETS = {
     "churn_snapshot",

@@ -2,30 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from churn_platform.core import gate, metrics
+from churn_platform.core import gate, gate_simulation, metrics
 from churn_platform.core.metrics import PairedComparison, SliceResult
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_simulation():
-    """benchmarks/ is not a package: load the simulation module by path (one implementation)."""
-    name = "simulate_promotion"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def comparison(
@@ -51,9 +34,8 @@ def comparison(
 
 
 def scored_models(true_delta: float, seed: int):
-    sim = load_simulation()
     rng = np.random.default_rng(seed)
-    return sim.paired_scores(4_000, 0.85 + true_delta, 0.85, 0.9, 0.21, rng)
+    return gate_simulation.paired_scores(4_000, 0.85 + true_delta, 0.85, 0.9, 0.21, rng)
 
 
 # ---------------------------------------------------------------------------------------
@@ -171,9 +153,10 @@ def test_slice_auc_deltas_matches_by_name():
 
 
 def test_interval_rule_rarely_promotes_an_equal_model_and_point_rule_often_does():
-    sim = load_simulation()
     # rho 0.8: two somewhat less similar models than the benchmark's default 0.9
-    res = sim.simulate_rules(n_trials=100, true_delta=0.0, rho=0.8, n_resamples=200, seed=5)
+    res = gate_simulation.simulate_rules(
+        n_trials=100, true_delta=0.0, rho=0.8, n_resamples=200, seed=5
+    )
     point = res.rates["point (seed): AUC_new >= AUC_old + min_delta"]
     interval = res.rates["interval: CI lower >= min_delta (default)"]
     assert interval <= 0.10
@@ -181,14 +164,14 @@ def test_interval_rule_rarely_promotes_an_equal_model_and_point_rule_often_does(
 
 
 def test_interval_rule_promotes_a_clearly_better_model():
-    sim = load_simulation()
-    res = sim.simulate_rules(n_trials=60, true_delta=0.02, n_resamples=200, seed=6)
+    res = gate_simulation.simulate_rules(n_trials=60, true_delta=0.02, n_resamples=200, seed=6)
     assert res.rates["interval: CI lower >= min_delta (default)"] >= 0.8
 
 
 def test_simulated_scores_have_the_requested_auc():
-    sim = load_simulation()
-    y, new, old = sim.paired_scores(200_000, 0.87, 0.85, 0.9, 0.21, np.random.default_rng(0))
+    y, new, old = gate_simulation.paired_scores(
+        200_000, 0.87, 0.85, 0.9, 0.21, np.random.default_rng(0)
+    )
     assert metrics.auc(y, new) == pytest.approx(0.87, abs=0.003)
     assert metrics.auc(y, old) == pytest.approx(0.85, abs=0.003)
     within = np.corrcoef(new[y == 0], old[y == 0])[0, 1]

@@ -32,13 +32,19 @@ from kubernetes.client.rest import ApiException
 from churn_platform.core import k8s_objects as k8s
 from churn_platform.core.canary import CanaryConfig, CanaryState, Transition, run_canary
 from churn_platform.core.rollout import DeploymentTarget, ErrorRate
-from churn_platform.resources.kubernetes_target import (
+from churn_platform.resources.deployment import KubernetesDeploymentResource
+from churn_platform.targets.kubernetes import (
     GATEWAY_GROUP,
     HTTPROUTE_PLURAL,
-    KubernetesDeploymentResource,
+    KubeApi,
     KubernetesTarget,
     KubernetesTargetError,
+    Naming,
+    Routes,
+    RouteState,
+    Workloads,
 )
+from churn_platform.targets.kubernetes.workloads import rollout_status
 from churn_platform_tests.kube_apiserver import (
     KubeApiServer,
     missing_reason,
@@ -623,3 +629,58 @@ def test_certificate_errors_fail_at_once(
         with pytest.raises(KubernetesTargetError, match="TLS error talking to the API"):
             target.state(ENV)
     assert cluster.clock.sleeps == []
+
+
+# -- the two parts on their own ----------------------------------------------------------
+
+
+def test_routes_part_alone_writes_weights_and_keeps_what_is_not_ours(cluster: Cluster) -> None:
+    """Routes never looks at Deployments or Services: it only reads and writes the route."""
+    naming = Naming(cluster.namespace_template)
+    routes = Routes(KubeApi(cluster.admin), naming, gateway_name="churn-gateway")
+    assert routes.read(ENV) == RouteState()  # no route yet
+
+    routes.set_weights(ENV, {"1": 100}, now=10.0)
+    route = cluster.route()
+    route["spec"]["rules"][0]["backendRefs"].append({"name": "other-team", "port": 80, "weight": 0})
+    route["metadata"]["labels"]["team"] = "other"
+    cluster.custom.replace_namespaced_custom_object(
+        GATEWAY_GROUP, "v1", cluster.ns, HTTPROUTE_PLURAL, "churn-model", route
+    )
+
+    routes.set_weights(ENV, {"2": 100}, now=20.0)
+    state = routes.read(ENV)
+    assert state.backends == {"1": 0, "2": 100}
+    assert state.zero_since == {"1": 20.0}  # when 1 lost its traffic: the N-1 keep window
+    assert [ref["name"] for ref in state.foreign] == ["other-team"]
+    assert cluster.route()["metadata"]["labels"]["team"] == "other"
+
+    with pytest.raises(KubernetesTargetError, match="version 2 still carries 100%"):
+        routes.remove(ENV, "2")
+    routes.remove(ENV, "1")
+    assert cluster.route_weights() == {"churn-model-v2": 100, "other-team": 0}
+
+
+def test_workloads_part_alone_applies_waits_scales_and_deletes(cluster: Cluster) -> None:
+    """Workloads never touches the route; its waits run the fake kubelet."""
+    api = KubeApi(cluster.admin, sleep=cluster.clock.sleep)
+    spec = k8s.ServingSpec(image="churn-model-server:test", tracking_uri="http://mlflow.test:5000")
+    workloads = Workloads(
+        api, Naming(cluster.namespace_template), spec, ready_timeout_seconds=30, clock=cluster.clock
+    )
+    workloads.apply(ENV, "1", "models:/churn_model/1")
+    ready, detail = rollout_status(cluster.deployment("1"))
+    assert not ready and "ready 0/1" in detail  # nothing runs pods until the kubelet ticks
+
+    workloads.ensure_serving(ENV, "1", "test", pods=True)
+    assert rollout_status(cluster.deployment("1"))[0]
+    workloads.scale(cluster.ns, "churn-model-v1", 0)
+    assert list(workloads.deployments_by_version(ENV)) == ["1"]
+    workloads.ensure_serving(ENV, "1", "test", pods=True)  # scaled back up and waited for
+    assert cluster.deployment("1").spec.replicas == 1
+    assert cluster.route_weights() == {}
+
+    workloads.delete(cluster.ns, "churn-model-v1")
+    assert not cluster.exists("Deployment", "1") and not cluster.exists("Service", "1")
+    with pytest.raises(KubernetesTargetError, match=f"Service {cluster.ns}/churn-model-v1"):
+        workloads.ensure_serving(ENV, "1", "test", pods=False)

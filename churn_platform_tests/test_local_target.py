@@ -14,10 +14,9 @@ import httpx
 import pytest
 
 from churn_platform.core.rollout import DeploymentTarget
-from churn_platform.serving.local_target import LocalProcessTarget, is_running
-from churn_platform_tests.serving_fixtures import (
+from churn_platform.targets.local import LocalProcessTarget, is_running
+from churn_platform.testing import (
     RegisteredModels,
-    registered_models,  # noqa: F401  (pytest fixture)
     to_records,
 )
 
@@ -43,7 +42,7 @@ def split(url: str, record: list[dict], n: int) -> Counter[str]:
 
 
 def test_deploy_shift_retire_survive_and_stop(
-    registered_models: RegisteredModels,  # noqa: F811
+    registered_models: RegisteredModels,
     tmp_path: Path,
 ) -> None:
     target = make_target(registered_models, tmp_path)
@@ -108,7 +107,7 @@ def test_deploy_shift_retire_survive_and_stop(
 
 
 def test_a_server_that_cannot_start_fails_with_its_log(
-    registered_models: RegisteredModels,  # noqa: F811
+    registered_models: RegisteredModels,
     tmp_path: Path,
 ) -> None:
     target = make_target(registered_models, tmp_path)
@@ -124,7 +123,7 @@ def test_a_server_that_cannot_start_fails_with_its_log(
 
 
 def test_cli_lists_and_stops_what_runs(
-    registered_models: RegisteredModels,  # noqa: F811
+    registered_models: RegisteredModels,
     tmp_path: Path,
 ) -> None:
     target = make_target(registered_models, tmp_path)

@@ -16,11 +16,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
 from churn_platform.serving.model_server import InputSchema, create_app
-from churn_platform_tests.serving_fixtures import (
+from churn_platform.testing import (
     RegisteredModels,
     RunningServer,
     offline_probabilities,
-    registered_models,  # noqa: F401  (pytest fixture)
     start_model_server,
     to_records,
 )
@@ -30,7 +29,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def server(
-    registered_models: RegisteredModels,  # noqa: F811
+    registered_models: RegisteredModels,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[RunningServer]:
     with start_model_server(registered_models, "1", tmp_path_factory.mktemp("server")) as srv:
@@ -63,7 +62,7 @@ def test_health_says_ok_with_the_version(server: RunningServer) -> None:
 
 def test_predictions_equal_offline_predict_proba(
     server: RunningServer,
-    registered_models: RegisteredModels,  # noqa: F811
+    registered_models: RegisteredModels,
 ) -> None:
     rows = registered_models.rows
     r = httpx.post(server.url + "/predict", json={"records": to_records(rows)})
@@ -130,7 +129,7 @@ BAD_INPUTS = [
 )
 def test_bad_input_is_a_4xx_naming_the_field(
     server: RunningServer,
-    registered_models: RegisteredModels,  # noqa: F811
+    registered_models: RegisteredModels,
     build,
     status: int,
     words: list[str],
@@ -157,7 +156,7 @@ def test_malformed_json_is_a_400_and_nothing_is_a_500(server: RunningServer) -> 
 
 def test_metrics_carry_status_and_version_labels(
     server: RunningServer,
-    registered_models: RegisteredModels,  # noqa: F811
+    registered_models: RegisteredModels,
 ) -> None:
     ok_before, bad_before = count(server.url, "200"), count(server.url, "422")
     records = to_records(registered_models.rows.head(7))
@@ -177,7 +176,7 @@ def test_metrics_carry_status_and_version_labels(
 
 def test_scored_records_reach_the_inference_log(
     server: RunningServer,
-    registered_models: RegisteredModels,  # noqa: F811
+    registered_models: RegisteredModels,
 ) -> None:
     records = to_records(registered_models.rows.head(5))
     httpx.post(server.url + "/predict", json={"records": records})
@@ -214,7 +213,7 @@ def test_health_is_503_with_the_error_when_the_model_cannot_load(tmp_path: Path)
 
 
 def test_input_schema_from_signature_keeps_canonical_dtypes(
-    registered_models: RegisteredModels,  # noqa: F811
+    registered_models: RegisteredModels,
 ) -> None:
     import mlflow
     from mlflow.models import get_model_info
@@ -230,7 +229,7 @@ def test_input_schema_from_signature_keeps_canonical_dtypes(
 
 def test_concurrent_requests_each_get_their_own_rows_scored(
     server: RunningServer,
-    registered_models: RegisteredModels,  # noqa: F811
+    registered_models: RegisteredModels,
 ) -> None:
     """Requests scored together in one model call must not get each other's answers."""
     rows = registered_models.rows
@@ -254,7 +253,7 @@ def test_concurrent_requests_each_get_their_own_rows_scored(
 
 def test_missing_value_the_model_cannot_impute_is_a_422(
     server: RunningServer,
-    registered_models: RegisteredModels,  # noqa: F811
+    registered_models: RegisteredModels,
 ) -> None:
     # the fixture's logistic regression has no imputer; the lead's pipeline has one
     record = to_records(registered_models.rows.head(1))[0]

@@ -11,7 +11,7 @@ import pytest
 
 from churn_platform.core.synthetic import SyntheticSpec, generate
 from churn_platform.serving.integration import records
-from churn_platform.serving.local_target import LocalProcessTarget
+from churn_platform.targets.local import LocalProcessTarget
 from churn_platform_tests.pipeline import (
     ASSET_NAMES,
     FAST_GATE,

@@ -10,12 +10,10 @@ its own storage directory; the test stops it.
 from __future__ import annotations
 
 import math
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-import httpx
 import pytest
 
 from churn_platform.core.canary import UNREACHABLE, CanaryConfig, CanaryState, run_canary
@@ -25,18 +23,26 @@ from churn_platform.resources.metrics import (
     ScrapeMetrics,
     error_rate_query,
 )
-from churn_platform.serving.local_target import LocalProcessTarget
-from churn_platform_tests.serving_fixtures import (
+from churn_platform.targets.local import LocalProcessTarget
+from churn_platform.testing import (
+    PacedLoad,
     RegisteredModels,
     RunningPrometheus,
     free_port,
     log_and_register,
-    registered_models,  # noqa: F401  (pytest fixture)
+    prometheus_installed,
     start_prometheus,
     to_records,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not prometheus_installed(),
+        reason="prometheus binary not installed (apt-get install prometheus)",
+    ),
+]
 
 
 @dataclass
@@ -48,7 +54,7 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(
-    registered_models: RegisteredModels,  # noqa: F811
+    registered_models: RegisteredModels,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Stack]:
     work = tmp_path_factory.mktemp("prometheus-stack")
@@ -63,42 +69,6 @@ def stack(
             yield Stack(target, prometheus, registered_models)
     finally:
         target.stop_all()
-
-
-@dataclass
-class Load:
-    """A paced client sending single-record predictions through a URL in a thread."""
-
-    url: str
-    record: list[dict]
-    rate: float = 40.0
-    results: list[tuple[float, int, str]] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        period = 1.0 / self.rate
-        with httpx.Client(base_url=self.url, timeout=10) as client:
-            next_at = time.monotonic()
-            while not self._stop.is_set():
-                try:
-                    r = client.post("/predict", json={"records": self.record})
-                    status, version = r.status_code, r.headers.get("x-model-version", "")
-                except httpx.HTTPError:
-                    status, version = -1, ""
-                self.results.append((time.monotonic(), status, version))
-                next_at += period
-                self._stop.wait(max(0.0, next_at - time.monotonic()))
-
-    def __enter__(self) -> Load:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def test_our_query_gives_the_true_error_rate_where_the_seeds_does_not(stack: Stack) -> None:
@@ -116,7 +86,7 @@ def test_our_query_gives_the_true_error_rate_where_the_seeds_does_not(stack: Sta
         assert metrics.wait_until_scraped("1")
         scrape = ScrapeMetrics({"1": served.url})
         assert scrape.error_rate("1", 8).error_rate is None  # first scrape: no baseline yet
-        with Load(state.endpoint, to_records(models.rows.head(1)), rate=40) as load:
+        with PacedLoad(state.endpoint, to_records(models.rows.head(1)), rate=40) as load:
             time.sleep(10)
             ours = metrics.error_rate("1", 8)
             direct = scrape.error_rate("1", 8)
@@ -174,7 +144,7 @@ def test_canary_promotes_a_healthy_version_and_rolls_back_a_failing_one(
         assert metrics.wait_until_scraped("2")
         record = to_records(models.rows.head(1))
 
-        with Load(state.endpoint, record, rate=40) as load:
+        with PacedLoad(state.endpoint, record, rate=40) as load:
             healthy = run_canary(target, metrics, env, "2", "1", config)
         assert healthy.status is CanaryState.SUCCEEDED, healthy.as_markdown()
         assert target.state(env).weights() == {"1": 0, "2": 100}
@@ -189,7 +159,7 @@ def test_canary_promotes_a_healthy_version_and_rolls_back_a_failing_one(
             extra_env={"CHURN_FAULT_RATE": "0.2", "CHURN_FAULT_SEED": "1"},  # 20% 5xx
         )
         assert metrics.wait_until_scraped(faulty_version)
-        with Load(state.endpoint, record, rate=40) as load:
+        with PacedLoad(state.endpoint, record, rate=40) as load:
             bad = run_canary(target, metrics, env, faulty_version, "2", config)
             time.sleep(1.5)  # traffic after the rollback must be clean
         assert bad.status is CanaryState.ROLLED_BACK, bad.as_markdown()

@@ -12,18 +12,17 @@ from pathlib import Path
 import httpx
 import pytest
 
-from churn_platform.serving.local_target import (
+from churn_platform.serving.router import Backend, SmoothWeightedRoundRobin
+from churn_platform.targets.local import (
     bind_socket,
     child_env,
     spawn,
     stop_process,
     wait_healthy,
 )
-from churn_platform.serving.router import Backend, SmoothWeightedRoundRobin
-from churn_platform_tests.serving_fixtures import (
+from churn_platform.testing import (
     RegisteredModels,
     RunningServer,
-    registered_models,  # noqa: F401  (pytest fixture)
     start_model_server,
     to_records,
 )
@@ -33,7 +32,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def servers(
-    registered_models: RegisteredModels,  # noqa: F811
+    registered_models: RegisteredModels,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[dict[str, RunningServer]]:
     work = tmp_path_factory.mktemp("router-backends")
@@ -79,7 +78,7 @@ def test_smooth_round_robin_follows_weights_exactly_and_interleaves() -> None:
 
 def test_traffic_splits_as_weighted(
     servers: dict[str, RunningServer],
-    registered_models: RegisteredModels,  # noqa: F811
+    registered_models: RegisteredModels,
     tmp_path: Path,
 ) -> None:
     record = to_records(registered_models.rows.head(1))
@@ -98,7 +97,7 @@ def test_traffic_splits_as_weighted(
 
 def test_weight_change_under_concurrent_load_drops_nothing(
     servers: dict[str, RunningServer],
-    registered_models: RegisteredModels,  # noqa: F811
+    registered_models: RegisteredModels,
     tmp_path: Path,
 ) -> None:
     record = to_records(registered_models.rows.head(1))

@@ -36,7 +36,7 @@ import pandera.pandas as pa
 
 from churn_platform.core import schema as s
 from churn_platform.core.mapping import MappedFrame
-from churn_platform.core.quality_report import markdown_table
+from churn_platform.core.markdown import markdown_table
 
 Severity = Literal["ERROR", "WARN"]
 ERROR: Severity = "ERROR"

@@ -3,7 +3,7 @@
 One Deployment and one Service per model version, and one Gateway API ``HTTPRoute``
 per environment whose weighted ``backendRefs`` split the traffic between them. The
 functions here only build dicts (the shape ``kubectl apply`` and the API accept); the
-Kubernetes target in ``resources/kubernetes_target.py`` sends them. Pure Python: no
+Kubernetes target in ``targets/kubernetes/`` sends them. Pure Python: no
 ``kubernetes`` import, so the shapes are unit-tested offline against the API schemas.
 """
 

@@ -8,37 +8,13 @@ file beside the snapshot and links it from the asset metadata.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 
-if TYPE_CHECKING:  # contract imports this module; only the type is needed here
-    from churn_platform.core.contract import RuleResult
-
-
-def _cell(value: Any) -> str:
-    """One markdown table cell: text with pipes escaped and no line breaks."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        text = ""
-    elif value is pd.NA or value is pd.NaT:
-        text = "<NA>"
-    elif isinstance(value, float):
-        text = f"{value:.6g}"
-    elif isinstance(value, dict | list | tuple):
-        text = json.dumps(value, default=str)
-    else:
-        text = str(value)
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
-def markdown_table(frame: pd.DataFrame) -> str:
-    """A GitHub-flavoured markdown table of ``frame`` (no index)."""
-    header = "| " + " | ".join(_cell(c) for c in frame.columns) + " |"
-    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
-    rows = ["| " + " | ".join(_cell(v) for v in row) + " |" for row in frame.itertuples(False)]
-    return "\n".join([header, rule, *rows])
+from churn_platform.core.contract import RuleResult
+from churn_platform.core.markdown import markdown_table
 
 
 def profile_frame(frame: pd.DataFrame, top: int = 5) -> dict[str, Any]:

@@ -10,8 +10,8 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
+from churn_platform.core.markdown import markdown_table
 from churn_platform.core.model_checks import CheckOutcome
-from churn_platform.core.quality_report import markdown_table
 
 GROUP = "churn"
 OWNERS = ["team:ml-platform"]

@@ -1,10 +1,24 @@
-"""The local deployment target as a Dagster resource (a thin wrapper: the logic is in
-``serving.local_target``)."""
+"""The deployment targets as Dagster resources: thin wrappers that read configuration and
+build a ``churn_platform.targets`` object (the logic lives there, free of Dagster).
+
+``CHURN_ENV=local`` uses ``LocalDeploymentResource``, ``CHURN_ENV=kubernetes``
+``KubernetesDeploymentResource``; the assets are typed against ``DeploymentResource``.
+"""
 
 from __future__ import annotations
 
+import os
+from typing import TYPE_CHECKING
+
+import dagster as dg
+
 from churn_platform.resources.bases import DeploymentResource
-from churn_platform.serving.local_target import LocalProcessTarget
+from churn_platform.targets.local import LocalProcessTarget
+
+if TYPE_CHECKING:
+    from churn_platform.targets.kubernetes import KubernetesTarget
+
+__all__ = ["KubernetesDeploymentResource", "LocalDeploymentResource"]
 
 
 class LocalDeploymentResource(DeploymentResource):
@@ -35,4 +49,81 @@ class LocalDeploymentResource(DeploymentResource):
             },
             inference_log_dir=self.inference_log_dir or None,
             health_timeout_seconds=self.health_timeout_seconds,
+        )
+
+
+class KubernetesDeploymentResource(DeploymentResource):
+    """The Kubernetes deployment target as a Dagster resource (``CHURN_ENV=kubernetes``).
+
+    ``target()`` returns a ``KubernetesTarget``. In a Dagster run pod set
+    ``in_cluster=True`` (the pod's service account needs get/list/create/update/patch/
+    delete on deployments, services and httproutes in the serving namespaces; see
+    ``deploy/k8s/rbac.yaml``); outside a cluster ``kubeconfig`` ('' = default file).
+    """
+
+    namespace: str = "churn-{environment}"
+    image: str
+    gateway_name: str = "churn-gateway"
+    gateway_namespace: str = ""
+    tracking_uri: str = ""
+    kubeconfig: str = ""
+    kube_context: str = ""
+    in_cluster: bool = False
+    replicas: int = 1
+    keep_previous_seconds: float = 3600.0
+    ready_timeout_seconds: float = 600.0
+    endpoint: str = ""
+    hostnames: list[str] = []
+    image_pull_policy: str = "IfNotPresent"
+    service_account: str = ""
+
+    @classmethod
+    def from_env(cls) -> KubernetesDeploymentResource:
+        """The resource configured by the environment variables the Helm values set.
+
+        ``CHURN_MODEL_SERVER_IMAGE`` (required, resolved at run time), ``CHURN_K8S_NAMESPACE``,
+        ``CHURN_GATEWAY_NAME``, ``CHURN_GATEWAY_NAMESPACE``, ``MLFLOW_TRACKING_URI``; inside a
+        pod (``KUBERNETES_SERVICE_HOST`` set) the in-cluster service account is used.
+        """
+        env = os.environ
+        return cls(
+            image=dg.EnvVar("CHURN_MODEL_SERVER_IMAGE"),
+            namespace=env.get("CHURN_K8S_NAMESPACE", "churn-{environment}"),
+            gateway_name=env.get("CHURN_GATEWAY_NAME", "churn-gateway"),
+            gateway_namespace=env.get("CHURN_GATEWAY_NAMESPACE", ""),
+            tracking_uri=env.get("MLFLOW_TRACKING_URI", ""),
+            in_cluster=bool(env.get("KUBERNETES_SERVICE_HOST")),
+        )
+
+    def _tracking_uri(self) -> str:
+        uri = self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "")
+        if not uri:
+            # The local SQLite default means nothing inside a pod: insist on a server URL.
+            raise ValueError(
+                "KubernetesDeploymentResource.tracking_uri is empty and MLFLOW_TRACKING_URI is "
+                "unset; give the MLflow tracking server URL the model-server pods should use"
+            )
+        return uri
+
+    def target(self) -> KubernetesTarget:
+        """A ``KubernetesTarget`` configured from this resource's fields."""
+        # imported here: the local default never loads the kubernetes client
+        from churn_platform.targets.kubernetes import KubernetesTarget
+
+        return KubernetesTarget(
+            kubeconfig=self.kubeconfig or None,
+            kube_context=self.kube_context or None,
+            in_cluster=self.in_cluster,
+            namespace=self.namespace,
+            image=self.image,
+            gateway_name=self.gateway_name,
+            gateway_namespace=self.gateway_namespace or None,
+            tracking_uri=self._tracking_uri(),
+            replicas=self.replicas,
+            keep_previous_seconds=self.keep_previous_seconds,
+            ready_timeout_seconds=self.ready_timeout_seconds,
+            endpoint=self.endpoint or None,
+            hostnames=tuple(self.hostnames),
+            image_pull_policy=self.image_pull_policy,
+            service_account=self.service_account,
         )

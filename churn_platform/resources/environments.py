@@ -128,6 +128,6 @@ def resources_for_environment(env: str | None = None) -> dict[str, Any]:
                 production_router_port=int(_env("CHURN_PRODUCTION_PORT", "0")),
             ),
         }
-    from churn_platform.resources.kubernetes_target import KubernetesDeploymentResource
+    from churn_platform.resources.deployment import KubernetesDeploymentResource
 
     return {**common, "deployment": KubernetesDeploymentResource.from_env()}

@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         _serve(create_router_app(args.state_file), args)
         return 0
 
-    from churn_platform.serving.local_target import LocalProcessTarget
+    from churn_platform.targets.local import LocalProcessTarget
 
     target = LocalProcessTarget(args.state_dir or None)
     if args.command == "status":

@@ -1,11 +1,14 @@
-"""Fixtures for the serving tests: a real MLflow store with registered models, real processes.
+"""Harness shared by the tests and the benchmarks (never imported by the platform itself).
 
-Import the fixtures you need into a test module (``from churn_platform_tests.serving_fixtures
-import registered_models``); ``conftest.py`` belongs to the lead.
+A real MLflow store with registered models, model-server and Prometheus processes on
+127.0.0.1, and a paced client: ``churn_platform_tests`` and ``benchmarks`` both start the
+real thing through these, so a benchmark measures exactly what the tests check. The
+``registered_models`` pytest fixture in ``churn_platform_tests/conftest.py`` wraps
+``make_registered_models``.
 
-``registered_models`` logs two small pipelines (one-hot + logistic regression, trained on
-synthetic rows) to a temporary ``sqlite:///`` store and registers them as ``churn_model``
-versions 1 and 2, with a signature inferred from the input frame.
+``make_registered_models`` logs two small pipelines (one-hot + logistic regression,
+trained on synthetic rows) to a ``sqlite:///`` store and registers them as
+``churn_model`` versions 1 and 2, with a signature inferred from the input frame.
 """
 
 from __future__ import annotations
@@ -16,27 +19,27 @@ import os
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 import pandas as pd
-import pytest
 
 from churn_platform.core import schema as s
 from churn_platform.core.synthetic import SyntheticSpec, generate
-from churn_platform.serving.local_target import (
+from churn_platform.settings import MODEL_NAME
+from churn_platform.targets.local import (
     bind_socket,
     child_env,
     spawn,
     stop_process,
     wait_healthy,
 )
-from churn_platform.settings import MODEL_NAME
 
 PROMETHEUS_BIN = shutil.which("prometheus") or "/usr/bin/prometheus"
 
@@ -124,18 +127,6 @@ def make_registered_models(root: Path) -> RegisteredModels:
     return RegisteredModels(tracking_uri, root, uris, pipelines, rows)
 
 
-@pytest.fixture(scope="session")
-def registered_models(tmp_path_factory: pytest.TempPathFactory) -> RegisteredModels:
-    """``churn_model`` versions 1 and 2 in a temporary SQLite MLflow store."""
-    root = tmp_path_factory.mktemp("mlflow")
-    cwd = os.getcwd()
-    os.chdir(root)  # the default artifact root of a sqlite store is ./mlruns
-    try:
-        return make_registered_models(root)
-    finally:
-        os.chdir(cwd)
-
-
 @dataclass
 class RunningServer:
     """A model server process started by ``start_model_server``."""
@@ -177,6 +168,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def prometheus_installed() -> bool:
+    """True if the ``prometheus`` binary ``start_prometheus`` runs is installed."""
+    return Path(PROMETHEUS_BIN).exists()
+
+
 @dataclass
 class RunningPrometheus:
     """A Prometheus server started by ``start_prometheus``."""
@@ -189,8 +185,10 @@ class RunningPrometheus:
 @contextlib.contextmanager
 def start_prometheus(config_file: Path, workdir: Path) -> Iterator[RunningPrometheus]:
     """Run the real ``prometheus`` binary on a free port with its own storage; stop it after."""
-    if not Path(PROMETHEUS_BIN).exists():
-        pytest.skip("prometheus binary not installed (apt-get install prometheus)")
+    if not prometheus_installed():
+        raise FileNotFoundError(
+            f"prometheus binary not found at {PROMETHEUS_BIN}: apt-get install prometheus"
+        )
     port = free_port()
     log = workdir / "prometheus.log"
     storage = workdir / "prometheus-data"
@@ -237,3 +235,42 @@ def offline_probabilities(
 ) -> np.ndarray:
     """What the logged pipeline says offline for ``frame`` (canonical dtypes)."""
     return models.pipelines[version].predict_proba(canonical(frame))[:, 1]
+
+
+@dataclass
+class PacedLoad:
+    """A paced client sending ``record`` to ``url``/predict ``rate`` times a second in a thread.
+
+    ``results`` collects (monotonic time, HTTP status or -1, x-model-version) per request.
+    """
+
+    url: str
+    record: list[dict]
+    rate: float = 40.0
+    results: list[tuple[float, int, str]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        period = 1.0 / self.rate
+        with httpx.Client(base_url=self.url, timeout=10) as client:
+            next_at = time.monotonic()
+            while not self._stop.is_set():
+                try:
+                    r = client.post("/predict", json={"records": self.record})
+                    status, version = r.status_code, r.headers.get("x-model-version", "")
+                except httpx.HTTPError:
+                    status, version = -1, ""
+                self.results.append((time.monotonic(), status, version))
+                next_at += period
+                self._stop.wait(max(0.0, next_at - time.monotonic()))
+
+    def __enter__(self) -> PacedLoad:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()

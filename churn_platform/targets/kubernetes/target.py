@@ -1,0 +1,313 @@
+"""``KubernetesTarget``: the ``DeploymentTarget`` on Kubernetes, a workload part plus a route part.
+
+One Deployment + Service per model version (``workloads.Workloads``) and a Gateway API
+``HTTPRoute`` whose weighted ``backendRefs`` split the traffic (``routes.Routes``), both
+talking through one ``api.KubeApi``. ``core.canary.run_canary`` drives it exactly as it
+drives the local process target. The object shapes come from ``core.k8s_objects``.
+
+Safety rules, each tested against a real kube-apiserver:
+
+* ``set_weights`` checks every Service (and Deployment) it is about to reference before
+  it touches the route, and writes the route with its ``resourceVersion``: a concurrent
+  change is a 409, answered by re-reading and re-applying, never by overwriting.
+* A step that fails (not ready, invalid object, API down) raises before the route is
+  changed, so the route keeps serving the champion.
+* 5xx, 429 and transport errors/timeouts are retried with exponential backoff, a bounded
+  number of times; 422 and other client errors are reported at once with the object's
+  kind, namespace, name and the API server's reason.
+
+Housekeeping (``cleanup``): the champion N and the newest older version N-1 stay
+referenced at 0% for instant rollback; N-1 keeps its pods for ``keep_previous_seconds``
+after it lost its traffic, then is scaled to 0; N-2 is scaled to 0; anything older is
+removed from the route and deleted.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from churn_platform import settings
+from churn_platform.core import k8s_objects as k8s
+from churn_platform.core.rollout import EnvironmentState, ServedVersion
+from churn_platform.targets.kubernetes.api import (
+    KubeApi,
+    KubernetesTargetError,
+    Naming,
+    make_api_client,
+    version_key,
+)
+from churn_platform.targets.kubernetes.routes import Routes, check_weights
+from churn_platform.targets.kubernetes.workloads import Workloads
+
+__all__ = ["CleanupReport", "KubernetesTarget"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CleanupReport:
+    """What one ``cleanup`` pass did, per version."""
+
+    champion: str | None = None
+    kept: list[str] = field(default_factory=list)
+    scaled_down: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+
+
+class KubernetesTarget:
+    """``DeploymentTarget`` on Kubernetes (Deployments, Services, a Gateway API HTTPRoute).
+
+    api_client: a configured ``kubernetes.client.ApiClient``; or pass ``kubeconfig``
+        (path, '' for the default file) / ``in_cluster=True`` to build one.
+    namespace: where an environment's objects live. ``{environment}`` in it is replaced
+        (default ``churn-{environment}``: one namespace per environment). A fixed
+        namespace shared by several environments puts the environment into object
+        names (``churn-model-production-v3``) so they cannot collide.
+    image: the model-server image; gateway_name / gateway_namespace: the Gateway the
+        HTTPRoute attaches to; tracking_uri: ``MLFLOW_TRACKING_URI`` inside the pods.
+    endpoint: the URL users call per environment (``{environment}`` replaced), reported
+        in ``EnvironmentState.endpoint``; hostnames: the route's hostnames.
+    keep_previous_seconds: how long N-1 keeps its pods after losing its traffic.
+    ready_timeout_seconds: how long ``deploy`` waits for ready replicas.
+    max_attempts / backoff_seconds / max_backoff_seconds: bounded retries with
+        exponential backoff for 5xx, 429, timeouts and connection errors.
+    max_conflict_retries: re-read-and-retry rounds on 409 Conflict.
+    sleep, clock, wall_clock: injected for tests (waits, timeouts, the keep window).
+
+    The parts are public: ``workloads`` (Deployments, Services), ``routes`` (the
+    HTTPRoute) and ``api`` (the shared client with its retry rules).
+    """
+
+    def __init__(
+        self,
+        api_client: client.ApiClient | None = None,
+        *,
+        kubeconfig: str | None = None,
+        kube_context: str | None = None,
+        in_cluster: bool = False,
+        namespace: str = "churn-{environment}",
+        image: str,
+        gateway_name: str,
+        gateway_namespace: str | None = None,
+        tracking_uri: str,
+        model_name: str = settings.MODEL_NAME,
+        replicas: int = 1,
+        cpu_request: str = "250m",
+        cpu_limit: str = "1",
+        memory_request: str = "512Mi",
+        memory_limit: str = "1Gi",
+        extra_env: Mapping[str, str] | None = None,
+        image_pull_policy: str = "IfNotPresent",
+        service_account: str = "",
+        endpoint: str | None = None,
+        hostnames: Sequence[str] = (),
+        cluster_domain: str = "cluster.local",
+        keep_previous_seconds: float = 3600.0,
+        ready_timeout_seconds: float = 600.0,
+        poll_seconds: float = 2.0,
+        request_timeout_seconds: float = 30.0,
+        max_attempts: int = 5,
+        backoff_seconds: float = 0.5,
+        max_backoff_seconds: float = 8.0,
+        max_conflict_retries: int = 5,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        if keep_previous_seconds < 0:
+            raise ValueError(
+                f"KubernetesTarget.keep_previous_seconds must be >= 0, got {keep_previous_seconds}"
+            )
+        naming = Naming(namespace, cluster_domain)  # validates before any client is built
+        if api_client is None:
+            api_client = make_api_client(kubeconfig, kube_context, in_cluster)
+        self.api = KubeApi(
+            api_client,
+            request_timeout_seconds=request_timeout_seconds,
+            max_attempts=max_attempts,
+            backoff_seconds=backoff_seconds,
+            max_backoff_seconds=max_backoff_seconds,
+            max_conflict_retries=max_conflict_retries,
+            sleep=sleep,
+        )
+        self.naming = naming
+        self.workloads = Workloads(
+            self.api,
+            naming,
+            k8s.ServingSpec(
+                image=image,
+                tracking_uri=tracking_uri,
+                model_name=model_name,
+                replicas=replicas,
+                cpu_request=cpu_request,
+                cpu_limit=cpu_limit,
+                memory_request=memory_request,
+                memory_limit=memory_limit,
+                extra_env=dict(extra_env or {}),
+                image_pull_policy=image_pull_policy,
+                service_account=service_account,
+            ),
+            ready_timeout_seconds=ready_timeout_seconds,
+            poll_seconds=poll_seconds,
+            clock=clock,
+        )
+        self.routes = Routes(
+            self.api,
+            naming,
+            gateway_name=gateway_name,
+            gateway_namespace=gateway_namespace,
+            hostnames=tuple(hostnames),
+        )
+        self.endpoint = endpoint
+        self.keep_previous_seconds = keep_previous_seconds
+        self._wall_clock = wall_clock
+
+    @property
+    def custom(self) -> client.CustomObjectsApi:
+        """The CustomObjectsApi both parts use (tests interfere through it)."""
+        return self.api.custom
+
+    @property
+    def conflicts_retried(self) -> int:
+        """409 Conflicts answered by re-reading, by either part."""
+        return self.api.conflicts_retried
+
+    # -- DeploymentTarget ----------------------------------------------------------
+
+    def deploy(self, environment: str, version: str, model_uri: str) -> ServedVersion:
+        """Create or replace ``version``'s Deployment and Service; return once it is ready.
+
+        The HTTPRoute is not touched: a new version starts at 0% (or keeps the weight it
+        already had when re-deployed). Raises ``KubernetesTargetError`` naming the
+        Deployment when it is invalid (422) or not ready within ``ready_timeout_seconds``.
+        """
+        k8s.validate_version(version)
+        ns = self.naming.namespace_for(environment)
+        name = self.naming.object_name(environment, version)
+        try:
+            self.cleanup(environment)
+        except (KubernetesTargetError, ApiException) as exc:
+            # Housekeeping must never block a deployment; it is retried on the next one.
+            log.warning("cleanup before deploying %s/%s skipped: %s", ns, name, exc)
+        self.workloads.apply(environment, version, model_uri)
+        self.workloads.wait_ready(ns, name, "deploy")
+        weight = self.routes.read(environment).backends.get(version, 0)
+        log.info("deployed %s/%s (%s) at %d%%", ns, name, model_uri, weight)
+        return ServedVersion(version, model_uri, self.naming.url(environment, version), weight)
+
+    def set_weights(self, environment: str, weights: dict[str, int]) -> EnvironmentState:
+        """Point the HTTPRoute at the versions by ``weights`` (percent, summing to 100).
+
+        Every version named must have its Service and Deployment; versions given traffic
+        must have ready pods (a version scaled to 0 is scaled back up and waited for).
+        All checks happen before the route is written, so on any failure the route keeps
+        its previous weights. Versions the route references but ``weights`` omits go to
+        0% and stay referenced (rollback targets) until ``retire`` or ``cleanup``.
+        """
+        check_weights(environment, weights)
+        for version, weight in weights.items():
+            k8s.validate_version(version)
+            self.workloads.ensure_serving(environment, version, "set weights", pods=weight > 0)
+        self.routes.set_weights(environment, weights, self._wall_clock())
+        state = self.state(environment)
+        log.info("%s weights now %s", self.naming.route_name(environment), state.weights())
+        return state
+
+    def state(self, environment: str) -> EnvironmentState:
+        """Versions with pods wanted (replicas > 0) or traffic, with the route's weights."""
+        backends = self.routes.read(environment).backends
+        versions: dict[str, ServedVersion] = {}
+        for version, dep in self.workloads.deployments_by_version(environment).items():
+            weight = backends.get(version, 0)
+            if not dep.spec.replicas and weight == 0:
+                continue
+            uri = (dep.metadata.annotations or {}).get(k8s.ANNOTATION_MODEL_URI, "")
+            versions[version] = ServedVersion(
+                version, uri, self.naming.url(environment, version), weight
+            )
+        for version, weight in backends.items():
+            if version not in versions and weight > 0:
+                # The route sends traffic to a version without a Deployment: show it, the
+                # weights must add up to what users really get.
+                url = self.naming.url(environment, version)
+                versions[version] = ServedVersion(version, "", url, weight)
+        ordered = tuple(versions[v] for v in sorted(versions, key=version_key))
+        endpoint = self.endpoint.replace("{environment}", environment) if self.endpoint else None
+        return EnvironmentState(environment=environment, endpoint=endpoint, versions=ordered)
+
+    def retire(self, environment: str, version: str) -> None:
+        """Drop ``version`` from the route (it must be at 0%), then delete its objects."""
+        k8s.validate_version(version)
+        ns = self.naming.namespace_for(environment)
+        self.routes.remove(environment, version)
+        self.workloads.delete(ns, self.naming.object_name(environment, version))
+        log.info("retired version %s from %s", version, ns)
+
+    # -- housekeeping --------------------------------------------------------------
+
+    def cleanup(self, environment: str) -> CleanupReport:
+        """Scale down and delete old versions behind the champion (see module docstring).
+
+        The champion is the version with the most traffic. Versions newer than it at 0%
+        (e.g. a rolled-back candidate) are left for the caller to ``retire``.
+        """
+        ns = self.naming.namespace_for(environment)
+        report = CleanupReport()
+        route = self.routes.read(environment)
+        backends = route.backends
+        if not backends or max(backends.values()) <= 0:
+            return report
+        champion = max(backends, key=lambda v: (backends[v], version_key(v)))
+        report.champion = champion
+        deployments = self.workloads.deployments_by_version(environment)
+        older = sorted(
+            (
+                v
+                for v in set(deployments) | set(backends)
+                if version_key(v) < version_key(champion) and backends.get(v, 0) == 0
+            ),
+            key=version_key,
+            reverse=True,
+        )
+        now = self._wall_clock()
+        for position, version in enumerate(older):
+            name = self.naming.object_name(environment, version)
+            dep = deployments.get(version)
+            if position == 0:  # N-1: warm for the keep window, then no pods
+                since = route.zero_since.get(version)
+                if since is None and version in backends:
+                    self.routes.mark_zero_since(environment, version, now)
+                    since = now
+                expired = since is None or now - since >= self.keep_previous_seconds
+                if dep is not None and dep.spec.replicas and expired:
+                    self.workloads.scale(ns, name, 0)
+                    report.scaled_down.append(version)
+                else:
+                    report.kept.append(version)
+            elif position == 1:  # N-2: objects kept, no pods
+                if dep is not None and dep.spec.replicas:
+                    self.workloads.scale(ns, name, 0)
+                    report.scaled_down.append(version)
+                else:
+                    report.kept.append(version)
+            else:
+                if version in backends:
+                    self.retire(environment, version)
+                else:
+                    self.workloads.delete(ns, name)
+                report.deleted.append(version)
+        if report.scaled_down or report.deleted:
+            log.info(
+                "cleanup %s: champion %s, scaled down %s, deleted %s",
+                ns,
+                champion,
+                report.scaled_down,
+                report.deleted,
+            )
+        return report
