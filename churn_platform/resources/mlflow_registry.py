@@ -216,6 +216,13 @@ class MlflowRegistry(dg.ConfigurableResource):
             )
             return json.loads(Path(path).read_text())
 
+    def find_json_artifact(self, run_id: str, name: str) -> Any | None:
+        """Like ``load_json_artifact``, but None when the run has no such artifact."""
+        try:
+            return self.load_json_artifact(run_id, name)
+        except MlflowException:
+            return None
+
     def log_run_artifact(self, run_id: str, name: str, content: str | bytes) -> None:
         """Attach a file to an existing run (the evaluation report to the challenger's run)."""
         with tempfile.TemporaryDirectory() as tmp:
