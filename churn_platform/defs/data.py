@@ -177,7 +177,7 @@ def validated_churn_data(
     report_text = quality_report.render_quality_report(results, summary, version)
     report_path = storage.write_text(f"reports/quality_{version[:12]}.md", report_text)
     for r in results:
-        meta = {k: ("n/a" if v is None else v) for k, v in r.metadata().items()}
+        meta: dict[str, Any] = {k: ("n/a" if v is None else v) for k, v in r.metadata().items()}
         meta["failure_cases"] = dg.MetadataValue.md(r.to_markdown())
         yield dg.AssetCheckResult(
             check_name=r.name,

@@ -275,7 +275,11 @@ class DataIOManager(dg.ConfigurableIOManager):
     def load_input(self, context: dg.InputContext) -> Any:
         """Read the upstream output's value."""
         upstream = context.upstream_output
-        if upstream is None:
+        if context.has_asset_key:
+            parts = context.get_asset_identifier()
+            label = context.asset_key.to_user_string()
+        elif upstream is not None:
+            parts, label = upstream.get_identifier(), upstream.name
+        else:
             raise StoredValueError(f"input {context.name} has no upstream output to load")
-        label = upstream.asset_key.to_user_string() if upstream.has_asset_key else upstream.name
-        return read_value(self._folder(upstream), label)
+        return read_value(self._root().joinpath(*parts), label)
