@@ -140,3 +140,24 @@ def test_the_cli_run_reports_a_bad_setting_without_a_traceback(churn_home):
         "configuration error: CHURN_PRODUCTION_PORT='' is set but empty; set an integer in "
         "0..65535, or unset it for the default 0"
     )
+
+
+def test_dagster_definitions_validate_shows_the_bad_setting_first(churn_home):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CHURN_", "DAGSTER_"))}
+    env.update(CHURN_HOME=str(churn_home), DAGSTER_HOME=str(churn_home), CHURN_ENV="prod")
+    done = subprocess.run(
+        [sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode != 0
+    assert (
+        "SettingsError: CHURN_ENV='prod' is not a known value; set one of local, kubernetes"
+        in output
+    )
+    # the stack shows only where the definitions load, not the parsing internals
+    assert "settings.py" not in output and "environments.py" not in output

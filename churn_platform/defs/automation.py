@@ -8,7 +8,7 @@ import pandas as pd
 
 from churn_platform import settings
 from churn_platform.core import drift
-from churn_platform.core.drift_monitor import EpisodeState, decide, judge_windows
+from churn_platform.core.drift_monitor import DriftSettings, EpisodeState, decide, judge_windows
 from churn_platform.resources.data_source import DataSourceError, DataSourceResource
 from churn_platform.resources.inference_log import InferenceLogResource
 from churn_platform.resources.mlflow_registry import MlflowRegistry
@@ -107,7 +107,7 @@ def _source_window(data_source: DataSourceResource) -> pd.DataFrame | str:
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Retrain when PSI of any feature against the champion's reference profile exceeds "
-    "0.2 (CHURN_PSI_THRESHOLD), on the newest snapshot of the source or on the requests the "
+    f"CHURN_PSI_THRESHOLD (default {DriftSettings.threshold}), on the newest snapshot of the source or on the requests the "
     "model servers scored. One run per drift episode.",
 )
 def psi_drift_sensor(
