@@ -107,7 +107,10 @@ class MlflowRegistry(dg.ConfigurableResource):
         try:
             return client.create_experiment(self.experiment_name, artifact_location=location)
         except MlflowException:  # created concurrently
-            return client.get_experiment_by_name(self.experiment_name).experiment_id
+            created = client.get_experiment_by_name(self.experiment_name)
+            if created is None:
+                raise
+            return created.experiment_id
 
     def run_url(self, experiment_id: str, run_id: str) -> str:
         """Link to a run in the MLflow UI."""
