@@ -217,3 +217,24 @@ def test_the_environment_wires_the_data_io_manager_under_churn_home(churn_home):
     manager = resources_for_environment()["io_manager"]
     assert isinstance(manager, DataIOManager)
     assert Path(manager.base_dir) == churn_home / "storage"
+
+
+def test_the_storage_resource_writes_under_its_base_and_refuses_keys_that_leave_it(tmp_path):
+    from churn_platform.resources.storage import StorageResource
+
+    storage = StorageResource(base_url=(tmp_path / "home").as_uri())
+    where = storage.write_frame("snapshots/s.parquet", _frame(), index=False)
+    assert Path(where) == tmp_path / "home" / "snapshots" / "s.parquet"
+    assert len(pd.read_parquet(where)) == 3
+    assert Path(storage.write_text("reports/q.md", "# ok")).read_text() == "# ok"
+    assert sorted(p.name for p in (tmp_path / "home").rglob("*")) == [
+        "q.md",
+        "reports",
+        "s.parquet",
+        "snapshots",
+    ]  # no temporary files left behind
+    for bad in ("../outside.md", "/etc/passwd", "reports/../../x", ""):
+        with pytest.raises(ValueError, match="must be a relative path"):
+            storage.write_text(bad, "x")
+    with pytest.raises(ValueError, match="only folders and file:// URLs"):
+        StorageResource(base_url="s3://bucket/churn").write_text("a.md", "x")
