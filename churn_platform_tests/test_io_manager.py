@@ -57,9 +57,11 @@ def test_json_values_round_trip_with_their_python_types(tmp_path):
         "by_version": {1: "champion"},
         "missing": None,
         "when": pd.Timestamp("2026-11-30T02:00:00Z"),
+        "report": Path("/tmp/report.md"),
     }
     back = read_value(write_value(tmp_path / "evaluation_report", value).parent)
     assert back["ci"] == (0.1, 0.2) and back["by_version"] == {1: "champion"}
+    assert back["report"] == Path("/tmp/report.md")
     assert back["delta"] == 0.0123 and back["rows"] == 7 and back["promote"] is True
     assert back["when"] == pd.Timestamp("2026-11-30T02:00:00Z").to_pydatetime()
     assert back == {**value, "delta": 0.0123, "rows": 7, "when": back["when"]}
@@ -130,6 +132,12 @@ def test_a_dataclass_from_outside_churn_platform_is_refused_both_ways(tmp_path):
     doc["value"]["__dataclass__"] = "subprocess:Popen"
     manifest.write_text(json.dumps(doc))
     with pytest.raises(StoredValueError, match="subprocess.Popen is not a dataclass of a churn"):
+        read_value(tmp_path / "c")
+    # a record whose class changed since it was stored names the fix
+    doc["value"]["__dataclass__"] = "churn_platform.core.drift:PsiResult"
+    doc["value"]["fields"]["renamed_field"] = doc["value"]["fields"].pop("n_rows")
+    manifest.write_text(json.dumps(doc))
+    with pytest.raises(StoredValueError, match="does not fit the class as it is now"):
         read_value(tmp_path / "c")
 
 

@@ -28,7 +28,7 @@ import os
 import shutil
 import time
 import uuid
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import dagster as dg
@@ -43,7 +43,15 @@ MANIFEST = "value.json"
 ALLOWED_PREFIX = "churn_platform."
 STALE_TMP_SECONDS = 3600
 # tags of the JSON encoding; a plain dict using one of them as a key is stored as pairs
-_TAGS = ("__frame__", "__dataclass__", "__tuple__", "__pairs__", "__datetime__", "__date__")
+_TAGS = (
+    "__frame__",
+    "__dataclass__",
+    "__tuple__",
+    "__pairs__",
+    "__datetime__",
+    "__date__",
+    "__path__",
+)
 
 
 class StoredValueError(ValueError):
@@ -75,6 +83,8 @@ class _Encoder:
             return {"__datetime__": value.isoformat()}
         if isinstance(value, dt.date):
             return {"__date__": value.isoformat()}
+        if isinstance(value, PurePath):
+            return {"__path__": str(value)}
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
             cls = type(value)
             _check_allowed(cls.__module__, cls.__qualname__, where)
@@ -150,6 +160,8 @@ class _Decoder:
             return pd.Timestamp(data["__datetime__"]).to_pydatetime()
         if "__date__" in data:
             return dt.date.fromisoformat(data["__date__"])
+        if "__path__" in data:
+            return Path(data["__path__"])
         if "__tuple__" in data:
             return tuple(self.decode(v, where) for v in data["__tuple__"])
         if "__pairs__" in data:
@@ -157,10 +169,19 @@ class _Decoder:
         if "__dataclass__" in data:
             cls = _resolve_dataclass(str(data["__dataclass__"]), where)
             values = {k: self.decode(v, f"{where}.{k}") for k, v in data["fields"].items()}
-            init = {f.name for f in dataclasses.fields(cls) if f.init}
-            obj = cls(**{k: v for k, v in values.items() if k in init})
+            declared = {f.name: f.init for f in dataclasses.fields(cls)}
+            try:
+                unknown = sorted(set(values) - set(declared))
+                if unknown:  # a field added since has its default; a removed one cannot go
+                    raise TypeError(f"no field(s) {unknown}")
+                obj = cls(**{k: v for k, v in values.items() if declared[k]})
+            except (TypeError, ValueError) as exc:
+                raise StoredValueError(
+                    f"{where}: the stored {cls.__qualname__} does not fit the class as it is now "
+                    f"({exc}); re-materialise the asset"
+                ) from exc
             for k, v in values.items():
-                if k not in init:
+                if not declared[k]:  # init=False fields are restored as stored
                     object.__setattr__(obj, k, v)
             return obj
         return {k: self.decode(v, f"{where}[{k!r}]") for k, v in data.items()}
