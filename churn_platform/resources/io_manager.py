@@ -199,9 +199,8 @@ def write_value(folder: Path, value: Any, label: str = "value") -> Path:
     tmp = folder / f".tmp-{name}"
     tmp.mkdir()
     try:
-        for frame_name, data in encoder.frames.items():
-            (tmp / frame_name).write_bytes(data)
-        (tmp / MANIFEST).write_bytes(manifest)
+        for frame_name, data in [*encoder.frames.items(), (MANIFEST, manifest)]:
+            _write_synced(tmp / frame_name, data)
         final = folder / f"v-{name}"
         os.replace(tmp, final)
         previous = _current(folder)
@@ -211,6 +210,14 @@ def write_value(folder: Path, value: Any, label: str = "value") -> Path:
         raise
     _prune(folder, keep={final.name, previous or ""})
     return final
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    """Write and flush to disk, so the pointer never names a version whose files are not."""
+    with path.open("wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _current(folder: Path) -> str | None:
