@@ -1,4 +1,5 @@
-"""``python -m churn_platform run``: run a job on the local instance and end with a summary.
+"""``python -m churn_platform run``: run a job on the local instance and end with a summary;
+``python -m churn_platform settings``: every setting, its value and where it came from.
 
 The summary is what a person acts on: did it succeed, what did the gate decide, which
 model version serves production and where, and where to look in the UI. A failure prints
@@ -24,7 +25,7 @@ _DAGSTER_YAML = Path(__file__).resolve().parent.parent / "deploy" / "local" / "d
 
 def _ensure_dagster_home() -> Path:
     """``DAGSTER_HOME`` (default ``$CHURN_HOME/dagster``), created with the local dagster.yaml."""
-    home = Path(os.environ.get("DAGSTER_HOME") or settings.churn_home() / "dagster")
+    home = Path(settings.get("DAGSTER_HOME")).expanduser().resolve()
     home.mkdir(parents=True, exist_ok=True)
     if not (home / "dagster.yaml").exists() and _DAGSTER_YAML.exists():
         shutil.copy(_DAGSTER_YAML, home / "dagster.yaml")
@@ -88,8 +89,8 @@ def run(job_name: str, config_file: str | None, verbose: bool = False) -> int:
     """Execute ``job_name`` on the persistent local instance; print the summary; 0 on success."""
     import dagster as dg
 
-    _ensure_dagster_home()
     try:
+        _ensure_dagster_home()
         from churn_platform.definitions import build_definitions
 
         defs = build_definitions()
@@ -113,6 +114,24 @@ def run(job_name: str, config_file: str | None, verbose: bool = False) -> int:
     return 0 if result.success else 1
 
 
+def show_settings() -> int:
+    """Print every setting: value (secrets masked), where it came from, what it means.
+    Returns 1 when a value is invalid (each such row says why), else 0."""
+    rows = settings.describe()
+    width = max(len(r["name"]) for r in rows)
+    invalid = 0
+    for row in rows:
+        value = row["value"] if row["value"] != "" else "(not set)"
+        print(f"{row['name']:<{width}}  {value}  [{row['source']}]")
+        print(f"{'':<{width}}    {row['description']}; accepts {row['accepted']}")
+        if row["error"]:
+            invalid += 1
+            print(f"{'':<{width}}    INVALID: {row['error']}")
+    if invalid:
+        print(f"\n{invalid} setting(s) invalid; fix them before running a job", file=sys.stderr)
+    return 1 if invalid else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(
@@ -123,5 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     run_parser.add_argument("--job", choices=JOBS, default="churn_end_to_end")
     run_parser.add_argument("--config", help="YAML run config (ops: {asset: {config: {...}}})")
     run_parser.add_argument("--verbose", action="store_true", help="print Dagster's step logs too")
+    sub.add_parser(
+        "settings", help="list every setting, its value and where it came from (secrets masked)"
+    )
     args = parser.parse_args(argv)
+    if args.command == "settings":
+        return show_settings()
     return run(args.job, args.config, args.verbose)

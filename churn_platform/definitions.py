@@ -6,8 +6,6 @@
 
 from __future__ import annotations
 
-import os
-
 import dagster as dg
 
 from churn_platform import settings
@@ -26,10 +24,15 @@ ASSETS = [
 
 
 def build_definitions() -> dg.Definitions:
-    """Build the definitions for the environment in ``CHURN_ENV`` (read now, not at import)."""
+    """Build the definitions for the environment in ``CHURN_ENV``; every setting is read now,
+    not at import, and a bad one stops here with a message naming it."""
     return dg.Definitions(
         assets=ASSETS,
-        jobs=[automation.retraining_job, automation.release_job, automation.end_to_end_job],
+        jobs=[
+            automation.build_retraining_job(),
+            automation.release_job,
+            automation.end_to_end_job,
+        ],
         schedules=[automation.weekly_retraining_schedule],
         sensors=[automation.psi_drift_sensor],
         resources=resources_for_environment(),
@@ -45,7 +48,7 @@ def executor_for_environment() -> dg.ExecutorDefinition:
         return dg.in_process_executor
     from dagster_k8s import k8s_job_executor
 
-    home = os.environ.get("CHURN_HOME", "/var/lib/churn")
+    home = str(settings.home_path())
     return k8s_job_executor.configured(
         {
             "env_vars": [f"CHURN_HOME={home}", "CHURN_ENV=kubernetes"],
@@ -58,4 +61,8 @@ def executor_for_environment() -> dg.ExecutorDefinition:
     )
 
 
-defs = build_definitions()
+try:
+    defs = build_definitions()
+except settings.SettingsError as exc:
+    # the message names the variable and the fix; the loader's stack adds nothing to it
+    raise settings.SettingsError(str(exc)) from None

@@ -1,41 +1,374 @@
-"""Where the platform keeps its local state, and which environment it runs in.
+"""Every environment variable the platform reads, declared once and parsed in one place.
 
-One variable picks the environment (``CHURN_ENV``: ``local`` by default, or
-``kubernetes``); one variable moves all local state (``CHURN_HOME``, default
-``./data`` under the working directory). Nothing else is global.
+``SETTINGS`` is the table: name, type, default, description, accepted values, and whether the
+value is a secret. ``get(name)`` reads and parses one variable *now* (at definitions load or
+at tick time, never at import); a bad value raises ``SettingsError`` naming the variable, the
+value and what is accepted. ``python -m churn_platform settings`` prints the table with the
+values in effect and where each came from.
+
+One variable picks the environment (``CHURN_ENV``: ``local`` by default, or ``kubernetes``);
+one variable moves all local state (``CHURN_HOME``: ``./data`` locally, ``/var/lib/churn``
+on Kubernetes, where the pods mount the shared volume).
 """
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from churn_platform.core.drift_monitor import DriftSettings
+from churn_platform.core.synthetic import SyntheticSpec
 
 ENV_VAR = "CHURN_ENV"
 HOME_VAR = "CHURN_HOME"
 ENVIRONMENTS = ("local", "kubernetes")
+SOURCES = ("synthetic", "file", "sql")
 MODEL_NAME = "churn_model"
+HOME_DEFAULTS = {"local": "data", "kubernetes": "/var/lib/churn"}
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the platform cannot use; the message names it."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One environment variable: how to parse it and what it means.
+
+    ``kind`` is ``str``, ``int``, ``float``, ``bool`` or ``choice``. ``default`` is the value
+    when the variable is unset (a callable gets the environ, for defaults that depend on
+    another setting). ``minimum``/``maximum`` bound numbers (inclusive unless
+    ``exclusive_minimum``). ``secret`` masks the value when shown (URLs keep their host).
+    An empty value is an error for every kind but ``str``, where it means "not given".
+    """
+
+    name: str
+    kind: str
+    default: Any
+    description: str
+    choices: tuple[str, ...] = ()
+    minimum: float | None = None
+    maximum: float | None = None
+    exclusive_minimum: bool = False
+    secret: bool = False
+
+    def accepted(self) -> str:
+        """What a valid value looks like, for error messages and the settings table."""
+        if self.kind == "choice":
+            return "one of " + ", ".join(self.choices)
+        if self.kind == "bool":
+            return "a boolean: 1/0, true/false, yes/no, on/off"
+        if self.kind in ("int", "float"):
+            noun = "an integer" if self.kind == "int" else "a number"
+            low, high = self.minimum, self.maximum
+            if low is not None and high is not None:
+                return f"{noun} in {_num(low)}..{_num(high)}"
+            if low is not None:
+                return f"{noun} {'>' if self.exclusive_minimum else '>='} {_num(low)}"
+            return noun
+        return "any text"
+
+    def default_value(self, environ: Mapping[str, str]) -> Any:
+        """The value when the variable is unset."""
+        return self.default(environ) if callable(self.default) else self.default
+
+    def parse(self, raw: str) -> Any:
+        """``raw`` (the variable's text) as this setting's type, or ``SettingsError``."""
+        text = raw.strip()
+        if self.kind == "str":
+            return text
+        if not text:
+            raise self._error(raw, "is set but empty")
+        if self.kind == "choice":
+            if text not in self.choices:
+                raise self._error(raw, "is not a known value")
+            return text
+        if self.kind == "bool":
+            if text.lower() in _TRUE:
+                return True
+            if text.lower() in _FALSE:
+                return False
+            raise self._error(raw, "is not a boolean")
+        number: float
+        try:
+            number = int(text) if self.kind == "int" else float(text)
+        except ValueError:
+            raise self._error(
+                raw, "is not an integer" if self.kind == "int" else "is not a number"
+            ) from None
+        too_low = self.minimum is not None and (
+            number <= self.minimum if self.exclusive_minimum else number < self.minimum
+        )
+        too_high = self.maximum is not None and number > self.maximum
+        if not math.isfinite(number) or too_low or too_high:
+            raise self._error(raw, "is out of range")
+        return number
+
+    def _error(self, raw: str, problem: str) -> SettingsError:
+        shown = mask(raw) if self.secret else raw
+        default = None if callable(self.default) else self.default
+        hint = "" if default in (None, "") else f", or unset it for the default {default!r}"
+        return SettingsError(f"{self.name}={shown!r} {problem}; set {self.accepted()}{hint}")
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def _home_default(environ: Mapping[str, str]) -> str:
+    return HOME_DEFAULTS[get(ENV_VAR, environ)]
+
+
+def _spec_default(name: str) -> Any:
+    """A synthetic knob's default, from ``SyntheticSpec`` (written once, there)."""
+    return next(f.default for f in fields(SyntheticSpec) if f.name == name)
+
+
+def _port(name: str, description: str) -> Setting:
+    return Setting(name, "int", 0, description, minimum=0, maximum=65535)
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        ENV_VAR,
+        "choice",
+        "local",
+        "which resources and executor: processes on this machine, or the cluster",
+        choices=ENVIRONMENTS,
+    ),
+    Setting(
+        HOME_VAR,
+        "str",
+        _home_default,
+        "folder for all state: asset values, snapshots, reports, MLflow store, deployments "
+        f"(default {HOME_DEFAULTS['local']} locally, {HOME_DEFAULTS['kubernetes']} on Kubernetes)",
+    ),
+    Setting(
+        "DAGSTER_HOME",
+        "str",
+        lambda environ: str(Path(get(HOME_VAR, environ)) / "dagster"),
+        "the Dagster instance folder (python -m churn_platform run creates it)",
+    ),
+    Setting(
+        "CHURN_SOURCE", "choice", "synthetic", "where snapshot rows come from", choices=SOURCES
+    ),
+    Setting(
+        "CHURN_SOURCE_PATH",
+        "str",
+        "",
+        "CSV/Parquet file, or a folder whose newest file is the snapshot (CHURN_SOURCE=file)",
+    ),
+    Setting(
+        "CHURN_SOURCE_URL",
+        "str",
+        "",
+        "SQLAlchemy URL of the source database (CHURN_SOURCE=sql)",
+        secret=True,
+    ),
+    Setting("CHURN_SOURCE_TABLE", "str", "", "table to read (CHURN_SOURCE=sql)"),
+    Setting("CHURN_SOURCE_QUERY", "str", "", "query to run instead of a table (CHURN_SOURCE=sql)"),
+    Setting(
+        "CHURN_MAPPING_FILE",
+        "str",
+        "",
+        "YAML/JSON column mapping: columns, values, keep_extra_columns",
+    ),
+    Setting(
+        "CHURN_SYNTHETIC_ROWS",
+        "int",
+        _spec_default("n_rows"),
+        "rows of the synthetic snapshot",
+        minimum=1,
+    ),
+    Setting(
+        "CHURN_SYNTHETIC_SEED",
+        "int",
+        _spec_default("seed"),
+        "seed of the synthetic generator",
+        minimum=0,
+    ),
+    Setting(
+        "CHURN_SYNTHETIC_SPEND_SHIFT",
+        "float",
+        _spec_default("spend_shift"),
+        "added to monthly spend of synthetic rows (simulates drift)",
+    ),
+    _port("CHURN_STAGING_PORT", "local staging router port (0 = pick a free one once)"),
+    _port("CHURN_PRODUCTION_PORT", "local production router port (0 = pick a free one once)"),
+    Setting(
+        "CHURN_AUTO_RELEASE",
+        "bool",
+        False,
+        "the retraining job (schedule, drift sensor) also runs the production canary",
+    ),
+    Setting(
+        "CHURN_PSI_THRESHOLD",
+        "float",
+        DriftSettings.threshold,
+        "the drift sensor requests retraining when a feature's PSI exceeds this",
+        minimum=0,
+        exclusive_minimum=True,
+    ),
+    Setting(
+        "CHURN_DRIFT_MIN_ROWS",
+        "int",
+        DriftSettings.min_rows,
+        "smallest window (rows) the drift sensor judges",
+        minimum=1,
+    ),
+    Setting(
+        "CHURN_FAULT_RATE",
+        "float",
+        0.0,
+        "share of requests a model server answers with an error (fault injection)",
+        minimum=0,
+        maximum=1,
+    ),
+    Setting(
+        "CHURN_FAULT_SEED", "int", None, "seed of the fault sequence (unset: random)", minimum=0
+    ),
+    Setting(
+        "CHURN_INFERENCE_LOG",
+        "str",
+        "",
+        "a model server's inference log file (default $CHURN_HOME/inference_log/<version>.jsonl)",
+    ),
+    Setting(
+        "MLFLOW_TRACKING_URI",
+        "str",
+        "",
+        "MLflow store (default sqlite:///$CHURN_HOME/mlflow/mlflow.db)",
+        secret=True,
+    ),
+    Setting(
+        "PROMETHEUS_URL",
+        "str",
+        "",
+        "canary metrics from Prometheus (unset: scrape the servers' /metrics)",
+        secret=True,
+    ),
+    Setting(
+        "CHURN_MODEL_SERVER_IMAGE",
+        "str",
+        "",
+        "model-server image (required on Kubernetes)",
+    ),
+    Setting(
+        "CHURN_K8S_NAMESPACE",
+        "str",
+        "churn-{environment}",
+        "namespace of an environment's model servers ({environment} is replaced)",
+    ),
+    Setting("CHURN_GATEWAY_NAME", "str", "churn-gateway", "Gateway API gateway of the routes"),
+    Setting(
+        "CHURN_GATEWAY_NAMESPACE",
+        "str",
+        "",
+        "the gateway's namespace (empty: the route's own)",
+    ),
+    Setting(
+        "GIT_COMMIT",
+        "str",
+        "",
+        "code version recorded with a model (empty: git rev-parse HEAD)",
+    ),
+)
+BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
+
+
+def get(name: str, environ: Mapping[str, str] | None = None) -> Any:
+    """The parsed value of setting ``name`` from ``environ`` (default: ``os.environ``, now)."""
+    environ = os.environ if environ is None else environ
+    setting = BY_NAME[name]
+    raw = environ.get(name)
+    if raw is None:
+        return setting.default_value(environ)
+    value = setting.parse(raw)
+    if setting.kind == "str" and value == "":
+        return setting.default_value(environ)
+    return value
+
+
+def source(name: str, environ: Mapping[str, str] | None = None) -> str:
+    """``environment`` when the variable is set (non-empty text), else ``default``."""
+    environ = os.environ if environ is None else environ
+    raw = environ.get(name)
+    if raw is None or (BY_NAME[name].kind == "str" and not raw.strip()):
+        return "default"
+    return "environment"
+
+
+def mask(value: str) -> str:
+    """A secret for display: a URL keeps scheme, host and path but loses user info and query
+    (passwords, tokens); anything else shows only its length."""
+    if not value:
+        return value
+    parts = urlsplit(value)
+    if parts.scheme and (parts.netloc or parts.path):
+        netloc = parts.netloc
+        if "@" not in netloc and not parts.query:
+            return value
+        if "@" in netloc:
+            netloc = "***@" + netloc.rsplit("@", 1)[1]
+        query = "***" if parts.query else ""
+        return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+    return f"*** ({len(value)} characters)"
+
+
+def describe(environ: Mapping[str, str] | None = None) -> list[dict[str, str]]:
+    """Every setting with its value (secrets masked), source and description; a bad value is
+    shown with its error instead of stopping the listing."""
+    environ = os.environ if environ is None else environ
+    rows = []
+    for setting in SETTINGS:
+        try:
+            value: Any = get(setting.name, environ)
+            error = ""
+        except SettingsError as exc:
+            value, error = environ.get(setting.name, ""), str(exc)
+        shown = "" if value is None else str(value)
+        if setting.secret:
+            shown = mask(shown)
+        rows.append(
+            {
+                "name": setting.name,
+                "value": shown,
+                "source": source(setting.name, environ),
+                "accepted": setting.accepted(),
+                "description": setting.description,
+                "error": error,
+            }
+        )
+    return rows
 
 
 def environment() -> str:
     """The environment name from ``CHURN_ENV`` (default ``local``), validated."""
-    env = os.environ.get(ENV_VAR, "local").strip() or "local"
-    if env not in ENVIRONMENTS:
-        raise ValueError(
-            f"{ENV_VAR}={env!r} is not a known environment; set it to one of {', '.join(ENVIRONMENTS)}"
-        )
-    return env
+    return str(get(ENV_VAR))
+
+
+def home_path(environ: Mapping[str, str] | None = None) -> Path:
+    """``CHURN_HOME`` as an absolute path, not created (the Kubernetes executor only names it)."""
+    return Path(get(HOME_VAR, environ)).expanduser().resolve()
 
 
 def churn_home() -> Path:
     """The folder for local state (snapshots, MLflow store, deployments); created on demand."""
-    home = Path(os.environ.get(HOME_VAR, "data")).expanduser().resolve()
+    home = home_path()
     home.mkdir(parents=True, exist_ok=True)
     return home
 
 
 def default_mlflow_uri() -> str:
     """``MLFLOW_TRACKING_URI`` when set, else a SQLite store under ``CHURN_HOME``."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    uri = str(get("MLFLOW_TRACKING_URI"))
     if uri:
         return uri
     folder = churn_home() / "mlflow"
@@ -48,3 +381,16 @@ def default_artifact_location() -> str:
     folder = churn_home() / "mlflow" / "artifacts"
     folder.mkdir(parents=True, exist_ok=True)
     return folder.as_uri()
+
+
+def drift_settings(environ: Mapping[str, str] | None = None) -> DriftSettings:
+    """The drift sensor's threshold and minimum window, read now (each tick)."""
+    return DriftSettings(
+        threshold=float(get("CHURN_PSI_THRESHOLD", environ)),
+        min_rows=int(get("CHURN_DRIFT_MIN_ROWS", environ)),
+    )
+
+
+def auto_release(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether the retraining job also releases to production (``CHURN_AUTO_RELEASE``)."""
+    return bool(get("CHURN_AUTO_RELEASE", environ))

@@ -30,6 +30,7 @@ from churn_platform.defs.automation import (
 )
 from churn_platform.resources.data_source import FileSourceResource, SyntheticSourceResource
 from churn_platform.resources.environments import resources_for_environment
+from churn_platform.resources.inference_log import InferenceLogResource
 from churn_platform.resources.mlflow_registry import MlflowRegistry
 from churn_platform.serving.integration import records
 from churn_platform.serving.model_server import InferenceLog, default_inference_log_path
@@ -98,7 +99,11 @@ def tick(
     """One evaluation of the sensor as the daemon runs it (resources passed by key)."""
     context = dg.build_sensor_context(
         cursor=cursor,
-        resources={"mlflow_registry": MlflowRegistry(), "data_source": data_source},
+        resources={
+            "mlflow_registry": MlflowRegistry(),
+            "data_source": data_source,
+            "inference_log": InferenceLogResource(),
+        },
         instance=instance or dg.DagsterInstance.ephemeral(),
     )
     return psi_drift_sensor.evaluate_tick(context)

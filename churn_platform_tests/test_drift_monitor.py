@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from churn_platform import settings
 from churn_platform.core.drift import PsiResult
-from churn_platform.core.drift_monitor import DriftSettings, EpisodeState, decide
+from churn_platform.core.drift_monitor import EpisodeState, decide
 
 
 def reading(max_psi: float) -> dict[str, PsiResult]:
@@ -47,6 +48,6 @@ def test_cursor_round_trip_and_bad_cursor_and_settings():
     assert EpisodeState.parse('{"episode": 2, "in_drift": true}').champion is None
     with pytest.raises(ValueError, match="clear it in the UI"):
         EpisodeState.parse("not json")
-    assert DriftSettings.from_env({"CHURN_PSI_THRESHOLD": "0.3"}).threshold == 0.3
+    assert settings.drift_settings({"CHURN_PSI_THRESHOLD": "0.3"}).threshold == 0.3
     with pytest.raises(ValueError, match="CHURN_PSI_THRESHOLD='lots' is not a number"):
-        DriftSettings.from_env({"CHURN_PSI_THRESHOLD": "lots"})
+        settings.drift_settings({"CHURN_PSI_THRESHOLD": "lots"})

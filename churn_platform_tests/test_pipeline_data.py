@@ -11,6 +11,7 @@ import yaml
 
 from churn_platform.core import schema as s
 from churn_platform.core.synthetic import SyntheticSpec, generate
+from churn_platform.resources.io_manager import read_value
 from churn_platform_tests.pipeline import (
     FAST_MODEL,
     THROUGH_MODEL,
@@ -102,7 +103,7 @@ def test_last_good_validated_data_survives_a_bad_snapshot(file_source, churn_hom
     assert failed == {"customer_id_not_null"}
 
     assert validated_version(instance) == good_version
-    stored = pd.read_pickle(churn_home / "storage" / "validated_churn_data")
+    stored = read_value(churn_home / "storage" / "validated_churn_data")
     assert len(stored) == len(good) and stored[s.CUSTOMER_ID].notna().all()
 
 

@@ -21,6 +21,7 @@ import pytest
 from churn_platform.core import schema as s
 from churn_platform.core import training
 from churn_platform.core.synthetic import SyntheticSpec, generate
+from churn_platform.resources.io_manager import read_value
 from churn_platform_tests.pipeline import (
     FAST_GATE,
     FAST_MODEL,
@@ -155,8 +156,8 @@ def test_registered_model_has_lineage_and_reloads_identically_in_a_fresh_process
 
     # The same data, config and seed give the same model: retrain here, compare with a fresh
     # process that loads the registered version by alias.
-    validated = pd.read_pickle(churn_home / "storage" / "validated_churn_data")
-    test_rows = pd.read_pickle(churn_home / "storage" / "holdout_set")
+    validated = read_value(churn_home / "storage" / "validated_churn_data")
+    test_rows = read_value(churn_home / "storage" / "holdout_set")
     train_rows = validated[~validated[s.CUSTOMER_ID].isin(set(test_rows[s.CUSTOMER_ID]))]
     here = training.predict_proba(
         training.train(train_rows, training.TrainingConfig()).pipeline, test_rows

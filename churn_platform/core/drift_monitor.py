@@ -24,7 +24,8 @@ MIN_ROWS_VAR = "CHURN_DRIFT_MIN_ROWS"
 
 @dataclass(frozen=True)
 class DriftSettings:
-    """PSI threshold and the smallest window worth judging."""
+    """PSI threshold and the smallest window worth judging (``settings.drift_settings()`` reads
+    them from ``CHURN_PSI_THRESHOLD`` and ``CHURN_DRIFT_MIN_ROWS``)."""
 
     threshold: float = 0.2
     min_rows: int = 200
@@ -36,25 +37,6 @@ class DriftSettings:
             )
         if self.min_rows < 1:
             raise ValueError(f"{MIN_ROWS_VAR}={self.min_rows!r} must be an integer >= 1")
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> DriftSettings:
-        """``CHURN_PSI_THRESHOLD`` (default 0.2) and ``CHURN_DRIFT_MIN_ROWS`` (default 200)."""
-        raw_threshold = environ.get(THRESHOLD_VAR, "").strip() or "0.2"
-        raw_min_rows = environ.get(MIN_ROWS_VAR, "").strip() or "200"
-        try:
-            threshold = float(raw_threshold)
-        except ValueError:
-            raise ValueError(
-                f"{THRESHOLD_VAR}={raw_threshold!r} is not a number; set e.g. 0.2"
-            ) from None
-        try:
-            min_rows = int(raw_min_rows)
-        except ValueError:
-            raise ValueError(
-                f"{MIN_ROWS_VAR}={raw_min_rows!r} is not an integer; set e.g. 200"
-            ) from None
-        return cls(threshold=threshold, min_rows=min_rows)
 
 
 @dataclass(frozen=True)

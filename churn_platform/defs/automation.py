@@ -1,18 +1,19 @@
 """Jobs, the weekly retraining schedule and the PSI drift sensor."""
 
-import os
 from dataclasses import replace
+from typing import Any
 
 import dagster as dg
 import pandas as pd
-from mlflow.exceptions import MlflowException
 
+from churn_platform import settings
 from churn_platform.core import drift
 from churn_platform.core.drift_monitor import DriftSettings, EpisodeState, decide, judge_windows
 from churn_platform.resources.data_source import DataSourceError, DataSourceResource
+from churn_platform.resources.inference_log import InferenceLogResource
 from churn_platform.resources.mlflow_registry import MlflowRegistry
-from churn_platform.serving.inference_log import read_inference_log
 
+RETRAINING_JOB = "churn_retraining"
 RETRAINING_ASSETS = [
     "churn_snapshot",
     "validated_churn_data",
@@ -21,24 +22,29 @@ RETRAINING_ASSETS = [
     "evaluation_report",
     "staging_deployment",
 ]
-AUTO_RELEASE_VAR = "CHURN_AUTO_RELEASE"
 
 
-def retraining_selection() -> dg.AssetSelection:
-    """Snapshot through staging; production too only when ``CHURN_AUTO_RELEASE=1``."""
+def retraining_selection(auto_release: bool | None = None) -> dg.AssetSelection:
+    """Snapshot through staging; production too when ``auto_release`` (default: the
+    ``CHURN_AUTO_RELEASE`` setting, read now)."""
     assets = list(RETRAINING_ASSETS)
-    if os.environ.get(AUTO_RELEASE_VAR, "0") == "1":
+    if settings.auto_release() if auto_release is None else auto_release:
         assets.append("production_deployment")
     return dg.AssetSelection.assets(*assets)
 
 
-retraining_job = dg.define_asset_job(
-    "churn_retraining",
-    selection=retraining_selection(),
-    description="Snapshot -> validated data -> holdout -> challenger -> evaluation -> staging. "
-    "Production waits for a person (materialise production_deployment) unless CHURN_AUTO_RELEASE=1.",
-    tags={"churn/pipeline": "retraining"},
-)
+def build_retraining_job(auto_release: bool | None = None) -> Any:
+    """The retraining job; built when the definitions load, so ``CHURN_AUTO_RELEASE`` is read
+    then and not when this module is imported."""
+    return dg.define_asset_job(
+        RETRAINING_JOB,
+        selection=retraining_selection(auto_release),
+        description="Snapshot -> validated data -> holdout -> challenger -> evaluation -> staging. "
+        "Production waits for a person (materialise production_deployment) unless "
+        "CHURN_AUTO_RELEASE=1.",
+        tags={"churn/pipeline": "retraining"},
+    )
+
 
 release_job = dg.define_asset_job(
     "churn_release",
@@ -56,7 +62,7 @@ end_to_end_job = dg.define_asset_job(
 
 weekly_retraining_schedule = dg.ScheduleDefinition(
     name="weekly_retraining",
-    job=retraining_job,
+    job_name=RETRAINING_JOB,
     cron_schedule="0 2 * * 1",
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,
@@ -97,28 +103,28 @@ def _source_window(data_source: DataSourceResource) -> pd.DataFrame | str:
 
 @dg.sensor(
     name="psi_drift_sensor",
-    job=retraining_job,
+    job_name=RETRAINING_JOB,
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Retrain when PSI of any feature against the champion's reference profile exceeds "
-    "0.2 (CHURN_PSI_THRESHOLD), on the newest snapshot of the source or on the requests the "
+    f"CHURN_PSI_THRESHOLD (default {DriftSettings.threshold}), on the newest snapshot of the source or on the requests the "
     "model servers scored. One run per drift episode.",
 )
 def psi_drift_sensor(
     context: dg.SensorEvaluationContext,
     mlflow_registry: MlflowRegistry,
     data_source: DataSourceResource,
+    inference_log: InferenceLogResource,
 ):
     """Compare current data with the champion's reference profile; one run request per drift episode."""
-    settings = DriftSettings.from_env(os.environ)
+    drift_settings = settings.drift_settings()
     state = EpisodeState.parse(context.cursor)
     champion = mlflow_registry.alias_version("champion")
     if champion is None:
         return dg.SkipReason("no champion is registered yet: nothing to compare current data with")
     run_id = mlflow_registry.version_info(champion).run_id
-    try:
-        profile = mlflow_registry.load_json_artifact(run_id, PROFILE_ARTIFACT)
-    except MlflowException:
+    profile = mlflow_registry.find_json_artifact(run_id, PROFILE_ARTIFACT)
+    if profile is None:
         return dg.SkipReason(
             f"champion version {champion} (MLflow run {run_id}) has no {PROFILE_ARTIFACT}: no "
             "reference to compare with; retrain through challenger_model, which logs one"
@@ -126,7 +132,7 @@ def psi_drift_sensor(
     # an unchanged snapshot (same fingerprint, same champion) is not read again
     fingerprint = data_source.fingerprint()
     cached = state.cached_source(champion, fingerprint)
-    windows = {"inference_log": read_inference_log(champion)}
+    windows = {"inference_log": inference_log.window(champion)}
     skipped: list[str] = []
     if cached is None:
         source = _source_window(data_source)
@@ -134,16 +140,16 @@ def psi_drift_sensor(
             skipped.append(source)
         else:
             windows = {"source_snapshot": source, **windows}
-    results, too_small = judge_windows(profile, windows, settings.min_rows)
+    results, too_small = judge_windows(profile, windows, drift_settings.min_rows)
     if cached is not None:
         results = {"source_snapshot": cached, **results}
-    decision = decide(state, champion, results, [*skipped, *too_small], settings.threshold)
+    decision = decide(state, champion, results, [*skipped, *too_small], drift_settings.threshold)
     decision = replace(
         decision,
         state=decision.state.with_source(fingerprint, results.get("source_snapshot")),
     )
     observations = [
-        _observation(n, r, champion, settings.threshold) for n, r in decision.results.items()
+        _observation(n, r, champion, drift_settings.threshold) for n, r in decision.results.items()
     ]
     worst = decision.worst
     if decision.request_run and worst is not None:

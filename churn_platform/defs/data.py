@@ -5,12 +5,12 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from churn_platform import settings
 from churn_platform.core import contract, holdout, quality_report
 from churn_platform.core import schema as s
 from churn_platform.core.mapping import DataSourceError, MappedFrame
 from churn_platform.defs.common import GROUP, OWNERS, md_table, upstream_metadata
 from churn_platform.resources.data_source import DataSourceResource
+from churn_platform.resources.storage import StorageResource
 
 SNAPSHOT_CHECKS = {
     "row_count_positive": "The snapshot has at least one row.",
@@ -63,13 +63,15 @@ def _severity(result: contract.RuleResult) -> dg.AssetCheckSeverity:
         for n, d in SNAPSHOT_CHECKS.items()
     ],
 )
-def churn_snapshot(context: dg.AssetExecutionContext, data_source: DataSourceResource):
+def churn_snapshot(
+    context: dg.AssetExecutionContext, data_source: DataSourceResource, storage: StorageResource
+):
     """One dated snapshot of customer rows from the configured source, mapped onto the canonical schema.
 
     The source is the synthetic generator by default, or a CSV/Parquet file (or the newest
     file of a folder), or a SQL table or query, chosen by `CHURN_SOURCE`; the column mapping
     renames columns and translates values. The rows are kept as Parquet under
-    `$CHURN_HOME/snapshots/`, and the data version is a content hash of every row, so every
+    `snapshots/` of the storage resource (`$CHURN_HOME` locally), and the data version is a content hash of every row, so every
     model traces to the exact data it saw. Missing columns and an empty table stop here.
     """
     try:
@@ -109,10 +111,8 @@ def churn_snapshot(context: dg.AssetExecutionContext, data_source: DataSourceRes
             "(e.g. CHURN_MAPPING_FILE). Nothing downstream runs; the last validated data is untouched.",
             metadata={"missing_columns": ", ".join(missing), "rows": len(frame)},
         )
-    folder = settings.churn_home() / "snapshots"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"snapshot_{pd.Timestamp.now(tz='UTC'):%Y%m%dT%H%M%S}_{version[:12]}.parquet"
-    frame.to_parquet(path, index=False)
+    key = f"snapshots/snapshot_{pd.Timestamp.now(tz='UTC'):%Y%m%dT%H%M%S}_{version[:12]}.parquet"
+    path = storage.write_frame(key, frame, index=False)
     conversion = {c: r.as_dict() for c, r in mapped.conversion_report.items() if r.nulls_added}
     yield dg.Output(
         mapped,
@@ -121,7 +121,7 @@ def churn_snapshot(context: dg.AssetExecutionContext, data_source: DataSourceRes
             **frame_metadata(frame, version),
             "source": str(description.get("location")),
             "source_kind": str(description.get("kind")),
-            "parquet": dg.MetadataValue.path(str(path)),
+            "parquet": dg.MetadataValue.path(path),
             "columns": ", ".join(map(str, frame.columns)),
             "nulls_from_conversion": dg.MetadataValue.json(conversion),
             "unmapped_values": dg.MetadataValue.json(mapped.unmapped_values),
@@ -151,7 +151,10 @@ class ContractSettings(dg.Config):
     ],
 )
 def validated_churn_data(
-    context: dg.AssetExecutionContext, config: ContractSettings, churn_snapshot: MappedFrame
+    context: dg.AssetExecutionContext,
+    config: ContractSettings,
+    storage: StorageResource,
+    churn_snapshot: MappedFrame,
 ):
     """The snapshot after the data contract passed, with canonical types.
 
@@ -172,12 +175,9 @@ def validated_churn_data(
         "mapping": churn_snapshot.summary(),
     }
     report_text = quality_report.render_quality_report(results, summary, version)
-    folder = settings.churn_home() / "reports"
-    folder.mkdir(parents=True, exist_ok=True)
-    report_path = folder / f"quality_{version[:12]}.md"
-    report_path.write_text(report_text)
+    report_path = storage.write_text(f"reports/quality_{version[:12]}.md", report_text)
     for r in results:
-        meta = {k: ("n/a" if v is None else v) for k, v in r.metadata().items()}
+        meta: dict[str, Any] = {k: ("n/a" if v is None else v) for k, v in r.metadata().items()}
         meta["failure_cases"] = dg.MetadataValue.md(r.to_markdown())
         yield dg.AssetCheckResult(
             check_name=r.name,
@@ -194,7 +194,7 @@ def validated_churn_data(
             + ". No model is trained on this snapshot; the last validated data is untouched.",
             metadata={
                 "failed_rules": ", ".join(r.name for r in blocking),
-                "quality_report": dg.MetadataValue.path(str(report_path)),
+                "quality_report": dg.MetadataValue.path(report_path),
             },
         )
     typed = contract.validated_frame(churn_snapshot, cfg, results)
@@ -207,7 +207,7 @@ def validated_churn_data(
             "rules_passed": f"{sum(r.passed for r in results)}/{len(results)}",
             "warnings": ", ".join(warned) or "none",
             "churn_rate": round(float(typed[s.TARGET].mean()), 4),
-            "quality_report": dg.MetadataValue.path(str(report_path)),
+            "quality_report": dg.MetadataValue.path(report_path),
             "quality_summary": dg.MetadataValue.md(report_text.split("## Columns")[0][:6000]),
         },
     )

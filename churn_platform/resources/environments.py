@@ -1,29 +1,17 @@
 """Resources per environment, picked by ``CHURN_ENV`` (``local`` by default, or ``kubernetes``).
 
-Settings come from environment variables so that `dagster dev`, `dagster job execute`,
-the tests and a Kubernetes pod all configure the platform the same way:
-
-| variable | meaning | default |
-|---|---|---|
-| `CHURN_SOURCE` | `synthetic`, `file` or `sql` | `synthetic` |
-| `CHURN_SOURCE_PATH` | CSV/Parquet file, or a folder whose newest file is the snapshot | (file) |
-| `CHURN_SOURCE_URL` / `CHURN_SOURCE_TABLE` / `CHURN_SOURCE_QUERY` | SQLAlchemy URL and table or query | (sql) |
-| `CHURN_MAPPING_FILE` | YAML/JSON column mapping: `columns`, `values`, `keep_extra_columns` | none |
-| `CHURN_SYNTHETIC_ROWS` / `CHURN_SYNTHETIC_SEED` / `CHURN_SYNTHETIC_SPEND_SHIFT` | synthetic knobs | 20000 / 7 / 0 |
-| `MLFLOW_TRACKING_URI` | MLflow store | `sqlite:///$CHURN_HOME/mlflow/mlflow.db` |
-| `PROMETHEUS_URL` | canary metrics from Prometheus; unset = scrape the servers | unset |
-| `CHURN_STAGING_PORT` / `CHURN_PRODUCTION_PORT` | local router ports (0 = pick a free one once) | 0 |
-| `CHURN_MODEL_SERVER_IMAGE`, `CHURN_K8S_NAMESPACE`, `CHURN_GATEWAY_NAME`, `CHURN_GATEWAY_NAMESPACE` | Kubernetes target | see deploy/helm |
+Every setting comes from an environment variable declared in ``churn_platform.settings``
+(``python -m churn_platform settings`` lists them with the values in effect), so that
+`dagster dev`, `dagster job execute`, the tests and a Kubernetes pod all configure the
+platform the same way. They are read when the definitions load, never at import.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
-import dagster as dg
 import yaml
 
 from churn_platform import settings
@@ -34,32 +22,35 @@ from churn_platform.resources.data_source import (
     SyntheticSourceResource,
 )
 from churn_platform.resources.deployment import LocalDeploymentResource
+from churn_platform.resources.inference_log import InferenceLogResource
+from churn_platform.resources.io_manager import DataIOManager
 from churn_platform.resources.metrics import MetricsResource
 from churn_platform.resources.mlflow_registry import MlflowRegistry
+from churn_platform.resources.storage import StorageResource
 
-SOURCES = ("synthetic", "file", "sql")
 
-
-def _env(name: str, default: str = "") -> str:
-    return os.environ.get(name, default).strip()
+def _get(name: str) -> Any:
+    return settings.get(name)
 
 
 def load_mapping_file(path: str) -> dict[str, Any]:
     """Read a column mapping (YAML or JSON) with keys `columns`, `values`, `keep_extra_columns`."""
     file = Path(path).expanduser()
     if not file.is_file():
-        raise ValueError(
+        raise settings.SettingsError(
             f"CHURN_MAPPING_FILE={path!r} does not exist; point it at a YAML or JSON mapping file"
         )
     text = file.read_text()
     try:
         data = json.loads(text) if file.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise ValueError(f"CHURN_MAPPING_FILE={path!r} is not valid YAML/JSON: {exc}") from exc
+        raise settings.SettingsError(
+            f"CHURN_MAPPING_FILE={path!r} is not valid YAML/JSON: {exc}"
+        ) from exc
     data = data or {}
     unknown = sorted(set(data) - {"columns", "values", "keep_extra_columns"})
     if unknown:
-        raise ValueError(
+        raise settings.SettingsError(
             f"CHURN_MAPPING_FILE={path!r} has unknown key(s) {unknown}; use columns, values, keep_extra_columns"
         )
     values = {
@@ -74,48 +65,43 @@ def load_mapping_file(path: str) -> dict[str, Any]:
 
 def data_source_from_env() -> DataSourceResource:
     """The data source named by ``CHURN_SOURCE`` and its settings."""
-    kind = _env("CHURN_SOURCE", "synthetic") or "synthetic"
-    if kind not in SOURCES:
-        raise ValueError(
-            f"CHURN_SOURCE={kind!r} is not a source; set it to one of {', '.join(SOURCES)}"
-        )
-    mapping = load_mapping_file(_env("CHURN_MAPPING_FILE")) if _env("CHURN_MAPPING_FILE") else {}
+    kind = _get("CHURN_SOURCE")
+    mapping_file = _get("CHURN_MAPPING_FILE")
+    mapping = load_mapping_file(mapping_file) if mapping_file else {}
     if kind == "synthetic":
         return SyntheticSourceResource(
-            n_rows=int(_env("CHURN_SYNTHETIC_ROWS", "20000")),
-            seed=int(_env("CHURN_SYNTHETIC_SEED", "7")),
-            spend_shift=float(_env("CHURN_SYNTHETIC_SPEND_SHIFT", "0")),
+            n_rows=_get("CHURN_SYNTHETIC_ROWS"),
+            seed=_get("CHURN_SYNTHETIC_SEED"),
+            spend_shift=_get("CHURN_SYNTHETIC_SPEND_SHIFT"),
             **mapping,
         )
     if kind == "file":
-        if not _env("CHURN_SOURCE_PATH"):
-            raise ValueError(
+        if not _get("CHURN_SOURCE_PATH"):
+            raise settings.SettingsError(
                 "CHURN_SOURCE=file needs CHURN_SOURCE_PATH: a CSV/Parquet file or a folder of them"
             )
-        return FileSourceResource(path=_env("CHURN_SOURCE_PATH"), **mapping)
-    if not _env("CHURN_SOURCE_URL") or not (
-        _env("CHURN_SOURCE_TABLE") or _env("CHURN_SOURCE_QUERY")
-    ):
-        raise ValueError(
-            "CHURN_SOURCE=sql needs CHURN_SOURCE_URL (a SQLAlchemy URL) and CHURN_SOURCE_TABLE or CHURN_SOURCE_QUERY"
+        return FileSourceResource(path=_get("CHURN_SOURCE_PATH"), **mapping)
+    url, table, query = (_get(f"CHURN_SOURCE_{k}") for k in ("URL", "TABLE", "QUERY"))
+    if not url or not (table or query):
+        raise settings.SettingsError(
+            "CHURN_SOURCE=sql needs CHURN_SOURCE_URL (a SQLAlchemy URL) and CHURN_SOURCE_TABLE "
+            "or CHURN_SOURCE_QUERY"
         )
-    return SqlSourceResource(
-        url=_env("CHURN_SOURCE_URL"),
-        table=_env("CHURN_SOURCE_TABLE"),
-        query=_env("CHURN_SOURCE_QUERY"),
-        **mapping,
-    )
+    return SqlSourceResource(url=url, table=table, query=query, **mapping)
 
 
 def resources_for_environment(env: str | None = None) -> dict[str, Any]:
     """The resource dict for ``env`` (default: ``CHURN_ENV``)."""
     env = env or settings.environment()
+    home = settings.home_path()
     common = {
-        "io_manager": dg.FilesystemIOManager(base_dir=str(settings.churn_home() / "storage")),
-        "mlflow_registry": MlflowRegistry(tracking_uri=_env("MLFLOW_TRACKING_URI")),
+        "io_manager": DataIOManager(base_dir=str(home / "storage")),
+        "storage": StorageResource(base_url=str(home)),
+        "mlflow_registry": MlflowRegistry(tracking_uri=_get("MLFLOW_TRACKING_URI")),
         "data_source": data_source_from_env(),
+        "inference_log": InferenceLogResource(),
         "metrics_source": MetricsResource(
-            prometheus_url=_env("PROMETHEUS_URL"),
+            prometheus_url=_get("PROMETHEUS_URL"),
             # the local file_sd targets carry environment=<staging|production>
             environment_label="production" if env == "local" else "",
         ),
@@ -124,8 +110,8 @@ def resources_for_environment(env: str | None = None) -> dict[str, Any]:
         return {
             **common,
             "deployment": LocalDeploymentResource(
-                staging_router_port=int(_env("CHURN_STAGING_PORT", "0")),
-                production_router_port=int(_env("CHURN_PRODUCTION_PORT", "0")),
+                staging_router_port=_get("CHURN_STAGING_PORT"),
+                production_router_port=_get("CHURN_PRODUCTION_PORT"),
             ),
         }
     from churn_platform.resources.deployment import KubernetesDeploymentResource

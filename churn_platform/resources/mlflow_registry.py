@@ -107,7 +107,10 @@ class MlflowRegistry(dg.ConfigurableResource):
         try:
             return client.create_experiment(self.experiment_name, artifact_location=location)
         except MlflowException:  # created concurrently
-            return client.get_experiment_by_name(self.experiment_name).experiment_id
+            created = client.get_experiment_by_name(self.experiment_name)
+            if created is None:
+                raise
+            return created.experiment_id
 
     def run_url(self, experiment_id: str, run_id: str) -> str:
         """Link to a run in the MLflow UI."""
@@ -215,6 +218,13 @@ class MlflowRegistry(dg.ConfigurableResource):
                 run_id=run_id, artifact_path=name, dst_path=tmp, tracking_uri=self.uri()
             )
             return json.loads(Path(path).read_text())
+
+    def find_json_artifact(self, run_id: str, name: str) -> Any | None:
+        """Like ``load_json_artifact``, but None when the run has no such artifact."""
+        try:
+            return self.load_json_artifact(run_id, name)
+        except MlflowException:
+            return None
 
     def log_run_artifact(self, run_id: str, name: str, content: str | bytes) -> None:
         """Attach a file to an existing run (the evaluation report to the challenger's run)."""

@@ -1,0 +1,313 @@
+"""The IO manager for asset values: data on disk, never pickles.
+
+Dagster's ``FilesystemIOManager`` pickles every value, so whoever can write its folder runs
+code in every later run that loads from it. This one stores only data:
+
+- a pandas ``DataFrame`` as Parquet;
+- a dataclass defined in a ``churn_platform`` module as JSON naming its type, its DataFrame
+  fields as Parquet files beside it (``core.mapping.MappedFrame`` holds one);
+- plain JSON values (dicts, lists, strings, numbers, booleans, None).
+
+Reading rebuilds a dataclass only when its type is a dataclass of a ``churn_platform`` module;
+any other type name, and any file not written by this manager (an old pickle included), is
+refused with an error that says what to do. Nothing is ever unpickled.
+
+Layout per asset (``<base_dir>/<asset key path>/``): each write goes to a fresh ``.tmp-*``
+folder, which is renamed to ``v-*`` when complete; then the ``CURRENT`` pointer file is
+replaced atomically. A reader follows ``CURRENT``, so a write killed half way leaves the
+previous value readable and no half file is ever taken as whole.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import importlib
+import json
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path, PurePath
+from typing import Any
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+from churn_platform.resources.storage import atomic_write_bytes, frame_to_parquet_bytes
+
+FORMAT = "churn_platform.io/1"
+POINTER = "CURRENT"
+MANIFEST = "value.json"
+ALLOWED_PREFIX = "churn_platform."
+STALE_TMP_SECONDS = 3600
+# tags of the JSON encoding; a plain dict using one of them as a key is stored as pairs
+_TAGS = (
+    "__frame__",
+    "__dataclass__",
+    "__tuple__",
+    "__pairs__",
+    "__datetime__",
+    "__date__",
+    "__path__",
+)
+
+
+class StoredValueError(ValueError):
+    """A value cannot be stored, or a stored value cannot be read; the message says why."""
+
+
+class _Encoder:
+    """Turns a value into JSON, collecting its frames as Parquet files to write beside it."""
+
+    def __init__(self) -> None:
+        self.frames: dict[str, bytes] = {}
+
+    def encode(self, value: Any, where: str) -> Any:
+        if isinstance(value, np.generic) and isinstance(value, (np.bool_, np.number)):
+            return value.item()
+        if value is None or isinstance(value, (bool, str, int, float)):
+            return value
+        if isinstance(value, pd.DataFrame):
+            name = f"frame-{len(self.frames)}.parquet"
+            try:
+                self.frames[name] = frame_to_parquet_bytes(value)
+            except Exception as exc:  # pyarrow raises several types for unstorable columns
+                raise StoredValueError(
+                    f"{where}: the DataFrame cannot be written as Parquet ({exc}); give its "
+                    "columns string names and plain types"
+                ) from exc
+            return {"__frame__": name}
+        if isinstance(value, (pd.Timestamp, dt.datetime)):
+            return {"__datetime__": value.isoformat()}
+        if isinstance(value, dt.date):
+            return {"__date__": value.isoformat()}
+        if isinstance(value, PurePath):
+            return {"__path__": str(value)}
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            cls = type(value)
+            _check_allowed(cls.__module__, cls.__qualname__, where)
+            return {
+                "__dataclass__": f"{cls.__module__}:{cls.__qualname__}",
+                "fields": {
+                    f.name: self.encode(getattr(value, f.name), f"{where}.{f.name}")
+                    for f in dataclasses.fields(value)
+                },
+            }
+        if isinstance(value, tuple):
+            return {"__tuple__": [self.encode(v, f"{where}[{i}]") for i, v in enumerate(value)]}
+        if isinstance(value, list):
+            return [self.encode(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        if isinstance(value, dict):
+            if all(isinstance(k, str) for k in value) and not set(value) & set(_TAGS):
+                return {k: self.encode(v, f"{where}[{k!r}]") for k, v in value.items()}
+            return {
+                "__pairs__": [
+                    [self.encode(k, f"{where} key"), self.encode(v, f"{where}[{k!r}]")]
+                    for k, v in value.items()
+                ]
+            }
+        raise StoredValueError(
+            f"{where}: a {type(value).__module__}.{type(value).__qualname__} cannot be stored; "
+            "asset values must be DataFrames, dataclasses of churn_platform modules, or JSON "
+            "values (dict, list, str, int, float, bool, None)"
+        )
+
+
+def _check_allowed(module: str, qualname: str, where: str) -> None:
+    if not (module + ".").startswith(ALLOWED_PREFIX) or "<" in qualname:
+        raise StoredValueError(
+            f"{where}: {module}.{qualname} is not a dataclass of a churn_platform module; only "
+            "those are stored and rebuilt (define the record in churn_platform.core)"
+        )
+
+
+def _resolve_dataclass(name: str, where: str) -> type:
+    """The dataclass named ``module:qualname``, only from churn_platform modules."""
+    module_name, _, qualname = name.partition(":")
+    _check_allowed(module_name, qualname, where)
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise StoredValueError(
+            f"{where}: the stored type {name} no longer exists ({exc}); re-materialise the asset"
+        ) from exc
+    if not (isinstance(obj, type) and dataclasses.is_dataclass(obj)):
+        raise StoredValueError(f"{where}: {name} is not a dataclass; refusing to build it")
+    return obj
+
+
+class _Decoder:
+    """Rebuilds a value from its JSON, reading frames from ``folder``."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def decode(self, data: Any, where: str) -> Any:
+        if isinstance(data, list):
+            return [self.decode(v, where) for v in data]
+        if not isinstance(data, dict):
+            return data
+        if "__frame__" in data:
+            name = str(data["__frame__"])
+            if "/" in name or name.startswith("."):
+                raise StoredValueError(f"{where}: frame file name {name!r} is not allowed")
+            return pd.read_parquet(self.folder / name)
+        if "__datetime__" in data:
+            return pd.Timestamp(data["__datetime__"]).to_pydatetime()
+        if "__date__" in data:
+            return dt.date.fromisoformat(data["__date__"])
+        if "__path__" in data:
+            return Path(data["__path__"])
+        if "__tuple__" in data:
+            return tuple(self.decode(v, where) for v in data["__tuple__"])
+        if "__pairs__" in data:
+            return {self.decode(k, where): self.decode(v, where) for k, v in data["__pairs__"]}
+        if "__dataclass__" in data:
+            cls = _resolve_dataclass(str(data["__dataclass__"]), where)
+            values = {k: self.decode(v, f"{where}.{k}") for k, v in data["fields"].items()}
+            declared = {f.name: f.init for f in dataclasses.fields(cls)}
+            try:
+                unknown = sorted(set(values) - set(declared))
+                if unknown:  # a field added since has its default; a removed one cannot go
+                    raise TypeError(f"no field(s) {unknown}")
+                obj = cls(**{k: v for k, v in values.items() if declared[k]})
+            except (TypeError, ValueError) as exc:
+                raise StoredValueError(
+                    f"{where}: the stored {cls.__qualname__} does not fit the class as it is now "
+                    f"({exc}); re-materialise the asset"
+                ) from exc
+            for k, v in values.items():
+                if not declared[k]:  # init=False fields are restored as stored
+                    object.__setattr__(obj, k, v)
+            return obj
+        return {k: self.decode(v, f"{where}[{k!r}]") for k, v in data.items()}
+
+
+def write_value(folder: Path, value: Any, label: str = "value") -> Path:
+    """Store ``value`` in ``folder`` (one asset's folder); return the version folder written."""
+    encoder = _Encoder()
+    encoded = encoder.encode(value, label)
+    manifest = json.dumps({"format": FORMAT, "value": encoded}, allow_nan=True).encode()
+    if folder.is_file():  # a value of the old pickling IO manager: replaced, never read
+        folder.unlink()
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
+    tmp = folder / f".tmp-{name}"
+    tmp.mkdir()
+    try:
+        for frame_name, data in [*encoder.frames.items(), (MANIFEST, manifest)]:
+            _write_synced(tmp / frame_name, data)
+        final = folder / f"v-{name}"
+        os.replace(tmp, final)
+        previous = _current(folder)
+        atomic_write_bytes(folder / POINTER, final.name.encode())
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _prune(folder, keep={final.name, previous or ""})
+    return final
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    """Write and flush to disk, so the pointer never names a version whose files are not."""
+    with path.open("wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _current(folder: Path) -> str | None:
+    pointer = folder / POINTER
+    if not pointer.is_file():
+        return None
+    return pointer.read_text().strip() or None
+
+
+def _prune(folder: Path, keep: set[str]) -> None:
+    """Drop versions older than the one just replaced (a reader may still be on that one; a
+    concurrent writer's newer version is never touched) and temporary folders of writes that
+    died long ago."""
+    oldest_kept = min(k for k in keep if k)
+    now = time.time()
+    for child in folder.iterdir():
+        if not child.is_dir() or child.name in keep:
+            continue
+        older = child.name.startswith("v-") and child.name < oldest_kept
+        stale = child.name.startswith(".tmp-") and now - child.stat().st_mtime > STALE_TMP_SECONDS
+        if older or stale:
+            shutil.rmtree(child, ignore_errors=True)
+
+
+def read_value(folder: Path, label: str = "value") -> Any:
+    """The value stored in ``folder`` by ``write_value``; refuses anything else."""
+    if folder.is_file():
+        raise StoredValueError(
+            f"{label}: {folder} is a single file, not a folder written by this IO manager (it "
+            "may be a pickle of the old FilesystemIOManager); it is never loaded. Delete it and "
+            "re-materialise the asset"
+        )
+    version = _current(folder)
+    if version is None:
+        raise StoredValueError(f"{label}: nothing stored at {folder}; materialise the asset first")
+    if "/" in version or not version.startswith("v-"):
+        raise StoredValueError(f"{label}: {folder / POINTER} names {version!r}, not a version")
+    manifest = folder / version / MANIFEST
+    try:
+        document = json.loads(manifest.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise StoredValueError(
+            f"{label}: {manifest} is not a readable JSON manifest ({exc}); re-materialise the asset"
+        ) from exc
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        raise StoredValueError(
+            f"{label}: {manifest} is not in the format {FORMAT!r}; re-materialise the asset"
+        )
+    return _Decoder(folder / version).decode(document["value"], label)
+
+
+class DataIOManager(dg.ConfigurableIOManager):
+    """Asset values as Parquet and JSON under ``base_dir`` (default ``$CHURN_HOME/storage``).
+
+    DataFrames are Parquet; dataclasses of ``churn_platform`` modules and JSON values are
+    JSON with their frames as Parquet beside them. Nothing is pickled or unpickled.
+    """
+
+    base_dir: str = ""
+
+    def _root(self) -> Path:
+        if self.base_dir:
+            return Path(self.base_dir).expanduser()
+        from churn_platform import settings
+
+        return settings.home_path() / "storage"
+
+    def _folder(self, context: dg.OutputContext) -> Path:
+        parts = (
+            context.get_asset_identifier() if context.has_asset_key else context.get_identifier()
+        )
+        return self._root().joinpath(*parts)
+
+    def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
+        """Store the output's value."""
+        if obj is None and context.dagster_type.is_nothing:
+            return
+        label = context.asset_key.to_user_string() if context.has_asset_key else context.name
+        folder = self._folder(context)
+        write_value(folder, obj, label)
+        context.add_output_metadata({"stored_at": dg.MetadataValue.path(str(folder))})
+
+    def load_input(self, context: dg.InputContext) -> Any:
+        """Read the upstream output's value."""
+        upstream = context.upstream_output
+        if context.has_asset_key:
+            parts = context.get_asset_identifier()
+            label = context.asset_key.to_user_string()
+        elif upstream is not None:
+            parts, label = upstream.get_identifier(), upstream.name
+        else:
+            raise StoredValueError(f"input {context.name} has no upstream output to load")
+        return read_value(self._root().joinpath(*parts), label)

@@ -1,0 +1,248 @@
+"""The IO manager stores data (Parquet, JSON), never pickles, and never loads a pickle."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pickle
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pytest
+
+from churn_platform.core.drift import PsiResult
+from churn_platform.core.drift_monitor import DriftDecision, EpisodeState
+from churn_platform.core.mapping import ColumnMapping, MappedFrame, apply_mapping
+from churn_platform.core.synthetic import SyntheticSpec, generate
+from churn_platform.resources import io_manager
+from churn_platform.resources.io_manager import (
+    DataIOManager,
+    StoredValueError,
+    read_value,
+    write_value,
+)
+
+
+def _frame() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "customer_id": ["a", "b", "c"],
+            "tenure": pd.array([1, None, 3], dtype="Int64"),
+            "spend": [1.5, np.nan, 3.25],
+            "plan": pd.Categorical(["monthly", "annual", "monthly"]),
+            "signup": pd.to_datetime(["2026-01-01", "2026-02-01", "2026-03-01"]),
+        },
+        index=[10, 20, 30],
+    )
+
+
+def test_a_frame_round_trips_as_parquet_with_dtypes_and_index(tmp_path):
+    frame = _frame()
+    version = write_value(tmp_path / "holdout_set", frame)
+    assert sorted(p.name for p in version.iterdir()) == ["frame-0.parquet", "value.json"]
+    assert pd.read_parquet(version / "frame-0.parquet").shape == frame.shape  # plain Parquet
+    pd.testing.assert_frame_equal(read_value(tmp_path / "holdout_set"), frame)
+
+
+def test_json_values_round_trip_with_their_python_types(tmp_path):
+    value = {
+        "promote": True,
+        "delta": np.float64(0.0123),
+        "rows": np.int64(7),
+        "slices": [{"name": "annual", "auc": 0.8}],
+        "ci": (0.1, 0.2),
+        "by_version": {1: "champion"},
+        "missing": None,
+        "when": pd.Timestamp("2026-11-30T02:00:00Z"),
+        "report": Path("/tmp/report.md"),
+    }
+    back = read_value(write_value(tmp_path / "evaluation_report", value).parent)
+    assert back["ci"] == (0.1, 0.2) and back["by_version"] == {1: "champion"}
+    assert back["report"] == Path("/tmp/report.md")
+    assert back["delta"] == 0.0123 and back["rows"] == 7 and back["promote"] is True
+    assert back["when"] == pd.Timestamp("2026-11-30T02:00:00Z").to_pydatetime()
+    assert back == {**value, "delta": 0.0123, "rows": 7, "when": back["when"]}
+
+
+def test_a_dict_whose_key_looks_like_a_tag_stays_a_dict(tmp_path):
+    value = {"__frame__": "../../etc/passwd", "x": 1}
+    assert read_value(write_value(tmp_path / "x", value).parent) == value
+
+
+def _psi(value: float) -> PsiResult:
+    return PsiResult(
+        psi={"monthly_spend": value},
+        n_rows=10,
+        max_feature="monthly_spend",
+        max_psi=value,
+        unseen_counts={},
+        missing_counts={},
+    )
+
+
+def test_frozen_dataclasses_round_trip_with_nested_fields(tmp_path):
+    spec = SyntheticSpec(n_rows=10, contract_mix=(0.5, 0.3, 0.2), null_rate={"tenure_months": 0.1})
+    decision = DriftDecision(
+        request_run=True,
+        reason="drift",
+        state=EpisodeState(episode=1, in_drift=True, champion="3"),
+        results={"source_snapshot": _psi(0.3)},
+        worst_window="source_snapshot",
+    )
+    assert read_value(write_value(tmp_path / "spec", spec).parent) == spec
+    back = read_value(write_value(tmp_path / "decision", decision).parent)
+    assert back == decision and isinstance(back.results["source_snapshot"], PsiResult)
+    manifest = json.loads(next((tmp_path / "spec").glob("v-*/value.json")).read_text())
+    assert manifest["value"]["__dataclass__"] == "churn_platform.core.synthetic:SyntheticSpec"
+
+
+def test_a_dataclass_holding_frames_stores_them_as_parquet_beside_the_json(tmp_path):
+    raw = generate(SyntheticSpec(n_rows=50, seed=1)).astype({"monthly_spend": str})
+    raw.loc[3, "monthly_spend"] = "lots"  # one unparseable cell: conversion examples hold a frame
+    mapped = apply_mapping(raw, ColumnMapping())
+    assert isinstance(mapped, MappedFrame) and mapped.unparseable_total == 1
+    version = write_value(tmp_path / "churn_snapshot", mapped)
+    assert len(list(version.glob("*.parquet"))) >= 2  # the rows and the examples
+    back = read_value(tmp_path / "churn_snapshot")
+    assert isinstance(back, MappedFrame)
+    pd.testing.assert_frame_equal(back.frame, mapped.frame)
+    assert back.summary() == mapped.summary()
+    assert back.conversion_report.keys() == mapped.conversion_report.keys()
+
+
+@dataclasses.dataclass(frozen=True)
+class Outsider:
+    """A dataclass of a module outside churn_platform."""
+
+    x: int = 1
+
+
+def test_a_dataclass_from_outside_churn_platform_is_refused_both_ways(tmp_path):
+    with pytest.raises(StoredValueError, match="Outsider is not a dataclass of a churn_platform"):
+        write_value(tmp_path / "a", Outsider())
+    with pytest.raises(StoredValueError, match="cannot be stored"):
+        write_value(tmp_path / "b", object())
+    # a manifest edited to name another type is refused before anything is imported
+    write_value(tmp_path / "c", _psi(0.1))
+    manifest = next((tmp_path / "c").glob("v-*/value.json"))
+    doc = json.loads(manifest.read_text())
+    doc["value"]["__dataclass__"] = "subprocess:Popen"
+    manifest.write_text(json.dumps(doc))
+    with pytest.raises(StoredValueError, match="subprocess.Popen is not a dataclass of a churn"):
+        read_value(tmp_path / "c")
+    # a record whose class changed since it was stored names the fix
+    doc["value"]["__dataclass__"] = "churn_platform.core.drift:PsiResult"
+    doc["value"]["fields"]["renamed_field"] = doc["value"]["fields"].pop("n_rows")
+    manifest.write_text(json.dumps(doc))
+    with pytest.raises(StoredValueError, match="does not fit the class as it is now"):
+        read_value(tmp_path / "c")
+
+
+class _Boom:
+    def __reduce__(self):
+        return (os.system, ("touch PWNED",))
+
+
+def test_a_planted_pickle_is_never_loaded(tmp_path, churn_home, monkeypatch):
+    """A pickle where the old FilesystemIOManager kept the value: the run fails, no code runs."""
+    monkeypatch.chdir(tmp_path)
+    storage = churn_home / "storage"
+    storage.mkdir()
+    (storage / "upstream").write_bytes(pickle.dumps(_Boom()))
+
+    @dg.asset
+    def upstream() -> pd.DataFrame:
+        return _frame()
+
+    @dg.asset
+    def downstream(upstream: pd.DataFrame) -> int:
+        return len(upstream)
+
+    result = dg.materialize(
+        [upstream, downstream],
+        selection=["downstream"],
+        resources={"io_manager": DataIOManager(base_dir=str(storage))},
+        raise_on_error=False,
+    )
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "it is never loaded" in failure.event_specific_data.error.to_string()
+    assert not (tmp_path / "PWNED").exists()
+
+    # re-materialising replaces the planted file with data; the next run reads it
+    assert dg.materialize(
+        [upstream, downstream], resources={"io_manager": DataIOManager(base_dir=str(storage))}
+    ).success
+    pd.testing.assert_frame_equal(read_value(storage / "upstream"), _frame())
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_a_pickle_planted_inside_a_version_folder_is_not_read(tmp_path):
+    write_value(tmp_path / "x", {"a": 1})
+    version = next((tmp_path / "x").glob("v-*"))
+    (version / "value.json").write_bytes(pickle.dumps(_Boom()))
+    with pytest.raises(StoredValueError, match="not a readable JSON manifest"):
+        read_value(tmp_path / "x")
+
+
+def test_a_write_killed_half_way_leaves_the_previous_value_readable(tmp_path, monkeypatch):
+    folder = tmp_path / "validated_churn_data"
+    write_value(folder, {"generation": 1})
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt("killed mid-write")
+
+    monkeypatch.setattr(io_manager, "atomic_write_bytes", killed)  # dies before the pointer
+    with pytest.raises(KeyboardInterrupt):
+        write_value(folder, {"generation": 2})
+    monkeypatch.undo()
+    assert read_value(folder) == {"generation": 1}
+
+    # a crash while the manifest was being written: the half folder is never pointed at
+    half = folder / ".tmp-00000000000000000001-dead"
+    half.mkdir()
+    (half / "value.json").write_text('{"format": "churn_platfo')
+    assert read_value(folder) == {"generation": 1}
+    write_value(folder, {"generation": 3})
+    assert read_value(folder) == {"generation": 3}
+    # the dead write's folder goes once it is older than the value a reader may still be on
+    write_value(folder, {"generation": 4})
+    assert read_value(folder) == {"generation": 4}
+    assert len(list(folder.glob("v-*"))) == 2
+
+
+def test_an_asset_with_nothing_stored_says_so(tmp_path):
+    with pytest.raises(StoredValueError, match="nothing stored at .*materialise the asset first"):
+        read_value(tmp_path / "never_written")
+
+
+def test_the_environment_wires_the_data_io_manager_under_churn_home(churn_home):
+    from churn_platform.resources.environments import resources_for_environment
+
+    manager = resources_for_environment()["io_manager"]
+    assert isinstance(manager, DataIOManager)
+    assert Path(manager.base_dir) == churn_home / "storage"
+
+
+def test_the_storage_resource_writes_under_its_base_and_refuses_keys_that_leave_it(tmp_path):
+    from churn_platform.resources.storage import StorageResource
+
+    storage = StorageResource(base_url=(tmp_path / "home").as_uri())
+    where = storage.write_frame("snapshots/s.parquet", _frame(), index=False)
+    assert Path(where) == tmp_path / "home" / "snapshots" / "s.parquet"
+    assert len(pd.read_parquet(where)) == 3
+    assert Path(storage.write_text("reports/q.md", "# ok")).read_text() == "# ok"
+    assert sorted(p.name for p in (tmp_path / "home").rglob("*")) == [
+        "q.md",
+        "reports",
+        "s.parquet",
+        "snapshots",
+    ]  # no temporary files left behind
+    for bad in ("../outside.md", "/etc/passwd", "reports/../../x", ""):
+        with pytest.raises(ValueError, match="must be a relative path"):
+            storage.write_text(bad, "x")
+    with pytest.raises(ValueError, match="only folders and file:// URLs"):
+        StorageResource(base_url="s3://bucket/churn").write_text("a.md", "x")
