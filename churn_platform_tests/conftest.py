@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+pytest_plugins = ["churn_platform_tests.skip_summary"]  # what was skipped, and how to enable it
 
 
 @pytest.fixture
