@@ -46,7 +46,9 @@ def dry_run(target: str) -> str:
 
 @needs_make
 def test_the_readme_quick_start_is_two_commands_and_the_second_is_what_ci_runs():
-    run, test = quickstart_commands((REPO / "README.md").read_text())  # exactly two
+    commands = quickstart_commands((REPO / "README.md").read_text())
+    assert len(commands) == 2, f"the quick start should be two commands, not {commands}"
+    run, test = commands
     assert test == ci_command() == "make test"
     assert run == "make run"
     ran = dry_run("run")
