@@ -111,7 +111,7 @@ def run(job_name: str, config_file: str | None, verbose: bool = False) -> int:
             result = runs.execute(job, instance, run_config)
         except runs.Interrupted as stopped:
             print(f"interrupted: {stopped}", file=sys.stderr)
-            return 130
+            runs.exit_now(130, instance)
         lines = summary(
             result, resources["mlflow_registry"], resources["deployment"].target(), result.run_id
         )

@@ -49,7 +49,7 @@ POOLED_JOB = textwrap.dedent(
             result = runs.execute(job, instance)
         except runs.Interrupted as stopped:
             print(f"interrupted: {stopped}", flush=True)
-            sys.exit(130)
+            runs.exit_now(130, instance)
         print(f"run {result.run_id}: {'SUCCESS' if result.success else 'FAILED'}", flush=True)
         sys.exit(0 if result.success else 1)
     """
