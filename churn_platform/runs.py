@@ -44,7 +44,7 @@ WAIT_MESSAGE_EVERY_S = 5.0
 _POLL_S = 0.5
 
 
-def _process_start(pid: int) -> str:
+def process_start(pid: int) -> str:
     """The start time of process ``pid`` in clock ticks since boot (Linux), else ``""``."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -60,7 +60,7 @@ def process_tags() -> dict[str, str]:
     return {
         PID_TAG: str(pid),
         HOST_TAG: socket.gethostname(),
-        PROCESS_START_TAG: _process_start(pid),
+        PROCESS_START_TAG: process_start(pid),
     }
 
 
@@ -80,7 +80,7 @@ def process_is_gone(tags: Mapping[str, str]) -> bool:
     except PermissionError:  # exists, owned by someone else
         pass
     recorded = tags.get(PROCESS_START_TAG, "")
-    return bool(recorded) and _process_start(pid) not in ("", recorded)
+    return bool(recorded) and process_start(pid) not in ("", recorded)
 
 
 @dataclass(frozen=True)

@@ -208,28 +208,38 @@ def test_a_reused_pid_does_not_pass_for_the_original_process():
     assert os.getpid() == int(tags[runs.PID_TAG])
 
 
-def test_the_run_command_repairs_a_dead_run_before_it_starts(tmp_path: Path):
-    """`python -m churn_platform run` itself: a dead run's slot no longer blocks the release."""
+def _seed_run_holding_the_slot(dagster_home: Path, tags: dict[str, str]) -> str:
+    """A run of ``churn_release`` recorded as started by the process ``tags`` name, holding the
+    deployment pool's slot (what a release in the middle of its canary looks like)."""
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        run = instance.create_run_for_job(dg.GraphDefinition("churn_release").to_job(), tags=tags)
+        instance.handle_run_event(
+            run.run_id, dg.DagsterEvent(dg.DagsterEventType.RUN_START.value, job_name=run.job_name)
+        )
+        storage = instance.event_log_storage
+        storage.initialize_concurrency_limit_to_default(DEPLOYMENT_POOL)
+        claim = storage.claim_concurrency_slot(DEPLOYMENT_POOL, run.run_id, "production_deployment")
+        assert claim.is_claimed and storage.get_concurrency_info(DEPLOYMENT_POOL).limit == 1
+        return run.run_id
+
+
+def _new_churn_home(tmp_path: Path) -> tuple[Path, Path]:
     churn_home = tmp_path / "churn_home"
     dagster_home = churn_home / "dagster"
     dagster_home.mkdir(parents=True)
     shutil.copy(REPO / "deploy/local/dagster.yaml", dagster_home / "dagster.yaml")
+    return churn_home, dagster_home
+
+
+def test_the_run_command_repairs_a_dead_run_before_it_starts(tmp_path: Path):
+    """`python -m churn_platform run` itself: a dead run's slot no longer blocks the release."""
+    churn_home, dagster_home = _new_churn_home(tmp_path)
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
-    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
-        job = dg.GraphDefinition("churn_release").to_job()
-        dead = instance.create_run_for_job(
-            job, tags={**runs.process_tags(), runs.PID_TAG: str(gone.pid)}
-        )
-        instance.handle_run_event(
-            dead.run_id, dg.DagsterEvent(dg.DagsterEventType.RUN_START.value, job_name="x")
-        )
-        storage = instance.event_log_storage
-        storage.initialize_concurrency_limit_to_default(DEPLOYMENT_POOL)
-        claim = storage.claim_concurrency_slot(
-            DEPLOYMENT_POOL, dead.run_id, "production_deployment"
-        )
-        assert claim.is_claimed and storage.get_concurrency_info(DEPLOYMENT_POOL).limit == 1
+    dead_run = _seed_run_holding_the_slot(
+        dagster_home,
+        {**runs.process_tags(), runs.PID_TAG: str(gone.pid)},
+    )
 
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("CHURN_", "DAGSTER_"))}
     out = subprocess.run(
@@ -241,8 +251,47 @@ def test_the_run_command_repairs_a_dead_run_before_it_starts(tmp_path: Path):
         timeout=300,  # without the repair the release would wait for the slot forever
     )
     assert (
-        f"repaired: run {dead.run_id} (churn_release): its process is gone, marked failed, "
+        f"repaired: run {dead_run} (churn_release): its process is gone, marked failed, "
         f"freed its slot in {DEPLOYMENT_POOL}/production_deployment"
     ) in out.stdout, out.stdout + out.stderr
     # the release got the slot and ran its step (it fails: nothing was staged in this home)
     assert "failed: production_deployment" in out.stdout, out.stdout + out.stderr
+
+
+def test_the_run_command_waiting_for_a_live_release_says_so_and_stops_on_ctrl_c(tmp_path: Path):
+    churn_home, dagster_home = _new_churn_home(tmp_path)
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        tags = {
+            **runs.process_tags(),
+            runs.PID_TAG: str(live.pid),
+            runs.PROCESS_START_TAG: runs.process_start(live.pid),
+        }
+        holder = _seed_run_holding_the_slot(dagster_home, tags)
+        clean = {k: v for k, v in os.environ.items() if not k.startswith(("CHURN_", "DAGSTER_"))}
+        cli = subprocess.Popen(
+            [sys.executable, "-m", "churn_platform", "run", "--job", "churn_release"],
+            cwd=REPO,
+            env={**clean, "CHURN_HOME": str(churn_home)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            line = read_line_with(cli, "waiting for a slot")
+            assert f"pool {DEPLOYMENT_POOL} (limit 1) for step production_deployment" in line
+            assert f"held by run {holder} (churn_release, STARTED" in line
+            cli.send_signal(signal.SIGINT)
+            sent = time.monotonic()
+            out, err = cli.communicate(timeout=30)
+            assert time.monotonic() - sent < 5, out + err
+        finally:
+            if cli.poll() is None:
+                cli.kill()
+                cli.wait()
+        assert cli.returncode == 130, out + err
+        assert "canceled by Ctrl-C while waiting for a slot in pool churn_deployment" in err
+        assert "repaired" not in out  # the holder's process is alive: it is left alone
+    finally:
+        live.kill()
+        live.wait()
