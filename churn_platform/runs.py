@@ -10,7 +10,8 @@ the pool (both deployment assets share ``churn_deployment``, limit 1) would wait
 - :func:`repair_dead_runs` marks such runs failed, saying why, and frees their slots (and the
   slots of any other finished run that still holds one).
 - :func:`execute` runs a job with a watcher thread that prints, every few seconds, which pool
-  the run waits for and which run holds it; Ctrl-C then cancels the run within a second.
+  the run waits for and which run holds it; Ctrl-C (or SIGTERM, which Dagster maps onto it)
+  then cancels the run within a second.
 """
 
 from __future__ import annotations
@@ -236,7 +237,9 @@ def _slot_wait_watcher(
                 interrupted[:] = [str(wait) for wait in waits]
                 run = instance.get_run_by_id(run_id)
                 if run is not None:
-                    instance.report_run_canceling(run, message="Ctrl-C while " + str(waits[0]))
+                    instance.report_run_canceling(
+                        run, message="Ctrl-C/SIGTERM while " + str(waits[0])
+                    )
                 _raise_in_thread(main, DagsterExecutionInterruptedError)
                 return
             if now - last_message >= WAIT_MESSAGE_EVERY_S:
@@ -279,7 +282,7 @@ def execute(
                 raise
             result = None
     if interrupted:
-        raise Interrupted(f"run {run_id} canceled by Ctrl-C while {interrupted[0]}")
+        raise Interrupted(f"run {run_id} canceled by Ctrl-C/SIGTERM while {interrupted[0]}")
     assert result is not None
     return result
 

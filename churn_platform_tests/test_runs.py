@@ -152,7 +152,10 @@ def test_a_run_killed_while_holding_the_slot_is_marked_failed_and_the_next_run_c
     assert slot_holders(home) == set()
 
 
-def test_ctrl_c_stops_a_run_waiting_for_the_slot_within_5_s(home: Path, tmp_path: Path, started):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_stops_a_run_waiting_for_the_slot_within_5_s(
+    home: Path, tmp_path: Path, started, sig: signal.Signals
+):
     release = tmp_path / "go"
     holder = started(home, release)
     wait_until(lambda: slot_holders(home), "the first run holds the slot", holder)
@@ -163,12 +166,12 @@ def test_ctrl_c_stops_a_run_waiting_for_the_slot_within_5_s(home: Path, tmp_path
     assert f"pool {DEPLOYMENT_POOL} (limit 1)" in line and f"run {holding_run} (pooled" in line
     (waiting_run,) = set(run_ids(home)) - {holding_run}
 
-    waiter.send_signal(signal.SIGINT)
+    waiter.send_signal(sig)
     sent = time.monotonic()
     out, _ = waiter.communicate(timeout=30)
     assert time.monotonic() - sent < 5, out
     assert waiter.returncode == 130, out
-    assert f"interrupted: run {waiting_run} canceled by Ctrl-C while waiting for a slot" in out
+    assert f"interrupted: run {waiting_run} canceled by Ctrl-C/SIGTERM while waiting" in out
     assert "Traceback" not in out
     with dg.DagsterInstance.from_config(str(home)) as instance:
         run = instance.get_run_by_id(waiting_run)
@@ -290,7 +293,7 @@ def test_the_run_command_waiting_for_a_live_release_says_so_and_stops_on_ctrl_c(
                 cli.kill()
                 cli.wait()
         assert cli.returncode == 130, out + err
-        assert "canceled by Ctrl-C while waiting for a slot in pool churn_deployment" in err
+        assert "canceled by Ctrl-C/SIGTERM while waiting for a slot in pool churn_deployment" in err
         assert "repaired" not in out  # the holder's process is alive: it is left alone
     finally:
         live.kill()
