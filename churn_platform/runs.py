@@ -187,7 +187,7 @@ def slot_waits(instance: dg.DagsterInstance, run_id: str) -> list[SlotWait]:
 
 
 class Interrupted(Exception):
-    """Ctrl-C stopped a run while it waited for a pool slot; the run is canceled."""
+    """Ctrl-C (or SIGTERM) stopped a run while it waited for a pool slot; the run is canceled."""
 
 
 def _interrupt_captured() -> bool:
