@@ -89,6 +89,8 @@ def run(job_name: str, config_file: str | None, verbose: bool = False) -> int:
     """Execute ``job_name`` on the persistent local instance; print the summary; 0 on success."""
     import dagster as dg
 
+    from churn_platform import runs
+
     try:
         _ensure_dagster_home()
         from churn_platform.definitions import build_definitions
@@ -104,9 +106,13 @@ def run(job_name: str, config_file: str | None, verbose: bool = False) -> int:
     print(f"running {job_name} on the local Dagster instance ({os.environ['DAGSTER_HOME']})...")
     job = defs.resolve_job_def(job_name)
     with dg.DagsterInstance.get() as instance:
-        result = job.execute_in_process(
-            instance=instance, run_config=run_config, raise_on_error=False
-        )
+        for repair in runs.repair_dead_runs(instance):
+            print(f"repaired: {repair}", flush=True)
+        try:
+            result = runs.execute(job, instance, run_config)
+        except runs.Interrupted as stopped:
+            print(f"interrupted: {stopped}", file=sys.stderr)
+            runs.exit_now(130, instance)
         lines = summary(
             result, resources["mlflow_registry"], resources["deployment"].target(), result.run_id
         )

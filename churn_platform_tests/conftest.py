@@ -10,6 +10,7 @@ import pytest
 from churn_platform.testing import RegisteredModels, make_registered_models
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+pytest_plugins = ["churn_platform_tests.skip_summary"]  # what was skipped, and how to enable it
 
 
 @pytest.fixture

@@ -242,14 +242,35 @@ def _shot(page, ui_run: UiRun, name: str, full_page: bool = True) -> Path:
     return path
 
 
+def _text_once(locator, ready: Any, what: str) -> str:
+    """``locator``'s text once ``ready(text)`` holds: the app fills rows in after the page loaded.
+
+    Polls the rendered text (a condition, not a sleep) for up to ``TIMEOUT_MS``; fails with what
+    was expected and the last text seen.
+    """
+    deadline = time.monotonic() + TIMEOUT_MS / 1000
+    while True:
+        text = locator.inner_text()
+        if ready(text):
+            return text
+        assert time.monotonic() < deadline, (
+            f"not shown within {TIMEOUT_MS} ms: {what}\n{text[:3000]}"
+        )
+        locator.page.wait_for_timeout(250)
+
+
 def _check_list_status(body_text: str, check: str) -> str | None:
     """The status shown beside ``check`` in an asset's check list (None when not listed)."""
     found = re.search(rf"(?m)^{re.escape(check)}\n(?:{re.escape(check)}\n)?(\w[\w ]*)$", body_text)
     return found.group(1) if found else None
 
 
-def _check_detail_text(page, check: str) -> str:
-    """The rendered text of the selected check's detail panel (waits for the check's heading)."""
+def _check_detail_text(page, check: str, last_key: str) -> str:
+    """The rendered text of the selected check's detail panel, once it shows ``last_key``.
+
+    The panel's heading, its result and its metadata table arrive separately: wait for the
+    result and the metadata key read last, not for the page.
+    """
     from playwright.sync_api import expect
 
     panel = page.get_by_text("Evaluation result", exact=True).locator(
@@ -257,7 +278,14 @@ def _check_detail_text(page, check: str) -> str:
     )
     expect(panel).to_be_visible()
     expect(panel).to_contain_text(check)
-    text = panel.inner_text()
+    text = _text_once(
+        panel,
+        lambda text: (
+            re.search(r"Evaluation result\s+(Passed|Failed)", text) is not None
+            and re.search(rf"(?m)^{re.escape(last_key)}\s*$", text) is not None
+        ),
+        f"the result of {check} and its metadata key {last_key}",
+    )
     assert text.lstrip().startswith(check), f"the detail panel shows another check:\n{text[:300]}"
     return text
 
@@ -272,11 +300,15 @@ def _number_after(label: str, text: str) -> float:
 def test_group_churn_lists_all_seven_assets_with_their_status(page, ui_run: UiRun):
     _open(page, ui_run, f"/locations/{LOCATION}/asset-groups/{GROUP}/list", "churn_snapshot")
     assert "Asset Group in" in page.inner_text("body")
+    from playwright.sync_api import expect
+
     shown = {}
     for name in ASSET_NAMES:
         link = page.locator(f"a[href='/assets/{name}']").first
         # the row: the nearest ancestor that also holds the asset's group link
         row = link.locator("xpath=ancestor::div[.//a[starts-with(@href, '/asset-groups')]][1]")
+        # the status arrives after the row (a second query): wait for it, not for the page
+        expect(row).to_contain_text(re.compile("Materialized|Never materialized"))
         text = row.inner_text()
         assert re.search(rf"(?m)^{GROUP}$", text), f"{name}: group '{GROUP}' not shown in\n{text}"
         shown[name] = "Never materialized" if "Never materialized" in text else text
@@ -289,8 +321,6 @@ def test_group_churn_lists_all_seven_assets_with_their_status(page, ui_run: UiRu
     # the lineage view of the same group draws the graph (labels may be truncated there)
     _open(page, ui_run, f"/locations/{LOCATION}/asset-groups/{GROUP}", "churn_snapshot")
     for name in ("churn_snapshot", "holdout_set", "challenger_model", "evaluation_report"):
-        from playwright.sync_api import expect
-
         expect(page.get_by_text(name, exact=True).first).to_be_visible()
     _shot(page, ui_run, "02_group_churn_lineage", full_page=False)
 
@@ -304,11 +334,18 @@ def test_contract_checks_of_validated_data_are_listed_as_passed(page, ui_run: Ui
         "Evaluation result",
     )
     rules = [rule.name for rule in contract.contract_rules()]
-    body = page.inner_text("body")
-    assert f"Checks ({len(rules)})" in body
+    body = _text_once(
+        page.locator("body"),
+        # while loading, the line under a check is the next check's name, not a status
+        lambda text: (
+            f"Checks ({len(rules)})" in text
+            and all(_check_list_status(text, rule) == "Succeeded" for rule in rules)
+        ),
+        f"Checks ({len(rules)}), each Succeeded",
+    )
     statuses = {rule: _check_list_status(body, rule) for rule in rules}
     assert statuses == dict.fromkeys(rules, "Succeeded"), statuses
-    detail = _check_detail_text(page, "customer_id_unique")
+    detail = _check_detail_text(page, "customer_id_unique", "failing_rows")
     assert re.search(r"Evaluation result\s+Passed", detail), detail[:1000]
     assert "This is a blocking asset check." in detail
     assert _number_after("failing_rows", detail) == 0
@@ -323,11 +360,16 @@ def test_model_checks_show_holdout_auc_with_its_interval(page, ui_run: UiRun):
         "/assets/challenger_model?view=checks&checkDetail=holdout_auc",
         "Evaluation result",
     )
-    body = page.inner_text("body")
-    for check in ("feature_invariants", "holdout_auc", "slice_auc", "contract_invariance",
-                  "prediction_coverage"):  # fmt: skip
+    model_checks = ("feature_invariants", "holdout_auc", "slice_auc", "contract_invariance",
+                    "prediction_coverage")  # fmt: skip
+    body = _text_once(
+        page.locator("body"),
+        lambda text: all(_check_list_status(text, check) == "Succeeded" for check in model_checks),
+        f"Succeeded beside each of {model_checks}",
+    )
+    for check in model_checks:
         assert _check_list_status(body, check) == "Succeeded", (check, body[:3000])
-    detail = _check_detail_text(page, "holdout_auc")
+    detail = _check_detail_text(page, "holdout_auc", "auc_ci_upper")
     assert re.search(r"Evaluation result\s+Passed", detail), detail[:1000]
     recorded = ui_run.check_metadata[("challenger_model", "holdout_auc")]
     lower, auc, upper = (_number_after(k, detail) for k in ("auc_ci_lower", "auc", "auc_ci_upper"))

@@ -2,7 +2,8 @@
 # One-time set-up of the local default on a fresh Debian/Ubuntu machine (or a Mac with the
 # servers already installed): the servers the tests start (Prometheus, PostgreSQL, Chromium for
 # the UI test), a virtualenv with every Python dependency resolved in one install against the
-# lock file, and a Dagster instance folder. Safe to run again.
+# lock file, and a Dagster instance folder. Safe to run again, and fast: nothing is installed
+# again unless pyproject.toml or constraints.txt changed.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PYTHON=${PYTHON:-python3}
@@ -25,10 +26,23 @@ if ((${#need_apt[@]})); then
 fi
 
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-.venv/bin/pip install -q --upgrade pip
-# One resolve, pinned by the lock file: the Dagster family moves together.
-.venv/bin/pip install -q -c constraints.txt -e '.[dev]'
+# Reinstall only when what pip resolves from changed (the package itself is installed editable,
+# so code changes need no reinstall): the stamp holds the hash of the inputs of the last install.
+stamp=.venv/.churn-installed
+inputs="$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$inputs" ]; then
+  .venv/bin/pip install -q --upgrade pip
+  # One resolve, pinned by the lock file: the Dagster family moves together.
+  .venv/bin/pip install -q -c constraints.txt -e '.[dev]'
+  echo "$inputs" >"$stamp"
+else
+  echo "python packages up to date (pyproject.toml and constraints.txt unchanged since the last install)"
+fi
 
+# The instance config of the local default, where env.sh points DAGSTER_HOME by default.
 mkdir -p data/dagster
-cp deploy/local/dagster.yaml data/dagster/dagster.yaml
-echo "set-up done: now 'source deploy/local/env.sh'"
+if ! cmp -s deploy/local/dagster.yaml data/dagster/dagster.yaml; then
+  [ -f data/dagster/dagster.yaml ] && echo "updating data/dagster/dagster.yaml from deploy/local/dagster.yaml"
+  cp deploy/local/dagster.yaml data/dagster/dagster.yaml
+fi
+echo "set-up done: 'make run' / 'make test', or 'source deploy/local/env.sh' for the venv in your shell"

@@ -1,0 +1,300 @@
+"""Runs of the local Dagster instance: dead runs repaired, a wait for a pool slot made visible.
+
+``python -m churn_platform run`` executes jobs in its own process (``execute_in_process``), so
+no run launcher or daemon watches it. When that process dies (``kill -9``, a reboot) the run
+stays STARTED and any concurrency-pool slot it held stays claimed: every later run that needs
+the pool (both deployment assets share ``churn_deployment``, limit 1) would wait forever.
+
+- Every run started here is tagged with the process that runs it (pid, host, process start
+  time), so a later command can tell, without guessing, that the process is gone.
+- :func:`repair_dead_runs` marks such runs failed, saying why, and frees their slots (and the
+  slots of any other finished run that still holds one).
+- :func:`execute` runs a job with a watcher thread that prints, every few seconds, which pool
+  the run waits for and which run holds it; Ctrl-C (or SIGTERM, which Dagster maps onto it)
+  then cancels the run within a second.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import socket
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn
+
+import dagster as dg
+from dagster._core.errors import DagsterExecutionInterruptedError
+
+PID_TAG = "churn/pid"
+HOST_TAG = "churn/host"
+PROCESS_START_TAG = "churn/process_start"  # tells a reused pid from the original process
+UNFINISHED = [
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
+WAIT_MESSAGE_EVERY_S = 5.0
+_POLL_S = 0.5
+
+
+def process_start(pid: int) -> str:
+    """The start time of process ``pid`` in clock ticks since boot (Linux), else ``""``."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    # the command name (field 2) may hold spaces and parentheses: count from the last ")"
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def process_tags() -> dict[str, str]:
+    """Tags naming the current process as the one that runs a run."""
+    pid = os.getpid()
+    return {
+        PID_TAG: str(pid),
+        HOST_TAG: socket.gethostname(),
+        PROCESS_START_TAG: process_start(pid),
+    }
+
+
+def process_is_gone(tags: Mapping[str, str]) -> bool:
+    """True when the tagged process certainly no longer exists; False when alive or unknown.
+
+    Unknown: a run without our tags (started by the UI, a daemon or another tool) or started
+    on another host; those are left to Dagster's run monitoring.
+    """
+    if PID_TAG not in tags or tags.get(HOST_TAG) != socket.gethostname():
+        return False
+    pid = int(tags[PID_TAG])
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # exists, owned by someone else
+        pass
+    recorded = tags.get(PROCESS_START_TAG, "")
+    return bool(recorded) and process_start(pid) not in ("", recorded)
+
+
+@dataclass(frozen=True)
+class Repair:
+    """A run found with its process gone, or a finished run that still held pool slots."""
+
+    run_id: str
+    job_name: str
+    marked_failed: bool
+    freed: tuple[str, ...] = field(default=())  # "pool/step" of the slots freed
+
+    def __str__(self) -> str:
+        slots = f", freed its slot in {', '.join(self.freed)}" if self.freed else ""
+        if self.marked_failed:
+            return f"run {self.run_id} ({self.job_name}): its process is gone, marked failed{slots}"
+        return f"run {self.run_id} ({self.job_name}) had finished{slots}"
+
+
+def _slots_by_run(instance: dg.DagsterInstance) -> dict[str, list[str]]:
+    """Run id -> "pool/step" of every claimed slot and pending claim in the instance."""
+    held: dict[str, list[str]] = {}
+    storage = instance.event_log_storage
+    if not storage.supports_global_concurrency_limits:
+        return held
+    for pool in sorted(storage.get_concurrency_keys()):
+        info = storage.get_concurrency_info(pool)
+        for slot in info.claimed_slots:
+            held.setdefault(slot.run_id, []).append(f"{pool}/{slot.step_key}")
+        for step in info.pending_steps:
+            held.setdefault(step.run_id, []).append(f"{pool}/{step.step_key} (pending)")
+    return held
+
+
+def repair_dead_runs(instance: dg.DagsterInstance) -> list[Repair]:
+    """Mark failed the unfinished runs whose process is gone; free slots held by finished runs.
+
+    Safe while other runs are live: a run is only touched when its own process is provably
+    gone (see :func:`process_is_gone`) or when Dagster already records it as finished.
+    """
+    held = _slots_by_run(instance)
+    repairs = []
+    for record in instance.get_run_records(dg.RunsFilter(statuses=UNFINISHED)):
+        run = record.dagster_run
+        if not process_is_gone(run.tags):
+            continue
+        instance.report_run_failed(
+            run,
+            message=(
+                f"The process that ran this run (pid {run.tags[PID_TAG]} on "
+                f"{run.tags[HOST_TAG]}) is gone: killed or the machine restarted. Marked failed "
+                "by the next `python -m churn_platform run`, which freed its pool slots."
+            ),
+        )
+        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        repairs.append(Repair(run.run_id, run.job_name, True, tuple(held.pop(run.run_id, []))))
+    for run_id, slots in held.items():
+        holder = instance.get_run_by_id(run_id)
+        if holder is None or holder.is_finished:
+            instance.event_log_storage.free_concurrency_slots_for_run(run_id)
+            repairs.append(Repair(run_id, holder.job_name if holder else "?", False, tuple(slots)))
+    return repairs
+
+
+@dataclass(frozen=True)
+class SlotWait:
+    """One step of a run waiting for a pool slot, and who holds the pool."""
+
+    pool: str
+    step_key: str
+    limit: int | None
+    holders: tuple[str, ...]  # "run <id> (<job>, <status>, step <step>)"
+
+    def __str__(self) -> str:
+        held = "; ".join(self.holders) or "nobody (the slot is being handed over)"
+        return (
+            f"waiting for a slot in pool {self.pool} (limit {self.limit}) for step "
+            f"{self.step_key}, held by {held}"
+        )
+
+
+def slot_waits(instance: dg.DagsterInstance, run_id: str) -> list[SlotWait]:
+    """The steps of ``run_id`` waiting for a pool slot now (empty when it waits for none)."""
+    storage = instance.event_log_storage
+    if not storage.supports_global_concurrency_limits:
+        return []
+    waits = []
+    for pool in sorted(storage.get_concurrency_keys()):
+        info = storage.get_concurrency_info(pool)
+        mine = [
+            step
+            for step in info.pending_steps
+            if step.run_id == run_id and step.assigned_timestamp is None
+        ]
+        if not mine:
+            continue
+        holders = []
+        for slot in info.claimed_slots:
+            holder = instance.get_run_by_id(slot.run_id)
+            what = f"{holder.job_name}, {holder.status.value}" if holder else "unknown run"
+            holders.append(f"run {slot.run_id} ({what}, step {slot.step_key})")
+        waits += [SlotWait(pool, step.step_key, info.limit, tuple(holders)) for step in mine]
+    return waits
+
+
+class Interrupted(Exception):
+    """Ctrl-C (or SIGTERM) stopped a run while it waited for a pool slot; the run is canceled."""
+
+
+def _interrupt_captured() -> bool:
+    # During a run Dagster replaces the SIGINT handler with one that only records the signal
+    # and acts on it at its next checkpoint; its loop that waits for a pool slot has none, so
+    # the watcher reads that record (there is no public accessor).
+    from dagster._utils.interrupts import check_captured_interrupt
+
+    return check_captured_interrupt()
+
+
+def _raise_in_thread(thread_id: int, error: type[BaseException]) -> None:
+    """Raise ``error`` in another Python thread at its next bytecode.
+
+    The waiting loop is pure Python, so the exception lands there within microseconds; it
+    unwinds through Dagster's own handlers, which release the pending claim and record the run
+    as canceled.
+    """
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(error))
+
+
+@contextmanager
+def _slot_wait_watcher(
+    instance: dg.DagsterInstance,
+    run_id: str,
+    out: Callable[[str], None],
+    interrupted: list[str],
+) -> Iterator[None]:
+    """While the body runs: report this run's waits for a slot; on Ctrl-C, cancel the run."""
+    main = threading.get_ident()
+    stop = threading.Event()
+
+    def watch() -> None:
+        last_message = 0.0
+        waiting_since: float | None = None
+        while not stop.wait(_POLL_S):
+            try:
+                waits = slot_waits(instance, run_id)
+            except Exception:  # noqa: BLE001 - a busy SQLite must not kill the watcher
+                continue
+            if not waits:
+                waiting_since = None
+                continue
+            now = time.monotonic()
+            waiting_since = waiting_since or now
+            if _interrupt_captured():
+                interrupted[:] = [str(wait) for wait in waits]
+                run = instance.get_run_by_id(run_id)
+                if run is not None:
+                    instance.report_run_canceling(
+                        run, message="Ctrl-C/SIGTERM while " + str(waits[0])
+                    )
+                _raise_in_thread(main, DagsterExecutionInterruptedError)
+                return
+            if now - last_message >= WAIT_MESSAGE_EVERY_S:
+                last_message = now
+                for wait in waits:
+                    out(f"{wait} ({now - waiting_since:.0f} s so far; Ctrl-C cancels this run)")
+
+    thread = threading.Thread(target=watch, name="slot-wait-watcher", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def execute(
+    job: dg.JobDefinition,
+    instance: dg.DagsterInstance,
+    run_config: Mapping[str, Any] | None = None,
+    out: Callable[[str], None] = lambda line: print(line, flush=True),
+) -> dg.ExecuteInProcessResult:
+    """Run ``job`` in this process on ``instance``, tagged with this process, watching slots.
+
+    Raises :class:`Interrupted` when Ctrl-C stopped the run while it waited for a slot.
+    """
+    run_id = str(uuid.uuid4())
+    interrupted: list[str] = []
+    with _slot_wait_watcher(instance, run_id, out, interrupted):
+        try:
+            result = job.execute_in_process(
+                instance=instance,
+                run_config=dict(run_config or {}),
+                raise_on_error=False,
+                run_id=run_id,
+                tags=process_tags(),
+            )
+        except DagsterExecutionInterruptedError:
+            if not interrupted:
+                raise
+            result = None
+    if interrupted:
+        raise Interrupted(f"run {run_id} canceled by Ctrl-C/SIGTERM while {interrupted[0]}")
+    assert result is not None
+    return result
+
+
+def exit_now(code: int, instance: dg.DagsterInstance) -> NoReturn:
+    """Close ``instance`` and leave the process at once, after Ctrl-C stopped a waiting run.
+
+    The run is already recorded canceled and its pending claim released; what remains is the
+    interpreter's own shutdown, which after importing Dagster takes seconds on a loaded machine
+    (measured: 5-7 s on two busy cores), too long for "stops within 5 s".
+    """
+    instance.dispose()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
