@@ -102,7 +102,7 @@ def run(job_name: str, config_file: str | None, verbose: bool = False) -> int:
         return 2
     if not verbose:  # the step logs are in the UI's run page; keep the terminal for the summary
         run_config.setdefault("loggers", {"console": {"config": {"log_level": "CRITICAL"}}})
-    resources = defs.resources
+    resources = defs.resources or {}
     print(f"running {job_name} on the local Dagster instance ({os.environ['DAGSTER_HOME']})...")
     job = defs.resolve_job_def(job_name)
     with dg.DagsterInstance.get() as instance:
