@@ -37,9 +37,11 @@ import _common as common  # noqa: E402
 from churn_platform.core import gate, metrics  # noqa: E402
 
 # name -> gate config factory (min_delta, n_resamples, seed filled per trial)
+DEFAULT_RULE = "gain and interval (default): AUC_new >= AUC_old + min_delta and CI lower > 0"
 RULES: dict[str, dict[str, object]] = {
+    DEFAULT_RULE: {"mode": "gain_and_interval"},
     "point (seed): AUC_new >= AUC_old + min_delta": {"mode": "point"},
-    "interval: CI lower >= min_delta (default)": {"mode": "interval"},
+    "interval: CI lower >= min_delta": {"mode": "interval"},
     "interval, min_delta=0: CI lower >= 0": {"mode": "interval", "min_delta": 0.0},
 }
 
@@ -82,6 +84,7 @@ class SimulationResult:
     promotions: dict[str, int]
     mean_delong_se: float
     mean_ci_width: float
+    mean_detectable_gain: float  # the default rule's minimum detectable gain at 80% power
     seconds: float
     rates: dict[str, float] = field(init=False)
 
@@ -109,7 +112,7 @@ def simulate_rules(
         raise ValueError(f"n_trials must be >= 1, got {n_trials}")
     rng = np.random.default_rng(seed)
     promotions = dict.fromkeys(RULES, 0)
-    se_sum = width_sum = 0.0
+    se_sum = width_sum = mdg_sum = 0.0
     start = time.perf_counter()
     for trial in range(n_trials):
         y, new, old = paired_scores(n_rows, base_auc + true_delta, base_auc, rho, prevalence, rng)
@@ -122,12 +125,15 @@ def simulate_rules(
             params = {"min_delta": min_delta, "n_resamples": n_resamples, **overrides}
             decision = gate.decide(cmp, True, {}, gate.GateConfig(**params))
             promotions[name] += decision.promote
+            if name == DEFAULT_RULE and decision.minimum_detectable_gain is not None:
+                mdg_sum += decision.minimum_detectable_gain
     return SimulationResult(
         true_delta=true_delta,
         n_trials=n_trials,
         promotions=promotions,
         mean_delong_se=se_sum / n_trials,
         mean_ci_width=width_sum / n_trials,
+        mean_detectable_gain=mdg_sum / n_trials,
         seconds=time.perf_counter() - start,
     )
 
@@ -150,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     trials = args.trials or (60 if args.quick else 400)
     n_resamples = 300 if args.quick else 1_000
-    deltas = (0.0, 0.01, 0.02)
+    deltas = (0.0, 0.005, 0.01, 0.02)
 
     results = []
     for delta in deltas:
@@ -163,7 +169,7 @@ def main(argv: list[str] | None = None) -> None:
 
     cmd = common.command_line(__file__, ["--quick"] if args.quick else [])
     lines = [
-        "# Promotion gate simulation: interval rule vs the seed's point rule",
+        "# Promotion gate simulation: the default rule vs the interval and the seed's point rule",
         "",
         f"Command: `{cmd}`" + (f" (trials={args.trials})" if args.trials else ""),
         "",
@@ -175,8 +181,9 @@ def main(argv: list[str] | None = None) -> None:
         "",
         "| true AUC delta | what a promotion is | "
         + " | ".join(RULES)
-        + " | mean DeLong SE of delta | mean CI width |",
-        "|---|---|" + "---|" * len(RULES) + "---|---|",
+        + " | mean DeLong SE of delta | mean CI width | default rule's minimum detectable gain "
+        "(80% power) |",
+        "|---|---|" + "---|" * len(RULES) + "---|---|---|",
     ]
     for res in results:
         meaning = "false promotion" if res.true_delta == 0 else "power (right call)"
@@ -187,7 +194,8 @@ def main(argv: list[str] | None = None) -> None:
         lines.append(
             f"| {res.true_delta:+.3f} | {meaning} | "
             + " | ".join(cells)
-            + f" | {res.mean_delong_se:.4f} | {res.mean_ci_width:.4f} |"
+            + f" | {res.mean_delong_se:.4f} | {res.mean_ci_width:.4f} "
+            f"| {res.mean_detectable_gain:+.4f} |"
         )
     lines += [
         "",
