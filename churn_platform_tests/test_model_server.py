@@ -116,6 +116,31 @@ BAD_INPUTS = [
         422,
         ["signup_date", "ISO date"],
     ),
+    # issue 13.5: these two were 500s (OutOfBoundsDatetime, OverflowError)
+    (
+        "date past pandas' range",
+        lambda r: {"records": [{**r, "signup_date": "9999-12-31"}]},
+        422,
+        ["records[0].signup_date", "'9999-12-31'", "outside the dates"],
+    ),
+    (
+        "huge whole number",
+        lambda r: {"records": [{**r, "tenure_months": 1e30}]},
+        422,
+        ["records[0].tenure_months", "outside the range"],
+    ),
+    (
+        "huge number",
+        lambda r: {"records": [{**r, "monthly_spend": -1e300}]},
+        422,
+        ["records[0].monthly_spend", "-1e+300", "outside the range"],
+    ),
+    (
+        "long bad string quoted by a prefix only",
+        lambda r: {"records": [{**r, "region": "x" * 100_000}]},
+        422,
+        ["records[0].region", "... (100002 chars)"],
+    ),
     ("empty records", lambda r: {"records": []}, 422, ["empty", "tenure_months"]),
     ("records not a list", lambda r: {"records": r}, 422, ["records", "list"]),
     ("record not an object", lambda r: {"records": [[1, 2]]}, 422, ["records[0]", "object"]),
@@ -141,6 +166,7 @@ def test_bad_input_is_a_4xx_naming_the_field(
     message = r.json()["error"]
     for word in words:
         assert word in message
+    assert len(message) < 1000  # a huge bad value is not echoed back
 
 
 def test_malformed_json_is_a_400_and_nothing_is_a_500(server: RunningServer) -> None:
