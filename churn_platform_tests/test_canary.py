@@ -497,3 +497,29 @@ def test_sprt_boundaries() -> None:
     assert test.verdict(test.requests_to_pass() - 1, 0) is Verdict.UNDECIDED
     assert test.verdict(6, 5) is Verdict.BAD
     assert test.verdict(2, 2) is Verdict.UNDECIDED
+
+
+def test_sequential_step_without_data_aborts_with_the_sources_reason() -> None:
+    clock, target, metrics = setup(lambda n, w: rate(None, 0, "no data yet: first scrape"))
+    config = CanaryConfig(analysis_window_seconds=4)
+    result = run_canary(
+        target, metrics, "production", "2", "1", config, sleep=clock.sleep, clock=clock
+    )
+    assert result.status is CanaryState.ABORTED
+    assert "no data yet: first scrape" in result.reason
+    assert "| n/a of 0 |" in result.as_markdown()
+
+
+def test_a_dead_router_is_a_breach() -> None:
+    clock = FakeClock()
+    target = MemoryTarget(["1", "2"], clock)
+    target.weights = {"1": 100, "2": 0}
+    metrics = TrafficMetrics(target, clock, 25.0, lambda v, i: False)
+    real_state = target.state
+    target.state = lambda env: EnvironmentState(env, None, real_state(env).versions)  # type: ignore[method-assign]
+    result = run_canary(
+        target, metrics, "production", "2", "1", CanaryConfig(), sleep=clock.sleep, clock=clock
+    )
+    assert result.status is CanaryState.ROLLED_BACK
+    assert "router is not running" in result.reason
+    assert clock.now == 1000.0  # at the first reading

@@ -10,6 +10,8 @@ its own storage directory; the test stops it.
 from __future__ import annotations
 
 import math
+import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -18,14 +20,22 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
-from churn_platform.core.canary import UNREACHABLE, CanaryConfig, CanaryState, run_canary
+from churn_platform.core.canary import (
+    UNREACHABLE,
+    CanaryConfig,
+    CanaryResult,
+    CanaryState,
+    run_canary,
+)
 from churn_platform.resources.metrics import (
     MetricsResource,
     PrometheusMetrics,
     ScrapeMetrics,
     error_count_query,
 )
+from churn_platform.serving.integration import records
 from churn_platform.serving.local_target import LocalProcessTarget
+from churn_platform.serving.traffic import TrafficGenerator
 from churn_platform_tests.serving_fixtures import (
     RegisteredModels,
     RunningPrometheus,
@@ -229,5 +239,74 @@ def test_canary_without_data_does_not_promote(stack: Stack) -> None:
         assert result.status is CanaryState.ABORTED
         assert "no data from Prometheus" in result.reason
         assert target.state(env).weights() == {"1": 100, "2": 0}
+    finally:
+        target.stop_all(env)
+
+
+def scrape_metrics(target: LocalProcessTarget, env: str) -> ScrapeMetrics:
+    """The local default's metrics source: the servers' and the router's own /metrics."""
+    return ScrapeMetrics(
+        lambda: {v.version: v.url for v in target.state(env).versions},
+        router_url=lambda: target.state(env).endpoint,
+    )
+
+
+def test_default_canary_releases_a_healthy_version_at_the_local_traffic(stack: Stack) -> None:
+    # issue 13.2: 25 req/s at the 5% step is ~1.25 canary req/s; the old defaults aborted
+    # with "only 16 requests, need 20". The default analysis decides on the counts.
+    target, models = stack.target, stack.models
+    env = "defaults"
+    try:
+        target.deploy(env, "1", models.model_uris["1"])
+        state = target.set_weights(env, {"1": 100})
+        target.deploy(env, "2", models.model_uris["2"])
+        assert state.endpoint is not None
+        with TrafficGenerator(state.endpoint, records(models.rows.head(50)), rate=25.0):
+            result = run_canary(target, scrape_metrics(target, env), env, "2", "1", CanaryConfig())
+        assert result.status is CanaryState.SUCCEEDED, result.as_markdown()
+        assert target.state(env).weights() == {"1": 0, "2": 100}
+    finally:
+        target.stop_all(env)
+
+
+def test_a_canary_process_that_dies_is_rolled_back_within_seconds(stack: Stack) -> None:
+    # issue 13.4: a dead canary used to read "unreachable" until the window ended
+    target, models = stack.target, stack.models
+    env = "dying"
+    analysing = threading.Event()
+    try:
+        target.deploy(env, "1", models.model_uris["1"])
+        state = target.set_weights(env, {"1": 100})
+        target.deploy(env, "2", models.model_uris["2"])
+        pid = target.status()[env]["versions"]["2"]["pid"]
+        out: dict[str, object] = {}
+
+        def rollout() -> None:
+            out["result"] = run_canary(
+                target,
+                scrape_metrics(target, env),
+                env,
+                "2",
+                "1",
+                CanaryConfig(steps=(50, 100)),
+                on_transition=lambda t: (
+                    analysing.set() if t.to_state is CanaryState.ANALYSING else None
+                ),
+            )
+
+        with Load(state.endpoint, to_records(models.rows.head(1)), rate=20):
+            runner = threading.Thread(target=rollout)
+            runner.start()
+            assert analysing.wait(60)
+            os.kill(pid, signal.SIGKILL)
+            killed = time.monotonic()
+            runner.join(120)
+        result = out["result"]
+        assert isinstance(result, CanaryResult)
+        assert result.status is CanaryState.ROLLED_BACK, result.as_markdown()
+        assert "server is not running" in result.reason
+        breach = result.breach
+        assert breach is not None and breach.at - killed < 10.0
+        assert target.state(env).weights() == {"1": 100}
     finally:
         target.stop_all(env)

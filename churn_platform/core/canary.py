@@ -135,7 +135,7 @@ class CanaryConfig:
         },
     )
     false_rollback_rate: float = field(
-        default=0.002,
+        default=0.01,
         metadata={
             "description": "Sequential test: chance per step of rolling back a candidate "
             "whose true rate is max_error_rate / sprt_ratio (far less for a healthier one)."
@@ -830,8 +830,9 @@ def _sequential_step(
             baseline_reading=base,
             llr=llr,
         )
+        llr_text = "n/a" if llr is None else f"{llr:+.2f}"
         bounds = (
-            f"LLR {llr:+.2f}, bounds {test.lower:+.2f}/{test.upper:+.2f}; "
+            f"LLR {llr_text}, bounds {test.lower:+.2f}/{test.upper:+.2f}; "
             f"rate {test.p0:.2%} vs {test.p1:.2%}"
         )
         if verdict is Verdict.BAD:
