@@ -17,6 +17,7 @@ from churn_platform.core.canary import (
     Sprt,
     Transition,
     Verdict,
+    release_line,
     run_canary,
 )
 from churn_platform.core.rollout import (
@@ -523,3 +524,15 @@ def test_a_dead_router_is_a_breach() -> None:
     assert result.status is CanaryState.ROLLED_BACK
     assert "router is not running" in result.reason
     assert clock.now == 1000.0  # at the first reading
+
+
+def test_release_line_says_rolled_back_or_aborted_with_the_reason() -> None:
+    line = release_line({"action": "rolled_back", "candidate": "2", "reason": "breach at step 5%"})
+    assert line == "release v2: ROLLED BACK - breach at step 5%"
+    assert release_line({"action": "aborted", "candidate": "3", "reason": "undecided"}).startswith(
+        "release v3: ABORTED - undecided"
+    )
+    assert release_line({"action": "promoted", "candidate": "2"}) == "release v2: released"
+    assert release_line({"action": "none", "reason": "the gate kept the champion"}) == (
+        "release: nothing released - the gate kept the champion"
+    )

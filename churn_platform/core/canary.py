@@ -37,9 +37,9 @@ from __future__ import annotations
 import enum
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from churn_platform.core.rollout import (
     DeploymentTarget,
@@ -59,6 +59,7 @@ __all__ = [
     "Verdict",
     "blames_candidate",
     "latency_problem",
+    "release_line",
     "run_canary",
 ]
 
@@ -943,6 +944,27 @@ def _first_deployment(
         CanaryState.SUCCEEDED, f"candidate {candidate} serves 100% (first deployment)", step=100
     )
     return rec.result
+
+
+_RELEASE_WORDS = {
+    "promoted": "released",
+    CanaryState.SUCCEEDED.value: "released",
+    CanaryState.ROLLED_BACK.value: "ROLLED BACK",
+    CanaryState.ABORTED.value: "ABORTED",
+    "none": "nothing released",
+}
+
+
+def release_line(output: Mapping[str, Any]) -> str:
+    """The CLI's line for a ``production_deployment`` output (``action``, ``candidate``,
+    ``reason``): a run that rolled back or aborted says so, with the reason, even though
+    the run itself succeeded."""
+    action = str(output.get("action", "none"))
+    words = _RELEASE_WORDS.get(action, action)
+    candidate = output.get("candidate")
+    who = f" v{candidate}" if candidate and action != "none" else ""
+    reason = output.get("reason") or ""
+    return f"release{who}: {words}" + (f" - {reason}" if reason else "")
 
 
 def steps_summary(steps: Sequence[int]) -> str:
