@@ -653,7 +653,13 @@ def run_canary(
         target.set_weights(environment, baseline_weights)
         result.rollback_seconds = clock() - decided
         rec.weights = dict(baseline_weights)
-        rec.move(to_state, reason, reading=reading, step=step, baseline_reading=baseline_reading)
+        rec.move(
+            to_state,
+            f"{reason}; traffic back on {baseline}",
+            reading=reading,
+            step=step,
+            baseline_reading=baseline_reading,
+        )
 
     for step in config.steps:
         weights = {candidate: step, baseline: 100 - step}
@@ -675,8 +681,8 @@ def run_canary(
         )
         rec.move(
             CanaryState.ANALYSING,
-            f"analysing {candidate} for {config.analysis_window_seconds:g}s "
-            f"every {config.interval_seconds:g}s",
+            f"analysing {candidate} ({config.analysis}): at most "
+            f"{config.analysis_window_seconds:g}s, a reading every {config.interval_seconds:g}s",
             step=step,
         )
 
