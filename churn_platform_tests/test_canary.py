@@ -517,13 +517,21 @@ def test_a_dead_router_is_a_breach() -> None:
     target.weights = {"1": 100, "2": 0}
     metrics = TrafficMetrics(target, clock, 25.0, lambda v, i: False)
     real_state = target.state
-    target.state = lambda env: EnvironmentState(env, None, real_state(env).versions)  # type: ignore[method-assign]
+    died_at = 1002.0
+
+    def state(environment: str) -> EnvironmentState:
+        s = real_state(environment)
+        return EnvironmentState(
+            environment, None if clock.now >= died_at else s.endpoint, s.versions
+        )
+
+    target.state = state  # type: ignore[method-assign]
     result = run_canary(
         target, metrics, "production", "2", "1", CanaryConfig(), sleep=clock.sleep, clock=clock
     )
     assert result.status is CanaryState.ROLLED_BACK
     assert "router is not running" in result.reason
-    assert clock.now == 1000.0  # at the first reading
+    assert clock.now == died_at  # at the first reading after it died
 
 
 def test_release_line_says_rolled_back_or_aborted_with_the_reason() -> None:
@@ -536,3 +544,17 @@ def test_release_line_says_rolled_back_or_aborted_with_the_reason() -> None:
     assert release_line({"action": "none", "reason": "the gate kept the champion"}) == (
         "release: nothing released - the gate kept the champion"
     )
+
+
+def test_a_target_without_an_endpoint_is_not_judged_on_it() -> None:
+    # e.g. the Kubernetes target without a configured endpoint: no router to watch
+    clock = FakeClock()
+    target = MemoryTarget(["1", "2"], clock)
+    target.weights = {"1": 100, "2": 0}
+    metrics = TrafficMetrics(target, clock, 25.0, lambda v, i: False)
+    real_state = target.state
+    target.state = lambda env: EnvironmentState(env, None, real_state(env).versions)  # type: ignore[method-assign]
+    result = run_canary(
+        target, metrics, "production", "2", "1", CanaryConfig(), sleep=clock.sleep, clock=clock
+    )
+    assert result.status is CanaryState.SUCCEEDED, result.reason

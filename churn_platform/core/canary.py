@@ -641,6 +641,7 @@ def run_canary(
         return _first_deployment(target, environment, running[candidate], rec, health_check)
 
     baseline_weights = {candidate: 0, baseline: 100}
+    has_router = state.endpoint is not None  # then a router that vanishes is a breach
 
     def roll_back(
         to_state: CanaryState,
@@ -688,11 +689,21 @@ def run_canary(
 
         if config.analysis == "count":
             outcome = _count_step(
-                target, metrics, environment, candidate, config, step, clock, sleep
+                target, metrics, environment, candidate, config, step, clock, sleep, has_router
             )
         else:
             outcome = _sequential_step(
-                target, metrics, environment, candidate, baseline, config, step, clock, sleep, rec
+                target,
+                metrics,
+                environment,
+                candidate,
+                baseline,
+                config,
+                step,
+                clock,
+                sleep,
+                rec,
+                has_router,
             )
         if outcome.to_state is not None:
             roll_back(
@@ -728,16 +739,20 @@ class _StepOutcome:
     llr: float | None = None
 
 
-def _process_problem(target: DeploymentTarget, environment: str, candidate: str) -> str:
+def _process_problem(
+    target: DeploymentTarget, environment: str, candidate: str, router_expected: bool
+) -> str:
     """'' while the candidate and the router run; else what died (a breach: its traffic
-    fails until the weights move)."""
+    fails until the weights move). ``router_expected``: the environment had an endpoint
+    when the rollout began (a target without one, e.g. Kubernetes without a configured
+    endpoint, is not judged on it)."""
     try:
         state = target.state(environment)
     except Exception as exc:  # the target's own store failing is not the canary's fault
         return f"could not read the {environment} state: {type(exc).__name__}: {exc}"
     if candidate not in {v.version for v in state.versions}:
         return f"candidate {candidate}'s server is not running (process died or not ready)"
-    if state.endpoint is None:
+    if router_expected and state.endpoint is None:
         return f"the {environment} router is not running"
     return ""
 
@@ -751,13 +766,14 @@ def _count_step(
     step: int,
     clock: Callable[[], float],
     sleep: Callable[[float], None],
+    router_expected: bool,
 ) -> _StepOutcome:
     """The earlier rule: fixed window; a reading above the bound (with at least
     ``breach_min_requests``) rolls back; the last reading needs ``min_requests``."""
     start = clock()
     unreachable = 0
     while True:
-        dead = _process_problem(target, environment, candidate)
+        dead = _process_problem(target, environment, candidate, router_expected)
         if dead:
             return _StepOutcome(CanaryState.ROLLED_BACK, f"breach at step {step}%: {dead}", None)
         reading = _read(metrics, candidate, config.analysis_window_seconds)
@@ -806,6 +822,7 @@ def _sequential_step(
     clock: Callable[[], float],
     sleep: Callable[[float], None],
     rec: _Recorder,
+    router_expected: bool,
 ) -> _StepOutcome:
     """Read the candidate and the baseline every interval since the step began; decide
     with the sequential test as soon as the counts allow; record every reading."""
@@ -816,7 +833,7 @@ def _sequential_step(
     base: ErrorRate | None = None
     llr: float | None = None
     while True:
-        dead = _process_problem(target, environment, candidate)
+        dead = _process_problem(target, environment, candidate, router_expected)
         if dead:
             return _StepOutcome(CanaryState.ROLLED_BACK, f"breach at step {step}%: {dead}", reading)
         # the look-back covers the step so far: the test sees this step's counts only
