@@ -15,6 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
+from churn_platform.resources.metrics import ScrapeMetrics
 from churn_platform.serving.model_server import InputSchema, create_app
 from churn_platform_tests.serving_fixtures import (
     RegisteredModels,
@@ -287,3 +288,18 @@ def test_missing_value_the_model_cannot_impute_is_a_422(
     r = httpx.post(server.url + "/predict", json={"records": [{**record, "monthly_spend": None}]})
     assert r.status_code == 422, r.text
     assert "monthly_spend" in r.json()["error"] and "missing values" in r.json()["error"]
+
+
+def test_client_mistakes_are_not_the_servers_errors_in_the_canary_reading(
+    server: RunningServer,
+    registered_models: RegisteredModels,  # noqa: F811
+) -> None:
+    # issue 13.5: three clients sending far-future dates rolled back a healthy candidate
+    metrics = ScrapeMetrics({server.version: server.url})
+    metrics.error_rate(server.version, 0)  # the base scrape
+    record = to_records(registered_models.rows.head(1))[0]
+    for bad in ({"signup_date": "9999-12-31"}, {"tenure_months": 1e30}):
+        r = httpx.post(server.url + "/predict", json={"records": [{**record, **bad}]})
+        assert r.status_code == 422, r.text
+    reading = metrics.error_rate(server.version, 0)
+    assert (reading.error_rate, reading.request_count) == (0.0, 2.0), reading
