@@ -74,7 +74,7 @@ def configs() -> dict[str, tuple[CanaryConfig, float, str]]:
     production = ProductionConfig()
     return {
         "production": (
-            production.canary_config(),
+            production.to_core(CanaryConfig),
             production.synthetic_traffic_rps,
             "`ProductionConfig` defaults (the `production_deployment` asset)",
         ),

@@ -64,9 +64,9 @@ def summary(result: Any, registry: Any, target: Any, run_id: str) -> list[str]:
     lines += [f"failed: {m}" for m in _failure_messages(result)]
     if "evaluation_report" in done:
         report = result.output_for_node("evaluation_report")
-        verdict = "promote" if report["promote"] else "keep the champion"
+        verdict = "promote" if report.promote else "keep the champion"
         lines.append(
-            f"gate decision: {verdict} (challenger v{report['challenger_version']}): {report['reason']}"
+            f"gate decision: {verdict} (challenger v{report.challenger_version}): {report.reason}"
         )
     aliases = registry.aliases()
     champion = aliases.get("champion")

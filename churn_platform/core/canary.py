@@ -82,7 +82,7 @@ class CanaryConfig:
     """
 
     steps: tuple[int, ...] = (5, 25, 100)
-    analysis_window_seconds: float = 10.0
+    analysis_window_seconds: float = 15.0
     interval_seconds: float = 1.0
     max_error_rate: float = 0.05
     min_requests: int = 20

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from sklearn.pipeline import Pipeline
 
-from churn_platform.core import metrics
+from churn_platform.core import metrics, records
 from churn_platform.core import schema as s
 from churn_platform.core.features import FEATURE_RANGES
 from churn_platform.core.training import model_inputs, predict_proba
@@ -22,14 +22,24 @@ MetadataValue = float | int | str | bool | None
 
 @dataclass(frozen=True)
 class ModelCheckConfig:
-    """Thresholds of the model checks (all configurable from the Dagster run config)."""
+    """Thresholds of the model checks (all configurable from the Dagster run config).
+
+    min_auc: the holdout AUC must reach this.
+    auc_pass_on: "lower": the bootstrap interval's lower bound must reach min_auc;
+        "point": the point estimate must.
+    min_slice_auc: every slice with enough rows must reach this AUC.
+    min_slice_rows: slices with fewer holdout rows get no AUC (skipped, with the reason).
+    min_invariance_fraction: share of rows whose predicted churn must drop when the
+        contract changes from monthly to annual.
+    n_resamples: bootstrap resamples of the AUC interval.
+    level: confidence level of the AUC interval.
+    seed: random seed of the bootstrap.
+    """
 
     min_auc: float = 0.80
-    auc_pass_on: str = (
-        "lower"  # "lower": the CI lower bound must clear min_auc; "point": the estimate
-    )
+    auc_pass_on: str = "lower"
     min_slice_auc: float = 0.74
-    min_slice_rows: int = 30
+    min_slice_rows: int = metrics.MIN_SLICE_ROWS
     min_invariance_fraction: float = 0.90
     n_resamples: int = 1000
     level: float = 0.95
@@ -62,7 +72,7 @@ def auc_check(y: np.ndarray, scores: np.ndarray, config: ModelCheckConfig) -> Ch
     judged = ci.lower if config.auc_pass_on == "lower" else ci.point
     passed = bool(judged >= config.min_auc)
     return CheckOutcome(
-        name="holdout_auc",
+        name=records.HOLDOUT_AUC,
         passed=passed,
         description=(
             f"AUC {ci.point:.4f} ({config.level:.0%} CI {ci.lower:.4f}-{ci.upper:.4f}); "
@@ -115,7 +125,7 @@ def slice_auc_check(
     table = pd.DataFrame(rows)
     evaluated = [r.auc for r in results if r.auc is not None]
     return CheckOutcome(
-        name="slice_auc",
+        name=records.SLICE_AUC,
         passed=not failing,
         description=(
             f"every evaluated slice has AUC >= {config.min_slice_auc}"
@@ -159,7 +169,7 @@ def invariance_check(
         )
     )
     return CheckOutcome(
-        name="contract_invariance",
+        name=records.CONTRACT_INVARIANCE,
         passed=passed,
         description=(
             f"monthly -> annual lowers predicted churn for {fraction:.1%} of {len(lowered)} rows "
@@ -183,7 +193,7 @@ def coverage_check(frame: pd.DataFrame, scores: np.ndarray) -> CheckOutcome:
     passed = len(scores) == len(frame) and not bad.any()
     sample = frame.loc[bad, [s.CUSTOMER_ID]].head(10).assign(score=scores[bad][:10])
     return CheckOutcome(
-        name="prediction_coverage",
+        name=records.PREDICTION_COVERAGE,
         passed=bool(passed),
         description=f"{len(scores) - int(bad.sum())} of {len(frame)} rows got a finite probability in [0, 1]",
         metadata={
@@ -229,7 +239,7 @@ def feature_invariant_check(pipeline: Pipeline, frame: pd.DataFrame) -> CheckOut
     if inf_rows:
         problems.append({"feature": "(any)", "problem": "infinite value", "rows": inf_rows})
     return CheckOutcome(
-        name="feature_invariants",
+        name=records.FEATURE_INVARIANTS,
         passed=not problems,
         description=(
             f"{len(FEATURE_RANGES)} bounded features in range, no NaN or inf, on {len(frame)} rows"
@@ -258,3 +268,19 @@ def run_model_checks(
         invariance_check(pipeline, holdout, config),
         coverage_check(holdout, scores),
     ]
+
+
+def headline_metrics(
+    outcomes: list[CheckOutcome], pipeline: Pipeline, train_rows: pd.DataFrame
+) -> dict[str, float]:
+    """The numbers logged with a model: holdout AUC and interval, train AUC, invariance."""
+    by_name = {o.name: o.metadata for o in outcomes}
+    auc = by_name[records.HOLDOUT_AUC]
+    y = train_rows[s.TARGET].astype(int).to_numpy()
+    return {
+        "holdout_auc": float(auc["auc"]),  # type: ignore[arg-type]
+        "holdout_auc_ci_lower": float(auc["auc_ci_lower"]),  # type: ignore[arg-type]
+        "holdout_auc_ci_upper": float(auc["auc_ci_upper"]),  # type: ignore[arg-type]
+        "train_auc": metrics.auc(y, predict_proba(pipeline, train_rows)),
+        "invariance_fraction": float(by_name[records.CONTRACT_INVARIANCE]["fraction_lowered"]),  # type: ignore[arg-type]
+    }

@@ -27,6 +27,7 @@ import dagster as dg
 import yaml
 
 from churn_platform import settings
+from churn_platform.resources.code_version import CodeVersion
 from churn_platform.resources.data_source import (
     DataSourceResource,
     FileSourceResource,
@@ -36,6 +37,7 @@ from churn_platform.resources.data_source import (
 from churn_platform.resources.deployment import LocalDeploymentResource
 from churn_platform.resources.metrics import MetricsResource
 from churn_platform.resources.mlflow_registry import MlflowRegistry
+from churn_platform.resources.release_probes import ReleaseProbes
 
 SOURCES = ("synthetic", "file", "sql")
 
@@ -119,6 +121,8 @@ def resources_for_environment(env: str | None = None) -> dict[str, Any]:
             # the local file_sd targets carry environment=<staging|production>
             environment_label="production" if env == "local" else "",
         ),
+        "release_probes": ReleaseProbes(),
+        "code_version": CodeVersion(commit=_env("GIT_COMMIT")),
     }
     if env == "local":
         return {
