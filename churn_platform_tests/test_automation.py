@@ -411,7 +411,7 @@ def test_a_drift_run_request_materialises_the_retraining_selection(champion, hom
     assert report.champion_version == champion["version"] and report.promote is True
     staged = result.output_for_node("staging_deployment")
     assert staged.action == "deploy" and staged.candidate == "2"
-    assert staged["baseline"] == champion["version"]
+    assert staged.baseline == champion["version"]
     assert stopped  # real model-server processes were running
     registry = MlflowRegistry()
     assert registry.alias_version("challenger") == "2"

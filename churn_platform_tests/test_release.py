@@ -146,11 +146,11 @@ def test_first_release_goes_to_staging_alone_then_becomes_champion():
     staged = stage(target, registry, decision("1"), passing)
     assert staged.failed == [] and staged.champion is None
     assert target.envs[r.STAGING] == {"1": 100}
-    handoff = staged.record()
+    handoff = staged.record
     assert (handoff.action, handoff.candidate, handoff.baseline) == (r.DEPLOY, "1", None)
 
     done = run_release(target, registry, handoff)
-    assert done.result.action == r.PROMOTED
+    assert done.record.action == r.PROMOTED
     assert registry.aliases == {r.CHAMPION: "1"}  # no previous: there was none
     assert target.envs[r.PRODUCTION] == {"1": 100}
     assert registry.tags["1"][r.TAG_DEPLOYMENT] == r.PRODUCTION
@@ -161,9 +161,9 @@ def test_a_kept_champion_deploys_nothing_anywhere():
     registry = MemoryRegistry(champion="1")
     handoff = nothing_staged(decision("2", promote=False))
     done = run_release(target, registry, handoff)
-    assert done.canary is None and done.result.action == r.NO_ACTION
-    assert done.result.reason == "Keep the champion: no gain."
-    assert done.result.champion == "1"
+    assert done.canary is None and done.record.action == r.NO_ACTION
+    assert done.record.reason == "Keep the champion: no gain."
+    assert done.record.champion == "1"
     assert target.deployed == [] and target.retired == []
     assert target.envs[r.PRODUCTION] == {"1": 100}
 
@@ -173,8 +173,8 @@ def test_releasing_the_champion_again_is_a_no_op():
     registry = MemoryRegistry(champion="1")
     staged = r.StagingResult(r.DEPLOY, candidate="1", model_uri="models:/m/1")
     done = run_release(target, registry, staged)
-    assert done.result.action == r.NO_ACTION
-    assert done.result.reason == "version 1 is already the champion"
+    assert done.record.action == r.NO_ACTION
+    assert done.record.reason == "version 1 is already the champion"
     assert target.deployed == []
 
 
@@ -185,7 +185,7 @@ def test_staging_keeps_the_champion_and_only_the_newest_candidate():
     assert target.envs[r.STAGING] == {"1": 100, "3": 0}
     assert target.retired == [(r.STAGING, "2")]
     assert staged.state.weights() == {"1": 100, "3": 0}
-    assert staged.record().baseline == "1"
+    assert staged.record.baseline == "1"
 
 
 def test_staging_starts_the_champion_when_it_is_not_running():
@@ -224,10 +224,10 @@ def test_a_successful_canary_moves_the_aliases_and_retires_older_versions():
         yield
 
     done = run_release(target, registry, staged, during_canary=load)
-    assert done.result.action == r.PROMOTED
+    assert done.record.action == r.PROMOTED
     assert windows == [{"1": 100, "0": 0, "2": 0}]  # the load saw both versions running
     assert registry.aliases == {r.CHAMPION: "2", r.PREVIOUS: "1"}
-    assert (done.result.champion, done.result.previous) == ("2", "1")
+    assert (done.record.champion, done.record.previous) == ("2", "1")
     assert target.envs[r.PRODUCTION] == {"1": 0, "2": 100}  # N-1 kept at 0% for rollback
     assert target.retired == [(r.PRODUCTION, "0")]
 
@@ -237,7 +237,7 @@ def test_a_rolled_back_canary_leaves_the_aliases_and_retires_the_candidate():
     registry = MemoryRegistry(champion="1", previous="0")
     staged = r.StagingResult(r.DEPLOY, candidate="2", model_uri="models:/m/2", baseline="1")
     done = run_release(target, registry, staged, error_rate=0.5)
-    assert done.result.action == "rolled_back"
+    assert done.record.action == "rolled_back"
     assert done.canary is not None and not done.canary.promoted
     assert registry.aliases == {r.CHAMPION: "1", r.PREVIOUS: "0"}
     assert target.envs[r.PRODUCTION] == {"1": 100}

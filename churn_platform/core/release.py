@@ -108,6 +108,7 @@ class Staging:
         """Names of the integration checks that did not pass."""
         return [o.name for o in self.outcomes if not o.passed]
 
+    @property
     def record(self) -> StagingResult:
         """The hand-off to production."""
         return StagingResult(
@@ -180,7 +181,7 @@ def nothing_to_release(staged: StagingResult, champion: str | None) -> str | Non
 class Release:
     """What ``release`` did: the hand-off record, the canary (None when skipped), production now."""
 
-    result: ProductionResult
+    record: ProductionResult
     canary: CanaryResult | None
     state: EnvironmentState
 

@@ -12,6 +12,7 @@ import pandas as pd
 
 from churn_platform.core import gate, metrics
 from churn_platform.core.quality_report import markdown_table
+from churn_platform.core.records import ChallengerModel, EvaluationDecision
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,7 @@ def embed_png(png: bytes, alt: str) -> str:
 class Evaluation:
     """The gate's decision on one challenger and the report that explains it."""
 
+    record: EvaluationDecision  # the hand-off to staging
     decision: gate.Decision
     comparison: metrics.PairedComparison | None  # None when there was no champion
     slice_table: pd.DataFrame
@@ -113,14 +115,14 @@ class Evaluation:
 
 def evaluate(
     y: np.ndarray,
+    model: ChallengerModel,
     challenger: ScoredModel,
     champion: ScoredModel | None,
     slices: Mapping[str, np.ndarray],
-    checks_passed: bool,
-    holdout_hash: str,
     cfg: gate.GateConfig,
 ) -> Evaluation:
-    """Compare the challenger with the champion on the same rows, decide, and write the report.
+    """Compare the challenger (``model``, scored as ``challenger``) with the champion on the
+    same rows, decide, and write the report.
 
     The AUC difference gets a paired-bootstrap interval and DeLong's test; each slice
     gets both models' AUC and the delta; ``gate.decide`` reads those numbers.
@@ -139,9 +141,18 @@ def evaluate(
             seed=cfg.seed,
         )
         slice_deltas = dict(zip(table["slice"], table["delta"], strict=True))
-    decision = gate.decide(comparison, checks_passed, slice_deltas, cfg)
-    text = render(y, decision, comparison, scored, table, holdout_hash, cfg)
-    return Evaluation(decision, comparison, table, text, plots_png(y, scored))
+    decision = gate.decide(comparison, model.checks_passed, slice_deltas, cfg)
+    record = EvaluationDecision(
+        promote=decision.promote,
+        reason=decision.reason,
+        challenger_version=model.version,
+        challenger_model_uri=model.model_uri,
+        champion_version=None if champion is None else champion.version,
+        holdout_hash=model.holdout_hash,
+        rule=cfg.mode,
+    )
+    text = render(y, decision, comparison, scored, table, model.holdout_hash, cfg)
+    return Evaluation(record, decision, comparison, table, text, plots_png(y, scored))
 
 
 def slice_table(

@@ -8,7 +8,6 @@ import inspect
 import re
 import types
 import typing
-from collections.abc import Iterable
 from typing import Any, TypeVar
 
 import dagster as dg
@@ -25,7 +24,7 @@ T = TypeVar("T")
 
 
 class CoreConfig(dg.Config):
-    """A Dagster config whose fields are those of core dataclasses (see ``config_class_from``)."""
+    """A Dagster config whose fields are those of core dataclasses (see ``config_from``)."""
 
     def to_core(self, core: type[T]) -> T:
         """``core`` built from this config's fields of the same names (validated there)."""
@@ -138,11 +137,6 @@ def check_result(
         metadata=metadata,
         description=outcome.description,
     )
-
-
-def failed_names(outcomes: Iterable[CheckOutcome]) -> list[str]:
-    """Names of the outcomes that did not pass."""
-    return [o.name for o in outcomes if not o.passed]
 
 
 def upstream_metadata(context: dg.AssetExecutionContext, asset: str, key: str) -> str | None:

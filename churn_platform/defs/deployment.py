@@ -19,6 +19,7 @@ from churn_platform.resources.release_probes import ReleaseProbes
 STAGING = "staging_deployment"
 PRODUCTION = "production_deployment"
 DEPLOYMENT_POOL = "churn_deployment"  # one deployment at a time (limit set in dagster.yaml)
+TRAFFIC_ROWS = 500  # holdout rows replayed as synthetic canary traffic (they cycle)
 STAGING_CHECKS = {
     r.HEALTH: "GET /health answers 200 once the model is loaded.",
     r.API_CONTRACT: "Valid records get probabilities; a missing column gets a 4xx naming it.",
@@ -112,7 +113,7 @@ def staging_deployment(
             },
         )
     yield dg.Output(
-        staged.record(),
+        staged.record,
         metadata={
             "action": "deployed to staging",
             "candidate_version": staged.served.version,
@@ -168,7 +169,13 @@ def production_deployment(
         staging_deployment,
         config.to_core(canary.CanaryConfig),
         during_canary=lambda state: _canary_load(
-            context, config, release_probes, metrics, staging_deployment, holdout_set, state
+            context,
+            release_probes,
+            metrics,
+            staging_deployment.candidate or "",
+            holdout_set.head(TRAFFIC_ROWS),
+            config.synthetic_traffic_rps if state.endpoint else 0.0,
+            state.endpoint or "",
         ),
         on_transition=lambda t: context.log.info(
             f"canary {t.from_state} -> {t.to_state} weights={t.weights}: {t.reason}"
@@ -176,7 +183,7 @@ def production_deployment(
         log=context.log.warning,
     )
     yield _canary_check(done)
-    out = done.result
+    out = done.record
     metadata: dict[str, Any] = {"action": out.action, "reason": out.reason}
     if done.canary is not None:
         metadata = {
@@ -196,19 +203,18 @@ def production_deployment(
 @contextmanager
 def _canary_load(
     context: dg.AssetExecutionContext,
-    config: Any,
     probes: ReleaseProbes,
     metrics: object,
-    staged: r.StagingResult,
-    holdout: pd.DataFrame,
-    state: EnvironmentState,
+    candidate: str,
+    rows: pd.DataFrame,
+    rate: float,
+    endpoint: str,
 ) -> Iterator[None]:
-    """While the canary runs: synthetic requests through the router (a laptop has no users),
-    and a wait until Prometheus has scraped the candidate so the first window has data."""
-    rate = config.synthetic_traffic_rps if state.endpoint else 0
-    traffic = probes.synthetic_traffic(state.endpoint or "", holdout, rate) if rate > 0 else None
+    """While the canary runs: ``rate`` requests/s of ``rows`` through the router (a laptop
+    has no users; 0: none), and a wait until Prometheus has scraped the candidate so the
+    first window has data."""
+    traffic = probes.synthetic_traffic(endpoint, rows, rate) if rate > 0 else None
     with traffic or nullcontext():
-        candidate = staged.candidate or ""
         if isinstance(metrics, PrometheusMetrics) and not metrics.wait_until_scraped(candidate):
             context.log.warning(
                 f"Prometheus has not scraped v{candidate} yet; the first window may read no data"
@@ -226,7 +232,7 @@ def _canary_check(done: release.Release) -> dg.AssetCheckResult:
         return dg.AssetCheckResult(
             check_name=r.CANARY_ANALYSIS,
             passed=True,
-            metadata={"outcome": "nothing to release", "reason": done.result.reason},
+            metadata={"outcome": "nothing to release", "reason": done.record.reason},
         )
     transitions = pd.DataFrame([t.as_dict() for t in done.canary.transitions])
     return dg.AssetCheckResult(

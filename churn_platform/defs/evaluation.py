@@ -59,23 +59,9 @@ def evaluation_report(
     )
     y = holdout_set[s.TARGET].astype(int).to_numpy()
     found = report.evaluate(
-        y,
-        challenger,
-        champion,
-        metrics.default_slices(holdout_set),
-        challenger_model.checks_passed,
-        challenger_model.holdout_hash,
-        cfg,
+        y, challenger_model, challenger, champion, metrics.default_slices(holdout_set), cfg
     )
-    decision = r.EvaluationDecision(
-        promote=found.decision.promote,
-        reason=found.decision.reason,
-        challenger_version=challenger_model.version,
-        challenger_model_uri=challenger_model.model_uri,
-        champion_version=champion_version,
-        holdout_hash=challenger_model.holdout_hash,
-        rule=cfg.mode,
-    )
+    decision = found.record
     run_id = challenger_model.run_id
     mlflow_registry.log_run_artifact(run_id, "evaluation_report.md", found.markdown)
     for name, png in found.plots.items():
@@ -103,7 +89,7 @@ def evaluation_report(
         "challenger_run": dg.MetadataValue.url(challenger.run_url),
         **found.summary(),
     }
-    if champion:
+    if champion is not None:
         meta["champion_run"] = dg.MetadataValue.url(champion.run_url)
     yield dg.Output(decision, metadata=meta)
 

@@ -5,13 +5,11 @@ import pandas as pd
 
 from churn_platform.core import drift, model_checks, training
 from churn_platform.core import records as r
-from churn_platform.core import schema as s
 from churn_platform.defs.common import (
     GROUP,
     OWNERS,
     check_result,
     config_from,
-    failed_names,
     upstream_metadata,
 )
 from churn_platform.resources.code_version import CodeVersion
@@ -65,26 +63,18 @@ def challenger_model(
     """
     train_cfg: training.TrainingConfig = config.to_core(training.TrainingConfig)
     check_cfg: model_checks.ModelCheckConfig = config.to_core(model_checks.ModelCheckConfig)
-    in_holdout = validated_churn_data[s.CUSTOMER_ID].isin(set(holdout_set[s.CUSTOMER_ID]))
-    train_rows = validated_churn_data[~in_holdout]
-    trained = training.train(train_rows, train_cfg)
+    checked = model_checks.train_and_check(validated_churn_data, holdout_set, train_cfg, check_cfg)
+    trained, outcomes, failed = checked.trained, checked.outcomes, checked.failed
     context.log.info(
         f"fitted {train_cfg.estimator} on {trained.n_train_rows} rows in {trained.fit_seconds:.1f}s"
     )
-    outcomes = model_checks.run_model_checks(trained.pipeline, holdout_set, check_cfg)
-    failed = failed_names(outcomes)
-    metrics = {
-        **model_checks.headline_metrics(outcomes, trained.pipeline, train_rows),
-        "fit_seconds": trained.fit_seconds,
-        "n_train_rows": trained.n_train_rows,
-    }
     data_version = upstream_metadata(context, "validated_churn_data", "data_version") or "unknown"
     holdout_hash = upstream_metadata(context, "holdout_set", "holdout_hash") or "unknown"
     registered = mlflow_registry.log_and_register(
         trained.pipeline,
-        input_example=training.model_inputs(train_rows),
+        input_example=training.model_inputs(checked.train_rows),
         params={**train_cfg.params(), **{f"check_{k}": v for k, v in check_cfg.__dict__.items()}},
-        metrics=metrics,
+        metrics=checked.metrics,
         tags={
             "data_version": data_version,
             "holdout_hash": holdout_hash,
@@ -93,11 +83,8 @@ def challenger_model(
             r.TAG_MODEL_CHECKS: "failed" if failed else "passed",
         },
         json_artifacts={
-            "reference_profile.json": drift.build_reference_profile(train_rows),
-            "model_checks.json": [
-                {"name": o.name, "passed": o.passed, "description": o.description, **o.metadata}
-                for o in outcomes
-            ],
+            "reference_profile.json": drift.build_reference_profile(checked.train_rows),
+            "model_checks.json": [o.as_dict() for o in outcomes],
         },
         run_name=f"challenger-{context.run.run_id[:8]}",
     )
@@ -122,7 +109,7 @@ def challenger_model(
         experiment_id=registered.experiment_id,
         data_version=data_version,
         holdout_hash=holdout_hash,
-        metrics=metrics,
+        metrics=checked.metrics,
         checks_passed=True,
         params=train_cfg.params(),
     )

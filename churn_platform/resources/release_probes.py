@@ -15,9 +15,6 @@ from churn_platform.core.release import StagingChecks
 from churn_platform.serving import integration
 from churn_platform.serving.traffic import TrafficGenerator
 
-# holdout rows replayed as synthetic canary traffic (they cycle)
-TRAFFIC_ROWS = 500
-
 
 class ReleaseProbes(dg.ConfigurableResource):
     """Probes a model server over HTTP: the staging checks and the local canary's load."""
@@ -37,8 +34,9 @@ class ReleaseProbes(dg.ConfigurableResource):
         ]
 
     def synthetic_traffic(self, endpoint: str, rows: pd.DataFrame, rate: float) -> TrafficGenerator:
-        """A context manager sending ``rate`` requests/s of ``rows`` to ``endpoint`` while open.
+        """A context manager sending ``rate`` requests/s of ``rows`` (cycling) to ``endpoint``
+        while open.
 
         Only loopback endpoints are accepted (it is demo load for a laptop canary).
         """
-        return TrafficGenerator(endpoint, integration.records(rows.head(TRAFFIC_ROWS)), rate=rate)
+        return TrafficGenerator(endpoint, integration.records(rows), rate=rate)
