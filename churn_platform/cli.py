@@ -9,6 +9,7 @@ the step's own message (which names the column, file or setting to fix), not a t
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shutil
 import sys
@@ -18,6 +19,7 @@ from typing import Any
 import yaml
 
 from churn_platform import settings
+from churn_platform.core import canary
 
 JOBS = ("churn_end_to_end", "churn_retraining", "churn_release")
 _DAGSTER_YAML = Path(__file__).resolve().parent.parent / "deploy" / "local" / "dagster.yaml"
@@ -65,10 +67,13 @@ def summary(result: Any, registry: Any, target: Any, run_id: str) -> list[str]:
     lines += [f"failed: {m}" for m in _failure_messages(result)]
     if "evaluation_report" in done:
         report = result.output_for_node("evaluation_report")
-        verdict = "promote" if report["promote"] else "keep the champion"
+        verdict = "promote" if report.promote else "keep the champion"
         lines.append(
-            f"gate decision: {verdict} (challenger v{report['challenger_version']}): {report['reason']}"
+            f"gate decision: {verdict} (challenger v{report.challenger_version}): {report.reason}"
         )
+    if "production_deployment" in done:
+        release = result.output_for_node("production_deployment")
+        lines.append(canary.release_line(dataclasses.asdict(release)))
     aliases = registry.aliases()
     champion = aliases.get("champion")
     endpoint = target.state("production").endpoint if champion else None

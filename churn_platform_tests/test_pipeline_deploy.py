@@ -91,7 +91,7 @@ def test_first_release_then_a_faulty_canary_rolls_back_to_the_running_champion(
         ["production_deployment"], instance, {"production_deployment": {"config": CANARY}}
     )
     assert again.success, step_error(again)
-    assert again.output_for_node("production_deployment")["action"] == "none"
+    assert again.output_for_node("production_deployment").action == "none"
     assert production_state(local_platform).weights() == {"1": 100}
 
     second = materialize(
@@ -100,7 +100,7 @@ def test_first_release_then_a_faulty_canary_rolls_back_to_the_running_champion(
         {"challenger_model": {"config": FAST_MODEL}, "evaluation_report": {"config": FAST_GATE}},
     )
     assert second.success, step_error(second)
-    assert second.output_for_node("staging_deployment")["candidate"] == "2"
+    assert second.output_for_node("staging_deployment").candidate == "2"
     staging = LocalProcessTarget(local_platform / "deployments").state("staging")
     assert staging.weights() == {"1": 100, "2": 0}  # the challenger at 0% beside the champion
 

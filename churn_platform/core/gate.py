@@ -42,7 +42,16 @@ GATE_MODES: tuple[str, ...] = ("gain_and_interval", "interval", "point")
 
 @dataclass(frozen=True)
 class GateConfig:
-    """Parameters of the promotion gate; validated on construction."""
+    """Parameters of the promotion gate; validated on construction.
+
+    mode: "interval" (promote on the lower bound of the paired interval) or "point"
+        (the seed's rule: the point estimate of the AUC difference).
+    min_delta: required AUC gain (in interval mode, of the interval's lower bound).
+    slice_tolerance: largest AUC loss allowed on any slice (interval mode).
+    level: confidence level of the paired bootstrap interval.
+    n_resamples: bootstrap resamples of the paired interval.
+    seed: random seed of the bootstrap.
+    """
 
     mode: GateMode = field(
         default="gain_and_interval",

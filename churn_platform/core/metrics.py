@@ -528,6 +528,10 @@ def paired_bootstrap_auc_delta(
 # slices
 
 
+# A slice smaller than this gets no AUC (too noisy to judge); one default for checks and gate.
+MIN_SLICE_ROWS = 30
+
+
 @dataclass(frozen=True)
 class SliceResult:
     """AUC on one slice of the evaluation rows, or why it was not computed."""
@@ -542,7 +546,7 @@ class SliceResult:
 def slice_aucs(
     frame_or_arrays: pd.DataFrame | tuple[ArrayLike, ArrayLike],
     slices: Mapping[str, ArrayLike],
-    min_rows: int = 30,
+    min_rows: int = MIN_SLICE_ROWS,
     score_column: str = "score",
     target_column: str = s.TARGET,
 ) -> list[SliceResult]:

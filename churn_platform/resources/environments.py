@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from churn_platform import settings
+from churn_platform.resources.code_version import CodeVersion
 from churn_platform.resources.data_source import (
     DataSourceResource,
     FileSourceResource,
@@ -26,6 +27,7 @@ from churn_platform.resources.inference_log import InferenceLogResource
 from churn_platform.resources.io_manager import DataIOManager
 from churn_platform.resources.metrics import MetricsResource
 from churn_platform.resources.mlflow_registry import MlflowRegistry
+from churn_platform.resources.release_probes import ReleaseProbes
 from churn_platform.resources.storage import StorageResource
 
 
@@ -105,6 +107,8 @@ def resources_for_environment(env: str | None = None) -> dict[str, Any]:
             # the local file_sd targets carry environment=<staging|production>
             environment_label="production" if env == "local" else "",
         ),
+        "release_probes": ReleaseProbes(),
+        "code_version": CodeVersion(commit=_get("GIT_COMMIT") or ""),
     }
     if env == "local":
         return {

@@ -116,6 +116,11 @@ class MlflowRegistry(dg.ConfigurableResource):
         """Link to a run in the MLflow UI."""
         return f"{self.ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
 
+    def version_run_url(self, version: str) -> str:
+        """Link to the MLflow run that logged a registered version."""
+        run_id = self.version_info(version).run_id
+        return self.run_url(self.client().get_run(run_id).info.experiment_id, run_id)
+
     def version_url(self, version: str) -> str:
         """Link to a registered version in the MLflow UI."""
         return f"{self.ui_url.rstrip('/')}/#/models/{self.model_name}/versions/{version}"
@@ -173,8 +178,12 @@ class MlflowRegistry(dg.ConfigurableResource):
             version=str(version.version),
             run_id=run_id,
             experiment_id=experiment_id,
-            model_uri=f"models:/{self.model_name}/{version.version}",
+            model_uri=self.model_uri(str(version.version)),
         )
+
+    def model_uri(self, version: str) -> str:
+        """The URI deployment targets load ``version`` from: ``models:/<name>/<version>``."""
+        return f"models:/{self.model_name}/{version}"
 
     def set_version_tags(self, version: str, tags: dict[str, str]) -> None:
         """Tag a registered version (check outcomes, deployment state)."""
