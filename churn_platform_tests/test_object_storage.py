@@ -1,0 +1,173 @@
+"""Artefacts on an object store: a real S3-compatible server (moto, over HTTP) on 127.0.0.1.
+
+``CHURN_STORAGE_URL=s3://<bucket>/<prefix>`` with the usual AWS variables moves asset values,
+snapshots, reports, MLflow artefacts and inference logs there; these tests read the objects
+back through the platform and list them with boto3.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from churn_platform import settings
+from churn_platform.core.mapping import ColumnMapping, MappedFrame, apply_mapping
+from churn_platform.core.synthetic import SyntheticSpec, generate
+from churn_platform.object_store import open_location, options_from_env, path_is_remote
+from churn_platform.resources.io_manager import (
+    POINTER,
+    DataIOManager,
+    StoredValueError,
+    read_value,
+    write_value,
+)
+from churn_platform.resources.object_store import S3Credentials
+from churn_platform.resources.storage import StorageResource
+from churn_platform_tests.s3 import aws_environment, create_bucket, list_keys, running_moto
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One moto server for the module; each test gets its own bucket."""
+    with running_moto(tmp_path_factory.mktemp("moto")) as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def s3_url(moto_endpoint: str, churn_home: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """``CHURN_STORAGE_URL`` on a fresh bucket, credentials in the AWS variables."""
+    for name in ("AWS_ENDPOINT_URL_S3", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in aws_environment(moto_endpoint).items():
+        monkeypatch.setenv(name, value)
+    bucket = f"churn-{uuid.uuid4().hex[:12]}"
+    create_bucket(moto_endpoint, bucket)
+    url = f"s3://{bucket}/platform"
+    monkeypatch.setenv("CHURN_STORAGE_URL", url)
+    return url
+
+
+def _bucket(url: str) -> str:
+    return url.removeprefix("s3://").split("/", 1)[0]
+
+
+def _root(url: str) -> Path:
+    return open_location(url, options_from_env())
+
+
+def test_the_setting_accepts_s3_and_folders_and_names_the_fix_for_anything_else(tmp_path):
+    assert settings.storage_url({"CHURN_STORAGE_URL": "s3://b/p/"}) == "s3://b/p"
+    assert settings.storage_is_remote({"CHURN_STORAGE_URL": "s3://b/p"})
+    env = {"CHURN_HOME": str(tmp_path)}
+    assert settings.storage_url(env) == str(tmp_path)  # default: CHURN_HOME, as before
+    assert not settings.storage_is_remote(env)
+    with pytest.raises(settings.SettingsError, match="CHURN_STORAGE_URL='gs://b'.*'gs'"):
+        settings.storage_url({"CHURN_STORAGE_URL": "gs://b"})
+    with pytest.raises(settings.SettingsError, match="names no bucket"):
+        settings.storage_url({"CHURN_STORAGE_URL": "s3:///p"})
+
+
+def test_frames_records_and_json_round_trip_on_s3(s3_url, moto_endpoint):
+    root = _root(s3_url + "/storage")
+    assert path_is_remote(root)
+    frame = pd.DataFrame(
+        {"id": ["a", "b"], "n": pd.array([1, None], dtype="Int64"), "x": [0.5, 1.5]},
+        index=[7, 9],
+    )
+    write_value(root / "holdout_set", frame)
+    pd.testing.assert_frame_equal(read_value(root / "holdout_set"), frame)
+
+    raw = generate(SyntheticSpec(n_rows=50, seed=1)).astype({"monthly_spend": str})
+    raw.loc[3, "monthly_spend"] = "lots"
+    mapped = apply_mapping(raw, ColumnMapping())
+    write_value(root / "churn_snapshot", mapped)
+    back = read_value(root / "churn_snapshot")
+    assert isinstance(back, MappedFrame)
+    pd.testing.assert_frame_equal(back.frame, mapped.frame)
+
+    value = {"promote": True, "ci": (0.1, 0.2), "by_version": {1: "champion"}, "none": None}
+    write_value(root / "gate", value)
+    assert read_value(root / "gate") == value
+
+    keys = list_keys(moto_endpoint, _bucket(s3_url), "platform/storage/churn_snapshot/")
+    assert f"platform/storage/churn_snapshot/{POINTER}" in keys
+    assert sum(k.endswith(".parquet") for k in keys) >= 2  # the rows and the examples, Parquet
+
+
+def test_a_killed_write_on_s3_is_never_read_as_whole_and_is_cleaned_up_later(s3_url):
+    folder = _root(s3_url + "/storage") / "validated_churn_data"
+    write_value(folder, {"generation": 1})
+    # a write killed before its pointer: the data objects and even the manifest are there
+    dead = folder / "v-00000000000000000002-dead"
+    (dead / "frame-0.parquet").write_bytes(b"PAR1 half")
+    (dead / "value.json").write_text('{"format": "churn_platform.io/1", "value": 2}')
+    assert read_value(folder) == {"generation": 1}
+    # a write killed after some of its objects, before the manifest
+    half = folder / "v-99999999999999999999-half"
+    (half / "frame-0.parquet").write_bytes(b"PAR1")
+    assert read_value(folder) == {"generation": 1}
+
+    write_value(folder, {"generation": 3})
+    assert read_value(folder) == {"generation": 3}
+    write_value(folder, {"generation": 4})
+    names = sorted(p.name for p in folder.iterdir())
+    assert "v-00000000000000000002-dead" not in names  # older than the kept ones: pruned
+    assert read_value(folder) == {"generation": 4}
+
+
+def test_nothing_stored_on_s3_says_so(s3_url):
+    with pytest.raises(StoredValueError, match="nothing stored at s3://.*materialise"):
+        read_value(_root(s3_url) / "storage" / "never_written")
+
+
+def test_the_io_manager_and_storage_resource_write_to_the_bucket_through_dagster(
+    s3_url, moto_endpoint, churn_home
+):
+    from churn_platform.resources.environments import resources_for_environment
+
+    resources = resources_for_environment()
+    manager, storage = resources["io_manager"], resources["storage"]
+    assert isinstance(manager, DataIOManager) and manager.base_dir == s3_url + "/storage"
+    assert isinstance(storage, StorageResource) and storage.base_url == s3_url
+
+    @dg.asset
+    def upstream(storage: StorageResource) -> pd.DataFrame:
+        storage.write_text("reports/q.md", "# quality")
+        storage.write_frame("snapshots/s.parquet", pd.DataFrame({"a": [1, 2]}), index=False)
+        return pd.DataFrame({"a": [1, 2, 3]})
+
+    @dg.asset
+    def downstream(upstream: pd.DataFrame) -> dict[str, int]:
+        return {"rows": len(upstream)}
+
+    result = dg.materialize(
+        [upstream, downstream],
+        resources={"io_manager": manager, "storage": storage},
+        instance=dg.DagsterInstance.ephemeral(),
+    )
+    assert result.success
+    assert result.output_for_node("downstream") == {"rows": 3}
+    keys = list_keys(moto_endpoint, _bucket(s3_url))
+    assert "platform/reports/q.md" in keys and "platform/snapshots/s.parquet" in keys
+    assert {k.split("/")[2] for k in keys if k.startswith("platform/storage/")} == {
+        "upstream",
+        "downstream",
+    }
+    assert (_root(s3_url) / "reports" / "q.md").read_text() == "# quality"
+    assert list(churn_home.iterdir()) == []  # nothing local
+
+
+def test_credentials_are_passed_as_env_var_names_not_values(s3_url):
+    credentials = S3Credentials.from_env()
+    # the UI and the run config show the variables' names; Dagster resolves them at run time
+    assert {k: v.env_var_name for k, v in credentials.__dict__.items() if v} == {
+        "key": "AWS_ACCESS_KEY_ID",
+        "secret": "AWS_SECRET_ACCESS_KEY",
+        "endpoint_url": "AWS_ENDPOINT_URL",
+        "region": "AWS_DEFAULT_REGION",
+    }
