@@ -7,6 +7,7 @@ back through the platform and list them with boto3.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,9 +17,11 @@ import pandas as pd
 import pytest
 
 from churn_platform import settings
+from churn_platform.core import schema as s
 from churn_platform.core.mapping import ColumnMapping, MappedFrame, apply_mapping
 from churn_platform.core.synthetic import SyntheticSpec, generate
 from churn_platform.object_store import open_location, options_from_env, path_is_remote
+from churn_platform.resources.inference_log import InferenceLogResource
 from churn_platform.resources.io_manager import (
     POINTER,
     DataIOManager,
@@ -28,7 +31,21 @@ from churn_platform.resources.io_manager import (
 )
 from churn_platform.resources.object_store import S3Credentials
 from churn_platform.resources.storage import StorageResource
-from churn_platform_tests.s3 import aws_environment, create_bucket, list_keys, running_moto
+from churn_platform.serving.inference_log import (
+    ObjectInferenceLog,
+    open_inference_log,
+    read_object_log,
+)
+from churn_platform.testing import to_records
+from churn_platform_tests.s3 import (
+    ACCESS_KEY_ID,
+    REGION,
+    SECRET_ACCESS_KEY,
+    aws_environment,
+    create_bucket,
+    list_keys,
+    running_moto,
+)
 
 
 @pytest.fixture(scope="module")
@@ -171,3 +188,55 @@ def test_credentials_are_passed_as_env_var_names_not_values(s3_url):
         "endpoint_url": "AWS_ENDPOINT_URL",
         "region": "AWS_DEFAULT_REGION",
     }
+
+
+def _wait_until(condition, what: str, timeout: float = 120.0) -> None:
+    """Poll ``condition`` (a generous bound: the machine may be loaded)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_inference_log_batches_are_objects_read_back_as_the_newest_window(s3_url, moto_endpoint):
+    rows = generate(SyntheticSpec(n_rows=250, seed=5))
+    records = to_records(rows)
+    log = open_inference_log("7")
+    assert isinstance(log, ObjectInferenceLog)  # CHURN_STORAGE_URL is s3: batch objects
+    log.close()
+    log = ObjectInferenceLog(_root(s3_url), "7", flush_records=100, flush_seconds=3600.0)
+    try:
+        for start in range(0, 250, 50):  # requests of 50 records
+            chunk = records[start : start + 50]
+            log.append(chunk, [0.25] * len(chunk))
+            if (start + 50) % 100 == 0:  # 100 rows waiting: the writer thread puts one object
+                done = (start + 50) // 100
+                _wait_until(lambda done=done: log.batches_written == done, f"batch {done}")
+    finally:
+        log.close()  # the last 50 rows: a third object
+    keys = list_keys(moto_endpoint, _bucket(s3_url), "platform/inference_log/7/")
+    assert len(keys) == 3 and all(k.endswith(".parquet") for k in keys)
+
+    credentials = S3Credentials(
+        key=ACCESS_KEY_ID, secret=SECRET_ACCESS_KEY, endpoint_url=moto_endpoint, region=REGION
+    )
+    resource = InferenceLogResource(storage_url=s3_url, s3=credentials, max_rows=120)
+    window = resource.window("7")
+    assert len(window) == 120
+    newest = pd.DataFrame(records[-120:])  # the newest rows, oldest first
+    pd.testing.assert_series_equal(
+        window[s.MONTHLY_SPEND].astype(float), newest[s.MONTHLY_SPEND].astype(float)
+    )
+    assert set(s.MODEL_INPUT_COLUMNS) <= set(window.columns)
+    assert (window["model_version"] == "7").all()
+    assert resource.window("8").empty  # another version: nothing
+
+
+def test_inference_log_writes_after_flush_seconds_without_more_requests(s3_url):
+    log = ObjectInferenceLog(_root(s3_url), "3", flush_records=1_000, flush_seconds=0.2)
+    try:
+        log.append(to_records(generate(SyntheticSpec(n_rows=5, seed=1))), [0.5] * 5)
+        _wait_until(lambda: log.batches_written == 1, "the timed flush")
+    finally:
+        log.close()
+    assert len(read_object_log(_root(s3_url), "3")) == 5

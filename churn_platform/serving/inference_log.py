@@ -163,7 +163,7 @@ def read_object_log(root: Path, version: str, max_rows: int = 5000) -> pd.DataFr
         names = sorted(
             (p.name for p in folder.iterdir() if p.name.endswith(".parquet")), reverse=True
         )
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # nothing logged yet: no prefix
         names = []
     frames: list[pd.DataFrame] = []
     rows = 0
