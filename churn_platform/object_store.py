@@ -82,7 +82,7 @@ def open_location(url: str, options: Mapping[str, Any] | None = None) -> Path:
         # no listing cache: batches and versions are written by other processes (servers,
         # step pods), and a long-lived reader (the sensor's daemon) must see them
         path: Any = UPath(url, **{"use_listings_cache": False, **dict(options or {})})
-        return path  # type: ignore[no-any-return]
+        return path
     if scheme == "file":
         return Path(urlsplit(url).path)
     if len(scheme) > 1:  # one letter: a Windows drive

@@ -240,3 +240,90 @@ def test_inference_log_writes_after_flush_seconds_without_more_requests(s3_url):
     finally:
         log.close()
     assert len(read_object_log(_root(s3_url), "3")) == 5
+
+
+def test_the_graph_and_the_drift_sensor_run_on_s3_with_nothing_local_but_the_instance(
+    s3_url, moto_endpoint, churn_home, tmp_path, monkeypatch
+):
+    """Snapshot, contract, holdout, training, evaluation and the drift sensor against moto:
+    every artefact lands in the bucket; CHURN_HOME holds only the Dagster instance (the MLflow
+    tracking database is a server's job on a cluster; here a SQLite file outside CHURN_HOME)."""
+    from churn_platform.defs.automation import psi_drift_sensor
+    from churn_platform.resources.environments import resources_for_environment
+    from churn_platform_tests.pipeline import (
+        FAST_GATE,
+        FAST_MODEL,
+        THROUGH_EVALUATION,
+        materialize,
+        materialized,
+        registry,
+        step_error,
+    )
+
+    database = tmp_path / "mlflow-db"
+    database.mkdir()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{database / 'mlflow.db'}")
+    for name, value in {"CHURN_SOURCE": "synthetic", "CHURN_SYNTHETIC_ROWS": "3000"}.items():
+        monkeypatch.setenv(name, value)
+    for name in ("CHURN_SYNTHETIC_SPEND_SHIFT", "CHURN_PSI_THRESHOLD", "CHURN_DRIFT_MIN_ROWS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    (churn_home / "dagster").mkdir()
+    instance = dg.DagsterInstance.local_temp(tempdir=str(churn_home / "dagster"))
+
+    result = materialize(
+        THROUGH_EVALUATION,
+        instance,
+        {"challenger_model": {"config": FAST_MODEL}, "evaluation_report": {"config": FAST_GATE}},
+    )
+    assert result.success, step_error(result)
+    assert materialized(result) == set(THROUGH_EVALUATION)
+
+    keys = list_keys(moto_endpoint, _bucket(s3_url))
+    stored = {k.split("/")[2] for k in keys if k.startswith("platform/storage/")}
+    assert stored == set(THROUGH_EVALUATION)
+    assert any(k.startswith("platform/snapshots/") and k.endswith(".parquet") for k in keys)
+    assert any(k.startswith("platform/reports/quality_") for k in keys)
+    mlflow_keys = [k for k in keys if k.startswith("platform/mlflow/")]
+    assert any(k.endswith("/reference_profile.json") for k in mlflow_keys)
+    assert any(k.endswith("/evaluation_report.md") for k in mlflow_keys)
+    assert any(k.endswith("/MLmodel") for k in mlflow_keys)
+    snapshot = instance.get_latest_materialization_event(dg.AssetKey("churn_snapshot"))
+    assert snapshot.asset_materialization.metadata["parquet"].value.startswith(s3_url)
+
+    # the drift sensor: the champion's profile from MLflow's S3 artefacts, the servers'
+    # batches from the bucket
+    reg = registry()
+    version = reg.alias_version("challenger")
+    assert version is not None
+    reg.set_alias("champion", version)
+    resources = resources_for_environment()
+    sensor_resources = {
+        k: resources[k] for k in ("mlflow_registry", "data_source", "inference_log")
+    }
+
+    def tick(cursor: str | None = None):
+        context = dg.build_sensor_context(
+            cursor=cursor, resources=sensor_resources, instance=instance
+        )
+        return psi_drift_sensor.evaluate_tick(context)
+
+    quiet = tick()
+    assert quiet.run_requests == [] and "inference_log: 0 rows" in quiet.skip_message
+
+    log = open_inference_log(version)  # as a model server on the cluster opens it
+    assert isinstance(log, ObjectInferenceLog)
+    shifted = generate(SyntheticSpec(n_rows=1_000, seed=11, spend_shift=60.0))
+    records = to_records(shifted)
+    try:
+        for start in range(0, len(records), 100):
+            log.append(records[start : start + 100], [0.5] * len(records[start : start + 100]))
+    finally:
+        log.close()
+    assert log.batches_written >= 1
+
+    fired = tick(quiet.cursor)
+    assert [r.run_key for r in fired.run_requests] == ["drift-episode-1"]
+    assert fired.run_requests[0].tags["churn/drift_window"] == "inference_log"
+
+    assert sorted(p.name for p in churn_home.iterdir()) == ["dagster"]
