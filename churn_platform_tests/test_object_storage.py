@@ -327,3 +327,30 @@ def test_the_graph_and_the_drift_sensor_run_on_s3_with_nothing_local_but_the_ins
     assert fired.run_requests[0].tags["churn/drift_window"] == "inference_log"
 
     assert sorted(p.name for p in churn_home.iterdir()) == ["dagster"]
+
+
+def test_a_model_server_logs_its_requests_to_the_bucket_and_the_sensor_window_sees_them(
+    s3_url, moto_endpoint, churn_home
+):
+    from starlette.testclient import TestClient
+
+    from churn_platform.core import training
+    from churn_platform.serving.model_server import create_app
+
+    rows = generate(SyntheticSpec(n_rows=600, seed=2))
+    pipeline = training.train(rows, training.TrainingConfig(max_iter=10)).pipeline
+    app = create_app("models:/churn_model/4", "4", model=pipeline)
+    records = to_records(rows.head(30))
+    with TestClient(app) as client:
+        _wait_until(lambda: client.get("/health").status_code == 200, "the model")
+        for start in range(0, 30, 10):
+            answer = client.post("/predict", json={"records": records[start : start + 10]})
+            assert answer.status_code == 200, answer.text
+    # shutdown flushed the buffer: every scored record is in the bucket, nothing local
+    assert list_keys(moto_endpoint, _bucket(s3_url), "platform/inference_log/4/")
+    window = read_object_log(_root(s3_url), "4")
+    assert len(window) == 30
+    assert window[s.MONTHLY_SPEND].astype(float).tolist() == pytest.approx(
+        [float(r[s.MONTHLY_SPEND]) for r in records]
+    )
+    assert not (churn_home / "inference_log").exists()
