@@ -21,6 +21,7 @@ from churn_platform.core import schema as s
 from churn_platform.core.mapping import ColumnMapping, MappedFrame, apply_mapping
 from churn_platform.core.synthetic import SyntheticSpec, generate
 from churn_platform.object_store import open_location, options_from_env, path_is_remote
+from churn_platform.resources import io_manager
 from churn_platform.resources.inference_log import InferenceLogResource
 from churn_platform.resources.io_manager import (
     POINTER,
@@ -116,9 +117,20 @@ def test_frames_records_and_json_round_trip_on_s3(s3_url, moto_endpoint):
     assert sum(k.endswith(".parquet") for k in keys) >= 2  # the rows and the examples, Parquet
 
 
-def test_a_killed_write_on_s3_is_never_read_as_whole_and_is_cleaned_up_later(s3_url):
+def test_a_killed_write_on_s3_is_never_read_as_whole_and_is_cleaned_up_later(s3_url, monkeypatch):
     folder = _root(s3_url + "/storage") / "validated_churn_data"
     write_value(folder, {"generation": 1})
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt("killed before the pointer")
+
+    monkeypatch.setattr(io_manager, "_write_pointer", killed)
+    with pytest.raises(KeyboardInterrupt):
+        write_value(folder, pd.DataFrame({"generation": [2, 2]}))
+    monkeypatch.undo()
+    written = [p for p in folder.iterdir() if p.name.startswith("v-")]
+    assert len(written) == 2  # the killed write's frame and manifest are in the bucket...
+    assert read_value(folder) == {"generation": 1}  # ...and no reader follows them
     # a write killed before its pointer: the data objects and even the manifest are there
     dead = folder / "v-00000000000000000002-dead"
     (dead / "frame-0.parquet").write_bytes(b"PAR1 half")
