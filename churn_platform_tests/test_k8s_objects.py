@@ -427,6 +427,7 @@ DAGSTER_CHART_KEYS = {
             "env",
             "envConfigMaps",
             "envSecrets",
+            "envSecrets[].name",
             "annotations",
             "nodeSelector",
             "affinity",

@@ -3,7 +3,11 @@
 dagster-mlflow's resource is legacy and beta; this wraps ``mlflow.MlflowClient``
 instead, so every call names its tracking URI and nothing depends on a run that
 some other step started. The default store is a SQLite file under ``CHURN_HOME``;
-``MLFLOW_TRACKING_URI`` (or the ``tracking_uri`` field) points it elsewhere.
+``MLFLOW_TRACKING_URI`` (or the ``tracking_uri`` field) points it elsewhere. With a database
+store the experiment's artefacts go under ``CHURN_STORAGE_URL`` (``<url>/mlflow`` on an
+object store; MLflow's S3 client reads the AWS variables itself). The artifact location is
+fixed when the experiment is created: an experiment made before ``CHURN_STORAGE_URL``
+changed keeps writing where it did.
 """
 
 from __future__ import annotations
@@ -58,6 +62,11 @@ def _fluent_store(uri: str) -> Iterator[None]:
                 os.environ[key] = value
 
 
+def _is_database_uri(uri: str) -> bool:
+    """Whether ``uri`` is a database-backed store (artefacts are then ours to place)."""
+    return uri.split(":", 1)[0].split("+", 1)[0] in ("sqlite", "postgresql", "mysql", "mssql")
+
+
 def pinned_requirements() -> list[str]:
     """``name==version`` for every package the saved pipeline needs to load and predict."""
     return [f"{name}=={metadata.version(name)}" for name in _PINNED_PACKAGES]
@@ -101,9 +110,9 @@ class MlflowRegistry(dg.ConfigurableResource):
         found = client.get_experiment_by_name(self.experiment_name)
         if found is not None:
             return found.experiment_id
-        location = (
-            settings.default_artifact_location() if self.uri().startswith("sqlite:") else None
-        )
+        # a database store keeps artefacts where CHURN_STORAGE_URL says (<url>/mlflow on an
+        # object store); a tracking server decides for itself (--artifacts-destination)
+        location = settings.default_artifact_location() if _is_database_uri(self.uri()) else None
         try:
             return client.create_experiment(self.experiment_name, artifact_location=location)
         except MlflowException:  # created concurrently

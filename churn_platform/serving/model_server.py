@@ -622,10 +622,9 @@ def create_app(
     if fault_seed is None and os.environ.get(FAULT_SEED_VAR):
         fault_seed = int(os.environ[FAULT_SEED_VAR])
     rng = random.Random(fault_seed)
-    log = InferenceLog(
-        Path(inference_log_path) if inference_log_path else default_inference_log_path(version),
-        version,
-    )
+    from churn_platform.serving.inference_log import open_inference_log
+
+    log = open_inference_log(version, inference_log_path)  # batch objects on an object store
     metrics = ServerMetrics(version)
     holder = _Model()
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
