@@ -156,7 +156,12 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser(
         "settings", help="list every setting, its value and where it came from (secrets masked)"
     )
+    from churn_platform import trigger
+
+    trigger.add_arguments(sub.add_parser("trigger", help=trigger.HELP))
     args = parser.parse_args(argv)
     if args.command == "settings":
         return show_settings()
+    if args.command == "trigger":
+        return trigger.run_from_args(args)
     return run(args.job, args.config, args.verbose)

@@ -574,13 +574,19 @@ class _Model:
 
 def load_model(model_uri: str, tracking_uri: str | None = None) -> tuple[Any, InputSchema]:
     """Load the sklearn model and its input schema from MLflow."""
+    import tempfile
+
     import mlflow
     import mlflow.sklearn
     from mlflow.models import get_model_info
 
     if tracking_uri:
         mlflow.set_tracking_uri(tracking_uri)
-    pipeline = mlflow.sklearn.load_model(model_uri)
+    # Copy to a temp dir ($TMPDIR, /tmp in the pod): from a local artefact store MLflow
+    # would load in place and write registered_model_meta into the store, which a
+    # read-only mount refuses. The pickle is in memory once loaded.
+    with tempfile.TemporaryDirectory(prefix="churn-model-") as dst:
+        pipeline = mlflow.sklearn.load_model(model_uri, dst_path=dst)
     signature = get_model_info(model_uri).signature
     schema = InputSchema.from_signature(signature) if signature else InputSchema.default()
     return pipeline, schema
