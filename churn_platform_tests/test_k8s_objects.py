@@ -136,6 +136,34 @@ def test_deployment_validates_and_carries_the_serving_contract() -> None:
     assert container["resources"]["limits"] == {"cpu": "1", "memory": "1Gi"}
 
 
+def test_deployment_on_object_storage_reads_the_bucket_credentials_from_a_secret() -> None:
+    # a server on an object store writes its inference log to the bucket: it needs the AWS
+    # variables, from the Secret by reference (never as values in the Deployment)
+    dep = k8s.deployment(
+        name="churn-model-v3",
+        namespace="churn-production",
+        environment="production",
+        version="3",
+        model_uri="models:/churn_model/3",
+        spec=_spec(
+            storage_secret="churn-object-store",
+            extra_env={"CHURN_STORAGE_URL": "s3://bucket/churn"},
+        ),
+    )
+    validate_object(dep)
+    (container,) = dep["spec"]["template"]["spec"]["containers"]
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e}
+    assert set(refs) == set(k8s.STORAGE_SECRET_KEYS)
+    assert all(r["name"] == "churn-object-store" and r["optional"] for r in refs.values())
+    plain = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    assert plain["CHURN_STORAGE_URL"] == "s3://bucket/churn"
+    assert not any(k.startswith("AWS_") for k in plain)
+    # without a Secret (local storage, or a workload identity) no reference is made
+    no_secret, _ = _objects("3")
+    (plain_container,) = no_secret["spec"]["template"]["spec"]["containers"]
+    assert not any("valueFrom" in e for e in plain_container["env"])
+
+
 def test_deployment_command_matches_the_model_server_cli() -> None:
     """The container's command line parses with the real ``python -m churn_platform.serving``."""
     serving_main = pytest.importorskip("churn_platform.serving.__main__")

@@ -101,6 +101,16 @@ SERVER_COMMAND = ["python", "-m", "churn_platform.serving", "model-server"]
 WRITABLE_DIR = "/tmp"
 
 
+# the object-store credentials a model server may need (the usual AWS variables)
+STORAGE_SECRET_KEYS = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_DEFAULT_REGION",
+)
+
+
 def writable_env(version: str) -> dict[str, str]:
     """Environment pointing everything the server writes at ``/tmp`` (the only writable path)."""
     return {
@@ -136,6 +146,8 @@ class ServingSpec:
     extra_env: more environment variables (e.g. S3 endpoint for MLflow artefacts).
     image_pull_policy: ``IfNotPresent`` by default; ``Always`` for mutable tags.
     service_account: the pod's service account ('' for the namespace default).
+    storage_secret: a Secret whose AWS_* keys (each optional) the server reads to write its
+    inference log to the object store ('' for none: local storage or a workload identity).
     """
 
     image: str
@@ -149,6 +161,7 @@ class ServingSpec:
     extra_env: Mapping[str, str] = field(default_factory=dict)
     image_pull_policy: str = "IfNotPresent"
     service_account: str = ""
+    storage_secret: str = ""
 
     def __post_init__(self) -> None:
         if not self.image:
@@ -210,6 +223,15 @@ def deployment(
         {"name": "MODEL_VERSION", "value": version},
         *({"name": k, "value": v} for k, v in writable_env(version).items()),
         *({"name": k, "value": str(v)} for k, v in sorted(spec.extra_env.items())),
+        *(
+            {
+                "name": key,
+                "valueFrom": {
+                    "secretKeyRef": {"name": spec.storage_secret, "key": key, "optional": True}
+                },
+            }
+            for key in (STORAGE_SECRET_KEYS if spec.storage_secret else ())
+        ),
     ]
     probe_get = {"path": "/health", "port": "http"}
     container = {

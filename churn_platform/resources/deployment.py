@@ -129,7 +129,12 @@ class KubernetesDeploymentResource(DeploymentResource):
             service_account=self.service_account,
             # servers write their inference logs where the drift sensor reads them
             extra_env=_storage_env(),
+            storage_secret=STORAGE_SECRET if settings.storage_is_remote() else "",
         )
+
+
+# the Secret with the bucket's credentials in each serving namespace (deploy/k8s/storage.yaml)
+STORAGE_SECRET = "churn-object-store"
 
 
 def _storage_env() -> dict[str, str]:
