@@ -224,16 +224,19 @@ def _champion(cluster: Cluster, target: KubernetesTarget, version: str = "1") ->
 class ScriptedMetrics:
     """A MetricsSource whose error rate depends on the candidate's weight in the real route."""
 
-    def __init__(self, cluster: Cluster, rate_at: Callable[[int], float]) -> None:
+    def __init__(
+        self, cluster: Cluster, rate_at: Callable[[int], float], failing: str | None = None
+    ) -> None:
         self.cluster = cluster
         self.rate_at = rate_at
+        self.failing = failing  # only this version fails (None: every version)
         self.readings: list[ErrorRate] = []
 
     def error_rate(self, version: str, window_seconds: float) -> ErrorRate:
         weight = self.cluster.route_weights().get(k8s.object_name(version), 0)
         reading = ErrorRate(
             version=version,
-            error_rate=self.rate_at(weight),
+            error_rate=self.rate_at(weight) if self.failing in (None, version) else 0.0,
             request_count=200.0,
             query=f"scripted (route weight {weight}%)",
         )
@@ -363,7 +366,9 @@ def test_breaching_canary_rolls_back_and_leaves_the_champion_untouched(cluster: 
     _champion(cluster, target)
     target.deploy(ENV, "2", "models:/churn_model/2")
     champion_before = cluster.deployment("1")
-    metrics = ScriptedMetrics(cluster, lambda weight: 0.30 if weight >= 25 else 0.0)
+    # the candidate fails, the champion does not: the canary is to blame (were both failing,
+    # a shared dependency would be down and the release would abort instead)
+    metrics = ScriptedMetrics(cluster, lambda weight: 0.30 if weight >= 25 else 0.0, failing="2")
 
     result = run_canary(
         target, metrics, ENV, "2", "1", CANARY, sleep=cluster.clock.sleep, clock=cluster.clock
