@@ -31,7 +31,7 @@ def next_synthetic_week(instance: dg.DagsterInstance) -> int:
     if event is None or event.asset_materialization is None:
         return 0
     week = event.asset_materialization.metadata.get(WEEK_KEY)
-    return 0 if week is None else int(week.value) + 1
+    return week.value + 1 if week is not None and isinstance(week.value, int) else 0
 
 
 HOLDOUT_CHECKS = {
