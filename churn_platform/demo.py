@@ -288,7 +288,8 @@ def _retrain_outcome(result: Any) -> tuple[str, str]:
     if not result.success:
         failed = [m for m in _failures(result) if m.startswith("staging_deployment")]
         if failed:
-            return "stopped_in_staging", failed[0].split(": ", 1)[1]
+            why = failed[0].split(": ", 1)[1].split("; ")[0]
+            return "stopped_in_staging", f"{why}; production untouched"
         return "failed", "; ".join(_failures(result))
     staged = _events(result, "staging_deployment")
     if staged.get("action") == "deployed to staging":
@@ -350,7 +351,12 @@ def week_drift(demo: Demo, number: int) -> WeekRow:
 
 def _scheduled_retraining(demo: Demo, week: int) -> tuple[Any, str]:
     tick = demo.sensor_tick()
-    note = "no new drift episode" if not tick.run_requests else "drift"
+    if tick.run_requests:
+        note = "sensor: a new drift episode"
+    elif "continues" in (tick.skip_message or ""):
+        note = "sensor: the drift episode continues, no second run"
+    else:
+        note = "sensor: no drift"
     result = demo.run(
         "churn_retraining",
         {
@@ -360,7 +366,7 @@ def _scheduled_retraining(demo: Demo, week: int) -> tuple[Any, str]:
         },
         demo.schedule_tags(week),
     )
-    return result, f"weekly_retraining schedule (sensor: {note})"
+    return result, f"weekly_retraining schedule ({note})"
 
 
 def week_faulty_model(demo: Demo, number: int) -> WeekRow:
@@ -538,8 +544,14 @@ def main(home: str | None, weeks: int) -> int:
     except ValueError as exc:
         print(f"demo: {exc}")
         return 2
-    expected = EXPECTED[: len(rows)]
-    return 0 if [r.result for r in rows] == list(expected) else 1
+    unexpected = [
+        f"week {r.week}: {r.result}, expected {want}"
+        for r, want in zip(rows, EXPECTED, strict=False)
+        if r.result != want
+    ]
+    for line in unexpected:
+        print(f"demo: {line}")
+    return 1 if unexpected else 0
 
 
 EXPECTED = ("released", "staged", "stopped_in_staging", "rolled_back", "promoted")
