@@ -17,17 +17,16 @@ Measured per trial (all on ``time.monotonic``):
 and the requests that failed through the router during the canary (onset -> rollback),
 against what the canary's traffic share predicts (step% x fault rate x requests).
 
-Two canary configurations:
-* ``production`` (default): ``ProductionConfig`` of the ``production_deployment`` asset
-  (steps 5 -> 25 -> 100, 15 s window, 1 s readings, 5% bound, breach needs >= 5
-  requests), with the local synthetic load of 25 requests/s;
-* ``test``: the configuration of ``test_prometheus.py`` that the README's figure came from
-  (steps 10 -> 50 -> 100, 4 s window, breach needs >= 3 requests), at 40 requests/s.
+Two canary configurations, both at the local synthetic load of 25 requests/s:
+* ``sequential`` (default): ``CanaryConfig()``, the sequential test (steps 5 -> 25 -> 100,
+  1 s readings, 5% bound, decided on the counts, 90 s per step at most);
+* ``count``: the earlier count rule with the values the asset shipped (15 s window,
+  a breach needs >= 5 requests, a pass >= 20).
 
 Prometheus, the registered models, the paced client and the Prometheus starter are the
 tests' own harness (``churn_platform.testing``).
 
-Run:  .venv/bin/python benchmarks/bench_rollback.py [--trials 5] [--config production test]
+Run:  .venv/bin/python benchmarks/bench_rollback.py [--trials 5] [--config sequential count]
 Writes benchmarks/results/bench_rollback.md.
 """
 
@@ -49,7 +48,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ is not a
 import _common as common  # noqa: E402
 
 from churn_platform.core.canary import CanaryConfig, CanaryState, run_canary  # noqa: E402
-from churn_platform.defs.deployment import ProductionConfig  # noqa: E402
 from churn_platform.resources.metrics import PrometheusMetrics  # noqa: E402
 from churn_platform.targets.local import LocalProcessTarget  # noqa: E402
 from churn_platform.testing import (  # noqa: E402
@@ -64,6 +62,7 @@ from churn_platform.testing import (  # noqa: E402
 
 RESULTS = common.result_path(__file__)
 ENV = "production"
+LOCAL_RPS = 25.0  # the production asset's synthetic_traffic_rps
 SEED_BAR_S = 60.0  # the seed's rollback bar
 TARGET_S = 10.0  # the issue's target
 IN_FLIGHT_S = 0.5  # a request sent just before the switch may still reach the candidate
@@ -71,24 +70,22 @@ IN_FLIGHT_S = 0.5  # a request sent just before the switch may still reach the c
 
 def configs() -> dict[str, tuple[CanaryConfig, float, str]]:
     """name -> (canary config, client requests/s, description)."""
-    production = ProductionConfig()
     return {
-        "production": (
-            production.canary_config(),
-            production.synthetic_traffic_rps,
-            "`ProductionConfig` defaults (the `production_deployment` asset)",
+        "sequential": (
+            CanaryConfig(),
+            LOCAL_RPS,
+            "`CanaryConfig()` defaults: the sequential test",
         ),
-        "test": (
+        "count": (
             CanaryConfig(
-                steps=(10, 50, 100),
-                analysis_window_seconds=4,
-                interval_seconds=1,
-                max_error_rate=0.05,
-                min_requests=8,
-                breach_min_requests=3,
+                analysis="count",
+                analysis_window_seconds=15.0,
+                min_requests=20,
+                breach_min_requests=5,
+                max_unreachable_readings=None,
             ),
-            40.0,
-            "`test_prometheus.py`'s canary test",
+            LOCAL_RPS,
+            "the earlier count rule as the asset shipped it",
         ),
     }
 
@@ -236,10 +233,10 @@ def render(
         lines += [
             f"## `{name}` configuration: {what}",
             "",
-            f"Steps {' -> '.join(f'{s}%' for s in config.steps)}, window "
-            f"{config.analysis_window_seconds:g} s, a reading every {config.interval_seconds:g} s, "
-            f"bound {config.max_error_rate:.0%}, a breach needs >= {config.breach_min_requests} "
-            f"requests; client {rate:g} requests/s. {len(mine)} trials, {rolled} rolled back.",
+            f"Steps {' -> '.join(f'{s}%' for s in config.steps)}, analysis `{config.analysis}`, "
+            f"step time {config.analysis_window_seconds:g} s, a reading every "
+            f"{config.interval_seconds:g} s, bound {config.max_error_rate:.0%}; client {rate:g} "
+            f"requests/s. {len(mine)} trials, {rolled} rolled back.",
             "",
             "| measure | median s | max s | seed's bar (< 60 s) | target (< 10 s) |",
             "|---|---:|---:|---|---|",
@@ -300,15 +297,15 @@ def main(argv: list[str] | None = None) -> None:
     """Run the trials and write the markdown results."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=5, help="trials per configuration")
-    parser.add_argument("--quick", action="store_true", help="2 trials, production config only")
+    parser.add_argument("--quick", action="store_true", help="2 trials, sequential only")
     parser.add_argument(
-        "--config", nargs="+", choices=("production", "test"), default=["production", "test"]
+        "--config", nargs="+", choices=("sequential", "count"), default=["sequential", "count"]
     )
     parser.add_argument("--fault-rate", type=float, default=0.2)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if args.quick:
-        args.trials, args.config = 2, ["production"]
+        args.trials, args.config = 2, ["sequential"]
     command = common.command_line(__file__)
     if not Path(PROMETHEUS_BIN).exists():
         sys.exit(f"{PROMETHEUS_BIN} not found: apt-get install prometheus")

@@ -10,6 +10,7 @@ the step's own message (which names the column, file or setting to fix), not a t
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shutil
 import sys
@@ -19,6 +20,7 @@ from typing import Any
 import yaml
 
 from churn_platform import settings
+from churn_platform.core import canary
 
 JOBS = ("churn_end_to_end", "churn_retraining", "churn_release")
 _DAGSTER_YAML = Path(__file__).resolve().parent.parent / "deploy" / "local" / "dagster.yaml"
@@ -66,10 +68,13 @@ def summary(result: Any, registry: Any, target: Any, run_id: str) -> list[str]:
     lines += [f"failed: {m}" for m in failure_messages(result)]
     if "evaluation_report" in done:
         report = result.output_for_node("evaluation_report")
-        verdict = "promote" if report["promote"] else "keep the champion"
+        verdict = "promote" if report.promote else "keep the champion"
         lines.append(
-            f"gate decision: {verdict} (challenger v{report['challenger_version']}): {report['reason']}"
+            f"gate decision: {verdict} (challenger v{report.challenger_version}): {report.reason}"
         )
+    if "production_deployment" in done:
+        release = result.output_for_node("production_deployment")
+        lines.append(canary.release_line(dataclasses.asdict(release)))
     aliases = registry.aliases()
     champion = aliases.get("champion")
     endpoint = target.state("production").endpoint if champion else None
@@ -103,7 +108,7 @@ def run(job_name: str, config_file: str | None, verbose: bool = False) -> int:
         return 2
     if not verbose:  # the step logs are in the UI's run page; keep the terminal for the summary
         run_config.setdefault("loggers", {"console": {"config": {"log_level": "CRITICAL"}}})
-    resources = defs.resources
+    resources = defs.resources or {}
     print(f"running {job_name} on the local Dagster instance ({os.environ['DAGSTER_HOME']})...")
     job = defs.resolve_job_def(job_name)
     with dg.DagsterInstance.get() as instance:
@@ -152,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser(
         "settings", help="list every setting, its value and where it came from (secrets masked)"
     )
+    from churn_platform import trigger
+
+    trigger.add_arguments(sub.add_parser("trigger", help=trigger.HELP))
     demo_parser = sub.add_parser(
         "demo", help="play five weeks through the real jobs on a fresh home; ends with a table"
     )
@@ -160,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "settings":
         return show_settings()
+    if args.command == "trigger":
+        return trigger.run_from_args(args)
     if args.command == "demo":
         from churn_platform import demo
 

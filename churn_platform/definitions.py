@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import dagster as dg
 
 from churn_platform import settings
@@ -42,23 +44,29 @@ def build_definitions() -> dg.Definitions:
 
 def executor_for_environment() -> dg.ExecutorDefinition:
     """In-process locally (about 4x faster than a process per step); on Kubernetes a pod per
-    step (``k8s_job_executor``), the training step sized by its ``dagster-k8s/config`` tag,
-    every pod mounting the shared ``CHURN_HOME`` volume the IO manager writes to."""
+    step (``k8s_job_executor``), the training step sized by its ``dagster-k8s/config`` tag.
+    With ``CHURN_STORAGE_URL`` on an object store the step pods mount nothing (credentials come
+    from the run's Secret); with local storage every pod mounts the shared ``churn-home``
+    claim at ``CHURN_HOME``, where the IO manager writes."""
     if settings.environment() == "local":
         return dg.in_process_executor
     from dagster_k8s import k8s_job_executor
 
+    return k8s_job_executor.configured(k8s_executor_config(), name="churn_k8s_executor")
+
+
+def k8s_executor_config() -> dict[str, Any]:
+    """The step pods' config: environment, and the ``churn-home`` claim unless artefacts go to
+    an object store."""
     home = str(settings.home_path())
-    return k8s_job_executor.configured(
-        {
-            "env_vars": [f"CHURN_HOME={home}", "CHURN_ENV=kubernetes"],
-            "volumes": [
-                {"name": "churn-home", "persistentVolumeClaim": {"claimName": "churn-home"}}
-            ],
-            "volume_mounts": [{"name": "churn-home", "mountPath": home}],
-        },
-        name="churn_k8s_executor",
-    )
+    env_vars = [f"CHURN_HOME={home}", "CHURN_ENV=kubernetes"]
+    if settings.storage_is_remote():
+        return {"env_vars": [*env_vars, f"{settings.STORAGE_VAR}={settings.storage_url()}"]}
+    return {
+        "env_vars": env_vars,
+        "volumes": [{"name": "churn-home", "persistentVolumeClaim": {"claimName": "churn-home"}}],
+        "volume_mounts": [{"name": "churn-home", "mountPath": home}],
+    }
 
 
 try:

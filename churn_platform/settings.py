@@ -27,6 +27,8 @@ from churn_platform.core.synthetic import SyntheticSpec
 
 ENV_VAR = "CHURN_ENV"
 HOME_VAR = "CHURN_HOME"
+STORAGE_VAR = "CHURN_STORAGE_URL"
+REMOTE_SCHEMES = ("s3",)
 ENVIRONMENTS = ("local", "kubernetes")
 SOURCES = ("synthetic", "file", "sql")
 MODEL_NAME = "churn_model"
@@ -159,6 +161,14 @@ SETTINGS: tuple[Setting, ...] = (
         _home_default,
         "folder for all state: asset values, snapshots, reports, MLflow store, deployments "
         f"(default {HOME_DEFAULTS['local']} locally, {HOME_DEFAULTS['kubernetes']} on Kubernetes)",
+    ),
+    Setting(
+        STORAGE_VAR,
+        "str",
+        "",
+        "where every artefact goes (asset values, snapshots, reports, MLflow artefacts, "
+        "inference logs): a folder or s3://bucket/prefix (default $CHURN_HOME); S3 credentials "
+        "from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL(_S3), AWS_DEFAULT_REGION",
     ),
     Setting(
         "DAGSTER_HOME",
@@ -394,9 +404,40 @@ def default_mlflow_uri() -> str:
     return f"sqlite:///{folder / 'mlflow.db'}"
 
 
+def storage_url(environ: Mapping[str, str] | None = None) -> str:
+    """``CHURN_STORAGE_URL`` (an ``s3://`` URL or a folder), default ``CHURN_HOME``; a URL of a
+    scheme the platform cannot write is a ``SettingsError``. Never ends with ``/``."""
+    raw = str(get(STORAGE_VAR, environ))
+    if not raw:
+        return str(home_path(environ))
+    scheme = urlsplit(raw).scheme
+    if scheme == "file":
+        return str(Path(urlsplit(raw).path))
+    if scheme in REMOTE_SCHEMES:
+        if not urlsplit(raw).netloc:
+            raise SettingsError(
+                f"{STORAGE_VAR}={raw!r} names no bucket; set s3://<bucket>/<prefix>"
+            )
+        return raw.rstrip("/")
+    if len(scheme) > 1:  # one letter: a Windows drive
+        raise SettingsError(
+            f"{STORAGE_VAR}={raw!r}: the scheme {scheme!r} is not supported; set "
+            "s3://<bucket>/<prefix>, a folder path, or unset it for $CHURN_HOME"
+        )
+    return str(Path(raw).expanduser().resolve())
+
+
+def storage_is_remote(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether artefacts go to an object store (``CHURN_STORAGE_URL=s3://...``)."""
+    return urlsplit(storage_url(environ)).scheme in REMOTE_SCHEMES
+
+
 def default_artifact_location() -> str:
-    """Artifact root for the local SQLite store (a folder beside the database)."""
-    folder = churn_home() / "mlflow" / "artifacts"
+    """Artifact root of a database-backed MLflow store: ``<CHURN_STORAGE_URL>/mlflow`` on an
+    object store, else a folder beside the local database."""
+    if storage_is_remote():
+        return storage_url() + "/mlflow"
+    folder = Path(storage_url()) / "mlflow" / "artifacts"
     folder.mkdir(parents=True, exist_ok=True)
     return folder.as_uri()
 

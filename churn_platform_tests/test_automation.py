@@ -419,10 +419,10 @@ def test_a_drift_run_request_materialises_the_retraining_selection(champion, hom
     # the model retrained on drifted data beats the old champion on the drifted holdout and
     # is staged beside it; production (and so the champion alias) waits for a person
     report = result.output_for_node("evaluation_report")
-    assert report["champion_version"] == champion["version"] and report["promote"] is True
+    assert report.champion_version == champion["version"] and report.promote is True
     staged = result.output_for_node("staging_deployment")
-    assert staged["action"] == "deploy" and staged["candidate"] == "2"
-    assert staged["baseline"] == champion["version"]
+    assert staged.action == "deploy" and staged.candidate == "2"
+    assert staged.baseline == champion["version"]
     assert stopped  # real model-server processes were running
     registry = MlflowRegistry()
     assert registry.alias_version("challenger") == "2"

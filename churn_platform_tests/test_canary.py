@@ -14,7 +14,10 @@ from churn_platform.core.canary import (
     UNREACHABLE,
     CanaryConfig,
     CanaryState,
+    Sprt,
     Transition,
+    Verdict,
+    release_line,
     run_canary,
 )
 from churn_platform.core.rollout import (
@@ -97,7 +100,15 @@ def rate(value: float | None, count: float, reason: str = "") -> ErrorRate:
     return ErrorRate("2", value, count, "scripted", reason)
 
 
-CONFIG = CanaryConfig(steps=(5, 25, 100), analysis_window_seconds=10, interval_seconds=1)
+# the earlier fixed-window count rule, kept as analysis="count"
+CONFIG = CanaryConfig(
+    steps=(5, 25, 100),
+    analysis_window_seconds=10,
+    interval_seconds=1,
+    analysis="count",
+    min_requests=20,
+    max_unreachable_readings=None,
+)
 
 
 def setup(answer: Callable[[int, int], ErrorRate | Exception]):
@@ -231,7 +242,10 @@ def test_unreachable_metrics_source_aborts_with_the_reason() -> None:
 
 def test_unreachable_readings_can_abort_early() -> None:
     config = CanaryConfig(
-        analysis_window_seconds=10, interval_seconds=1, max_unreachable_readings=3
+        analysis_window_seconds=10,
+        interval_seconds=1,
+        max_unreachable_readings=3,
+        analysis="count",
     )
     clock, target, metrics = setup(lambda n, w: ConnectionError("refused"))
     result = run_canary(
@@ -314,7 +328,11 @@ def test_caller_mistakes_raise_with_what_to_do() -> None:
         ({"steps": (0, 100)}, "1..100"),
         ({"steps": (5.5, 100)}, "whole percents"),
         ({"analysis_window_seconds": 0}, "analysis_window_seconds"),
-        ({"interval_seconds": 20}, "must not exceed"),
+        ({"interval_seconds": 200}, "must not exceed"),
+        ({"analysis": "vibes"}, "analysis must be one of"),
+        ({"max_error_rate": 0.0}, "sequential test"),
+        ({"false_rollback_rate": 0.0}, "false_rollback_rate"),
+        ({"sprt_ratio": 1.0}, "sprt_ratio"),
         ({"max_error_rate": 5}, r"\[0, 1\]"),
         ({"min_requests": -1}, "min_requests"),
         ({"max_unreachable_readings": 0}, "max_unreachable_readings"),
@@ -323,3 +341,220 @@ def test_caller_mistakes_raise_with_what_to_do() -> None:
 def test_config_is_validated(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         CanaryConfig(**kwargs)
+
+
+# ---------------------------------------------------------------------------------------
+# the sequential analysis (the default)
+
+
+class TrafficMetrics:
+    """Counts from steady traffic: ``rps`` through the router, split by the weights; a
+    version fails every request whose running index hits its error pattern.
+
+    ``fails(version, i)`` says whether the i-th request a version served in the current
+    step failed; a reading over the look-back counts the requests served since then.
+    """
+
+    def __init__(
+        self,
+        target: MemoryTarget,
+        clock: FakeClock,
+        rps: float,
+        fails: Callable[[str, int], bool],
+        latency: dict[str, float] | None = None,
+    ) -> None:
+        self.target, self.clock, self.rps, self.fails = target, clock, rps, fails
+        self.latency = latency or {}
+        self.readings: list[tuple[str, float]] = []
+
+    def error_rate(self, version: str, window_seconds: float) -> ErrorRate:
+        self.readings.append((version, window_seconds))
+        n = int(self.rps * self.target.weights.get(version, 0) / 100 * window_seconds)
+        if n == 0:
+            return ErrorRate(version, None, 0.0, "traffic", "no requests yet")
+        errors = sum(self.fails(version, i) for i in range(n))
+        return ErrorRate(
+            version, errors / n, float(n), "traffic", "", self.latency.get(version, 0.02)
+        )
+
+
+def run_default(metrics_for, config: CanaryConfig | None = None, **target_kwargs):
+    clock = FakeClock()
+    target = MemoryTarget(["1", "2"], clock)
+    target.weights = {"1": 100, "2": 0}
+    metrics = metrics_for(target, clock)
+    result = run_canary(
+        target,
+        metrics,
+        "production",
+        "2",
+        "1",
+        config or CanaryConfig(),
+        sleep=clock.sleep,
+        clock=clock,
+    )
+    return result, target, clock
+
+
+def test_healthy_canary_is_released_at_the_local_default_traffic() -> None:
+    # issue 13.2: 25 req/s at 5% is 1.25 canary req/s; with 1% background errors the old
+    # defaults aborted ("only 16 requests, need 20"); the default analysis releases it
+    result, target, clock = run_default(
+        lambda t, c: TrafficMetrics(t, c, 25.0, lambda v, i: i % 100 == 99)
+    )
+    assert result.status is CanaryState.SUCCEEDED, result.reason
+    assert target.weights == {"1": 0, "2": 100}
+    passed = [t for t in result.transitions if "passed" in t.reason]
+    assert len(passed) == 3 and all("below the bound 5.00%" in t.reason for t in passed)
+    # every reading is a row of the transitions table, with both versions' counts
+    readings = [t for t in result.transitions if t.reason.startswith("reading at step")]
+    assert len(readings) >= 3 and all(t.baseline_reading is not None for t in readings)
+    assert "| candidate errors | baseline errors | LLR |" in result.as_markdown()
+    assert result.summary().startswith("canary of version 2: released")
+
+
+def test_strong_evidence_rolls_back_without_a_count_threshold() -> None:
+    # issue 13.3: a 60%-failing canary; the count rule saw 2 of 2 fail and aborted
+    result, target, clock = run_default(
+        lambda t, c: TrafficMetrics(t, c, 25.0, lambda v, i: v == "2" and i % 5 < 3)
+    )
+    assert result.status is CanaryState.ROLLED_BACK, result.reason
+    assert target.weights == {"1": 100, "2": 0}
+    breach = result.breach
+    assert breach is not None and breach.step == 5
+    assert breach.reading is not None and breach.reading.request_count <= 12
+    assert "shows a rate above the bound 5.00%" in breach.reason
+    assert result.summary().startswith("canary of version 2: rolled back - breach at step 5%")
+
+
+def test_one_failure_in_six_requests_is_not_a_rollback() -> None:
+    # issue 13.3: the count rule rolled back on 1 failure in 6 requests
+    result, _, _ = run_default(lambda t, c: TrafficMetrics(t, c, 25.0, lambda v, i: i == 0))
+    assert result.status is CanaryState.SUCCEEDED, result.reason
+    old = CanaryConfig(analysis="count", analysis_window_seconds=15, min_requests=5)
+    result, _, _ = run_default(lambda t, c: TrafficMetrics(t, c, 25.0, lambda v, i: i == 0), old)
+    assert result.status is CanaryState.ROLLED_BACK  # the earlier rule, for contrast
+
+
+def test_baseline_failing_as_much_aborts_without_blaming_the_candidate() -> None:
+    # a shared dependency is down: both versions fail 30% of their requests
+    result, target, _ = run_default(
+        lambda t, c: TrafficMetrics(t, c, 25.0, lambda v, i: i % 10 < 3)
+    )
+    assert result.status is CanaryState.ABORTED, result.reason
+    assert result.breach is None
+    assert "the baseline fails as much" in result.reason
+    assert target.weights == {"1": 100, "2": 0}
+
+
+def test_a_dead_candidate_is_a_breach_at_the_next_reading() -> None:
+    clock = FakeClock()
+    target = MemoryTarget(["1", "2"], clock)
+    target.weights = {"1": 100, "2": 0}
+    metrics = TrafficMetrics(target, clock, 25.0, lambda v, i: False)
+    died_at = 1003.0
+    real_state = target.state
+
+    def state(environment: str) -> EnvironmentState:
+        s = real_state(environment)
+        if clock.now >= died_at:  # the process is gone: the target no longer lists it
+            return EnvironmentState(
+                s.environment, s.endpoint, tuple(v for v in s.versions if v.version != "2")
+            )
+        return s
+
+    target.state = state  # type: ignore[method-assign]
+    result = run_canary(
+        target, metrics, "production", "2", "1", CanaryConfig(), sleep=clock.sleep, clock=clock
+    )
+    assert result.status is CanaryState.ROLLED_BACK
+    assert "server is not running" in result.reason
+    assert clock.now - died_at <= 1.0  # acted on within one reading interval
+    assert target.weights == {"1": 100, "2": 0}
+
+
+def test_slow_candidate_is_rolled_back_on_latency() -> None:
+    result, _, _ = run_default(
+        lambda t, c: TrafficMetrics(t, c, 25.0, lambda v, i: False, {"1": 0.02, "2": 0.4})
+    )
+    assert result.status is CanaryState.ROLLED_BACK
+    assert "p95 latency 400 ms > 140 ms" in result.reason
+
+
+def test_undecided_step_aborts_with_the_counts_when_time_runs_out() -> None:
+    config = CanaryConfig(analysis_window_seconds=5)
+    result, _, clock = run_default(
+        lambda t, c: TrafficMetrics(t, c, 25.0, lambda v, i: False), config
+    )
+    assert result.status is CanaryState.ABORTED
+    assert "undecided after 5s" in result.reason and "error-free requests" in result.reason
+    assert clock.now - 1000.0 == pytest.approx(5.0)
+
+
+def test_sprt_boundaries() -> None:
+    test = Sprt.from_config(CanaryConfig())
+    assert (test.p0, test.p1) == (0.025, 0.1)
+    assert test.verdict(test.requests_to_pass(), 0) is Verdict.HEALTHY
+    assert test.verdict(test.requests_to_pass() - 1, 0) is Verdict.UNDECIDED
+    assert test.verdict(6, 5) is Verdict.BAD
+    assert test.verdict(2, 2) is Verdict.UNDECIDED
+
+
+def test_sequential_step_without_data_aborts_with_the_sources_reason() -> None:
+    clock, target, metrics = setup(lambda n, w: rate(None, 0, "no data yet: first scrape"))
+    config = CanaryConfig(analysis_window_seconds=4)
+    result = run_canary(
+        target, metrics, "production", "2", "1", config, sleep=clock.sleep, clock=clock
+    )
+    assert result.status is CanaryState.ABORTED
+    assert "no data yet: first scrape" in result.reason
+    assert "| n/a of 0 |" in result.as_markdown()
+
+
+def test_a_dead_router_is_a_breach() -> None:
+    clock = FakeClock()
+    target = MemoryTarget(["1", "2"], clock)
+    target.weights = {"1": 100, "2": 0}
+    metrics = TrafficMetrics(target, clock, 25.0, lambda v, i: False)
+    real_state = target.state
+    died_at = 1002.0
+
+    def state(environment: str) -> EnvironmentState:
+        s = real_state(environment)
+        return EnvironmentState(
+            environment, None if clock.now >= died_at else s.endpoint, s.versions
+        )
+
+    target.state = state  # type: ignore[method-assign]
+    result = run_canary(
+        target, metrics, "production", "2", "1", CanaryConfig(), sleep=clock.sleep, clock=clock
+    )
+    assert result.status is CanaryState.ROLLED_BACK
+    assert "router is not running" in result.reason
+    assert clock.now == died_at  # at the first reading after it died
+
+
+def test_release_line_says_rolled_back_or_aborted_with_the_reason() -> None:
+    line = release_line({"action": "rolled_back", "candidate": "2", "reason": "breach at step 5%"})
+    assert line == "release v2: ROLLED BACK - breach at step 5%"
+    assert release_line({"action": "aborted", "candidate": "3", "reason": "undecided"}).startswith(
+        "release v3: ABORTED - undecided"
+    )
+    assert release_line({"action": "promoted", "candidate": "2"}) == "release v2: released"
+    assert release_line({"action": "none", "reason": "the gate kept the champion"}) == (
+        "release: nothing released - the gate kept the champion"
+    )
+
+
+def test_a_target_without_an_endpoint_is_not_judged_on_it() -> None:
+    # e.g. the Kubernetes target without a configured endpoint: no router to watch
+    clock = FakeClock()
+    target = MemoryTarget(["1", "2"], clock)
+    target.weights = {"1": 100, "2": 0}
+    metrics = TrafficMetrics(target, clock, 25.0, lambda v, i: False)
+    real_state = target.state
+    target.state = lambda env: EnvironmentState(env, None, real_state(env).versions)  # type: ignore[method-assign]
+    result = run_canary(
+        target, metrics, "production", "2", "1", CanaryConfig(), sleep=clock.sleep, clock=clock
+    )
+    assert result.status is CanaryState.SUCCEEDED, result.reason

@@ -34,8 +34,9 @@ def comparison(
 
 
 def scored_models(true_delta: float, seed: int):
+    sim = gate_simulation
     rng = np.random.default_rng(seed)
-    return gate_simulation.paired_scores(4_000, 0.85 + true_delta, 0.85, 0.9, 0.21, rng)
+    return sim.paired_scores(4_000, 0.85 + true_delta, 0.85, 0.9, 0.21, rng)
 
 
 # ---------------------------------------------------------------------------------------
@@ -47,8 +48,8 @@ def test_equal_models_keep_the_champion():
     cmp = metrics.paired_bootstrap_auc_delta(y, old, old)
     decision = gate.decide(cmp, True, {}, gate.GateConfig())
     assert not decision.promote
-    assert decision.rule == "interval"
-    assert "lower bound" in decision.reason and "+0.0000" in decision.reason
+    assert decision.rule == "gain_and_interval"
+    assert "below the required gain +0.0050" in decision.reason and "+0.0000" in decision.reason
 
 
 def test_clearly_better_challenger_is_promoted():
@@ -84,15 +85,55 @@ def test_slice_regression_keeps_and_names_the_slice():
     assert decision.details["slices_not_compared"] == ["tenure:0-12m"]
 
 
+@pytest.mark.parametrize(
+    ("delta", "lower", "expected", "why"),
+    [
+        (0.010, 0.001, True, ""),  # issue 13.1: the interval rule kept this (lower < 0.005)
+        (0.010, 0.0, False, "lower bound is not above 0"),
+        (0.0049, 0.001, False, "below the required gain +0.0050"),
+        (0.005, 0.0001, True, ""),
+    ],
+)
+def test_default_rule_needs_the_seeds_gain_and_an_interval_above_zero(delta, lower, expected, why):
+    decision = gate.decide(comparison(delta, lower, delta + 0.01), True, {})
+    assert decision.rule == "gain_and_interval"
+    assert decision.promote is expected
+    assert why in decision.reason
+
+
+def test_every_decision_states_the_minimum_detectable_gain():
+    # se 0.004: the default rule needs an observed delta >= max(0.005, 1.96 se) = 0.00784,
+    # reached with 80% power by a true gain of 0.00784 + 0.8416 se = 0.01121
+    decision = gate.decide(comparison(0.002, -0.006, 0.01), True, {})
+    assert decision.minimum_detectable_gain == pytest.approx(0.01121, abs=1e-5)
+    assert "detects a gain of +0.0112 with 80% power" in decision.reason
+    assert "+0.0112" in decision.power_text()
+    assert decision.details["minimum_detectable_gain"] == decision.minimum_detectable_gain
+    interval = gate.decide(
+        comparison(0.002, -0.006, 0.01), True, {}, gate.GateConfig(mode="interval")
+    )
+    assert interval.minimum_detectable_gain == pytest.approx(0.005 + 2.8015 * 0.004, abs=1e-5)
+    assert gate.decide(None, True, {}).minimum_detectable_gain is None
+
+
+def test_minimum_detectable_gain_matches_the_simulated_power():
+    sim = gate_simulation
+    at_mdg = sim.simulate_rules(n_trials=1, true_delta=0.0, n_resamples=50, seed=3)
+    mdg = round(at_mdg.mean_detectable_gain, 3)
+    res = sim.simulate_rules(n_trials=80, true_delta=mdg, n_resamples=200, seed=4)
+    # 80% power by construction; 80 trials put the rate within about +-0.1 of it
+    assert 0.65 <= res.rates[sim.DEFAULT_RULE] <= 0.95
+
+
 def test_every_failing_part_is_listed():
     decision = gate.decide(comparison(0.001, -0.004, 0.006), False, {"enterprise": -0.05})
     assert not decision.promote
-    for part in ("failed its checks", "lower bound", "enterprise -0.0500"):
+    for part in ("failed its checks", "below the required gain", "enterprise -0.0500"):
         assert part in decision.reason
 
 
 def test_interval_boundary_is_inclusive():
-    cfg = gate.GateConfig(min_delta=0.005)
+    cfg = gate.GateConfig(mode="interval", min_delta=0.005)
     assert gate.decide(comparison(0.012, 0.005, 0.02), True, {}, cfg).promote
     assert not gate.decide(comparison(0.012, 0.0049, 0.02), True, {}, cfg).promote
 
@@ -152,26 +193,27 @@ def test_slice_auc_deltas_matches_by_name():
 # error rates (the reason the interval rule exists)
 
 
-def test_interval_rule_rarely_promotes_an_equal_model_and_point_rule_often_does():
+def test_default_rule_rarely_promotes_an_equal_model_and_point_rule_often_does():
+    sim = gate_simulation
     # rho 0.8: two somewhat less similar models than the benchmark's default 0.9
-    res = gate_simulation.simulate_rules(
-        n_trials=100, true_delta=0.0, rho=0.8, n_resamples=200, seed=5
-    )
+    res = sim.simulate_rules(n_trials=100, true_delta=0.0, rho=0.8, n_resamples=200, seed=5)
     point = res.rates["point (seed): AUC_new >= AUC_old + min_delta"]
-    interval = res.rates["interval: CI lower >= min_delta (default)"]
-    assert interval <= 0.10
-    assert point >= interval + 0.05
+    default = res.rates[sim.DEFAULT_RULE]
+    assert default <= 0.10
+    assert point >= default + 0.05
 
 
-def test_interval_rule_promotes_a_clearly_better_model():
-    res = gate_simulation.simulate_rules(n_trials=60, true_delta=0.02, n_resamples=200, seed=6)
-    assert res.rates["interval: CI lower >= min_delta (default)"] >= 0.8
+def test_default_rule_has_power_on_a_plus_0_01_gain_where_the_interval_rule_has_little():
+    # issue 13.1: on 4,000 rows the interval rule promoted a real +0.01 gain 29% of the time
+    sim = gate_simulation
+    res = sim.simulate_rules(n_trials=80, true_delta=0.01, n_resamples=200, seed=6)
+    assert res.rates[sim.DEFAULT_RULE] >= 0.7
+    assert res.rates["interval: CI lower >= min_delta"] <= 0.5
 
 
 def test_simulated_scores_have_the_requested_auc():
-    y, new, old = gate_simulation.paired_scores(
-        200_000, 0.87, 0.85, 0.9, 0.21, np.random.default_rng(0)
-    )
+    sim = gate_simulation
+    y, new, old = sim.paired_scores(200_000, 0.87, 0.85, 0.9, 0.21, np.random.default_rng(0))
     assert metrics.auc(y, new) == pytest.approx(0.87, abs=0.003)
     assert metrics.auc(y, old) == pytest.approx(0.85, abs=0.003)
     within = np.corrcoef(new[y == 0], old[y == 0])[0, 1]

@@ -244,5 +244,5 @@ def test_the_storage_resource_writes_under_its_base_and_refuses_keys_that_leave_
     for bad in ("../outside.md", "/etc/passwd", "reports/../../x", ""):
         with pytest.raises(ValueError, match="must be a relative path"):
             storage.write_text(bad, "x")
-    with pytest.raises(ValueError, match="only folders and file:// URLs"):
-        StorageResource(base_url="s3://bucket/churn").write_text("a.md", "x")
+    with pytest.raises(ValueError, match="the scheme 'gs' is not supported"):
+        StorageResource(base_url="gs://bucket/churn").write_text("a.md", "x")

@@ -136,6 +136,34 @@ def test_deployment_validates_and_carries_the_serving_contract() -> None:
     assert container["resources"]["limits"] == {"cpu": "1", "memory": "1Gi"}
 
 
+def test_deployment_on_object_storage_reads_the_bucket_credentials_from_a_secret() -> None:
+    # a server on an object store writes its inference log to the bucket: it needs the AWS
+    # variables, from the Secret by reference (never as values in the Deployment)
+    dep = k8s.deployment(
+        name="churn-model-v3",
+        namespace="churn-production",
+        environment="production",
+        version="3",
+        model_uri="models:/churn_model/3",
+        spec=_spec(
+            storage_secret="churn-object-store",
+            extra_env={"CHURN_STORAGE_URL": "s3://bucket/churn"},
+        ),
+    )
+    validate_object(dep)
+    (container,) = dep["spec"]["template"]["spec"]["containers"]
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e}
+    assert set(refs) == set(k8s.STORAGE_SECRET_KEYS)
+    assert all(r["name"] == "churn-object-store" and r["optional"] for r in refs.values())
+    plain = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    assert plain["CHURN_STORAGE_URL"] == "s3://bucket/churn"
+    assert not any(k.startswith("AWS_") for k in plain)
+    # without a Secret (local storage, or a workload identity) no reference is made
+    no_secret, _ = _objects("3")
+    (plain_container,) = no_secret["spec"]["template"]["spec"]["containers"]
+    assert not any("valueFrom" in e for e in plain_container["env"])
+
+
 def test_deployment_command_matches_the_model_server_cli() -> None:
     """The container's command line parses with the real ``python -m churn_platform.serving``."""
     serving_main = pytest.importorskip("churn_platform.serving.__main__")
@@ -145,6 +173,45 @@ def test_deployment_command_matches_the_model_server_cli() -> None:
     with pytest.raises(SystemExit) as exit_info:
         serving_main.main(argv)  # argparse validates every option before --help exits
     assert exit_info.value.code == 0
+
+
+def test_deployment_meets_pod_security_restricted_and_has_a_startup_probe() -> None:
+    """The checks of the Pod Security Standard "restricted" profile, one by one."""
+    dep, _ = _objects("5")
+    pod = dep["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] != 0
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert not any(k in pod for k in ("hostNetwork", "hostPID", "hostIPC"))
+    assert all("emptyDir" in v for v in pod["volumes"])
+    for c in pod["containers"]:
+        sc = c["securityContext"]
+        assert sc["allowPrivilegeEscalation"] is False
+        assert sc["capabilities"] == {"drop": ["ALL"]}
+        assert sc["runAsNonRoot"] is True
+        assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert sc["readOnlyRootFilesystem"] is True
+        assert "privileged" not in sc
+        assert c["startupProbe"]["httpGet"]["path"] == "/health"
+        # the liveness probe must not kill a pod still loading its model
+        assert "initialDelaySeconds" not in c["livenessProbe"]
+        env = {e["name"]: e["value"] for e in c["env"]}
+        # the root is read-only: every path the server writes is under the /tmp mount
+        assert {m["mountPath"] for m in c["volumeMounts"]} == {"/tmp"}
+        for var in ("HOME", "CHURN_HOME", "CHURN_INFERENCE_LOG"):
+            assert (env[var] + "/").startswith("/tmp/"), var
+        assert env["CHURN_INFERENCE_LOG"] == "/tmp/inference_log/5.jsonl"
+
+
+def test_pod_disruption_budget_validates_and_selects_the_deployments_pods() -> None:
+    dep, _ = _objects("6")
+    pdb = k8s.pod_disruption_budget(
+        name="churn-model-v6", namespace="churn-production", environment="production", version="6"
+    )
+    validate_object(pdb)
+    assert pdb["metadata"]["name"] == dep["metadata"]["name"]
+    assert pdb["spec"]["selector"] == dep["spec"]["selector"]
+    assert pdb["spec"]["maxUnavailable"] == 1
 
 
 def test_service_validates_and_selects_the_deployments_pods() -> None:
@@ -292,7 +359,10 @@ def test_reference_templates_equal_the_builders_output() -> None:
         model_uri="models:/churn_model/1",
     )
     shipped = list(yaml.safe_load_all((K8S_DIR / "model-server/churn-model-v1.yaml").read_text()))
-    assert shipped == [k8s.deployment(spec=spec, **common), k8s.service(**common)]
+    pdb = k8s.pod_disruption_budget(
+        name="churn-model-v1", namespace="churn-production", environment="production", version="1"
+    )
+    assert shipped == [k8s.deployment(spec=spec, **common), k8s.service(**common), pdb]
     route = yaml.safe_load((K8S_DIR / "gateway/httproute-production.yaml").read_text())
     assert route == k8s.http_route(
         name="churn-model",
@@ -427,6 +497,7 @@ DAGSTER_CHART_KEYS = {
             "env",
             "envConfigMaps",
             "envSecrets",
+            "envSecrets[].name",
             "annotations",
             "nodeSelector",
             "affinity",

@@ -190,12 +190,18 @@ class Cluster:
     def deployment(self, version: str) -> Any:
         return self.apps.read_namespaced_deployment(k8s.object_name(version), self.ns)
 
-    def exists(self, kind: str, version: str) -> bool:
-        read: Callable[[str, str], Any] = (
-            self.apps.read_namespaced_deployment
-            if kind == "Deployment"
-            else self.core.read_namespaced_service
+    def pdb(self, version: str) -> dict:
+        """The version's PodDisruptionBudget (policy/v1beta1: the test server is 1.20)."""
+        return self.custom.get_namespaced_custom_object(
+            "policy", "v1beta1", self.ns, "poddisruptionbudgets", k8s.object_name(version)
         )
+
+    def exists(self, kind: str, version: str) -> bool:
+        read: Callable[[str, str], Any] = {
+            "Deployment": self.apps.read_namespaced_deployment,
+            "Service": self.core.read_namespaced_service,
+            "PodDisruptionBudget": lambda name, ns: self.pdb(version),
+        }[kind]
         try:
             read(k8s.object_name(version), self.ns)
             return True
@@ -266,6 +272,11 @@ def test_deploy_creates_objects_waits_for_ready_and_starts_at_zero(cluster: Clus
     assert "models:/churn_model/1" in container.args
     svc = cluster.core.read_namespaced_service("churn-model-v1", cluster.ns)
     assert svc.spec.selector == dep.spec.selector.match_labels
+    pdb = cluster.pdb("1")
+    assert pdb["spec"]["selector"]["matchLabels"] == dep.spec.selector.match_labels
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert container.startup_probe.http_get.path == "/health"
+    assert dep.spec.template.spec.security_context.seccomp_profile.type == "RuntimeDefault"
     assert served.weight == 0
     assert served.url == f"http://churn-model-v1.{cluster.ns}.svc.cluster.local:80"
     assert cluster.route_weights() == {}  # deploy never touches the route
@@ -534,6 +545,7 @@ def test_cleanup_keeps_n_minus_1_warm_scales_n_minus_2_and_deletes_older(
     }
     assert [v for v in "12345" if cluster.exists("Deployment", v)] == ["3", "4", "5"]
     assert [v for v in "12345" if cluster.exists("Service", v)] == ["3", "4", "5"]
+    assert [v for v in "12345" if cluster.exists("PodDisruptionBudget", v)] == ["3", "4", "5"]
     assert cluster.deployment("4").spec.replicas == 1  # N-1: warm for rollback
     assert cluster.deployment("3").spec.replicas == 0  # N-2: kept, no pods
     assert target.state(ENV).weights() == {"4": 0, "5": 100}
@@ -680,7 +692,10 @@ def test_workloads_part_alone_applies_waits_scales_and_deletes(cluster: Cluster)
     assert cluster.deployment("1").spec.replicas == 1
     assert cluster.route_weights() == {}
 
+    assert cluster.exists("PodDisruptionBudget", "1")
+    workloads.apply(ENV, "1", "models:/churn_model/1")  # again: replaced in place
     workloads.delete(cluster.ns, "churn-model-v1")
     assert not cluster.exists("Deployment", "1") and not cluster.exists("Service", "1")
+    assert not cluster.exists("PodDisruptionBudget", "1")
     with pytest.raises(KubernetesTargetError, match=f"Service {cluster.ns}/churn-model-v1"):
         workloads.ensure_serving(ENV, "1", "test", pods=False)

@@ -10,8 +10,6 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "churn_platform"
 
@@ -74,10 +72,6 @@ def test_targets_import_no_dagster() -> None:
     assert _violations("targets", ("dagster", "dagster_k8s", "churn_platform.defs")) == []
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="issue 11: defs/ still reaches serving/ and mlflow until the 'doors' resources land",
-)
 def test_defs_import_neither_serving_nor_mlflow() -> None:
     """Asset code goes through resources for everything outside (servers, MLflow, files)."""
     assert _violations("defs", ("churn_platform.serving", "mlflow")) == []

@@ -302,3 +302,15 @@ def test_default_slices_leave_missing_values_out():
     in_a_band = slices["tenure:0-12m"] | slices["tenure:12-24m"] | slices["tenure:24m+"]
     assert not in_a_band[null_tenure].any() and in_a_band[~null_tenure].all()
     assert not slices["enterprise"][frame[s.IS_ENTERPRISE].isna().to_numpy()].any()
+
+
+def test_detectable_gain_is_the_textbook_minimum_detectable_effect():
+    # a two-sided 5% test at 80% power detects (1.96 + 0.84) standard errors
+    se = 0.0036
+    z = metrics.normal_quantile(0.975)
+    assert metrics.detectable_gain(se, z * se, 0.8) == pytest.approx(2.8016 * se, rel=1e-4)
+    assert metrics.detectable_gain(0.0, 0.005) == pytest.approx(0.005)
+    with pytest.raises(ValueError, match="se must be"):
+        metrics.detectable_gain(float("nan"), 0.0)
+    with pytest.raises(ValueError, match="power"):
+        metrics.detectable_gain(0.01, 0.0, power=1.0)

@@ -15,6 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
+from churn_platform.resources.metrics import ScrapeMetrics
 from churn_platform.serving.model_server import InputSchema, create_app
 from churn_platform.testing import (
     RegisteredModels,
@@ -115,6 +116,31 @@ BAD_INPUTS = [
         422,
         ["signup_date", "ISO date"],
     ),
+    # issue 13.5: these two were 500s (OutOfBoundsDatetime, OverflowError)
+    (
+        "date past pandas' range",
+        lambda r: {"records": [{**r, "signup_date": "9999-12-31"}]},
+        422,
+        ["records[0].signup_date", "'9999-12-31'", "outside the dates"],
+    ),
+    (
+        "huge whole number",
+        lambda r: {"records": [{**r, "tenure_months": 1e30}]},
+        422,
+        ["records[0].tenure_months", "outside the range"],
+    ),
+    (
+        "huge number",
+        lambda r: {"records": [{**r, "monthly_spend": -1e300}]},
+        422,
+        ["records[0].monthly_spend", "-1e+300", "outside the range"],
+    ),
+    (
+        "long bad string quoted by a prefix only",
+        lambda r: {"records": [{**r, "region": "x" * 100_000}]},
+        422,
+        ["records[0].region", "... (100002 chars)"],
+    ),
     ("empty records", lambda r: {"records": []}, 422, ["empty", "tenure_months"]),
     ("records not a list", lambda r: {"records": r}, 422, ["records", "list"]),
     ("record not an object", lambda r: {"records": [[1, 2]]}, 422, ["records[0]", "object"]),
@@ -140,6 +166,7 @@ def test_bad_input_is_a_4xx_naming_the_field(
     message = r.json()["error"]
     for word in words:
         assert word in message
+    assert len(message) < 1000  # a huge bad value is not echoed back
 
 
 def test_malformed_json_is_a_400_and_nothing_is_a_500(server: RunningServer) -> None:
@@ -260,3 +287,18 @@ def test_missing_value_the_model_cannot_impute_is_a_422(
     r = httpx.post(server.url + "/predict", json={"records": [{**record, "monthly_spend": None}]})
     assert r.status_code == 422, r.text
     assert "monthly_spend" in r.json()["error"] and "missing values" in r.json()["error"]
+
+
+def test_client_mistakes_are_not_the_servers_errors_in_the_canary_reading(
+    server: RunningServer,
+    registered_models: RegisteredModels,  # noqa: F811
+) -> None:
+    # issue 13.5: three clients sending far-future dates rolled back a healthy candidate
+    metrics = ScrapeMetrics({server.version: server.url})
+    metrics.error_rate(server.version, 0)  # the base scrape
+    record = to_records(registered_models.rows.head(1))[0]
+    for bad in ({"signup_date": "9999-12-31"}, {"tenure_months": 1e30}):
+        r = httpx.post(server.url + "/predict", json={"records": [{**record, **bad}]})
+        assert r.status_code == 422, r.text
+    reading = metrics.error_rate(server.version, 0)
+    assert (reading.error_rate, reading.request_count) == (0.0, 2.0), reading

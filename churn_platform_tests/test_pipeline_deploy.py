@@ -24,11 +24,12 @@ from churn_platform_tests.pipeline import (
 )
 from churn_platform_tests.postgres import free_port
 
+# the sequential analysis decides each step on the request counts; the step time is only
+# an upper bound, so a loaded machine makes the test slower, not wrong
 CANARY = {
     "steps": [5, 25, 100],
-    "analysis_window_seconds": 3.0,
+    "analysis_window_seconds": 120.0,
     "interval_seconds": 0.5,
-    "min_requests": 5,
     "synthetic_traffic_rps": 60.0,
 }
 
@@ -90,7 +91,7 @@ def test_first_release_then_a_faulty_canary_rolls_back_to_the_running_champion(
         ["production_deployment"], instance, {"production_deployment": {"config": CANARY}}
     )
     assert again.success, step_error(again)
-    assert again.output_for_node("production_deployment")["action"] == "none"
+    assert again.output_for_node("production_deployment").action == "none"
     assert production_state(local_platform).weights() == {"1": 100}
 
     second = materialize(
@@ -99,7 +100,7 @@ def test_first_release_then_a_faulty_canary_rolls_back_to_the_running_champion(
         {"challenger_model": {"config": FAST_MODEL}, "evaluation_report": {"config": FAST_GATE}},
     )
     assert second.success, step_error(second)
-    assert second.output_for_node("staging_deployment")["candidate"] == "2"
+    assert second.output_for_node("staging_deployment").candidate == "2"
     staging = LocalProcessTarget(local_platform / "deployments").state("staging")
     assert staging.weights() == {"1": 100, "2": 0}  # the challenger at 0% beside the champion
 
@@ -111,8 +112,10 @@ def test_first_release_then_a_faulty_canary_rolls_back_to_the_running_champion(
     assert release.success, step_error(release)  # a rollback is an outcome, not a crash
     analysis = checks(release)[("production_deployment", "canary_analysis")]
     assert not analysis.passed
-    assert analysis.metadata["outcome"].value == "rolled_back"
-    assert "5" in analysis.metadata["transitions"].value  # the 5% step and its reading are recorded
+    # issue 13.3: under load the count rule saw "2 of 2 failed" and aborted instead
+    assert analysis.metadata["outcome"].value == "rolled_back", analysis.metadata["reason"].value
+    assert "breach at step 5%" in analysis.metadata["reason"].value
+    assert "shows a rate above the bound" in analysis.metadata["reason"].value
     assert reg.alias_version("champion") == "1"  # aliases unchanged
     assert reg.alias_version("previous") is None
     after = production_state(local_platform)

@@ -203,7 +203,7 @@ def test_gate_keeps_an_equal_challenger_and_promotes_a_clearly_better_one(source
     )
     assert better.success, step_error(better)
     report = better.output_for_node("evaluation_report")
-    assert report["promote"] is True and report["champion_version"] == "1"
+    assert report.promote is True and report.champion_version == "1"
     meta = instance.get_latest_materialization_event(
         dg.AssetKey("evaluation_report")
     ).asset_materialization.metadata
@@ -220,8 +220,8 @@ def test_gate_keeps_an_equal_challenger_and_promotes_a_clearly_better_one(source
     # "challenger lost" is a normal outcome: the run succeeds and deployment does nothing
     assert same.success, step_error(same)
     kept = same.output_for_node("evaluation_report")
-    assert kept["promote"] is False and "keep" in kept["reason"].lower()
+    assert kept.promote is False and "keep" in kept.reason.lower()
     gate = checks(same)[("evaluation_report", "promotion_gate")]
     assert not gate.passed and gate.severity == dg.AssetCheckSeverity.WARN
-    assert same.output_for_node("staging_deployment")["action"] == "none"
+    assert same.output_for_node("staging_deployment").action == "none"
     assert reg.alias_version("champion") == "2"

@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from churn_platform.resources.metrics import ScrapeMetrics
 from churn_platform.serving.router import Backend, SmoothWeightedRoundRobin
 from churn_platform.targets.local import (
     bind_socket,
@@ -185,3 +186,36 @@ def test_no_traffic_and_dead_backend_are_explained(tmp_path: Path) -> None:
         httpx.put(url + "/-/weights", json=body).raise_for_status()
         r = httpx.post(url + "/predict", json={"records": [{}]})
         assert r.status_code == 502 and "did not answer" in r.json()["error"]
+
+
+def test_requests_the_router_cannot_deliver_count_as_that_versions_errors(
+    servers: dict[str, RunningServer],
+    registered_models: RegisteredModels,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    # issue 13.4: the router answered 502 for a version it could not reach and the canary
+    # analysis never saw those failures; now they are that version's errors
+    dead = bind_socket()
+    dead_url = f"http://127.0.0.1:{dead.getsockname()[1]}"
+    dead.close()
+    with start_router(tmp_path / "router.json") as url:
+        body = {
+            "backends": {
+                "1": {"url": servers["1"].url, "weight": 50},
+                "2": {"url": dead_url, "weight": 50},
+            }
+        }
+        httpx.put(url + "/-/weights", json=body).raise_for_status()
+        metrics = ScrapeMetrics({"2": servers["2"].url, "1": servers["1"].url}, router_url=url)
+        assert metrics.error_rate("2", 0).error_rate is None  # first scrape: the base
+        assert metrics.error_rate("1", 0).error_rate is None
+        record = to_records(registered_models.rows.head(1))
+        statuses = Counter(
+            httpx.post(url + "/predict", json={"records": record}).status_code for _ in range(20)
+        )
+        assert statuses == {200: 10, 502: 10}
+        reading = metrics.error_rate("2", 0)
+        assert (reading.error_rate, reading.request_count) == (1.0, 10.0), reading
+        healthy = metrics.error_rate("1", 0)
+        assert (healthy.error_rate, healthy.request_count) == (0.0, 10.0), healthy
+        assert healthy.latency_p95_seconds is not None and healthy.latency_p95_seconds < 2.5

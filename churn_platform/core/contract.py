@@ -223,7 +223,7 @@ class FrameView:
             self._nulls[column] = self.frame[column].isna().to_numpy(dtype=bool)
         return self._nulls[column]
 
-    def cases(self, rows: np.ndarray, column: str | None) -> pd.DataFrame:
+    def cases(self, rows: np.ndarray | list[int], column: str | None) -> pd.DataFrame:
         """Failure sample for row positions ``rows``: row, customer_id and ``column``."""
         rows = np.asarray(rows, dtype=np.int64)[: self.sample_size]
         out = pd.DataFrame({"row": rows})
@@ -262,6 +262,13 @@ class Rule:
     severity: Severity
     description: str
     column: str | None = None
+
+    @property
+    def col(self) -> str:
+        """The rule's column, for rules that always have one."""
+        if self.column is None:
+            raise ValueError(f"contract rule {self.name!r} needs a column")
+        return self.column
 
     def evaluate(self, view: FrameView) -> RuleResult:
         """Evaluate on ``view``; a missing column is a failure, never an exception."""
@@ -331,7 +338,7 @@ class RowRule(Rule):
 
     def _values(self, series: pd.Series, view: FrameView | None = None) -> Any:
         if self.numeric:
-            return view.floats(self.column) if view is not None else as_float(series)
+            return view.floats(self.col) if view is not None else as_float(series)
         return series
 
     def observe(self, view: FrameView, mask: np.ndarray) -> Any:
@@ -376,7 +383,7 @@ class NotNullRule(RowRule):
 
     def fast_violations(self, view: FrameView) -> np.ndarray:
         """The view's cached null mask."""
-        return view.nulls(self.column)
+        return view.nulls(self.col)
 
     def bound(self) -> Any:
         """No nulls allowed."""
@@ -394,7 +401,7 @@ class UniqueRule(RowRule):
     def fast_violations(self, view: FrameView) -> np.ndarray:
         """Duplicates masked with the view's cached null mask."""
         values = view.frame[self.column]
-        return values.duplicated(keep=False).to_numpy(dtype=bool) & ~view.nulls(self.column)
+        return values.duplicated(keep=False).to_numpy(dtype=bool) & ~view.nulls(self.col)
 
     def observe(self, view: FrameView, mask: np.ndarray) -> Any:
         """Number of distinct values that occur more than once."""
@@ -429,7 +436,7 @@ class RangeRule(RowRule):
 
     def observe(self, view: FrameView, mask: np.ndarray) -> Any:
         """Observed min and max of the numeric values, and the failing count."""
-        values = view.floats(self.column)
+        values = view.floats(self.col)
         has_values = bool(np.isfinite(values).any()) if len(values) else False
         return {
             "min": _py(np.nanmin(values)) if has_values else None,
@@ -457,9 +464,9 @@ class SetRule(RowRule):
     def fast_violations(self, view: FrameView) -> np.ndarray:
         """Same as ``violations``, with the view's cached null mask."""
         if self.numeric:
-            return self.violations(view.floats(self.column))
+            return self.violations(view.floats(self.col))
         outside = ~view.frame[self.column].isin(self.allowed).to_numpy(dtype=bool)
-        return outside & ~view.nulls(self.column)
+        return outside & ~view.nulls(self.col)
 
     def observe(self, view: FrameView, mask: np.ndarray) -> Any:
         """Counts of up to 10 most frequent values outside the set."""
@@ -486,7 +493,7 @@ class MeanRangeRule(Rule):
         return float(values[finite].mean()) if finite.any() else math.nan
 
     def _evaluate(self, view: FrameView) -> RuleResult:
-        mean = self.mean(view.floats(self.column))
+        mean = self.mean(view.floats(self.col))
         passed = not math.isnan(mean) and self.low <= mean <= self.high
         msg = f"mean of {self.column} is {mean:.4g}, bound [{self.low}, {self.high}]"
         return self._result(passed, _py(mean), self.bound(), 0, view.cases([], None), msg)
@@ -507,7 +514,7 @@ class NullRateRule(Rule):
     limit: float = 0.0
 
     def _evaluate(self, view: FrameView) -> RuleResult:
-        nulls = view.nulls(self.column)
+        nulls = view.nulls(self.col)
         count = int(nulls.sum())
         rate = count / view.n if view.n else 0.0
         passed = rate <= self.limit

@@ -22,7 +22,7 @@ from sklearn.utils.validation import check_is_fitted
 from churn_platform.core import schema as s
 
 
-def _as_frame(X: object, columns: Sequence[str]) -> pd.DataFrame:
+def _as_frame(X: object, columns: Sequence[str] | np.ndarray) -> pd.DataFrame:
     if isinstance(X, pd.DataFrame):
         missing = [c for c in columns if c not in X.columns]
         if missing:

@@ -26,12 +26,14 @@ from scipy import stats
 
 from churn_platform.core import gate, metrics
 
-__all__ = ["RULES", "SimulationResult", "paired_scores", "simulate_rules"]
+__all__ = ["DEFAULT_RULE", "RULES", "SimulationResult", "paired_scores", "simulate_rules"]
 
 # name -> gate config factory (min_delta, n_resamples, seed filled per trial)
+DEFAULT_RULE = "gain and interval (default): AUC_new >= AUC_old + min_delta and CI lower > 0"
 RULES: dict[str, dict[str, Any]] = {
+    DEFAULT_RULE: {"mode": "gain_and_interval"},
     "point (seed): AUC_new >= AUC_old + min_delta": {"mode": "point"},
-    "interval: CI lower >= min_delta (default)": {"mode": "interval"},
+    "interval: CI lower >= min_delta": {"mode": "interval"},
     "interval, min_delta=0: CI lower >= 0": {"mode": "interval", "min_delta": 0.0},
 }
 
@@ -74,6 +76,7 @@ class SimulationResult:
     promotions: dict[str, int]
     mean_delong_se: float
     mean_ci_width: float
+    mean_detectable_gain: float  # the default rule's minimum detectable gain at 80% power
     seconds: float
     rates: dict[str, float] = field(init=False)
 
@@ -101,7 +104,7 @@ def simulate_rules(
         raise ValueError(f"n_trials must be >= 1, got {n_trials}")
     rng = np.random.default_rng(seed)
     promotions = dict.fromkeys(RULES, 0)
-    se_sum = width_sum = 0.0
+    se_sum = width_sum = mdg_sum = 0.0
     start = time.perf_counter()
     for trial in range(n_trials):
         y, new, old = paired_scores(n_rows, base_auc + true_delta, base_auc, rho, prevalence, rng)
@@ -114,11 +117,14 @@ def simulate_rules(
             params = {"min_delta": min_delta, "n_resamples": n_resamples, **overrides}
             decision = gate.decide(cmp, True, {}, gate.GateConfig(**params))
             promotions[name] += decision.promote
+            if name == DEFAULT_RULE and decision.minimum_detectable_gain is not None:
+                mdg_sum += decision.minimum_detectable_gain
     return SimulationResult(
         true_delta=true_delta,
         n_trials=n_trials,
         promotions=promotions,
         mean_delong_se=se_sum / n_trials,
         mean_ci_width=width_sum / n_trials,
+        mean_detectable_gain=mdg_sum / n_trials,
         seconds=time.perf_counter() - start,
     )

@@ -1,7 +1,8 @@
 """Kubernetes objects for serving model versions, built as plain dicts.
 
-One Deployment and one Service per model version, and one Gateway API ``HTTPRoute``
-per environment whose weighted ``backendRefs`` split the traffic between them. The
+One Deployment, Service and PodDisruptionBudget per model version, and one Gateway
+API ``HTTPRoute`` per environment whose weighted ``backendRefs`` split the traffic
+between them. The
 functions here only build dicts (the shape ``kubectl apply`` and the API accept); the
 Kubernetes target in ``targets/kubernetes/`` sends them. Pure Python: no
 ``kubernetes`` import, so the shapes are unit-tested offline against the API schemas.
@@ -29,11 +30,13 @@ __all__ = [
     "deployment",
     "http_route",
     "object_name",
+    "pod_disruption_budget",
     "route_name",
     "selector_labels",
     "server_args",
     "service",
     "validate_version",
+    "writable_env",
 ]
 
 APP_NAME = "churn-model"
@@ -91,6 +94,32 @@ def route_name(environment: str | None = None) -> str:
 SERVER_COMMAND = ["python", "-m", "churn_platform.serving", "model-server"]
 
 
+# The pod's root filesystem is read-only and only /tmp (an emptyDir) is writable, so
+# every path the server writes to is set explicitly under /tmp: the local defaults
+# ("./data" under the working directory, $HOME caches) would be OSError: Read-only
+# file system at start, i.e. a crash loop.
+WRITABLE_DIR = "/tmp"
+
+
+# the object-store credentials a model server may need (the usual AWS variables)
+STORAGE_SECRET_KEYS = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_DEFAULT_REGION",
+)
+
+
+def writable_env(version: str) -> dict[str, str]:
+    """Environment pointing everything the server writes at ``/tmp`` (the only writable path)."""
+    return {
+        "HOME": WRITABLE_DIR,
+        "CHURN_HOME": f"{WRITABLE_DIR}/churn",
+        "CHURN_INFERENCE_LOG": f"{WRITABLE_DIR}/inference_log/{validate_version(version)}.jsonl",
+    }
+
+
 def server_args(model_uri: str, version: str, port: int = HTTP_PORT) -> list[str]:
     """Options for ``python -m churn_platform.serving model-server`` in the container."""
     return [
@@ -117,6 +146,8 @@ class ServingSpec:
     extra_env: more environment variables (e.g. S3 endpoint for MLflow artefacts).
     image_pull_policy: ``IfNotPresent`` by default; ``Always`` for mutable tags.
     service_account: the pod's service account ('' for the namespace default).
+    storage_secret: a Secret whose AWS_* keys (each optional) the server reads to write its
+    inference log to the object store ('' for none: local storage or a workload identity).
     """
 
     image: str
@@ -130,6 +161,7 @@ class ServingSpec:
     extra_env: Mapping[str, str] = field(default_factory=dict)
     image_pull_policy: str = "IfNotPresent"
     service_account: str = ""
+    storage_secret: str = ""
 
     def __post_init__(self) -> None:
         if not self.image:
@@ -174,9 +206,12 @@ def deployment(
 ) -> dict:
     """The Deployment running one model version's server.
 
-    Probes hit ``/health`` (readiness gates traffic, liveness restarts a hung server);
+    Probes hit ``/health`` (the startup probe gives the model up to 5 minutes to load,
+    then readiness gates traffic and liveness restarts a hung server);
     the pod carries ``prometheus.io/*`` annotations so Prometheus scrapes ``/metrics``;
-    ``OMP_NUM_THREADS=1`` keeps BLAS from oversubscribing the CPU limit.
+    ``OMP_NUM_THREADS=1`` keeps BLAS from oversubscribing the CPU limit. The pod meets
+    Pod Security "restricted" with a read-only root; ``writable_env`` puts every write
+    under the ``/tmp`` emptyDir.
     """
     if not model_uri:
         raise ValueError(f"Deployment {namespace}/{name}: model_uri is empty")
@@ -186,7 +221,17 @@ def deployment(
         {"name": "OMP_NUM_THREADS", "value": "1"},
         {"name": "MODEL_URI", "value": model_uri},
         {"name": "MODEL_VERSION", "value": version},
+        *({"name": k, "value": v} for k, v in writable_env(version).items()),
         *({"name": k, "value": str(v)} for k, v in sorted(spec.extra_env.items())),
+        *(
+            {
+                "name": key,
+                "valueFrom": {
+                    "secretKeyRef": {"name": spec.storage_secret, "key": key, "optional": True}
+                },
+            }
+            for key in (STORAGE_SECRET_KEYS if spec.storage_secret else ())
+        ),
     ]
     probe_get = {"path": "/health", "port": "http"}
     container = {
@@ -197,16 +242,22 @@ def deployment(
         "args": server_args(model_uri, version),
         "env": env,
         "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}],
+        # Liveness and readiness start only once this succeeds, so a slow model load
+        # (artefacts downloaded from MLflow) is not killed by the liveness probe.
+        "startupProbe": {
+            "httpGet": probe_get,
+            "periodSeconds": 5,
+            "timeoutSeconds": 2,
+            "failureThreshold": 60,
+        },
         "readinessProbe": {
             "httpGet": probe_get,
-            "initialDelaySeconds": 5,
             "periodSeconds": 5,
             "timeoutSeconds": 2,
             "failureThreshold": 3,
         },
         "livenessProbe": {
             "httpGet": probe_get,
-            "initialDelaySeconds": 30,
             "periodSeconds": 10,
             "timeoutSeconds": 2,
             "failureThreshold": 3,
@@ -218,14 +269,25 @@ def deployment(
         "securityContext": {
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
             "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
         },
         # MLflow downloads the model's artefacts under /tmp before loading them.
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }
     pod_spec: dict = {
         "containers": [container],
-        "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001},
+        # Pod Security "restricted": non-root, RuntimeDefault seccomp (the container
+        # repeats what the profile checks per container).
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 10001,
+            "runAsGroup": 10001,
+            "fsGroup": 10001,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "automountServiceAccountToken": False,
         "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "2Gi"}}],
         "terminationGracePeriodSeconds": 30,
     }
@@ -289,6 +351,35 @@ def service(
             "ports": [
                 {"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}
             ],
+        },
+    }
+
+
+def pod_disruption_budget(
+    *,
+    name: str,
+    namespace: str,
+    environment: str,
+    version: str,
+    model_name: str = "churn_model",
+) -> dict:
+    """A policy/v1 PodDisruptionBudget for one version's pods.
+
+    ``maxUnavailable: 1``: a node drain evicts this version's pods one at a time, so a
+    version with several replicas keeps serving through it, while a single-replica
+    version never blocks the drain (``minAvailable: 1`` would, forever).
+    """
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": _labels(version, environment, model_name, name),
+        },
+        "spec": {
+            "maxUnavailable": 1,
+            "selector": {"matchLabels": selector_labels(version, environment, model_name)},
         },
     }
 

@@ -460,6 +460,28 @@ class PairedComparison:
         return dict(self.__dict__)
 
 
+def normal_quantile(p: float) -> float:
+    """The standard normal quantile at ``p`` (0 < p < 1)."""
+    if not 0.0 < p < 1.0:
+        raise ValueError(f"p must be in (0, 1), got {p}")
+    return float(stats.norm.ppf(p))
+
+
+def detectable_gain(se: float, threshold: float, power: float = 0.8) -> float:
+    """The true AUC gain that a rule "promote when the observed delta >= ``threshold``"
+    passes with probability ``power``, when the observed delta is normal with standard
+    error ``se`` (the paired DeLong SE): ``threshold + z_power * se``.
+
+    With ``threshold = z_(1-alpha/2) * se`` this is the textbook minimum detectable effect
+    of a two-sided test at level alpha, e.g. 2.8 * se for 95% and 80% power.
+    """
+    if not (math.isfinite(se) and se >= 0):
+        raise ValueError(f"se must be a finite standard error >= 0, got {se}")
+    if not 0.0 < power < 1.0:
+        raise ValueError(f"power must be in (0, 1), got {power}")
+    return float(threshold + normal_quantile(power) * se)
+
+
 def paired_bootstrap_auc_delta(
     y: ArrayLike,
     scores_challenger: ArrayLike,
@@ -506,6 +528,10 @@ def paired_bootstrap_auc_delta(
 # slices
 
 
+# A slice smaller than this gets no AUC (too noisy to judge); one default for checks and gate.
+MIN_SLICE_ROWS = 30
+
+
 @dataclass(frozen=True)
 class SliceResult:
     """AUC on one slice of the evaluation rows, or why it was not computed."""
@@ -520,7 +546,7 @@ class SliceResult:
 def slice_aucs(
     frame_or_arrays: pd.DataFrame | tuple[ArrayLike, ArrayLike],
     slices: Mapping[str, ArrayLike],
-    min_rows: int = 30,
+    min_rows: int = MIN_SLICE_ROWS,
     score_column: str = "score",
     target_column: str = s.TARGET,
 ) -> list[SliceResult]:

@@ -7,29 +7,46 @@ them into asset checks on ``challenger_model`` and the promotion gate reads them
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from sklearn.pipeline import Pipeline
 
-from churn_platform.core import metrics
+from churn_platform.core import metrics, records
 from churn_platform.core import schema as s
 from churn_platform.core.features import FEATURE_RANGES
-from churn_platform.core.training import model_inputs, predict_proba
+from churn_platform.core.training import (
+    TrainedModel,
+    TrainingConfig,
+    model_inputs,
+    predict_proba,
+    train,
+)
 
 MetadataValue = float | int | str | bool | None
 
 
 @dataclass(frozen=True)
 class ModelCheckConfig:
-    """Thresholds of the model checks (all configurable from the Dagster run config)."""
+    """Thresholds of the model checks (all configurable from the Dagster run config).
+
+    min_auc: the holdout AUC must reach this.
+    auc_pass_on: "lower": the bootstrap interval's lower bound must reach min_auc;
+        "point": the point estimate must.
+    min_slice_auc: every slice with enough rows must reach this AUC.
+    min_slice_rows: slices with fewer holdout rows get no AUC (skipped, with the reason).
+    min_invariance_fraction: share of rows whose predicted churn must drop when the
+        contract changes from monthly to annual.
+    n_resamples: bootstrap resamples of the AUC interval.
+    level: confidence level of the AUC interval.
+    seed: random seed of the bootstrap.
+    """
 
     min_auc: float = 0.80
-    auc_pass_on: str = (
-        "lower"  # "lower": the CI lower bound must clear min_auc; "point": the estimate
-    )
+    auc_pass_on: str = "lower"
     min_slice_auc: float = 0.74
-    min_slice_rows: int = 30
+    min_slice_rows: int = metrics.MIN_SLICE_ROWS
     min_invariance_fraction: float = 0.90
     n_resamples: int = 1000
     level: float = 0.95
@@ -53,6 +70,15 @@ class CheckOutcome:
     metadata: dict[str, MetadataValue] = field(default_factory=dict)
     table: pd.DataFrame | None = None  # shown as a markdown table
 
+    def as_dict(self) -> dict[str, MetadataValue]:
+        """Name, verdict, description and evidence values (JSON-able; the table is left out)."""
+        return {
+            "name": self.name,
+            "passed": self.passed,
+            "description": self.description,
+            **self.metadata,
+        }
+
 
 def auc_check(y: np.ndarray, scores: np.ndarray, config: ModelCheckConfig) -> CheckOutcome:
     """Holdout AUC >= ``min_auc``, judged on the bootstrap CI's lower bound or on the point."""
@@ -62,7 +88,7 @@ def auc_check(y: np.ndarray, scores: np.ndarray, config: ModelCheckConfig) -> Ch
     judged = ci.lower if config.auc_pass_on == "lower" else ci.point
     passed = bool(judged >= config.min_auc)
     return CheckOutcome(
-        name="holdout_auc",
+        name=records.HOLDOUT_AUC,
         passed=passed,
         description=(
             f"AUC {ci.point:.4f} ({config.level:.0%} CI {ci.lower:.4f}-{ci.upper:.4f}); "
@@ -115,7 +141,7 @@ def slice_auc_check(
     table = pd.DataFrame(rows)
     evaluated = [r.auc for r in results if r.auc is not None]
     return CheckOutcome(
-        name="slice_auc",
+        name=records.SLICE_AUC,
         passed=not failing,
         description=(
             f"every evaluated slice has AUC >= {config.min_slice_auc}"
@@ -159,7 +185,7 @@ def invariance_check(
         )
     )
     return CheckOutcome(
-        name="contract_invariance",
+        name=records.CONTRACT_INVARIANCE,
         passed=passed,
         description=(
             f"monthly -> annual lowers predicted churn for {fraction:.1%} of {len(lowered)} rows "
@@ -183,7 +209,7 @@ def coverage_check(frame: pd.DataFrame, scores: np.ndarray) -> CheckOutcome:
     passed = len(scores) == len(frame) and not bad.any()
     sample = frame.loc[bad, [s.CUSTOMER_ID]].head(10).assign(score=scores[bad][:10])
     return CheckOutcome(
-        name="prediction_coverage",
+        name=records.PREDICTION_COVERAGE,
         passed=bool(passed),
         description=f"{len(scores) - int(bad.sum())} of {len(frame)} rows got a finite probability in [0, 1]",
         metadata={
@@ -229,7 +255,7 @@ def feature_invariant_check(pipeline: Pipeline, frame: pd.DataFrame) -> CheckOut
     if inf_rows:
         problems.append({"feature": "(any)", "problem": "infinite value", "rows": inf_rows})
     return CheckOutcome(
-        name="feature_invariants",
+        name=records.FEATURE_INVARIANTS,
         passed=not problems,
         description=(
             f"{len(FEATURE_RANGES)} bounded features in range, no NaN or inf, on {len(frame)} rows"
@@ -258,3 +284,53 @@ def run_model_checks(
         invariance_check(pipeline, holdout, config),
         coverage_check(holdout, scores),
     ]
+
+
+@dataclass(frozen=True)
+class CheckedModel:
+    """A model fitted on the non-holdout rows, its check outcomes and the numbers to log."""
+
+    trained: TrainedModel
+    train_rows: pd.DataFrame
+    outcomes: list[CheckOutcome]
+    metrics: dict[str, float]
+
+    @property
+    def failed(self) -> list[str]:
+        """Names of the checks that did not pass."""
+        return [o.name for o in self.outcomes if not o.passed]
+
+
+def train_and_check(
+    frame: pd.DataFrame,
+    holdout: pd.DataFrame,
+    training_config: TrainingConfig,
+    check_config: ModelCheckConfig,
+) -> CheckedModel:
+    """Fit on the rows of ``frame`` whose customer is not in ``holdout``; check on ``holdout``.
+
+    The metrics are the holdout AUC and its interval, the train AUC, the invariance
+    fraction, the fit time and the training row count.
+    """
+    train_rows = frame[~frame[s.CUSTOMER_ID].isin(holdout[s.CUSTOMER_ID])]
+    trained = train(train_rows, training_config)
+    outcomes = run_model_checks(trained.pipeline, holdout, check_config)
+    by_name = {o.name: o.metadata for o in outcomes}
+    auc: dict[str, Any] = dict(by_name[records.HOLDOUT_AUC])
+    y = train_rows[s.TARGET].astype(int).to_numpy()
+    return CheckedModel(
+        trained,
+        train_rows,
+        outcomes,
+        {
+            "holdout_auc": float(auc["auc"]),
+            "holdout_auc_ci_lower": float(auc["auc_ci_lower"]),
+            "holdout_auc_ci_upper": float(auc["auc_ci_upper"]),
+            "train_auc": metrics.auc(y, predict_proba(trained.pipeline, train_rows)),
+            "invariance_fraction": float(
+                by_name[records.CONTRACT_INVARIANCE]["fraction_lowered"]  # type: ignore[arg-type]
+            ),
+            "fit_seconds": trained.fit_seconds,
+            "n_train_rows": trained.n_train_rows,
+        },
+    )

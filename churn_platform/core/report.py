@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import base64
 import io
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+
+from churn_platform.core import gate, metrics
+from churn_platform.core.quality_report import markdown_table
+from churn_platform.core.records import ChallengerModel, EvaluationDecision
 
 
 @dataclass(frozen=True)
@@ -82,3 +87,139 @@ def _png(fig: object) -> bytes:
 def embed_png(png: bytes, alt: str) -> str:
     """Markdown image with the PNG inline (the Dagster UI renders data URIs)."""
     return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The gate's decision on one challenger and the report that explains it."""
+
+    record: EvaluationDecision  # the hand-off to staging
+    decision: gate.Decision
+    comparison: metrics.PairedComparison | None  # None when there was no champion
+    slice_table: pd.DataFrame
+    markdown: str
+    plots: dict[str, bytes]  # file name -> PNG
+
+    def summary(self) -> dict[str, float]:
+        """The comparison's headline numbers (empty without a champion)."""
+        c = self.comparison
+        if c is None:
+            return {}
+        return {
+            "auc_delta": round(c.delta, 5),
+            "auc_delta_ci_lower": round(c.delta_lower, 5),
+            "auc_delta_ci_upper": round(c.delta_upper, 5),
+            "delong_p_value": round(c.delong_p_value, 6),
+        }
+
+
+def evaluate(
+    y: np.ndarray,
+    model: ChallengerModel,
+    challenger: ScoredModel,
+    champion: ScoredModel | None,
+    slices: Mapping[str, np.ndarray],
+    cfg: gate.GateConfig,
+) -> Evaluation:
+    """Compare the challenger (``model``, scored as ``challenger``) with the champion on the
+    same rows, decide, and write the report.
+
+    The AUC difference gets a paired-bootstrap interval and DeLong's test; each slice
+    gets both models' AUC and the delta; ``gate.decide`` reads those numbers.
+    """
+    scored = [challenger] if champion is None else [challenger, champion]
+    table = slice_table(y, scored, slices)
+    comparison = None
+    slice_deltas: dict[str, float | None] = {}
+    if champion is not None:
+        comparison = metrics.paired_bootstrap_auc_delta(
+            y,
+            challenger.scores,
+            champion.scores,
+            n_resamples=cfg.n_resamples,
+            level=cfg.level,
+            seed=cfg.seed,
+        )
+        slice_deltas = dict(zip(table["slice"], table["delta"], strict=True))
+    decision = gate.decide(comparison, model.checks_passed, slice_deltas, cfg)
+    record = EvaluationDecision(
+        promote=decision.promote,
+        reason=decision.reason,
+        challenger_version=model.version,
+        challenger_model_uri=model.model_uri,
+        champion_version=None if champion is None else champion.version,
+        holdout_hash=model.holdout_hash,
+        rule=cfg.mode,
+    )
+    text = render(y, decision, comparison, scored, table, model.holdout_hash, cfg)
+    return Evaluation(record, decision, comparison, table, text, plots_png(y, scored))
+
+
+def slice_table(
+    y: np.ndarray, scored: list[ScoredModel], slices: Mapping[str, np.ndarray]
+) -> pd.DataFrame:
+    """AUC per slice for each model, and the challenger-minus-champion delta."""
+    results = [metrics.slice_aucs((y, m.scores), slices) for m in scored]
+    table = pd.DataFrame(
+        {
+            "slice": [r.name for r in results[0]],
+            "rows": [r.n for r in results[0]],
+            "challenger_auc": [r.auc for r in results[0]],
+        }
+    )
+    if len(results) == 2:
+        table["champion_auc"] = [r.auc for r in results[1]]
+        table["delta"] = table["slice"].map(gate.slice_auc_deltas(results[0], results[1]))
+    else:
+        table["delta"] = None
+    table["note"] = [r.skipped_reason or "" for r in results[0]]
+    return table
+
+
+def render(
+    y: np.ndarray,
+    decision: gate.Decision,
+    comparison: metrics.PairedComparison | None,
+    scored: list[ScoredModel],
+    slice_table: pd.DataFrame,
+    holdout_hash: str,
+    cfg: gate.GateConfig,
+) -> str:
+    """The report's markdown (plots are appended separately)."""
+    verdict = "PROMOTE the challenger" if decision.promote else "KEEP the champion"
+    lines = [
+        f"# Evaluation report: {verdict}",
+        "",
+        f"**Decision:** {verdict}. {decision.reason}",
+        "",
+        f"Rule: `{cfg.mode}` (min_delta {cfg.min_delta}, slice tolerance {cfg.slice_tolerance}, "
+        f"{cfg.level:.0%} interval, {cfg.n_resamples} resamples).",
+        decision.power_text(),
+        f"Holdout: {len(y)} rows, {int(y.sum())} churners, hash `{holdout_hash[:16]}`; "
+        "both models scored in this run on the same rows.",
+        "",
+        "## Models",
+        "",
+        f"| model | AUC | {cfg.level:.0%} CI | MLflow run |",
+        "|---|---|---|---|",
+    ]
+    for m in scored:
+        ci = metrics.bootstrap_auc_ci(
+            y, m.scores, n_resamples=cfg.n_resamples, level=cfg.level, seed=cfg.seed
+        )
+        lines.append(
+            f"| {m.label} | {ci.point:.4f} | {ci.lower:.4f} - {ci.upper:.4f} | [run]({m.run_url}) |"
+        )
+    if comparison is not None:
+        lines += [
+            "",
+            "## Paired comparison (challenger - champion)",
+            "",
+            f"- AUC delta **{comparison.delta:+.4f}**, {cfg.level:.0%} paired-bootstrap interval "
+            f"**[{comparison.delta_lower:+.4f}, {comparison.delta_upper:+.4f}]**",
+            f"- DeLong: z = {comparison.delong_z:.3f}, two-sided p = {comparison.delong_p_value:.4g}",
+        ]
+    else:
+        lines += ["", "No champion is registered yet: there is nothing to compare against."]
+    lines += ["", "## Slices", "", markdown_table(slice_table.round(4))]
+    return "\n".join(lines)

@@ -37,13 +37,24 @@ class EnvironmentState:
 
 @dataclass(frozen=True)
 class ErrorRate:
-    """The canary analysis reading for one version over one window."""
+    """The canary analysis reading for one version over one window.
+
+    Errors are the server's failures: 5xx answers of the version, plus requests the
+    router could not deliver to it (502, connection refused). A 4xx (the client sent bad
+    input) counts as a request, never as an error.
+    """
 
     version: str
     error_rate: float | None  # None when there was no data to compute it from
     request_count: float  # requests seen in the window
     query: str  # the query or method that produced it, recorded as evidence
     reason: str = ""  # why error_rate is None, when it is
+    latency_p95_seconds: float | None = None  # p95 of /predict latency, when measured
+
+    @property
+    def error_count(self) -> float:
+        """Failed requests in the window (0 without a rate)."""
+        return 0.0 if self.error_rate is None else self.error_rate * self.request_count
 
 
 @runtime_checkable

@@ -21,7 +21,18 @@ ESTIMATORS = ("hist_gradient_boosting", "logistic_regression")
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    """Estimator choice and hyperparameters. Same config, data and seed give the same model."""
+    """Estimator choice and hyperparameters. Same config, data and seed give the same model.
+
+    estimator: "hist_gradient_boosting" or "logistic_regression".
+    seed: random state of the estimator (and of the model checks' bootstrap when they are
+        configured together); the same config, data and seed give the same model.
+    learning_rate: gradient boosting's shrinkage per iteration (> 0).
+    max_iter: gradient boosting's number of iterations (trees).
+    max_leaf_nodes: gradient boosting's maximum leaves per tree (>= 2).
+    min_samples_leaf: gradient boosting's minimum rows per leaf.
+    l2_regularization: gradient boosting's L2 penalty on leaf values.
+    c: logistic regression's inverse regularisation strength (> 0).
+    """
 
     estimator: str = "hist_gradient_boosting"
     seed: int = 42
@@ -30,7 +41,7 @@ class TrainingConfig:
     max_leaf_nodes: int = 15
     min_samples_leaf: int = 80
     l2_regularization: float = 1.0
-    c: float = 1.0  # inverse regularisation of logistic regression
+    c: float = 1.0
 
     def __post_init__(self) -> None:
         if self.estimator not in ESTIMATORS:
@@ -47,9 +58,12 @@ class TrainingConfig:
         if self.max_leaf_nodes < 2:
             raise ValueError(f"max_leaf_nodes must be >= 2, got {self.max_leaf_nodes!r}")
 
-    def params(self) -> dict[str, object]:
+    def params(self) -> dict[str, str | int | float | bool | None]:
         """The parameters that matter for the chosen estimator (what MLflow logs)."""
-        common = {"estimator": self.estimator, "seed": self.seed}
+        common: dict[str, str | int | float | bool | None] = {
+            "estimator": self.estimator,
+            "seed": self.seed,
+        }
         if self.estimator == "logistic_regression":
             return {**common, "c": self.c}
         full = asdict(self)

@@ -1,20 +1,109 @@
-"""Small helpers shared by the asset modules: check results, markdown, state files, git."""
+"""Small helpers shared by the asset modules: config from core dataclasses, check results,
+markdown, upstream metadata."""
 
 from __future__ import annotations
 
-import subprocess
-from collections.abc import Iterable
-from pathlib import Path
-from typing import Any
+import dataclasses
+import inspect
+import re
+import types
+import typing
+from typing import Any, TypeVar
 
 import dagster as dg
 import pandas as pd
+import pydantic
 
 from churn_platform.core.markdown import markdown_table
 from churn_platform.core.model_checks import CheckOutcome
 
 GROUP = "churn"
 OWNERS = ["team:ml-platform"]
+
+T = TypeVar("T")
+
+
+class CoreConfig(dg.Config):
+    """A Dagster config whose fields are those of core dataclasses (see ``config_from``)."""
+
+    def to_core(self, core: type[T]) -> T:
+        """``core`` built from this config's fields of the same names (validated there)."""
+        names = {f.name for f in dataclasses.fields(core)}  # type: ignore[arg-type]
+        return core(**{k: v for k, v in self.model_dump().items() if k in names})
+
+
+def field_descriptions(core: type) -> dict[str, str]:
+    """Each field's description: its ``metadata={"description": ...}``, else the dataclass
+    docstring's ``name: text`` line.
+
+    A docstring description may continue on more-indented lines; the first line that is
+    blank, not indented, or starts another field ends it.
+    """
+    names = {f.name for f in dataclasses.fields(core)}
+    out: dict[str, str] = {}
+    current: str | None = None
+    for line in inspect.cleandoc(core.__doc__ or "").splitlines():
+        entry = re.match(r"^(\w+): (.+)$", line)
+        if entry and entry.group(1) in names:
+            current = entry.group(1)
+            out[current] = entry.group(2).strip()
+        elif current and line.startswith((" ", "\t")) and line.strip():
+            out[current] += " " + line.strip()
+        else:
+            current = None
+    for f in dataclasses.fields(core):
+        if f.metadata.get("description"):
+            out[f.name] = str(f.metadata["description"])
+    return out
+
+
+def _config_type(hint: Any) -> Any:
+    """Dagster config has lists, not tuples: ``tuple[int, ...]`` becomes ``list[int]``."""
+    if typing.get_origin(hint) is tuple:
+        return list[typing.get_args(hint)[0]]  # type: ignore[misc]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return typing.Union[tuple(_config_type(a) for a in typing.get_args(hint))]  # noqa: UP007
+    return hint
+
+
+def config_from(*cores: type, extra: dict[str, tuple[type, Any, str]] | None = None) -> Any:
+    """A ``dg.Config`` base class with every field of the ``cores`` dataclasses.
+
+    Subclass it (``class GateSettings(config_from(gate.GateConfig)): ...``) so each default
+    is written once, in core. Type, default and description (from the dataclass docstring,
+    see ``field_descriptions``) come from the dataclass; a field present in several cores
+    appears once, with the first one's default, and feeds all of them. ``extra`` adds
+    settings that belong to the asset, not to a core step: name -> (type, default,
+    description). A field without a description is an error naming the class and field.
+    """
+    fields: dict[str, Any] = {}
+    for core in cores:
+        hints = typing.get_type_hints(core)
+        described = field_descriptions(core)
+        for f in dataclasses.fields(core):
+            if f.name in fields:
+                continue
+            if f.name not in described:
+                raise ValueError(
+                    f"{core.__module__}.{core.__qualname__}.{f.name} has no description: give the "
+                    "field metadata={'description': ...} or add a line "
+                    f"'{f.name}: <what it means>' to the class docstring (the Dagster "
+                    "launchpad shows it)"
+                )
+            if f.default_factory is not dataclasses.MISSING:
+                default = f.default_factory()
+            else:
+                default = ... if f.default is dataclasses.MISSING else f.default  # ...: required
+            if isinstance(default, tuple):
+                default = list(default)
+            fields[f.name] = (
+                _config_type(hints[f.name]),
+                pydantic.Field(default=default, description=described[f.name]),
+            )
+    for key, (kind, default, description) in (extra or {}).items():
+        fields[key] = (kind, pydantic.Field(default=default, description=description))
+    name = "".join(core.__name__ for core in cores) + "Fields"
+    return pydantic.create_model(name, __base__=CoreConfig, __module__=__name__, **fields)
 
 
 def md_table(frame: pd.DataFrame | None, max_rows: int = 20) -> str:
@@ -53,30 +142,6 @@ def check_result(
         metadata=metadata,
         description=outcome.description,
     )
-
-
-def failed_names(outcomes: Iterable[CheckOutcome]) -> list[str]:
-    """Names of the outcomes that did not pass."""
-    return [o.name for o in outcomes if not o.passed]
-
-
-def git_commit(cwd: Path | None = None) -> str:
-    """The checked-out commit (``GIT_COMMIT`` in images without a .git folder), or 'unknown'."""
-    import os
-
-    if os.environ.get("GIT_COMMIT"):
-        return os.environ["GIT_COMMIT"]
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=cwd or Path(__file__).parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    return out.stdout.strip() if out.returncode == 0 else "unknown"
 
 
 def upstream_metadata(context: dg.AssetExecutionContext, asset: str, key: str) -> str | None:

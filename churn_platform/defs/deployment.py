@@ -1,56 +1,50 @@
 """Staging with integration checks, then production through a canary with automatic rollback."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import dagster as dg
 import pandas as pd
 
-from churn_platform.core import canary, training
-from churn_platform.defs.common import GROUP, OWNERS, check_result, failed_names, md_table
+from churn_platform.core import canary, release, training
+from churn_platform.core import records as r
+from churn_platform.core.rollout import EnvironmentState
+from churn_platform.defs.common import GROUP, OWNERS, check_result, config_from
 from churn_platform.resources.bases import DeploymentResource
 from churn_platform.resources.metrics import MetricsResource, PrometheusMetrics
 from churn_platform.resources.mlflow_registry import MlflowRegistry
-from churn_platform.serving import integration
-from churn_platform.serving.traffic import TrafficGenerator
+from churn_platform.resources.release_probes import ReleaseProbes
 
 STAGING = "staging_deployment"
 PRODUCTION = "production_deployment"
 DEPLOYMENT_POOL = "churn_deployment"  # one deployment at a time (limit set in dagster.yaml)
+TRAFFIC_ROWS = 500  # holdout rows replayed as synthetic canary traffic (they cycle)
 STAGING_CHECKS = {
-    "health": "GET /health answers 200 once the model is loaded.",
-    "api_contract": "Valid records get probabilities; a missing column gets a 4xx naming it.",
-    "latency": "p95 latency of single-row predictions stays under the bound.",
-    "online_offline_parity": "The server's probabilities equal the offline pipeline's for the same rows.",
+    r.HEALTH: "GET /health answers 200 once the model is loaded.",
+    r.API_CONTRACT: "Valid records get probabilities; a missing column gets a 4xx naming it.",
+    r.LATENCY: "p95 latency of single-row predictions stays under the bound.",
+    r.ONLINE_OFFLINE_PARITY: "The server's probabilities equal the offline pipeline's for the same rows.",
 }
 
 
-class StagingConfig(dg.Config):
-    """Bounds of the staging integration checks."""
-
-    latency_p95_ms: float = 250.0
-    latency_requests: int = 50
-    parity_rows: int = 200
+class StagingConfig(config_from(release.StagingChecks)):  # type: ignore[misc]
+    """Bounds of the staging integration checks (the fields of ``core.release.StagingChecks``)."""
 
 
-class ProductionConfig(dg.Config):
-    """The canary: traffic steps, analysis window and the error-rate bound."""
+# an asset setting, not the canary's: the local canary needs requests to judge
+SYNTHETIC_TRAFFIC = {
+    "synthetic_traffic_rps": (
+        float,
+        25.0,
+        "requests/s of holdout rows replayed through the local router during the canary, "
+        "so the analysis has requests to judge; 0 turns it off",
+    )
+}
 
-    steps: list[int] = [5, 25, 100]
-    analysis_window_seconds: float = 15.0
-    interval_seconds: float = 1.0
-    max_error_rate: float = 0.05
-    min_requests: int = 20
-    synthetic_traffic_rps: float = 25.0  # local demo load through the router; 0 turns it off
 
-    def canary_config(self) -> canary.CanaryConfig:
-        """The core canary config (validated there)."""
-        return canary.CanaryConfig(
-            steps=tuple(self.steps),
-            analysis_window_seconds=self.analysis_window_seconds,
-            interval_seconds=self.interval_seconds,
-            max_error_rate=self.max_error_rate,
-            min_requests=self.min_requests,
-        )
+class ProductionConfig(config_from(canary.CanaryConfig, extra=SYNTHETIC_TRAFFIC)):  # type: ignore[misc]
+    """The canary (the fields of ``core.canary.CanaryConfig``) and the local demo load."""
 
 
 @dg.asset(
@@ -68,7 +62,8 @@ def staging_deployment(
     config: StagingConfig,
     mlflow_registry: MlflowRegistry,
     deployment: DeploymentResource,
-    evaluation_report: dict[str, Any],
+    release_probes: ReleaseProbes,
+    evaluation_report: r.EvaluationDecision,
     holdout_set: pd.DataFrame,
 ):
     """The challenger served in staging beside the champion, at 0% of staging traffic.
@@ -78,61 +73,53 @@ def staging_deployment(
     holdout rows. When the gate said "keep", nothing is deployed and the asset says why.
     A failed check retires the challenger from staging and stops the run.
     """
-    if not evaluation_report["promote"]:
-        yield from _skip_checks(
-            STAGING, STAGING_CHECKS, "nothing deployed: the gate kept the champion"
-        )
+    if not evaluation_report.promote:
+        for name in STAGING_CHECKS:  # a deliberate no-op: passed, with the reason
+            yield dg.AssetCheckResult(
+                asset_key=STAGING,
+                check_name=name,
+                passed=True,
+                metadata={"skipped": "nothing deployed: the gate kept the champion"},
+            )
         yield dg.Output(
-            {"action": "none", "reason": evaluation_report["reason"]},
-            metadata={"action": "none", "reason": f"champion kept: {evaluation_report['reason']}"},
+            release.nothing_staged(evaluation_report),
+            metadata={
+                "action": r.NO_ACTION,
+                "reason": f"champion kept: {evaluation_report.reason}",
+            },
         )
         return
-    target = deployment.target()
-    candidate = evaluation_report["challenger_version"]
-    champion = mlflow_registry.alias_version("champion")
-    running = target.state("staging").weights()
-    if champion and champion not in running:
-        target.deploy("staging", champion, f"models:/{mlflow_registry.model_name}/{champion}")
-    served = target.deploy("staging", candidate, evaluation_report["challenger_model_uri"])
-    target.set_weights("staging", {champion: 100, candidate: 0} if champion else {candidate: 100})
-    for version in target.state("staging").weights():  # earlier candidates: now at 0%
-        if version not in (champion, candidate):
-            target.retire("staging", version)
-
-    rows = holdout_set.head(config.parity_rows)
-    offline = training.predict_proba(mlflow_registry.load_model(candidate), rows)
-    outcomes = [
-        integration.health_check(served.url),
-        integration.api_contract_check(served.url, rows),
-        integration.latency_check(served.url, rows, config.latency_requests, config.latency_p95_ms),
-        integration.parity_check(served.url, rows, offline),
-    ]
-    for outcome in outcomes:
+    bounds: release.StagingChecks = config.to_core(release.StagingChecks)
+    rows = holdout_set.head(bounds.parity_rows)
+    offline = training.predict_proba(
+        mlflow_registry.load_model(evaluation_report.challenger_version), rows
+    )
+    staged = release.stage(
+        deployment.target(),
+        mlflow_registry,
+        evaluation_report,
+        lambda served: release_probes.integration_checks(served.url, rows, offline, bounds),
+    )
+    for outcome in staged.outcomes:
         yield check_result(outcome, STAGING)
-    failed = failed_names(outcomes)
-    if failed:
-        if champion:
-            target.set_weights("staging", {champion: 100})
-        target.retire("staging", candidate)
+    if staged.failed:
         raise dg.Failure(
-            description=f"staging checks failed for version {candidate}: {', '.join(failed)}; "
-            "the challenger was removed from staging and production is untouched",
-            metadata={"candidate": candidate, "failed_checks": ", ".join(failed)},
+            description=f"staging checks failed for version {staged.served.version}: "
+            f"{', '.join(staged.failed)}; the challenger was removed from staging and "
+            "production is untouched",
+            metadata={
+                "candidate": staged.served.version,
+                "failed_checks": ", ".join(staged.failed),
+            },
         )
-    state = target.state("staging")
     yield dg.Output(
-        {
-            "action": "deploy",
-            "candidate": candidate,
-            "model_uri": served.model_uri,
-            "baseline": champion,
-        },
+        staged.record,
         metadata={
             "action": "deployed to staging",
-            "candidate_version": candidate,
-            "candidate_url": dg.MetadataValue.url(served.url),
-            "staging_endpoint": dg.MetadataValue.url(state.endpoint) if state.endpoint else "n/a",
-            "weights": str(state.weights()),
+            "candidate_version": staged.served.version,
+            "candidate_url": dg.MetadataValue.url(staged.served.url),
+            "staging_endpoint": _url(staged.state),
+            "weights": str(staged.state.weights()),
         },
     )
 
@@ -144,7 +131,7 @@ def staging_deployment(
     pool=DEPLOYMENT_POOL,
     check_specs=[
         dg.AssetCheckSpec(
-            "canary_analysis",
+            r.CANARY_ANALYSIS,
             asset=PRODUCTION,
             description="The canary passed every analysis step; a rollback fails this check.",
         )
@@ -156,7 +143,8 @@ def production_deployment(
     mlflow_registry: MlflowRegistry,
     deployment: DeploymentResource,
     metrics_source: MetricsResource,
-    staging_deployment: dict[str, Any],
+    release_probes: ReleaseProbes,
+    staging_deployment: r.StagingResult,
     holdout_set: pd.DataFrame,
 ):
     """Production: the staged challenger through a canary, 5% -> 25% -> 100%.
@@ -169,124 +157,102 @@ def production_deployment(
     transition is in the metadata. Materialise this asset by hand (the approval step)
     unless automatic release is configured.
     """
-    candidate = staging_deployment.get("candidate")
-    baseline = mlflow_registry.alias_version("champion")
-    if staging_deployment.get("action") != "deploy" or candidate == baseline:
-        reason = (
-            f"version {candidate} is already the champion"
-            if candidate and candidate == baseline
-            else staging_deployment.get("reason", "nothing staged")
-        )
-        yield dg.AssetCheckResult(
-            check_name="canary_analysis",
-            passed=True,
-            metadata={"outcome": "nothing to release", "reason": reason},
-        )
-        yield dg.Output(
-            {"action": "none", "champion": baseline},
-            metadata={"action": "none", "reason": reason},
-        )
-        return
     target = deployment.target()
-    running = target.state("production").weights()
-    if baseline and baseline not in running:
-        context.log.warning(
-            f"champion v{baseline} was not running in production; starting it first"
-        )
-        target.deploy("production", baseline, f"models:/{mlflow_registry.model_name}/{baseline}")
-        target.set_weights("production", {baseline: 100})
-    target.deploy("production", candidate, staging_deployment["model_uri"])
-    state = target.state("production")
     metrics = metrics_source.source(
-        lambda: {v.version: v.url for v in target.state("production").versions}
+        lambda: {v.version: v.url for v in target.state(r.PRODUCTION).versions},
+        router_url=lambda: target.state(r.PRODUCTION).endpoint,  # its 502s are the version's errors
     )
 
-    def log_transition(t: canary.Transition) -> None:
-        context.log.info(f"canary {t.from_state} -> {t.to_state} weights={t.weights}: {t.reason}")
+    done = release.release(
+        target,
+        mlflow_registry,
+        metrics,
+        staging_deployment,
+        config.to_core(canary.CanaryConfig),
+        during_canary=lambda state: _canary_load(
+            context,
+            release_probes,
+            metrics,
+            staging_deployment.candidate or "",
+            holdout_set.head(TRAFFIC_ROWS),
+            config.synthetic_traffic_rps if state.endpoint else 0.0,
+            state.endpoint or "",
+        ),
+        on_transition=lambda t: context.log.info(
+            f"canary {t.from_state} -> {t.to_state} weights={t.weights}: {t.reason}"
+        ),
+        log=context.log.warning,
+    )
+    if done.canary is not None:
+        context.log.info(done.canary.summary())
+    yield _canary_check(done)
+    out = done.record
+    metadata: dict[str, Any] = {"action": out.action, "reason": out.reason}
+    if done.canary is not None:
+        metadata = {
+            "outcome": str(done.canary.status),
+            "reason": out.reason,
+            "candidate_version": out.candidate,
+            "champion_version": out.champion or "none",
+            "previous_version": out.previous or "none",
+            "production_endpoint": _url(done.state),
+            "weights": str(done.state.weights()),
+            "rollback_seconds": _or_na(done.canary.rollback_seconds),
+            "transitions": dg.MetadataValue.md(done.canary.as_markdown()),
+        }
+    yield dg.Output(out, metadata=metadata)
 
-    def analyse() -> canary.CanaryResult:
+
+@contextmanager
+def _canary_load(
+    context: dg.AssetExecutionContext,
+    probes: ReleaseProbes,
+    metrics: object,
+    candidate: str,
+    rows: pd.DataFrame,
+    rate: float,
+    endpoint: str,
+) -> Iterator[None]:
+    """While the canary runs: ``rate`` requests/s of ``rows`` through the router (a laptop
+    has no users; 0: none), and a wait until Prometheus has scraped the candidate so the
+    first window has data."""
+    traffic = probes.synthetic_traffic(endpoint, rows, rate) if rate > 0 else None
+    with traffic or nullcontext():
         if isinstance(metrics, PrometheusMetrics) and not metrics.wait_until_scraped(candidate):
             context.log.warning(
                 f"Prometheus has not scraped v{candidate} yet; the first window may read no data"
             )
-        return canary.run_canary(
-            target,
-            metrics,
-            "production",
-            candidate,
-            baseline,
-            config.canary_config(),
-            on_transition=log_transition,
-        )
-
-    if config.synthetic_traffic_rps > 0 and state.endpoint:
-        records = integration.records(holdout_set.head(500))
-        with TrafficGenerator(
-            state.endpoint, records, rate=config.synthetic_traffic_rps
-        ) as traffic:
-            result = analyse()
+        yield
+    if traffic is not None:
         context.log.info(
             f"synthetic traffic: {traffic.sent} requests sent, {traffic.failed} transport errors"
         )
-    else:
-        result = analyse()
 
-    if result.promoted:
-        if baseline:
-            mlflow_registry.set_alias("previous", baseline)
-        mlflow_registry.set_alias("champion", candidate)
-        mlflow_registry.set_version_tags(candidate, {"deployment": "production"})
-        for version in target.state("production").weights():
-            if version not in (candidate, baseline):
-                target.retire("production", version)
-    else:
-        target.retire("production", candidate)
-        mlflow_registry.set_version_tags(
-            candidate, {"deployment": f"rolled_back: {result.reason}"[:250]}
+
+def _canary_check(done: release.Release) -> dg.AssetCheckResult:
+    """The canary's outcome as a check (passed, with the reason, when nothing was released)."""
+    if done.canary is None:
+        return dg.AssetCheckResult(
+            check_name=r.CANARY_ANALYSIS,
+            passed=True,
+            metadata={"outcome": "nothing to release", "reason": done.record.reason},
         )
-    transitions = pd.DataFrame([t.as_dict() for t in result.transitions])
-    yield dg.AssetCheckResult(
-        check_name="canary_analysis",
-        passed=result.promoted,
+    return dg.AssetCheckResult(
+        check_name=r.CANARY_ANALYSIS,
+        passed=done.canary.promoted,
         metadata={
-            "outcome": str(result.status),
-            "reason": result.reason,
-            "rollback_seconds": result.rollback_seconds
-            if result.rollback_seconds is not None
-            else "n/a",
-            "transitions": dg.MetadataValue.md(md_table(transitions, max_rows=100)),
-        },
-    )
-    final = target.state("production")
-    yield dg.Output(
-        {
-            "action": "promoted" if result.promoted else str(result.status),
-            "candidate": candidate,
-            "champion": mlflow_registry.alias_version("champion"),
-            "previous": mlflow_registry.alias_version("previous"),
-            "reason": result.reason,
-        },
-        metadata={
-            "outcome": str(result.status),
-            "reason": result.reason,
-            "candidate_version": candidate,
-            "champion_version": mlflow_registry.alias_version("champion") or "none",
-            "previous_version": mlflow_registry.alias_version("previous") or "none",
-            "production_endpoint": dg.MetadataValue.url(final.endpoint)
-            if final.endpoint
-            else "n/a",
-            "weights": str(final.weights()),
-            "rollback_seconds": result.rollback_seconds
-            if result.rollback_seconds is not None
-            else "n/a",
-            "transitions": dg.MetadataValue.md(result.as_markdown()),
+            "outcome": str(done.canary.status),
+            "reason": done.canary.reason,
+            "rollback_seconds": _or_na(done.canary.rollback_seconds),
+            "transitions": dg.MetadataValue.md(done.canary.as_markdown()),
         },
     )
 
 
-def _skip_checks(asset: str, checks: dict[str, str], reason: str):
-    """Check results for a deliberate no-op (the gate kept the champion): passed, with the reason."""
-    for name in checks:
-        yield dg.AssetCheckResult(
-            asset_key=asset, check_name=name, passed=True, metadata={"skipped": reason}
-        )
+def _url(state: EnvironmentState) -> Any:
+    """An environment's endpoint as a link ('n/a' when it has none)."""
+    return dg.MetadataValue.url(state.endpoint) if state.endpoint else "n/a"
+
+
+def _or_na(value: float | None) -> Any:
+    return value if value is not None else "n/a"

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 
+from churn_platform import settings
 from churn_platform.resources.bases import DeploymentResource
 from churn_platform.targets.local import LocalProcessTarget
 
@@ -126,4 +127,18 @@ class KubernetesDeploymentResource(DeploymentResource):
             hostnames=tuple(self.hostnames),
             image_pull_policy=self.image_pull_policy,
             service_account=self.service_account,
+            # servers write their inference logs where the drift sensor reads them
+            extra_env=_storage_env(),
+            storage_secret=STORAGE_SECRET if settings.storage_is_remote() else "",
         )
+
+
+# the Secret with the bucket's credentials in each serving namespace (deploy/k8s/storage.yaml)
+STORAGE_SECRET = "churn-object-store"
+
+
+def _storage_env() -> dict[str, str]:
+    """``CHURN_STORAGE_URL`` for model-server pods when artefacts go to an object store."""
+    if not settings.storage_is_remote():
+        return {}
+    return {settings.STORAGE_VAR: settings.storage_url()}

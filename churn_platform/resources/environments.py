@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from churn_platform import settings
+from churn_platform.resources.code_version import CodeVersion
 from churn_platform.resources.data_source import (
     DataSourceResource,
     FileSourceResource,
@@ -26,6 +27,8 @@ from churn_platform.resources.inference_log import InferenceLogResource
 from churn_platform.resources.io_manager import DataIOManager
 from churn_platform.resources.metrics import MetricsResource
 from churn_platform.resources.mlflow_registry import MlflowRegistry
+from churn_platform.resources.object_store import S3Credentials
+from churn_platform.resources.release_probes import ReleaseProbes
 from churn_platform.resources.storage import StorageResource
 
 
@@ -94,18 +97,24 @@ def data_source_from_env() -> DataSourceResource:
 def resources_for_environment(env: str | None = None) -> dict[str, Any]:
     """The resource dict for ``env`` (default: ``CHURN_ENV``)."""
     env = env or settings.environment()
-    home = settings.home_path()
+    url = settings.storage_url()
+    # credentials as dg.EnvVar: the UI shows the variables' names, never their values
+    s3 = S3Credentials.from_env() if settings.storage_is_remote() else S3Credentials()
     common = {
-        "io_manager": DataIOManager(base_dir=str(home / "storage")),
-        "storage": StorageResource(base_url=str(home)),
+        "io_manager": DataIOManager(base_dir=f"{url}/storage", s3=s3),
+        "storage": StorageResource(base_url=url, s3=s3),
         "mlflow_registry": MlflowRegistry(tracking_uri=_get("MLFLOW_TRACKING_URI")),
         "data_source": data_source_from_env(),
-        "inference_log": InferenceLogResource(),
+        "inference_log": InferenceLogResource(
+            storage_url=url if settings.storage_is_remote() else "", s3=s3
+        ),
         "metrics_source": MetricsResource(
             prometheus_url=_get("PROMETHEUS_URL"),
             # the local file_sd targets carry environment=<staging|production>
             environment_label="production" if env == "local" else "",
         ),
+        "release_probes": ReleaseProbes(),
+        "code_version": CodeVersion(commit=_get("GIT_COMMIT") or ""),
     }
     if env == "local":
         return {

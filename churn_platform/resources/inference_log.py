@@ -7,20 +7,29 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from churn_platform.serving.inference_log import read_inference_log
+from churn_platform.resources.object_store import S3Credentials, open_location
+from churn_platform.serving.inference_log import read_inference_log, read_object_log
 
 
 class InferenceLogResource(dg.ConfigurableResource):
     """Reads the newest scored requests of a model version.
 
-    ``log_dir`` empty means where the servers write by default (``CHURN_INFERENCE_LOG`` or
-    ``$CHURN_HOME/inference_log/<version>.jsonl``); ``max_rows`` caps one window.
+    ``storage_url`` set (an ``s3://`` URL or folder, as ``CHURN_STORAGE_URL``) reads the
+    servers' Parquet batches under ``<storage_url>/inference_log/<version>/``, with ``s3``
+    as credentials. Otherwise ``log_dir`` holds ``<version>.jsonl`` files; empty means where
+    local servers write by default (``CHURN_INFERENCE_LOG`` or
+    ``$CHURN_HOME/inference_log/<version>.jsonl``). ``max_rows`` caps one window.
     """
 
     log_dir: str = ""
+    storage_url: str = ""
+    s3: S3Credentials = S3Credentials()
     max_rows: int = 5000
 
     def window(self, version: str) -> pd.DataFrame:
         """The newest ``max_rows`` requests ``version`` scored (an empty frame when none)."""
+        if self.storage_url:
+            root = open_location(self.storage_url, self.s3.storage_options())
+            return read_object_log(root, version, self.max_rows)
         path = Path(self.log_dir) / f"{version}.jsonl" if self.log_dir else None
         return read_inference_log(version, self.max_rows, path)

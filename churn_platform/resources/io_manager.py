@@ -14,7 +14,9 @@ refused with an error that says what to do. Nothing is ever unpickled.
 
 Layout per asset (``<base_dir>/<asset key path>/``): each write goes to a fresh ``.tmp-*``
 folder, which is renamed to ``v-*`` when complete; then the ``CURRENT`` pointer file is
-replaced atomically. A reader follows ``CURRENT``, so a write killed half way leaves the
+replaced atomically. On an object store (``base_dir`` ``s3://...``) there is no rename: the
+version's objects are written under ``v-*/`` (the manifest last), then the ``CURRENT``
+object, each one PUT. A reader follows ``CURRENT``, so a write killed half way leaves the
 previous value readable and no half file is ever taken as whole.
 """
 
@@ -35,6 +37,12 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
+from churn_platform.resources.object_store import (
+    S3Credentials,
+    open_location,
+    path_is_remote,
+    remove_tree,
+)
 from churn_platform.resources.storage import atomic_write_bytes, frame_to_parquet_bytes
 
 FORMAT = "churn_platform.io/1"
@@ -155,7 +163,11 @@ class _Decoder:
             name = str(data["__frame__"])
             if "/" in name or name.startswith("."):
                 raise StoredValueError(f"{where}: frame file name {name!r} is not allowed")
-            return pd.read_parquet(self.folder / name)
+            path = self.folder / name
+            if path_is_remote(path):
+                with path.open("rb") as f:
+                    return pd.read_parquet(f)
+            return pd.read_parquet(path)
         if "__datetime__" in data:
             return pd.Timestamp(data["__datetime__"]).to_pydatetime()
         if "__date__" in data:
@@ -192,24 +204,53 @@ def write_value(folder: Path, value: Any, label: str = "value") -> Path:
     encoder = _Encoder()
     encoded = encoder.encode(value, label)
     manifest = json.dumps({"format": FORMAT, "value": encoded}, allow_nan=True).encode()
+    name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
+    files = [*encoder.frames.items(), (MANIFEST, manifest)]
+    if path_is_remote(folder):
+        final = _write_version_objects(folder, f"v-{name}", files)
+    else:
+        final = _write_version_folder(folder, name, files)
+    previous = _current(folder)
+    _write_pointer(folder, final.name)
+    _prune(folder, keep={final.name, previous or ""})
+    return final
+
+
+def _write_version_folder(folder: Path, name: str, files: list[tuple[str, bytes]]) -> Path:
+    """Locally: the files into a ``.tmp-*`` folder, synced, then renamed to ``v-*``."""
     if folder.is_file():  # a value of the old pickling IO manager: replaced, never read
         folder.unlink()
     folder.mkdir(parents=True, exist_ok=True)
-    name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
     tmp = folder / f".tmp-{name}"
     tmp.mkdir()
     try:
-        for frame_name, data in [*encoder.frames.items(), (MANIFEST, manifest)]:
-            _write_synced(tmp / frame_name, data)
+        for file_name, data in files:
+            _write_synced(tmp / file_name, data)
         final = folder / f"v-{name}"
         os.replace(tmp, final)
-        previous = _current(folder)
-        atomic_write_bytes(folder / POINTER, final.name.encode())
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _prune(folder, keep={final.name, previous or ""})
     return final
+
+
+def _write_version_objects(folder: Path, version: str, files: list[tuple[str, bytes]]) -> Path:
+    """On an object store: one PUT per file (each atomic), the manifest last. Nothing names
+    the version until the pointer is written after them, so a write killed here leaves
+    objects no reader follows; a later write's prune deletes them."""
+    final = folder / version
+    for file_name, data in files:
+        (final / file_name).write_bytes(data)
+    return final
+
+
+def _write_pointer(folder: Path, version: str) -> None:
+    """Point ``CURRENT`` at ``version``: a rename locally, one PUT on an object store."""
+    pointer = folder / POINTER
+    if path_is_remote(folder):
+        pointer.write_bytes(version.encode())
+    else:
+        atomic_write_bytes(pointer, version.encode())
 
 
 def _write_synced(path: Path, data: bytes) -> None:
@@ -221,30 +262,37 @@ def _write_synced(path: Path, data: bytes) -> None:
 
 
 def _current(folder: Path) -> str | None:
-    pointer = folder / POINTER
-    if not pointer.is_file():
+    try:
+        text = (folder / POINTER).read_text()
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
         return None
-    return pointer.read_text().strip() or None
+    return text.strip() or None
 
 
 def _prune(folder: Path, keep: set[str]) -> None:
     """Drop versions older than the one just replaced (a reader may still be on that one; a
     concurrent writer's newer version is never touched) and temporary folders of writes that
-    died long ago."""
+    died long ago. On an object store a killed write's objects are a ``v-*`` prefix that no
+    pointer names; it is dropped here once a later version replaces the current one."""
     oldest_kept = min(k for k in keep if k)
     now = time.time()
+    remote = path_is_remote(folder)
     for child in folder.iterdir():
-        if not child.is_dir() or child.name in keep:
+        if child.name in keep or (not remote and not child.is_dir()):
             continue
         older = child.name.startswith("v-") and child.name < oldest_kept
-        stale = child.name.startswith(".tmp-") and now - child.stat().st_mtime > STALE_TMP_SECONDS
+        stale = (
+            not remote
+            and child.name.startswith(".tmp-")
+            and now - child.stat().st_mtime > STALE_TMP_SECONDS
+        )
         if older or stale:
-            shutil.rmtree(child, ignore_errors=True)
+            remove_tree(child)
 
 
 def read_value(folder: Path, label: str = "value") -> Any:
     """The value stored in ``folder`` by ``write_value``; refuses anything else."""
-    if folder.is_file():
+    if not path_is_remote(folder) and folder.is_file():
         raise StoredValueError(
             f"{label}: {folder} is a single file, not a folder written by this IO manager (it "
             "may be a pickle of the old FilesystemIOManager); it is never loaded. Delete it and "
@@ -270,20 +318,23 @@ def read_value(folder: Path, label: str = "value") -> Any:
 
 
 class DataIOManager(dg.ConfigurableIOManager):
-    """Asset values as Parquet and JSON under ``base_dir`` (default ``$CHURN_HOME/storage``).
+    """Asset values as Parquet and JSON under ``base_dir`` (default
+    ``$CHURN_STORAGE_URL/storage``, which is ``$CHURN_HOME/storage`` unless set).
 
+    ``base_dir`` is a folder or ``s3://<bucket>/<prefix>``; ``s3`` holds the S3 credentials.
     DataFrames are Parquet; dataclasses of ``churn_platform`` modules and JSON values are
     JSON with their frames as Parquet beside them. Nothing is pickled or unpickled.
     """
 
     base_dir: str = ""
+    s3: S3Credentials = S3Credentials()
 
     def _root(self) -> Path:
         if self.base_dir:
-            return Path(self.base_dir).expanduser()
+            return open_location(self.base_dir, self.s3.storage_options())
         from churn_platform import settings
 
-        return settings.home_path() / "storage"
+        return open_location(settings.storage_url() + "/storage", self.s3.storage_options())
 
     def _folder(self, context: dg.OutputContext) -> Path:
         parts = (

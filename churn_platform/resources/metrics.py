@@ -1,14 +1,15 @@
 """Metrics sources for the canary analysis: Prometheus, or a direct scrape of the servers.
 
 Both implement ``core.rollout.MetricsSource``: ``error_rate(version, window_seconds)``
-returns the 5xx share of ``version``'s ``/predict`` answers over the window and how many
-requests it rests on. Neither raises: an unreachable source or a window without data
+returns the failed share of ``version``'s ``/predict`` requests over the window (its 5xx
+answers plus the router's 502s for it: a version the router cannot reach is failing, 4xx
+are the client's), how many requests it rests on and their p95 latency. Neither raises: an unreachable source or a window without data
 gives ``ErrorRate(error_rate=None, reason=...)``, and the canary then refuses to promote.
 
-The Prometheus query aggregates before dividing::
+The Prometheus queries aggregate the counts before dividing::
 
-    sum(rate(http_requests_total{status=~"5..", model_version="V"}[w]))
-      / sum(rate(http_requests_total{model_version="V"}[w]))
+    sum(increase(http_requests_total{status=~"5..", model_version="V"}[w])) + router 502s
+      / sum(increase(http_requests_total{model_version="V"}[w])) + router 502s
 
 A per-series ratio such as ``rate(x{status=~"5.."}[5m]) / rate(x[5m])`` matches every
 5xx series with itself (same labels) and so answers 1, or nothing when there are no
@@ -20,7 +21,8 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
@@ -32,6 +34,11 @@ from churn_platform.core.canary import UNREACHABLE
 from churn_platform.core.rollout import ErrorRate, MetricsSource
 
 REQUESTS_METRIC = "http_requests_total"
+LATENCY_METRIC = "http_request_duration_seconds"
+ROUTER_METRIC = "router_requests_total"
+# what the router answers when it cannot reach a version: that version's failure
+ROUTER_FAILURE_STATUS = "502"
+LATENCY_QUANTILE = 0.95
 
 
 def _selector(version: str, label_filters: Mapping[str, str], errors: bool) -> str:
@@ -42,29 +49,57 @@ def _selector(version: str, label_filters: Mapping[str, str], errors: bool) -> s
     return "{" + ", ".join(labels) + "}"
 
 
+def _router_selector(version: str, label_filters: Mapping[str, str]) -> str:
+    labels = [f'{k}="{v}"' for k, v in sorted(label_filters.items())]
+    labels += [f'backend="{version}"', f'status="{ROUTER_FAILURE_STATUS}"']
+    return "{" + ", ".join(labels) + "}"
+
+
 def _range(window_seconds: float) -> str:
     # rate() needs two samples inside the range; below 2 s it is always empty
     return f"{max(2, round(window_seconds))}s"
 
 
-def error_rate_query(
+def _count_query(
+    version: str, window_seconds: float, label_filters: Mapping[str, str], errors: bool
+) -> str:
+    w = _range(window_seconds)
+    served = f"sum(increase({REQUESTS_METRIC}{_selector(version, label_filters, errors)}[{w}]))"
+    # requests the router could not deliver never reach the server's counters; `or
+    # vector(0)` keeps the sum when the router is not scraped or never failed
+    failed = (
+        f"(sum(increase({ROUTER_METRIC}{_router_selector(version, label_filters)}[{w}])) "
+        "or vector(0))"
+    )
+    return f"{served} + {failed}"
+
+
+def error_count_query(
     version: str, window_seconds: float, label_filters: Mapping[str, str] | None = None
 ) -> str:
-    """The aggregated 5xx-share PromQL for ``version`` over ``window_seconds``."""
-    filters = label_filters or {}
-    w = _range(window_seconds)
-    return (
-        f"sum(rate({REQUESTS_METRIC}{_selector(version, filters, True)}[{w}])) / "
-        f"sum(rate({REQUESTS_METRIC}{_selector(version, filters, False)}[{w}]))"
-    )
+    """PromQL for ``version``'s failed requests over the window: its 5xx answers plus the
+    router's 502s for it (the aggregated share is this over ``request_count_query``)."""
+    return _count_query(version, window_seconds, label_filters or {}, True)
 
 
 def request_count_query(
     version: str, window_seconds: float, label_filters: Mapping[str, str] | None = None
 ) -> str:
-    """PromQL for how many requests ``version`` answered over ``window_seconds``."""
-    w = _range(window_seconds)
-    return f"sum(increase({REQUESTS_METRIC}{_selector(version, label_filters or {}, False)}[{w}]))"
+    """PromQL for how many requests ``version`` answered (or failed to) over the window."""
+    return _count_query(version, window_seconds, label_filters or {}, False)
+
+
+def latency_query(
+    version: str, window_seconds: float, label_filters: Mapping[str, str] | None = None
+) -> str:
+    """PromQL for the p95 of ``version``'s /predict latency over the window, seconds."""
+    labels = [f'{k}="{v}"' for k, v in sorted((label_filters or {}).items())]
+    labels += ['path="/predict"', f'model_version="{version}"']
+    selector = "{" + ", ".join(labels) + "}"
+    return (
+        f"histogram_quantile({LATENCY_QUANTILE}, sum by (le) "
+        f"(rate({LATENCY_METRIC}_bucket{selector}[{_range(window_seconds)}])))"
+    )
 
 
 class PrometheusMetrics:
@@ -129,13 +164,16 @@ class PrometheusMetrics:
             sleep(0.5)
 
     def error_rate(self, version: str, window_seconds: float) -> ErrorRate:
-        """The 5xx share of ``version``'s requests over the last ``window_seconds``."""
-        rate_q = error_rate_query(version, window_seconds, self.label_filters)
+        """The failed share of ``version``'s requests over the last ``window_seconds``,
+        the count it rests on, and its p95 latency."""
+        errors_q = error_count_query(version, window_seconds, self.label_filters)
         count_q = request_count_query(version, window_seconds, self.label_filters)
-        evidence = f"{rate_q} ; {count_q}"
+        latency_q = latency_query(version, window_seconds, self.label_filters)
+        evidence = f"{errors_q} ; {count_q} ; {latency_q}"
         try:
             count = self.query(count_q)
-            rate = self.query(rate_q)
+            errors = self.query(errors_q)
+            p95 = self.query(latency_q)
         except Exception as exc:  # connection refused, timeout, bad answer
             return ErrorRate(
                 version,
@@ -153,7 +191,7 @@ class PrometheusMetrics:
                 f"no data from Prometheus for model_version={version} over "
                 f"{_range(window_seconds)}: is it scraping the server (file_sd targets)?",
             )
-        if rate is None:
+        if count <= 0 or errors is None:
             return ErrorRate(
                 version,
                 None,
@@ -162,57 +200,116 @@ class PrometheusMetrics:
                 f"no data from Prometheus: model_version={version} served no requests "
                 f"in {_range(window_seconds)}",
             )
-        return ErrorRate(version, rate, count, evidence)
+        p95 = None if p95 is None or math.isinf(p95) else p95
+        return ErrorRate(version, min(errors / count, 1.0), count, evidence, "", p95)
 
 
-def _read_counters(text: str, version: str) -> tuple[float, float]:
-    """(all requests, 5xx requests) of ``version`` in a /metrics page."""
+@dataclass(frozen=True)
+class _Counters:
+    """Cumulative counters of one version at one scrape."""
+
+    at: float
+    total: float  # requests answered by the server plus requests the router failed
+    errors: float  # 5xx answers plus requests the router failed
+    buckets: tuple[tuple[float, float], ...]  # latency histogram: (upper bound, count)
+
+
+def _read_counters(text: str, version: str) -> tuple[float, float, tuple[tuple[float, float], ...]]:
+    """(all requests, 5xx requests, /predict latency buckets) of ``version`` in a
+    model server's /metrics page."""
     total = errors = 0.0
+    buckets: dict[float, float] = {}
     for family in text_string_to_metric_families(text):
-        if family.name not in ("http_requests", REQUESTS_METRIC):
-            continue
         for sample in family.samples:
-            if sample.name != REQUESTS_METRIC:
-                continue
             if sample.labels.get("model_version") != version:
                 continue
-            total += sample.value
-            if sample.labels.get("status", "").startswith("5"):
-                errors += sample.value
-    return total, errors
+            if sample.name == REQUESTS_METRIC:
+                total += sample.value
+                if sample.labels.get("status", "").startswith("5"):
+                    errors += sample.value
+            elif sample.name == f"{LATENCY_METRIC}_bucket":
+                bound = float(sample.labels["le"])
+                buckets[bound] = buckets.get(bound, 0.0) + sample.value
+    return total, errors, tuple(sorted(buckets.items()))
+
+
+def _router_failures(text: str, version: str) -> float:
+    """Requests the router could not deliver to ``version`` (its 502s), from its /metrics."""
+    failed = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if (
+                sample.name == ROUTER_METRIC
+                and sample.labels.get("backend") == version
+                and sample.labels.get("status") == ROUTER_FAILURE_STATUS
+            ):
+                failed += sample.value
+    return failed
+
+
+def histogram_quantile(q: float, buckets: Sequence[tuple[float, float]]) -> float | None:
+    """Prometheus's ``histogram_quantile`` over cumulative ``(upper bound, count)`` buckets:
+    linear inside the bucket holding the quantile; None without observations."""
+    if not buckets or buckets[-1][1] <= 0:
+        return None
+    rank = q * buckets[-1][1]
+    lower_bound, lower_count = 0.0, 0.0
+    for bound, count in buckets:
+        if count >= rank:
+            if math.isinf(bound):
+                return lower_bound  # beyond the last finite bucket: its bound, as Prometheus
+            if count == lower_count:
+                return bound
+            return lower_bound + (bound - lower_bound) * (rank - lower_count) / (
+                count - lower_count
+            )
+        lower_bound, lower_count = bound, count
+    return None
 
 
 class ScrapeMetrics:
     """``MetricsSource`` without Prometheus: scrapes each server's ``/metrics`` itself.
 
-    Every reading scrapes the version's server and keeps the counters; the rate is the
-    delta between now and the newest earlier scrape at least ``window_seconds`` old (or
-    the oldest one kept). The first reading of a version has nothing to compare with and
-    returns no data. ``urls_by_version`` is a mapping or a function returning one (so
-    versions deployed later are found).
+    Every reading scrapes the version's server (and the router, when ``router_url`` is
+    given, for the requests it could not deliver to that version) and keeps the
+    counters; the rate is the delta between now and the newest earlier scrape at least
+    ``window_seconds`` old (or the oldest one kept). The first reading of a version has
+    nothing to compare with and returns no data. ``urls_by_version`` is a mapping or a
+    function returning one (so versions deployed later are found); ``router_url`` a URL
+    or a function returning one (None: no router to read).
     """
 
     def __init__(
         self,
         urls_by_version: Mapping[str, str] | Callable[[], Mapping[str, str]],
         *,
+        router_url: str | Callable[[], str | None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         timeout_seconds: float = 5.0,
     ) -> None:
         self._urls = urls_by_version
+        self._router = router_url
         self._clock = clock
         self._timeout = timeout_seconds
-        self._history: dict[str, deque[tuple[float, float, float]]] = {}
+        self._history: dict[str, deque[_Counters]] = {}
 
     def _url(self, version: str) -> str | None:
         urls = self._urls() if callable(self._urls) else self._urls
         url = urls.get(version)
         return url.rstrip("/") if url else None
 
+    def _router_url(self) -> str | None:
+        url = self._router() if callable(self._router) else self._router
+        return url.rstrip("/") if url else None
+
     def error_rate(self, version: str, window_seconds: float) -> ErrorRate:
-        """The 5xx share of ``version``'s requests since the scrape ``window_seconds`` ago."""
+        """The failed share of ``version``'s requests since the scrape ``window_seconds``
+        ago (5xx answers plus the router's 502s for it), and its p95 latency."""
         url = self._url(version)
+        router = self._router_url()
         method = f"scrape {url}/metrics: delta of {REQUESTS_METRIC} over {window_seconds:g}s"
+        if router:
+            method += f" plus {ROUTER_METRIC}{{status=502}} from {router}/metrics"
         if url is None:
             return ErrorRate(
                 version, None, 0.0, method, f"{UNREACHABLE}: no URL known for version {version}"
@@ -220,28 +317,34 @@ class ScrapeMetrics:
         try:
             response = httpx.get(url + "/metrics", timeout=self._timeout)
             response.raise_for_status()
-            total, errors = _read_counters(response.text, version)
+            total, errors, buckets = _read_counters(response.text, version)
+            if router:
+                answer = httpx.get(router + "/metrics", timeout=self._timeout)
+                answer.raise_for_status()
+                failed = _router_failures(answer.text, version)
+                total, errors = total + failed, errors + failed
         except Exception as exc:
-            return ErrorRate(version, None, 0.0, method, f"{UNREACHABLE}: GET {url}/metrics: {exc}")
+            return ErrorRate(version, None, 0.0, method, f"{UNREACHABLE}: GET /metrics: {exc}")
         now = self._clock()
         history = self._history.setdefault(version, deque())
         base = None
         for snapshot in history:
-            if now - snapshot[0] >= window_seconds:
+            if now - snapshot.at >= window_seconds:
                 base = snapshot
         if base is None and history:
             base = history[0]
-        history.append((now, total, errors))
-        while len(history) > 2 and now - history[1][0] >= window_seconds:
+        current = _Counters(now, total, errors, buckets)
+        history.append(current)
+        while len(history) > 2 and now - history[1].at >= window_seconds:
             history.popleft()  # keep one snapshot older than the window
         if base is None:
             return ErrorRate(
                 version, None, 0.0, method, "no data yet: first scrape, the next one compares"
             )
-        d_total, d_errors = total - base[1], errors - base[2]
+        d_total, d_errors = total - base.total, errors - base.errors
         if d_total < 0 or d_errors < 0:
             history.clear()
-            history.append((now, total, errors))
+            history.append(current)
             return ErrorRate(
                 version, None, 0.0, method, "no data: counters went down (server restarted)"
             )
@@ -251,9 +354,12 @@ class ScrapeMetrics:
                 None,
                 0.0,
                 method,
-                f"no data: version {version} served no requests in the last {now - base[0]:.1f}s",
+                f"no data: version {version} served no requests in the last {now - base.at:.1f}s",
             )
-        return ErrorRate(version, d_errors / d_total, d_total, method)
+        old = dict(base.buckets)
+        delta = tuple((b, c - old.get(b, 0.0)) for b, c in buckets)
+        p95 = histogram_quantile(LATENCY_QUANTILE, delta)
+        return ErrorRate(version, d_errors / d_total, d_total, method, "", p95)
 
 
 class MetricsResource(dg.ConfigurableResource):
@@ -266,8 +372,10 @@ class MetricsResource(dg.ConfigurableResource):
     def source(
         self,
         urls_by_version: Mapping[str, str] | Callable[[], Mapping[str, str]] | None = None,
+        router_url: str | Callable[[], str | None] | None = None,
     ) -> MetricsSource:
-        """The configured ``MetricsSource``; scraping needs ``urls_by_version``."""
+        """The configured ``MetricsSource``; scraping needs ``urls_by_version`` and reads
+        the router's failures when ``router_url`` is given."""
         if self.prometheus_url:
             filters: dict[str, Any] = (
                 {"environment": self.environment_label} if self.environment_label else {}
@@ -279,4 +387,4 @@ class MetricsResource(dg.ConfigurableResource):
                 "pass urls_by_version (e.g. from the deployment target's state) or set "
                 "prometheus_url"
             )
-        return ScrapeMetrics(urls_by_version)
+        return ScrapeMetrics(urls_by_version, router_url=router_url)

@@ -3,7 +3,11 @@
 dagster-mlflow's resource is legacy and beta; this wraps ``mlflow.MlflowClient``
 instead, so every call names its tracking URI and nothing depends on a run that
 some other step started. The default store is a SQLite file under ``CHURN_HOME``;
-``MLFLOW_TRACKING_URI`` (or the ``tracking_uri`` field) points it elsewhere.
+``MLFLOW_TRACKING_URI`` (or the ``tracking_uri`` field) points it elsewhere. With a database
+store the experiment's artefacts go under ``CHURN_STORAGE_URL`` (``<url>/mlflow`` on an
+object store; MLflow's S3 client reads the AWS variables itself). The artifact location is
+fixed when the experiment is created: an experiment made before ``CHURN_STORAGE_URL``
+changed keeps writing where it did.
 """
 
 from __future__ import annotations
@@ -58,6 +62,11 @@ def _fluent_store(uri: str) -> Iterator[None]:
                 os.environ[key] = value
 
 
+def _is_database_uri(uri: str) -> bool:
+    """Whether ``uri`` is a database-backed store (artefacts are then ours to place)."""
+    return uri.split(":", 1)[0].split("+", 1)[0] in ("sqlite", "postgresql", "mysql", "mssql")
+
+
 def pinned_requirements() -> list[str]:
     """``name==version`` for every package the saved pipeline needs to load and predict."""
     return [f"{name}=={metadata.version(name)}" for name in _PINNED_PACKAGES]
@@ -101,9 +110,9 @@ class MlflowRegistry(dg.ConfigurableResource):
         found = client.get_experiment_by_name(self.experiment_name)
         if found is not None:
             return found.experiment_id
-        location = (
-            settings.default_artifact_location() if self.uri().startswith("sqlite:") else None
-        )
+        # a database store keeps artefacts where CHURN_STORAGE_URL says (<url>/mlflow on an
+        # object store); a tracking server decides for itself (--artifacts-destination)
+        location = settings.default_artifact_location() if _is_database_uri(self.uri()) else None
         try:
             return client.create_experiment(self.experiment_name, artifact_location=location)
         except MlflowException:  # created concurrently
@@ -115,6 +124,11 @@ class MlflowRegistry(dg.ConfigurableResource):
     def run_url(self, experiment_id: str, run_id: str) -> str:
         """Link to a run in the MLflow UI."""
         return f"{self.ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+    def version_run_url(self, version: str) -> str:
+        """Link to the MLflow run that logged a registered version."""
+        run_id = self.version_info(version).run_id
+        return self.run_url(self.client().get_run(run_id).info.experiment_id, run_id)
 
     def version_url(self, version: str) -> str:
         """Link to a registered version in the MLflow UI."""
@@ -173,8 +187,12 @@ class MlflowRegistry(dg.ConfigurableResource):
             version=str(version.version),
             run_id=run_id,
             experiment_id=experiment_id,
-            model_uri=f"models:/{self.model_name}/{version.version}",
+            model_uri=self.model_uri(str(version.version)),
         )
+
+    def model_uri(self, version: str) -> str:
+        """The URI deployment targets load ``version`` from: ``models:/<name>/<version>``."""
+        return f"models:/{self.model_name}/{version}"
 
     def set_version_tags(self, version: str, tags: dict[str, str]) -> None:
         """Tag a registered version (check outcomes, deployment state)."""

@@ -2,8 +2,10 @@
 
 Assets write through ``StorageResource`` instead of opening paths under ``CHURN_HOME``, so the
 place can change (an object store on a cluster, a temp folder in a test) without touching
-them. Every write is atomic: the bytes go to a temporary file beside the target, which is then
-renamed over it, so a killed write never leaves a half file that a reader takes as whole.
+them; ``CHURN_STORAGE_URL`` moves it to an object store. Every write is atomic: locally the
+bytes go to a temporary file beside the target, which is then renamed over it; on an object
+store each object is one PUT. A killed write never leaves a half file that a reader takes as
+whole.
 """
 
 from __future__ import annotations
@@ -12,12 +14,12 @@ import io
 import os
 import tempfile
 from pathlib import Path, PurePosixPath
-from urllib.parse import urlsplit
 
 import dagster as dg
 import pandas as pd
 
 from churn_platform import settings
+from churn_platform.resources.object_store import S3Credentials, open_location, path_is_remote
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -56,36 +58,42 @@ def check_key(key: str) -> PurePosixPath:
 class StorageResource(dg.ConfigurableResource):
     """Files under one base location, addressed by relative keys (``snapshots/<name>.parquet``).
 
-    ``base_url`` is a folder path or a ``file://`` URL; empty means ``$CHURN_HOME``. Only the
-    local filesystem is implemented; an object store (``s3://...``) would be another scheme
-    here, and the assets would not change.
+    ``base_url`` is a folder path, a ``file://`` URL or ``s3://<bucket>/<prefix>``; empty means
+    ``CHURN_STORAGE_URL`` (default ``$CHURN_HOME``). ``s3`` holds the S3 credentials (see
+    ``object_store.S3Credentials.from_env``). A local write goes through a temporary file and
+    a rename; an object store write is one PUT, which is atomic per object.
     """
 
     base_url: str = ""
+    s3: S3Credentials = S3Credentials()
 
     def root(self) -> Path:
-        """The base folder in effect."""
-        if not self.base_url:
-            return settings.churn_home()
-        parts = urlsplit(self.base_url)
-        if parts.scheme == "file":
-            return Path(parts.path)
-        if parts.scheme and len(parts.scheme) > 1:  # one letter: a Windows drive
-            raise ValueError(
-                f"StorageResource.base_url={self.base_url!r}: only folders and file:// URLs "
-                "are supported; give a folder path"
-            )
-        return Path(self.base_url).expanduser().resolve()
+        """The base location in effect (a ``UPath`` on an object store)."""
+        url = self.base_url or settings.storage_url()
+        try:
+            root = open_location(url, self.s3.storage_options())
+        except ValueError as exc:
+            raise ValueError(f"StorageResource.base_url: {exc}") from None
+        if not path_is_remote(root) and not self.base_url:
+            root.mkdir(parents=True, exist_ok=True)
+        return root
 
     def path(self, key: str) -> Path:
-        """The local path a key maps to."""
-        return self.root() / check_key(key)
+        """The path a key maps to."""
+        return self.root() / str(check_key(key))
 
     def write_bytes(self, key: str, data: bytes) -> str:
-        """Store ``data`` under ``key`` atomically; return where it went (a path)."""
+        """Store ``data`` under ``key`` atomically; return where it went (a path or URL)."""
         target = self.path(key)
-        atomic_write_bytes(target, data)
+        if path_is_remote(target):
+            target.write_bytes(data)
+        else:
+            atomic_write_bytes(target, data)
         return str(target)
+
+    def read_bytes(self, key: str) -> bytes:
+        """The bytes stored under ``key``."""
+        return self.path(key).read_bytes()
 
     def write_text(self, key: str, text: str) -> str:
         """Store UTF-8 ``text`` under ``key``; return where it went."""

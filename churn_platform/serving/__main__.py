@@ -4,10 +4,14 @@
     python -m churn_platform.serving router --state-file router.json --port 8000
     python -m churn_platform.serving status [--environment production] [--state-dir DIR]
     python -m churn_platform.serving stop   [--environment production] [--state-dir DIR]
+    python -m churn_platform.serving prometheus [--listen 127.0.0.1:9090] [--render-only]
 
 ``model-server`` and ``router`` listen on ``--host/--port`` or on an inherited socket
 (``--fd``, how ``LocalProcessTarget`` starts them). ``status``/``stop`` read the state
-``LocalProcessTarget`` keeps (default ``$CHURN_HOME/deployments``).
+``LocalProcessTarget`` keeps (default ``$CHURN_HOME/deployments``). ``prometheus``
+renders ``deploy/local/prometheus.yml`` for those deployments (file-based discovery of
+every model server, the alert rules of ``deploy/k8s/prometheus``) into
+``$CHURN_HOME/prometheus/prometheus.yml`` and replaces itself with ``prometheus``.
 """
 
 from __future__ import annotations
@@ -17,6 +21,10 @@ import json
 import os
 import socket
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from churn_platform.targets.local import LocalProcessTarget
 
 # before numpy / sklearn load: a 1-row predict must not fan out over every core
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -71,6 +79,17 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--environment", default=None, help="staging or production (default: all)")
         p.add_argument("--state-dir", default="", help="default: $CHURN_HOME/deployments")
 
+    pm = sub.add_parser("prometheus", help="render the local Prometheus config and run it")
+    pm.add_argument("--state-dir", default="", help="default: $CHURN_HOME/deployments")
+    pm.add_argument("--listen", default="127.0.0.1:9090", help="Prometheus' listen address")
+    pm.add_argument("--scrape-interval", default="5s")
+    pm.add_argument("--config", default="", help="default: $CHURN_HOME/prometheus/prometheus.yml")
+    pm.add_argument("--storage", default="", help="default: $CHURN_HOME/prometheus/data")
+    pm.add_argument("--prometheus", default="prometheus", help="the prometheus binary")
+    pm.add_argument(
+        "--render-only", "--print", action="store_true", help="write and print the config only"
+    )
+
     args = parser.parse_args(argv)
 
     if args.command == "model-server":
@@ -93,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     from churn_platform.targets.local import LocalProcessTarget
 
     target = LocalProcessTarget(args.state_dir or None)
+    if args.command == "prometheus":
+        return _prometheus(target, args)
     if args.command == "status":
         status = target.status()
         if args.environment:
@@ -103,6 +124,43 @@ def main(argv: list[str] | None = None) -> int:
     where = args.environment or "all environments"
     print(f"stopped {len(stopped)} process(es) in {where}: {stopped}")
     return 0
+
+
+def _prometheus(target: LocalProcessTarget, args: argparse.Namespace) -> int:
+    """Render the config, then exec prometheus (its PID is ours: stop it by that PID)."""
+    import shutil
+    from pathlib import Path
+
+    from churn_platform.settings import churn_home
+
+    folder = churn_home() / "prometheus"
+    config = Path(args.config) if args.config else folder / "prometheus.yml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    target.write_prometheus_config(config, args.scrape_interval)
+    if args.render_only:
+        print(config.read_text(), end="")
+        print(f"# written to {config}", file=sys.stderr)
+        return 0
+    binary = shutil.which(args.prometheus)
+    if binary is None:
+        print(
+            f"prometheus binary {args.prometheus!r} not found: apt-get install prometheus "
+            "(or pass --prometheus PATH)",
+            file=sys.stderr,
+        )
+        return 2
+    storage = Path(args.storage) if args.storage else folder / "data"
+    storage.mkdir(parents=True, exist_ok=True)
+    argv = [
+        binary,
+        f"--config.file={config}",
+        f"--storage.tsdb.path={storage}",
+        f"--web.listen-address={args.listen}",
+        "--web.enable-lifecycle",
+    ]
+    print(f"prometheus on http://{args.listen} with {config}", file=sys.stderr, flush=True)
+    os.execv(binary, argv)
+    return 0  # not reached
 
 
 if __name__ == "__main__":

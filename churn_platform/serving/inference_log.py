@@ -1,14 +1,37 @@
-"""Read the model servers' inference log (JSON lines) back as canonical rows for the drift sensor."""
+"""The model servers' inference log, written and read back as canonical rows for the drift sensor.
+
+Two places: a JSON-lines file per version on a local disk (``model_server.InferenceLog``,
+read with ``read_inference_log``), or, when ``CHURN_STORAGE_URL`` is an object store,
+batched Parquet objects ``<url>/inference_log/<version>/<time_ns>-<id>.parquet``
+(``ObjectInferenceLog``, read with ``read_object_log``). Each batch is one PUT, atomic per
+object, so a reader sees whole batches or none; replicas of one version write side by side.
+"""
 
 from __future__ import annotations
 
+import io
 import json
+import threading
+import time
+import uuid
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
+from churn_platform import object_store, settings
 from churn_platform.core import schema as s
-from churn_platform.serving.model_server import default_inference_log_path
+from churn_platform.serving.model_server import (
+    LOG_FLUSH_RECORDS,
+    LOG_FLUSH_SECONDS,
+    InferenceLog,
+    default_inference_log_path,
+)
+
+LOG_PREFIX = "inference_log"
+# a batch object holds at most this many rows however the flush thresholds are set
+MAX_BUFFERED_ROWS = 100_000
 
 _TAIL_BYTES_PER_ROW = 400
 
@@ -42,3 +65,133 @@ def read_inference_log(
         if col not in frame:
             frame[col] = None
     return frame
+
+
+def object_log_folder(root: Path, version: str) -> Path:
+    """Where ``version``'s batches go under the storage root."""
+    if not version or "/" in version or version.startswith("."):
+        raise ValueError(f"model version {version!r} cannot name an inference log folder")
+    return root / LOG_PREFIX / version
+
+
+class ObjectInferenceLog:
+    """Scored records of one version as Parquet batch objects on an object store.
+
+    ``append`` buffers rows (the record as received plus ``probability``, ``model_version``
+    and ``ts``); a background thread writes the buffer as one object every ``flush_records``
+    rows or every ``flush_seconds`` seconds, whichever comes first, so a request never waits
+    for a PUT. ``flush`` writes what is buffered now (the server calls it at shutdown).
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        version: str,
+        *,
+        flush_records: int = LOG_FLUSH_RECORDS,
+        flush_seconds: float = LOG_FLUSH_SECONDS,
+    ) -> None:
+        self.folder = object_log_folder(root, version)
+        self.version = version
+        self._rows: list[dict[str, Any]] = []
+        self._flush_records = flush_records
+        self._flush_seconds = flush_seconds
+        self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self.batches_written = 0
+        self._thread = threading.Thread(
+            target=self._run, name=f"inference-log-{version}", daemon=True
+        )
+        self._thread.start()
+
+    def append(self, records: Sequence[Mapping[str, Any]], probabilities: Sequence[float]) -> None:
+        """Buffer one row per record; wake the writer when ``flush_records`` are waiting."""
+        ts = round(time.time(), 3)
+        rows = [
+            {**r, "probability": p, "model_version": self.version, "ts": ts}
+            for r, p in zip(records, probabilities, strict=True)
+        ]
+        with self._lock:
+            self._rows.extend(rows)
+            due = len(self._rows) >= self._flush_records
+        if due:
+            self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self._flush_seconds)
+            self._wake.clear()
+            try:
+                self.flush()
+            except Exception as exc:  # the store is down: keep serving, keep the rows
+                print(f"inference log: writing to {self.folder} failed: {exc}", flush=True)
+
+    def flush(self) -> None:
+        """Write the buffered rows as one object now (nothing when the buffer is empty)."""
+        with self._write_lock:
+            with self._lock:
+                rows, self._rows = self._rows, []
+            if not rows:
+                return
+            name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
+            buffer = io.BytesIO()
+            pd.DataFrame(rows).to_parquet(buffer, index=False)
+            try:
+                (self.folder / name).write_bytes(buffer.getvalue())
+            except BaseException:
+                with self._lock:  # retried with the next batch, within a bound
+                    self._rows = (rows + self._rows)[-MAX_BUFFERED_ROWS:]
+                raise
+            self.batches_written += 1
+
+    def close(self) -> None:
+        """Stop the writer thread and write what is left."""
+        self._stop.set()
+        self._wake.set()
+        self._thread.join()
+        self.flush()
+
+
+def read_object_log(root: Path, version: str, max_rows: int = 5000) -> pd.DataFrame:
+    """The newest ``max_rows`` rows ``version``'s servers logged under ``root`` (empty frame
+    when none). Only the newest batches are read, so a tick costs the same however many
+    batches there are (apart from listing them)."""
+    folder = object_log_folder(root, version)
+    try:
+        names = sorted(
+            (p.name for p in folder.iterdir() if p.name.endswith(".parquet")), reverse=True
+        )
+    except (FileNotFoundError, NotADirectoryError):  # nothing logged yet: no prefix
+        names = []
+    frames: list[pd.DataFrame] = []
+    rows = 0
+    for name in names:
+        if rows >= max_rows:
+            break
+        with (folder / name).open("rb") as f:
+            frame = pd.read_parquet(f)
+        frames.append(frame)
+        rows += len(frame)
+    if not frames:
+        return pd.DataFrame(columns=list(s.MODEL_INPUT_COLUMNS))
+    window = pd.concat(frames[::-1], ignore_index=True).tail(max_rows).reset_index(drop=True)
+    for col in s.MODEL_INPUT_COLUMNS:
+        if col not in window:
+            window[col] = None
+    return window
+
+
+def open_inference_log(
+    version: str, path: str | Path | None = None
+) -> InferenceLog | ObjectInferenceLog:
+    """A model server's log: the file ``path`` if given; else batch objects under
+    ``CHURN_STORAGE_URL`` when it is an object store (credentials from the AWS variables);
+    else the JSON-lines file ``default_inference_log_path(version)``."""
+    if path:
+        return InferenceLog(Path(path), version)
+    if settings.storage_is_remote():
+        root = object_store.open_location(settings.storage_url(), object_store.options_from_env())
+        return ObjectInferenceLog(root, version)
+    return InferenceLog(default_inference_log_path(version), version)

@@ -7,8 +7,9 @@
   ``{"model_version": V, "probabilities": [p, ...]}``, one churn probability per record.
   Input is checked against the model's signature (falling back to
   ``schema.MODEL_INPUT_COLUMNS``): malformed JSON is a 400, a missing / unknown /
-  wrongly typed field or an empty batch is a 422 whose message names the record, the
-  field and what to send. A 500 means the server itself failed.
+  wrongly typed field, a value out of range (a date past 2262, a number beyond 1e12)
+  or an empty batch is a 422 whose message names the record, the field, a short prefix
+  of the value and what to send. A 500 means the server itself failed.
 - ``GET /health``: 200 ``{"status": "ok"}`` once the model is loaded; 503 with
   ``"loading"`` before, or ``"failed"`` and the error if loading failed.
 - ``GET /metrics``: Prometheus text. ``http_requests_total{path, status, model_version}``
@@ -254,11 +255,28 @@ class InputSchema:
         return self.build(self.check(records))
 
 
+# numbers beyond this are no real tenure, spend or count; left in, they overflow integer
+# columns or the features' arithmetic and would turn a client's mistake into a 500
+MAX_ABS_NUMBER = 1e12
+QUOTE_CHARS = 40
+
+
+def _quote(value: Any) -> str:
+    """``repr(value)``, cut to a short prefix: an error message never echoes a huge input."""
+    text = repr(value)
+    return text if len(text) <= QUOTE_CHARS else text[:QUOTE_CHARS] + f"... ({len(text)} chars)"
+
+
 def _check(column: Column, value: Any, i: int) -> Any:
-    """One value, checked and converted (None stays None: the pipeline imputes)."""
+    """One value, checked and converted (None stays None: the pipeline imputes).
+
+    Anything the model cannot take raises ``InputError`` (a 4xx) naming the record, the
+    field and a short prefix of the value, never an error deeper down that would be a 500.
+    """
     if value is None:
         return None
     kind = column.kind
+    where = f"records[{i}].{column.name}"
     ok = True
     if kind == "int":
         if isinstance(value, float) and value.is_integer():
@@ -267,13 +285,12 @@ def _check(column: Column, value: Any, i: int) -> Any:
     elif kind == "float":
         ok = isinstance(value, int | float) and not isinstance(value, bool)
         if ok and not math.isfinite(value):
-            raise InputError(f"records[{i}].{column.name} must be finite, got {value!r}")
+            raise InputError(f"{where} must be finite, got {_quote(value)}")
     elif kind == "str":
         ok = isinstance(value, str)
         if ok and column.categories and value not in column.categories:
             raise InputError(
-                f"records[{i}].{column.name} is {value!r}; send one of "
-                + ", ".join(column.categories)
+                f"{where} is {_quote(value)}; send one of " + ", ".join(column.categories)
             )
     elif kind == "bool":
         ok = isinstance(value, bool)
@@ -288,11 +305,20 @@ def _check(column: Column, value: Any, i: int) -> Any:
             else:
                 if parsed.tzinfo is not None:
                     parsed = parsed.astimezone(dt.UTC).replace(tzinfo=None)
+                if not pd.Timestamp.min < parsed < pd.Timestamp.max:
+                    raise InputError(
+                        f"{where} is {_quote(value)}, outside the dates the model takes "
+                        f"({pd.Timestamp.min.date()} to {pd.Timestamp.max.date()})"
+                    )
                 value = parsed
     if not ok:
         raise InputError(
-            f"records[{i}].{column.name} must be {_KIND_HINTS[kind]}, "
-            f"got {value!r} ({type(value).__name__})"
+            f"{where} must be {_KIND_HINTS[kind]}, got {_quote(value)} ({type(value).__name__})"
+        )
+    if kind in ("int", "float") and abs(value) > MAX_ABS_NUMBER:
+        raise InputError(
+            f"{where} is {_quote(value)}, outside the range the model takes "
+            f"(-{MAX_ABS_NUMBER:g} to {MAX_ABS_NUMBER:g})"
         )
     return value
 
@@ -548,13 +574,19 @@ class _Model:
 
 def load_model(model_uri: str, tracking_uri: str | None = None) -> tuple[Any, InputSchema]:
     """Load the sklearn model and its input schema from MLflow."""
+    import tempfile
+
     import mlflow
     import mlflow.sklearn
     from mlflow.models import get_model_info
 
     if tracking_uri:
         mlflow.set_tracking_uri(tracking_uri)
-    pipeline = mlflow.sklearn.load_model(model_uri)
+    # Copy to a temp dir ($TMPDIR, /tmp in the pod): from a local artefact store MLflow
+    # would load in place and write registered_model_meta into the store, which a
+    # read-only mount refuses. The pickle is in memory once loaded.
+    with tempfile.TemporaryDirectory(prefix="churn-model-") as dst:
+        pipeline = mlflow.sklearn.load_model(model_uri, dst_path=dst)
     signature = get_model_info(model_uri).signature
     schema = InputSchema.from_signature(signature) if signature else InputSchema.default()
     return pipeline, schema
@@ -596,10 +628,9 @@ def create_app(
     if fault_seed is None and os.environ.get(FAULT_SEED_VAR):
         fault_seed = int(os.environ[FAULT_SEED_VAR])
     rng = random.Random(fault_seed)
-    log = InferenceLog(
-        Path(inference_log_path) if inference_log_path else default_inference_log_path(version),
-        version,
-    )
+    from churn_platform.serving.inference_log import open_inference_log
+
+    log = open_inference_log(version, inference_log_path)  # batch objects on an object store
     metrics = ServerMetrics(version)
     holder = _Model()
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")

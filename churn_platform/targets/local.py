@@ -38,6 +38,8 @@ from churn_platform.core.rollout import EnvironmentState, ServedVersion
 ENVIRONMENTS = ("staging", "production")
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS_TEMPLATE = PROJECT_ROOT / "deploy" / "local" / "prometheus.yml"
+# The cluster's alert rules, loaded by the local Prometheus too (same metric names).
+ALERT_RULES = PROJECT_ROOT / "deploy" / "k8s" / "prometheus" / "churn-alerts.rules.yml"
 
 
 # ---------------------------------------------------------------- process helpers
@@ -220,12 +222,17 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 def render_prometheus_config(
-    targets_file: Path, scrape_interval: str = "1s", template: Path = PROMETHEUS_TEMPLATE
+    targets_file: Path,
+    scrape_interval: str = "1s",
+    template: Path = PROMETHEUS_TEMPLATE,
+    rules_file: Path = ALERT_RULES,
 ) -> str:
     """``deploy/local/prometheus.yml`` with its placeholders filled in."""
     text = template.read_text()
-    return text.replace("__TARGETS_FILE__", str(targets_file)).replace(
-        "__SCRAPE_INTERVAL__", scrape_interval
+    return (
+        text.replace("__TARGETS_FILE__", str(targets_file))
+        .replace("__SCRAPE_INTERVAL__", scrape_interval)
+        .replace("__RULES_FILE__", str(rules_file))
     )
 
 

