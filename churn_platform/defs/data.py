@@ -88,8 +88,8 @@ def churn_snapshot(
 
     The source is the synthetic generator by default (each run draws the next week's
     customers, metadata `synthetic_week`; `CHURN_SYNTHETIC_AS_OF` pins a week), or a
-    CSV/Parquet file (or the newest file of a folder), or a SQL table or query, chosen by `CHURN_SOURCE`; the column mapping
-    renames columns and translates values. The rows are kept as Parquet under
+    CSV/Parquet file (or the newest file of a folder), or a SQL table or query, chosen by
+    `CHURN_SOURCE`; the column mapping renames columns and translates values. The rows are kept as Parquet under
     `snapshots/` of the storage resource (`$CHURN_HOME` locally), and the data version is a content hash of every row, so every
     model traces to the exact data it saw. Missing columns and an empty table stop here.
     """
