@@ -1,5 +1,6 @@
 """``python -m churn_platform run``: run a job on the local instance and end with a summary;
-``python -m churn_platform settings``: every setting, its value and where it came from.
+``python -m churn_platform settings``: every setting, its value and where it came from;
+``python -m churn_platform demo``: five weeks of retraining, drift, failures and releases.
 
 The summary is what a person acts on: did it succeed, what did the gate decide, which
 model version serves production and where, and where to look in the UI. A failure prints
@@ -25,7 +26,7 @@ JOBS = ("churn_end_to_end", "churn_retraining", "churn_release")
 _DAGSTER_YAML = Path(__file__).resolve().parent.parent / "deploy" / "local" / "dagster.yaml"
 
 
-def _ensure_dagster_home() -> Path:
+def ensure_dagster_home() -> Path:
     """``DAGSTER_HOME`` (default ``$CHURN_HOME/dagster``), created with the local dagster.yaml."""
     home = Path(settings.get("DAGSTER_HOME")).expanduser().resolve()
     home.mkdir(parents=True, exist_ok=True)
@@ -35,7 +36,7 @@ def _ensure_dagster_home() -> Path:
     return home
 
 
-def _failure_messages(result: Any) -> list[str]:
+def failure_messages(result: Any) -> list[str]:
     """Each failed step's own description (a ``dg.Failure``) or its error's last line."""
     messages = []
     for event in result.all_events:
@@ -64,7 +65,7 @@ def summary(result: Any, registry: Any, target: Any, run_id: str) -> list[str]:
         }
     )
     lines.append(f"materialised: {', '.join(done) or 'nothing'}")
-    lines += [f"failed: {m}" for m in _failure_messages(result)]
+    lines += [f"failed: {m}" for m in failure_messages(result)]
     if "evaluation_report" in done:
         report = result.output_for_node("evaluation_report")
         verdict = "promote" if report.promote else "keep the champion"
@@ -97,7 +98,7 @@ def run(job_name: str, config_file: str | None, verbose: bool = False) -> int:
     from churn_platform import runs
 
     try:
-        _ensure_dagster_home()
+        ensure_dagster_home()
         from churn_platform.definitions import build_definitions
 
         defs = build_definitions()
@@ -159,9 +160,18 @@ def main(argv: list[str] | None = None) -> int:
     from churn_platform import trigger
 
     trigger.add_arguments(sub.add_parser("trigger", help=trigger.HELP))
+    demo_parser = sub.add_parser(
+        "demo", help="play five weeks through the real jobs on a fresh home; ends with a table"
+    )
+    demo_parser.add_argument("--weeks", type=int, default=5, help="play the first N weeks (1-5)")
+    demo_parser.add_argument("--home", help="an empty or new folder (default: a new temp folder)")
     args = parser.parse_args(argv)
     if args.command == "settings":
         return show_settings()
     if args.command == "trigger":
         return trigger.run_from_args(args)
+    if args.command == "demo":
+        from churn_platform import demo
+
+        return demo.main(args.home, args.weeks)
     return run(args.job, args.config, args.verbose)

@@ -261,8 +261,10 @@ def execute(
     instance: dg.DagsterInstance,
     run_config: Mapping[str, Any] | None = None,
     out: Callable[[str], None] = lambda line: print(line, flush=True),
+    tags: Mapping[str, str] | None = None,
 ) -> dg.ExecuteInProcessResult:
-    """Run ``job`` in this process on ``instance``, tagged with this process, watching slots.
+    """Run ``job`` in this process on ``instance``, tagged with this process (and ``tags``,
+    e.g. what triggered it), watching slots.
 
     Raises :class:`Interrupted` when Ctrl-C stopped the run while it waited for a slot.
     """
@@ -275,7 +277,7 @@ def execute(
                 run_config=dict(run_config or {}),
                 raise_on_error=False,
                 run_id=run_id,
-                tags=process_tags(),
+                tags={**(tags or {}), **process_tags()},
             )
         except DagsterExecutionInterruptedError:
             if not interrupted:

@@ -17,6 +17,7 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from datetime import date
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -44,11 +45,13 @@ class SettingsError(ValueError):
 class Setting:
     """One environment variable: how to parse it and what it means.
 
-    ``kind`` is ``str``, ``int``, ``float``, ``bool`` or ``choice``. ``default`` is the value
+    ``kind`` is ``str``, ``int``, ``float``, ``bool``, ``choice`` or ``date`` (YYYY-MM-DD, kept
+    as that text; empty means "not given", as for ``str``). ``default`` is the value
     when the variable is unset (a callable gets the environ, for defaults that depend on
     another setting). ``minimum``/``maximum`` bound numbers (inclusive unless
     ``exclusive_minimum``). ``secret`` masks the value when shown (URLs keep their host).
-    An empty value is an error for every kind but ``str``, where it means "not given".
+    An empty value is an error for every kind but ``str`` and ``date``, where it means "not
+    given".
     """
 
     name: str
@@ -67,6 +70,8 @@ class Setting:
             return "one of " + ", ".join(self.choices)
         if self.kind == "bool":
             return "a boolean: 1/0, true/false, yes/no, on/off"
+        if self.kind == "date":
+            return "a date YYYY-MM-DD (empty: not given)"
         if self.kind in ("int", "float"):
             noun = "an integer" if self.kind == "int" else "a number"
             low, high = self.minimum, self.maximum
@@ -84,8 +89,13 @@ class Setting:
     def parse(self, raw: str) -> Any:
         """``raw`` (the variable's text) as this setting's type, or ``SettingsError``."""
         text = raw.strip()
-        if self.kind == "str":
+        if self.kind == "str" or (self.kind == "date" and not text):
             return text
+        if self.kind == "date":
+            try:
+                return date.fromisoformat(text).isoformat()
+            except ValueError:
+                raise self._error(raw, "is not a date") from None
         if not text:
             raise self._error(raw, "is set but empty")
         if self.kind == "choice":
@@ -210,6 +220,14 @@ SETTINGS: tuple[Setting, ...] = (
         _spec_default("spend_shift"),
         "added to monthly spend of synthetic rows (simulates drift)",
     ),
+    Setting(
+        "CHURN_SYNTHETIC_AS_OF",
+        "date",
+        "",
+        "pins the synthetic snapshot to the week holding this day (empty: each snapshot draws "
+        f"the week after the previous one on this Dagster instance; the first is week 0, "
+        f"{_spec_default('as_of')})",
+    ),
     _port("CHURN_STAGING_PORT", "local staging router port (0 = pick a free one once)"),
     _port("CHURN_PRODUCTION_PORT", "local production router port (0 = pick a free one once)"),
     Setting(
@@ -301,7 +319,7 @@ def get(name: str, environ: Mapping[str, str] | None = None) -> Any:
     if raw is None:
         return setting.default_value(environ)
     value = setting.parse(raw)
-    if setting.kind == "str" and value == "":
+    if setting.kind in ("str", "date") and value == "":
         return setting.default_value(environ)
     return value
 
@@ -310,7 +328,7 @@ def source(name: str, environ: Mapping[str, str] | None = None) -> str:
     """``environment`` when the variable is set (non-empty text), else ``default``."""
     environ = os.environ if environ is None else environ
     raw = environ.get(name)
-    if raw is None or (BY_NAME[name].kind == "str" and not raw.strip()):
+    if raw is None or (BY_NAME[name].kind in ("str", "date") and not raw.strip()):
         return "default"
     return "environment"
 

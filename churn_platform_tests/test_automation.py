@@ -35,7 +35,13 @@ from churn_platform.resources.mlflow_registry import MlflowRegistry
 from churn_platform.serving.integration import records
 from churn_platform.serving.model_server import InferenceLog, default_inference_log_path
 from churn_platform.targets.local import LocalProcessTarget
-from churn_platform_tests.pipeline import FAST_GATE, FAST_MODEL, materialized, step_error
+from churn_platform_tests.pipeline import (
+    FAST_GATE,
+    FAST_MODEL,
+    materialize,
+    materialized,
+    step_error,
+)
 
 FEATURES = [*s.NUMERIC_FEATURES, *s.CATEGORICAL_FEATURES, s.IS_ENTERPRISE]
 STABLE = {"n_rows": 5_000, "seed": 7}
@@ -443,3 +449,25 @@ def test_an_unchanged_source_file_is_not_read_again(champion, home):
     os.utime(path, ns=(mtime + 10**9, mtime + 10**9))  # the file changed: read it again
     reread = tick(source, cached.cursor)
     assert "source_snapshot: unreadable" in reread.skip_message
+
+
+@pytest.mark.integration
+def test_the_synthetic_source_is_read_as_next_week_and_a_snapshot_moves_it_on(
+    champion, home, monkeypatch
+):
+    monkeypatch.setenv("CHURN_SYNTHETIC_ROWS", "1000")
+    instance = dg.DagsterInstance.ephemeral()
+    source = SyntheticSourceResource(**STABLE)
+
+    def fingerprint(data: Any) -> str:
+        return json.loads(data.cursor)["source_cache"]["fingerprint"]
+
+    first = tick(source, None, instance)
+    assert '"as_of": "2026-11-01"' in fingerprint(first)  # no snapshot yet: week 0 comes next
+    same = tick(source, first.cursor, instance)
+    assert fingerprint(same) == fingerprint(first)  # nothing happened: the cache holds
+
+    snapshot = materialize(["churn_snapshot"], instance)  # a run draws week 0
+    assert snapshot.success, step_error(snapshot)
+    moved = tick(source, same.cursor, instance)
+    assert '"as_of": "2026-11-08"' in fingerprint(moved)  # the next run draws week 1

@@ -74,6 +74,11 @@ def test_main_command_releases_a_champion_and_a_second_run_records_a_decision(ho
     second = run_cli(home)
     assert second.returncode == 0, second.stdout + second.stderr
     assert "gate decision: keep the champion (challenger v2)" in second.stdout
+    # the second run drew next week's customers: a new model, so a nonzero AUC difference
+    delta = re.search(r"delta ([+-]\d\.\d{4})", second.stdout)
+    assert delta and float(delta.group(1)) != 0.0, second.stdout
     assert "serving in production: v1 at" in second.stdout  # nothing from the first run is lost
     snapshots = sorted((home / "snapshots").glob("*.parquet"))
     assert len(snapshots) == 2 and len(pd.read_parquet(snapshots[0])) == 20_000
+    first_rows, second_rows = (pd.read_parquet(p) for p in snapshots)
+    assert not first_rows.equals(second_rows)

@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
         ("CHURN_ENV", "prod", "CHURN_ENV='prod' is not a known value"),
         ("CHURN_SOURCE", "s3", "CHURN_SOURCE='s3' is not a known value"),
         ("CHURN_AUTO_RELEASE", "sometimes", "CHURN_AUTO_RELEASE='sometimes' is not a boolean"),
+        ("CHURN_SYNTHETIC_AS_OF", "2026-13-01", "CHURN_SYNTHETIC_AS_OF='2026-13-01' is not a date"),
     ],
 )
 def test_a_bad_value_names_the_variable_the_value_and_what_is_accepted(name, raw, expected):
@@ -59,6 +60,10 @@ def test_good_values_parse_to_their_types_and_unset_means_the_default():
     assert settings.get("CHURN_STAGING_PORT", env) == 0
     assert settings.source("CHURN_PRODUCTION_PORT", env) == "environment"
     assert settings.source("CHURN_STAGING_PORT", env) == "default"
+    assert settings.get("CHURN_SYNTHETIC_AS_OF", {"CHURN_SYNTHETIC_AS_OF": " 2026-11-18 "}) == (
+        "2026-11-18"
+    )
+    assert settings.get("CHURN_SYNTHETIC_AS_OF", {"CHURN_SYNTHETIC_AS_OF": ""}) == ""
 
 
 def test_churn_home_has_one_default_that_knows_both_environments():

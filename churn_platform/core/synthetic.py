@@ -8,6 +8,11 @@ model reaches a holdout AUC of about 0.85 on it.
 Knobs exist for demos and tests: size and seed, injected drift (spend shift,
 contract mix), an inverted contract effect (annual churns *more*), and injected
 defects (nulls, duplicate ids, out-of-range values).
+
+Time: ``as_of`` picks a week, counted from ``BASE_AS_OF`` (week 0). Each week draws its own
+customers (the random stream is seeded by seed and week) from the same mechanism, so two
+weeks give different rows, models trained on them stay comparable, and the same week always
+gives the same rows. Week 0 is the generator's original draw, so fixed-data tests keep it.
 """
 
 from __future__ import annotations
@@ -22,6 +27,30 @@ from churn_platform.core import schema as s
 # log-odds contributions of each contract type (monthly is the baseline)
 CONTRACT_EFFECT: dict[str, float] = {"monthly": 0.0, "annual": -1.0, "multi-year": -1.5}
 DEFAULT_CONTRACT_MIX: tuple[float, float, float] = (0.50, 0.30, 0.20)
+BASE_AS_OF = "2026-11-01"  # a Sunday: week 0 of the synthetic calendar
+DAYS_PER_WEEK = 7
+
+
+def parse_as_of(as_of: str) -> pd.Timestamp:
+    """``as_of`` (YYYY-MM-DD) as a day; a ``ValueError`` names it and the format otherwise."""
+    try:
+        day = pd.Timestamp(str(as_of))
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"as_of must be a date YYYY-MM-DD, got {as_of!r}") from exc
+    if pd.isna(day):
+        raise ValueError(f"as_of must be a date YYYY-MM-DD, got {as_of!r}")
+    return day.normalize()
+
+
+def week_of(as_of: str) -> int:
+    """The synthetic week holding day ``as_of`` (0 for the week starting at ``BASE_AS_OF``)."""
+    return (parse_as_of(as_of) - pd.Timestamp(BASE_AS_OF)).days // DAYS_PER_WEEK
+
+
+def week_start(week: int) -> str:
+    """The first day (YYYY-MM-DD) of synthetic week ``week``: the snapshot date of its draw."""
+    day = pd.Timestamp(BASE_AS_OF) + pd.Timedelta(days=DAYS_PER_WEEK * int(week))
+    return day.date().isoformat()
 
 
 @dataclass(frozen=True)
@@ -30,7 +59,7 @@ class SyntheticSpec:
 
     n_rows: int = 20_000
     seed: int = 7
-    as_of: str = "2026-11-01"
+    as_of: str = BASE_AS_OF
     id_offset: int = 0
     spend_shift: float = 0.0
     contract_mix: tuple[float, float, float] = DEFAULT_CONTRACT_MIX
@@ -42,6 +71,7 @@ class SyntheticSpec:
     def __post_init__(self) -> None:
         if self.n_rows < 1:
             raise ValueError(f"n_rows must be >= 1, got {self.n_rows}")
+        parse_as_of(self.as_of)
         if len(self.contract_mix) != len(s.CONTRACT_TYPES) or any(p < 0 for p in self.contract_mix):
             raise ValueError(
                 f"contract_mix must be {len(s.CONTRACT_TYPES)} non-negative shares for "
@@ -64,6 +94,11 @@ class SyntheticSpec:
                 )
         if self.duplicate_ids < 0 or self.duplicate_ids >= self.n_rows:
             raise ValueError(f"duplicate_ids must be in [0, n_rows), got {self.duplicate_ids}")
+
+    @property
+    def week(self) -> int:
+        """The synthetic week of ``as_of`` (see ``week_of``)."""
+        return week_of(self.as_of)
 
 
 def churn_log_odds(frame: pd.DataFrame, invert_contract_effect: bool = False) -> np.ndarray:
@@ -93,7 +128,9 @@ def churn_log_odds(frame: pd.DataFrame, invert_contract_effect: bool = False) ->
 def generate(spec: SyntheticSpec | None = None) -> pd.DataFrame:
     """Generate a canonical churn frame for ``spec`` (same spec, same rows)."""
     spec = spec or SyntheticSpec()
-    rng = np.random.default_rng(spec.seed)
+    week = spec.week
+    # week 0 keeps the original stream (seed alone); every other week gets its own stream
+    rng = np.random.default_rng(spec.seed if week == 0 else [spec.seed, week % 2**32])
     n = spec.n_rows
     mix = np.asarray(spec.contract_mix, dtype=float)
     contract = rng.choice(np.asarray(s.CONTRACT_TYPES, dtype=object), size=n, p=mix / mix.sum())
@@ -105,7 +142,7 @@ def generate(spec: SyntheticSpec | None = None) -> pd.DataFrame:
     tickets = rng.poisson(lam=np.where(contract == "monthly", 1.4, 0.9), size=n)
     hour = rng.integers(0, 24, size=n)
     region = rng.choice(np.asarray(s.REGIONS, dtype=object), size=n, p=[0.3, 0.25, 0.25, 0.2])
-    as_of = pd.Timestamp(spec.as_of)
+    as_of = pd.Timestamp(week_start(week))  # any day of a week draws that week's rows
     signup = as_of - pd.to_timedelta(tenure * 30 + rng.integers(0, 30, size=n), unit="D")
 
     frame = pd.DataFrame(

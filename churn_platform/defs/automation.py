@@ -9,6 +9,7 @@ import pandas as pd
 from churn_platform import settings
 from churn_platform.core import drift
 from churn_platform.core.drift_monitor import DriftSettings, EpisodeState, decide, judge_windows
+from churn_platform.defs.data import next_synthetic_week
 from churn_platform.resources.data_source import DataSourceError, DataSourceResource
 from churn_platform.resources.inference_log import InferenceLogResource
 from churn_platform.resources.mlflow_registry import MlflowRegistry
@@ -129,6 +130,8 @@ def psi_drift_sensor(
             f"champion version {champion} (MLflow run {run_id}) has no {PROFILE_ARTIFACT}: no "
             "reference to compare with; retrain through challenger_model, which logs one"
         )
+    # the rows the next run would snapshot: for the synthetic source, next week's draw
+    data_source = data_source.dated(next_synthetic_week(context.instance))
     # an unchanged snapshot (same fingerprint, same champion) is not read again
     fingerprint = data_source.fingerprint()
     cached = state.cached_source(champion, fingerprint)

@@ -16,6 +16,24 @@ SNAPSHOT_CHECKS = {
     "row_count_positive": "The snapshot has at least one row.",
     "schema_columns_present": "Every canonical column is present after the column mapping.",
 }
+SNAPSHOT_ASSET = "churn_snapshot"
+WEEK_KEY = "synthetic_week"  # snapshot metadata: the synthetic week drawn
+
+
+def next_synthetic_week(instance: dg.DagsterInstance) -> int:
+    """The synthetic week the next snapshot draws: the week after the newest snapshot on
+    ``instance`` (0 when there is none, or it did not come from the synthetic source).
+
+    This is the synthetic source's clock: every run draws next week's customers, so a
+    second run trains on new rows. ``CHURN_SYNTHETIC_AS_OF`` pins a week instead.
+    """
+    event = instance.get_latest_materialization_event(dg.AssetKey(SNAPSHOT_ASSET))
+    if event is None or event.asset_materialization is None:
+        return 0
+    week = event.asset_materialization.metadata.get(WEEK_KEY)
+    return week.value + 1 if week is not None and isinstance(week.value, int) else 0
+
+
 HOLDOUT_CHECKS = {
     "holdout_size": "The holdout has enough rows to measure AUC.",
     "holdout_class_balance": "Both classes are present in a usable proportion.",
@@ -68,14 +86,16 @@ def churn_snapshot(
 ):
     """One dated snapshot of customer rows from the configured source, mapped onto the canonical schema.
 
-    The source is the synthetic generator by default, or a CSV/Parquet file (or the newest
-    file of a folder), or a SQL table or query, chosen by `CHURN_SOURCE`; the column mapping
-    renames columns and translates values. The rows are kept as Parquet under
+    The source is the synthetic generator by default (each run draws the next week's
+    customers, metadata `synthetic_week`; `CHURN_SYNTHETIC_AS_OF` pins a week), or a
+    CSV/Parquet file (or the newest file of a folder), or a SQL table or query, chosen by
+    `CHURN_SOURCE`; the column mapping renames columns and translates values. The rows are kept as Parquet under
     `snapshots/` of the storage resource (`$CHURN_HOME` locally), and the data version is a content hash of every row, so every
     model traces to the exact data it saw. Missing columns and an empty table stop here.
     """
+    source = data_source.dated(next_synthetic_week(context.instance))
     try:
-        mapped, description = data_source.snapshot(required=())
+        mapped, description = source.snapshot(required=())
     except DataSourceError as exc:
         raise dg.Failure(
             description=f"{exc}. Nothing downstream runs; the last validated data is untouched."
@@ -114,6 +134,9 @@ def churn_snapshot(
     key = f"snapshots/snapshot_{pd.Timestamp.now(tz='UTC'):%Y%m%dT%H%M%S}_{version[:12]}.parquet"
     path = storage.write_frame(key, frame, index=False)
     conversion = {c: r.as_dict() for c, r in mapped.conversion_report.items() if r.nulls_added}
+    dated: dict[str, Any] = {}
+    if "week" in description:
+        dated = {WEEK_KEY: int(description["week"]), "synthetic_as_of": description["as_of"]}
     yield dg.Output(
         mapped,
         data_version=dg.DataVersion(version),
@@ -126,6 +149,7 @@ def churn_snapshot(
             "nulls_from_conversion": dg.MetadataValue.json(conversion),
             "unmapped_values": dg.MetadataValue.json(mapped.unmapped_values),
             "preview": dg.MetadataValue.md(md_table(frame.head(5))),
+            **dated,
         },
     )
 

@@ -33,7 +33,12 @@ from sqlalchemy.engine import make_url
 
 from churn_platform.core import schema as s
 from churn_platform.core.mapping import ColumnMapping, DataSourceError, MappedFrame, apply_mapping
-from churn_platform.core.synthetic import DEFAULT_CONTRACT_MIX, SyntheticSpec, generate
+from churn_platform.core.synthetic import (
+    DEFAULT_CONTRACT_MIX,
+    SyntheticSpec,
+    generate,
+    week_start,
+)
 
 __all__ = [
     "CSV_READ_OPTIONS",
@@ -126,8 +131,12 @@ class SyntheticSource:
         frame = generate(spec)
         params = {k: v for k, v in asdict(spec).items()}
         params["contract_mix"] = list(spec.contract_mix)
-        location = f"synthetic(n_rows={spec.n_rows}, seed={spec.seed})"
-        return RawSnapshot(frame, _describe("synthetic", location, frame, spec=params))
+        week = spec.week
+        location = f"synthetic(n_rows={spec.n_rows}, seed={spec.seed}, week={week})"
+        return RawSnapshot(
+            frame,
+            _describe("synthetic", location, frame, spec=params, week=week, as_of=week_start(week)),
+        )
 
 
 @dataclass(frozen=True)
@@ -390,6 +399,15 @@ class DataSourceResource(dg.ConfigurableResource):
         """The plain source object this resource configures."""
         raise NotImplementedError
 
+    def dated(self, week: int) -> DataSourceResource:
+        """This source as a snapshot of synthetic week ``week`` would read it.
+
+        Only a synthetic source without a pinned ``as_of`` has a notion of time (it draws
+        that week's customers); a file, folder or database holds what it holds now, so
+        they return themselves.
+        """
+        return self
+
     def fingerprint(self) -> str | None:
         """A cheap identity of the snapshot the source would load now, or None when only
         reading it can tell (then every caller reads it). Includes the mapping."""
@@ -413,11 +431,16 @@ class DataSourceResource(dg.ConfigurableResource):
 
 
 class SyntheticSourceResource(DataSourceResource):
-    """Synthetic snapshot rows; knobs as in ``core.synthetic.SyntheticSpec``."""
+    """Synthetic snapshot rows; knobs as in ``core.synthetic.SyntheticSpec``.
+
+    ``as_of`` (YYYY-MM-DD) pins the week drawn; empty (the default) lets the caller pick it
+    with ``dated`` (``churn_snapshot`` and the drift sensor take the week after the last
+    snapshot recorded on the instance) and means week 0 otherwise.
+    """
 
     n_rows: int = 20_000
     seed: int = 7
-    as_of: str = "2026-11-01"
+    as_of: str = ""
     spend_shift: float = 0.0
     contract_mix: list[float] = list(DEFAULT_CONTRACT_MIX)
     invert_contract_effect: bool = False
@@ -432,10 +455,20 @@ class SyntheticSourceResource(DataSourceResource):
                 f"contract_mix must have 3 shares for {s.CONTRACT_TYPES}, got {self.contract_mix}"
             )
         knobs = [f.name for f in fields(SyntheticSpec) if f.name in type(self).model_fields]
-        return SyntheticSource(**{name: getattr(self, name) for name in knobs})
+        values = {name: getattr(self, name) for name in knobs}
+        if not self.as_of:
+            values.pop("as_of")  # the spec's default: week 0
+        return SyntheticSource(**values)
+
+    def dated(self, week: int) -> DataSourceResource:
+        """Draw synthetic week ``week`` unless ``as_of`` pins one already."""
+        if self.as_of:
+            return self
+        fields_now = {name: getattr(self, name) for name in type(self).model_fields}
+        return SyntheticSourceResource(**{**fields_now, "as_of": week_start(week)})
 
     def fingerprint(self) -> str | None:
-        """The generator is deterministic: its knobs are its identity."""
+        """The generator is deterministic: its knobs (the week among them) are its identity."""
         return json.dumps(self.source().knobs, sort_keys=True, default=str) + self._mapping_key()
 
 

@@ -76,6 +76,7 @@ def data_source_from_env() -> DataSourceResource:
             n_rows=_get("CHURN_SYNTHETIC_ROWS"),
             seed=_get("CHURN_SYNTHETIC_SEED"),
             spend_shift=_get("CHURN_SYNTHETIC_SPEND_SHIFT"),
+            as_of=_get("CHURN_SYNTHETIC_AS_OF"),
             **mapping,
         )
     if kind == "file":
