@@ -36,7 +36,11 @@ def build_definitions() -> dg.Definitions:
             automation.end_to_end_job,
         ],
         schedules=[automation.weekly_retraining_schedule],
-        sensors=[automation.psi_drift_sensor],
+        sensors=[
+            automation.psi_drift_sensor,
+            automation.code_version_sensor,
+            automation.new_file_sensor,
+        ],
         resources=resources_for_environment(),
         executor=executor_for_environment(),
     )
