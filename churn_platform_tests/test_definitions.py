@@ -40,6 +40,8 @@ def test_local_definitions_hold_the_graph_checks_schedule_and_sensor(churn_home)
         "psi_drift_sensor",
         "code_version_sensor",
         "new_file_sensor",
+        "rollback_notification",
+        "blocking_check_notification",
     ]
     assert defs.resolve_job_def("churn_end_to_end").executor_def.name == "in_process"
     assert isinstance(defs.resources["deployment"], LocalDeploymentResource)

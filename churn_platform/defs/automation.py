@@ -20,6 +20,7 @@ from churn_platform.resources.data_source import (
 )
 from churn_platform.resources.inference_log import InferenceLogResource
 from churn_platform.resources.mlflow_registry import MlflowRegistry
+from churn_platform.resources.notify import DRIFT, NotificationError, Notifier
 
 RETRAINING_JOB = "churn_retraining"
 RETRAINING_ASSETS = [
@@ -123,8 +124,10 @@ def psi_drift_sensor(
     mlflow_registry: MlflowRegistry,
     data_source: DataSourceResource,
     inference_log: InferenceLogResource,
+    notifier: Notifier,
 ):
-    """Compare current data with the champion's reference profile; one run request per drift episode."""
+    """Compare current data with the champion's reference profile; one run request (and one
+    notification) per drift episode."""
     drift_settings = settings.drift_settings()
     state = EpisodeState.parse(context.cursor)
     champion = mlflow_registry.alias_version("champion")
@@ -161,6 +164,19 @@ def psi_drift_sensor(
     ]
     worst = decision.worst
     if decision.request_run and worst is not None:
+        reason = (
+            f"PSI {worst.max_psi:.3f} on {worst.max_feature} ({decision.worst_window}) exceeds "
+            f"{drift_settings.threshold}"
+        )
+        try:
+            notifier.notify(
+                DRIFT,
+                champion,
+                reason,
+                notifier.runs_with_tag_url("dagster/run_key", decision.run_key or ""),
+            )
+        except NotificationError as exc:  # the retraining matters more than the message
+            context.log.warning(str(exc))
         return dg.SensorResult(
             run_requests=[
                 dg.RunRequest(
