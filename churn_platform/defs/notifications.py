@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import dagster as dg
+from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetCheckEvaluation
 
 from churn_platform.resources.notify import BLOCKING_CHECK_FAILED, ROLLBACK, Notifier
 
@@ -55,14 +56,18 @@ def failed_blocking_checks(instance: dg.DagsterInstance, run_id: str) -> list[An
         for r in records
         if r.event_log_entry.dagster_event is not None
     ]
-    return [e for e in evaluations if not e.passed and e.blocking]
+    return [
+        e
+        for e in evaluations
+        if isinstance(e, AssetCheckEvaluation) and not e.passed and e.blocking
+    ]
 
 
 def _failure_version(context: dg.RunFailureSensorContext, checks: list[Any]) -> str:
     """The model version the failure names (challenger_model's dg.Failure metadata), else
     one a check names, else the snapshot's data version."""
     for event in context.get_step_failure_events():
-        user = event.step_failure_data.user_failure_data
+        user = event.step_failure_data.user_failure_data if event.step_failure_data else None
         version = _values(user.metadata if user else {}).get("model_version")
         if version:
             return str(version)
