@@ -97,6 +97,8 @@ def run(job_name: str, config_file: str | None, verbose: bool = False) -> int:
 
     from churn_platform import runs
 
+    if not verbose:
+        runs.quiet_warnings()
     try:
         ensure_dagster_home()
         from churn_platform.definitions import build_definitions

@@ -11,7 +11,7 @@ from typing import Any
 import dagster as dg
 
 from churn_platform import settings
-from churn_platform.defs import automation, data, deployment, evaluation, model
+from churn_platform.defs import automation, data, deployment, evaluation, model, notifications
 from churn_platform.resources.environments import resources_for_environment
 
 ASSETS = [
@@ -36,7 +36,13 @@ def build_definitions() -> dg.Definitions:
             automation.end_to_end_job,
         ],
         schedules=[automation.weekly_retraining_schedule],
-        sensors=[automation.psi_drift_sensor],
+        sensors=[
+            automation.psi_drift_sensor,
+            automation.code_version_sensor,
+            automation.new_file_sensor,
+            notifications.rollback_notification,
+            notifications.blocking_check_notification,
+        ],
         resources=resources_for_environment(),
         executor=executor_for_environment(),
     )

@@ -11,7 +11,10 @@ the pool (both deployment assets share ``churn_deployment``, limit 1) would wait
   slots of any other finished run that still holds one).
 - :func:`execute` runs a job with a watcher thread that prints, every few seconds, which pool
   the run waits for and which run holds it; Ctrl-C (or SIGTERM, which Dagster maps onto it)
-  then cancels the run within a second.
+  then cancels the run within a second. Another thread prints one line per step as it starts
+  and ends, with its duration, read from the run's events in the instance.
+- :func:`quiet_warnings` keeps Dagster's beta/preview warnings and MLflow's schema hints off
+  the terminal (they speak to the platform's developers, not to whoever runs a job).
 """
 
 from __future__ import annotations
@@ -23,8 +26,9 @@ import sys
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -186,6 +190,87 @@ def slot_waits(instance: dg.DagsterInstance, run_id: str) -> list[SlotWait]:
     return waits
 
 
+STEP_EVENTS = {
+    dg.DagsterEventType.STEP_START,
+    dg.DagsterEventType.STEP_SUCCESS,
+    dg.DagsterEventType.STEP_FAILURE,
+    dg.DagsterEventType.STEP_SKIPPED,
+}
+
+
+class StepProgress:
+    """Turns a run's step events into lines: ``step X started``, ``step X succeeded in 1.2 s``."""
+
+    def __init__(self, instance: dg.DagsterInstance, run_id: str, out: Callable[[str], None]):
+        self.instance, self.run_id, self.out = instance, run_id, out
+        self.cursor: str | None = None
+        self.started: dict[str, float] = {}
+
+    def poll(self) -> None:
+        """Print the lines of every step event since the last poll."""
+        while True:
+            page = self.instance.get_records_for_run(
+                self.run_id, cursor=self.cursor, of_type=STEP_EVENTS, limit=100
+            )
+            for record in page.records:
+                self._line(record.event_log_entry)
+            self.cursor = page.cursor
+            if not page.has_more:
+                return
+
+    def _line(self, entry: Any) -> None:
+        event, step, at = entry.dagster_event, entry.step_key or "?", entry.timestamp
+        if event is None:
+            return
+        kind = event.event_type
+        if kind == dg.DagsterEventType.STEP_START:
+            self.started[step] = at
+            self.out(f"  step {step} started")
+            return
+        if kind == dg.DagsterEventType.STEP_SKIPPED:
+            self.out(f"  step {step} skipped (an upstream step failed or a check blocked it)")
+            return
+        took = f"{at - self.started[step]:.1f} s" if step in self.started else "?"
+        if kind == dg.DagsterEventType.STEP_SUCCESS:
+            self.out(f"  step {step} succeeded in {took}")
+        else:
+            self.out(f"  step {step} FAILED after {took}")
+
+
+@contextmanager
+def _progress(
+    instance: dg.DagsterInstance, run_id: str, out: Callable[[str], None]
+) -> Iterator[None]:
+    """While the body runs: a line per step start and end; the last ones after it ends."""
+    progress = StepProgress(instance, run_id, out)
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(_POLL_S):
+            try:
+                progress.poll()
+            except Exception:  # noqa: BLE001 - a busy SQLite must not kill the watcher
+                continue
+
+    thread = threading.Thread(target=watch, name="step-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        progress.poll()
+
+
+def quiet_warnings() -> None:
+    """Hide Dagster's beta/preview warnings and MLflow's integer-schema hint in this process."""
+    from dagster._utils.warnings import BetaWarning, PreviewWarning
+
+    warnings.filterwarnings("ignore", category=BetaWarning)
+    warnings.filterwarnings("ignore", category=PreviewWarning)
+    warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+
+
 class Interrupted(Exception):
     """Ctrl-C (or SIGTERM) stopped a run while it waited for a pool slot; the run is canceled."""
 
@@ -262,15 +347,18 @@ def execute(
     run_config: Mapping[str, Any] | None = None,
     out: Callable[[str], None] = lambda line: print(line, flush=True),
     tags: Mapping[str, str] | None = None,
+    progress: bool = True,
 ) -> dg.ExecuteInProcessResult:
     """Run ``job`` in this process on ``instance``, tagged with this process (and ``tags``,
-    e.g. what triggered it), watching slots.
+    e.g. what triggered it), watching slots and (``progress``) printing a line per step start
+    and end.
 
     Raises :class:`Interrupted` when Ctrl-C stopped the run while it waited for a slot.
     """
     run_id = str(uuid.uuid4())
     interrupted: list[str] = []
-    with _slot_wait_watcher(instance, run_id, out, interrupted):
+    steps = _progress(instance, run_id, out) if progress else nullcontext()
+    with steps, _slot_wait_watcher(instance, run_id, out, interrupted):
         try:
             result = job.execute_in_process(
                 instance=instance,

@@ -302,6 +302,28 @@ SETTINGS: tuple[Setting, ...] = (
         "the gateway's namespace (empty: the route's own)",
     ),
     Setting(
+        "CHURN_WEBHOOK_URL",
+        "str",
+        "",
+        "webhook that receives a JSON message per rollback, failed blocking check and drift "
+        "episode (unset: none)",
+        secret=True,
+    ),
+    Setting(
+        "CHURN_SLACK_TOKEN",
+        "str",
+        "",
+        "Slack bot token: the same messages to CHURN_SLACK_CHANNEL (unset: no Slack)",
+        secret=True,
+    ),
+    Setting("CHURN_SLACK_CHANNEL", "str", "#churn-platform", "Slack channel of the notifications"),
+    Setting(
+        "CHURN_DAGSTER_URL",
+        "str",
+        "http://127.0.0.1:3000",
+        "the Dagster UI's address, for the run links in notifications",
+    ),
+    Setting(
         "GIT_COMMIT",
         "str",
         "",

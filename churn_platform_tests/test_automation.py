@@ -32,6 +32,7 @@ from churn_platform.resources.data_source import FileSourceResource, SyntheticSo
 from churn_platform.resources.environments import resources_for_environment
 from churn_platform.resources.inference_log import InferenceLogResource
 from churn_platform.resources.mlflow_registry import MlflowRegistry
+from churn_platform.resources.notify import Notifier
 from churn_platform.serving.integration import records
 from churn_platform.serving.model_server import InferenceLog, default_inference_log_path
 from churn_platform.targets.local import LocalProcessTarget
@@ -109,6 +110,7 @@ def tick(
             "mlflow_registry": MlflowRegistry(),
             "data_source": data_source,
             "inference_log": InferenceLogResource(),
+            "notifier": Notifier(),
         },
         instance=instance or dg.DagsterInstance.ephemeral(),
     )

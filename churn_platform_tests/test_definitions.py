@@ -36,7 +36,13 @@ def test_local_definitions_hold_the_graph_checks_schedule_and_sensor(churn_home)
     assert ("production_deployment", "canary_analysis") in checks
     assert {a for a, _ in checks} == ASSETS
     assert [s.name for s in defs.schedules] == ["weekly_retraining"]
-    assert [s.name for s in defs.sensors] == ["psi_drift_sensor"]
+    assert [s.name for s in defs.sensors] == [
+        "psi_drift_sensor",
+        "code_version_sensor",
+        "new_file_sensor",
+        "rollback_notification",
+        "blocking_check_notification",
+    ]
     assert defs.resolve_job_def("churn_end_to_end").executor_def.name == "in_process"
     assert isinstance(defs.resources["deployment"], LocalDeploymentResource)
 

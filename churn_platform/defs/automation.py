@@ -1,18 +1,27 @@
-"""Jobs, the weekly retraining schedule and the PSI drift sensor."""
+"""Jobs, the weekly retraining schedule and the sensors: PSI drift, code version, new file."""
 
+import json
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import pandas as pd
+from dagster._core.definitions.data_version import CODE_VERSION_TAG
 
 from churn_platform import settings
 from churn_platform.core import drift
 from churn_platform.core.drift_monitor import DriftSettings, EpisodeState, decide, judge_windows
+from churn_platform.defs import model
 from churn_platform.defs.data import next_synthetic_week
-from churn_platform.resources.data_source import DataSourceError, DataSourceResource
+from churn_platform.resources.data_source import (
+    DataSourceError,
+    DataSourceResource,
+    FileSourceResource,
+)
 from churn_platform.resources.inference_log import InferenceLogResource
 from churn_platform.resources.mlflow_registry import MlflowRegistry
+from churn_platform.resources.notify import DRIFT, NotificationError, Notifier
 
 RETRAINING_JOB = "churn_retraining"
 RETRAINING_ASSETS = [
@@ -116,8 +125,10 @@ def psi_drift_sensor(
     mlflow_registry: MlflowRegistry,
     data_source: DataSourceResource,
     inference_log: InferenceLogResource,
+    notifier: Notifier,
 ):
-    """Compare current data with the champion's reference profile; one run request per drift episode."""
+    """Compare current data with the champion's reference profile; one run request (and one
+    notification) per drift episode."""
     drift_settings = settings.drift_settings()
     state = EpisodeState.parse(context.cursor)
     champion = mlflow_registry.alias_version("champion")
@@ -156,6 +167,19 @@ def psi_drift_sensor(
     ]
     worst = decision.worst
     if decision.request_run and worst is not None:
+        reason = (
+            f"PSI {worst.max_psi:.3f} on {worst.max_feature} ({decision.worst_window}) exceeds "
+            f"{drift_settings.threshold}"
+        )
+        try:
+            notifier.notify(
+                DRIFT,
+                champion,
+                reason,
+                notifier.runs_with_tag_url("dagster/run_key", decision.run_key or ""),
+            )
+        except NotificationError as exc:  # the retraining matters more than the message
+            context.log.warning(str(exc))
         return dg.SensorResult(
             run_requests=[
                 dg.RunRequest(
@@ -176,4 +200,94 @@ def psi_drift_sensor(
         skip_reason=dg.SkipReason(decision.reason),
         asset_events=observations,
         cursor=decision.state.dumps(),
+    )
+
+
+def _last_trained_code_version(instance: dg.DagsterInstance) -> str | None:
+    """The code version of the newest ``challenger_model`` materialisation (None: never)."""
+    event = instance.get_latest_materialization_event(dg.AssetKey(model.ASSET))
+    if event is None or event.asset_materialization is None:
+        return None
+    return (event.asset_materialization.tags or {}).get(CODE_VERSION_TAG)
+
+
+@dg.sensor(
+    name="code_version_sensor",
+    job_name=RETRAINING_JOB,
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Retrain once per new code version of challenger_model (a hash of the feature, "
+    "training and model-check code, the schema and the data contract): when the deployed code "
+    "differs from the code the newest model was trained with.",
+)
+def code_version_sensor(context: dg.SensorEvaluationContext):
+    """One ``churn_retraining`` run per code version that differs from the last trained one."""
+    current = model.CODE_VERSION
+    trained = _last_trained_code_version(context.instance)
+    if trained is None:
+        return dg.SkipReason(
+            "challenger_model was never materialised: the first training is the schedule's or "
+            "yours, not this sensor's"
+        )
+    if trained == current:
+        return dg.SkipReason(f"challenger_model is up to date with code {current}")
+    if context.cursor == current:
+        return dg.SkipReason(f"a retraining for code {current} was already requested")
+    return dg.SensorResult(
+        run_requests=[
+            dg.RunRequest(
+                run_key=current,
+                tags={
+                    "churn/trigger": "code",
+                    "churn/code_version": current,
+                    "churn/previous_code_version": trained,
+                },
+            )
+        ],
+        cursor=current,
+    )
+
+
+def _file_key(path: Path) -> str:
+    stat = path.stat()
+    return f"{path.name}:{stat.st_mtime_ns}:{stat.st_size}"
+
+
+@dg.sensor(
+    name="new_file_sensor",
+    job_name=RETRAINING_JOB,
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Retrain once per new (or rewritten) file in a folder source (CHURN_SOURCE=file "
+    "with CHURN_SOURCE_PATH a folder). The files present at its first tick are the baseline.",
+)
+def new_file_sensor(context: dg.SensorEvaluationContext, data_source: DataSourceResource):
+    """One ``churn_retraining`` run per file that appeared in the source folder since the last tick."""
+    if not isinstance(data_source, FileSourceResource):
+        return dg.SkipReason("the data source is not a folder (CHURN_SOURCE is not file)")
+    files = data_source.source().folder_files()
+    if files is None:
+        return dg.SkipReason(f"CHURN_SOURCE_PATH={data_source.path} is not a folder")
+    keys = {}
+    for file in files:
+        try:
+            keys[_file_key(file)] = file.name
+        except OSError:  # removed between listing and stat: the next tick decides
+            continue
+    cursor = json.dumps(sorted(keys))
+    if context.cursor is None:
+        return dg.SensorResult(
+            skip_reason=dg.SkipReason(f"baseline: {len(keys)} file(s) already in the folder"),
+            cursor=cursor,
+        )
+    seen = set(json.loads(context.cursor))
+    new = [key for key in sorted(keys) if key not in seen]
+    if not new:
+        return dg.SensorResult(skip_reason=dg.SkipReason("no new file"), cursor=cursor)
+    return dg.SensorResult(
+        run_requests=[
+            dg.RunRequest(run_key=key, tags={"churn/trigger": "new_data", "churn/file": keys[key]})
+            for key in new
+        ],
+        cursor=cursor,
     )

@@ -1,9 +1,13 @@
 """The challenger model: trained, logged and registered in MLflow, then checked."""
 
+import hashlib
+import inspect
+from types import ModuleType
+
 import dagster as dg
 import pandas as pd
 
-from churn_platform.core import drift, model_checks, training
+from churn_platform.core import contract, drift, features, model_checks, schema, training
 from churn_platform.core import records as r
 from churn_platform.defs.common import (
     GROUP,
@@ -26,6 +30,25 @@ MODEL_CHECKS = {
 }
 
 
+# The code whose change makes a trained model stale: feature code, training, the model checks,
+# the canonical schema and the data contract's declaration.
+CODE_MODULES: tuple[ModuleType, ...] = (features, training, model_checks, schema, contract)
+
+
+def training_code_version(modules: tuple[ModuleType, ...] = CODE_MODULES) -> str:
+    """A short hash of the source of ``modules``: equal code gives an equal version, any edit
+    (even a comment) a new one, so Dagster marks ``challenger_model`` stale and the
+    ``code_version_sensor`` retrains once."""
+    digest = hashlib.sha256()
+    for module in modules:
+        digest.update(module.__name__.encode())
+        digest.update(inspect.getsource(module).encode())
+    return digest.hexdigest()[:16]
+
+
+CODE_VERSION = training_code_version()
+
+
 class ChallengerConfig(config_from(training.TrainingConfig, model_checks.ModelCheckConfig)):  # type: ignore[misc]
     """Estimator, hyperparameters and model-check thresholds for one training run.
 
@@ -38,6 +61,7 @@ class ChallengerConfig(config_from(training.TrainingConfig, model_checks.ModelCh
     group_name=GROUP,
     owners=OWNERS,
     kinds={"scikitlearn", "mlflow"},
+    code_version=CODE_VERSION,
     op_tags=training_op_tags(cpu="2", memory="4Gi"),  # its own pod size under k8s_job_executor
     check_specs=[
         dg.AssetCheckSpec(name, asset=ASSET, blocking=True, description=text)

@@ -139,6 +139,14 @@ class SyntheticSource:
         )
 
 
+def _data_files(folder: Path) -> list[Path]:
+    return [
+        p
+        for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in FILE_SUFFIXES
+    ]
+
+
 @dataclass(frozen=True)
 class FileSource:
     """A CSV or Parquet file, or a folder whose newest such file is the snapshot.
@@ -180,11 +188,7 @@ class FileSource:
                 f"folder holding them"
             )
         if path.is_dir():
-            candidates = [
-                p
-                for p in path.iterdir()
-                if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in FILE_SUFFIXES
-            ]
+            candidates = _data_files(path)
             if not candidates:
                 found = sorted(p.name for p in path.iterdir())[:20]
                 raise DataSourceError(
@@ -198,6 +202,14 @@ class FileSource:
                 f"use one of {sorted(FILE_SUFFIXES)} (rename the file or convert it)"
             )
         return path
+
+    def folder_files(self) -> list[Path] | None:
+        """The data files of a folder source (hidden files ignored), or None when ``path`` is
+        a single file or does not exist: only a folder receives new files."""
+        path = Path(self.path).expanduser()
+        if not path.is_dir():
+            return None
+        return sorted(_data_files(path))
 
     def load(self) -> RawSnapshot:
         """Read the resolved file (see class docstring)."""

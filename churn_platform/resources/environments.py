@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import yaml
 
 from churn_platform import settings
@@ -27,6 +28,7 @@ from churn_platform.resources.inference_log import InferenceLogResource
 from churn_platform.resources.io_manager import DataIOManager
 from churn_platform.resources.metrics import MetricsResource
 from churn_platform.resources.mlflow_registry import MlflowRegistry
+from churn_platform.resources.notify import Notifier
 from churn_platform.resources.object_store import S3Credentials
 from churn_platform.resources.release_probes import ReleaseProbes
 from churn_platform.resources.storage import StorageResource
@@ -91,7 +93,23 @@ def data_source_from_env() -> DataSourceResource:
             "CHURN_SOURCE=sql needs CHURN_SOURCE_URL (a SQLAlchemy URL) and CHURN_SOURCE_TABLE "
             "or CHURN_SOURCE_QUERY"
         )
-    return SqlSourceResource(url=url, table=table, query=query, **mapping)
+    # as dg.EnvVar: the UI shows CHURN_SOURCE_URL, never the URL and its password
+    return SqlSourceResource(url=dg.EnvVar("CHURN_SOURCE_URL"), table=table, query=query, **mapping)
+
+
+def _env_var_if_set(name: str) -> Any:
+    """``dg.EnvVar(name)`` when the variable is set (the UI shows its name), else ``""``."""
+    return dg.EnvVar(name) if _get(name) else ""
+
+
+def notifier_from_env() -> Notifier:
+    """Webhook and Slack from ``CHURN_WEBHOOK_URL`` / ``CHURN_SLACK_TOKEN`` (as ``dg.EnvVar``)."""
+    return Notifier(
+        webhook_url=_env_var_if_set("CHURN_WEBHOOK_URL"),
+        slack_token=_env_var_if_set("CHURN_SLACK_TOKEN"),
+        slack_channel=_get("CHURN_SLACK_CHANNEL"),
+        ui_url=_get("CHURN_DAGSTER_URL"),
+    )
 
 
 def resources_for_environment(env: str | None = None) -> dict[str, Any]:
@@ -115,6 +133,7 @@ def resources_for_environment(env: str | None = None) -> dict[str, Any]:
         ),
         "release_probes": ReleaseProbes(),
         "code_version": CodeVersion(commit=_get("GIT_COMMIT") or ""),
+        "notifier": notifier_from_env(),
     }
     if env == "local":
         return {
