@@ -65,6 +65,8 @@ FAULT_SEED_VAR = "CHURN_FAULT_SEED"
 INFERENCE_LOG_VAR = "CHURN_INFERENCE_LOG"
 LOG_FLUSH_RECORDS = 512
 LOG_FLUSH_SECONDS = 1.0
+LOG_MAX_BYTES = 100_000_000  # CHURN_INFERENCE_LOG_MAX_BYTES
+LOG_BACKUPS = 5  # CHURN_INFERENCE_LOG_BACKUPS
 MAX_RECORDS = 10_000
 MAX_BATCH_ROWS = 1024
 
@@ -337,14 +339,21 @@ class InferenceLog:
         *,
         flush_records: int = LOG_FLUSH_RECORDS,
         flush_seconds: float = LOG_FLUSH_SECONDS,
+        max_bytes: int = LOG_MAX_BYTES,
+        backups: int = LOG_BACKUPS,
     ) -> None:
+        if max_bytes < 1 or backups < 0:
+            raise ValueError(f"max_bytes must be >= 1 and backups >= 0, got {max_bytes}, {backups}")
         self.path = path
+        self.max_bytes = max_bytes
+        self.backups = backups
         self.version = version
         self._buffer: list[str] = []
         self._flush_records = flush_records
         self._flush_seconds = flush_seconds
         self._last_flush = time.monotonic()
         self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True)
 
     def append(self, records: Sequence[Mapping[str, Any]], probabilities: Sequence[float]) -> None:
@@ -369,8 +378,30 @@ class InferenceLog:
             lines, self._buffer = self._buffer, []
             self._last_flush = time.monotonic()
         if lines:
-            with self.path.open("a", encoding="utf-8") as f:
-                f.write("\n".join(lines) + "\n")
+            with self._write_lock:  # one writer appends and rotates at a time
+                with self.path.open("a", encoding="utf-8") as f:
+                    f.write("\n".join(lines) + "\n")
+                    size = f.tell()
+                if size >= self.max_bytes:
+                    self._rotate()
+
+    def _rotate(self) -> None:
+        """<log> -> <log>.1 -> ... -> <log>.<backups>; the oldest beyond that is deleted."""
+        if self.backups == 0:
+            self.path.unlink(missing_ok=True)
+            return
+        oldest = rotated_path(self.path, self.backups)
+        oldest.unlink(missing_ok=True)
+        for n in range(self.backups - 1, 0, -1):
+            older = rotated_path(self.path, n)
+            if older.exists():
+                os.replace(older, rotated_path(self.path, n + 1))
+        os.replace(self.path, rotated_path(self.path, 1))
+
+
+def rotated_path(path: Path, n: int) -> Path:
+    """The ``n``-th rotated file of an inference log (``<log>.1`` is the newest)."""
+    return path.with_name(f"{path.name}.{n}")
 
 
 def default_inference_log_path(version: str) -> Path:
