@@ -158,7 +158,7 @@ def _split_records(data: Any) -> list[Mapping[str, Any]]:
         raise ProtocolError(
             f"dataframe_split.data must be a list of rows, got {type(rows).__name__}"
         )
-    records = []
+    records: list[Mapping[str, Any]] = []
     for i, row in enumerate(rows):
         if not isinstance(row, list) or len(row) != len(columns):
             raise ProtocolError(
@@ -194,7 +194,7 @@ def _csv_records(body: bytes, schema: InputSchema) -> list[Mapping[str, Any]]:
             "CSV input needs a header line with the column names "
             "(what DataFrame.to_csv(index=False) writes)"
         )
-    records = []
+    records: list[Mapping[str, Any]] = []
     for i, row in enumerate(reader):
         if not row:
             continue

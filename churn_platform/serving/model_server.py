@@ -10,17 +10,27 @@
   wrongly typed field, a value out of range (a date past 2262, a number beyond 1e12)
   or an empty batch is a 422 whose message names the record, the field, a short prefix
   of the value and what to send. A 500 means the server itself failed.
+- ``POST /invocations``: MLflow's scoring protocol (``mlflow models serve``): JSON with one
+  of ``dataframe_split``, ``dataframe_records``, ``instances``, ``inputs``, or ``text/csv``;
+  answers ``{"predictions": [p, ...]}`` (the churn probabilities ``/predict`` gives) and
+  refuses bad input with MLflow's ``{"error_code": "BAD_REQUEST", "message": ...}`` (400,
+  naming the field). See ``mlflow_protocol``. ``GET /ping`` and ``GET /version`` answer
+  as MLflow's server does.
 - ``GET /health``: 200 ``{"status": "ok"}`` once the model is loaded; 503 with
   ``"loading"`` before, or ``"failed"`` and the error if loading failed.
 - ``GET /metrics``: Prometheus text. ``http_requests_total{path, status, model_version}``
-  counts ``/predict`` answers only, so health checks and scrapes never dilute the error
-  rate the canary reads; ``http_request_duration_seconds`` (latency histogram) and
-  ``churn_prediction_score`` (histogram of predicted probabilities).
+  counts ``/predict`` and ``/invocations`` answers only, so health checks and scrapes never
+  dilute the error rate the canary reads; ``http_request_duration_seconds`` (latency
+  histogram) and ``churn_prediction_score`` (histogram of predicted probabilities).
+- A request body over ``CHURN_MAX_BODY_BYTES`` (default 10 MB) is a 413, refused before it
+  is read (``http_limits``).
 
 Every scored record is appended, with its probability, to a JSON-lines inference log
 (default ``$CHURN_HOME/inference_log/<version>.jsonl``) that the drift sensor reads;
 lines are buffered and flushed every ``LOG_FLUSH_RECORDS`` records, every
-``LOG_FLUSH_SECONDS`` seconds, and at shutdown.
+``LOG_FLUSH_SECONDS`` seconds, and at shutdown. A file reaching
+``CHURN_INFERENCE_LOG_MAX_BYTES`` is rotated to ``<file>.1`` (``.1`` -> ``.2`` ...), keeping
+``CHURN_INFERENCE_LOG_BACKUPS`` rotated files.
 
 Fault injection (tests and demos): ``CHURN_FAULT_RATE=0.5`` makes that fraction of
 ``/predict`` requests fail deliberately with a 500 (counted as 5xx like a real
