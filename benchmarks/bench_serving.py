@@ -216,8 +216,9 @@ def stop_mlflow(proc: subprocess.Popen) -> None:
 
 
 def check_same_answers(port_a: int, port_b: int, body: bytes) -> str:
-    """How the two servers' answers for one batch compare (mlflow's pyfunc returns
-    ``predict()``, i.e. class labels, where ours returns probabilities)."""
+    """How the two servers' answers for one batch compare (models logged by
+    ``MlflowRegistry`` give [P(stay), P(churn)] through pyfunc; the test fixture's give
+    class labels, ``predict()``)."""
     headers = {"content-type": "application/json"}
     a = httpx.post(f"http://127.0.0.1:{port_a}/predict", content=body, headers=headers)
     b = httpx.post(f"http://127.0.0.1:{port_b}/invocations", content=body, headers=headers)

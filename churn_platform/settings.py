@@ -324,6 +324,35 @@ SETTINGS: tuple[Setting, ...] = (
         "the Dagster UI's address, for the run links in notifications",
     ),
     Setting(
+        "CHURN_MAX_BODY_BYTES",
+        "int",
+        10_000_000,
+        "largest request body a model server or router reads; bigger ones get 413 unread",
+        minimum=1024,
+    ),
+    Setting(
+        "CHURN_ROUTER_ADMIN_TOKEN",
+        "str",
+        "",
+        "bearer token a router requires on PUT /-/weights (LocalProcessTarget generates one "
+        "per environment into its state file; empty: admin changes refused)",
+        secret=True,
+    ),
+    Setting(
+        "CHURN_INFERENCE_LOG_MAX_BYTES",
+        "int",
+        100_000_000,
+        "an inference log file is rotated (<file>.1, .2, ...) once it reaches this size",
+        minimum=1024,
+    ),
+    Setting(
+        "CHURN_INFERENCE_LOG_BACKUPS",
+        "int",
+        5,
+        "rotated inference log files kept per version (older ones are deleted)",
+        minimum=0,
+    ),
+    Setting(
         "GIT_COMMIT",
         "str",
         "",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import stat
 import subprocess
 import sys
 from collections import Counter
@@ -69,6 +70,16 @@ def test_deploy_shift_retire_survive_and_stop(
         pids = [r["pid"] for r in saved["versions"].values()] + [saved["router"]["pid"]]
         assert all(is_running(p) for p in pids)
         assert (target.state_dir / "staging" / "logs" / "model-2.log").exists()
+
+        # issue 14.7: the router's admin token lives in the owner-only state file; a weights
+        # change without it is refused and the split stays as it was
+        assert stat.S_IMODE(target.state_file("staging").stat().st_mode) == 0o600
+        token = saved["admin_token"]
+        assert len(token) >= 32
+        hijack = {"backends": {"1": {"url": "http://127.0.0.1:9", "weight": 100}}}
+        assert httpx.put(state.endpoint + "/-/weights", json=hijack).status_code == 401
+        assert httpx.get(state.endpoint + "/-/weights").json()["backends"]["1"]["weight"] == 75
+        assert split(state.endpoint, record, 100) == {"1": 75, "2": 25}
 
         # Prometheus file_sd lists both servers
         groups = json.loads(target.targets_file.read_text())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import json
 import threading
 from collections import Counter
@@ -30,6 +31,9 @@ from churn_platform.testing import (
 
 pytestmark = pytest.mark.integration
 
+TOKEN = "test-admin-token"
+AUTH = {"authorization": f"Bearer {TOKEN}"}
+
 
 @pytest.fixture(scope="module")
 def servers(
@@ -49,7 +53,8 @@ def start_router(state_file: Path, port: int = 0) -> Iterator[str]:
     sock = bind_socket(port=port)
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     log = state_file.with_suffix(".log")
-    pid = spawn(["router", "--state-file", str(state_file)], log, sock, child_env())
+    env = child_env({"CHURN_ROUTER_ADMIN_TOKEN": TOKEN})
+    pid = spawn(["router", "--state-file", str(state_file)], log, sock, env)
     try:
         wait_healthy(url + "/-/health", pid, log, 30.0, "router")
         yield url
@@ -84,7 +89,7 @@ def test_traffic_splits_as_weighted(
 ) -> None:
     record = to_records(registered_models.rows.head(1))
     with start_router(tmp_path / "router.json") as url, httpx.Client(base_url=url) as client:
-        r = client.put("/-/weights", json=table(servers, 80, 20))
+        r = client.put("/-/weights", headers=AUTH, json=table(servers, 80, 20))
         assert r.status_code == 200, r.text
         seen = Counter()
         for _ in range(200):
@@ -108,7 +113,7 @@ def test_weight_change_under_concurrent_load_drops_nothing(
     stop = threading.Event()
 
     with start_router(tmp_path / "router.json") as url:
-        httpx.put(url + "/-/weights", json=table(servers, 100, 0)).raise_for_status()
+        httpx.put(url + "/-/weights", headers=AUTH, json=table(servers, 100, 0)).raise_for_status()
 
         def load() -> None:
             with httpx.Client(base_url=url, timeout=30) as client:
@@ -126,7 +131,7 @@ def test_weight_change_under_concurrent_load_drops_nothing(
         for t in threads:
             t.start()
         try:
-            with httpx.Client(base_url=url) as admin:
+            with httpx.Client(base_url=url, headers=AUTH) as admin:
                 for w2 in (5, 25, 50, 100, 0, 50, 100):
                     r = admin.put("/-/weights", json={"weights": {"1": 100 - w2, "2": w2}})
                     assert r.status_code == 200, r.text
@@ -146,7 +151,7 @@ def test_restarted_router_resumes_its_weights(
 ) -> None:
     state = tmp_path / "router.json"
     with start_router(state) as url:
-        httpx.put(url + "/-/weights", json=table(servers, 30, 70)).raise_for_status()
+        httpx.put(url + "/-/weights", headers=AUTH, json=table(servers, 30, 70)).raise_for_status()
     assert json.loads(state.read_text())["backends"]["2"]["weight"] == 70
     with start_router(state) as url:
         backends = httpx.get(url + "/-/weights").json()["backends"]
@@ -167,8 +172,8 @@ def test_bad_weight_changes_are_refused_and_change_nothing(
     servers: dict[str, RunningServer], tmp_path: Path, body: dict, words: list[str]
 ) -> None:
     with start_router(tmp_path / "router.json") as url:
-        httpx.put(url + "/-/weights", json=table(servers, 100, 0)).raise_for_status()
-        r = httpx.put(url + "/-/weights", json=body)
+        httpx.put(url + "/-/weights", headers=AUTH, json=table(servers, 100, 0)).raise_for_status()
+        r = httpx.put(url + "/-/weights", headers=AUTH, json=body)
         assert r.status_code == 422
         for word in words:
             assert word in r.json()["error"]
@@ -183,7 +188,7 @@ def test_no_traffic_and_dead_backend_are_explained(tmp_path: Path) -> None:
         dead_url = f"http://127.0.0.1:{dead.getsockname()[1]}"
         dead.close()
         body = {"backends": {"1": {"url": dead_url, "weight": 100}}}
-        httpx.put(url + "/-/weights", json=body).raise_for_status()
+        httpx.put(url + "/-/weights", headers=AUTH, json=body).raise_for_status()
         r = httpx.post(url + "/predict", json={"records": [{}]})
         assert r.status_code == 502 and "did not answer" in r.json()["error"]
 
@@ -205,7 +210,7 @@ def test_requests_the_router_cannot_deliver_count_as_that_versions_errors(
                 "2": {"url": dead_url, "weight": 50},
             }
         }
-        httpx.put(url + "/-/weights", json=body).raise_for_status()
+        httpx.put(url + "/-/weights", headers=AUTH, json=body).raise_for_status()
         metrics = ScrapeMetrics({"2": servers["2"].url, "1": servers["1"].url}, router_url=url)
         assert metrics.error_rate("2", 0).error_rate is None  # first scrape: the base
         assert metrics.error_rate("1", 0).error_rate is None
@@ -219,3 +224,57 @@ def test_requests_the_router_cannot_deliver_count_as_that_versions_errors(
         healthy = metrics.error_rate("1", 0)
         assert (healthy.error_rate, healthy.request_count) == (0.0, 10.0), healthy
         assert healthy.latency_p95_seconds is not None and healthy.latency_p95_seconds < 2.5
+
+
+def test_weights_change_without_the_admin_token_is_refused(
+    servers: dict[str, RunningServer], tmp_path: Path
+) -> None:
+    # issue 14.7: any local process could redirect an environment to any URL
+    with start_router(tmp_path / "router.json") as url:
+        httpx.put(url + "/-/weights", headers=AUTH, json=table(servers, 100, 0)).raise_for_status()
+        hijack = {"backends": {"1": {"url": "http://127.0.0.1:9", "weight": 100}}}
+        for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": TOKEN}):
+            r = httpx.put(url + "/-/weights", headers=headers, json=hijack)
+            assert r.status_code == 401, r.text
+            assert "Authorization: Bearer" in r.json()["error"]
+        assert httpx.get(url + "/-/weights").json() == table(servers, 100, 0)
+        saved = json.loads((tmp_path / "router.json").read_text())
+        assert saved == table(servers, 100, 0)
+
+
+def test_router_speaks_mlflow_protocol_for_its_environment(
+    servers: dict[str, RunningServer],
+    registered_models: RegisteredModels,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    frame = registered_models.rows.head(3)
+    records = to_records(frame)
+    with start_router(tmp_path / "router.json") as url:
+        # no version carries traffic yet: the environment is not serving
+        assert httpx.get(url + "/health").status_code == 503
+        assert httpx.get(url + "/ping").status_code == 503
+        httpx.put(url + "/-/weights", headers=AUTH, json=table(servers, 100, 0)).raise_for_status()
+        assert httpx.get(url + "/health").json()["status"] == "ok"
+        assert httpx.get(url + "/ping").status_code == 200
+        assert httpx.get(url + "/version").text == importlib.metadata.version("mlflow")
+        ours = httpx.post(url + "/predict", json={"records": records}).json()["probabilities"]
+        r = httpx.post(url + "/invocations", json={"dataframe_records": records})
+        assert r.status_code == 200 and r.headers["x-model-version"] == "1"
+        assert r.json() == {"predictions": ours}
+        bad = httpx.post(url + "/invocations", json={"records": records})
+        assert bad.status_code == 400 and bad.json()["error_code"] == "BAD_REQUEST"
+
+
+def test_router_refuses_a_huge_body_unread_while_small_requests_keep_answering(
+    servers: dict[str, RunningServer],
+    registered_models: RegisteredModels,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    record = to_records(registered_models.rows.head(1))
+    with start_router(tmp_path / "router.json") as url:
+        httpx.put(url + "/-/weights", headers=AUTH, json=table(servers, 100, 0)).raise_for_status()
+        big = b"x" * 50_000_000
+        r = httpx.post(url + "/predict", content=big, headers={"content-type": "application/json"})
+        assert r.status_code == 413 and "CHURN_MAX_BODY_BYTES" in r.json()["error"]
+        for _ in range(20):
+            assert httpx.post(url + "/predict", json={"records": record}).status_code == 200

@@ -154,7 +154,10 @@ class MlflowRegistry(dg.ConfigurableResource):
 
         experiment_id = self.experiment_id()
         example = input_example.head(5)
-        signature = infer_signature(example, pipeline.predict_proba(example)[:, 1])
+        # the pyfunc flavour calls predict_proba, so mlflow.pyfunc / spark_udf / mlflow models
+        # serve return [P(stay), P(churn)] per row (column 1 is what our servers answer),
+        # not class labels; the signature says so
+        signature = infer_signature(example, pipeline.predict_proba(example))
         trusted = sio.get_untrusted_types(data=sio.dumps(pipeline))
         with (
             _fluent_store(self.uri()),
@@ -178,6 +181,7 @@ class MlflowRegistry(dg.ConfigurableResource):
                 input_example=example,
                 pip_requirements=pinned_requirements(),
                 skops_trusted_types=trusted,
+                pyfunc_predict_fn="predict_proba",
             )
             run_id = run.info.run_id
         with _fluent_store(self.uri()):

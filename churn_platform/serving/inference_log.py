@@ -27,6 +27,7 @@ from churn_platform.serving.model_server import (
     LOG_FLUSH_SECONDS,
     InferenceLog,
     default_inference_log_path,
+    rotated_path,
 )
 
 LOG_PREFIX = "inference_log"
@@ -45,8 +46,23 @@ def read_inference_log(
     A torn last line (a server mid-write) is ignored.
     """
     log = path or default_inference_log_path(version)
-    if not log.exists() or log.stat().st_size == 0:
+    rows = _tail_rows(log, max_rows)
+    if len(rows) < max_rows:
+        # just rotated: the newest rows before the rotation are in <log>.1
+        rows = _tail_rows(rotated_path(log, 1), max_rows - len(rows)) + rows
+    if not rows:
         return pd.DataFrame(columns=list(s.MODEL_INPUT_COLUMNS))
+    frame = pd.DataFrame(rows)
+    for col in s.MODEL_INPUT_COLUMNS:
+        if col not in frame:
+            frame[col] = None
+    return frame
+
+
+def _tail_rows(log: Path, max_rows: int) -> list[dict[str, Any]]:
+    """The last ``max_rows`` parsed lines of one JSON-lines file (none if it is missing)."""
+    if not log.exists() or log.stat().st_size == 0:
+        return []
     with log.open("rb") as f:
         size = f.seek(0, 2)
         f.seek(max(0, size - max_rows * _TAIL_BYTES_PER_ROW))
@@ -60,11 +76,7 @@ def read_inference_log(
             rows.append(json.loads(line))
         except json.JSONDecodeError:
             continue
-    frame = pd.DataFrame(rows)
-    for col in s.MODEL_INPUT_COLUMNS:
-        if col not in frame:
-            frame[col] = None
-    return frame
+    return rows
 
 
 def object_log_folder(root: Path, version: str) -> Path:
@@ -189,9 +201,13 @@ def open_inference_log(
     """A model server's log: the file ``path`` if given; else batch objects under
     ``CHURN_STORAGE_URL`` when it is an object store (credentials from the AWS variables);
     else the JSON-lines file ``default_inference_log_path(version)``."""
+    rotation = {
+        "max_bytes": int(settings.get("CHURN_INFERENCE_LOG_MAX_BYTES")),
+        "backups": int(settings.get("CHURN_INFERENCE_LOG_BACKUPS")),
+    }
     if path:
-        return InferenceLog(Path(path), version)
+        return InferenceLog(Path(path), version, **rotation)
     if settings.storage_is_remote():
         root = object_store.open_location(settings.storage_url(), object_store.options_from_env())
         return ObjectInferenceLog(root, version)
-    return InferenceLog(default_inference_log_path(version), version)
+    return InferenceLog(default_inference_log_path(version), version, **rotation)

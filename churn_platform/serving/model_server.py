@@ -10,17 +10,27 @@
   wrongly typed field, a value out of range (a date past 2262, a number beyond 1e12)
   or an empty batch is a 422 whose message names the record, the field, a short prefix
   of the value and what to send. A 500 means the server itself failed.
+- ``POST /invocations``: MLflow's scoring protocol (``mlflow models serve``): JSON with one
+  of ``dataframe_split``, ``dataframe_records``, ``instances``, ``inputs``, or ``text/csv``;
+  answers ``{"predictions": [p, ...]}`` (the churn probabilities ``/predict`` gives) and
+  refuses bad input with MLflow's ``{"error_code": "BAD_REQUEST", "message": ...}`` (400,
+  naming the field). See ``mlflow_protocol``. ``GET /ping`` and ``GET /version`` answer
+  as MLflow's server does.
 - ``GET /health``: 200 ``{"status": "ok"}`` once the model is loaded; 503 with
   ``"loading"`` before, or ``"failed"`` and the error if loading failed.
 - ``GET /metrics``: Prometheus text. ``http_requests_total{path, status, model_version}``
-  counts ``/predict`` answers only, so health checks and scrapes never dilute the error
-  rate the canary reads; ``http_request_duration_seconds`` (latency histogram) and
-  ``churn_prediction_score`` (histogram of predicted probabilities).
+  counts ``/predict`` and ``/invocations`` answers only, so health checks and scrapes never
+  dilute the error rate the canary reads; ``http_request_duration_seconds`` (latency
+  histogram) and ``churn_prediction_score`` (histogram of predicted probabilities).
+- A request body over ``CHURN_MAX_BODY_BYTES`` (default 10 MB) is a 413, refused before it
+  is read (``http_limits``).
 
 Every scored record is appended, with its probability, to a JSON-lines inference log
 (default ``$CHURN_HOME/inference_log/<version>.jsonl``) that the drift sensor reads;
 lines are buffered and flushed every ``LOG_FLUSH_RECORDS`` records, every
-``LOG_FLUSH_SECONDS`` seconds, and at shutdown.
+``LOG_FLUSH_SECONDS`` seconds, and at shutdown. A file reaching
+``CHURN_INFERENCE_LOG_MAX_BYTES`` is rotated to ``<file>.1`` (``.1`` -> ``.2`` ...), keeping
+``CHURN_INFERENCE_LOG_BACKUPS`` rotated files.
 
 Fault injection (tests and demos): ``CHURN_FAULT_RATE=0.5`` makes that fraction of
 ``/predict`` requests fail deliberately with a 500 (counted as 5xx like a real
@@ -65,6 +75,8 @@ FAULT_SEED_VAR = "CHURN_FAULT_SEED"
 INFERENCE_LOG_VAR = "CHURN_INFERENCE_LOG"
 LOG_FLUSH_RECORDS = 512
 LOG_FLUSH_SECONDS = 1.0
+LOG_MAX_BYTES = 100_000_000  # CHURN_INFERENCE_LOG_MAX_BYTES
+LOG_BACKUPS = 5  # CHURN_INFERENCE_LOG_BACKUPS
 MAX_RECORDS = 10_000
 MAX_BATCH_ROWS = 1024
 
@@ -337,14 +349,21 @@ class InferenceLog:
         *,
         flush_records: int = LOG_FLUSH_RECORDS,
         flush_seconds: float = LOG_FLUSH_SECONDS,
+        max_bytes: int = LOG_MAX_BYTES,
+        backups: int = LOG_BACKUPS,
     ) -> None:
+        if max_bytes < 1 or backups < 0:
+            raise ValueError(f"max_bytes must be >= 1 and backups >= 0, got {max_bytes}, {backups}")
         self.path = path
+        self.max_bytes = max_bytes
+        self.backups = backups
         self.version = version
         self._buffer: list[str] = []
         self._flush_records = flush_records
         self._flush_seconds = flush_seconds
         self._last_flush = time.monotonic()
         self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True)
 
     def append(self, records: Sequence[Mapping[str, Any]], probabilities: Sequence[float]) -> None:
@@ -369,8 +388,30 @@ class InferenceLog:
             lines, self._buffer = self._buffer, []
             self._last_flush = time.monotonic()
         if lines:
-            with self.path.open("a", encoding="utf-8") as f:
-                f.write("\n".join(lines) + "\n")
+            with self._write_lock:  # one writer appends and rotates at a time
+                with self.path.open("a", encoding="utf-8") as f:
+                    f.write("\n".join(lines) + "\n")
+                    size = f.tell()
+                if size >= self.max_bytes:
+                    self._rotate()
+
+    def _rotate(self) -> None:
+        """<log> -> <log>.1 -> ... -> <log>.<backups>; the oldest beyond that is deleted."""
+        if self.backups == 0:
+            self.path.unlink(missing_ok=True)
+            return
+        oldest = rotated_path(self.path, self.backups)
+        oldest.unlink(missing_ok=True)
+        for n in range(self.backups - 1, 0, -1):
+            older = rotated_path(self.path, n)
+            if older.exists():
+                os.replace(older, rotated_path(self.path, n + 1))
+        os.replace(self.path, rotated_path(self.path, 1))
+
+
+def rotated_path(path: Path, n: int) -> Path:
+    """The ``n``-th rotated file of an inference log (``<log>.1`` is the newest)."""
+    return path.with_name(f"{path.name}.{n}")
 
 
 def default_inference_log_path(version: str) -> Path:
@@ -441,19 +482,29 @@ class ServerMetrics:
         self._latency = self.latency.labels("/predict", version)
         self._scores = self.scores.labels(version)
         self._records = self.records.labels(version)
-        self._by_status: dict[int, Any] = {}
+        self._by_status: dict[tuple[str, int], Any] = {}
         for status in (200, 400, 422, 500, 503):
-            self._by_status[status] = self.requests.labels("/predict", str(status), version)
-
-    def observe(self, status: int, seconds: float, scores: np.ndarray | None = None) -> None:
-        """Count one /predict answer; record its latency and scores."""
-        child = self._by_status.get(status)
-        if child is None:
-            child = self._by_status[status] = self.requests.labels(
-                "/predict", str(status), self.version
+            self._by_status[("/predict", status)] = self.requests.labels(
+                "/predict", str(status), version
             )
+
+    def observe(
+        self,
+        status: int,
+        seconds: float,
+        scores: np.ndarray | None = None,
+        path: str = "/predict",
+    ) -> None:
+        """Count one scoring answer (``/predict`` or ``/invocations``); record latency, scores."""
+        key = (path, status)
+        child = self._by_status.get(key)
+        if child is None:
+            child = self._by_status[key] = self.requests.labels(path, str(status), self.version)
         child.inc()
-        self._latency.observe(seconds)
+        if path == "/predict":
+            self._latency.observe(seconds)
+        else:
+            self.latency.labels(path, self.version).observe(seconds)
         if scores is not None:
             self._records.inc(len(scores))
             observe = self._scores.observe
@@ -592,10 +643,23 @@ def load_model(model_uri: str, tracking_uri: str | None = None) -> tuple[Any, In
     return pipeline, schema
 
 
-def _json(data: Any, status: int = 200) -> Response:
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(
-        json.dumps(data, separators=(",", ":")), status_code=status, media_type="application/json"
+        json.dumps(data, separators=(",", ":")),
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
     )
+
+
+def mlflow_version_text() -> str:
+    """The installed MLflow's version, what ``mlflow models serve`` answers on /version."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mlflow")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def create_app(
@@ -609,6 +673,7 @@ def create_app(
     model: Any = None,
     input_schema: InputSchema | None = None,
     max_batch_rows: int = MAX_BATCH_ROWS,
+    max_body_bytes_: int | None = None,
 ) -> Starlette:
     """Build the ASGI app serving ``model_uri`` as model version ``version``.
 
@@ -628,7 +693,11 @@ def create_app(
     if fault_seed is None and os.environ.get(FAULT_SEED_VAR):
         fault_seed = int(os.environ[FAULT_SEED_VAR])
     rng = random.Random(fault_seed)
+    from churn_platform.serving.http_limits import BodyTooLarge, max_body_bytes, read_body
     from churn_platform.serving.inference_log import open_inference_log
+    from churn_platform.serving.mlflow_protocol import error_body, records_from_invocation
+
+    body_limit = max_body_bytes() if max_body_bytes_ is None else max_body_bytes_
 
     log = open_inference_log(version, inference_log_path)  # batch objects on an object store
     metrics = ServerMetrics(version)
@@ -668,37 +737,16 @@ def create_app(
             return _json({"status": "failed", "model_version": version, "error": holder.error}, 503)
         return _json({"status": "ok", "model_version": version, "model_uri": model_uri})
 
-    async def predict(request: Request) -> Response:
-        start = time.perf_counter()
-        if holder.pipeline is None:
-            detail = holder.error or "model is still loading; retry when /health answers 200"
-            metrics.observe(503, time.perf_counter() - start)
-            return _json({"error": detail, "model_version": version}, 503)
-        schema = holder.schema
-        assert schema is not None
-        try:
-            body = await request.body()
-            try:
-                payload = json.loads(body)
-            except ValueError as exc:
-                raise InputError(
-                    f"body is not valid JSON ({exc}); send "
-                    '{"records": [{"tenure_months": 3, ...}]} with Content-Type application/json',
-                    400,
-                ) from None
-            records = schema.records_from_payload(payload)
-            values = schema.check(records)
-        except InputError as exc:
-            metrics.observe(exc.status, time.perf_counter() - start)
-            return _json({"error": str(exc), "model_version": version}, exc.status)
+    async def score(
+        records: list[Mapping[str, Any]], values: dict[str, list[Any]]
+    ) -> tuple[np.ndarray | None, int, str]:
+        """(scores, 200, "") or (None, status, error) for checked records."""
         if rate and rng.random() < rate:
-            metrics.observe(500, time.perf_counter() - start)
-            return _json(
-                {"error": f"injected fault ({FAULT_RATE_VAR}={rate})", "model_version": version},
-                500,
-            )
+            return None, 500, f"injected fault ({FAULT_RATE_VAR}={rate})"
         if holder.batcher is None:
-            holder.batcher = MicroBatcher(holder.pipeline.predict_proba, schema, max_batch_rows)
+            holder.batcher = MicroBatcher(
+                holder.pipeline.predict_proba, schema_of(), max_batch_rows
+            )
             holder.batcher.start()
         try:
             scores = await holder.batcher.score(values, len(records))
@@ -706,21 +754,95 @@ def create_app(
             nulls = [name for name, col in values.items() if any(v is None for v in col)]
             if nulls:
                 # the model cannot impute: the caller must send values
-                metrics.observe(422, time.perf_counter() - start)
-                return _json(
-                    {
-                        "error": f"model version {version} cannot score missing values in "
-                        f"{nulls} ({type(exc).__name__}: {exc}); send a value for each",
-                        "model_version": version,
-                    },
+                return (
+                    None,
                     422,
+                    f"model version {version} cannot score missing values in "
+                    f"{nulls} ({type(exc).__name__}: {_quote(str(exc))}); send a value for each",
                 )
-            metrics.observe(500, time.perf_counter() - start)
-            return _json({"error": f"scoring failed: {type(exc).__name__}: {exc}"}, 500)
-        probabilities = scores.tolist()
-        log.append(records, probabilities)
-        metrics.observe(200, time.perf_counter() - start, scores)
-        return _json({"model_version": version, "probabilities": probabilities})
+            return None, 500, f"scoring failed: {type(exc).__name__}: {_quote(str(exc))}"
+        log.append(records, scores.tolist())
+        return scores, 200, ""
+
+    def schema_of() -> InputSchema:
+        assert holder.schema is not None
+        return holder.schema
+
+    def not_loaded() -> str | None:
+        if holder.pipeline is None:
+            return holder.error or "model is still loading; retry when /health answers 200"
+        return None
+
+    async def predict(request: Request) -> Response:
+        start = time.perf_counter()
+        detail = not_loaded()
+        if detail:
+            metrics.observe(503, time.perf_counter() - start)
+            return _json({"error": detail, "model_version": version}, 503)
+        schema = schema_of()
+        try:
+            body = await read_body(request, body_limit)
+            try:
+                payload = json.loads(body)
+            except ValueError as exc:
+                raise InputError(
+                    f"body is not valid JSON ({_quote(str(exc))}); send "
+                    '{"records": [{"tenure_months": 3, ...}]} with Content-Type application/json',
+                    400,
+                ) from None
+            records = schema.records_from_payload(payload)
+            values = schema.check(records)
+        except BodyTooLarge as exc:
+            metrics.observe(413, time.perf_counter() - start)
+            return _json({"error": str(exc), "model_version": version}, 413)
+        except InputError as exc:
+            metrics.observe(exc.status, time.perf_counter() - start)
+            return _json({"error": str(exc), "model_version": version}, exc.status)
+        scores, status, error = await score(records, values)
+        metrics.observe(status, time.perf_counter() - start, scores)
+        if scores is None:
+            return _json({"error": error, "model_version": version}, status)
+        return _json({"model_version": version, "probabilities": scores.tolist()})
+
+    async def invocations(request: Request) -> Response:
+        """MLflow's scoring protocol: the same model, validation and log as /predict."""
+        start = time.perf_counter()
+        headers = {"x-model-version": version}
+        detail = not_loaded()
+        if detail:
+            metrics.observe(503, time.perf_counter() - start, path="/invocations")
+            return _json({"error_code": "TEMPORARILY_UNAVAILABLE", "message": detail}, 503, headers)
+        schema = schema_of()
+        try:
+            body = await read_body(request, body_limit)
+            records = records_from_invocation(body, request.headers.get("content-type"), schema)
+            values = schema.check(records)
+        except BodyTooLarge as exc:
+            metrics.observe(413, time.perf_counter() - start, path="/invocations")
+            return _json(
+                {"error_code": "RESOURCE_LIMIT_EXCEEDED", "message": str(exc)}, 413, headers
+            )
+        except InputError as exc:
+            # MLflow answers every input problem with 400 BAD_REQUEST; so do we
+            status = exc.status if exc.status in (413, 415) else 400
+            metrics.observe(status, time.perf_counter() - start, path="/invocations")
+            return _json(error_body(exc), status, headers)
+        scores, status, error = await score(records, values)
+        metrics.observe(status, time.perf_counter() - start, scores, path="/invocations")
+        if scores is None:
+            code = "BAD_REQUEST" if status < 500 else "INTERNAL_ERROR"
+            return _json(
+                {"error_code": code, "message": error}, 400 if status < 500 else status, headers
+            )
+        return _json({"predictions": scores.tolist()}, 200, headers)
+
+    async def ping(request: Request) -> Response:
+        # mlflow models serve answers "\n" with 200 once the model is loaded
+        ok = holder.loaded.is_set() and not holder.error
+        return Response("\n", status_code=200 if ok else 503, media_type="application/json")
+
+    async def mlflow_version(request: Request) -> Response:
+        return Response(mlflow_version_text(), media_type="application/json")
 
     async def prometheus(request: Request) -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
@@ -728,7 +850,10 @@ def create_app(
     app = Starlette(
         routes=[
             Route("/predict", predict, methods=["POST"]),
+            Route("/invocations", invocations, methods=["POST"]),
             Route("/health", health, methods=["GET"]),
+            Route("/ping", ping, methods=["GET"]),
+            Route("/version", mlflow_version, methods=["GET"]),
             Route("/metrics", prometheus, methods=["GET"]),
         ],
         lifespan=lifespan,

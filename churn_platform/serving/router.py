@@ -1,6 +1,7 @@
 """The local weighted router: one endpoint per environment, traffic split between model versions.
 
 ``create_router_app(state_file)`` returns a Starlette app that forwards ``POST /predict``
+(and MLflow's ``POST /invocations``)
 to a backend chosen by smooth weighted round-robin (nginx's algorithm: deterministic,
 and any window of 100 requests follows the weights to within one request).
 
@@ -12,7 +13,14 @@ and any window of 100 requests follows the weights to within one request).
   summing to 100 (or all 0, which makes ``/predict`` answer 503). The change is live:
   requests in flight finish on the backend they were sent to, new ones use the new table.
   The table is written to ``state_file`` so a restarted router resumes with it.
-- ``GET /-/health``: 200 with the table.
+  Needs ``Authorization: Bearer <token>`` (``CHURN_ROUTER_ADMIN_TOKEN``; ``LocalProcessTarget``
+  generates one per environment into its state file, mode 0600): without it the answer is
+  401 (403 when the router has no token) and the table is unchanged.
+- ``POST /invocations``: MLflow's scoring protocol, forwarded like ``/predict``.
+- ``GET /health``, ``GET /ping``: 200 while some version carries traffic, else 503;
+  ``GET /version``: the MLflow version (what ``mlflow models serve`` answers).
+- ``GET /-/health``: 200 with the table (the process is up, whatever the weights).
+- Request bodies above ``CHURN_MAX_BODY_BYTES`` get 413 before they are read.
 - ``GET /metrics``: ``router_requests_total{backend, status}`` (Prometheus text).
 
 A backend that cannot be reached answers 502 with the reason; the router does not retry
@@ -22,6 +30,7 @@ on another version, so a broken canary shows up as errors instead of being hidde
 from __future__ import annotations
 
 import contextlib
+import hmac
 import json
 import os
 from collections.abc import AsyncIterator, Mapping
@@ -37,7 +46,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from churn_platform.serving.http_limits import BodyTooLarge, max_body_bytes, read_body
+
 FORWARDED_HEADERS = ("content-type", "accept")
+ADMIN_TOKEN_VAR = "CHURN_ROUTER_ADMIN_TOKEN"
+ADMIN_BODY_BYTES = 1_000_000  # a backend table is a few hundred bytes
 
 
 @dataclass(frozen=True)
@@ -171,11 +184,22 @@ def create_router_app(
     *,
     timeout_seconds: float = 30.0,
     max_connections: int = 200,
+    admin_token: str | None = None,
+    max_body_bytes_: int | None = None,
 ) -> Starlette:
     """Build the router app; the table comes from ``backends`` or else ``state_file``.
 
     With a ``state_file``, every accepted PUT is saved there before it is answered.
+    ``admin_token`` (default ``CHURN_ROUTER_ADMIN_TOKEN``) guards ``PUT /-/weights``;
+    without one the admin endpoint refuses every change. ``max_body_bytes_`` (default
+    ``CHURN_MAX_BODY_BYTES``) bounds forwarded request bodies.
     """
+    if admin_token is None:
+        from churn_platform import settings
+
+        admin_token = str(settings.get(ADMIN_TOKEN_VAR))
+    token = admin_token
+    body_limit = max_body_bytes() if max_body_bytes_ is None else max_body_bytes_
     path = Path(state_file) if state_file else None
     if backends is not None:
         initial = dict(backends)
@@ -204,18 +228,25 @@ def create_router_app(
         finally:
             await client.aclose()
 
-    async def predict(request: Request) -> Response:
+    async def forward(request: Request, path: str) -> Response:
         backend = balancer.pick()
         if backend is None:
             routed.labels("none", "503").inc()
-            return _json(
-                {"error": "no model version carries traffic; PUT /-/weights to route some"}, 503
-            )
-        body = await request.body()
+            message = "no model version carries traffic; PUT /-/weights to route some"
+            if path == "/invocations":
+                return _json({"error_code": "TEMPORARILY_UNAVAILABLE", "message": message}, 503)
+            return _json({"error": message}, 503)
+        try:
+            body = await read_body(request, body_limit)
+        except BodyTooLarge as exc:
+            routed.labels(backend.version, "413").inc()
+            if path == "/invocations":
+                return _json({"error_code": "RESOURCE_LIMIT_EXCEEDED", "message": str(exc)}, 413)
+            return _json({"error": str(exc)}, 413)
         headers = {k: v for k, v in request.headers.items() if k in FORWARDED_HEADERS}
         assert client is not None
         try:
-            upstream = await client.post(backend.url + "/predict", content=body, headers=headers)
+            upstream = await client.post(backend.url + path, content=body, headers=headers)
         except httpx.HTTPError as exc:
             routed.labels(backend.version, "502").inc()
             return _json(
@@ -234,13 +265,66 @@ def create_router_app(
             headers={"x-model-version": backend.version},
         )
 
+    async def predict(request: Request) -> Response:
+        return await forward(request, "/predict")
+
+    async def invocations(request: Request) -> Response:
+        return await forward(request, "/invocations")
+
+    def live() -> bool:
+        return any(b.weight > 0 for b in balancer.backends.values())
+
+    async def env_health(request: Request) -> Response:
+        """Like a model server's /health, for the environment: 200 while a version serves."""
+        if not live():
+            return _json({"status": "no traffic", **table_json(balancer.backends)}, 503)
+        return _json({"status": "ok", **table_json(balancer.backends)})
+
+    async def ping(request: Request) -> Response:
+        return Response("\n", status_code=200 if live() else 503, media_type="application/json")
+
+    async def mlflow_version(request: Request) -> Response:
+        from churn_platform.serving.model_server import mlflow_version_text
+
+        return Response(mlflow_version_text(), media_type="application/json")
+
+    def refused(request: Request) -> Response | None:
+        """None if the request carries the admin token, else the 401/403 answer."""
+        if not token:
+            return _json(
+                {
+                    "error": "admin endpoints are disabled: start the router with "
+                    f"{ADMIN_TOKEN_VAR} set and send it as 'Authorization: Bearer <token>'"
+                },
+                403,
+            )
+        given = request.headers.get("authorization", "")
+        scheme, _, value = given.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            value.strip().encode(), token.encode()
+        ):
+            return _json(
+                {
+                    "error": "PUT /-/weights needs 'Authorization: Bearer <token>'; the token "
+                    "is in the environment's state file (mode 0600)"
+                },
+                401,
+                {"www-authenticate": "Bearer"},
+            )
+        return None
+
     async def get_weights(request: Request) -> Response:
         return _json(table_json(balancer.backends))
 
     async def put_weights(request: Request) -> Response:
         nonlocal balancer
+        denied = refused(request)
+        if denied is not None:
+            return denied
         try:
-            payload = json.loads(await request.body())
+            payload = json.loads(await read_body(request, ADMIN_BODY_BYTES))
+        except BodyTooLarge as exc:
+            return _json({"error": str(exc)}, 413)
         except ValueError as exc:
             return _json({"error": f"body is not valid JSON: {exc}"}, 400)
         try:
@@ -262,6 +346,10 @@ def create_router_app(
     return Starlette(
         routes=[
             Route("/predict", predict, methods=["POST"]),
+            Route("/invocations", invocations, methods=["POST"]),
+            Route("/health", env_health, methods=["GET"]),
+            Route("/ping", ping, methods=["GET"]),
+            Route("/version", mlflow_version, methods=["GET"]),
             Route("/-/weights", get_weights, methods=["GET"]),
             Route("/-/weights", put_weights, methods=["PUT"]),
             Route("/-/health", health, methods=["GET"]),

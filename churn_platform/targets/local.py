@@ -21,6 +21,7 @@ import contextlib
 import fcntl
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -217,8 +218,20 @@ class ProcessRecord:
 def _write_json(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+    # owner-only: the state file holds the router's admin token
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(data, indent=2, sort_keys=True))
+    os.chmod(tmp, 0o600)
     os.replace(tmp, path)
+
+
+def admin_token(state: dict[str, Any]) -> str:
+    """The environment's router admin token, generated into its state on first use."""
+    token = state.get("admin_token")
+    if not token:
+        token = state["admin_token"] = secrets.token_urlsafe(32)
+    return str(token)
 
 
 def render_prometheus_config(
@@ -529,7 +542,9 @@ class LocalProcessTarget:
             table = {v: {**t, "weight": 0} for v, t in table.items()}
         _write_json(table_file, {"backends": table})
         log_path = env_dir / "logs" / "router.log"
-        pid = spawn(["router", "--state-file", str(table_file)], log_path, sock, child_env())
+        # the token goes through the environment (readable by this user only), not argv
+        env = child_env({"CHURN_ROUTER_ADMIN_TOKEN": admin_token(state)})
+        pid = spawn(["router", "--state-file", str(table_file)], log_path, sock, env)
         url = f"http://{self.host}:{port}"
         wait_healthy(
             url + "/-/health",
@@ -548,7 +563,12 @@ class LocalProcessTarget:
         backends = {
             v: {"url": rec["url"], "weight": rec["weight"]} for v, rec in state["versions"].items()
         }
-        r = httpx.put(router_url + "/-/weights", json={"backends": backends}, timeout=10.0)
+        r = httpx.put(
+            router_url + "/-/weights",
+            json={"backends": backends},
+            headers={"authorization": f"Bearer {admin_token(state)}"},
+            timeout=10.0,
+        )
         if r.status_code != 200:
             raise RuntimeError(f"router at {router_url} refused the table {backends}: {r.text}")
 
