@@ -160,3 +160,13 @@ def test_rollback_after_two_promotions_swaps_traffic_and_aliases():
 def test_rollback_without_previous_says_what_to_do():
     with pytest.raises(ValueError, match="--to VERSION"):
         rollback(MemoryTarget(production={"1": 100}), MemoryRegistry(champion="1"))
+
+
+def test_traffic_that_disagrees_with_the_champion_alias_is_flagged_with_the_fix():
+    from churn_platform.core.release import traffic_disagreement
+
+    assert traffic_disagreement("11", {"11": 100, "10": 0}) is None
+    problem = traffic_disagreement("11", {"11": 0, "12": 100})
+    assert problem and "router sends v12 100%" in problem
+    assert "python -m churn_platform rollback --to 12" in problem
+    assert "serving restore" in (traffic_disagreement("11", None) or "")

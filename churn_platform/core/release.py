@@ -203,6 +203,24 @@ def repair_command(version: str) -> str:
     return f"python -m churn_platform rollback --to {version}"
 
 
+def traffic_disagreement(champion: str, live: dict[str, int] | None) -> str | None:
+    """Why production's traffic does not match the champion alias, or None when it does."""
+    if live is None:
+        return (
+            f"champion alias names v{champion} but no production router answers; "
+            "run: python -m churn_platform.serving restore"
+        )
+    if live.get(champion) != 100:
+        serving = ", ".join(f"v{v} {w}%" for v, w in live.items() if w) or "nothing"
+        leader = max(live, key=lambda v: live[v]) if live else champion
+        return (
+            f"champion alias names v{champion} but the router sends {serving}; "
+            f"to make v{leader} the champion: python -m churn_platform rollback --to {leader}; "
+            f"to put traffic back on v{champion}: python -m churn_platform rollback --to {champion}"
+        )
+    return None
+
+
 def _ensure_running(
     target: DeploymentTarget, registry: ModelRegistry, environment: str, version: str
 ) -> bool:
