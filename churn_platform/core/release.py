@@ -107,6 +107,7 @@ class Staging:
     champion: str | None
     outcomes: tuple[CheckOutcome, ...]
     state: EnvironmentState
+    repairs: tuple[str, ...] = ()  # what ``reconcile`` fixed before staging
 
     @property
     def failed(self) -> list[str]:
@@ -246,6 +247,7 @@ def stage(
     champion gets all traffic back and the candidate is retired; the returned
     ``Staging.failed`` names the checks.
     """
+    repairs = tuple(reconcile(target, registry, environment))
     candidate = decision.challenger_version
     champion = registry.alias_version(CHAMPION)
     if champion == candidate:  # re-staging the champion: nothing to stand beside it
@@ -266,7 +268,7 @@ def stage(
         if champion:
             target.set_weights(environment, {champion: 100})
         target.retire(environment, candidate)
-    return Staging(served, champion, outcomes, target.state(environment))
+    return Staging(served, champion, outcomes, target.state(environment), repairs)
 
 
 def nothing_to_release(staged: StagingResult, champion: str | None) -> str | None:
