@@ -260,7 +260,7 @@ def _staged_by_this_run(
     ``staging_deployment`` value is the latest of any run, so a concurrent run could have
     replaced it."""
     records = context.instance.get_records_for_run(
-        run_id=context.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+        run_id=context.run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
     ).records
     for record in reversed(records):
         materialization = record.event_log_entry.asset_materialization

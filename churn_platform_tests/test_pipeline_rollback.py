@@ -1,0 +1,90 @@
+"""Rollback on demand through the asset (issue 14): two promotions with real model
+servers, then production_deployment in rollback mode puts the previous version back on
+100% at the same endpoint and swaps the aliases, with the action in the metadata."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import httpx
+import pytest
+
+from churn_platform.core.synthetic import SyntheticSpec, generate
+from churn_platform.serving.integration import records
+from churn_platform.targets.local import LocalProcessTarget
+from churn_platform_tests.pipeline import (
+    ASSET_NAMES,
+    FAST_GATE,
+    FAST_MODEL,
+    checks,
+    materialize,
+    registry,
+    step_error,
+)
+
+CANARY = {
+    "steps": [50, 100],
+    "analysis_window_seconds": 120.0,
+    "interval_seconds": 0.5,
+    "synthetic_traffic_rps": 60.0,
+}
+
+
+@pytest.fixture
+def local_platform(churn_home: Path, monkeypatch: pytest.MonkeyPatch):
+    path = churn_home / "snapshot.parquet"
+    generate(SyntheticSpec(n_rows=20_000, seed=21)).to_parquet(path, index=False)
+    monkeypatch.setenv("CHURN_SOURCE", "file")
+    monkeypatch.setenv("CHURN_SOURCE_PATH", str(path))
+    monkeypatch.delenv("CHURN_FAULT_RATE", raising=False)
+    yield churn_home
+    LocalProcessTarget(churn_home / "deployments").stop_all()
+
+
+def test_rollback_after_two_promotions(local_platform: Path):
+    instance = dg.DagsterInstance.ephemeral()
+    weak = {
+        **FAST_MODEL,
+        "max_iter": 4,
+        "min_auc": 0.5,
+        "min_slice_auc": 0.5,
+        "min_invariance_fraction": 0.0,
+    }
+    for model in (weak, FAST_MODEL):
+        run = materialize(
+            ASSET_NAMES,
+            instance,
+            {
+                "challenger_model": {"config": model},
+                "evaluation_report": {"config": FAST_GATE},
+                "production_deployment": {"config": CANARY},
+            },
+        )
+        assert run.success, step_error(run)
+    reg = registry()
+    assert (reg.alias_version("champion"), reg.alias_version("previous")) == ("2", "1")
+    target = LocalProcessTarget(local_platform / "deployments")
+    endpoint = target.state("production").endpoint
+    assert target.live_weights("production") == {"1": 0, "2": 100}
+
+    back = materialize(
+        ["production_deployment"],
+        instance,
+        {"production_deployment": {"config": {"mode": "rollback", "reason": "pager"}}},
+    )
+    assert back.success, step_error(back)
+    assert (reg.alias_version("champion"), reg.alias_version("previous")) == ("1", "2")
+    assert target.live_weights("production") == {"1": 100, "2": 0}
+    assert target.state("production").endpoint == endpoint
+    rows = records(generate(SyntheticSpec(n_rows=2, seed=1)))
+    answer = httpx.post(f"{endpoint}/predict", json={"records": rows}, timeout=10)
+    assert answer.status_code == 200 and answer.json()["model_version"] == "1"
+    materialization = instance.get_latest_materialization_event(
+        dg.AssetKey("production_deployment")
+    )
+    assert materialization is not None and materialization.asset_materialization is not None
+    meta = materialization.asset_materialization.metadata
+    assert meta["action"].value == "rollback" and "pager" in meta["reason"].value
+    assert meta["weights"].value == "{'1': 100, '2': 0}" and "disagreement" not in meta
+    assert checks(back)[("production_deployment", "registry_aliases")].passed
