@@ -119,3 +119,50 @@ def test_reconcile_after_a_killed_canary_and_rollback_to_a_retired_version(
         assert answers(endpoint, registered_models) == "2"
     finally:
         target.stop_all()
+
+
+class InterruptAt:
+    """Healthy readings until the candidate carries ``percent`` of the real router's
+    traffic, then Ctrl-C (the person at the terminal)."""
+
+    def __init__(self, target: LocalProcessTarget, candidate: str, percent: int) -> None:
+        self.target, self.candidate, self.percent = target, candidate, percent
+
+    def error_rate(self, version: str, window_seconds: float):
+        from churn_platform.core.rollout import ErrorRate
+
+        if (self.target.live_weights(r.PRODUCTION) or {}).get(self.candidate) == self.percent:
+            raise KeyboardInterrupt
+        return ErrorRate(version, 0.0, 100.0, "fixed")
+
+
+def test_ctrl_c_at_25_percent_leaves_the_real_router_on_the_champion(
+    registered_models: RegisteredModels, tmp_path: Path
+) -> None:
+    from churn_platform.core.canary import CanaryConfig
+    from churn_platform.core.release import release
+
+    target = LocalProcessTarget(tmp_path / "deployments", registered_models.tracking_uri)
+    registry = Registry(registered_models, champion="1")
+    staged = r.StagingResult(
+        r.DEPLOY, candidate="2", model_uri=registered_models.model_uris["2"], baseline="1"
+    )
+    now = [0.0]
+    try:
+        target.deploy(r.PRODUCTION, "1", registered_models.model_uris["1"])
+        endpoint = target.set_weights(r.PRODUCTION, {"1": 100}).endpoint
+        with pytest.raises(KeyboardInterrupt):
+            release(
+                target,
+                registry,
+                InterruptAt(target, "2", 25),
+                staged,
+                CanaryConfig(steps=(5, 25, 100), analysis_window_seconds=2, interval_seconds=1),
+                sleep=lambda s: now.__setitem__(0, now[0] + s),
+                clock=lambda: now[0],
+            )
+        assert target.live_weights(r.PRODUCTION) == {"1": 100}  # the canary is retired too
+        assert answers(endpoint or "", registered_models) == "1"
+        assert registry.aliases == {r.CHAMPION: "1"}
+    finally:
+        target.stop_all()

@@ -17,6 +17,7 @@ from churn_platform_tests.pipeline import (
     ASSET_NAMES,
     FAST_GATE,
     FAST_MODEL,
+    THROUGH_STAGING,
     checks,
     materialize,
     registry,
@@ -88,3 +89,67 @@ def test_rollback_after_two_promotions(local_platform: Path):
     assert meta["action"].value == "rollback" and "pager" in meta["reason"].value
     assert meta["weights"].value == "{'1': 100, '2': 0}" and "disagreement" not in meta
     assert checks(back)[("production_deployment", "registry_aliases")].passed
+
+
+def test_a_registry_that_refuses_the_alias_move_is_reported_and_repairable(
+    local_platform: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from churn_platform.core import release
+    from churn_platform.resources.mlflow_registry import MlflowRegistry
+
+    instance = dg.DagsterInstance.ephemeral()
+    weak = {
+        **FAST_MODEL,
+        "max_iter": 4,
+        "min_auc": 0.5,
+        "min_slice_auc": 0.5,
+        "min_invariance_fraction": 0.0,
+    }
+    first = materialize(
+        ASSET_NAMES,
+        instance,
+        {
+            "challenger_model": {"config": weak},
+            "evaluation_report": {"config": FAST_GATE},
+            "production_deployment": {"config": CANARY},
+        },
+    )
+    assert first.success, step_error(first)
+    calls = []
+    original = MlflowRegistry.set_alias
+
+    def locked(self, alias, version):  # the MLflow database locked at the 100% step
+        calls.append((alias, version))
+        raise RuntimeError("(sqlite3.OperationalError) database is locked")
+
+    staged = materialize(
+        THROUGH_STAGING,
+        instance,
+        {"challenger_model": {"config": FAST_MODEL}, "evaluation_report": {"config": FAST_GATE}},
+    )
+    assert staged.success, step_error(staged)
+    monkeypatch.setattr(MlflowRegistry, "set_alias", locked)
+    monkeypatch.setattr(release, "ALIAS_RETRY_SECONDS", 0.0)
+    second = materialize(
+        ["production_deployment"], instance, {"production_deployment": {"config": CANARY}}
+    )
+    monkeypatch.setattr(MlflowRegistry, "set_alias", original)
+    assert not second.success  # a blocking check failed: the run says so
+    assert len(calls) == release.ALIAS_ATTEMPTS
+    aliases = checks(second)[("production_deployment", "registry_aliases")]
+    assert not aliases.passed
+    assert aliases.metadata["repair"].value == "python -m churn_platform rollback --to 2"
+    reg = registry()
+    assert reg.alias_version("champion") == "1"
+    target = LocalProcessTarget(local_platform / "deployments")
+    assert target.live_weights("production") == {"1": 0, "2": 100}
+
+    # the repair command's job: traffic stays on v2, the aliases follow
+    fixed = materialize(
+        ["production_deployment"],
+        instance,
+        {"production_deployment": {"config": {"mode": "rollback", "to_version": "2"}}},
+    )
+    assert fixed.success, step_error(fixed)
+    assert (reg.alias_version("champion"), reg.alias_version("previous")) == ("2", "1")
+    assert target.live_weights("production") == {"1": 0, "2": 100}
