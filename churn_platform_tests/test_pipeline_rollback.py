@@ -4,6 +4,9 @@ servers, then production_deployment in rollback mode puts the previous version b
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import dagster as dg
@@ -89,6 +92,23 @@ def test_rollback_after_two_promotions(local_platform: Path):
     assert meta["action"].value == "rollback" and "pager" in meta["reason"].value
     assert meta["weights"].value == "{'1': 100, '2': 0}" and "disagreement" not in meta
     assert checks(back)[("production_deployment", "registry_aliases")].passed
+
+    # the command a person runs (the alert names it): back to v2, in a subprocess
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DAGSTER_"))}
+    cli = subprocess.run(
+        [sys.executable, "-m", "churn_platform", "rollback", "--reason", "pager again"],
+        cwd=Path(__file__).resolve().parent.parent,
+        env={**env, "CHURN_HOME": str(local_platform)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert cli.returncode == 0, cli.stdout + cli.stderr
+    assert "release v2: " in cli.stdout and "pager again" in cli.stdout
+    assert f"serving in production: v2 at {endpoint}/predict" in cli.stdout
+    assert "DISAGREEMENT" not in cli.stdout
+    assert (reg.alias_version("champion"), reg.alias_version("previous")) == ("2", "1")
+    assert target.live_weights("production") == {"1": 0, "2": 100}
 
 
 def test_a_registry_that_refuses_the_alias_move_is_reported_and_repairable(

@@ -62,9 +62,12 @@ ROLLBACK_SETTINGS = {
 }
 
 
-class ProductionConfig(
-    config_from(canary.CanaryConfig, extra={**SYNTHETIC_TRAFFIC, **ROLLBACK_SETTINGS})
-):  # type: ignore[misc]
+_PRODUCTION_FIELDS = config_from(
+    canary.CanaryConfig, extra={**SYNTHETIC_TRAFFIC, **ROLLBACK_SETTINGS}
+)
+
+
+class ProductionConfig(_PRODUCTION_FIELDS):  # type: ignore[misc,valid-type]
     """The canary (the fields of ``core.canary.CanaryConfig``), the local demo load, and
     rollback mode (``mode: rollback``, optional ``to_version`` and ``reason``)."""
 
