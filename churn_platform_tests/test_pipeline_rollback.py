@@ -173,3 +173,49 @@ def test_a_registry_that_refuses_the_alias_move_is_reported_and_repairable(
     assert fixed.success, step_error(fixed)
     assert (reg.alias_version("champion"), reg.alias_version("previous")) == ("2", "1")
     assert target.live_weights("production") == {"1": 0, "2": 100}
+
+
+def test_a_run_releases_what_it_staged_even_when_another_run_staged_meanwhile(
+    local_platform: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Two runs at once: between this run's staging and its release another run stored
+    its own staged candidate (v99 here). This run releases its own and says so."""
+    from churn_platform.core import records as r
+    from churn_platform.resources.io_manager import DataIOManager
+
+    original = DataIOManager.load_input
+    other = r.StagingResult(r.DEPLOY, candidate="99", model_uri="models:/churn_model/99")
+
+    def racing(self, context):
+        if context.asset_key == dg.AssetKey("staging_deployment"):
+            return other  # what the shared stored value holds once the other run staged
+        return original(self, context)
+
+    monkeypatch.setattr(DataIOManager, "load_input", racing)
+    instance = dg.DagsterInstance.ephemeral()
+    weak = {
+        **FAST_MODEL,
+        "max_iter": 4,
+        "min_auc": 0.5,
+        "min_slice_auc": 0.5,
+        "min_invariance_fraction": 0.0,
+    }
+    run = materialize(
+        ASSET_NAMES,
+        instance,
+        {
+            "challenger_model": {"config": weak},
+            "evaluation_report": {"config": FAST_GATE},
+            "production_deployment": {"config": CANARY},
+        },
+    )
+    assert run.success, step_error(run)
+    released = run.output_for_node("production_deployment")
+    assert released.action == r.PROMOTED and released.candidate == "1"
+    assert registry().alias_version("champion") == "1"
+    materialization = instance.get_latest_materialization_event(
+        dg.AssetKey("production_deployment")
+    )
+    assert materialization is not None and materialization.asset_materialization is not None
+    notes = materialization.asset_materialization.metadata["notes"].value
+    assert "another run staged v99 meanwhile; this run releases its own v1" in notes
