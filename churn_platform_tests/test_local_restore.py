@@ -79,6 +79,9 @@ def test_all_servers_killed_then_restore_serves_the_champion_at_the_same_url(
         assert target.live_weights(r.PRODUCTION) == {"1": 0, "2": 100}
         assert answers(endpoint, registered_models) == "2"
         assert target.restore(r.PRODUCTION) == []  # nothing left to repair
+        assert serving_main(["status", "--state-dir", str(target.state_dir)]) == 0
+        status = json.loads(capsys.readouterr().out)
+        assert status["production"]["live_weights"] == {"1": 0, "2": 100}
     finally:
         target.stop_all()
 

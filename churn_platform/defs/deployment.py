@@ -96,7 +96,8 @@ def staging_deployment(
     Integration checks (layer 4) run against the challenger's own server: health, the API
     contract, a latency bound, and online predictions equal to offline ones for the same
     holdout rows. When the gate said "keep", nothing is deployed and the asset says why.
-    A failed check retires the challenger from staging and stops the run.
+    A failed check retires the challenger from staging and stops the run. Staging is first
+    reconciled with its state file and the registry (`repaired` in the metadata).
     """
     if not evaluation_report.promote:
         for name in STAGING_CHECKS:  # a deliberate no-op: passed, with the reason
@@ -106,11 +107,13 @@ def staging_deployment(
                 passed=True,
                 metadata={"skipped": "nothing deployed: the gate kept the champion"},
             )
+        repairs = release.reconcile(deployment.target(), mlflow_registry, r.STAGING)
         yield dg.Output(
             release.nothing_staged(evaluation_report),
             metadata={
                 "action": r.NO_ACTION,
                 "reason": f"champion kept: {evaluation_report.reason}",
+                "repaired": _lines(tuple(repairs)),
             },
         )
         return
@@ -188,9 +191,19 @@ def production_deployment(
     configured, else the servers' own /metrics) and needs a minimum request count, so
     silence is not success. A breach, or no data, puts all traffic back on the champion,
     which never stopped running, and retires the canary; aliases stay as they were.
-    Success moves `champion` to the new version and `previous` to the old one. Every
-    transition is in the metadata. Materialise this asset by hand (the approval step)
-    unless automatic release is configured.
+    Success moves `champion` to the new version and `previous` to the old one (retried;
+    if the registry still refuses, the blocking `registry_aliases` check fails and names
+    the repair command). Every transition is in the metadata. Materialise this asset by
+    hand (the approval step) unless automatic release is configured.
+
+    Before anything moves, production is reconciled with its state file and the registry
+    (dead router or servers restarted, leftover canary weights back on the champion; the
+    `repaired` metadata lists it), and an interrupted canary always ends on the champion.
+    The candidate is the one this run staged (another run's newer one is named in `notes`,
+    never shipped). `weights` is read from the running router, the aliases from the
+    registry; `disagreement` appears when they differ. Config `mode: rollback` (the
+    `churn_rollback` job, `python -m churn_platform rollback [--to VERSION]`) skips the
+    canary: all traffic to `previous` (or `to_version`) and the aliases swapped.
     """
     target = deployment.target()
     if config.mode not in (RELEASE_MODE, ROLLBACK_MODE):
