@@ -22,7 +22,7 @@ import yaml
 from churn_platform import settings
 from churn_platform.core import canary
 
-JOBS = ("churn_end_to_end", "churn_retraining", "churn_release")
+JOBS = ("churn_end_to_end", "churn_retraining", "churn_release", "churn_rollback")
 _DAGSTER_YAML = Path(__file__).resolve().parent.parent / "deploy" / "local" / "dagster.yaml"
 
 
@@ -75,24 +75,56 @@ def summary(result: Any, registry: Any, target: Any, run_id: str) -> list[str]:
     if "production_deployment" in done:
         release = result.output_for_node("production_deployment")
         lines.append(canary.release_line(dataclasses.asdict(release)))
-    aliases = registry.aliases()
-    champion = aliases.get("champion")
-    endpoint = target.state("production").endpoint if champion else None
-    if champion and endpoint:
-        lines.append(f"serving in production: v{champion} at {endpoint}/predict")
-    elif champion:
-        lines.append(f"champion: v{champion}, but no production server is running (stopped?)")
-    else:
-        lines.append("serving in production: nothing yet")
-    lines.append(f"registry aliases: {aliases or 'none'} ({registry.uri()})")
+    lines += _serving_lines(registry, target)
     lines.append(f"UI: dagster dev -w workspace.yaml, then http://127.0.0.1:3000/runs/{run_id}")
     lines.append(f"MLflow UI: mlflow ui --backend-store-uri {registry.uri()}")
     lines.append("stop the model servers: python -m churn_platform.serving stop")
     return lines
 
 
-def run(job_name: str, config_file: str | None, verbose: bool = False) -> int:
-    """Execute ``job_name`` on the persistent local instance; print the summary; 0 on success."""
+def _serving_lines(registry: Any, target: Any) -> list[str]:
+    """What production serves, read now from the running router and the registry (not from
+    the run's records), with any disagreement and its fix; a registry that cannot be read
+    is said, not a traceback."""
+    from churn_platform.core.release import traffic_disagreement
+
+    try:
+        aliases = registry.aliases()
+    except Exception as exc:  # noqa: BLE001 - the summary must print whatever failed
+        return [f"registry unreadable ({type(exc).__name__}: {str(exc)[:200]})"]
+    champion = aliases.get("champion")
+    endpoint = target.state("production").endpoint
+    live = target.live_weights("production") if hasattr(target, "live_weights") else None
+    if live is None and endpoint:
+        live = target.state("production").weights()
+    lines = []
+    if champion and endpoint:
+        shares = [(v, w) for v, w in (live or {}).items() if w]
+        serving = ", ".join(f"v{v}" + ("" if w == 100 else f" {w}%") for v, w in shares)
+        serving = serving or "nothing (no version carries traffic)"
+        lines.append(f"serving in production: {serving} at {endpoint}/predict")
+    elif champion:
+        lines.append(
+            f"champion: v{champion}, but no production server is running; "
+            "bring it back: python -m churn_platform.serving restore"
+        )
+    else:
+        lines.append("serving in production: nothing yet")
+    problem = traffic_disagreement(champion, live) if champion and endpoint else None
+    if problem:
+        lines.append(f"DISAGREEMENT: {problem}")
+    lines.append(f"registry aliases: {aliases or 'none'} ({registry.uri()})")
+    return lines
+
+
+def run(
+    job_name: str,
+    config_file: str | None,
+    verbose: bool = False,
+    run_config: dict[str, Any] | None = None,
+) -> int:
+    """Execute ``job_name`` on the persistent local instance (``run_config``, else the
+    YAML ``config_file``); print the summary; 0 on success."""
     import dagster as dg
 
     from churn_platform import runs
@@ -104,7 +136,8 @@ def run(job_name: str, config_file: str | None, verbose: bool = False) -> int:
         from churn_platform.definitions import build_definitions
 
         defs = build_definitions()
-        run_config = yaml.safe_load(Path(config_file).read_text()) if config_file else {}
+        if run_config is None:
+            run_config = yaml.safe_load(Path(config_file).read_text()) if config_file else {}
     except (ValueError, OSError, yaml.YAMLError) as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
@@ -159,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser(
         "settings", help="list every setting, its value and where it came from (secrets masked)"
     )
-    from churn_platform import trigger
+    from churn_platform import rollback, trigger
 
     trigger.add_arguments(sub.add_parser("trigger", help=trigger.HELP))
     demo_parser = sub.add_parser(
@@ -167,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     demo_parser.add_argument("--weeks", type=int, default=5, help="play the first N weeks (1-5)")
     demo_parser.add_argument("--home", help="an empty or new folder (default: a new temp folder)")
+    rollback.add_arguments(sub.add_parser("rollback", help=rollback.HELP))
     args = parser.parse_args(argv)
     if args.command == "settings":
         return show_settings()
@@ -176,4 +210,6 @@ def main(argv: list[str] | None = None) -> int:
         from churn_platform import demo
 
         return demo.main(args.home, args.weeks)
+    if args.command == "rollback":
+        return rollback.run_from_args(args)
     return run(args.job, args.config, args.verbose)

@@ -33,6 +33,7 @@ def build_definitions() -> dg.Definitions:
         jobs=[
             automation.build_retraining_job(),
             automation.release_job,
+            automation.rollback_job,
             automation.end_to_end_job,
         ],
         schedules=[automation.weekly_retraining_schedule],

@@ -257,7 +257,10 @@ def test_a_champion_that_is_not_running_is_started_before_the_canary():
         (r.PRODUCTION, "1", "models:/m/1"),
         (r.PRODUCTION, "2", "models:/m/2"),
     ]
-    assert notes == ["champion v1 was not running in production; started it first"]
+    assert notes[0] == (
+        "repaired before the release: champion v1 was not running in production; started it"
+    )
+    assert done.repairs[0] == "champion v1 was not running in production; started it"
     assert (
         done.canary is not None and done.canary.baseline == "1"
     )  # a real canary, not a first release

@@ -42,6 +42,7 @@ API_CONTRACT = "api_contract"
 LATENCY = "latency"
 ONLINE_OFFLINE_PARITY = "online_offline_parity"
 CANARY_ANALYSIS = "canary_analysis"
+REGISTRY_ALIASES = "registry_aliases"
 
 Scalar = str | int | float | bool | None
 

@@ -50,6 +50,11 @@ from churn_platform.core.rollout import (
 
 # MLflow limits a tag value to 250 characters (the reason is cut, never the run).
 _TAG_LIMIT = 250
+# A registry write that fails after traffic moved is retried this often before it is
+# reported (a locked SQLite store clears within seconds; a dead server does not).
+ALIAS_ATTEMPTS = 3
+ALIAS_RETRY_SECONDS = 2.0
+ROLLBACK = "rollback"  # the action of a rollback on demand
 
 
 @runtime_checkable
@@ -102,6 +107,7 @@ class Staging:
     champion: str | None
     outcomes: tuple[CheckOutcome, ...]
     state: EnvironmentState
+    repairs: tuple[str, ...] = ()  # what ``reconcile`` fixed before staging
 
     @property
     def failed(self) -> list[str]:
@@ -122,6 +128,98 @@ class Staging:
 def nothing_staged(decision: EvaluationDecision) -> StagingResult:
     """The hand-off when the gate kept the champion."""
     return StagingResult(action=NO_ACTION, reason=decision.reason)
+
+
+@runtime_checkable
+class Restorable(Protocol):
+    """A target that can bring an environment back as its own records describe it
+    (dead processes restarted at their recorded weights, the router at its URL)."""
+
+    def restore(self, environment: str) -> list[str]:
+        """Restart what is recorded but dead; return what was repaired, one line each."""
+        ...
+
+
+def reconcile(target: DeploymentTarget, registry: ModelRegistry, environment: str) -> list[str]:
+    """Bring ``environment`` back to what the registry says before anything else moves.
+
+    The target restores what its records describe (when it can), then the champion runs
+    and carries 100% of the traffic: leftover canary weights of an interrupted release
+    go back to the champion. Returns what was repaired (empty when nothing was wrong).
+    """
+    repairs = list(target.restore(environment)) if isinstance(target, Restorable) else []
+    champion = registry.alias_version(CHAMPION)
+    if not champion:
+        return repairs
+    if _ensure_running(target, registry, environment, champion):
+        repairs.append(f"champion v{champion} was not running in {environment}; started it")
+    state = target.state(environment)
+    weights = state.weights()
+    if weights.get(champion) != 100 or state.endpoint is None:
+        target.set_weights(environment, {champion: 100})
+        repairs.append(
+            f"{environment} traffic was {weights or 'nowhere'}"
+            f"{'' if state.endpoint else ' (router down)'}; now 100% on champion v{champion}"
+        )
+    return repairs
+
+
+def _restore_champion(
+    target: DeploymentTarget, environment: str, champion: str | None, candidate: str
+) -> None:
+    """After an interruption (exception, Ctrl-C) mid-release: all traffic back on the
+    champion and the candidate retired, as far as the target still answers."""
+    if not champion:
+        return
+    try:
+        target.set_weights(environment, {champion: 100})
+        target.retire(environment, candidate)
+    except Exception:  # noqa: BLE001 - the original error is the one to report
+        pass
+
+
+def set_aliases(
+    registry: ModelRegistry,
+    moves: Sequence[tuple[str, str]],
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    attempts: int = ALIAS_ATTEMPTS,
+) -> str | None:
+    """Point each alias at its version, retrying a failing registry; None when every move
+    landed, else what failed (the caller reports it with the repair command)."""
+    for alias, version in moves:
+        for attempt in range(1, attempts + 1):
+            try:
+                registry.set_alias(alias, version)
+                break
+            except Exception as exc:  # noqa: BLE001 - any registry fault is retried, then reported
+                if attempt == attempts:
+                    return f"setting alias {alias!r} -> v{version} failed {attempts} times: {exc}"
+                sleep(ALIAS_RETRY_SECONDS)
+    return None
+
+
+def repair_command(version: str) -> str:
+    """The command that puts production and the aliases on ``version``."""
+    return f"python -m churn_platform rollback --to {version}"
+
+
+def traffic_disagreement(champion: str, live: dict[str, int] | None) -> str | None:
+    """Why production's traffic does not match the champion alias, or None when it does."""
+    if live is None:
+        return (
+            f"champion alias names v{champion} but no production router answers; "
+            "run: python -m churn_platform.serving restore"
+        )
+    if live.get(champion) != 100:
+        serving = ", ".join(f"v{v} {w}%" for v, w in live.items() if w) or "nothing"
+        leader = max(live, key=lambda v: live[v]) if live else champion
+        return (
+            f"champion alias names v{champion} but the router sends {serving}; "
+            f"to make v{leader} the champion: python -m churn_platform rollback --to {leader}; "
+            f"to put traffic back on v{champion}: python -m churn_platform rollback --to {champion}"
+        )
+    return None
 
 
 def _ensure_running(
@@ -149,6 +247,7 @@ def stage(
     champion gets all traffic back and the candidate is retired; the returned
     ``Staging.failed`` names the checks.
     """
+    repairs = tuple(reconcile(target, registry, environment))
     candidate = decision.challenger_version
     champion = registry.alias_version(CHAMPION)
     if champion == candidate:  # re-staging the champion: nothing to stand beside it
@@ -160,12 +259,16 @@ def stage(
     for version in target.state(environment).weights():
         if version not in (champion, candidate):
             target.retire(environment, version)
-    outcomes = tuple(verify(served))
+    try:
+        outcomes = tuple(verify(served))
+    except BaseException:
+        _restore_champion(target, environment, champion, candidate)
+        raise
     if any(not o.passed for o in outcomes):
         if champion:
             target.set_weights(environment, {champion: 100})
         target.retire(environment, candidate)
-    return Staging(served, champion, outcomes, target.state(environment))
+    return Staging(served, champion, outcomes, target.state(environment), repairs)
 
 
 def nothing_to_release(staged: StagingResult, champion: str | None) -> str | None:
@@ -184,6 +287,14 @@ class Release:
     record: ProductionResult
     canary: CanaryResult | None
     state: EnvironmentState
+    repairs: tuple[str, ...] = ()  # what ``reconcile`` fixed before the release
+    alias_error: str | None = None  # traffic moved but the registry did not follow
+    notes: tuple[str, ...] = ()  # e.g. a newer candidate than the run's own, not shipped
+
+    @property
+    def repair(self) -> str | None:
+        """The command that makes the aliases match the traffic, when they do not."""
+        return repair_command(self.record.candidate or "") if self.alias_error else None
 
 
 def release(
@@ -206,45 +317,56 @@ def release(
     gets production's state once both versions run. ``log`` hears what the policy did
     beyond the canary's own transitions (e.g. a champion that had to be started).
     """
+    repairs = tuple(reconcile(target, registry, environment))
+    for line in repairs:
+        log(f"repaired before the release: {line}")
     champion = registry.alias_version(CHAMPION)
     reason = nothing_to_release(staged, champion)
     if reason is not None:
         result = ProductionResult(
             NO_ACTION, None, champion, registry.alias_version(PREVIOUS), reason
         )
-        return Release(result, None, target.state(environment))
+        return Release(result, None, target.state(environment), repairs)
     candidate, model_uri = staged.candidate or "", staged.model_uri or ""
-    if champion and _ensure_running(target, registry, environment, champion):
-        log(f"champion v{champion} was not running in {environment}; started it first")
-        target.set_weights(environment, {champion: 100})
     target.deploy(environment, candidate, model_uri)
-    with (during_canary or (lambda state: nullcontext()))(target.state(environment)):
-        outcome = run_canary(
-            target,
-            metrics,
-            environment,
-            candidate,
-            champion,
-            config,
-            sleep=sleep,
-            clock=clock,
-            on_transition=on_transition,
-        )
-    return Release(
-        _conclude(target, registry, environment, outcome), outcome, target.state(environment)
-    )
+    finished = False
+    try:
+        with (during_canary or (lambda state: nullcontext()))(target.state(environment)):
+            outcome = run_canary(
+                target,
+                metrics,
+                environment,
+                candidate,
+                champion,
+                config,
+                sleep=sleep,
+                clock=clock,
+                on_transition=on_transition,
+            )
+        finished = True
+    finally:
+        if not finished:  # interrupted mid-canary: production ends on the champion
+            _restore_champion(target, environment, champion, candidate)
+    record, alias_error = _conclude(target, registry, environment, outcome, sleep)
+    return Release(record, outcome, target.state(environment), repairs, alias_error)
 
 
 def _conclude(
-    target: DeploymentTarget, registry: ModelRegistry, environment: str, outcome: CanaryResult
-) -> ProductionResult:
-    """After the canary: move the aliases and retire the rest, or retire the candidate."""
+    target: DeploymentTarget,
+    registry: ModelRegistry,
+    environment: str,
+    outcome: CanaryResult,
+    sleep: Callable[[float], None],
+) -> tuple[ProductionResult, str | None]:
+    """After the canary: move the aliases and retire the rest, or retire the candidate.
+    The second value says which alias move failed (traffic already moved)."""
     candidate, baseline = outcome.candidate, outcome.baseline
+    alias_error = None
     if outcome.promoted:
-        if baseline:
-            registry.set_alias(PREVIOUS, baseline)
-        registry.set_alias(CHAMPION, candidate)
-        registry.set_version_tags(candidate, {TAG_DEPLOYMENT: PRODUCTION})
+        moves = [(PREVIOUS, baseline)] if baseline else []
+        alias_error = set_aliases(registry, [*moves, (CHAMPION, candidate)], sleep=sleep)
+        if alias_error is None:
+            registry.set_version_tags(candidate, {TAG_DEPLOYMENT: PRODUCTION})
         for version in target.state(environment).weights():
             if version not in (candidate, baseline):
                 target.retire(environment, version)
@@ -253,10 +375,104 @@ def _conclude(
         registry.set_version_tags(
             candidate, {TAG_DEPLOYMENT: f"rolled_back: {outcome.reason}"[:_TAG_LIMIT]}
         )
-    return ProductionResult(
+    record = ProductionResult(
         action=PROMOTED if outcome.promoted else str(outcome.status),
         candidate=candidate,
-        champion=registry.alias_version(CHAMPION),
-        previous=registry.alias_version(PREVIOUS),
-        reason=outcome.reason,
+        champion=_alias_or_none(registry, CHAMPION),
+        previous=_alias_or_none(registry, PREVIOUS),
+        reason=outcome.reason if alias_error is None else f"{outcome.reason}; {alias_error}",
     )
+    return record, alias_error
+
+
+def _alias_or_none(registry: ModelRegistry, alias: str) -> str | None:
+    """An alias read that survives the registry fault being reported."""
+    try:
+        return registry.alias_version(alias)
+    except Exception:  # noqa: BLE001 - the fault is already in the record
+        return None
+
+
+def rollback(
+    target: DeploymentTarget,
+    registry: ModelRegistry,
+    to_version: str | None = None,
+    *,
+    reason: str = "",
+    environment: str = PRODUCTION,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Release:
+    """Move all of ``environment``'s traffic to ``previous`` (or ``to_version``) and swap
+    the aliases: ``champion`` <- that version, ``previous`` <- the old champion.
+
+    A version no longer running is started from the registry first. Also the repair for
+    traffic and aliases that disagree: ``to_version`` = the version the router serves.
+    """
+    champion = registry.alias_version(CHAMPION)
+    version = str(to_version) if to_version else registry.alias_version(PREVIOUS)
+    why = reason or "rollback on demand"
+    if not version:
+        raise ValueError(
+            "nothing to roll back to: the registry has no 'previous' alias; name a version "
+            "with --to VERSION (to_version in the job's config)"
+        )
+    repairs = []
+    if isinstance(target, Restorable):
+        repairs = list(target.restore(environment))
+    if _ensure_running(target, registry, environment, version):
+        repairs.append(f"v{version} was not running in {environment}; started it from the registry")
+    before = target.state(environment).weights()
+    target.set_weights(environment, {version: 100})
+    moves = [(CHAMPION, version)]
+    if champion and champion != version:
+        moves.append((PREVIOUS, champion))
+    alias_error = set_aliases(registry, moves, sleep=sleep)
+    if alias_error is None:
+        registry.set_version_tags(version, {TAG_DEPLOYMENT: PRODUCTION})
+        if champion and champion != version:
+            registry.set_version_tags(
+                champion, {TAG_DEPLOYMENT: f"rolled_back: {why}"[:_TAG_LIMIT]}
+            )
+    text = f"traffic {before or 'nowhere'} -> 100% on v{version} (champion was v{champion}): {why}"
+    record = ProductionResult(
+        action=ROLLBACK,
+        candidate=version,
+        champion=_alias_or_none(registry, CHAMPION),
+        previous=_alias_or_none(registry, PREVIOUS),
+        reason=text if alias_error is None else f"{text}; {alias_error}",
+    )
+    return Release(record, None, target.state(environment), tuple(repairs), alias_error)
+
+
+def select_candidate(
+    own: StagingResult | None, stored: StagingResult, challenger: str | None
+) -> tuple[StagingResult, tuple[str, ...]]:
+    """Which staged candidate this release ships, and notes about the others.
+
+    ``own`` is what this run's staging step staged (None when the run did not stage,
+    e.g. the approval job); ``stored`` is the latest staged value (possibly another
+    run's); ``challenger`` is the registry's challenger alias now. A run ships what it
+    staged; a newer candidate elsewhere is named in the notes, never shipped silently.
+    """
+    chosen = own if own is not None else stored
+    notes = []
+    if own is not None and stored.candidate and stored.candidate != own.candidate:
+        notes.append(
+            f"another run staged v{stored.candidate} meanwhile; this run releases its own "
+            f"{'v' + own.candidate if own.candidate else 'nothing'}"
+        )
+    if challenger and challenger != chosen.candidate and _newer(challenger, chosen.candidate):
+        notes.append(
+            f"the challenger alias names v{challenger}, newer than the v{chosen.candidate or '-'} "
+            "released here; it is not shipped by this run (run churn_retraining/churn_release "
+            "for it)"
+        )
+    return chosen, tuple(notes)
+
+
+def _newer(a: str, b: str | None) -> bool:
+    if not b:
+        return True
+    if a.isdigit() and b.isdigit():
+        return int(a) > int(b)
+    return a != b

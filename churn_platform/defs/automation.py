@@ -63,6 +63,16 @@ release_job = dg.define_asset_job(
     tags={"churn/deployment": "production"},
 )
 
+rollback_job = dg.define_asset_job(
+    "churn_rollback",
+    selection=dg.AssetSelection.assets("production_deployment"),
+    description="Rollback on demand: production_deployment in rollback mode, all traffic to the "
+    "`previous` version (or ops.production_deployment.config.to_version) and the aliases "
+    "swapped. CLI: python -m churn_platform rollback [--to VERSION] [--reason TEXT].",
+    tags={"churn/deployment": "production"},
+    config={"ops": {"production_deployment": {"config": {"mode": "rollback"}}}},
+)
+
 end_to_end_job = dg.define_asset_job(
     "churn_end_to_end",
     selection=dg.AssetSelection.all(),

@@ -2,6 +2,7 @@
 
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
+from dataclasses import replace
 from typing import Any
 
 import dagster as dg
@@ -43,8 +44,32 @@ SYNTHETIC_TRAFFIC = {
 }
 
 
-class ProductionConfig(config_from(canary.CanaryConfig, extra=SYNTHETIC_TRAFFIC)):  # type: ignore[misc]
-    """The canary (the fields of ``core.canary.CanaryConfig``) and the local demo load."""
+RELEASE_MODE, ROLLBACK_MODE = "release", "rollback"
+ROLLBACK_SETTINGS = {
+    "mode": (
+        str,
+        RELEASE_MODE,
+        "'release': the staged candidate through the canary; 'rollback': all traffic to "
+        "`previous` (or to_version) at once and the aliases swapped (the churn_rollback job)",
+    ),
+    "to_version": (
+        str,
+        "",
+        "rollback mode: the version to serve (default: the `previous` alias); started from "
+        "the registry when it no longer runs",
+    ),
+    "reason": (str, "", "rollback mode: why (recorded in the metadata and the version's tag)"),
+}
+
+
+_PRODUCTION_FIELDS = config_from(
+    canary.CanaryConfig, extra={**SYNTHETIC_TRAFFIC, **ROLLBACK_SETTINGS}
+)
+
+
+class ProductionConfig(_PRODUCTION_FIELDS):  # type: ignore[misc,valid-type]
+    """The canary (the fields of ``core.canary.CanaryConfig``), the local demo load, and
+    rollback mode (``mode: rollback``, optional ``to_version`` and ``reason``)."""
 
 
 @dg.asset(
@@ -71,7 +96,8 @@ def staging_deployment(
     Integration checks (layer 4) run against the challenger's own server: health, the API
     contract, a latency bound, and online predictions equal to offline ones for the same
     holdout rows. When the gate said "keep", nothing is deployed and the asset says why.
-    A failed check retires the challenger from staging and stops the run.
+    A failed check retires the challenger from staging and stops the run. Staging is first
+    reconciled with its state file and the registry (`repaired` in the metadata).
     """
     if not evaluation_report.promote:
         for name in STAGING_CHECKS:  # a deliberate no-op: passed, with the reason
@@ -81,11 +107,13 @@ def staging_deployment(
                 passed=True,
                 metadata={"skipped": "nothing deployed: the gate kept the champion"},
             )
+        repairs = release.reconcile(deployment.target(), mlflow_registry, r.STAGING)
         yield dg.Output(
             release.nothing_staged(evaluation_report),
             metadata={
                 "action": r.NO_ACTION,
                 "reason": f"champion kept: {evaluation_report.reason}",
+                "repaired": _lines(tuple(repairs)),
             },
         )
         return
@@ -117,9 +145,12 @@ def staging_deployment(
         metadata={
             "action": "deployed to staging",
             "candidate_version": staged.served.version,
+            "candidate_model_uri": staged.served.model_uri,
+            "baseline_version": staged.champion or "none",
             "candidate_url": dg.MetadataValue.url(staged.served.url),
             "staging_endpoint": _url(staged.state),
             "weights": str(staged.state.weights()),
+            "repaired": _lines(staged.repairs),
         },
     )
 
@@ -134,7 +165,14 @@ def staging_deployment(
             r.CANARY_ANALYSIS,
             asset=PRODUCTION,
             description="The canary passed every analysis step; a rollback fails this check.",
-        )
+        ),
+        dg.AssetCheckSpec(
+            r.REGISTRY_ALIASES,
+            asset=PRODUCTION,
+            blocking=True,
+            description="The registry's aliases follow the traffic (retried; a failure names "
+            "the repair command).",
+        ),
     ],
 )
 def production_deployment(
@@ -153,11 +191,50 @@ def production_deployment(
     configured, else the servers' own /metrics) and needs a minimum request count, so
     silence is not success. A breach, or no data, puts all traffic back on the champion,
     which never stopped running, and retires the canary; aliases stay as they were.
-    Success moves `champion` to the new version and `previous` to the old one. Every
-    transition is in the metadata. Materialise this asset by hand (the approval step)
-    unless automatic release is configured.
+    Success moves `champion` to the new version and `previous` to the old one (retried;
+    if the registry still refuses, the blocking `registry_aliases` check fails and names
+    the repair command). Every transition is in the metadata. Materialise this asset by
+    hand (the approval step) unless automatic release is configured.
+
+    Before anything moves, production is reconciled with its state file and the registry
+    (dead router or servers restarted, leftover canary weights back on the champion; the
+    `repaired` metadata lists it), and an interrupted canary always ends on the champion.
+    The candidate is the one this run staged (another run's newer one is named in `notes`,
+    never shipped). `weights` is read from the running router, the aliases from the
+    registry; `disagreement` appears when they differ. Config `mode: rollback` (the
+    `churn_rollback` job, `python -m churn_platform rollback [--to VERSION]`) skips the
+    canary: all traffic to `previous` (or `to_version`) and the aliases swapped.
     """
     target = deployment.target()
+    if config.mode not in (RELEASE_MODE, ROLLBACK_MODE):
+        raise dg.Failure(
+            description=f"production_deployment config mode must be {RELEASE_MODE!r} or "
+            f"{ROLLBACK_MODE!r}, got {config.mode!r}"
+        )
+    if config.mode == ROLLBACK_MODE:
+        try:
+            done = release.rollback(
+                target, mlflow_registry, config.to_version or None, reason=config.reason
+            )
+        except ValueError as exc:
+            raise dg.Failure(description=str(exc)) from exc
+        for line in done.repairs:
+            context.log.warning(f"repaired: {line}")
+        yield dg.AssetCheckResult(
+            check_name=r.CANARY_ANALYSIS,
+            passed=True,
+            metadata={"outcome": "rollback on demand: no canary", "reason": done.record.reason},
+        )
+        yield _alias_check(done)
+        yield dg.Output(done.record, metadata=_release_metadata(target, mlflow_registry, done))
+        return
+    staged, notes = release.select_candidate(
+        _staged_by_this_run(context, mlflow_registry),
+        staging_deployment,
+        mlflow_registry.alias_version(r.CHALLENGER),
+    )
+    for note in notes:
+        context.log.warning(note)
     metrics = metrics_source.source(
         lambda: {v.version: v.url for v in target.state(r.PRODUCTION).versions},
         router_url=lambda: target.state(r.PRODUCTION).endpoint,  # its 502s are the version's errors
@@ -167,13 +244,13 @@ def production_deployment(
         target,
         mlflow_registry,
         metrics,
-        staging_deployment,
+        staged,
         config.to_core(canary.CanaryConfig),
         during_canary=lambda state: _canary_load(
             context,
             release_probes,
             metrics,
-            staging_deployment.candidate or "",
+            staged.candidate or "",
             holdout_set.head(TRAFFIC_ROWS),
             config.synthetic_traffic_rps if state.endpoint else 0.0,
             state.endpoint or "",
@@ -183,24 +260,91 @@ def production_deployment(
         ),
         log=context.log.warning,
     )
+    done = replace(done, notes=notes)
     if done.canary is not None:
         context.log.info(done.canary.summary())
     yield _canary_check(done)
+    yield _alias_check(done)
+    yield dg.Output(done.record, metadata=_release_metadata(target, mlflow_registry, done))
+
+
+def _staged_by_this_run(
+    context: dg.AssetExecutionContext, registry: MlflowRegistry
+) -> r.StagingResult | None:
+    """What this run's own staging step staged (from its materialisation's metadata), or
+    None when this run did not stage (e.g. the churn_release approval job). The stored
+    ``staging_deployment`` value is the latest of any run, so a concurrent run could have
+    replaced it."""
+    records = context.instance.get_records_for_run(
+        run_id=context.run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+    ).records
+    for record in reversed(records):
+        materialization = record.event_log_entry.asset_materialization
+        if materialization is None or materialization.asset_key != dg.AssetKey(STAGING):
+            continue
+        meta = materialization.metadata
+        if "candidate_version" not in meta:
+            reason = meta.get("reason")
+            return r.StagingResult(r.NO_ACTION, reason=str(reason.value) if reason else "")
+        version = str(meta["candidate_version"].value)
+        uri = meta.get("candidate_model_uri")
+        baseline = meta.get("baseline_version")
+        return r.StagingResult(
+            r.DEPLOY,
+            candidate=version,
+            model_uri=str(uri.value) if uri else registry.model_uri(version),
+            baseline=str(baseline.value) if baseline and baseline.value != "none" else None,
+        )
+    return None
+
+
+def _alias_check(done: release.Release) -> dg.AssetCheckResult:
+    """Blocking: the aliases moved with the traffic, or the command that makes them."""
+    if done.alias_error is None:
+        return dg.AssetCheckResult(check_name=r.REGISTRY_ALIASES, passed=True)
+    return dg.AssetCheckResult(
+        check_name=r.REGISTRY_ALIASES,
+        passed=False,
+        metadata={"error": done.alias_error, "repair": done.repair or ""},
+        description=f"traffic moved but the registry did not follow; repair: {done.repair}",
+    )
+
+
+def _release_metadata(
+    target: Any, registry: MlflowRegistry, done: release.Release
+) -> dict[str, Any]:
+    """The release as the UI shows it: what happened, then what serves now, read from the
+    running router and the registry (not from what this step believes), with any disagreement."""
     out = done.record
     metadata: dict[str, Any] = {"action": out.action, "reason": out.reason}
     if done.canary is not None:
-        metadata = {
+        metadata |= {
             "outcome": str(done.canary.status),
-            "reason": out.reason,
-            "candidate_version": out.candidate,
-            "champion_version": out.champion or "none",
-            "previous_version": out.previous or "none",
-            "production_endpoint": _url(done.state),
-            "weights": str(done.state.weights()),
             "rollback_seconds": _or_na(done.canary.rollback_seconds),
             "transitions": dg.MetadataValue.md(done.canary.as_markdown()),
         }
-    yield dg.Output(out, metadata=metadata)
+    live = target.live_weights(r.PRODUCTION) if hasattr(target, "live_weights") else None
+    if live is None:
+        live = done.state.weights() if done.state.endpoint else None
+    champion = registry.alias_version(r.CHAMPION)
+    metadata |= {
+        "candidate_version": out.candidate or "none",
+        "champion_version": champion or "none",
+        "previous_version": registry.alias_version(r.PREVIOUS) or "none",
+        "production_endpoint": _url(done.state),
+        "weights": str(live) if live is not None else "no router answers",
+        "repaired": _lines(done.repairs),
+        "notes": _lines(done.notes),
+    }
+    if champion:
+        problem = release.traffic_disagreement(champion, live)
+        if problem:
+            metadata["disagreement"] = problem
+    return metadata
+
+
+def _lines(lines: tuple[str, ...]) -> str:
+    return "; ".join(lines) or "nothing"
 
 
 @contextmanager

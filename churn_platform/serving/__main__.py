@@ -4,11 +4,16 @@
     python -m churn_platform.serving router --state-file router.json --port 8000
     python -m churn_platform.serving status [--environment production] [--state-dir DIR]
     python -m churn_platform.serving stop   [--environment production] [--state-dir DIR]
+    python -m churn_platform.serving restore [--environment production] [--state-dir DIR]
     python -m churn_platform.serving prometheus [--listen 127.0.0.1:9090] [--render-only]
 
 ``model-server`` and ``router`` listen on ``--host/--port`` or on an inherited socket
 (``--fd``, how ``LocalProcessTarget`` starts them). ``status``/``stop`` read the state
-``LocalProcessTarget`` keeps (default ``$CHURN_HOME/deployments``). ``prometheus``
+``LocalProcessTarget`` keeps (default ``$CHURN_HOME/deployments``); ``status`` adds the
+weights each running router applies and the registry's aliases, and flags a disagreement.
+``restore`` (after a reboot, or every server killed) restarts what the state files
+record, routers at their recorded ports, so every endpoint URL stays the same; every
+deployment runs it first. ``prometheus``
 renders ``deploy/local/prometheus.yml`` for those deployments (file-based discovery of
 every model server, the alert rules of ``deploy/k8s/prometheus``) into
 ``$CHURN_HOME/prometheus/prometheus.yml`` and replaces itself with ``prometheus``.
@@ -74,7 +79,11 @@ def main(argv: list[str] | None = None) -> int:
     rt.add_argument("--state-file", required=True, help="backend table, saved on every change")
     _listen_args(rt)
 
-    for name, text in (("status", "list local deployments"), ("stop", "stop local deployments")):
+    for name, text in (
+        ("status", "list local deployments"),
+        ("stop", "stop local deployments"),
+        ("restore", "restart what the state files record (after a reboot or a kill)"),
+    ):
         p = sub.add_parser(name, help=text)
         p.add_argument("--environment", default=None, help="staging or production (default: all)")
         p.add_argument("--state-dir", default="", help="default: $CHURN_HOME/deployments")
@@ -115,15 +124,53 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "prometheus":
         return _prometheus(target, args)
     if args.command == "status":
-        status = target.status()
-        if args.environment:
-            status = {args.environment: status.get(args.environment)}
-        print(json.dumps(status, indent=2))
+        return _status(target, args.environment)
+    if args.command == "restore":
+        for env in [args.environment] if args.environment else target.environments():
+            repairs = target.restore(env)
+            for line in repairs or [f"{env}: everything recorded is running"]:
+                print(line, flush=True)
         return 0
     stopped = target.stop_all(args.environment)
     where = args.environment or "all environments"
     print(f"stopped {len(stopped)} process(es) in {where}: {stopped}")
     return 0
+
+
+def _status(target: LocalProcessTarget, environment: str | None) -> int:
+    """Recorded processes, the weights each router applies now, the registry's aliases
+    (when it answers), and a ``disagreement`` line where they differ."""
+    from churn_platform.core.records import CHAMPION, PRODUCTION
+    from churn_platform.core.release import traffic_disagreement
+
+    status = target.status()
+    if environment:
+        status = {environment: status.get(environment)}
+    aliases = _registry_aliases()
+    for env, entry in status.items():
+        if entry is None:
+            continue
+        live = target.live_weights(env)
+        entry["live_weights"] = live
+        champion = aliases.get(CHAMPION) if aliases else None
+        if env == PRODUCTION and champion is not None:
+            problem = traffic_disagreement(champion, live)
+            if problem:
+                entry["disagreement"] = problem
+    if aliases is not None:
+        status["registry_aliases"] = aliases
+    print(json.dumps(status, indent=2))
+    return 0
+
+
+def _registry_aliases() -> dict[str, str] | None:
+    """The registry's aliases, or None when it cannot be read (status still answers)."""
+    try:
+        from churn_platform.resources.mlflow_registry import MlflowRegistry
+
+        return dict(MlflowRegistry().aliases())
+    except Exception:  # noqa: BLE001 - status must work with the registry down
+        return None
 
 
 def _prometheus(target: LocalProcessTarget, args: argparse.Namespace) -> int:

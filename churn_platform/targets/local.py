@@ -455,6 +455,56 @@ class LocalProcessTarget:
 
     # -------- beyond the protocol
 
+    def restore(self, environment: str) -> list[str]:
+        """Bring ``environment`` back as its state file describes it: every recorded
+        version that is not running is started again from its model URI at its recorded
+        weight, and the router at its recorded port (so the endpoint URL stays the same).
+        Returns what was repaired, one line each; a version that cannot start is reported
+        and left out of the router's table."""
+        state = self._read(environment)
+        router = state.get("router")
+        dead = {v: rec for v, rec in state["versions"].items() if not is_running(rec.get("pid"))}
+        router_dead = router is not None and not is_running(router.get("pid"))
+        if not dead and not router_dead:
+            return []
+        repairs = []
+        with self._locked(environment) as locked:
+            if router_dead:
+                self._ensure_router(environment, locked)
+                repairs.append(
+                    f"router of {environment} was down; restarted at {locked['router']['url']}"
+                )
+        for version, rec in sorted(dead.items(), key=lambda kv: _version_key(kv[0])):
+            try:
+                served = self.deploy(environment, version, rec["model_uri"])
+            except (RuntimeError, ValueError, OSError) as exc:
+                with self._locked(environment) as locked:
+                    locked["versions"].pop(version, None)
+                repairs.append(f"v{version} of {environment} could not be restarted: {exc}")
+                continue
+            repairs.append(
+                f"v{version} of {environment} was down; restarted at {served.url} "
+                f"({served.weight}% of the traffic)"
+            )
+        with self._locked(environment) as locked:  # dead versions dropped: weights re-checked
+            total = sum(rec["weight"] for rec in locked["versions"].values())
+            if locked.get("router") and total == 100:
+                self._push_table(locked["router"]["url"], locked)
+        return repairs
+
+    def live_weights(self, environment: str) -> dict[str, int] | None:
+        """The weights the running router applies now (GET /-/weights), None when it is down."""
+        endpoint = self.state(environment).endpoint
+        if endpoint is None:
+            return None
+        try:
+            answer = httpx.get(endpoint + "/-/weights", timeout=5.0)
+            answer.raise_for_status()
+            backends = answer.json()["backends"]
+        except (httpx.HTTPError, ValueError, KeyError):
+            return None
+        return {str(v): int(b["weight"]) for v, b in backends.items()}
+
     def prune(self, environment: str, keep: Iterable[str]) -> list[str]:
         """Retire every 0%-traffic version not in ``keep`` (e.g. keep the N-1 champion);
         return the retired versions."""
