@@ -39,6 +39,13 @@ SANDBOX = [
 ]  # fmt: skip
 
 
+def _image_paths() -> list[str]:
+    """The code and the interpreter the image would hold: the repository and the Python
+    prefixes, outermost first (bwrap mounts them in order)."""
+    paths = {str(REPO), sys.prefix, sys.base_prefix, str(Path(sys.executable).resolve().parent)}
+    return sorted(paths, key=len)
+
+
 def _bwrap_reason() -> str | None:
     """Why bwrap cannot run here (None when it can)."""
     if shutil.which("bwrap") is None:
@@ -88,6 +95,9 @@ def test_the_server_starts_as_its_pod_starts_it(
         "bwrap",
         *SANDBOX,
         "--ro-bind", str(store), str(store),
+        # what the image holds, read-only; bound again over the tmpfs, since a checkout or a
+        # virtualenv may itself live under /tmp (CI's clone can)
+        *(x for p in _image_paths() for x in ("--ro-bind", p, p)),
         "--chdir", str(REPO),  # the image's WORKDIR: read-only
         "--clearenv",
         *(x for k, v in sorted(env.items()) for x in ("--setenv", k, v)),
