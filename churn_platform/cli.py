@@ -21,6 +21,7 @@ import yaml
 
 from churn_platform import settings
 from churn_platform.core import canary
+from churn_platform.core import records as r
 
 JOBS = ("churn_end_to_end", "churn_retraining", "churn_release", "churn_rollback")
 _DAGSTER_YAML = Path(__file__).resolve().parent.parent / "deploy" / "local" / "dagster.yaml"
@@ -92,11 +93,11 @@ def _serving_lines(registry: Any, target: Any) -> list[str]:
         aliases = registry.aliases()
     except Exception as exc:  # noqa: BLE001 - the summary must print whatever failed
         return [f"registry unreadable ({type(exc).__name__}: {str(exc)[:200]})"]
-    champion = aliases.get("champion")
-    endpoint = target.state("production").endpoint
-    live = target.live_weights("production") if hasattr(target, "live_weights") else None
+    champion = aliases.get(r.CHAMPION)
+    endpoint = target.state(r.PRODUCTION).endpoint
+    live = target.live_weights(r.PRODUCTION) if hasattr(target, "live_weights") else None
     if live is None and endpoint:
-        live = target.state("production").weights()
+        live = target.state(r.PRODUCTION).weights()
     lines = []
     if champion and endpoint:
         shares = [(v, w) for v, w in (live or {}).items() if w]

@@ -33,6 +33,7 @@ from typing import Any
 import dagster as dg
 
 from churn_platform import runs
+from churn_platform.core import records as r
 from churn_platform.core.synthetic import week_start
 
 DEMO_ROWS = 6_000
@@ -233,7 +234,7 @@ class Demo:
         """What production serves now: versions and weights, with the champion named."""
         resources = self.resources()
         weights = resources["deployment"].target().state("production").weights()
-        champion = resources["mlflow_registry"].alias_version("champion")
+        champion = resources["mlflow_registry"].alias_version(r.CHAMPION)
         shown = ", ".join(f"v{v} {w}%" for v, w in sorted(weights.items()) if w) or "nothing"
         return f"{shown} (champion v{champion})" if champion else shown
 
@@ -470,15 +471,15 @@ def table(rows: list[WeekRow]) -> str:
         "| week | snapshot | trigger | gate decision | outcome | production serves | look in the UI |",
         "|---|---|---|---|---|---|---|",
     ]
-    for r in rows:
+    for row in rows:
         cells = [
-            str(r.week),
-            r.as_of,
-            r.trigger,
-            r.decision,
-            f"**{r.result}**: {r.outcome}",
-            r.serving,
-            r.look,
+            str(row.week),
+            row.as_of,
+            row.trigger,
+            row.decision,
+            f"**{row.result}**: {row.outcome}",
+            row.serving,
+            row.look,
         ]
         lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
     return "\n".join(lines)

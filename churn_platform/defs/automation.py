@@ -11,6 +11,7 @@ from dagster._core.definitions.data_version import CODE_VERSION_TAG
 
 from churn_platform import settings
 from churn_platform.core import drift
+from churn_platform.core import records as r
 from churn_platform.core.drift_monitor import DriftSettings, EpisodeState, decide, judge_windows
 from churn_platform.defs import model
 from churn_platform.defs.data import next_synthetic_week
@@ -141,7 +142,7 @@ def psi_drift_sensor(
     notification) per drift episode."""
     drift_settings = settings.drift_settings()
     state = EpisodeState.parse(context.cursor)
-    champion = mlflow_registry.alias_version("champion")
+    champion = mlflow_registry.alias_version(r.CHAMPION)
     if champion is None:
         return dg.SkipReason("no champion is registered yet: nothing to compare current data with")
     run_id = mlflow_registry.version_info(champion).run_id

@@ -86,18 +86,18 @@ class KubernetesDeploymentResource(DeploymentResource):
         ``CHURN_GATEWAY_NAME``, ``CHURN_GATEWAY_NAMESPACE``, ``MLFLOW_TRACKING_URI``; inside a
         pod (``KUBERNETES_SERVICE_HOST`` set) the in-cluster service account is used.
         """
-        env = os.environ
         return cls(
             image=dg.EnvVar("CHURN_MODEL_SERVER_IMAGE"),
-            namespace=env.get("CHURN_K8S_NAMESPACE", "churn-{environment}"),
-            gateway_name=env.get("CHURN_GATEWAY_NAME", "churn-gateway"),
-            gateway_namespace=env.get("CHURN_GATEWAY_NAMESPACE", ""),
-            tracking_uri=env.get("MLFLOW_TRACKING_URI", ""),
-            in_cluster=bool(env.get("KUBERNETES_SERVICE_HOST")),
+            namespace=settings.get("CHURN_K8S_NAMESPACE"),
+            gateway_name=settings.get("CHURN_GATEWAY_NAME"),
+            gateway_namespace=settings.get("CHURN_GATEWAY_NAMESPACE"),
+            tracking_uri=settings.get("MLFLOW_TRACKING_URI") or "",
+            # Kubernetes' own variable inside every pod, not a platform setting
+            in_cluster=bool(os.environ.get("KUBERNETES_SERVICE_HOST")),
         )
 
     def _tracking_uri(self) -> str:
-        uri = self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "")
+        uri = self.tracking_uri or settings.get("MLFLOW_TRACKING_URI") or ""
         if not uri:
             # The local SQLite default means nothing inside a pod: insist on a server URL.
             raise ValueError(

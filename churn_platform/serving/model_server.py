@@ -416,28 +416,27 @@ def rotated_path(path: Path, n: int) -> Path:
 
 def default_inference_log_path(version: str) -> Path:
     """``$CHURN_INFERENCE_LOG`` if set, else ``$CHURN_HOME/inference_log/<version>.jsonl``."""
-    explicit = os.environ.get(INFERENCE_LOG_VAR)
+    from churn_platform import settings
+
+    explicit = settings.get(INFERENCE_LOG_VAR)
     if explicit:
         return Path(explicit)
-    from churn_platform.settings import churn_home
+    return settings.churn_home() / "inference_log" / f"{version}.jsonl"
 
-    return churn_home() / "inference_log" / f"{version}.jsonl"
+
+def _settings_tracking_uri() -> str | None:
+    """``MLFLOW_TRACKING_URI`` when set (None: MLflow's own default)."""
+    from churn_platform import settings
+
+    return settings.get("MLFLOW_TRACKING_URI") or None
 
 
 def fault_rate_from_env() -> float:
-    """``CHURN_FAULT_RATE`` as a fraction in [0, 1] (0 when unset)."""
-    raw = os.environ.get(FAULT_RATE_VAR, "").strip()
-    if not raw:
-        return 0.0
-    try:
-        rate = float(raw)
-    except ValueError:
-        raise ValueError(
-            f"{FAULT_RATE_VAR}={raw!r} is not a number; set a fraction such as 0.5"
-        ) from None
-    if not 0.0 <= rate <= 1.0:
-        raise ValueError(f"{FAULT_RATE_VAR}={raw!r} must be a fraction in [0, 1], e.g. 0.5")
-    return rate
+    """``CHURN_FAULT_RATE`` as a fraction in [0, 1] (0 when unset); a bad value names the
+    variable (parsed by ``settings``)."""
+    from churn_platform import settings
+
+    return float(settings.get(FAULT_RATE_VAR))
 
 
 class ServerMetrics:
@@ -690,8 +689,10 @@ def create_app(
     rate = fault_rate_from_env() if fault_rate is None else fault_rate
     if not 0.0 <= rate <= 1.0:
         raise ValueError(f"fault_rate must be a fraction in [0, 1], got {rate!r}")
-    if fault_seed is None and os.environ.get(FAULT_SEED_VAR):
-        fault_seed = int(os.environ[FAULT_SEED_VAR])
+    if fault_seed is None:
+        from churn_platform import settings
+
+        fault_seed = settings.get(FAULT_SEED_VAR)
     rng = random.Random(fault_seed)
     from churn_platform.serving.http_limits import BodyTooLarge, max_body_bytes, read_body
     from churn_platform.serving.inference_log import open_inference_log
@@ -702,7 +703,7 @@ def create_app(
     log = open_inference_log(version, inference_log_path)  # batch objects on an object store
     metrics = ServerMetrics(version)
     holder = _Model()
-    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    uri = tracking_uri or _settings_tracking_uri()
 
     def load() -> None:
         try:
