@@ -375,8 +375,11 @@ class LocalProcessTarget:
             log_path = self._env_dir(environment) / "logs" / f"model-{version}.log"
             args = ["model-server", "--model-uri", model_uri, "--version", version]
             env: dict[str, str] = {**self.server_env, **(extra_env or {})}
-            if self.tracking_uri:
-                env["MLFLOW_TRACKING_URI"] = self.tracking_uri
+            # the store its model URI resolves in, kept so `restore` (another process, maybe
+            # with other settings) restarts the version from the same store
+            tracking_uri = self.tracking_uri or (existing or {}).get("tracking_uri")
+            if tracking_uri:
+                env["MLFLOW_TRACKING_URI"] = tracking_uri
             if self.inference_log_dir:
                 args += ["--inference-log", str(self.inference_log_dir / f"{version}.jsonl")]
             sock = bind_socket(self.host, 0)
@@ -393,7 +396,7 @@ class LocalProcessTarget:
             record = ProcessRecord(pid, port, url, str(log_path), time.time(), model_uri, 0)
             previous_weight = existing["weight"] if existing else 0
             record.weight = previous_weight
-            state["versions"][version] = record.__dict__
+            state["versions"][version] = {**record.__dict__, "tracking_uri": tracking_uri or ""}
             self._push_table(router["url"], state)
             return self._served(version, state["versions"][version])
 
