@@ -107,18 +107,14 @@ def test_reconcile_after_a_killed_canary_and_rollback_to_a_retired_version(
         target.set_weights(r.PRODUCTION, {"2": 100})
         target.retire(r.PRODUCTION, "1")
         registry.aliases = {r.CHAMPION: "2", r.PREVIOUS: "1"}
-        started = time.monotonic()
+        # how long this takes (cold and warm) is measured in benchmarks/bench_rollback_on_demand.py
         done = rollback(target, registry, reason="test", sleep=lambda s: None)
-        cold_seconds = time.monotonic() - started
         assert done.repairs == ("v1 was not running in production; started it from the registry",)
         assert target.live_weights(r.PRODUCTION) == {"1": 100, "2": 0}
         assert answers(endpoint, registered_models) == "1"
         assert registry.aliases == {r.CHAMPION: "1", r.PREVIOUS: "2"}
-        assert cold_seconds < 60, cold_seconds
         # warm: both run, the swap back is a weight change
-        started = time.monotonic()
         rollback(target, registry, sleep=lambda s: None)
-        assert time.monotonic() - started < 2
         assert answers(endpoint, registered_models) == "2"
     finally:
         target.stop_all()
