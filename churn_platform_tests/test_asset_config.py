@@ -5,8 +5,9 @@ import dataclasses
 import dagster as dg
 import pytest
 
-from churn_platform.core import canary, gate, model_checks, release, training
+from churn_platform.core import canary, gate, holdout, model_checks, release, training
 from churn_platform.defs.common import config_from
+from churn_platform.defs.data import HoldoutSettings
 from churn_platform.defs.deployment import ProductionConfig, StagingConfig
 from churn_platform.defs.evaluation import GateSettings
 from churn_platform.defs.model import ChallengerConfig
@@ -16,6 +17,7 @@ DERIVED = [
     (GateSettings, [gate.GateConfig]),
     (StagingConfig, [release.StagingChecks]),
     (ProductionConfig, [canary.CanaryConfig]),
+    (HoldoutSettings, [holdout.HoldoutConfig]),
 ]
 
 
@@ -28,6 +30,25 @@ def test_every_core_field_is_a_described_setting_with_the_core_default(config, c
             assert fields[f.name].description, f"{config.__name__}.{f.name} has no description"
     built = [config().to_core(core) for core in cores]
     assert built[0] == cores[0]()  # the first core's defaults, untouched
+
+
+def test_every_setting_of_every_asset_carries_a_description():
+    # the launchpad shows these; a field without one is a setting nobody can read about
+    seen = 0
+    for module_class in (
+        ChallengerConfig,
+        GateSettings,
+        StagingConfig,
+        ProductionConfig,
+        HoldoutSettings,
+    ):
+        for name, field in module_class.model_fields.items():
+            seen += 1
+            assert field.description, f"{module_class.__name__}.{name} has no description"
+    from churn_platform.defs.data import ContractSettings
+
+    assert ContractSettings.model_fields["overrides"].description
+    assert seen > 20
 
 
 def test_the_challenger_seed_feeds_training_and_the_checks():

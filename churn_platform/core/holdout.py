@@ -9,6 +9,7 @@ change the selection ("changes only when asked").
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -16,10 +17,52 @@ import pandas as pd
 from churn_platform.core import schema as s
 
 _BUCKETS = 10_000
+DEFAULT_FRACTION = 0.2
+DEFAULT_SALT = "churn-holdout-v1"
+
+
+@dataclass(frozen=True)
+class HoldoutConfig:
+    """Which customers are held out, and when the holdout is big and balanced enough."""
+
+    fraction: float = field(
+        default=DEFAULT_FRACTION,
+        metadata={
+            "description": "Share of customers held out, in (0, 1). Changing it re-draws "
+            "the holdout: do it only on purpose."
+        },
+    )
+    salt: str = field(
+        default=DEFAULT_SALT,
+        metadata={
+            "description": "Salt of the customer_id hash. Changing it re-draws the "
+            "holdout: do it only on purpose."
+        },
+    )
+    min_rows: int = field(
+        default=200,
+        metadata={"description": "Fewest holdout rows that measure an AUC (holdout_size check)."},
+    )
+    min_positive_rate: float = field(
+        default=0.02,
+        metadata={
+            "description": "Each class must make up at least this share of the holdout "
+            "(holdout_class_balance check)."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.fraction < 1.0:
+            raise ValueError(f"HoldoutConfig.fraction must be in (0, 1), got {self.fraction!r}")
+        if not 0.0 <= self.min_positive_rate < 0.5:
+            raise ValueError(
+                "HoldoutConfig.min_positive_rate must be in [0, 0.5), got "
+                f"{self.min_positive_rate!r}"
+            )
 
 
 def holdout_mask(
-    customer_ids: pd.Series, fraction: float = 0.2, salt: str = "churn-holdout-v1"
+    customer_ids: pd.Series, fraction: float = DEFAULT_FRACTION, salt: str = DEFAULT_SALT
 ) -> np.ndarray:
     """True for ids in the holdout. ``fraction`` in (0, 1); the same id always gets the same answer."""
     if not 0.0 < fraction < 1.0:
@@ -30,7 +73,7 @@ def holdout_mask(
 
 
 def split(
-    frame: pd.DataFrame, fraction: float = 0.2, salt: str = "churn-holdout-v1"
+    frame: pd.DataFrame, fraction: float = DEFAULT_FRACTION, salt: str = DEFAULT_SALT
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(training rows, holdout rows) of a canonical frame."""
     mask = holdout_mask(frame[s.CUSTOMER_ID], fraction, salt)

@@ -4,11 +4,12 @@ from typing import Any
 
 import dagster as dg
 import pandas as pd
+import pydantic
 
 from churn_platform.core import contract, holdout, quality_report
 from churn_platform.core import schema as s
 from churn_platform.core.mapping import DataSourceError, MappedFrame
-from churn_platform.defs.common import GROUP, OWNERS, md_table, upstream_metadata
+from churn_platform.defs.common import GROUP, OWNERS, config_from, md_table, upstream_metadata
 from churn_platform.resources.data_source import DataSourceResource
 from churn_platform.resources.storage import StorageResource
 
@@ -157,7 +158,12 @@ def churn_snapshot(
 class ContractSettings(dg.Config):
     """Contract thresholds and severities (see ``core.contract.ContractConfig``); JSON-able overrides."""
 
-    overrides: dict[str, Any] = {}
+    overrides: dict[str, Any] = pydantic.Field(
+        default={},
+        description="Overrides of core.contract.ContractConfig fields, e.g. "
+        "{'monthly_spend_mean_range': [20, 500], 'severities': {'<rule name>': 'WARN'}}; "
+        "unknown keys are refused by name.",
+    )
 
 
 @dg.asset(
@@ -237,13 +243,8 @@ def validated_churn_data(
     )
 
 
-class HoldoutSettings(dg.Config):
+class HoldoutSettings(config_from(holdout.HoldoutConfig)):  # type: ignore[misc]
     """The holdout selection: change `salt` or `fraction` only to re-draw it on purpose."""
-
-    fraction: float = 0.2
-    salt: str = "churn-holdout-v1"
-    min_rows: int = 200
-    min_positive_rate: float = 0.02
 
 
 @dg.asset(
