@@ -17,6 +17,7 @@ both need (registered models, servers, Prometheus, a paced client) is
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import platform
 import statistics
@@ -154,3 +155,11 @@ def write_result(out: str | Path, text: str, *, echo: bool = True, announce: boo
     if announce:
         print(f"wrote {out}")
     return path
+
+
+def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a rate ``k / n`` (95% by default), for simulated rates."""
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)

@@ -180,13 +180,6 @@ def _median_p95(values: list[float]) -> str:
     return f"{statistics.median(ordered):.0f} / {p95:.0f}"
 
 
-def _wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
 def main(argv: list[str] | None = None) -> None:
     """Run both scenarios under both rules and write the markdown tables."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -249,7 +242,7 @@ def main(argv: list[str] | None = None) -> None:
     ]
     for name, s in healthy.items():
         k = len(s.among(CanaryState.ROLLED_BACK))
-        lo, hi = _wilson(k, trials)
+        lo, hi = common.wilson_interval(k, trials)
         lines.append(
             f"| {name} | {k / trials:.1%} [{lo:.1%}, {hi:.1%}] "
             f"| {s.share(CanaryState.ABORTED):.1%} | {s.share(CanaryState.SUCCEEDED):.1%} "

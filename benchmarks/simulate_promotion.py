@@ -20,7 +20,6 @@ Writes benchmarks/results/simulate_promotion.md.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import platform
 import sys
@@ -30,13 +29,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ is not a
 import _common as common  # noqa: E402
 
 from churn_platform.core.gate_simulation import RULES, simulate_rules  # noqa: E402
-
-
-def _wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -83,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
         meaning = "false promotion" if res.true_delta == 0 else "power (right call)"
         cells = []
         for name in RULES:
-            lo, hi = _wilson(res.promotions[name], res.n_trials)
+            lo, hi = common.wilson_interval(res.promotions[name], res.n_trials)
             cells.append(f"{res.rates[name]:.1%} [{lo:.1%}, {hi:.1%}]")
         lines.append(
             f"| {res.true_delta:+.3f} | {meaning} | "
