@@ -194,9 +194,7 @@ class Demo:
         context = dg.build_sensor_context(
             instance=self.instance,
             cursor=self.cursor,
-            resources={
-                k: resources[k] for k in ("mlflow_registry", "data_source", "inference_log")
-            },
+            resources={k: resources[k] for k in psi_drift_sensor.required_resource_keys},
         )
         data = psi_drift_sensor.evaluate_tick(context)
         for event in data.asset_events:

@@ -107,7 +107,7 @@ def test_reconcile_after_a_killed_canary_and_rollback_to_a_retired_version(
         target.set_weights(r.PRODUCTION, {"2": 100})
         target.retire(r.PRODUCTION, "1")
         registry.aliases = {r.CHAMPION: "2", r.PREVIOUS: "1"}
-        # how long this takes (cold and warm) is measured in benchmarks/bench_rollback_on_demand.py
+        # how long this takes (cold and warm) is a benchmark's job (bench_rollback_on_demand)
         done = rollback(target, registry, reason="test", sleep=lambda s: None)
         assert done.repairs == ("v1 was not running in production; started it from the registry",)
         assert target.live_weights(r.PRODUCTION) == {"1": 100, "2": 0}
