@@ -577,7 +577,7 @@ class LocalProcessTarget:
             return router
         port = self.router_ports.get(environment, 0) or (router or {}).get("port", 0)
         try:
-            sock = bind_socket(self.host, port)
+            sock = self._bind_remembered(port, (router or {}).get("pid"))
         except RuntimeError:
             if self.router_ports.get(environment):
                 raise
@@ -612,6 +612,25 @@ class LocalProcessTarget:
         }
         return state["router"]
 
+    def _bind_remembered(self, port: int, old_pid: int | None) -> socket.socket:
+        """A socket on the router's remembered ``port``, so a restarted router keeps its URL.
+
+        The port can be held for a moment after a kill: by a child of the old router that
+        outlived its leader (killed here), or by a client connection that happens to use it
+        as its local port. It is tried again for up to ``PORT_RETRIES`` x 0.1 s before the
+        caller falls back to a new port."""
+        if port and old_pid and _group_alive(old_pid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(old_pid, signal.SIGKILL)
+        for attempt in range(PORT_RETRIES if port else 1):
+            try:
+                return bind_socket(self.host, port)
+            except RuntimeError:
+                if attempt == (PORT_RETRIES if port else 1) - 1:
+                    raise
+                time.sleep(0.1)
+        raise AssertionError("unreachable")
+
     def _push_table(self, router_url: str, state: dict[str, Any]) -> None:
         backends = {
             v: {"url": rec["url"], "weight": rec["weight"]} for v, rec in state["versions"].items()
@@ -624,6 +643,30 @@ class LocalProcessTarget:
         )
         if r.status_code != 200:
             raise RuntimeError(f"router at {router_url} refused the table {backends}: {r.text}")
+
+
+PORT_RETRIES = 100  # x 0.1 s: how long a restarted router waits for its old port
+
+
+def _group_alive(pgid: int) -> bool:
+    """True while any process of process group ``pgid`` exists (zombies excluded)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    if not Path("/proc").is_dir():  # no process table to tell zombies apart: assume alive
+        return True
+    members = [p for p in Path("/proc").iterdir() if p.name.isdigit()]
+    for proc in members:
+        try:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":  # state, ppid, pgrp
+            return True
+    return False
 
 
 def _version_key(version: str) -> tuple[int, str]:
