@@ -175,6 +175,29 @@ class InputSchema:
             spec,
         )
 
+    def in_model_order(self, pipeline: Any) -> InputSchema:
+        """This schema with its columns in the order ``pipeline`` was fitted on.
+
+        scikit-learn refuses a frame whose columns come in another order than at fit time,
+        and a spec read back from MLmodel metadata has its features sorted by name (MLflow
+        writes the YAML with sorted keys), so the fitted pipeline's ``feature_names_in_``
+        decides the order. A pipeline fitted on other columns than the schema's cannot
+        score any request: that is an error naming both, raised when the model loads.
+        """
+        fitted = getattr(pipeline, "feature_names_in_", None)
+        if fitted is None:
+            return self
+        names = [str(n) for n in fitted]
+        if sorted(names) != sorted(self.by_name):
+            source = f"spec {self.spec.name!r} ({self.spec.short_hash})" if self.spec else "schema"
+            raise ValueError(
+                f"the model was fitted on columns {names} but its {source} declares "
+                f"{list(self.by_name)}; log the model with the spec it was trained on"
+            )
+        if names == [c.name for c in self.columns]:
+            return self
+        return InputSchema([self.by_name[n] for n in names], self.spec)
+
     def example_field(self) -> tuple[str, str]:
         """(a real column, a JSON value it takes): what error messages show as an example."""
         column = next((c for c in self.columns if c.kind in ("int", "float")), self.columns[0])
@@ -691,7 +714,7 @@ def load_model(model_uri: str, tracking_uri: str | None = None) -> tuple[Any, In
     # read-only mount refuses. The pickle is in memory once loaded.
     with tempfile.TemporaryDirectory(prefix="churn-model-") as dst:
         pipeline = mlflow.sklearn.load_model(model_uri, dst_path=dst)
-    return pipeline, schema_of_model_info(get_model_info(model_uri))
+    return pipeline, schema_of_model_info(get_model_info(model_uri)).in_model_order(pipeline)
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
