@@ -350,5 +350,12 @@ def test_columns_follow_the_order_the_pipeline_was_fitted_in(
     assert [c.name for c in ordered.columns] == list(spec.feature_names)
     frame = ordered.frame(to_records(seats_model.rows.head(2), spec))
     assert pipeline.predict_proba(frame).shape == (2, 2)
-    with pytest.raises(ValueError, match=r"fitted on columns \['plan', .*declares \['signup_date'"):
+    with pytest.raises(
+        ValueError,
+        match=r"fitted on column\(s\) \['plan', 'usage', 'is_annual', 'seats'\] that its spec 'churn'",
+    ):
         InputSchema.default().in_model_order(pipeline)
+    # a column the model was not fitted on (a column transformer ignores it) goes last
+    wider = InputSchema([*shuffled.columns, InputSchema.default().by_name["region"]], spec)
+    names = [c.name for c in wider.in_model_order(pipeline).columns]
+    assert names == [*spec.feature_names, "region"]

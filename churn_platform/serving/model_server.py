@@ -181,22 +181,26 @@ class InputSchema:
         scikit-learn refuses a frame whose columns come in another order than at fit time,
         and a spec read back from MLmodel metadata has its features sorted by name (MLflow
         writes the YAML with sorted keys), so the fitted pipeline's ``feature_names_in_``
-        decides the order. A pipeline fitted on other columns than the schema's cannot
-        score any request: that is an error naming both, raised when the model loads.
+        decides the order (columns it was not fitted on, which a column transformer
+        ignores, follow). A pipeline fitted on a column the schema lacks cannot score any
+        request: that is an error naming it, raised when the model loads.
         """
         fitted = getattr(pipeline, "feature_names_in_", None)
         if fitted is None:
             return self
         names = [str(n) for n in fitted]
-        if sorted(names) != sorted(self.by_name):
+        lacking = [n for n in names if n not in self.by_name]
+        if lacking:
             source = f"spec {self.spec.name!r} ({self.spec.short_hash})" if self.spec else "schema"
             raise ValueError(
-                f"the model was fitted on columns {names} but its {source} declares "
-                f"{list(self.by_name)}; log the model with the spec it was trained on"
+                f"the model was fitted on column(s) {lacking} that its {source} does not "
+                f"declare (it declares {list(self.by_name)}); log the model with the spec "
+                "it was trained on"
             )
-        if names == [c.name for c in self.columns]:
+        order = names + [c.name for c in self.columns if c.name not in set(names)]
+        if order == [c.name for c in self.columns]:
             return self
-        return InputSchema([self.by_name[n] for n in names], self.spec)
+        return InputSchema([self.by_name[n] for n in order], self.spec)
 
     def example_field(self) -> tuple[str, str]:
         """(a real column, a JSON value it takes): what error messages show as an example."""
