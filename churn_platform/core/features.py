@@ -2,9 +2,10 @@
 
 Each transformer learns its state in ``fit`` (frequency tables, a reference date),
 applies it in ``transform`` and names its outputs in ``get_feature_names_out``.
-``build_feature_transformer`` composes them in a ``ColumnTransformer``; the model
-pipeline (``core.training``) puts an estimator after it. Serving loads the same
-pipeline, so serving cannot compute features differently from training.
+``build_feature_transformer(spec)`` composes them in a ``ColumnTransformer``, one step
+per feature kind of the table spec (``plan_feature_steps``); the model pipeline
+(``core.training``) puts an estimator after it. Serving loads the same pipeline, so
+serving cannot compute features differently from training.
 """
 
 from __future__ import annotations

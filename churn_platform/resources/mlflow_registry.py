@@ -245,9 +245,13 @@ class MlflowRegistry(dg.ConfigurableResource):
         """The registry's record of a version (run id, tags, source)."""
         return self.client().get_model_version(self.model_name, version)
 
+    def _model_ref(self, version: str) -> str:
+        """``models:/<name>/<version>`` or ``models:/<name>@<alias>`` for ``@alias``."""
+        return f"models:/{self.model_name}{version if version.startswith('@') else '/' + version}"
+
     def load_model(self, version: str) -> Any:
         """Load a registered version's pipeline (``version`` is a number or ``@alias``)."""
-        ref = f"models:/{self.model_name}{version if version.startswith('@') else '/' + version}"
+        ref = self._model_ref(version)
         with _fluent_store(self.uri()):
             return mlflow.sklearn.load_model(ref)
 
@@ -255,7 +259,7 @@ class MlflowRegistry(dg.ConfigurableResource):
         """The spec a registered version was trained with, from its MLmodel metadata
         (``version`` is a number or ``@alias``); versions logged before specs existed get
         the shipped churn spec."""
-        ref = f"models:/{self.model_name}{version if version.startswith('@') else '/' + version}"
+        ref = self._model_ref(version)
         with _fluent_store(self.uri()):
             info = mlflow.models.get_model_info(ref)
         return spec_of_model_metadata(info.metadata)
