@@ -8,6 +8,9 @@ plan and more ``usage`` lower churn, an add-on raises it, ``score`` is noise wit
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import mlflow
@@ -364,3 +367,34 @@ def test_definitions_name_one_check_per_spec_invariance_and_refuse_a_clash():
         spec=default_spec()
     )
     assert model.training_code_version(spec=default_spec()) == model.CODE_VERSION
+
+
+def test_definitions_load_the_checks_of_the_spec_churn_spec_names(tmp_path: Path):
+    spec_file = tmp_path / "accounts.yaml"
+    spec_file.write_text(SPEC.to_yaml())
+    probe = (
+        "import json\n"
+        "from churn_platform.defs import model\n"
+        "a = model.challenger_model\n"
+        "print(json.dumps({'checks': [c.name for c in a.check_specs],"
+        " 'code_version': a.code_versions_by_key[a.key]}))\n"
+    )
+
+    def load(spec_path: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "CHURN_SPEC": spec_path, "CHURN_HOME": str(tmp_path)}
+        return subprocess.run(
+            [sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=300
+        )
+
+    loaded = load(str(spec_file))
+    assert loaded.returncode == 0, loaded.stderr
+    seen = json.loads(loaded.stdout.strip().splitlines()[-1])
+    assert seen["checks"] == model_checks.check_names(SPEC)
+    shipped = json.loads(load("").stdout.strip().splitlines()[-1])
+    assert shipped["checks"] == model_checks.check_names(default_spec())
+    assert seen["code_version"] != shipped["code_version"]
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(SPEC.to_yaml().replace("kind: boolean", "kind: flag"))
+    failed = load(str(broken))
+    assert failed.returncode != 0
+    assert "CHURN_SPEC" in failed.stderr and "unknown kind 'flag'" in failed.stderr
