@@ -13,8 +13,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from churn_platform.core import schema as s
-from churn_platform.core.features import build_feature_transformer
+from churn_platform.core.features import build_feature_transformer, native_category_indices
+from churn_platform.core.spec import Spec, default_spec
 
 ESTIMATORS = ("hist_gradient_boosting", "logistic_regression")
 
@@ -71,8 +71,13 @@ class TrainingConfig:
         return full
 
 
-def build_model_pipeline(config: TrainingConfig) -> Pipeline:
-    """The unfitted model: ``features`` (the ColumnTransformer) then ``model`` (the estimator)."""
+def build_model_pipeline(config: TrainingConfig, spec: Spec | None = None) -> Pipeline:
+    """The unfitted model: ``features`` (the ColumnTransformer) then ``model`` (the estimator).
+
+    The features are the spec's (default: the shipped spec). Gradient boosting gets the
+    ``native`` categoricals as category codes and ``categorical_features``; logistic
+    regression, which has no native support, one-hot encodes them instead.
+    """
     if config.estimator == "hist_gradient_boosting":
         estimator = HistGradientBoostingClassifier(
             learning_rate=config.learning_rate,
@@ -83,10 +88,13 @@ def build_model_pipeline(config: TrainingConfig) -> Pipeline:
             early_stopping=False,
             random_state=config.seed,
         )
-        return Pipeline([("features", build_feature_transformer()), ("model", estimator)])
+        native = native_category_indices(spec)
+        if native:
+            estimator.set_params(categorical_features=native)
+        return Pipeline([("features", build_feature_transformer(spec)), ("model", estimator)])
     return Pipeline(
         [
-            ("features", build_feature_transformer()),
+            ("features", build_feature_transformer(spec, native=False)),
             ("impute", SimpleImputer(strategy="median")),
             ("scale", StandardScaler()),
             ("model", LogisticRegression(C=config.c, max_iter=2000, random_state=config.seed)),
@@ -105,26 +113,42 @@ class TrainedModel:
     fit_seconds: float
 
 
-def model_inputs(frame: pd.DataFrame) -> pd.DataFrame:
-    """The model's input columns, in order, from a canonical frame."""
-    missing = [c for c in s.MODEL_INPUT_COLUMNS if c not in frame.columns]
+def _select(frame: pd.DataFrame, columns: list[str], whose: str) -> pd.DataFrame:
+    missing = [c for c in columns if c not in frame.columns]
     if missing:
-        raise ValueError(f"frame is missing model input column(s) {missing}")
-    return frame[list(s.MODEL_INPUT_COLUMNS)]
+        raise ValueError(
+            f"frame is missing model input column(s) {missing} ({whose}); "
+            f"it has {list(frame.columns)}"
+        )
+    return frame[columns]
 
 
-def train(frame: pd.DataFrame, config: TrainingConfig) -> TrainedModel:
-    """Fit the pipeline on canonical rows (labels in ``churned``); rows with no label are dropped."""
-    labelled = frame[frame[s.TARGET].notna()]
-    y = labelled[s.TARGET].astype(int).to_numpy()
+def model_inputs(frame: pd.DataFrame, spec: Spec | None = None) -> pd.DataFrame:
+    """The model's input columns (the spec's features), in spec order, from a validated frame."""
+    spec = spec or default_spec()
+    return _select(frame, list(spec.feature_names), f"the features of spec {spec.name!r}")
+
+
+def train(frame: pd.DataFrame, config: TrainingConfig, spec: Spec | None = None) -> TrainedModel:
+    """Fit the pipeline on validated rows (labels in the spec's target column, ``churned`` by
+    default); rows with no label are dropped. Only the spec's features are model inputs."""
+    spec = spec or default_spec()
+    target = spec.target_column
+    if target not in frame.columns:
+        raise ValueError(
+            f"training data has no target column {target!r} (spec target.column); "
+            f"it has {list(frame.columns)}"
+        )
+    labelled = frame[frame[target].notna()]
+    y = labelled[target].astype(int).to_numpy()
     if len(np.unique(y)) < 2:
         raise ValueError(
             f"training data has {len(y)} labelled rows of a single class; "
-            "the model needs both churned=0 and churned=1"
+            f"the model needs both {target}=0 and {target}=1"
         )
-    pipeline = build_model_pipeline(config)
+    pipeline = build_model_pipeline(config, spec)
     start = time.perf_counter()
-    pipeline.fit(model_inputs(labelled), y)
+    pipeline.fit(model_inputs(labelled, spec), y)
     return TrainedModel(
         pipeline=pipeline,
         config=config,
@@ -134,6 +158,19 @@ def train(frame: pd.DataFrame, config: TrainingConfig) -> TrainedModel:
     )
 
 
+def fitted_inputs(pipeline: Pipeline, frame: pd.DataFrame) -> pd.DataFrame:
+    """The columns ``pipeline`` was fitted on (``feature_names_in_``), in that order.
+
+    Each model so scores with its own spec's columns: a champion trained on an older spec
+    and a challenger on the current one read the same rows differently.
+    """
+    names = getattr(pipeline, "feature_names_in_", None)
+    if names is None:  # fitted on an array: it can only be the shipped spec's columns
+        return model_inputs(frame)
+    columns = [str(c) for c in names]
+    return _select(frame, columns, "the columns the model was fitted on")
+
+
 def predict_proba(pipeline: Pipeline, frame: pd.DataFrame) -> np.ndarray:
     """Churn probability per row (the positive class column of ``predict_proba``)."""
-    return pipeline.predict_proba(model_inputs(frame))[:, 1]
+    return pipeline.predict_proba(fitted_inputs(pipeline, frame))[:, 1]
