@@ -199,7 +199,8 @@ class MlflowRegistry(dg.ConfigurableResource):
                 pip_requirements=pinned_requirements(),
                 skops_trusted_types=trusted,
                 pyfunc_predict_fn="predict_proba",
-                metadata={MODEL_METADATA_KEY: spec.to_dict()},
+                # as JSON text: MLflow writes MLmodel with sorted keys, which would reorder features
+                metadata={MODEL_METADATA_KEY: json.dumps(spec.to_dict())},
             )
             run_id = run.info.run_id
         with _fluent_store(self.uri()):
