@@ -43,7 +43,7 @@ import pandera.pandas as pa
 
 from churn_platform.core.mapping import MappedFrame
 from churn_platform.core.markdown import markdown_table
-from churn_platform.core.spec import NUMERIC_KINDS, Spec, default_spec
+from churn_platform.core.spec import NUMERIC_KINDS, Spec, SpecError, default_spec
 
 Severity = Literal["ERROR", "WARN"]
 ERROR: Severity = "ERROR"
@@ -956,7 +956,7 @@ def _rules(c: ContractConfig, spec: Spec) -> list[Rule]:
     names = [r.name for r in rules]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
-        raise ValueError(
+        raise SpecError(
             f"spec {spec.name!r} gives several contract rules the same name {dupes}; rename "
             "the columns behind them (rule names are column names plus a suffix)"
         )
