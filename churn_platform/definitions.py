@@ -85,10 +85,10 @@ def k8s_executor_config() -> dict[str, Any]:
     }
 
 
-class InvalidSettingError(dg.DagsterError):
+class InvalidSettingsError(settings.SettingsError, dg.DagsterError):
     """A setting or the table spec is invalid; the message names it, the key and the fix.
 
-    A ``DagsterError``, so that Dagster's loader passes it through as the code location's
+    A ``SettingsError`` (the CLI reports it as a configuration error) and a ``DagsterError``, so that Dagster's loader passes it through as the code location's
     load error (any other exception is wrapped in "Error occurred during the loading of
     Dagster definitions", which the UI shows first): the UI and ``dagster definitions
     validate`` show this message as the first line.
@@ -99,4 +99,4 @@ try:
     defs = build_definitions()
 except (settings.SettingsError, SpecError) as exc:
     # the message names the variable and the fix; the loader's stack adds nothing to it
-    raise InvalidSettingError(str(exc)) from None
+    raise InvalidSettingsError(str(exc)) from None
