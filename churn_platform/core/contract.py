@@ -901,15 +901,15 @@ def _rules(c: ContractConfig, spec: Spec) -> list[Rule]:
         # the name follows the spec's shape, so run-time overrides never rename a check
         spec_low, spec_high = feature.range
         if spec_low is not None and spec_high is not None:
-            name, text, target = f"{slug}_in_range", f"{col} in [{lo}, {hi}]", both
+            name, text, group = f"{slug}_in_range", f"{col} in [{lo}, {hi}]", both
         elif spec_high is None and spec_low is not None:
             suffix = "non_negative" if spec_low == 0 else "at_least"
-            name, text, target = f"{slug}_{suffix}", f"{col} >= {lo}", one_sided
+            name, text, group = f"{slug}_{suffix}", f"{col} >= {lo}", one_sided
         elif spec_low is None and spec_high is not None:
-            name, text, target = f"{slug}_at_most", f"{col} <= {hi}", one_sided
+            name, text, group = f"{slug}_at_most", f"{col} <= {hi}", one_sided
         else:
             continue  # [null, null]: no bound at all
-        target.append(
+        group.append(
             RangeRule(
                 name,
                 sev(name),
@@ -924,11 +924,16 @@ def _rules(c: ContractConfig, spec: Spec) -> list[Rule]:
         if feature.mean_range is None:
             continue
         over = _override(c, col, "mean_range")
-        lo_m, hi_m = (_num(v) for v in (over if over is not None else feature.mean_range))
+        low_m, high_m = over if over is not None else feature.mean_range
         name = f"{rule_slug(col)}_mean_in_range"
         rules.append(
             MeanRangeRule(
-                name, sev(name), f"mean {col} in [{lo_m}, {hi_m}]", col, low=lo_m, high=hi_m
+                name,
+                sev(name),
+                f"mean {col} in [{_num(low_m)}, {_num(high_m)}]",
+                col,
+                low=_num(low_m),  # type: ignore[arg-type]  # a mean range has both sides
+                high=_num(high_m),  # type: ignore[arg-type]
             )
         )
     for col, feature in spec.features.items():

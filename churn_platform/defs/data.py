@@ -168,13 +168,14 @@ def churn_snapshot(
 
 
 class ContractSettings(dg.Config):
-    """Contract thresholds and severities (see ``core.contract.ContractConfig``); JSON-able overrides."""
+    """Run-time overrides of the contract the spec declares (see ``core.contract.ContractConfig``)."""
 
     overrides: dict[str, Any] = pydantic.Field(
         default={},
-        description="Overrides of core.contract.ContractConfig fields, e.g. "
-        "{'monthly_spend_mean_range': [20, 500], 'severities': {'<rule name>': 'WARN'}}; "
-        "unknown keys are refused by name.",
+        description="Overrides of core.contract.ContractConfig fields over the spec's contract, "
+        "e.g. {'severities': {'<rule name>': 'WARN'}, 'null_rate_limits': {'<column>': 0.1}, "
+        "'min_rows': 1000}; the shipped spec also takes 'monthly_spend_mean_range': [20, 500] "
+        "and the like. Unknown keys, rules and columns are refused by name.",
     )
 
 
