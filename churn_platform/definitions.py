@@ -11,6 +11,7 @@ from typing import Any
 import dagster as dg
 
 from churn_platform import settings
+from churn_platform.core.spec import Spec, SpecError
 from churn_platform.defs import automation, data, deployment, evaluation, model, notifications
 from churn_platform.resources.environments import resources_for_environment
 
@@ -25,11 +26,19 @@ ASSETS = [
 ]
 
 
+def assets_for(spec: Spec) -> list[dg.AssetsDefinition]:
+    """``ASSETS`` with the contract's asset checks of ``spec`` (their names are fixed now)."""
+    validated = data.build_validated_churn_data(spec)
+    return [validated if a is data.validated_churn_data else a for a in ASSETS]
+
+
 def build_definitions() -> dg.Definitions:
-    """Build the definitions for the environment in ``CHURN_ENV``; every setting is read now,
-    not at import, and a bad one stops here with a message naming it."""
+    """Build the definitions for the environment in ``CHURN_ENV`` and the spec in ``CHURN_SPEC``;
+    every setting is read now, not at import, and a bad one stops here with a message naming
+    it (a bad spec: its key, line and fix)."""
+    spec = settings.current_spec()
     return dg.Definitions(
-        assets=ASSETS,
+        assets=assets_for(spec),
         jobs=[
             automation.build_retraining_job(),
             automation.release_job,
@@ -76,8 +85,18 @@ def k8s_executor_config() -> dict[str, Any]:
     }
 
 
+class InvalidSettingsError(settings.SettingsError, dg.DagsterError):
+    """A setting or the table spec is invalid; the message names it, the key and the fix.
+
+    A ``SettingsError`` (the CLI reports it as a configuration error) and a ``DagsterError``, so that Dagster's loader passes it through as the code location's
+    load error (any other exception is wrapped in "Error occurred during the loading of
+    Dagster definitions", which the UI shows first): the UI and ``dagster definitions
+    validate`` show this message as the first line.
+    """
+
+
 try:
     defs = build_definitions()
-except settings.SettingsError as exc:
+except (settings.SettingsError, SpecError) as exc:
     # the message names the variable and the fix; the loader's stack adds nothing to it
-    raise settings.SettingsError(str(exc)) from None
+    raise InvalidSettingsError(str(exc)) from None
