@@ -12,8 +12,23 @@ import dagster as dg
 
 from churn_platform import settings
 from churn_platform.core.spec import Spec, SpecError
-from churn_platform.defs import automation, data, deployment, evaluation, model, notifications
-from churn_platform.resources.environments import resources_for_environment
+
+
+class InvalidSettingsError(settings.SettingsError, dg.DagsterError):
+    """A setting or the table spec is invalid; the message names it, the key and the fix.
+
+    A ``SettingsError`` (the CLI reports it as a configuration error) and a ``DagsterError``,
+    so that Dagster's loader passes it through as the code location's load error (any other exception is wrapped in "Error occurred during the loading of
+    Dagster definitions", which the UI shows first): the UI and ``dagster definitions
+    validate`` show this message as the first line.
+    """
+
+
+try:  # the asset modules read the spec when imported (their check names are fixed then)
+    from churn_platform.defs import automation, data, deployment, evaluation, model, notifications
+except (settings.SettingsError, SpecError) as exc:
+    raise InvalidSettingsError(str(exc)) from None
+from churn_platform.resources.environments import resources_for_environment  # noqa: E402
 
 ASSETS = [
     data.churn_snapshot,
@@ -83,16 +98,6 @@ def k8s_executor_config() -> dict[str, Any]:
         "volumes": [{"name": "churn-home", "persistentVolumeClaim": {"claimName": "churn-home"}}],
         "volume_mounts": [{"name": "churn-home", "mountPath": home}],
     }
-
-
-class InvalidSettingsError(settings.SettingsError, dg.DagsterError):
-    """A setting or the table spec is invalid; the message names it, the key and the fix.
-
-    A ``SettingsError`` (the CLI reports it as a configuration error) and a ``DagsterError``, so that Dagster's loader passes it through as the code location's
-    load error (any other exception is wrapped in "Error occurred during the loading of
-    Dagster definitions", which the UI shows first): the UI and ``dagster definitions
-    validate`` show this message as the first line.
-    """
 
 
 try:
