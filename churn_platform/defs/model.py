@@ -7,6 +7,7 @@ from types import ModuleType
 import dagster as dg
 import pandas as pd
 
+from churn_platform import settings
 from churn_platform.core import contract, drift, features, model_checks, schema, training
 from churn_platform.core import records as r
 from churn_platform.defs.common import (
@@ -107,7 +108,9 @@ def challenger_model(
             r.TAG_MODEL_CHECKS: "failed" if failed else "passed",
         },
         json_artifacts={
-            "reference_profile.json": drift.build_reference_profile(checked.train_rows),
+            "reference_profile.json": drift.build_reference_profile(
+                checked.train_rows, settings.current_spec()
+            ),
             "model_checks.json": [o.as_dict() for o in outcomes],
         },
         run_name=f"challenger-{context.run.run_id[:8]}",
