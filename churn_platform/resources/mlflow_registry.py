@@ -30,6 +30,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 
 from churn_platform import settings
+from churn_platform.core.spec import Spec, spec_of_model_metadata
 
 # Requirements pinned to the versions training ran with: the serving environment is the
 # training environment. Passing them also skips MLflow's slow requirement inference.
@@ -232,6 +233,16 @@ class MlflowRegistry(dg.ConfigurableResource):
         ref = f"models:/{self.model_name}{version if version.startswith('@') else '/' + version}"
         with _fluent_store(self.uri()):
             return mlflow.sklearn.load_model(ref)
+
+    def version_spec(self, version: str) -> Spec:
+        """The spec ``version`` was trained with, from its MLmodel metadata (``churn_spec``).
+
+        A version logged before models carried their spec was trained on the shipped churn
+        spec, which is returned for it.
+        """
+        with _fluent_store(self.uri()):
+            info = mlflow.models.get_model_info(self.model_uri(version))
+        return spec_of_model_metadata(info.metadata)
 
     def load_json_artifact(self, run_id: str, name: str) -> Any:
         """A JSON artifact logged with ``log_and_register`` (e.g. the drift reference profile)."""
