@@ -78,6 +78,21 @@ def test_a_constant_training_column_that_later_varies_is_drift():
     assert drift.psi(prof, moved).psi["x"] > 1.0
 
 
+def test_a_mostly_zero_column_whose_rest_grows_is_drift():
+    rng = np.random.default_rng(3)
+    n = 10_000
+    ref = pd.DataFrame({"x": np.where(rng.random(n) < 0.95, 0.0, rng.uniform(0, 1, n))})
+    prof = drift.build_reference_profile(ref, numeric=["x"], categorical=[])
+    x = prof["features"]["x"]
+    assert x["kind"] == "numeric" and x["points"] == [0.0]
+    assert "[0, 0]" in x["bins"] and x["shares"][x["bins"].index("[0, 0]")] > 0.9
+    same = pd.DataFrame({"x": np.where(rng.random(n) < 0.95, 0.0, rng.uniform(0, 1, n))})
+    grown = pd.DataFrame({"x": np.where(rng.random(n) < 0.5, 0.0, rng.uniform(0, 1, n))})
+    prof = json.loads(json.dumps(prof))
+    assert drift.psi(prof, same).psi["x"] < 0.02
+    assert drift.psi(prof, grown).psi["x"] > 0.2
+
+
 def test_an_integer_mix_change_is_detected_through_the_spec():
     from churn_platform.core.spec import parse_spec
 

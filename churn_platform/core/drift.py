@@ -9,7 +9,9 @@ default: the shipped churn spec):
   data, between the training minimum and maximum, plus a "below min" bin and an "above max"
   bin of their own. A value v falls in bin k when edges[k-1] <= v < edges[k]; v < min is
   below, v > max is above. So a column that later leaves its training range is drift even
-  when the training column was constant.
+  when the training column was constant. A value holding so many rows that several
+  quantiles fall on it (``points``, e.g. the zero of a mostly-zero column) is a bin [p, p]
+  of its own, followed by (p, next edge).
 * low-cardinality numeric features (at most ``n_bins`` distinct training values, e.g. a 0/1/2
   count or a column that was all zeros): one bin per training value plus an ``__other__``
   bin for any value training never had.
@@ -95,19 +97,44 @@ def _numeric_counts(values: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, 
     return np.diff(cumulative), n_missing
 
 
+def _boundaries(
+    low: float, edges: np.ndarray, points: Iterable[float], high: float
+) -> list[tuple[float, bool]]:
+    """The inner boundaries of the bounded layout as (value, inclusive), in order.
+
+    A value v is left of boundary (b, False) when v < b and left of (b, True) when v <= b.
+    The bins: below ``low``; [low, e1), [e1, e2), ...; a point edge p gets [p, p] and then
+    (p, next) instead of [p, next); up to ``high`` inclusive; above ``high``.
+    """
+    marked = set(points)
+    out: list[tuple[float, bool]] = [(low, False)]
+    for edge in edges.tolist():
+        out.append((edge, False))
+        if edge in marked:
+            out.append((edge, True))
+    out.append((high, True))
+    return out
+
+
 def _bounded_counts(
-    values: np.ndarray, low: float, edges: np.ndarray, high: float
+    values: np.ndarray, boundaries: list[tuple[float, bool]]
 ) -> tuple[np.ndarray, int]:
-    """Counts of the bounded layout: [below low, [low, e1), ..., [ek, high], above high]
-    and the missing count. ``low <= edges <= high`` (the training minimum and maximum)."""
+    """Counts per bin of the bounded layout (see ``_boundaries``) and the missing count."""
     n_missing = int(np.count_nonzero(np.isnan(values)))
-    n_below = np.count_nonzero(values < low)
-    under = np.fromiter(
-        (np.count_nonzero(values < e) for e in edges), dtype=np.int64, count=edges.size
+    left_of = np.fromiter(
+        (np.count_nonzero(values <= b if inclusive else values < b) for b, inclusive in boundaries),
+        dtype=np.int64,
+        count=len(boundaries),
     )
-    n_within = np.count_nonzero(values <= high)
-    cumulative = np.concatenate([[0, n_below], under, [n_within, values.size - n_missing]])
+    cumulative = np.concatenate([[0], left_of, [values.size - n_missing]])
     return np.diff(cumulative), n_missing
+
+
+def _bounded_labels(boundaries: list[tuple[float, bool]]) -> list[str]:
+    labels = [BELOW_BIN]
+    for (lo, lo_incl), (hi, hi_incl) in zip(boundaries[:-1], boundaries[1:], strict=True):
+        labels.append(f"{'(' if lo_incl else '['}{lo:g}, {hi:g}{']' if hi_incl else ')'}")
+    return [*labels, ABOVE_BIN]
 
 
 def _discrete_counts(values: np.ndarray, levels: np.ndarray) -> tuple[np.ndarray, int, int]:
@@ -241,16 +268,19 @@ def _numeric_profile(values: np.ndarray, n_bins: int) -> dict[str, Any]:
         }
     low, high = float(levels[0]), float(levels[-1])
     probs = np.arange(1, n_bins) / n_bins
-    edges = np.unique(np.quantile(finite, probs))
-    counts, n_missing = _bounded_counts(values, low, edges, high)
-    bounds = [low, *edges.tolist()]
-    labels = [f"[{lo:g}, {hi:g})" for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
+    # a value that several quantiles land on holds >= 1/n_bins of the rows by itself (a
+    # near-constant column's zero): it gets a bin of its own, so a change of the rest shows
+    edges, hits = np.unique(np.quantile(finite, probs), return_counts=True)
+    points = [float(e) for e in edges[hits > 1]]
+    boundaries = _boundaries(low, edges, points, high)
+    counts, n_missing = _bounded_counts(values, boundaries)
     return {
         "kind": "numeric",
         "edges": [float(e) for e in edges],
+        "points": points,
         "min": low,
         "max": high,
-        "bins": [BELOW_BIN, *labels, f"[{bounds[-1]:g}, {high:g}]", ABOVE_BIN, MISSING_BIN],
+        "bins": [*_bounded_labels(boundaries), MISSING_BIN],
         "shares": [float(c) / n_rows for c in (*counts, n_missing)],
     }
 
@@ -333,9 +363,10 @@ def psi(reference_profile: Mapping[str, Any], current_frame: pd.DataFrame) -> Ps
                 # a profile stored before the below/above bins: outer bins open
                 counts, n_missing = _numeric_counts(values, edges)
             else:
-                counts, n_missing = _bounded_counts(
-                    values, float(spec["min"]), edges, float(spec["max"])
+                bounds = _boundaries(
+                    float(spec["min"]), edges, spec.get("points") or (), float(spec["max"])
                 )
+                counts, n_missing = _bounded_counts(values, bounds)
             current = np.append(counts, n_missing)
         elif spec["kind"] == "discrete":
             levels = np.asarray(spec["values"], dtype=np.float64)
