@@ -182,3 +182,30 @@ def test_spec_slices_of_the_shipped_spec_match_the_default_slices():
     assert list(ours) == list(theirs)
     for name in theirs:
         assert np.array_equal(ours[name], theirs[name]), name
+
+
+def test_the_registry_reads_each_versions_own_spec(churn_home, world):
+    """A real MLflow SQLite store: the spec logged in a version's MLmodel metadata comes back;
+    a version logged without one (before models carried their spec) reads as the shipped spec."""
+    import mlflow
+
+    from churn_platform.core.spec import MODEL_METADATA_KEY, default_spec
+    from churn_platform.resources.mlflow_registry import MlflowRegistry, _fluent_store
+
+    registry = MlflowRegistry()
+    versions = []
+    for metadata in ({MODEL_METADATA_KEY: world["old"].to_dict()}, None):
+        with (
+            _fluent_store(registry.uri()),
+            mlflow.start_run(experiment_id=registry.experiment_id()),
+        ):
+            info = mlflow.sklearn.log_model(
+                LogisticRegression().fit([[0.0], [1.0]], [0, 1]),
+                name="model",
+                metadata=metadata,
+                serialization_format="cloudpickle",
+            )
+        with _fluent_store(registry.uri()):
+            versions.append(str(mlflow.register_model(info.model_uri, registry.model_name).version))
+    assert registry.version_spec(versions[0]) == world["old"]
+    assert registry.version_spec(versions[1]) == default_spec()
