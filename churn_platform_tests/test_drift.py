@@ -256,3 +256,25 @@ def test_bad_inputs_are_named(profile, reference):
         drift.build_reference_profile(reference.iloc[:0])
     with pytest.raises(ValueError, match="n_bins"):
         drift.build_reference_profile(reference, n_bins=1)
+
+
+def test_a_watched_date_is_profiled_in_days_and_read_from_text():
+    from churn_platform.core.spec import parse_spec
+
+    spec = parse_spec(
+        {
+            "entity_id": {"column": "id"},
+            "target": {"column": "y", "positive": [1], "negative": [0]},
+            "features": {"opened": {"kind": "date"}},
+        }
+    )
+    rng = np.random.default_rng(4)
+    days = pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 365, 5_000), unit="D")
+    ref = pd.DataFrame({"opened": pd.Series(days).astype("datetime64[ns]")})
+    prof = json.loads(json.dumps(drift.build_reference_profile(ref, spec)))
+    assert prof["features"]["opened"]["dates"] is True
+    # a request log holds ISO text: the same dates read the same
+    as_text = pd.DataFrame({"opened": ref["opened"].dt.strftime("%Y-%m-%d")})
+    assert drift.psi(prof, as_text).psi["opened"] < 1e-9
+    later = pd.DataFrame({"opened": (ref["opened"] + pd.Timedelta(days=400)).astype(str)})
+    assert drift.psi(prof, later).psi["opened"] > 1.0

@@ -68,11 +68,16 @@ def profile_columns(spec: Spec | None = None) -> tuple[tuple[str, ...], tuple[st
 # column helpers shared by the profile and the PSI, so both bin the same way
 
 
-def _numeric_values(frame: pd.DataFrame, column: str) -> np.ndarray:
+def _numeric_values(frame: pd.DataFrame, column: str, dates: bool = False) -> np.ndarray:
     """A float64 view of ``column``: nulls become NaN; non-numeric text is coerced to NaN;
-    dates become days since 1970."""
+    dates (a datetime column, or any column when ``dates``: ISO text from a request log)
+    become days since 1970."""
     series = frame[column]
+    if dates and not pd.api.types.is_datetime64_any_dtype(series.dtype):
+        series = pd.to_datetime(series, errors="coerce", utc=True).dt.tz_localize(None)
     if pd.api.types.is_datetime64_any_dtype(series.dtype):
+        if getattr(series.dt, "tz", None) is not None:
+            series = series.dt.tz_convert("UTC").dt.tz_localize(None)
         stamps = series.to_numpy(dtype="datetime64[ns]")
         days = stamps.astype(np.int64).astype(np.float64) / _NS_PER_DAY
         days[np.isnat(stamps)] = np.nan
@@ -229,7 +234,12 @@ def build_reference_profile(
 
     features: dict[str, dict[str, Any]] = {}
     for col in numeric:
-        features[col] = _numeric_profile(_numeric_values(frame, col), n_bins)
+        dates = pd.api.types.is_datetime64_any_dtype(frame[col].dtype) or (
+            col in spec.features and spec.features[col].kind == "date"
+        )
+        features[col] = _numeric_profile(_numeric_values(frame, col, dates), n_bins)
+        if dates:
+            features[col]["dates"] = True  # values are days since 1970
     for col in categorical:
         series = frame[col]
         observed = pd.unique(series.dropna())
@@ -357,7 +367,7 @@ def psi(reference_profile: Mapping[str, Any], current_frame: pd.DataFrame) -> Ps
     missing_counts: dict[str, int] = {}
     for col, spec in features.items():
         if spec["kind"] == "numeric":
-            values = _numeric_values(current_frame, col)
+            values = _numeric_values(current_frame, col, bool(spec.get("dates")))
             edges = np.asarray(spec["edges"], dtype=np.float64)
             if spec.get("min") is None or spec.get("max") is None:
                 # a profile stored before the below/above bins: outer bins open
@@ -370,7 +380,9 @@ def psi(reference_profile: Mapping[str, Any], current_frame: pd.DataFrame) -> Ps
             current = np.append(counts, n_missing)
         elif spec["kind"] == "discrete":
             levels = np.asarray(spec["values"], dtype=np.float64)
-            counts, other, n_missing = _discrete_counts(_numeric_values(current_frame, col), levels)
+            counts, other, n_missing = _discrete_counts(
+                _numeric_values(current_frame, col, bool(spec.get("dates"))), levels
+            )
             current = np.concatenate([counts, [other, n_missing]])
             unseen_counts[col] = other
         elif spec["kind"] == "categorical":
