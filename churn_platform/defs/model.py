@@ -154,7 +154,9 @@ def challenger_model(
             r.TAG_MODEL_CHECKS: "failed" if failed else "passed",
         },
         json_artifacts={
-            "reference_profile.json": drift.build_reference_profile(checked.train_rows),
+            "reference_profile.json": drift.build_reference_profile(
+                checked.train_rows, settings.current_spec()
+            ),
             "model_checks.json": [o.as_dict() for o in outcomes],
         },
         run_name=f"challenger-{context.run.run_id[:8]}",
