@@ -6,7 +6,8 @@
 * every PromQL expression of the Grafana dashboard ``deploy/grafana/churn-serving.json``
   parses: each one is sent to that Prometheus's ``/api/v1/query`` (400 on a parse error).
 * every metric a panel names is exported: a real model server and a real router (with the
-  drift sensor's PSI document in the storage) are scraped, and each name must be there.
+  drift sensor's PSI document in the storage) are scraped, and each name must be there; the
+  local Prometheus finds the router and stores its weight and PSI gauges.
 * the alert rules' ``promtool test rules`` cases run in ``test_k8s_objects.py``; here:
   the alerts the runbook names exist.
 """
@@ -30,8 +31,8 @@ import yaml
 
 from churn_platform.core import drift
 from churn_platform.core.drift_monitor import PSI_EXPORT_KEY, psi_export
-from churn_platform.targets.local import bind_socket, child_env, spawn, stop_process, wait_healthy
-from churn_platform.testing import RegisteredModels, free_port, start_model_server, to_records
+from churn_platform.targets.local import LocalProcessTarget
+from churn_platform.testing import RegisteredModels, free_port, start_prometheus, to_records
 
 pytestmark = pytest.mark.integration
 
@@ -74,6 +75,9 @@ def test_rendered_config_passes_promtool(tmp_path: Path) -> None:
     assert rendered["rule_files"] == [str(RULES)]
     (targets_file,) = rendered["scrape_configs"][0]["file_sd_configs"][0]["files"]
     assert Path(targets_file).is_file()
+    routers = rendered["scrape_configs"][1]
+    assert routers["job_name"] == "churn-routers"
+    assert Path(routers["file_sd_configs"][0]["files"][0]).is_file()
     check = subprocess.run(
         ["promtool", "check", "config", str(config)], capture_output=True, text=True, timeout=60
     )
@@ -212,11 +216,8 @@ def _samples(url: str) -> list[tuple[str, dict[str, str], float]]:
     ]
 
 
-def test_every_dashboard_metric_is_exported_by_a_real_server_and_router(
-    registered_models: RegisteredModels, tmp_path: Path
-) -> None:
-    home = tmp_path / "home"
-    # the drift sensor's document, as its tick writes it into the storage (CHURN_HOME here)
+def _psi_document(home: Path) -> None:
+    """The drift sensor's document, as its tick writes it into the storage (CHURN_HOME)."""
     result = drift.PsiResult(
         psi={"monthly_spend": 0.31, "tenure_months": 0.02},
         n_rows=500,
@@ -226,26 +227,53 @@ def test_every_dashboard_metric_is_exported_by_a_real_server_and_router(
         missing_counts={},
     )
     document = home / PSI_EXPORT_KEY
-    document.parent.mkdir(parents=True)
+    document.parent.mkdir(parents=True, exist_ok=True)
     document.write_text(psi_export("1", {"source_snapshot": result}, 0.2, 1_700_000_000.0))
-    with start_model_server(registered_models, "1", tmp_path) as server:
-        state = tmp_path / "router.json"
-        state.write_text(json.dumps({"backends": {"1": {"url": server.url, "weight": 100}}}))
-        sock = bind_socket()
-        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        log = tmp_path / "router.log"
-        pid = spawn(
-            ["router", "--state-file", str(state)], log, sock, child_env({"CHURN_HOME": str(home)})
-        )
-        try:
-            wait_healthy(url + "/-/health", pid, log, 60.0, "router")
-            rows = to_records(registered_models.rows.head(2))
-            answer = httpx.post(url + "/predict", json={"records": rows}, timeout=30)
-            assert answer.status_code == 200, answer.text
-            router = _samples(url)
-            exported = {name for name, _, _ in router + _samples(server.url)}
-        finally:
-            stop_process(pid)
+
+
+@requires_prometheus
+def test_every_dashboard_metric_is_exported_and_scraped_by_the_local_prometheus(
+    registered_models: RegisteredModels, churn_home: Path, tmp_path: Path
+) -> None:
+    _psi_document(churn_home)
+    target = LocalProcessTarget(
+        churn_home / "deployments",
+        registered_models.tracking_uri,
+        inference_log_dir=tmp_path / "inference_log",
+    )
+    try:
+        served = target.deploy("production", "1", registered_models.model_uris["1"])
+        url = target.set_weights("production", {"1": 100}).endpoint
+        assert url is not None
+        rows = to_records(registered_models.rows.head(2))
+        answer = httpx.post(url + "/predict", json={"records": rows}, timeout=30)
+        assert answer.status_code == 200, answer.text
+        router = _samples(url)
+        exported = {name for name, _, _ in router + _samples(served.url)}
+
+        # the local Prometheus finds the router through its own file_sd list
+        config = target.write_prometheus_config(tmp_path / "prometheus.yml")
+        with start_prometheus(config, tmp_path) as prom:
+            queries = (
+                'churn_traffic_weight{environment="production"}',
+                'churn_feature_psi{environment="production", feature="monthly_spend"}',
+            )
+            deadline = time.monotonic() + 120
+            while True:
+                found = [
+                    httpx.get(prom.url + "/api/v1/query", params={"query": q}).json()
+                    for q in queries
+                ]
+                assert all(f["status"] == "success" for f in found), found
+                if all(f["data"]["result"] for f in found):
+                    break
+                assert time.monotonic() < deadline, f"never scraped: {prom.log.read_text()[-2000:]}"
+                time.sleep(0.5)
+        (weight,), (psi,) = (f["data"]["result"] for f in found)
+        assert weight["metric"]["job"] == psi["metric"]["job"] == "churn-routers"
+        assert float(weight["value"][1]) == 100.0 and float(psi["value"][1]) == 0.31
+    finally:
+        target.stop_all()
     assert ("churn_traffic_weight", {"model_version": "1"}, 100.0) in router
     labels = {"feature": "monthly_spend", "window": "source_snapshot", "model_version": "1"}
     assert ("churn_feature_psi", labels, 0.31) in router
