@@ -33,6 +33,7 @@ from churn_platform.resources.environments import resources_for_environment
 from churn_platform.resources.inference_log import InferenceLogResource
 from churn_platform.resources.mlflow_registry import MlflowRegistry
 from churn_platform.resources.notify import Notifier
+from churn_platform.resources.storage import StorageResource
 from churn_platform.serving.integration import records
 from churn_platform.serving.model_server import InferenceLog, default_inference_log_path
 from churn_platform.targets.local import LocalProcessTarget
@@ -111,6 +112,7 @@ def tick(
             "data_source": data_source,
             "inference_log": InferenceLogResource(),
             "notifier": Notifier(),
+            "storage": StorageResource(),
         },
         instance=instance or dg.DagsterInstance.ephemeral(),
     )
@@ -473,3 +475,19 @@ def test_the_synthetic_source_is_read_as_next_week_and_a_snapshot_moves_it_on(
     assert snapshot.success, step_error(snapshot)
     moved = tick(source, same.cursor, instance)
     assert '"as_of": "2026-11-08"' in fingerprint(moved)  # the next run draws week 1
+
+
+def test_every_tick_writes_the_psi_per_feature_the_router_exports(champion, home):
+    from churn_platform.core.drift_monitor import PSI_EXPORT_KEY, parse_psi_export
+
+    document = home / PSI_EXPORT_KEY
+    assert not document.exists()
+    data = tick(SyntheticSourceResource(**STABLE))
+    at, samples = parse_psi_export(document.read_text())
+    assert at is not None
+    meta = by_window(data)["source_snapshot"]
+    exported = {s.feature: s.psi for s in samples if s.window == "source_snapshot"}
+    assert set(exported) == set(FEATURES)
+    for feature, value in exported.items():
+        assert value == pytest.approx(meta[f"psi_{feature}"], abs=1e-5)
+    assert {s.model_version for s in samples} == {champion["version"]}

@@ -246,3 +246,41 @@ def test_the_storage_resource_writes_under_its_base_and_refuses_keys_that_leave_
             storage.write_text(bad, "x")
     with pytest.raises(ValueError, match="the scheme 'gs' is not supported"):
         StorageResource(base_url="gs://bucket/churn").write_text("a.md", "x")
+
+
+def test_a_run_reads_the_value_it_wrote_while_a_concurrent_run_moved_current(tmp_path):
+    folder = tmp_path / "challenger_model"
+    write_value(folder, {"trained_by": "a"}, run_id="run-a")
+    write_value(folder, {"trained_by": "b"}, run_id="run-b")
+    for later in range(3):  # more writes by other runs: a's version is not pruned
+        write_value(folder, {"trained_by": f"other-{later}"}, run_id=f"run-{later}")
+    assert read_value(folder, run_id="run-a") == {"trained_by": "a"}
+    assert read_value(folder, run_id="run-b") == {"trained_by": "b"}
+    # a run that did not write it reads the current value
+    assert read_value(folder, run_id="run-c") == {"trained_by": "other-2"}
+    assert read_value(folder) == {"trained_by": "other-2"}
+    with pytest.raises(ValueError, match="is not a Dagster run id"):
+        read_value(folder, run_id="../CURRENT")
+
+
+def test_the_io_manager_loads_this_runs_own_upstream_value(tmp_path):
+    manager = DataIOManager(base_dir=str(tmp_path))
+
+    @dg.asset
+    def upstream(context) -> dict:
+        return {"run": context.run.run_id}
+
+    @dg.asset(deps=[upstream])
+    def concurrent_run() -> None:
+        """Another run stores its upstream value after this run's, before the next step."""
+        write_value(tmp_path / "upstream", {"run": "concurrent"}, run_id="other-run")
+
+    @dg.asset(deps=[concurrent_run])
+    def downstream(context, upstream: dict) -> dict:
+        assert upstream == {"run": context.run.run_id}
+        return upstream
+
+    result = dg.materialize(
+        [upstream, concurrent_run, downstream], resources={"io_manager": manager}
+    )
+    assert result.success

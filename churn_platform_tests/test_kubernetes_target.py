@@ -704,3 +704,138 @@ def test_workloads_part_alone_applies_waits_scales_and_deletes(cluster: Cluster)
     assert not cluster.exists("PodDisruptionBudget", "1")
     with pytest.raises(KubernetesTargetError, match=f"Service {cluster.ns}/churn-model-v1"):
         workloads.ensure_serving(ENV, "1", "test", pods=False)
+
+
+# -- restore -----------------------------------------------------------------------------
+
+
+def _delete_route(cluster: Cluster) -> None:
+    cluster.custom.delete_namespaced_custom_object(
+        GATEWAY_GROUP, "v1", cluster.ns, HTTPROUTE_PLURAL, "churn-model"
+    )
+
+
+def test_restore_reapplies_deleted_objects_and_a_deleted_route(cluster: Cluster) -> None:
+    target = cluster.target()
+    _champion(cluster, target, "1")
+    target.deploy(ENV, "2", "models:/churn_model/2")
+    target.set_weights(ENV, {"1": 0, "2": 100})
+    assert target.restore(ENV) == []  # nothing wrong: nothing done
+
+    # someone deletes the champion's Deployment and Service, and scales v1 to 0 pods
+    cluster.apps.delete_namespaced_deployment("churn-model-v2", cluster.ns)
+    cluster.core.delete_namespaced_service("churn-model-v2", cluster.ns)
+    cluster.apps.patch_namespaced_deployment(
+        "churn-model-v1", cluster.ns, {"spec": {"replicas": 0}}
+    )
+    repairs = target.restore(ENV)
+    assert any(
+        "Deployment and Service" in line and "models:/churn_model/2" in line for line in repairs
+    )
+    assert cluster.exists("Deployment", "2") and cluster.exists("Service", "2")
+    assert cluster.exists("PodDisruptionBudget", "2")
+    assert cluster.deployment("2").status.ready_replicas == 1  # waited for its pods
+    assert cluster.deployment("1").spec.replicas == 0  # 0% traffic: left as housekeeping made it
+    assert cluster.route_weights() == {"churn-model-v1": 0, "churn-model-v2": 100}
+    # the champion scaled to 0 pods while the route sends it everything
+    scale_to_zero = {"spec": {"replicas": 0}}
+    cluster.apps.patch_namespaced_deployment("churn-model-v2", cluster.ns, scale_to_zero)
+    assert target.restore(ENV) == ["v2 of production carries traffic with 0 replicas; scaled up"]
+    assert cluster.deployment("2").spec.replicas == 1
+
+    # the route is gone too, and v1's objects: only the registry knows who is champion
+    _delete_route(cluster)
+    cluster.apps.delete_namespaced_deployment("churn-model-v1", cluster.ns)
+    cluster.core.delete_namespaced_service("churn-model-v1", cluster.ns)
+    without_registry = target.restore(ENV)
+    assert without_registry == []  # the route named v1 and v2; with no route nothing is known
+    repairs = target.restore(ENV, champion="2", keep=("1",))
+    assert any("HTTPRoute" in line and "re-created" in line for line in repairs), repairs
+    assert any(line.startswith("v1 of production: Deployment and Service") for line in repairs)
+    assert cluster.route_weights() == {"churn-model-v1": 0, "churn-model-v2": 100}
+    assert target.state(ENV).weights() == {"1": 0, "2": 100}
+    assert target.restore(ENV, champion="2", keep=("1",)) == []
+
+
+def test_restore_reports_a_version_it_cannot_bring_back_and_restores_the_others(
+    cluster: Cluster,
+) -> None:
+    target = cluster.target()
+    _champion(cluster, target, "1")
+    target.deploy(ENV, "2", "models:/churn_model/2")
+    target.set_weights(ENV, {"1": 100, "2": 0})
+    cluster.apps.delete_namespaced_deployment("churn-model-v1", cluster.ns)
+    cluster.kubelet.hold.add("churn-model-v1")  # its new pods never become ready
+    cluster.core.delete_namespaced_service("churn-model-v2", cluster.ns)
+    repairs = target.restore(ENV)
+    assert len(repairs) == 3, repairs
+    assert repairs[0].startswith(f"v1 of production: Deployment {cluster.ns}/churn-model-v1 was")
+    assert "v1 of production could not be restored" in repairs[1]
+    assert "not ready after" in repairs[1]
+    assert repairs[2].startswith("v2 of production: Service ")
+    assert cluster.exists("Service", "2")
+    route = {"churn-model-v1": 100, "churn-model-v2": 0}
+    assert cluster.route_weights() == route  # the route was not touched
+
+
+def test_the_restore_command_on_kubernetes_uses_the_registry_aliases(
+    cluster: Cluster, kube: KubeApiServer, tmp_path: Path
+) -> None:
+    import os
+    import sys
+    import threading
+
+    from mlflow import MlflowClient
+
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    registry = MlflowClient(tracking_uri=tracking, registry_uri=tracking)
+    registry.create_registered_model("churn_model")
+    for version in ("1", "2"):
+        registry.create_model_version("churn_model", source=str(tmp_path / f"m{version}"))
+    registry.set_registered_model_alias("churn_model", "champion", "2")
+    registry.set_registered_model_alias("churn_model", "previous", "1")
+    target = cluster.target()
+    _champion(cluster, target, "1")
+    target.deploy(ENV, "2", "models:/churn_model/2")
+    target.set_weights(ENV, {"1": 0, "2": 100})
+    # a wiped namespace: every object and the route gone
+    _delete_route(cluster)
+    for version in ("1", "2"):
+        cluster.apps.delete_namespaced_deployment(f"churn-model-v{version}", cluster.ns)
+        cluster.core.delete_namespaced_service(f"churn-model-v{version}", cluster.ns)
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CHURN_", "MLFLOW_"))}
+    env |= {
+        "CHURN_HOME": str(tmp_path / "home"),
+        "CHURN_ENV": "kubernetes",
+        "CHURN_K8S_NAMESPACE": cluster.namespace_template,
+        "CHURN_MODEL_SERVER_IMAGE": "churn-model-server:test",
+        "MLFLOW_TRACKING_URI": tracking,
+        "KUBECONFIG": str(kube.kubeconfig(tmp_path / "kubeconfig")),
+        "PYTHONPATH": str(REPO),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "churn_platform.serving", "restore", "--environment", ENV],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+    def kubelet() -> None:  # plays the kubelet until the command ends
+        while proc.poll() is None:
+            cluster.kubelet.tick()
+            threading.Event().wait(0.2)
+
+    playing = threading.Thread(target=kubelet, daemon=True)
+    playing.start()
+    out, _ = proc.communicate(timeout=600)
+    playing.join()
+    assert proc.returncode == 0, out
+    assert "HTTPRoute" in out and "re-created" in out, out
+    assert cluster.route_weights() == {"churn-model-v1": 0, "churn-model-v2": 100}
+    assert cluster.deployment("2").status.ready_replicas == 1
+    container = cluster.deployment("2").spec.template.spec.containers[0]
+    assert container.image == "churn-model-server:test"
+    assert "models:/churn_model/2" in container.args

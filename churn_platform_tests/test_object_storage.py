@@ -311,7 +311,8 @@ def test_the_graph_and_the_drift_sensor_run_on_s3_with_nothing_local_but_the_ins
     reg.set_alias("champion", version)
     resources = resources_for_environment()
     sensor_resources = {
-        k: resources[k] for k in ("mlflow_registry", "data_source", "inference_log", "notifier")
+        k: resources[k]
+        for k in ("mlflow_registry", "data_source", "inference_log", "notifier", "storage")
     }
 
     def tick(cursor: str | None = None):

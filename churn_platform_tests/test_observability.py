@@ -5,6 +5,9 @@
   Prometheus that answers ``/-/ready`` and has loaded the alert rules.
 * every PromQL expression of the Grafana dashboard ``deploy/grafana/churn-serving.json``
   parses: each one is sent to that Prometheus's ``/api/v1/query`` (400 on a parse error).
+* every metric a panel names is exported: a real model server and a real router (with the
+  drift sensor's PSI document in the storage) are scraped, and each name must be there; the
+  local Prometheus finds the router and stores its weight and PSI gauges.
 * the alert rules' ``promtool test rules`` cases run in ``test_k8s_objects.py``; here:
   the alerts the runbook names exist.
 """
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -25,7 +29,10 @@ import httpx
 import pytest
 import yaml
 
-from churn_platform.testing import free_port
+from churn_platform.core import drift
+from churn_platform.core.drift_monitor import PSI_EXPORT_KEY, psi_export
+from churn_platform.targets.local import LocalProcessTarget
+from churn_platform.testing import RegisteredModels, free_port, start_prometheus, to_records
 
 pytestmark = pytest.mark.integration
 
@@ -68,6 +75,9 @@ def test_rendered_config_passes_promtool(tmp_path: Path) -> None:
     assert rendered["rule_files"] == [str(RULES)]
     (targets_file,) = rendered["scrape_configs"][0]["file_sd_configs"][0]["files"]
     assert Path(targets_file).is_file()
+    routers = rendered["scrape_configs"][1]
+    assert routers["job_name"] == "churn-routers"
+    assert Path(routers["file_sd_configs"][0]["files"][0]).is_file()
     check = subprocess.run(
         ["promtool", "check", "config", str(config)], capture_output=True, text=True, timeout=60
     )
@@ -144,6 +154,8 @@ def test_dashboard_covers_what_a_team_watches() -> None:
         "histogram_quantile(0.95",
         "router_requests_total",
         "churn_model_loaded",
+        "churn_traffic_weight",
+        "churn_feature_psi",
     ):
         assert metric in text, metric
     ids = [p["id"] for p in dashboard["panels"]]
@@ -164,3 +176,109 @@ def test_every_dashboard_expression_parses_in_prometheus(prometheus: str) -> Non
     for title, expr in _expressions():
         r = query(expr)
         assert r.status_code == 200, f"panel {title!r}: {expr}\n{r.text}"
+
+
+PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool"}
+PROMQL_WORDS |= {"and", "or", "unless", "offset", "le", "inf", "nan"}
+
+
+def metric_names(expr: str) -> set[str]:
+    """The metric names a PromQL expression selects (functions, label matchers, grouping
+    labels, durations and Grafana variables left out)."""
+    text = re.sub(r"\$__\w+", "", expr)
+    text = re.sub(r"\{[^}]*\}", "", text)  # label matchers
+    text = re.sub(r"\b(by|without|on|ignoring)\s*\([^)]*\)", "", text)  # grouping labels
+    text = re.sub(r"\[[^\]]*\]", "", text)  # range durations
+    names = set()
+    for match in re.finditer(r"(?<![\w.])([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(\()?", text):
+        name, call = match.groups()
+        if not call and name.lower() not in PROMQL_WORDS:
+            names.add(name)
+    return names
+
+
+def test_metric_names_are_read_from_promql() -> None:
+    assert metric_names(
+        'histogram_quantile(0.95, sum by (le, model_version) (rate(x_bucket{path="/p"}'
+        "[$__rate_interval]))) / scalar(sum(rate(y_total[5m]))) > bool 0.2"
+    ) == {"x_bucket", "y_total"}
+
+
+def _samples(url: str) -> list[tuple[str, dict[str, str], float]]:
+    """Every sample ``url``'s ``/metrics`` exposes: (name, labels, value)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(url + "/metrics", timeout=30).text
+    return [
+        (sample.name, sample.labels, sample.value)
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    ]
+
+
+def _psi_document(home: Path) -> None:
+    """The drift sensor's document, as its tick writes it into the storage (CHURN_HOME)."""
+    result = drift.PsiResult(
+        psi={"monthly_spend": 0.31, "tenure_months": 0.02},
+        n_rows=500,
+        max_feature="monthly_spend",
+        max_psi=0.31,
+        unseen_counts={},
+        missing_counts={},
+    )
+    document = home / PSI_EXPORT_KEY
+    document.parent.mkdir(parents=True, exist_ok=True)
+    document.write_text(psi_export("1", {"source_snapshot": result}, 0.2, 1_700_000_000.0))
+
+
+@requires_prometheus
+def test_every_dashboard_metric_is_exported_and_scraped_by_the_local_prometheus(
+    registered_models: RegisteredModels, churn_home: Path, tmp_path: Path
+) -> None:
+    _psi_document(churn_home)
+    target = LocalProcessTarget(
+        churn_home / "deployments",
+        registered_models.tracking_uri,
+        inference_log_dir=tmp_path / "inference_log",
+    )
+    try:
+        served = target.deploy("production", "1", registered_models.model_uris["1"])
+        url = target.set_weights("production", {"1": 100}).endpoint
+        assert url is not None
+        rows = to_records(registered_models.rows.head(2))
+        answer = httpx.post(url + "/predict", json={"records": rows}, timeout=30)
+        assert answer.status_code == 200, answer.text
+        router = _samples(url)
+        exported = {name for name, _, _ in router + _samples(served.url)}
+
+        # the local Prometheus finds the router through its own file_sd list
+        config = target.write_prometheus_config(tmp_path / "prometheus.yml")
+        with start_prometheus(config, tmp_path) as prom:
+            queries = (
+                'churn_traffic_weight{environment="production"}',
+                'churn_feature_psi{environment="production", feature="monthly_spend"}',
+            )
+            deadline = time.monotonic() + 120
+            while True:
+                found = [
+                    httpx.get(prom.url + "/api/v1/query", params={"query": q}).json()
+                    for q in queries
+                ]
+                assert all(f["status"] == "success" for f in found), found
+                if all(f["data"]["result"] for f in found):
+                    break
+                assert time.monotonic() < deadline, f"never scraped: {prom.log.read_text()[-2000:]}"
+                time.sleep(0.5)
+        (weight,), (psi,) = (f["data"]["result"] for f in found)
+        assert weight["metric"]["job"] == psi["metric"]["job"] == "churn-routers"
+        assert float(weight["value"][1]) == 100.0 and float(psi["value"][1]) == 0.31
+    finally:
+        target.stop_all()
+    assert ("churn_traffic_weight", {"model_version": "1"}, 100.0) in router
+    labels = {"feature": "monthly_spend", "window": "source_snapshot", "model_version": "1"}
+    assert ("churn_feature_psi", labels, 0.31) in router
+    assert ("churn_feature_psi_updated_timestamp_seconds", {}, 1.7e9) in router
+    named = {(title, name) for title, expr in _expressions() for name in metric_names(expr)}
+    assert {name for _, name in named} >= {"churn_feature_psi", "churn_traffic_weight"}
+    missing = sorted((title, name) for title, name in named if name not in exported)
+    assert not missing, f"panels name metrics nobody exports: {missing}"

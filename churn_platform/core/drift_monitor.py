@@ -206,3 +206,54 @@ def decide(
         results=results,
         worst_window=worst_name,
     )
+
+
+# The latest PSI per feature, as the drift sensor last computed it: one small JSON document in
+# the platform's storage, which the router's /metrics turns into gauges (Prometheus and
+# Grafana see drift without reading Dagster's event log).
+PSI_EXPORT_KEY = "monitoring/feature_psi.json"
+PSI_EXPORT_FORMAT = "churn_platform.feature_psi/1"
+
+
+@dataclass(frozen=True)
+class PsiSample:
+    """One exported PSI value: a feature of one window, against one champion's profile."""
+
+    window: str
+    feature: str
+    model_version: str
+    psi: float
+
+
+def psi_export(
+    champion: str, results: Mapping[str, drift.PsiResult], threshold: float, at: float
+) -> str:
+    """The export document (JSON text) for a tick's per-window results; ``at`` is a Unix time."""
+    return json.dumps(
+        {
+            "format": PSI_EXPORT_FORMAT,
+            "updated_at": at,
+            "champion_version": champion,
+            "threshold": threshold,
+            "windows": {
+                name: {k: v for k, v in result.psi.items() if math.isfinite(v)}
+                for name, result in results.items()
+            },
+        },
+        sort_keys=True,
+    )
+
+
+def parse_psi_export(text: str) -> tuple[float | None, list[PsiSample]]:
+    """``(updated_at, samples)`` of an export document; ValueError when it is not one."""
+    document = json.loads(text)
+    if not isinstance(document, dict) or document.get("format") != PSI_EXPORT_FORMAT:
+        raise ValueError(f"not a {PSI_EXPORT_FORMAT} document")
+    champion = str(document.get("champion_version", ""))
+    samples = [
+        PsiSample(str(window), str(feature), champion, float(value))
+        for window, features in dict(document.get("windows") or {}).items()
+        for feature, value in dict(features).items()
+    ]
+    updated = document.get("updated_at")
+    return (float(updated) if updated is not None else None), samples

@@ -1,6 +1,7 @@
 """Jobs, the weekly retraining schedule and the sensors: PSI drift, code version, new file."""
 
 import json
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,14 @@ from dagster._core.definitions.data_version import CODE_VERSION_TAG
 from churn_platform import settings
 from churn_platform.core import drift
 from churn_platform.core import records as r
-from churn_platform.core.drift_monitor import DriftSettings, EpisodeState, decide, judge_windows
+from churn_platform.core.drift_monitor import (
+    PSI_EXPORT_KEY,
+    DriftSettings,
+    EpisodeState,
+    decide,
+    judge_windows,
+    psi_export,
+)
 from churn_platform.defs import model
 from churn_platform.defs.data import next_synthetic_week
 from churn_platform.resources.data_source import (
@@ -23,6 +31,7 @@ from churn_platform.resources.data_source import (
 from churn_platform.resources.inference_log import InferenceLogResource
 from churn_platform.resources.mlflow_registry import MlflowRegistry
 from churn_platform.resources.notify import DRIFT, NotificationError, Notifier
+from churn_platform.resources.storage import StorageResource
 
 RETRAINING_JOB = "churn_retraining"
 RETRAINING_ASSETS = [
@@ -114,6 +123,21 @@ def _observation(
     )
 
 
+def _export_psi(
+    context: dg.SensorEvaluationContext,
+    storage: StorageResource,
+    champion: str,
+    results: dict[str, drift.PsiResult],
+    threshold: float,
+) -> None:
+    """Write the tick's PSI per feature for the router's /metrics; a storage that refuses the
+    write costs the gauges their freshness (said in the log), never the retraining decision."""
+    try:
+        storage.write_text(PSI_EXPORT_KEY, psi_export(champion, results, threshold, time.time()))
+    except OSError as exc:
+        context.log.warning(f"could not write {PSI_EXPORT_KEY}: {exc}")
+
+
 def _source_window(data_source: DataSourceResource) -> pd.DataFrame | str:
     """The source's newest snapshot, or why it could not be read (the tick goes on without it)."""
     try:
@@ -130,7 +154,8 @@ def _source_window(data_source: DataSourceResource) -> pd.DataFrame | str:
     description="Retrain when PSI of any drift feature of the champion's spec against its "
     "reference profile exceeds "
     f"CHURN_PSI_THRESHOLD (default {DriftSettings.threshold}), on the newest snapshot of the source or on the requests the "
-    "model servers scored. One run per drift episode.",
+    "model servers scored. One run per drift episode. The latest PSI per feature is written to "
+    f"{PSI_EXPORT_KEY} in the storage; the router exports it as churn_feature_psi.",
 )
 def psi_drift_sensor(
     context: dg.SensorEvaluationContext,
@@ -138,9 +163,11 @@ def psi_drift_sensor(
     data_source: DataSourceResource,
     inference_log: InferenceLogResource,
     notifier: Notifier,
+    storage: StorageResource,
 ):
     """Compare current data with the champion's reference profile; one run request (and one
-    notification) per drift episode."""
+    notification) per drift episode. Every tick that computed PSI writes it to
+    ``monitoring/feature_psi.json`` in the storage (the router's ``churn_feature_psi`` gauges)."""
     drift_settings = settings.drift_settings()
     state = EpisodeState.parse(context.cursor)
     champion = mlflow_registry.alias_version(r.CHAMPION)
@@ -181,6 +208,8 @@ def psi_drift_sensor(
     observations = [
         _observation(n, r, champion, drift_settings.threshold) for n, r in decision.results.items()
     ]
+    if decision.results:
+        _export_psi(context, storage, champion, decision.results, drift_settings.threshold)
     worst = decision.worst
     if decision.request_run and worst is not None:
         reason = (

@@ -145,9 +145,23 @@ def check_result(
 
 
 def upstream_metadata(context: dg.AssetExecutionContext, asset: str, key: str) -> str | None:
-    """A metadata entry of ``asset``'s latest materialization (None when there is none)."""
-    event = context.instance.get_latest_materialization_event(dg.AssetKey(asset))
-    if event is None or event.asset_materialization is None:
+    """A metadata entry of ``asset``'s materialization in this run, else its latest one (None
+    when there is none). This run's first: a concurrent run may have materialised it since."""
+    own = context.instance.get_records_for_run(
+        run_id=context.run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+    ).records
+    materialization = next(
+        (
+            m
+            for m in (r.event_log_entry.asset_materialization for r in reversed(own))
+            if m is not None and m.asset_key == dg.AssetKey(asset)
+        ),
+        None,
+    )
+    if materialization is None:
+        event = context.instance.get_latest_materialization_event(dg.AssetKey(asset))
+        materialization = event.asset_materialization if event is not None else None
+    if materialization is None:
         return None
-    entry = event.asset_materialization.metadata.get(key)
+    entry = materialization.metadata.get(key)
     return str(entry.value) if entry is not None else None

@@ -14,14 +14,22 @@ refused with an error that says what to do. Nothing is ever unpickled.
 
 Layout per asset (``<base_dir>/<asset key path>/``): each write goes to a fresh ``.tmp-*``
 folder, which is renamed to ``v-*`` when complete; then the ``CURRENT`` pointer file is
-replaced atomically. On an object store (``base_dir`` ``s3://...``) there is no rename: the
+replaced atomically, and ``runs/<run_id>`` names the version that run wrote. On an object
+store (``base_dir`` ``s3://...``) there is no rename: the
 version's objects are written under ``v-*/`` (the manifest last), then the ``CURRENT``
 object, each one PUT. A reader follows ``CURRENT``, so a write killed half way leaves the
 previous value readable and no half file is ever taken as whole.
+
+A run reads what it wrote itself: an input whose asset this run materialised follows
+``runs/<run_id>``, not ``CURRENT``, so two runs at once never train or evaluate each other's
+values (another run may have moved ``CURRENT`` in between). An input this run did not
+materialise follows ``CURRENT``. A version a run pointer names is kept for an hour, so a
+run's own value outlives the writes of concurrent runs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import importlib
@@ -50,6 +58,8 @@ POINTER = "CURRENT"
 MANIFEST = "value.json"
 ALLOWED_PREFIX = "churn_platform."
 STALE_TMP_SECONDS = 3600
+RUNS = "runs"  # runs/<run_id>: the version that run wrote
+RUN_POINTER_SECONDS = 7 * 24 * 3600
 # tags of the JSON encoding; a plain dict using one of them as a key is stored as pairs
 _TAGS = (
     "__frame__",
@@ -199,8 +209,9 @@ class _Decoder:
         return {k: self.decode(v, f"{where}[{k!r}]") for k, v in data.items()}
 
 
-def write_value(folder: Path, value: Any, label: str = "value") -> Path:
-    """Store ``value`` in ``folder`` (one asset's folder); return the version folder written."""
+def write_value(folder: Path, value: Any, label: str = "value", run_id: str | None = None) -> Path:
+    """Store ``value`` in ``folder`` (one asset's folder); return the version folder written.
+    With ``run_id``, ``runs/<run_id>`` names the version too (``read_value(..., run_id)``)."""
     encoder = _Encoder()
     encoded = encoder.encode(value, label)
     manifest = json.dumps({"format": FORMAT, "value": encoded}, allow_nan=True).encode()
@@ -211,6 +222,8 @@ def write_value(folder: Path, value: Any, label: str = "value") -> Path:
     else:
         final = _write_version_folder(folder, name, files)
     previous = _current(folder)
+    if run_id:
+        _write_pointer(folder, final.name, f"{RUNS}/{_run_file(run_id)}")
     _write_pointer(folder, final.name)
     _prune(folder, keep={final.name, previous or ""})
     return final
@@ -244,9 +257,16 @@ def _write_version_objects(folder: Path, version: str, files: list[tuple[str, by
     return final
 
 
-def _write_pointer(folder: Path, version: str) -> None:
-    """Point ``CURRENT`` at ``version``: a rename locally, one PUT on an object store."""
-    pointer = folder / POINTER
+def _run_file(run_id: str) -> str:
+    if not run_id.replace("-", "").isalnum():
+        raise ValueError(f"run id {run_id!r} is not a Dagster run id")
+    return run_id
+
+
+def _write_pointer(folder: Path, version: str, name: str = POINTER) -> None:
+    """Point ``CURRENT`` (or ``name``) at ``version``: a rename locally, one PUT on an object
+    store."""
+    pointer = folder / name
     if path_is_remote(folder):
         pointer.write_bytes(version.encode())
     else:
@@ -261,9 +281,9 @@ def _write_synced(path: Path, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
-def _current(folder: Path) -> str | None:
+def _current(folder: Path, name: str = POINTER) -> str | None:
     try:
-        text = (folder / POINTER).read_text()
+        text = (folder / name).read_text()
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
         return None
     return text.strip() or None
@@ -274,8 +294,11 @@ def _prune(folder: Path, keep: set[str]) -> None:
     concurrent writer's newer version is never touched) and temporary folders of writes that
     died long ago. On an object store a killed write's objects are a ``v-*`` prefix that no
     pointer names; it is dropped here once a later version replaces the current one."""
-    oldest_kept = min(k for k in keep if k)
     now = time.time()
+    # a concurrent run may still read the version it wrote (runs/<run_id>) after other runs
+    # wrote theirs: a version a run pointer names is kept for an hour
+    keep = keep | _recent_run_versions(folder / RUNS, now)
+    oldest_kept = min(k for k in keep if k)
     remote = path_is_remote(folder)
     for child in folder.iterdir():
         if child.name in keep or (not remote and not child.is_dir()):
@@ -290,15 +313,44 @@ def _prune(folder: Path, keep: set[str]) -> None:
             remove_tree(child)
 
 
-def read_value(folder: Path, label: str = "value") -> Any:
-    """The value stored in ``folder`` by ``write_value``; refuses anything else."""
+def _version_age(version: str, now: float) -> float:
+    """Seconds since ``v-<time_ns>-<id>`` was written (inf for a name not of that shape)."""
+    stamp = version.removeprefix("v-").split("-", 1)[0]
+    return now - int(stamp) / 1e9 if stamp.isdigit() else float("inf")
+
+
+def _recent_run_versions(runs: Path, now: float) -> set[str]:
+    """The versions run pointers name that were written within the hour; pointers whose
+    version is older than a week are deleted (their versions are long pruned)."""
+    recent: set[str] = set()
+    try:
+        pointers = list(runs.iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return recent
+    for pointer in pointers:
+        if pointer.name.startswith("."):  # a pointer being written (atomic_write_bytes)
+            continue
+        version = _current(runs, pointer.name)
+        age = _version_age(version or "", now)
+        if age <= STALE_TMP_SECONDS and version:
+            recent.add(version)
+        elif age > RUN_POINTER_SECONDS:
+            with contextlib.suppress(FileNotFoundError):
+                pointer.unlink()
+    return recent
+
+
+def read_value(folder: Path, label: str = "value", run_id: str | None = None) -> Any:
+    """The value stored in ``folder`` by ``write_value``: the one run ``run_id`` wrote when it
+    wrote one, else the current one; refuses anything else."""
     if not path_is_remote(folder) and folder.is_file():
         raise StoredValueError(
             f"{label}: {folder} is a single file, not a folder written by this IO manager (it "
             "may be a pickle of the old FilesystemIOManager); it is never loaded. Delete it and "
             "re-materialise the asset"
         )
-    version = _current(folder)
+    version = _current(folder, f"{RUNS}/{_run_file(run_id)}") if run_id else None
+    version = version or _current(folder)
     if version is None:
         raise StoredValueError(f"{label}: nothing stored at {folder}; materialise the asset first")
     if "/" in version or not version.startswith("v-"):
@@ -315,6 +367,14 @@ def read_value(folder: Path, label: str = "value") -> Any:
             f"{label}: {manifest} is not in the format {FORMAT!r}; re-materialise the asset"
         )
     return _Decoder(folder / version).decode(document["value"], label)
+
+
+def _loading_run(context: dg.InputContext) -> str | None:
+    """The run loading the input (None outside a run, e.g. ``build_input_context``)."""
+    try:
+        return context.step_context.run_id
+    except dg.DagsterInvariantViolationError:
+        return None
 
 
 class DataIOManager(dg.ConfigurableIOManager):
@@ -348,7 +408,7 @@ class DataIOManager(dg.ConfigurableIOManager):
             return
         label = context.asset_key.to_user_string() if context.has_asset_key else context.name
         folder = self._folder(context)
-        write_value(folder, obj, label)
+        write_value(folder, obj, label, context.run_id)
         context.add_output_metadata({"stored_at": dg.MetadataValue.path(str(folder))})
 
     def load_input(self, context: dg.InputContext) -> Any:
@@ -361,4 +421,5 @@ class DataIOManager(dg.ConfigurableIOManager):
             parts, label = upstream.get_identifier(), upstream.name
         else:
             raise StoredValueError(f"input {context.name} has no upstream output to load")
-        return read_value(self._root().joinpath(*parts), label)
+        # this run's own value when it wrote one (a concurrent run may have moved CURRENT)
+        return read_value(self._root().joinpath(*parts), label, _loading_run(context))

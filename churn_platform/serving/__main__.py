@@ -13,7 +13,9 @@
 weights each running router applies and the registry's aliases, and flags a disagreement.
 ``restore`` (after a reboot, or every server killed) restarts what the state files
 record, routers at their recorded ports, so every endpoint URL stays the same; every
-deployment runs it first. ``prometheus``
+deployment runs it first. With ``CHURN_ENV=kubernetes`` it re-applies, in the serving
+namespaces, the Deployments, Services and HTTPRoute that the route and the registry's
+``champion``/``previous`` describe (``KubernetesTarget.restore``). ``prometheus``
 renders ``deploy/local/prometheus.yml`` for those deployments (file-based discovery of
 every model server, the alert rules of ``deploy/k8s/prometheus``) into
 ``$CHURN_HOME/prometheus/prometheus.yml`` and replaces itself with ``prometheus``.
@@ -118,6 +120,12 @@ def main(argv: list[str] | None = None) -> int:
         _serve(create_router_app(args.state_file), args)
         return 0
 
+    if args.command == "restore":
+        from churn_platform import settings
+
+        if settings.environment() == "kubernetes":
+            return _restore_kubernetes(args.environment)
+
     from churn_platform.targets.local import LocalProcessTarget
 
     target = LocalProcessTarget(args.state_dir or None)
@@ -161,6 +169,31 @@ def _status(target: LocalProcessTarget, environment: str | None) -> int:
         status["registry_aliases"] = aliases
     print(json.dumps(status, indent=2))
     return 0
+
+
+def _restore_kubernetes(environment: str | None) -> int:
+    """``restore`` on Kubernetes: each environment's objects and route as the route and the
+    registry describe them; 1 when something could not be restored."""
+    from churn_platform.core.records import CHAMPION, PREVIOUS, PRODUCTION, STAGING
+    from churn_platform.resources.deployment import KubernetesDeploymentResource
+
+    aliases = _registry_aliases()
+    if aliases is None:
+        print(
+            "the registry is unreadable: restoring only what the HTTPRoutes reference",
+            file=sys.stderr,
+        )
+        aliases = {}
+    resource = KubernetesDeploymentResource.from_env().process_config_and_initialize()
+    target = resource.target()
+    failed = False
+    for env in [environment] if environment else [STAGING, PRODUCTION]:
+        keep = [aliases[PREVIOUS]] if env == PRODUCTION and PREVIOUS in aliases else []
+        repairs = target.restore(env, champion=aliases.get(CHAMPION), keep=keep)
+        failed = failed or any("could not be" in line for line in repairs)
+        for line in repairs or [f"{env}: everything the route and the registry name is there"]:
+            print(line, flush=True)
+    return 1 if failed else 0
 
 
 def _registry_aliases() -> dict[str, str] | None:

@@ -21,7 +21,9 @@ and any window of 100 requests follows the weights to within one request).
   ``GET /version``: the MLflow version (what ``mlflow models serve`` answers).
 - ``GET /-/health``: 200 with the table (the process is up, whatever the weights).
 - Request bodies above ``CHURN_MAX_BODY_BYTES`` get 413 before they are read.
-- ``GET /metrics``: ``router_requests_total{backend, status}`` (Prometheus text).
+- ``GET /metrics``: ``router_requests_total{backend, status}``, the configured
+  ``churn_traffic_weight{model_version}`` and the drift sensor's latest
+  ``churn_feature_psi{feature, window, model_version}`` (see ``serving/monitoring.py``).
 
 A backend that cannot be reached answers 502 with the reason; the router does not retry
 on another version, so a broken canary shows up as errors instead of being hidden.
@@ -47,6 +49,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from churn_platform.serving.http_limits import BodyTooLarge, max_body_bytes, read_body
+from churn_platform.serving.monitoring import RouterGauges, default_psi_location, read_psi_text
 
 FORWARDED_HEADERS = ("content-type", "accept")
 ADMIN_TOKEN_VAR = "CHURN_ROUTER_ADMIN_TOKEN"
@@ -186,13 +189,16 @@ def create_router_app(
     max_connections: int = 200,
     admin_token: str | None = None,
     max_body_bytes_: int | None = None,
+    psi_file: str | Path | None = None,
 ) -> Starlette:
     """Build the router app; the table comes from ``backends`` or else ``state_file``.
 
     With a ``state_file``, every accepted PUT is saved there before it is answered.
     ``admin_token`` (default ``CHURN_ROUTER_ADMIN_TOKEN``) guards ``PUT /-/weights``;
     without one the admin endpoint refuses every change. ``max_body_bytes_`` (default
-    ``CHURN_MAX_BODY_BYTES``) bounds forwarded request bodies.
+    ``CHURN_MAX_BODY_BYTES``) bounds forwarded request bodies. ``psi_file`` (default
+    ``monitoring/feature_psi.json`` in the storage) is the drift sensor's PSI document that
+    ``/metrics`` exports as ``churn_feature_psi``.
     """
     if admin_token is None:
         from churn_platform import settings
@@ -213,6 +219,17 @@ def create_router_app(
         "Requests forwarded by the router, by backend version and status.",
         ["backend", "status"],
         registry=registry,
+    )
+    psi_location: Path | None = Path(psi_file) if psi_file else None
+
+    def psi_text() -> str | None:
+        nonlocal psi_location
+        if psi_location is None:
+            psi_location = default_psi_location()
+        return read_psi_text(psi_location)
+
+    registry.register(
+        RouterGauges(lambda: {v: b.weight for v, b in balancer.backends.items()}, psi_text)
     )
     client: httpx.AsyncClient | None = None
 

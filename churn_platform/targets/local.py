@@ -234,6 +234,12 @@ def admin_token(state: dict[str, Any]) -> str:
     return str(token)
 
 
+def router_targets_file(targets_file: Path) -> Path:
+    """The file_sd JSON of the running routers, beside the model servers' ``targets_file``
+    (the routers export the traffic split, the configured weights and the drift sensor's PSI)."""
+    return targets_file.with_name("routers.json")
+
+
 def render_prometheus_config(
     targets_file: Path,
     scrape_interval: str = "1s",
@@ -243,7 +249,8 @@ def render_prometheus_config(
     """``deploy/local/prometheus.yml`` with its placeholders filled in."""
     text = template.read_text()
     return (
-        text.replace("__TARGETS_FILE__", str(targets_file))
+        text.replace("__ROUTER_TARGETS_FILE__", str(router_targets_file(targets_file)))
+        .replace("__TARGETS_FILE__", str(targets_file))
         .replace("__SCRAPE_INTERVAL__", scrape_interval)
         .replace("__RULES_FILE__", str(rules_file))
     )
@@ -328,7 +335,8 @@ class LocalProcessTarget:
         return sorted(p.parent.name for p in self.state_dir.glob("*/state.json"))
 
     def _write_targets(self) -> None:
-        groups = []
+        groups: list[dict[str, Any]] = []
+        routers: list[dict[str, Any]] = []
         for env in self.environments():
             state = self._read(env)
             targets = [
@@ -338,14 +346,21 @@ class LocalProcessTarget:
             ]
             if targets:
                 groups.append({"targets": sorted(targets), "labels": {"environment": env}})
+            router = state.get("router")
+            if router and is_running(router.get("pid")):
+                routers.append(
+                    {"targets": [f"{self.host}:{router['port']}"], "labels": {"environment": env}}
+                )
         _write_json(self.targets_file, groups)
+        _write_json(router_targets_file(self.targets_file), routers)
 
     def write_prometheus_config(self, path: str | Path, scrape_interval: str = "1s") -> Path:
         """Write a Prometheus config (from ``deploy/local/prometheus.yml``) that discovers
         this target's servers through ``targets_file``."""
         self.targets_file.parent.mkdir(parents=True, exist_ok=True)
-        if not self.targets_file.exists():
-            _write_json(self.targets_file, [])
+        for listing in (self.targets_file, router_targets_file(self.targets_file)):
+            if not listing.exists():
+                _write_json(listing, [])
         out = Path(path)
         out.write_text(render_prometheus_config(self.targets_file, scrape_interval))
         return out

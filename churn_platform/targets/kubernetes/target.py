@@ -16,6 +16,12 @@ Safety rules, each tested against a real kube-apiserver:
   number of times; 422 and other client errors are reported at once with the object's
   kind, namespace, name and the API server's reason.
 
+Restore (``restore``): after objects were deleted by hand, a namespace was wiped or a cluster
+rebuilt, every version the route references (and the registry's champion and previous, when
+given) gets its Deployment, Service and PDB back from the model URI its surviving objects
+record (else the registry's ``models:/<model>/<version>``); versions with traffic get ready
+pods; a missing route is re-created with all traffic on the champion.
+
 Housekeeping (``cleanup``): the champion N and the newest older version N-1 stay
 referenced at 0% for instant rollback; N-1 keeps its pods for ``keep_previous_seconds``
 after it lost its traffic, then is scaled to 0; N-2 is scaled to 0; anything older is
@@ -39,6 +45,7 @@ from churn_platform.targets.kubernetes.api import (
     KubeApi,
     KubernetesTargetError,
     Naming,
+    as_error,
     make_api_client,
     version_key,
 )
@@ -250,6 +257,101 @@ class KubernetesTarget:
         self.routes.remove(environment, version)
         self.workloads.delete(ns, self.naming.object_name(environment, version))
         log.info("retired version %s from %s", version, ns)
+
+    # -- restore -------------------------------------------------------------------
+
+    def restore(
+        self, environment: str, *, champion: str | None = None, keep: Sequence[str] = ()
+    ) -> list[str]:
+        """Re-apply what the route and the registry describe; return what was repaired.
+
+        Every version the HTTPRoute references, ``champion`` and ``keep`` (e.g. the
+        ``previous`` alias) must have a Deployment and a Service: missing ones are applied
+        again (model URI from the Deployment's or Service's annotation, else
+        ``models:/<model>/<version>``). Versions with traffic, and the champion, get ready
+        pods (scaled back up if someone scaled them to 0). A missing route is re-created
+        with 100% on ``champion`` and the ``keep`` versions at 0%; without a champion it is
+        reported, since nothing records which version should serve. A version that cannot
+        be restored is reported and the others still are. Nothing wrong: ``[]``.
+        """
+        route = self.routes.get(environment)
+        backends = self.routes.parse(environment, route).backends
+        wanted = {str(v) for v in (*backends, *keep)} | ({str(champion)} if champion else set())
+        repairs: list[str] = []
+        for version in sorted(wanted, key=version_key):
+            serves = backends.get(version, 0) > 0 or (route is None and version == champion)
+            try:
+                self._restore_version(environment, version, serves, repairs)
+            except KubernetesTargetError as exc:
+                repairs.append(f"v{version} of {environment} could not be restored: {exc}")
+        if route is None and champion:
+            weights = {v: 0 for v in keep if v != champion} | {champion: 100}
+            try:
+                self.set_weights(environment, weights)
+                repairs.append(
+                    f"HTTPRoute {self.naming.namespace_for(environment)}/"
+                    f"{self.naming.route_name(environment)} was missing; re-created with "
+                    f"{weights}"
+                )
+            except KubernetesTargetError as exc:
+                repairs.append(f"the HTTPRoute of {environment} could not be re-created: {exc}")
+        elif route is None and wanted:
+            repairs.append(
+                f"no HTTPRoute in {environment} and no champion given: nothing routes traffic; "
+                "restore with the registry's champion (python -m churn_platform.serving restore)"
+            )
+        if repairs:
+            log.warning("restore %s: %s", environment, "; ".join(repairs))
+        return repairs
+
+    def _restore_version(
+        self, environment: str, version: str, pods: bool, repairs: list[str]
+    ) -> None:
+        """Re-apply ``version``'s objects if any is missing; ready pods when ``pods``. Each
+        repair is appended to ``repairs`` as it is done (a later step may raise)."""
+        k8s.validate_version(version)
+        ns = self.naming.namespace_for(environment)
+        name = self.naming.object_name(environment, version)
+        dep = self.workloads.read(ns, name, f"restore (version {version})")
+        service = self._read_service(ns, name)
+        missing = [kind for kind, obj in (("Deployment", dep), ("Service", service)) if obj is None]
+        if missing:
+            uri = self._model_uri(version, dep, service)
+            self.workloads.apply(environment, version, uri)
+            repairs.append(
+                f"v{version} of {environment}: {' and '.join(missing)} {ns}/{name} "
+                f"{'was' if len(missing) == 1 else 'were'} missing; re-applied from {uri}"
+            )
+        elif pods and dep is not None and not dep.spec.replicas:
+            repairs.append(
+                f"v{version} of {environment} carries traffic with 0 replicas; scaled up"
+            )
+        if pods:
+            self.workloads.ensure_serving(environment, version, "restore", pods=True)
+
+    def _read_service(self, namespace: str, name: str) -> object | None:
+        api = self.api
+        try:
+            return api.call(
+                "Service",
+                namespace,
+                name,
+                "restore",
+                lambda: api.core.read_namespaced_service(name, namespace, **api.timeout()),
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise as_error("Service", namespace, name, "restore", exc) from exc
+
+    def _model_uri(self, version: str, *objects: object | None) -> str:
+        """The model URI a surviving object records, else the registry's URI of ``version``."""
+        for obj in objects:
+            metadata = getattr(obj, "metadata", None)
+            uri = (getattr(metadata, "annotations", None) or {}).get(k8s.ANNOTATION_MODEL_URI)
+            if uri:
+                return str(uri)
+        return f"models:/{self.workloads.spec.model_name}/{version}"
 
     # -- housekeeping --------------------------------------------------------------
 
