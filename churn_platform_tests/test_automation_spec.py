@@ -28,6 +28,7 @@ from churn_platform.resources.data_source import SyntheticSourceResource
 from churn_platform.resources.inference_log import InferenceLogResource
 from churn_platform.resources.mlflow_registry import MlflowRegistry, _fluent_store
 from churn_platform.resources.notify import Notifier
+from churn_platform.resources.storage import StorageResource
 from churn_platform.serving.model_server import InferenceLog, default_inference_log_path
 
 SPEC = parse_spec(
@@ -94,6 +95,7 @@ def tick() -> Any:
             "data_source": SyntheticSourceResource(n_rows=2_000, seed=7),
             "inference_log": InferenceLogResource(),
             "notifier": Notifier(),
+            "storage": StorageResource(),
         },
         instance=dg.DagsterInstance.ephemeral(),
     )
