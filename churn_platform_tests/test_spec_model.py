@@ -300,7 +300,7 @@ def test_train_and_check_logs_a_fraction_per_invariance(frames):
 def test_a_model_logged_through_the_registry_carries_its_spec(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, frames, hgb
 ):
-    from churn_platform.resources.mlflow_registry import MlflowRegistry
+    from churn_platform.resources.mlflow_registry import MlflowRegistry, _fluent_store
 
     train_rows, _ = frames
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -318,7 +318,9 @@ def test_a_model_logged_through_the_registry_carries_its_spec(
         run_name="spec-model",
     )
     # read back from the store, not from anything this process remembers
-    info = mlflow.models.get_model_info(f"runs:/{registered.run_id}/model")
+    # (inside _fluent_store: an earlier test in the process may have pointed MLflow elsewhere)
+    with _fluent_store(uri):
+        info = mlflow.models.get_model_info(f"runs:/{registered.run_id}/model")
     assert json.loads(info.metadata[MODEL_METADATA_KEY]) == SPEC.to_dict()
     assert [c["name"] for c in info.signature.inputs.to_dict()] == list(SPEC.feature_names)
     assert registry.spec_of_version(registered.version) == SPEC
@@ -331,7 +333,8 @@ def test_a_model_logged_through_the_registry_carries_its_spec(
     assert version.tags["origin"] == "test_spec_model"
     run = client.get_run(registered.run_id)
     assert run.data.tags[records.TAG_SPEC_HASH] == SPEC.hash
-    logged = mlflow.artifacts.load_text(f"{run.info.artifact_uri}/spec.yaml")
+    with _fluent_store(uri):
+        logged = mlflow.artifacts.load_text(f"{run.info.artifact_uri}/spec.yaml")
     assert parse_spec(logged) == SPEC
     with pytest.raises(ValueError, match=r"feature column\(s\) \['usage'\]"):
         registry.log_and_register(
