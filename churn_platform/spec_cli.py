@@ -126,8 +126,6 @@ def infer(args: argparse.Namespace) -> int:
 
 def describe_spec(spec: Any) -> list[str]:
     """What a spec declares, one line per part (``spec check`` prints it)."""
-    from churn_platform.core import contract
-
     kinds = Counter(f.kind for f in spec.features.values())
     lines = [
         f"spec {spec.name!r} (hash {spec.short_hash}): valid",
@@ -150,8 +148,7 @@ def describe_spec(spec: Any) -> list[str]:
             f"    {name}{_from(spec, name)}: {detail}; nulls <= {spec.null_rate_limit(name):g}"
         )
     lines.append(
-        f"  contract: {len(contract.rule_names(spec=spec))} rules; "
-        f"at least {spec.dataset.min_rows} row(s)"
+        f"  dataset: at least {spec.dataset.min_rows} row(s); nulls <= {spec.dataset.max_null_rate:g} by default"
     )
     lines.append(
         f"  model: AUC >= {spec.model.min_auc}, slice AUC >= {spec.model.min_slice_auc} "
