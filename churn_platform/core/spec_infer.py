@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import yaml
 
 from churn_platform.core.mapping import FALSE_TOKENS, NULL_TOKENS, TRUE_TOKENS
@@ -80,13 +82,21 @@ class InferOptions:
 
 @dataclass
 class ColumnProfile:
-    """What the full pass saw in one column: distinct values (as text) and their counts."""
+    """What the full pass saw in one column.
+
+    Text columns keep their distinct non-blank values (stripped, as an Arrow array) and the
+    rows per value; numeric columns keep their non-null values; dates their first and last.
+    """
 
     name: str
     rows: int
     missing: int  # null in the source, or blank / null-like text
     dtype: str
-    values: pd.Series  # distinct non-blank values (source type) -> count, most common first
+    distinct: int
+    text: pa.Array | None = None
+    counts: np.ndarray | None = None
+    numbers: np.ndarray | None = None
+    span: tuple[str, str] | None = None
 
     @property
     def present(self) -> int:
@@ -97,6 +107,12 @@ class ColumnProfile:
     def null_rate(self) -> float:
         """Share of rows without a value."""
         return self.missing / self.rows if self.rows else 0.0
+
+    def most_common(self) -> tuple[str, int]:
+        """The most common text value and its row count."""
+        assert self.text is not None and self.counts is not None and len(self.counts)
+        i = int(np.argmax(self.counts))
+        return str(self.text[i].as_py()), int(self.counts[i])
 
 
 @dataclass
@@ -129,34 +145,73 @@ class InferredSpec:
 
 
 def profile_column(series: pd.Series) -> ColumnProfile:
-    """Factorise ``series`` once: distinct non-blank values with counts, and the blank count."""
+    """One full pass over ``series``: blanks, distinct values and their counts (see class)."""
     rows = len(series)
-    codes, uniques = pd.factorize(series, use_na_sentinel=True)
-    valid = codes >= 0
-    counts = np.bincount(codes[valid], minlength=len(uniques)) if len(uniques) else np.zeros(0)
-    values = pd.Series(counts, index=pd.Index(np.asarray(uniques, dtype=object)), dtype="int64")
-    missing = int((~valid).sum())
-    if _is_text(series):
-        text = pd.Series(values.index.astype(str), dtype=object).str.strip()
-        blank = text.str.lower().isin(NULL_TOKENS).to_numpy()
-        missing += int(values.to_numpy()[blank].sum())
-        values = pd.Series(values.to_numpy()[~blank], index=pd.Index(text[~blank].to_numpy()))
-        if values.index.has_duplicates:  # " a" and "a" are one value once stripped
-            values = values.groupby(level=0, sort=False).sum()
-    values = values.sort_values(ascending=False, kind="stable")
-    return ColumnProfile(str(series.name), rows, missing, str(series.dtype), values)
+    dtype = str(series.dtype)
+    if pd.api.types.is_bool_dtype(series.dtype):
+        missing = int(series.isna().sum())
+        return ColumnProfile(str(series.name), rows, missing, dtype, 2)
+    if pd.api.types.is_datetime64_any_dtype(series.dtype):
+        dates = series.dropna()
+        span = (str(dates.min().date()), str(dates.max().date())) if len(dates) else None
+        return ColumnProfile(str(series.name), rows, rows - len(dates), dtype, 0, span=span)
+    if pd.api.types.is_numeric_dtype(series.dtype):
+        values = series.to_numpy(dtype=float, na_value=np.nan)
+        numbers = values[~np.isnan(values)]
+        distinct = len(pd.unique(numbers))
+        return ColumnProfile(
+            str(series.name), rows, rows - len(numbers), dtype, distinct, numbers=numbers
+        )
+    text, counts, missing = _text_counts(series)
+    return ColumnProfile(
+        str(series.name), rows, missing, dtype, len(text), text=text, counts=counts
+    )
 
 
-def _is_text(series: pd.Series) -> bool:
-    return pd.api.types.is_object_dtype(series.dtype) or pd.api.types.is_string_dtype(series.dtype)
+def _text_counts(series: pd.Series) -> tuple[pa.Array, np.ndarray, int]:
+    """Distinct stripped non-blank texts, rows per text, and rows blank or null (Arrow
+    kernels: hashing and string work happen once per distinct value, in C++)."""
+    try:
+        array = pa.array(series.to_numpy(dtype=object), type=pa.string(), from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed objects (e.g. ints from SQL)
+        array = pa.array(
+            series.astype(str).where(series.notna()).to_numpy(dtype=object),
+            type=pa.string(),
+            from_pandas=True,
+        )
+    table = pc.value_counts(array)
+    values = table.field("values")
+    counts = table.field("counts").to_numpy(zero_copy_only=False).astype(np.int64)
+    stripped = pc.utf8_trim_whitespace(values)
+    blank = pc.or_kleene(pc.is_null(values), pc.is_in(pc.utf8_lower(stripped), value_set=_NULL_SET))
+    blank_np = blank.to_numpy(zero_copy_only=False).astype(bool)
+    missing = int(counts[blank_np].sum())
+    keep = pa.array(~blank_np)
+    changed = pc.any(pc.not_equal(pc.filter(values, keep), pc.filter(stripped, keep))).as_py()
+    values, counts = pc.filter(stripped, keep), counts[~blank_np]
+    if changed:  # " a" and "a" are one value once stripped
+        grouped = pa.table({"v": values, "n": counts}).group_by("v").aggregate([("n", "sum")])
+        values, counts = grouped["v"].combine_chunks(), grouped["n_sum"].to_numpy()
+    return values, counts, missing
 
 
-def _sample(values: pd.Series, options: InferOptions) -> pd.Index:
-    if len(values) <= options.sample_values:
-        return values.index
+_NULL_SET = pa.array(sorted(NULL_TOKENS), type=pa.string())
+_NUMBER = r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$"
+_DATE_SHAPE = r"^\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}"
+
+
+def _sample(prof: ColumnProfile, options: InferOptions) -> pa.Array:
+    """Up to ``options.sample_values`` of a text column's distinct values, at random."""
+    assert prof.text is not None
+    if len(prof.text) <= options.sample_values:
+        return prof.text
     rng = np.random.default_rng(options.seed)
-    pick = rng.choice(len(values), options.sample_values, replace=False)
-    return values.index[np.sort(pick)]
+    pick = np.sort(rng.choice(len(prof.text), options.sample_values, replace=False))
+    return prof.text.take(pa.array(pick))
+
+
+def _share(mask: pa.Array) -> float:
+    return float(pc.mean(pc.cast(mask, pa.float64())).as_py() or 0.0) if len(mask) else 0.0
 
 
 # -- per-column decisions --------------------------------------------------------------------
@@ -221,27 +276,22 @@ def _nulls(col: Inferred, prof: ColumnProfile, options: InferOptions) -> None:
     )
 
 
-def _parse_numbers(index: pd.Index) -> pd.Series:
-    return pd.to_numeric(pd.Series(index.astype(str), dtype=object), errors="coerce")
-
-
-def _as_numbers(prof: ColumnProfile) -> tuple[np.ndarray, np.ndarray, int]:
-    """Distinct values as floats, their counts, and how many rows did not parse."""
-    counts = prof.values.to_numpy()
-    if pd.api.types.is_numeric_dtype(prof.dtype) or pd.api.types.is_bool_dtype(prof.dtype):
-        numbers = pd.to_numeric(pd.Series(prof.values.index), errors="coerce").to_numpy(float)
-    else:
-        numbers = _parse_numbers(prof.values.index).to_numpy(float)
-    bad = np.isnan(numbers)
-    return numbers[~bad], counts[~bad], int(counts[bad].sum())
+def _as_numbers(prof: ColumnProfile) -> tuple[np.ndarray, np.ndarray | None, int]:
+    """Values as floats, their row counts (None: one row each), and rows that did not parse."""
+    if prof.numbers is not None:
+        return prof.numbers, None, 0
+    assert prof.text is not None and prof.counts is not None
+    ok = pc.match_substring_regex(prof.text, _NUMBER).to_numpy(zero_copy_only=False).astype(bool)
+    numbers = pc.cast(prof.text.filter(pa.array(ok)), pa.float64()).to_numpy(zero_copy_only=False)
+    return numbers, prof.counts[ok], int(prof.counts[~ok].sum())
 
 
 def _numeric(col: Inferred, prof: ColumnProfile, options: InferOptions, stored: str) -> None:
     numbers, counts, unparseable = _as_numbers(prof)
     low, high = float(numbers.min()), float(numbers.max())
     whole = bool(np.all(numbers == np.round(numbers)))
-    distinct = len(numbers)
-    if whole and set(np.unique(numbers)) <= {0.0, 1.0} and distinct == 2:
+    distinct = len(numbers) if counts is not None else prof.distinct
+    if whole and low in (0.0, 1.0) and high in (0.0, 1.0) and low != high:
         col.entry["kind"] = "boolean"
         col.notes["kind"] = f"only 0 and 1 observed{stored}"
         return
@@ -261,9 +311,8 @@ def _numeric(col: Inferred, prof: ColumnProfile, options: InferOptions, stored: 
         f"observed {_number(low):g}..{_number(high):g}, margin {options.margin:.0%}"
         + ("" if low < 0 else ", kept >= 0" if new_low == 0 and low > 0 else "")
     )
-    weights = counts.astype(float)
-    mean = float(np.average(numbers, weights=weights)) if weights.sum() else float("nan")
-    col.notes["drift"] = f"mean {mean:.4g}; add mean_range: [low, high] to guard it"
+    mean = float(np.average(numbers, weights=counts))
+    col.notes["mean"] = f"mean {mean:.4g}; add mean_range: [low, high] to guard it"
     if unparseable:
         col.notes["kind"] += (
             f"; {unparseable:,} value(s) are not numbers (e.g. "
@@ -273,17 +322,24 @@ def _numeric(col: Inferred, prof: ColumnProfile, options: InferOptions, stored: 
 
 
 def _not_numbers(prof: ColumnProfile) -> list[str]:
-    parsed = _parse_numbers(prof.values.index)
-    return [str(v) for v in prof.values.index[parsed.isna().to_numpy()]]
+    assert prof.text is not None
+    bad = pc.invert(pc.match_substring_regex(prof.text, _NUMBER))
+    return [str(v) for v in prof.text.filter(bad).slice(0, 10).to_pylist()]
 
 
-def _looks_like_dates(sample: pd.Index) -> float:
-    text = pd.Series(sample.astype(str), dtype=object)
-    shaped = text.str.contains(r"^\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}", regex=True)
-    if not shaped.mean() > 0.99:
-        return 0.0
-    parsed = pd.to_datetime(text, errors="coerce", format="mixed")
-    return float(parsed.notna().mean())
+def _parse_dates(values: pa.Array) -> pd.Series:
+    """Texts as dates: ISO 8601 first (fast), else pandas' per-value format guessing."""
+    text = pd.Series(values.to_numpy(zero_copy_only=False), dtype=object)
+    parsed = pd.to_datetime(text, errors="coerce", format="ISO8601")
+    if parsed.notna().mean() < 0.99:
+        parsed = pd.to_datetime(text, errors="coerce", format="mixed")
+    return parsed
+
+
+def _looks_like_dates(sample: pa.Array) -> bool:
+    if _share(pc.match_substring_regex(sample, _DATE_SHAPE)) < 0.99:
+        return False
+    return bool(_parse_dates(sample.slice(0, 2_000)).notna().mean() >= 0.99)
 
 
 def infer_column(prof: ColumnProfile, options: InferOptions, name: str) -> Inferred:
@@ -294,59 +350,61 @@ def infer_column(prof: ColumnProfile, options: InferOptions, name: str) -> Infer
     if prof.present == 0:
         col.left_out = f"no values at all ({prof.rows:,} rows blank)"
         return col
-    distinct = len(prof.values)
     if pd.api.types.is_bool_dtype(prof.dtype):
         col.entry["kind"] = "boolean"
         col.notes["kind"] = "stored as booleans"
-    elif pd.api.types.is_datetime64_any_dtype(prof.dtype):
+    elif prof.span is not None:
         col.entry.update(kind="date", drift=False)
-        col.notes["kind"] = f"stored as dates, {_date_span(prof.values.index)}"
+        col.notes["kind"] = f"stored as dates, observed {prof.span[0]}..{prof.span[1]}"
         col.notes["drift"] = "a date drifts by construction; watch a duration derived from it"
-    elif pd.api.types.is_numeric_dtype(prof.dtype):
+    elif prof.numbers is not None:
         _numeric(col, prof, options, "")
     else:
-        sample = _sample(prof.values, options)
-        lowered = {str(v).lower() for v in sample}
-        parsed = _parse_numbers(sample)
-        share_numbers = float(parsed.notna().mean()) if len(sample) else 0.0
+        assert prof.text is not None
+        sample = _sample(prof, options)
+        lowered = pc.unique(pc.utf8_lower(sample))
+        words = set(lowered.to_pylist()) if len(lowered) <= 12 else set()
         if (
-            lowered <= (TRUE_TOKENS | FALSE_TOKENS)
-            and lowered & TRUE_TOKENS
-            and lowered & FALSE_TOKENS
+            words
+            and words <= (TRUE_TOKENS | FALSE_TOKENS)
+            and words & TRUE_TOKENS
+            and words & FALSE_TOKENS
         ):
-            if lowered <= {"0", "1", "0.0", "1.0"}:
+            if words <= {"0", "1", "0.0", "1.0"}:
                 _numeric(col, prof, options, ", stored as text")
             else:
                 col.entry["kind"] = "boolean"
-                col.notes["kind"] = f"values {sorted(str(v) for v in prof.values.index)}"
-        elif share_numbers >= 0.99:
+                col.notes["kind"] = f"values {sorted(str(v) for v in prof.text.to_pylist())}"
+        elif _share(pc.match_substring_regex(sample, _NUMBER)) >= 0.99:
             _numeric(col, prof, options, ", stored as text")
-        elif _looks_like_dates(sample) >= 0.99:
+        elif _looks_like_dates(sample):
+            dates = _parse_dates(prof.text).dropna()
             col.entry.update(kind="date", drift=False)
-            col.notes["kind"] = f"parseable dates, {_date_span(prof.values.index)}"
+            col.notes["kind"] = (
+                f"parseable dates, observed {dates.min().date()}..{dates.max().date()}"
+            )
             col.notes["drift"] = "a date drifts by construction; watch a duration derived from it"
-        elif distinct <= options.max_levels and distinct <= max(
+        elif prof.distinct <= options.max_levels and prof.distinct <= max(
             2, options.max_level_share * prof.present
         ):
-            allowed = sorted(str(v) for v in prof.values.index)
-            top = prof.values.index[0]
+            allowed = sorted(str(v) for v in prof.text.to_pylist())
+            top, top_rows = prof.most_common()
+            onehot = prof.distinct <= options.onehot_levels
             col.entry.update(kind="categorical", allowed=allowed)
-            col.entry["encoding"] = (
-                ["onehot"] if distinct <= options.onehot_levels else ["frequency"]
-            )
+            col.entry["encoding"] = ["onehot"] if onehot else ["frequency"]
             col.notes["kind"] = (
-                f"{distinct} distinct value(s) in {prof.present:,} rows; most common "
-                f"{top!r} ({prof.values.iloc[0] / prof.present:.0%})"
+                f"{prof.distinct} distinct value(s) in {prof.present:,} rows; most common "
+                f"{top!r} ({top_rows / prof.present:.0%})"
             )
             col.notes["allowed"] = "every value observed; a new one fails the contract"
             col.notes["encoding"] = (
                 f"one column per value (<= {options.onehot_levels} values)"
-                if distinct <= options.onehot_levels
+                if onehot
                 else f"frequency encoding (> {options.onehot_levels} values)"
             )
         else:
             col.left_out = (
-                f"{distinct:,} distinct text values in {prof.present:,} rows: free text or "
+                f"{prof.distinct:,} distinct text values in {prof.present:,} rows: free text or "
                 "an identifier, not a feature (map it to a categorical yourself if it is one)"
             )
             return col
@@ -354,24 +412,17 @@ def infer_column(prof: ColumnProfile, options: InferOptions, name: str) -> Infer
     return col
 
 
-def _date_span(index: pd.Index) -> str:
-    dates = pd.to_datetime(pd.Series(index.astype(str)), errors="coerce", format="mixed")
-    if dates.notna().any():
-        return f"observed {dates.min().date()}..{dates.max().date()}"
-    return "no parseable dates"
-
-
 def infer_target(prof: ColumnProfile, name: str) -> Inferred:
     """Which target values mean churned: recognised words/numbers, else the rarer value."""
     col = Inferred(name=name, source=prof.name)
     if name != prof.name:
         col.entry["source"] = prof.name
-    values = list(prof.values.index)
-    counts = {v: int(c) for v, c in prof.values.items()}
+    counts = _value_counts(prof)
+    values = list(counts)
     if len(values) != 2:
         shown = [str(v) for v in values[:10]]
         raise SpecInferError(
-            f"target column {prof.name!r} has {len(values)} distinct value(s) {shown}; a churn "
+            f"target column {prof.name!r} has {prof.distinct} distinct value(s) {shown}; a churn "
             "target needs exactly two (churned / stayed): pick the right column with --target "
             "or clean the column"
         )
@@ -397,10 +448,24 @@ def infer_target(prof: ColumnProfile, name: str) -> Inferred:
     return col
 
 
+def _value_counts(prof: ColumnProfile, limit: int = 10) -> dict[Any, int]:
+    """Up to ``limit`` distinct values with their row counts, most common first."""
+    if prof.text is not None and prof.counts is not None:
+        order = np.argsort(-prof.counts, kind="stable")[:limit]
+        texts = prof.text.take(pa.array(order)).to_pylist()
+        return {t: int(c) for t, c in zip(texts, prof.counts[order], strict=True)}
+    if prof.numbers is not None:
+        counts = pd.Series(prof.numbers).value_counts().head(limit)
+        return {v: int(c) for v, c in counts.items()}
+    return {}
+
+
 def _plain(value: Any) -> Any:
-    """numpy scalars as Python ones (for YAML); 1.0 as 1."""
+    """numpy scalars as Python ones and whole-number text as numbers (for YAML); 1.0 as 1."""
     if isinstance(value, np.generic):
         value = value.item()
+    if isinstance(value, str) and re.fullmatch(r"[-+]?\d+(\.0*)?", value.strip()):
+        return int(float(value))
     if isinstance(value, float):
         return _number(value)
     return value
@@ -411,8 +476,8 @@ def infer_id(prof: ColumnProfile, name: str) -> Inferred:
     col = Inferred(name=name, source=prof.name)
     if name != prof.name:
         col.entry["source"] = prof.name
-    duplicated = prof.present - len(prof.values)
-    note = f"{len(prof.values):,} distinct in {prof.rows:,} rows"
+    duplicated = prof.present - prof.distinct
+    note = f"{prof.distinct:,} distinct in {prof.rows:,} rows"
     if duplicated or prof.missing:
         note += (
             f"; {duplicated:,} duplicate(s) and {prof.missing:,} blank(s): the contract "
@@ -461,11 +526,16 @@ def infer_spec(
         rows=len(frame),
         origin=origin,
         id_column=infer_id(profile_column(frame[id_column]), names[id_column]),
-        target=infer_target(profile_column(frame[target]), names[target]),
+        target=infer_target(profile_column(_no_bools(frame[target])), names[target]),
         features=features,
         left_out=left_out,
         options=options,
     )
+
+
+def _no_bools(series: pd.Series) -> pd.Series:
+    """A boolean target as 1/0 (the spec's target values are what the mapping compares)."""
+    return series.astype("Int64") if pd.api.types.is_bool_dtype(series.dtype) else series
 
 
 def _unique_names(columns: Sequence[str]) -> dict[str, str]:
