@@ -139,7 +139,8 @@ def describe_spec(spec: Any) -> list[str]:
     for name, feature in spec.features.items():
         detail = feature.kind
         if feature.range is not None:
-            detail += f" in {list(feature.range)}"
+            low, high = ("open" if b is None else f"{b:g}" for b in feature.range)
+            detail += f" in [{low}, {high}]"
         if feature.allowed is not None:
             detail += f" of {list(feature.allowed)}"
         if feature.period is not None:

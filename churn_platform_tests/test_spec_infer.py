@@ -175,7 +175,8 @@ def test_check_summarises_the_spec_in_effect(tmp_path: Path, capsys, monkeypatch
     assert spec_cli("check") == 0
     out = capsys.readouterr().out
     assert "spec 'churn'" in out and "valid" in out and "contract_invariance" in out
-    assert "last_login_hour: cyclical in [0.0, 23.0] period 24" in out
+    assert "support_tickets: integer in [0, open]" in out
+    assert "last_login_hour: cyclical in [0, 23] period 24" in out
     monkeypatch.setenv("CHURN_SPEC", str(tmp_path / "missing.yaml"))
     assert spec_cli("check") == 2
     assert "CHURN_SPEC=" in capsys.readouterr().err
