@@ -168,6 +168,10 @@ def test_check_names_the_key_and_line_of_a_bad_spec(tmp_path: Path, capsys):
     bad.write_text(text.replace("slices: []", "slices: [{name: p, column: plan, equals: gold}]"))
     assert spec_cli("check", "--spec", str(bad)) == 2
     assert "value(s) ['gold'] not allowed for 'plan'" in capsys.readouterr().err
+    unknown = "invariances: [{name: i, feature: nps_score, step: 1, direction: decrease}]"
+    bad.write_text(text.replace("invariances: []", unknown))
+    assert spec_cli("check", "--spec", str(bad)) == 2
+    assert "invariance 'i' changes 'nps_score', not a feature" in capsys.readouterr().err
 
 
 def test_check_summarises_the_spec_in_effect(tmp_path: Path, capsys, monkeypatch):
