@@ -245,11 +245,11 @@ def check_data(spec: Any, raw: Any) -> tuple[list[str], bool]:
     )
     for result in failed:
         level = "FAIL" if result.blocking else "warn"
-        rows = f", {result.failing_rows:,} row(s)" if result.failing_rows else ""
-        lines.append(
-            f"  {level} {result.name}: {result.description}; observed {result.observed}, "
-            f"bound {result.bound}{rows}" + (f" ({result.message})" if result.message else "")
+        text = result.message.removeprefix("FAILED: ") or (
+            f"{result.description}; observed {result.observed}, bound {result.bound}, "
+            f"{result.failing_rows:,} row(s)"
         )
+        lines.append(f"  {level} {result.name}: {text}")
     return lines, not blocking and not unmapped
 
 
