@@ -164,13 +164,14 @@ def child_gx(data: Path) -> dict[str, float]:
 _LAUNCHER = (
     "import resource, subprocess, sys\n"
     "code = subprocess.call(sys.argv[2:])\n"
-    "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))\n"
+    "u = resource.getrusage(resource.RUSAGE_CHILDREN)\n"
+    "open(sys.argv[1], 'w').write(f'{u.ru_maxrss} {u.ru_utime + u.ru_stime}')\n"
     "sys.exit(code)\n"
 )
 
 
-def measured(cmd: list[str]) -> tuple[float, float, str]:
-    """Run ``cmd`` through the launcher: wall seconds, peak RSS in MiB, stdout."""
+def measured(cmd: list[str]) -> tuple[float, float, str, float]:
+    """Run ``cmd`` through the launcher: wall seconds, peak RSS in MiB, stdout, CPU seconds."""
     with tempfile.TemporaryDirectory() as tmp:
         rss_file = Path(tmp) / "rss"
         start = time.perf_counter()
@@ -183,7 +184,8 @@ def measured(cmd: list[str]) -> tuple[float, float, str]:
         seconds = time.perf_counter() - start
         if done.returncode != 0:
             raise RuntimeError(f"{cmd} failed: {done.stderr[-2000:]}")
-        return seconds, int(rss_file.read_text()) / 1024, done.stdout
+        rss, cpu = rss_file.read_text().split()
+        return seconds, int(rss) / 1024, done.stdout, float(cpu)
 
 
 # -- the contract, ours and GX's ---------------------------------------------------------------
@@ -344,7 +346,7 @@ def main() -> None:
         ours_child = measured([*me, "--child", "ours", "--data", str(parquet)])
         ours_run = json.loads(ours_child[2])
         try:
-            gx_child: tuple[float, float, str] | None = measured(
+            gx_child: tuple[float, float, str, float] | None = measured(
                 [*me, "--child", "gx", "--data", str(parquet)]
             )
         except RuntimeError as exc:
@@ -380,10 +382,10 @@ def main() -> None:
         f"| ours: infer in its own process (Parquet loaded first, not timed) | the same | "
         f"{ours_run['seconds']:.2f} | {ours_run['cpu']:.2f} | {ours_child[1]:.0f} |",
         f"| ours: `python -m churn_platform spec infer table.parquet` | the whole command "
-        f"(start-up and imports, read, infer, write) | {cli_parquet[0]:.2f} | - | "
-        f"{cli_parquet[1]:.0f} |",
+        f"(start-up and imports, read, infer, write) | {cli_parquet[0]:.2f} | "
+        f"{cli_parquet[3]:.2f} | {cli_parquet[1]:.0f} |",
         f"| ours: `python -m churn_platform spec infer table.csv` | the whole command, CSV read "
-        f"as text | {cli_csv[0]:.2f} | - | {cli_csv[1]:.0f} |",
+        f"as text | {cli_csv[0]:.2f} | {cli_csv[3]:.2f} | {cli_csv[1]:.0f} |",
     ]
     if gx is not None and gx_child is not None:
         lines.append(
