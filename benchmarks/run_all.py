@@ -35,10 +35,11 @@ def scripts() -> list[Path]:
         "bench_paired_bootstrap": 0,
         "bench_psi": 1,
         "bench_contract": 2,
-        "simulate_promotion": 3,
-        "bench_serving": 4,
-        "bench_rollback": 5,
-        "bench_graph": 6,
+        "bench_spec": 3,
+        "simulate_promotion": 4,
+        "bench_serving": 5,
+        "bench_rollback": 6,
+        "bench_graph": 7,
     }
     return sorted(found, key=lambda p: (order.get(p.stem, 99), p.stem))
 
