@@ -185,6 +185,7 @@ def tick_drift_sensor(source_path: Path) -> Any:
     from churn_platform.resources.inference_log import InferenceLogResource
     from churn_platform.resources.mlflow_registry import MlflowRegistry
     from churn_platform.resources.notify import Notifier
+    from churn_platform.resources.storage import StorageResource
 
     context = dg.build_sensor_context(
         resources={
@@ -192,6 +193,7 @@ def tick_drift_sensor(source_path: Path) -> Any:
             "data_source": FileSourceResource(path=str(source_path)),
             "inference_log": InferenceLogResource(),
             "notifier": Notifier(),
+            "storage": StorageResource(),
         },
         instance=dg.DagsterInstance.ephemeral(),
     )
