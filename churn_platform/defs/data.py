@@ -1,5 +1,6 @@
 """The data layer: snapshot -> validated data (the contract as blocking checks) -> fixed holdout."""
 
+import time
 from typing import Any
 
 import dagster as dg
@@ -102,7 +103,10 @@ def churn_snapshot(
             description=f"{exc}. Nothing downstream runs; the last validated data is untouched."
         ) from exc
     frame = mapped.frame
+    timings = dict(description.get("timings_s") or {})
+    started = time.perf_counter()
     version = contract.data_version(mapped)
+    timings["data_version"] = time.perf_counter() - started
     missing = [c for c in s.ALL_COLUMNS if c not in frame.columns]
     yield dg.AssetCheckResult(
         check_name="row_count_positive",
@@ -133,7 +137,9 @@ def churn_snapshot(
             metadata={"missing_columns": ", ".join(missing), "rows": len(frame)},
         )
     key = f"snapshots/snapshot_{pd.Timestamp.now(tz='UTC'):%Y%m%dT%H%M%S}_{version[:12]}.parquet"
+    started = time.perf_counter()
     path = storage.write_frame(key, frame, index=False)
+    timings["write_parquet"] = time.perf_counter() - started
     conversion = {c: r.as_dict() for c, r in mapped.conversion_report.items() if r.nulls_added}
     dated: dict[str, Any] = {}
     if "week" in description:
@@ -150,6 +156,7 @@ def churn_snapshot(
             "nulls_from_conversion": dg.MetadataValue.json(conversion),
             "unmapped_values": dg.MetadataValue.json(mapped.unmapped_values),
             "preview": dg.MetadataValue.md(md_table(frame.head(5))),
+            "timings_s": dg.MetadataValue.json({k: round(v, 3) for k, v in timings.items()}),
             **dated,
         },
     )
@@ -195,17 +202,21 @@ def validated_churn_data(
     stays as it was. WARN rules alert only. A quality report is written per snapshot.
     """
     cfg = contract.ContractConfig.from_dict(config.overrides)
+    started = time.perf_counter()
     results = contract.evaluate_contract(churn_snapshot, cfg)
+    timings = {"contract": time.perf_counter() - started}
     # the snapshot already hashed these rows; hash again only when its record is missing
     version = upstream_metadata(context, "churn_snapshot", "data_version") or contract.data_version(
         churn_snapshot
     )
+    started = time.perf_counter()
     summary = {
         **quality_report.profile_frame(churn_snapshot.frame),
         "mapping": churn_snapshot.summary(),
     }
     report_text = quality_report.render_quality_report(results, summary, version)
     report_path = storage.write_text(f"reports/quality_{version[:12]}.md", report_text)
+    timings["quality_report"] = time.perf_counter() - started
     for r in results:
         meta: dict[str, Any] = {k: ("n/a" if v is None else v) for k, v in r.metadata().items()}
         meta["failure_cases"] = dg.MetadataValue.md(r.to_markdown())
@@ -227,7 +238,9 @@ def validated_churn_data(
                 "quality_report": dg.MetadataValue.path(report_path),
             },
         )
+    started = time.perf_counter()
     typed = contract.validated_frame(churn_snapshot, cfg, results)
+    timings["validate"] = time.perf_counter() - started
     warned = [r.name for r in results if not r.passed]
     yield dg.Output(
         typed,
@@ -239,6 +252,7 @@ def validated_churn_data(
             "churn_rate": round(float(typed[s.TARGET].mean()), 4),
             "quality_report": dg.MetadataValue.path(report_path),
             "quality_summary": dg.MetadataValue.md(report_text.split("## Columns")[0][:6000]),
+            "timings_s": dg.MetadataValue.json({k: round(v, 3) for k, v in timings.items()}),
         },
     )
 
