@@ -309,15 +309,20 @@ def train_and_check(
 ) -> CheckedModel:
     """Fit on the rows of ``frame`` whose customer is not in ``holdout``; check on ``holdout``.
 
-    The metrics are the holdout AUC and its interval, the train AUC, the invariance
-    fraction, the fit time and the training row count.
+    Training is capped at ``training_config.max_training_rows`` (a stratified sample of
+    those rows); the checks use every holdout row. ``train_rows`` are the rows fitted.
+    The metrics are the holdout AUC and its interval, the train AUC (on the fitted rows),
+    the invariance fraction, the fit time, the fitted and available row counts and the
+    boosting iterations run.
     """
-    train_rows = frame[~frame[s.CUSTOMER_ID].isin(holdout[s.CUSTOMER_ID])]
-    trained = train(train_rows, training_config)
+    candidates = ~frame[s.CUSTOMER_ID].isin(holdout[s.CUSTOMER_ID]).to_numpy(dtype=bool)
+    trained = train(frame, training_config, candidates)
+    train_rows = trained.rows if trained.rows is not None else frame.loc[candidates]
     outcomes = run_model_checks(trained.pipeline, holdout, check_config)
     by_name = {o.name: o.metadata for o in outcomes}
     auc: dict[str, Any] = dict(by_name[records.HOLDOUT_AUC])
     y = train_rows[s.TARGET].astype(int).to_numpy()
+    extra = {} if trained.n_iter is None else {"n_iter": float(trained.n_iter)}
     return CheckedModel(
         trained,
         train_rows,
@@ -332,5 +337,7 @@ def train_and_check(
             ),
             "fit_seconds": trained.fit_seconds,
             "n_train_rows": trained.n_train_rows,
+            "n_available_rows": trained.n_available_rows,
+            **extra,
         },
     )
