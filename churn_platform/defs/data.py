@@ -279,7 +279,9 @@ def holdout_set(
     changes only when `salt` or `fraction` is changed. Its hash is in every evaluation
     report, and both champion and challenger are always scored on these same rows.
     """
-    _, rows = holdout.split(validated_churn_data, config.fraction, config.salt)
+    # only the holdout rows are copied out: training reads the validated frame itself
+    mask = holdout.holdout_mask(validated_churn_data[s.CUSTOMER_ID], config.fraction, config.salt)
+    rows = validated_churn_data.loc[mask].reset_index(drop=True)
     rate = float(rows[s.TARGET].mean()) if len(rows) else 0.0
     size_ok = len(rows) >= config.min_rows
     balance_ok = config.min_positive_rate <= rate <= 1 - config.min_positive_rate
