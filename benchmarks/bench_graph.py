@@ -517,6 +517,7 @@ def main(argv: list[str] | None = None) -> None:
             f"{r.peak_rss_mb:.0f} MB, load {common.load_text(r.load_after)}",
             flush=True,
         )
+    runs.sort(key=lambda r: r.rows)  # the tables read small to large whatever the run order
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(f"(getrusage(RUSAGE_CHILDREN).ru_maxrss over all runs: {children:.0f} MB)")
     text = render(runs, args, command)
