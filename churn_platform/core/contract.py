@@ -436,7 +436,12 @@ def _all_distinct(values: pd.Series) -> bool:
         )
     except (pyarrow.ArrowInvalid, pyarrow.ArrowTypeError, pyarrow.ArrowNotImplementedError):
         return False
-    distinct = pyarrow.compute.count_distinct(array, mode="only_valid").as_py()
+    if array.null_count == len(array):  # empty or all null (Arrow type null): nothing repeats
+        return True
+    try:
+        distinct = pyarrow.compute.count_distinct(array, mode="only_valid").as_py()
+    except pyarrow.ArrowNotImplementedError:  # a type Arrow cannot hash
+        return False
     return bool(distinct == len(array) - array.null_count)
 
 
