@@ -351,13 +351,16 @@ _RELEASE_AFTER = frozenset({"STEP_START", "LOADED_INPUT", "HANDLED_OUTPUT", "STE
 
 
 def release_memory() -> None:
-    """Collect garbage, then let glibc return freed heap pages to the system (``malloc_trim``).
+    """Collect garbage, then hand freed memory back to the system: Arrow's pool (mimalloc
+    keeps what Parquet reading freed) and glibc's heap (``malloc_trim``).
 
-    pandas and Arrow free 10M-row frames in many medium blocks that glibc keeps in its heap;
-    without the trim the process keeps the high-water mark of every step it ran (measured:
-    a 10M-row Parquet read and dropped left 1.2 GB resident, 0.15 GB after the trim).
+    pandas and Arrow free 10M-row frames in many medium blocks that the allocators keep;
+    without this the process keeps the high-water mark of every step it ran (measured: a
+    10M-row Parquet snapshot read and dropped left 1.3 GB resident, 0.16 GB after release).
     """
     gc.collect()
+    if "pyarrow" in sys.modules:  # never import it just for this
+        sys.modules["pyarrow"].default_memory_pool().release_unused()
     if sys.platform.startswith("linux"):
         with suppress(OSError, AttributeError):  # not glibc (musl): nothing to trim
             ctypes.CDLL("libc.so.6").malloc_trim(0)
