@@ -378,8 +378,10 @@ def render(runs: list[GraphRun], args: argparse.Namespace, command: str) -> str:
             "offset is from `RUN_START`); the peak RSS is the highest `VmRSS` of the run "
             f"process sampled every {RSS_SAMPLE_SECONDS} s while the step ran. The rest of the wall time is interpreter start-up, "
             "imports, loading the definitions and the summary. `challenger_model` fits "
-            "HistGradientBoosting (200 iterations, 2 OpenMP threads, no subsampling) on all "
-            "non-holdout rows (80%), runs the model checks and logs it to MLflow; "
+            "HistGradientBoosting (at most 200 iterations, 2 OpenMP threads; early stopping "
+            "from 100,000 fitted rows) on the non-holdout rows (80%), capped by the default "
+            "`max_training_rows` of 1,000,000 (a stratified sample), runs the model checks on "
+            "every holdout row and logs it to MLflow; "
             "`evaluation_report` scores the 20% holdout (a first run has no champion, so no "
             "paired bootstrap); the two deployment steps start servers and probe them, so they "
             "do not grow with the data.",
