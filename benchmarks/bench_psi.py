@@ -10,10 +10,11 @@ Ours is timed with the reference profile already built and loaded from JSON (wha
 sensor does each tick); the one-off profile build is timed separately. Evidently has no
 stored profile: each run re-reads the reference rows, so its time includes that work.
 Binning differs, so PSI values agree only roughly: ours uses 10 reference-quantile bins
-fixed on the reference plus a missing bin (epsilon smoothing 1e-4); Evidently's ``psi``
-uses Sturges equal-width bins over reference + current combined for numeric columns with
-more than 20 distinct values, one bin per value otherwise, and replaces empty bins by
-0.0001 (or a millionth of the smallest share).
+fixed on the reference between its min and max, below-min/above-max bins, one bin per
+value for columns with at most 10 values, plus a missing bin (epsilon smoothing 1e-4);
+Evidently's ``psi`` uses Sturges equal-width bins over reference + current combined for
+numeric columns with more than 20 distinct values, one bin per value otherwise, and
+replaces empty bins by 0.0001 (or a millionth of the smallest share).
 
 Run:  .venv/bin/python benchmarks/bench_psi.py [--quick]
 Writes benchmarks/results/bench_psi.md.
@@ -129,8 +130,9 @@ def main(argv: list[str] | None = None) -> None:
         "",
         *rows,
         "",
-        "Binning: ours = 10 quantile bins with edges fixed on the reference (deduplicated for "
-        "discrete columns), outer bins open, plus `__missing__` (and `__unseen__` for "
+        "Binning: ours = 10 quantile bins with edges fixed on the reference between its min and "
+        "max, plus below-min and above-max bins; one bin per value (+ `__other__`) for columns "
+        "with at most 10 distinct values; plus `__missing__` (and `__unseen__` for "
         "categoricals), shares smoothed with epsilon=1e-4. Evidently = Sturges equal-width bins "
         "over reference+current for numeric columns with > 20 distinct values, one bin per "
         "value otherwise; empty bins set to 1e-4. Expect the largest differences on long-tailed "

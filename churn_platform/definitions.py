@@ -11,8 +11,24 @@ from typing import Any
 import dagster as dg
 
 from churn_platform import settings
-from churn_platform.defs import automation, data, deployment, evaluation, model, notifications
-from churn_platform.resources.environments import resources_for_environment
+from churn_platform.core.spec import Spec, SpecError
+
+
+class InvalidSettingsError(settings.SettingsError, dg.DagsterError):
+    """A setting or the table spec is invalid; the message names it, the key and the fix.
+
+    A ``SettingsError`` (the CLI reports it as a configuration error) and a ``DagsterError``,
+    so that Dagster's loader passes it through as the code location's load error (any other exception is wrapped in "Error occurred during the loading of
+    Dagster definitions", which the UI shows first): the UI and ``dagster definitions
+    validate`` show this message as the first line.
+    """
+
+
+try:  # the asset modules read the spec when imported (their check names are fixed then)
+    from churn_platform.defs import automation, data, deployment, evaluation, model, notifications
+except (settings.SettingsError, SpecError) as exc:
+    raise InvalidSettingsError(str(exc)) from None
+from churn_platform.resources.environments import resources_for_environment  # noqa: E402
 
 ASSETS = [
     data.churn_snapshot,
@@ -25,11 +41,19 @@ ASSETS = [
 ]
 
 
+def assets_for(spec: Spec) -> list[dg.AssetsDefinition]:
+    """``ASSETS`` with the contract's asset checks of ``spec`` (their names are fixed now)."""
+    validated = data.build_validated_churn_data(spec)
+    return [validated if a is data.validated_churn_data else a for a in ASSETS]
+
+
 def build_definitions() -> dg.Definitions:
-    """Build the definitions for the environment in ``CHURN_ENV``; every setting is read now,
-    not at import, and a bad one stops here with a message naming it."""
+    """Build the definitions for the environment in ``CHURN_ENV`` and the spec in ``CHURN_SPEC``;
+    every setting is read now, not at import, and a bad one stops here with a message naming
+    it (a bad spec: its key, line and fix)."""
+    spec = settings.current_spec()
     return dg.Definitions(
-        assets=ASSETS,
+        assets=assets_for(spec),
         jobs=[
             automation.build_retraining_job(),
             automation.release_job,
@@ -78,6 +102,6 @@ def k8s_executor_config() -> dict[str, Any]:
 
 try:
     defs = build_definitions()
-except settings.SettingsError as exc:
+except (settings.SettingsError, SpecError) as exc:
     # the message names the variable and the fix; the loader's stack adds nothing to it
-    raise settings.SettingsError(str(exc)) from None
+    raise InvalidSettingsError(str(exc)) from None

@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from churn_platform.core.drift_monitor import DriftSettings
+from churn_platform.core.spec import Spec, SpecError, load_spec
 from churn_platform.core.synthetic import SyntheticSpec
 
 ENV_VAR = "CHURN_ENV"
@@ -194,6 +195,13 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("CHURN_SOURCE_TABLE", "str", "", "table to read (CHURN_SOURCE=sql)"),
     Setting("CHURN_SOURCE_QUERY", "str", "", "query to run instead of a table (CHURN_SOURCE=sql)"),
+    Setting(
+        "CHURN_SPEC",
+        "str",
+        "",
+        "YAML table spec (columns, features, checks, slices, drift); empty: the shipped "
+        "churn_platform/specs/churn.yaml",
+    ),
     Setting(
         "CHURN_MAPPING_FILE",
         "str",
@@ -504,3 +512,17 @@ def drift_settings(environ: Mapping[str, str] | None = None) -> DriftSettings:
 def auto_release(environ: Mapping[str, str] | None = None) -> bool:
     """Whether the retraining job also releases to production (``CHURN_AUTO_RELEASE``)."""
     return bool(get("CHURN_AUTO_RELEASE", environ))
+
+
+def current_spec(environ: Mapping[str, str] | None = None) -> Spec:
+    """The table spec in effect: ``CHURN_SPEC`` or the shipped churn spec.
+
+    Raises ``SettingsError`` naming ``CHURN_SPEC`` and the spec's own message (key, line
+    and fix) when the file is missing or invalid.
+    """
+    path = get("CHURN_SPEC", environ)
+    try:
+        return load_spec(path or None)
+    except SpecError as exc:
+        where = f"CHURN_SPEC={path!r}" if path else "the shipped spec"
+        raise SettingsError(f"{where}: {exc}") from None

@@ -274,3 +274,56 @@ class PacedLoad:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@contextlib.contextmanager
+def dagster_webserver(
+    env: dict[str, str], log_path: Path, *, timeout: float = 600.0
+) -> Iterator[str]:
+    """A real ``dagster-webserver -w workspace.yaml`` on 127.0.0.1; yields its base URL.
+
+    ``env`` is the whole environment (DAGSTER_HOME, CHURN_HOME, ...). Ready when
+    ``/server_info`` answers 200 (a condition, not a wait); the webserver runs in its own
+    process group so its code server stops with it, by PID, on exit.
+    """
+    import signal
+    import sys
+
+    webserver = Path(sys.executable).parent / "dagster-webserver"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with log_path.open("wb") as out:
+        proc = subprocess.Popen(
+            [str(webserver), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"webserver exited:\n{log_path.read_text()[-3000:]}")
+            try:
+                if httpx.get(url + "/server_info", timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no /server_info:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

@@ -4,10 +4,9 @@ their values. A real ``dagster-webserver`` on ``workspace.yaml``, stopped by its
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from churn_platform.testing import free_port
+from churn_platform.testing import dagster_webserver
 
 pytestmark = pytest.mark.integration
 
@@ -70,40 +69,16 @@ def test_resource_pages_show_variable_names_not_secrets(tmp_path: Path) -> None:
         PYTHONPATH=os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p),
         **secrets,
     )
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = tmp_path / "webserver.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [str(WEBSERVER), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-            cwd=REPO,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # its own process group: the code server goes with it
-        )
-    try:
+    with dagster_webserver(env, tmp_path / "webserver.log") as url:
         deadline = time.monotonic() + 600
         found: dict[str, Any] = {}
         while "data_source" not in found:
-            assert proc.poll() is None, f"webserver exited:\n{log.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, f"no resources:\n{log.read_text()[-3000:]}"
-            try:
-                if httpx.get(f"{url}/server_info", timeout=5).status_code == 200:
-                    found = resources(url)
-            except (httpx.HTTPError, KeyError, TypeError):
-                pass
+            assert time.monotonic() < deadline, "the code location's resources never showed"
+            with contextlib.suppress(httpx.HTTPError, KeyError, TypeError):
+                found = resources(url)
             if "data_source" not in found:
                 time.sleep(0.5)
         raw = json.dumps(found)
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
     for name, value in secrets.items():
         assert value not in raw, f"{name}'s value is visible in the UI"
     assert found["data_source"]["url"] == {"value": "CHURN_SOURCE_URL", "type": "ENV_VAR"}

@@ -34,19 +34,130 @@ def test_profile_shape_and_defaults(profile):
         assert spec["bins"][-1] == drift.MISSING_BIN
     spend = profile["features"][s.MONTHLY_SPEND]
     assert len(spend["edges"]) == 9  # 10 quantile bins on a continuous column
-    assert np.allclose(spend["shares"][:-1], 0.1, atol=0.002)
+    # below-min and above-max bins of their own, empty on the training rows
+    assert spend["bins"][0] == drift.BELOW_BIN and spend["bins"][-2] == drift.ABOVE_BIN
+    assert spend["shares"][0] == spend["shares"][-2] == 0.0
+    assert np.allclose(spend["shares"][1:-2], 0.1, atol=0.002)
     assert profile["features"][s.REGION]["categories"] == sorted(s.REGIONS)
     assert profile["features"][s.IS_ENTERPRISE]["categories"] == [False, True]
 
 
-def test_discrete_columns_get_deduplicated_edges(reference):
+def test_low_cardinality_columns_are_binned_by_value():
     frame = pd.DataFrame({"k": np.resize([0, 0, 0, 0, 0, 0, 1, 1, 2, 3], 1000)})
     prof = drift.build_reference_profile(frame, numeric=["k"], categorical=[])
-    edges = prof["features"]["k"]["edges"]
-    assert edges == sorted(set(edges))
-    assert len(edges) < 9
-    # each observed value lands in its own bin, none in the open lower bin
-    assert prof["features"]["k"]["shares"][0] == 0.0
+    k = prof["features"]["k"]
+    # each observed value has its own bin, anything else lands in __other__
+    assert k["kind"] == "discrete" and k["values"] == [0.0, 1.0, 2.0, 3.0]
+    assert k["bins"] == ["0", "1", "2", "3", drift.OTHER_BIN, drift.MISSING_BIN]
+    assert k["shares"] == pytest.approx([0.6, 0.2, 0.1, 0.1, 0.0, 0.0])
+    shifted = pd.DataFrame({"k": np.resize([0, 1, 2, 3, 7], 1000)})
+    result = drift.psi(json.loads(json.dumps(prof)), shifted)
+    assert result.unseen_counts["k"] == 200 and result.psi["k"] > 0.2
+
+
+def test_discrete_columns_with_many_values_get_deduplicated_edges():
+    values = np.resize([0] * 40 + [1] * 20 + list(range(2, 14)), 1000)
+    prof = drift.build_reference_profile(pd.DataFrame({"k": values}), numeric=["k"], categorical=[])
+    k = prof["features"]["k"]
+    assert k["kind"] == "numeric" and k["edges"] == sorted(set(k["edges"])) and len(k["edges"]) < 9
+    assert (k["min"], k["max"]) == (0.0, 13.0)
+    assert k["shares"][0] == 0.0 and k["shares"][-2] == 0.0  # nothing below min or above max
+
+
+def test_a_constant_training_column_that_later_varies_is_drift():
+    rng = np.random.default_rng(0)
+    ref = pd.DataFrame({"z": np.zeros(5_000), "x": rng.normal(size=5_000)})
+    prof = json.loads(
+        json.dumps(drift.build_reference_profile(ref, numeric=["z", "x"], categorical=[]))
+    )
+    cur = pd.DataFrame({"z": rng.exponential(size=5_000), "x": rng.normal(size=5_000)})
+    result = drift.psi(prof, cur)
+    assert result.psi["z"] > 0.2 and result.psi["x"] < 0.05
+    # a continuous column that leaves its training range lands in the above-max bin
+    moved = pd.DataFrame({"z": np.zeros(5_000), "x": ref["x"].max() + rng.exponential(size=5_000)})
+    assert drift.psi(prof, moved).psi["x"] > 1.0
+
+
+def test_a_mostly_zero_column_whose_rest_grows_is_drift():
+    rng = np.random.default_rng(3)
+    n = 10_000
+    ref = pd.DataFrame({"x": np.where(rng.random(n) < 0.95, 0.0, rng.uniform(0, 1, n))})
+    prof = drift.build_reference_profile(ref, numeric=["x"], categorical=[])
+    x = prof["features"]["x"]
+    assert x["kind"] == "numeric" and x["points"] == [0.0]
+    assert "[0, 0]" in x["bins"] and x["shares"][x["bins"].index("[0, 0]")] > 0.9
+    same = pd.DataFrame({"x": np.where(rng.random(n) < 0.95, 0.0, rng.uniform(0, 1, n))})
+    grown = pd.DataFrame({"x": np.where(rng.random(n) < 0.5, 0.0, rng.uniform(0, 1, n))})
+    prof = json.loads(json.dumps(prof))
+    assert drift.psi(prof, same).psi["x"] < 0.02
+    assert drift.psi(prof, grown).psi["x"] > 0.2
+
+
+def test_an_integer_mix_change_is_detected_through_the_spec():
+    from churn_platform.core.spec import parse_spec
+
+    spec = parse_spec(
+        {
+            "entity_id": {"column": "id"},
+            "target": {"column": "y", "positive": [1], "negative": [0]},
+            "features": {
+                "seats": {"kind": "integer"},
+                "plan": {"kind": "categorical", "allowed": ["a", "b"]},
+                "note_len": {"kind": "numeric", "drift": False},
+            },
+        }
+    )
+    rng = np.random.default_rng(1)
+    n = 4_000
+    ref = pd.DataFrame(
+        {
+            "seats": pd.array(rng.choice([0, 1, 2], n, p=[0.6, 0.3, 0.1]), dtype="Int64"),
+            "plan": pd.array(rng.choice(["a", "b"], n), dtype="string"),
+        }
+    )
+    prof = json.loads(json.dumps(drift.build_reference_profile(ref, spec)))
+    assert list(prof["features"]) == ["seats", "plan"]  # note_len is not watched
+    assert prof["features"]["seats"]["kind"] == "discrete"
+    assert prof["spec_hash"] == spec.short_hash
+    same = ref.sample(frac=1.0, random_state=2)
+    assert drift.psi(prof, same).max_psi < 0.01
+    mixed = ref.assign(seats=pd.array(rng.choice([0, 1, 2], n, p=[0.3, 0.3, 0.4]), dtype="Int64"))
+    result = drift.psi(prof, mixed)
+    assert list(result.drifted()) == ["seats"] and result.psi["seats"] > 0.2
+
+
+def test_a_profile_stored_before_the_range_bins_still_scores(reference):
+    # the JSON a model logged before this change: numeric entries without min/max, whose
+    # outer bins are open (a stored v1 profile of the shipped spec, abridged to two features)
+    old = {
+        "format": drift.PROFILE_FORMAT,
+        "version": 1,
+        "n_rows": 4,
+        "n_bins": 10,
+        "epsilon": 1e-4,
+        "features": {
+            s.MONTHLY_SPEND: {
+                "kind": "numeric",
+                "edges": [50.0, 100.0],
+                "bins": ["[-inf, 50)", "[50, 100)", "[100, inf)", drift.MISSING_BIN],
+                "shares": [0.25, 0.5, 0.25, 0.0],
+            },
+            s.REGION: {
+                "kind": "categorical",
+                "categories": ["east", "north", "south", "west"],
+                "bins": ["east", "north", "south", "west", drift.UNSEEN_BIN, drift.MISSING_BIN],
+                "shares": [0.25, 0.25, 0.25, 0.25, 0.0, 0.0],
+            },
+        },
+    }
+    result = drift.psi(old, reference)
+    assert set(result.psi) == {s.MONTHLY_SPEND, s.REGION}
+    spend = reference[s.MONTHLY_SPEND].to_numpy()
+    current = np.array(
+        [(spend < 50).mean(), ((spend >= 50) & (spend < 100)).mean(), (spend >= 100).mean(), 0.0]
+    )
+    expected = drift.psi_from_shares(np.array([0.25, 0.5, 0.25, 0.0]), current, 1e-4)
+    assert result.psi[s.MONTHLY_SPEND] == pytest.approx(expected)
 
 
 def test_same_distribution_has_small_psi(profile):
@@ -145,3 +256,25 @@ def test_bad_inputs_are_named(profile, reference):
         drift.build_reference_profile(reference.iloc[:0])
     with pytest.raises(ValueError, match="n_bins"):
         drift.build_reference_profile(reference, n_bins=1)
+
+
+def test_a_watched_date_is_profiled_in_days_and_read_from_text():
+    from churn_platform.core.spec import parse_spec
+
+    spec = parse_spec(
+        {
+            "entity_id": {"column": "id"},
+            "target": {"column": "y", "positive": [1], "negative": [0]},
+            "features": {"opened": {"kind": "date"}},
+        }
+    )
+    rng = np.random.default_rng(4)
+    days = pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 365, 5_000), unit="D")
+    ref = pd.DataFrame({"opened": pd.Series(days).astype("datetime64[ns]")})
+    prof = json.loads(json.dumps(drift.build_reference_profile(ref, spec)))
+    assert prof["features"]["opened"]["dates"] is True
+    # a request log holds ISO text: the same dates read the same
+    as_text = pd.DataFrame({"opened": ref["opened"].dt.strftime("%Y-%m-%d")})
+    assert drift.psi(prof, as_text).psi["opened"] < 1e-9
+    later = pd.DataFrame({"opened": (ref["opened"] + pd.Timedelta(days=400)).astype(str)})
+    assert drift.psi(prof, later).psi["opened"] > 1.0

@@ -51,3 +51,25 @@ def test_cursor_round_trip_and_bad_cursor_and_settings():
     assert settings.drift_settings({"CHURN_PSI_THRESHOLD": "0.3"}).threshold == 0.3
     with pytest.raises(ValueError, match="CHURN_PSI_THRESHOLD='lots' is not a number"):
         settings.drift_settings({"CHURN_PSI_THRESHOLD": "lots"})
+
+
+def test_a_window_lacking_a_champion_feature_is_judged_on_the_rest():
+    import numpy as np
+    import pandas as pd
+
+    from churn_platform.core import drift
+    from churn_platform.core.drift_monitor import judge_windows
+
+    rng = np.random.default_rng(0)
+    ref = pd.DataFrame({"a": rng.normal(size=1_000), "b": rng.choice(["x", "y"], 1_000)})
+    profile = drift.build_reference_profile(ref, numeric=["a"], categorical=["b"])
+    results, skipped = judge_windows(
+        profile, {"source_snapshot": ref[["a"]], "inference_log": ref[["b"]].iloc[:0]}, 200
+    )
+    assert set(results["source_snapshot"].psi) == {"a"}
+    assert skipped == [
+        "source_snapshot: lacks champion drift feature(s) ['b'], not judged on them",
+        "inference_log: 0 rows, fewer than 200",
+    ]
+    results, skipped = judge_windows(profile, {"source_snapshot": ref[[]]}, 200)
+    assert results == {} and "lacks champion drift feature(s) ['a', 'b']" in skipped[0]

@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
-from churn_platform.testing import free_port
+from churn_platform.testing import dagster_webserver, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -42,44 +39,14 @@ def dagster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Pat
         "  class: QueuedRunCoordinator\n"
         "telemetry:\n  enabled: false\n"
     )
-    port = free_port()
     env = dict(os.environ)
     env.update(
         DAGSTER_HOME=str(home),
         CHURN_HOME=str(root / "churn_home"),
         PYTHONPATH=os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p),
     )
-    log = root / "webserver.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [str(WEBSERVER), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-            cwd=REPO,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # its own process group: the code server goes with it
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 600
-        while True:
-            assert proc.poll() is None, f"webserver exited:\n{log.read_text()[-3000:]}"
-            try:
-                if httpx.get(url + "/server_info", timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, f"no /server_info:\n{log.read_text()[-3000:]}"
-            time.sleep(0.5)
+    with dagster_webserver(env, root / "webserver.log") as url:
         yield url, home
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 def _trigger(*args: str) -> subprocess.CompletedProcess[str]:

@@ -16,12 +16,9 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +28,7 @@ import dagster as dg
 import pytest
 
 from churn_platform.core import contract
+from churn_platform.testing import dagster_webserver
 from churn_platform_tests.pipeline import (
     ASSET_NAMES,
     FAST_GATE,
@@ -94,12 +92,6 @@ def _new_homes(root: Path) -> tuple[Path, Path]:
     return dagster_home, churn_home
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 # --------------------------------------------------------------------------- fast CLI check
 
 
@@ -160,46 +152,10 @@ def ui_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiRun]:
         key: {k: v.value for k, v in data.metadata.items()} for key, data in checks(result).items()
     }
 
-    port = _free_port()
-    log = (root / "webserver.log").open("w")
-    server = subprocess.Popen(
-        [_bin("dagster-webserver"), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-        cwd=REPO,
-        env=_platform_env(dagster_home, churn_home),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert server.poll() is None, (
-                f"dagster-webserver exited with {server.returncode}:\n"
-                + (root / "webserver.log").read_text()[-4000:]
-            )
-            try:
-                with urllib.request.urlopen(f"{base_url}/server_info", timeout=2) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, (
-                "dagster-webserver did not answer /server_info within 90 s:\n"
-                + (root / "webserver.log").read_text()[-4000:]
-            )
-            time.sleep(0.5)
+    with dagster_webserver(
+        _platform_env(dagster_home, churn_home), root / "webserver.log"
+    ) as base_url:
         yield UiRun(base_url, check_metadata, report_metadata, shots)
-    finally:
-        try:
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(timeout=15)
-        except ProcessLookupError:
-            pass
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(timeout=5)
-        log.close()
 
 
 @pytest.fixture(scope="module")

@@ -787,16 +787,9 @@ def _count_step(
                 f"breach at step {step}%: {_describe(reading)} > max {config.max_error_rate:.2%}",
                 reading,
             )
-        unreachable = unreachable + 1 if reading.reason.startswith(UNREACHABLE) else 0
-        if (
-            config.max_unreachable_readings is not None
-            and unreachable >= config.max_unreachable_readings
-        ):
-            return _StepOutcome(
-                CanaryState.ABORTED,
-                f"not promoting: {unreachable} readings in a row failed ({reading.reason})",
-                reading,
-            )
+        unreachable, gone = _count_unreachable(unreachable, reading, config)
+        if gone:
+            return _StepOutcome(CanaryState.ABORTED, gone, reading)
         remaining = config.analysis_window_seconds - (clock() - start)
         if remaining <= 1e-9:
             break
@@ -892,18 +885,9 @@ def _sequential_step(
                 base,
                 llr,
             )
-        unreachable = unreachable + 1 if reading.reason.startswith(UNREACHABLE) else 0
-        if (
-            config.max_unreachable_readings is not None
-            and unreachable >= config.max_unreachable_readings
-        ):
-            return _StepOutcome(
-                CanaryState.ABORTED,
-                f"not promoting: {unreachable} readings in a row failed ({reading.reason})",
-                reading,
-                base,
-                llr,
-            )
+        unreachable, gone = _count_unreachable(unreachable, reading, config)
+        if gone:
+            return _StepOutcome(CanaryState.ABORTED, gone, reading, base, llr)
         remaining = config.analysis_window_seconds - (clock() - start)
         if remaining <= 1e-9:
             break
@@ -919,6 +903,15 @@ def _sequential_step(
     return _StepOutcome(
         CanaryState.ABORTED, f"not promoting at step {step}%: {why}", reading, base, llr
     )
+
+
+def _count_unreachable(count: int, reading: ErrorRate, config: CanaryConfig) -> tuple[int, str]:
+    """The run of unreachable readings so far, and why to abort once it is too long ('' if not)."""
+    count = count + 1 if reading.reason.startswith(UNREACHABLE) else 0
+    limit = config.max_unreachable_readings
+    if limit is not None and count >= limit:
+        return count, f"not promoting: {count} readings in a row failed ({reading.reason})"
+    return count, ""
 
 
 def _analysis_problem(reading: ErrorRate, config: CanaryConfig) -> str:

@@ -1,18 +1,24 @@
-"""The data contract for canonical churn rows, declared once.
+"""The data contract a table spec declares, derived once.
 
-``contract_rules(config)`` is the single declaration: a list of rule objects, each
-with a snake_case name (one Dagster asset check per rule), a severity (``ERROR``
-blocks, ``WARN`` only reports), a description and one vectorised predicate
-(``violations``). Two things are generated from that list:
+``contract_rules(config, spec)`` is the single declaration, generated from the spec
+(``core.spec``; default: the shipped churn spec): a list of rule objects, each with a
+snake_case name (one Dagster asset check per rule), a severity (``ERROR`` blocks,
+``WARN`` only reports), a description and one vectorised predicate (``violations``).
+The rules follow the spec's columns: row count, presence, types, parseability, the
+entity id's not-null and unique rules, ``<col>_in_range`` (both bounds),
+``<col>_non_negative`` / ``<col>_at_least`` / ``<col>_at_most`` (one bound),
+``<col>_mean_in_range``, ``<col>_in_set`` per categorical, ``<target>_in_set`` and a
+``<col>_null_rate`` per column but the id. ``ContractConfig`` overrides bounds, limits and
+severities at run time. Two things are generated from that list:
 
 * ``evaluate_contract`` - the fast evaluator. It runs every rule (never stopping at
   the first failure) straight on numpy/pandas arrays and returns a ``RuleResult``
   per rule with the observed value, the bound, the failing row count and a sample of
-  failing rows (``customer_id`` plus the column).
+  failing rows (the entity id plus the column).
 * ``pandera_schema`` - the same rules as a pandera ``DataFrameSchema`` whose custom
   checks call the very same predicates and are named after the rules; ``WARN``
   rules become pandera warnings. ``validated_frame`` uses it to validate and coerce
-  to ``schema.CANONICAL_DTYPES``.
+  to ``spec.dtypes``.
 
 Rules cope with frames that break the schema itself: a missing column fails
 ``required_columns_present`` and every rule needing it reports "column missing"; a
@@ -25,9 +31,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -36,18 +43,15 @@ import pandera.pandas as pa
 import pyarrow
 import pyarrow.compute
 
-from churn_platform.core import schema as s
 from churn_platform.core.mapping import MappedFrame
 from churn_platform.core.markdown import markdown_table
+from churn_platform.core.spec import NUMERIC_KINDS, Spec, SpecError, default_spec
 
 Severity = Literal["ERROR", "WARN"]
 ERROR: Severity = "ERROR"
 WARN: Severity = "WARN"
 SEVERITIES: tuple[str, ...] = (ERROR, WARN)
 COLUMN_MISSING = "column missing"
-
-# Columns whose null-rate limit defaults to 0 and whose null-rate rule blocks.
-KEY_COLUMNS: tuple[str, ...] = (s.CUSTOMER_ID, s.TARGET)
 
 
 class ContractError(ValueError):
@@ -58,29 +62,49 @@ class ContractError(ValueError):
         self.results = list(results)
 
 
+# Legacy example-specific ContractConfig fields: field -> (column, what it overrides).
+# They override the spec's bound of that column; the spec must have it.
+OVERRIDES: dict[str, tuple[str, str]] = {
+    "tenure_months_range": ("tenure_months", "range"),
+    "monthly_spend_range": ("monthly_spend", "range"),
+    "last_login_hour_range": ("last_login_hour", "range"),
+    "support_tickets_min": ("support_tickets", "min"),
+    "monthly_spend_mean_range": ("monthly_spend", "mean_range"),
+    "contract_types": ("contract_type", "allowed"),
+    "regions": ("region", "allowed"),
+    "churned_values": ("churned", "target"),
+}
+
+
 @dataclass(frozen=True)
 class ContractConfig:
-    """Thresholds and severities of the contract. Defaults are the platform's contract.
+    """Run-time overrides of the contract the spec declares. ``None`` means "from the spec".
 
-    ``null_rate_limits`` overrides the per-column null-rate limit (fraction 0..1) for
-    any canonical column but ``customer_id`` (whose limit is 0: ``customer_id_not_null``);
-    other columns get ``default_null_rate_limit``, ``churned`` gets 0.
+    ``tenure_months_range``, ``monthly_spend_range``, ``last_login_hour_range``,
+    ``support_tickets_min``, ``monthly_spend_mean_range``, ``contract_types``, ``regions``
+    and ``churned_values`` override the spec's bound for that column (the spec must have
+    the column and that kind of bound). ``min_rows`` overrides ``dataset.min_rows``;
+    ``default_null_rate_limit`` overrides ``dataset.max_null_rate`` (the limit of features
+    without their own ``max_null_rate``). ``null_rate_limits`` overrides the limit (fraction
+    0..1) of any spec column but the entity id (whose nulls are ``<id>_not_null``).
     ``severities`` overrides a rule's severity by rule name (``"ERROR"`` or ``"WARN"``).
+    Names are checked against ``spec`` (default: the shipped spec).
     """
 
-    tenure_months_range: tuple[float, float] = (0, 600)
-    monthly_spend_range: tuple[float, float] = (0, 10_000)
-    last_login_hour_range: tuple[float, float] = (0, 23)
-    support_tickets_min: float = 0
-    monthly_spend_mean_range: tuple[float, float] = (20, 400)
-    contract_types: tuple[str, ...] = s.CONTRACT_TYPES
-    regions: tuple[str, ...] = s.REGIONS
-    churned_values: tuple[int, ...] = (0, 1)
-    min_rows: int = 1
-    default_null_rate_limit: float = 0.05
+    tenure_months_range: tuple[float, float] | None = None
+    monthly_spend_range: tuple[float, float] | None = None
+    last_login_hour_range: tuple[float, float] | None = None
+    support_tickets_min: float | None = None
+    monthly_spend_mean_range: tuple[float, float] | None = None
+    contract_types: tuple[str, ...] | None = None
+    regions: tuple[str, ...] | None = None
+    churned_values: tuple[int, ...] | None = None
+    min_rows: int | None = None
+    default_null_rate_limit: float | None = None
     null_rate_limits: Mapping[str, float] = field(default_factory=dict)
     severities: Mapping[str, str] = field(default_factory=dict)
     failure_sample_size: int = 20
+    spec: Spec | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         for name in (
@@ -89,43 +113,56 @@ class ContractConfig:
             "last_login_hour_range",
             "monthly_spend_mean_range",
         ):
-            low, high = getattr(self, name)
-            if not low <= high:
+            pair = getattr(self, name)
+            if pair is None:
+                continue
+            if len(pair) != 2 or not pair[0] <= pair[1]:
                 raise ValueError(f"ContractConfig.{name} must be [low, high] with low <= high")
-        for col, limit in {
-            "default": self.default_null_rate_limit,
-            **self.null_rate_limits,
-        }.items():
+        limits = dict(self.null_rate_limits)
+        if self.default_null_rate_limit is not None:
+            limits = {"default": self.default_null_rate_limit, **limits}
+        for col, limit in limits.items():
             if not 0 <= limit <= 1:
                 raise ValueError(
                     f"ContractConfig null-rate limit for {col!r} must be a fraction in [0, 1], "
                     f"got {limit}"
                 )
-        bad_cols = sorted(set(self.null_rate_limits) - set(NULL_RATE_COLUMNS))
-        if bad_cols:
-            raise ValueError(
-                f"ContractConfig.null_rate_limits names {bad_cols}; use canonical columns "
-                f"{list(NULL_RATE_COLUMNS)} (customer_id nulls are customer_id_not_null)"
-            )
-        known = [rule.name for rule in contract_rules(self)]
-        bad_rules = sorted(set(self.severities) - set(known))
-        if bad_rules:
-            raise ValueError(
-                f"ContractConfig.severities names unknown rule(s) {bad_rules}; known rules: {known}"
-            )
         bad_levels = {k: v for k, v in self.severities.items() if v not in SEVERITIES}
         if bad_levels:
             raise ValueError(
                 f"ContractConfig.severities values must be 'ERROR' or 'WARN', got {bad_levels}"
             )
-        if self.failure_sample_size < 0 or self.min_rows < 0:
+        if self.failure_sample_size < 0 or (self.min_rows is not None and self.min_rows < 0):
             raise ValueError("ContractConfig.failure_sample_size and min_rows must be >= 0")
+        self.check_against(self.spec or default_spec())
+
+    def check_against(self, spec: Spec) -> None:
+        """Raise ``ValueError`` naming the key when an override does not fit ``spec``."""
+        for key, (column, part) in OVERRIDES.items():
+            if getattr(self, key) is not None:
+                _check_override(spec, key, column, part)
+        null_cols = null_rate_columns(spec)
+        bad_cols = sorted(set(self.null_rate_limits) - set(null_cols))
+        if bad_cols:
+            raise ValueError(
+                f"ContractConfig.null_rate_limits names {bad_cols}; use the spec's columns "
+                f"{list(null_cols)} ({spec.id_column} nulls are {spec.id_column}_not_null)"
+            )
+        known = [rule.name for rule in _rules(self, spec)]
+        bad_rules = sorted(set(self.severities) - set(known))
+        if bad_rules:
+            raise ValueError(
+                f"ContractConfig.severities names unknown rule(s) {bad_rules}; known rules: {known}"
+            )
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None) -> ContractConfig:
-        """Build from plain config (lists for ranges), rejecting unknown keys by name."""
+    def from_dict(cls, data: Mapping[str, Any] | None, spec: Spec | None = None) -> ContractConfig:
+        """Build from plain config (lists for ranges), rejecting unknown keys by name.
+
+        Names (rules, columns) are checked against ``spec`` (default: the shipped spec).
+        """
         data = dict(data or {})
-        names = {f.name for f in fields(cls)}
+        names = {f.name for f in fields(cls)} - {"spec"}
         unknown = sorted(set(data) - names)
         if unknown:
             raise ValueError(
@@ -134,22 +171,64 @@ class ContractConfig:
         tuples = {
             k: tuple(v)
             for k, v in data.items()
-            if k.endswith(("_range", "_types", "regions", "_values"))
+            if k.endswith(("_range", "_types", "regions", "_values")) and v is not None
         }
-        return cls(**{**data, **tuples})
+        return cls(**{**data, **tuples}, spec=spec)
 
     def severity(self, rule: str, default: Severity) -> Severity:
         """The configured severity of ``rule`` (``default`` when not overridden)."""
         return self.severities.get(rule, default)  # type: ignore[return-value]
 
-    def null_rate_limit(self, column: str) -> float:
-        """The null-rate limit of ``column``."""
+    def null_rate_limit(self, column: str, spec: Spec | None = None) -> float:
+        """The null-rate limit of ``column``: the override, else the spec's."""
+        spec = spec or self.spec or default_spec()
         if column in self.null_rate_limits:
             return float(self.null_rate_limits[column])
-        return 0.0 if column in KEY_COLUMNS else float(self.default_null_rate_limit)
+        if (
+            self.default_null_rate_limit is not None
+            and column in spec.features
+            and spec.features[column].nullable
+            and spec.features[column].max_null_rate is None
+        ):
+            return float(self.default_null_rate_limit)
+        return float(spec.null_rate_limit(column))
 
 
-NULL_RATE_COLUMNS: tuple[str, ...] = tuple(c for c in s.ALL_COLUMNS if c != s.CUSTOMER_ID)
+def _check_override(spec: Spec, key: str, column: str, part: str) -> None:
+    if part == "target":
+        if column != spec.target_column:
+            raise ValueError(
+                f"ContractConfig.{key} overrides the allowed values of {column!r}, but spec "
+                f"{spec.name!r} names its target {spec.target_column!r}; remove {key} (the "
+                "target is 0/1 after mapping)"
+            )
+        return
+    if column not in spec.features:
+        raise ValueError(
+            f"ContractConfig.{key} overrides a bound of column {column!r}, which spec "
+            f"{spec.name!r} does not have (features: {list(spec.features)}); remove {key} "
+            "or set the bound in the spec"
+        )
+    feature = spec.features[column]
+    has = {
+        "range": feature.range is not None,
+        "min": feature.range is not None and feature.range[0] is not None,
+        "mean_range": feature.mean_range is not None,
+        "allowed": feature.kind == "categorical",
+    }[part]
+    if not has:
+        spec_key = {"min": "range", "allowed": "allowed"}.get(part, part)
+        raise ValueError(
+            f"ContractConfig.{key} overrides features.{column}.{spec_key}, which spec "
+            f"{spec.name!r} does not declare; declare it in the spec (the rule and its asset "
+            f"check come from the spec) or remove {key}"
+        )
+
+
+def null_rate_columns(spec: Spec | None = None) -> tuple[str, ...]:
+    """Columns with a ``<column>_null_rate`` rule: every spec column but the entity id."""
+    spec = spec or default_spec()
+    return tuple(c for c in spec.all_columns if c != spec.id_column)
 
 
 @dataclass(frozen=True, eq=False)  # holds DataFrames: compare fields, not objects
@@ -163,7 +242,7 @@ class RuleResult:
     observed: Any  # JSON-safe: number, string, list or dict
     bound: Any  # JSON-safe
     failing_rows: int
-    failure_cases: pd.DataFrame  # at most failure_sample_size rows: row, customer_id, column
+    failure_cases: pd.DataFrame  # at most failure_sample_size rows: row, entity id, column
     column: str | None = None
     message: str = ""
 
@@ -201,11 +280,16 @@ class FrameView:
         frame: pd.DataFrame,
         conversion: Mapping[str, Any] | None = None,
         sample_size: int = 20,
+        id_column: str = "customer_id",
+        unmapped: Mapping[str, pd.DataFrame] | None = None,
     ) -> None:
         self.frame = frame
         self.n = len(frame)
         self.conversion = conversion
         self.sample_size = sample_size
+        self.id_column = id_column
+        # raw values a value map did not cover and typing could not keep (MappedFrame)
+        self.unmapped = dict(unmapped or {})
         self._floats: dict[str, np.ndarray] = {}
         self._nulls: dict[str, np.ndarray] = {}
 
@@ -226,12 +310,12 @@ class FrameView:
         return self._nulls[column]
 
     def cases(self, rows: np.ndarray | list[int], column: str | None) -> pd.DataFrame:
-        """Failure sample for row positions ``rows``: row, customer_id and ``column``."""
+        """Failure sample for row positions ``rows``: row, the entity id and ``column``."""
         rows = np.asarray(rows, dtype=np.int64)[: self.sample_size]
         out = pd.DataFrame({"row": rows})
-        if self.has(s.CUSTOMER_ID):
-            out[s.CUSTOMER_ID] = self.frame[s.CUSTOMER_ID].iloc[rows].to_numpy()
-        if column and column != s.CUSTOMER_ID and self.has(column):
+        if self.has(self.id_column):
+            out[self.id_column] = self.frame[self.id_column].iloc[rows].to_numpy()
+        if column and column != self.id_column and self.has(column):
             out[column] = self.frame[column].iloc[rows].to_numpy()
         return out
 
@@ -471,8 +555,8 @@ class RangeRule(RowRule):
         }
 
     def bound(self) -> Any:
-        """[low, high] (high None when unbounded)."""
-        return [_py(self.low), _py(self.high)]
+        """[low, high] (None for an open side)."""
+        return [None if self.low == -math.inf else _py(self.low), _py(self.high)]
 
 
 @dataclass(frozen=True)
@@ -488,18 +572,54 @@ class SetRule(RowRule):
         return (values.notna() & ~values.isin(self.allowed)).to_numpy(dtype=bool)
 
     def fast_violations(self, view: FrameView) -> np.ndarray:
-        """Same as ``violations``, with the view's cached null mask."""
+        """Same as ``violations``, with the view's cached null mask.
+
+        Rows whose raw value the mapping's value map did not cover, and that typing turned
+        null (a target value like ``maybe`` the spec does not map), fail too.
+        """
         if self.numeric:
-            return self.violations(view.floats(self.col))
-        outside = ~view.frame[self.column].isin(self.allowed).to_numpy(dtype=bool)
-        return outside & ~view.nulls(self.col)
+            mask = self.violations(view.floats(self.col))
+        else:
+            outside = ~view.frame[self.column].isin(self.allowed).to_numpy(dtype=bool)
+            mask = outside & ~view.nulls(self.col)
+        raw = view.unmapped.get(self.col)
+        if raw is not None and len(raw):
+            mask = mask.copy()
+            mask[raw["row"].to_numpy(dtype=np.int64)] = True
+        return mask
+
+    def _shown(self, view: FrameView, rows: np.ndarray) -> pd.Series:
+        """The values of ``rows`` as text, raw where the mapping lost them."""
+        shown = pd.Series(
+            view.frame[self.column].iloc[rows].astype(str).to_numpy(dtype=object), index=rows
+        )
+        raw = view.unmapped.get(self.col)
+        if raw is not None and len(raw):
+            lost = pd.Series(raw["value"].astype(str).to_numpy(), index=raw["row"].to_numpy())
+            shown.update(lost[lost.index.isin(rows)])
+        return shown
 
     def observe(self, view: FrameView, mask: np.ndarray) -> Any:
         """Counts of up to 10 most frequent values outside the set."""
         if not mask.any():
             return {}
-        counts = view.frame[self.column][mask].astype(str).value_counts().head(10)
+        counts = self._shown(view, np.flatnonzero(mask)).value_counts().head(10)
         return {str(k): int(v) for k, v in counts.items()}
+
+    def _evaluate(self, view: FrameView) -> RuleResult:
+        result = super()._evaluate(view)
+        if result.passed:
+            return result
+        cases = result.failure_cases
+        if self.col in view.unmapped and len(cases):
+            cases = cases.copy()
+            cases[self.col] = self._shown(view, cases["row"].to_numpy()).to_numpy()
+        values = ", ".join(repr(v) for v in result.observed)
+        return replace(
+            result,
+            failure_cases=cases,
+            message=f"{result.message}; values outside the set: {values}",
+        )
 
     def bound(self) -> Any:
         """The allowed values."""
@@ -581,9 +701,9 @@ class RowCountRule(Rule):
 
 @dataclass(frozen=True)
 class RequiredColumnsRule(Rule):
-    """Every canonical column is present (pandera: ``Column(required=True)``)."""
+    """Every spec column is present (pandera: ``Column(required=True)``)."""
 
-    columns: tuple[str, ...] = s.ALL_COLUMNS
+    columns: tuple[str, ...] = ()
 
     def _evaluate(self, view: FrameView) -> RuleResult:
         missing = [c for c in self.columns if not view.has(c)]
@@ -597,7 +717,7 @@ class RequiredColumnsRule(Rule):
 
 @dataclass(frozen=True)
 class ColumnTypesRule(Rule):
-    """Present canonical columns have a dtype compatible with ``CANONICAL_DTYPES``.
+    """Present spec columns have a dtype compatible with the spec's (``Spec.dtypes``).
 
     Compatible means the same kind: any integer dtype for ``Int64``, integer or float
     for ``float64``, bool/boolean for ``boolean``, tz-naive datetime64 for dates, and
@@ -605,7 +725,7 @@ class ColumnTypesRule(Rule):
     as ``Column(dtype)`` with coercion.
     """
 
-    dtypes: Mapping[str, str] = field(default_factory=lambda: dict(s.CANONICAL_DTYPES))
+    dtypes: Mapping[str, str] = field(default_factory=dict)
 
     def _evaluate(self, view: FrameView) -> RuleResult:
         wrong = {
@@ -719,150 +839,189 @@ def _uncoercible(series: pd.Series, expected: str) -> np.ndarray:
     return notna
 
 
-def contract_rules(config: ContractConfig | None = None) -> list[Rule]:
-    """The contract: every rule, in the order reports and asset checks list them."""
-    c = config or ContractConfig()
+def _num(value: float | None) -> float | int | None:
+    """A bound as written: 600.0 -> 600 (descriptions and bounds read like the spec)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def rule_slug(column: str) -> str:
+    """``column`` as part of a rule (and Dagster check) name: letters, digits and ``_``."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", column)
+
+
+def contract_rules(config: ContractConfig | None = None, spec: Spec | None = None) -> list[Rule]:
+    """The contract the spec declares: every rule, in the order reports and checks list them.
+
+    Order: row count, column presence, types, parseability, the id's not-null and unique
+    rules, numeric ranges (both bounds, then one-sided bounds), column means, categorical
+    sets, the target's 0/1 set, then a null-rate rule per column but the id. ``config``
+    overrides bounds, limits and severities, never which rules exist (their names are the
+    asset checks defined when the definitions load).
+    """
+    spec = spec or (config.spec if config is not None else None) or default_spec()
+    c = config or ContractConfig(spec=spec)
+    if c.spec is not spec and (c.spec is None or c.spec.hash != spec.hash):
+        c.check_against(spec)
+    return _rules(c, spec)
+
+
+def _override(c: ContractConfig, column: str, part: str) -> Any:
+    for key, (col, what) in OVERRIDES.items():
+        if col == column and what == part and getattr(c, key) is not None:
+            return getattr(c, key)
+    return None
+
+
+def _rules(c: ContractConfig, spec: Spec) -> list[Rule]:
     e = ERROR
 
-    def sev(name: str, default: Severity) -> Severity:
-        return c.severity(name, default)
+    def sev(name: str) -> Severity:
+        return c.severity(name, e)
 
-    lo_t, hi_t = c.tenure_months_range
-    lo_s, hi_s = c.monthly_spend_range
-    lo_h, hi_h = c.last_login_hour_range
-    lo_m, hi_m = c.monthly_spend_mean_range
+    idc = spec.id_column
+    ids = rule_slug(idc)
+    min_rows = spec.dataset.min_rows if c.min_rows is None else c.min_rows
     rules: list[Rule] = [
         RowCountRule(
             "row_count_positive",
-            sev("row_count_positive", e),
-            f"the snapshot has at least {c.min_rows} row(s)",
-            min_rows=c.min_rows,
+            sev("row_count_positive"),
+            f"the snapshot has at least {min_rows} row(s)",
+            min_rows=min_rows,
         ),
         RequiredColumnsRule(
             "required_columns_present",
-            sev("required_columns_present", e),
+            sev("required_columns_present"),
             "every canonical column is present",
+            columns=spec.all_columns,
         ),
         ColumnTypesRule(
             "column_types_match",
-            sev("column_types_match", e),
+            sev("column_types_match"),
             "columns have their canonical dtypes",
+            dtypes=spec.dtypes,
         ),
         ParseableRule(
             "values_parseable",
-            sev("values_parseable", e),
+            sev("values_parseable"),
             "every value could be read as its column's type when mapped",
         ),
-        NotNullRule(
-            "customer_id_not_null",
-            sev("customer_id_not_null", e),
-            "customer_id is never null",
-            s.CUSTOMER_ID,
-        ),
-        UniqueRule(
-            "customer_id_unique",
-            sev("customer_id_unique", e),
-            "customer_id is unique",
-            s.CUSTOMER_ID,
-        ),
-        RangeRule(
-            "tenure_months_in_range",
-            sev("tenure_months_in_range", e),
-            f"tenure_months in [{lo_t}, {hi_t}]",
-            s.TENURE_MONTHS,
-            low=lo_t,
-            high=hi_t,
-        ),
-        RangeRule(
-            "monthly_spend_in_range",
-            sev("monthly_spend_in_range", e),
-            f"monthly_spend in [{lo_s}, {hi_s}]",
-            s.MONTHLY_SPEND,
-            low=lo_s,
-            high=hi_s,
-        ),
-        RangeRule(
-            "last_login_hour_in_range",
-            sev("last_login_hour_in_range", e),
-            f"last_login_hour in [{lo_h}, {hi_h}]",
-            s.LAST_LOGIN_HOUR,
-            low=lo_h,
-            high=hi_h,
-        ),
-        RangeRule(
-            "support_tickets_non_negative",
-            sev("support_tickets_non_negative", e),
-            f"support_tickets >= {c.support_tickets_min}",
-            s.SUPPORT_TICKETS,
-            low=c.support_tickets_min,
-        ),
-        MeanRangeRule(
-            "monthly_spend_mean_in_range",
-            sev("monthly_spend_mean_in_range", e),
-            f"mean monthly_spend in [{lo_m}, {hi_m}]",
-            s.MONTHLY_SPEND,
-            low=lo_m,
-            high=hi_m,
-        ),
-        SetRule(
-            "contract_type_in_set",
-            sev("contract_type_in_set", e),
-            f"contract_type in {list(c.contract_types)}",
-            s.CONTRACT_TYPE,
-            allowed=tuple(c.contract_types),
-        ),
-        SetRule(
-            "region_in_set",
-            sev("region_in_set", e),
-            f"region in {list(c.regions)}",
-            s.REGION,
-            allowed=tuple(c.regions),
-        ),
-        SetRule(
-            "churned_in_set",
-            sev("churned_in_set", e),
-            f"churned in {list(c.churned_values)}",
-            s.TARGET,
-            allowed=tuple(c.churned_values),
-            numeric=True,
-        ),
+        NotNullRule(f"{ids}_not_null", sev(f"{ids}_not_null"), f"{idc} is never null", idc),
+        UniqueRule(f"{ids}_unique", sev(f"{ids}_unique"), f"{idc} is unique", idc),
     ]
-    for col in NULL_RATE_COLUMNS:
-        name = f"{col}_null_rate"
-        limit = c.null_rate_limit(col)
-        rules.append(
-            NullRateRule(
+    both: list[Rule] = []
+    one_sided: list[Rule] = []
+    for col, feature in spec.features.items():
+        if feature.kind not in NUMERIC_KINDS or feature.range is None:
+            continue
+        low, high = feature.range
+        over = _override(c, col, "range")
+        if over is not None:
+            low, high = over
+        over_min = _override(c, col, "min")
+        if over_min is not None:
+            low = over_min
+        lo, hi = _num(low), _num(high)
+        slug = rule_slug(col)
+        # the name follows the spec's shape, so run-time overrides never rename a check
+        spec_low, spec_high = feature.range
+        if spec_low is not None and spec_high is not None:
+            name, text, group = f"{slug}_in_range", f"{col} in [{lo}, {hi}]", both
+        elif spec_high is None and spec_low is not None:
+            suffix = "non_negative" if spec_low == 0 else "at_least"
+            name, text, group = f"{slug}_{suffix}", f"{col} >= {lo}", one_sided
+        elif spec_low is None and spec_high is not None:
+            name, text, group = f"{slug}_at_most", f"{col} <= {hi}", one_sided
+        else:
+            continue  # [null, null]: no bound at all
+        group.append(
+            RangeRule(
                 name,
-                sev(name, e),
-                f"null rate of {col} <= {limit}",
+                sev(name),
+                text,
                 col,
-                limit=limit,
+                low=-math.inf if lo is None else lo,
+                high=hi,
             )
+        )
+    rules += both + one_sided
+    for col, feature in spec.features.items():
+        if feature.mean_range is None:
+            continue
+        over = _override(c, col, "mean_range")
+        low_m, high_m = over if over is not None else feature.mean_range
+        name = f"{rule_slug(col)}_mean_in_range"
+        rules.append(
+            MeanRangeRule(
+                name,
+                sev(name),
+                f"mean {col} in [{_num(low_m)}, {_num(high_m)}]",
+                col,
+                low=_num(low_m),  # type: ignore[arg-type]  # a mean range has both sides
+                high=_num(high_m),  # type: ignore[arg-type]
+            )
+        )
+    for col, feature in spec.features.items():
+        if feature.kind != "categorical":
+            continue
+        over = _override(c, col, "allowed")
+        allowed = tuple(over if over is not None else feature.allowed or ())
+        name = f"{rule_slug(col)}_in_set"
+        rules.append(SetRule(name, sev(name), f"{col} in {list(allowed)}", col, allowed=allowed))
+    target = spec.target_column
+    over = _override(c, target, "target")
+    values = tuple(over if over is not None else (0, 1))
+    name = f"{rule_slug(target)}_in_set"
+    rules.append(
+        SetRule(
+            name, sev(name), f"{target} in {list(values)}", target, allowed=values, numeric=True
+        )
+    )
+    for col in null_rate_columns(spec):
+        name = f"{rule_slug(col)}_null_rate"
+        limit = c.null_rate_limit(col, spec)
+        rules.append(
+            NullRateRule(name, sev(name), f"null rate of {col} <= {limit}", col, limit=limit)
+        )
+    names = [r.name for r in rules]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise SpecError(
+            f"spec {spec.name!r} gives several contract rules the same name {dupes}; rename "
+            "the columns behind them (rule names are column names plus a suffix)"
         )
     return rules
 
 
-def rule_names() -> list[str]:
-    """Names of every contract rule (stable: one Dagster asset check each)."""
-    return [r.name for r in contract_rules(ContractConfig())]
+def rule_names(spec: Spec | None = None) -> list[str]:
+    """Names of every contract rule of ``spec`` (stable: one Dagster asset check each)."""
+    return [r.name for r in contract_rules(None, spec)]
 
 
 def evaluate_contract(
-    frame: pd.DataFrame | MappedFrame, config: ContractConfig | None = None
+    frame: pd.DataFrame | MappedFrame,
+    config: ContractConfig | None = None,
+    spec: Spec | None = None,
 ) -> list[RuleResult]:
-    """Evaluate every rule on ``frame`` (a mapped frame or a plain canonical DataFrame).
+    """Evaluate every rule of ``spec``'s contract on ``frame`` (mapped, or a plain DataFrame).
 
     Never stops at the first failure and never raises on a broken frame: a missing
     column or a wrong dtype is reported by the rules. A ``MappedFrame`` also lets
-    ``values_parseable`` report values that could not be converted.
+    ``values_parseable`` report values that could not be converted, and the set rules
+    name values the spec's value maps do not cover.
     """
-    config = config or ContractConfig()
+    spec = spec or (config.spec if config is not None else None) or default_spec()
+    rules = contract_rules(config, spec)
     conversion = None
+    unmapped: Mapping[str, pd.DataFrame] | None = None
     if isinstance(frame, MappedFrame):
         conversion = frame.conversion_report
+        unmapped = frame.unmapped_cells
         frame = frame.frame
-    view = FrameView(frame, conversion, config.failure_sample_size)
-    return [rule.evaluate(view) for rule in contract_rules(config)]
+    sample = config.failure_sample_size if config is not None else 20
+    view = FrameView(frame, conversion, sample, spec.id_column, unmapped)
+    return [rule.evaluate(view) for rule in rules]
 
 
 def blocking_failures(results: Sequence[RuleResult]) -> list[RuleResult]:
@@ -871,15 +1030,16 @@ def blocking_failures(results: Sequence[RuleResult]) -> list[RuleResult]:
 
 
 def pandera_schema(
-    config: ContractConfig | None = None, *, coerce: bool = True
+    config: ContractConfig | None = None, *, coerce: bool = True, spec: Spec | None = None
 ) -> pa.DataFrameSchema:
-    """The contract as a pandera schema generated from ``contract_rules``.
+    """The contract as a pandera schema generated from ``contract_rules`` of ``spec``.
 
     Each rule's check is named after the rule; WARN rules raise pandera warnings
     instead of errors. Column presence and dtype are pandera ``Column(required, dtype)``.
     """
-    rules = contract_rules(config)
-    per_column: dict[str, list[pa.Check]] = {c: [] for c in s.ALL_COLUMNS}
+    spec = spec or (config.spec if config is not None else None) or default_spec()
+    rules = contract_rules(config, spec)
+    per_column: dict[str, list[pa.Check]] = {c: [] for c in spec.all_columns}
     frame_checks: list[pa.Check] = []
     required: tuple[str, ...] = ()
     for rule in rules:
@@ -891,22 +1051,22 @@ def pandera_schema(
         (per_column[rule.column] if rule.column else frame_checks).append(check)
     columns = {
         col: pa.Column(
-            s.CANONICAL_DTYPES[col],
+            spec.dtypes[col],
             checks=per_column[col],
             nullable=True,
             required=col in required,
             coerce=coerce,
         )
-        for col in s.ALL_COLUMNS
+        for col in spec.all_columns
     }
     return pa.DataFrameSchema(
-        columns, checks=frame_checks, coerce=coerce, strict=False, name="churn_contract"
+        columns, checks=frame_checks, coerce=coerce, strict=False, name=f"{spec.name}_contract"
     )
 
 
-def pandera_failed_rules(errors: pa.errors.SchemaErrors) -> set[str]:
+def pandera_failed_rules(errors: pa.errors.SchemaErrors, spec: Spec | None = None) -> set[str]:
     """Rule names behind pandera's failure cases (dtype/presence map to their rules)."""
-    names = set(rule_names())
+    names = set(rule_names(spec))
     failed = set()
     for check in errors.failure_cases["check"].astype(str):
         if check in names:
@@ -924,15 +1084,17 @@ def validated_frame(
     frame: pd.DataFrame | MappedFrame,
     config: ContractConfig | None = None,
     results: Sequence[RuleResult] | None = None,
+    spec: Spec | None = None,
 ) -> pd.DataFrame:
-    """The frame typed as ``CANONICAL_DTYPES`` (canonical column order), once the contract passed.
+    """The frame typed as ``spec.dtypes``, once the contract passed.
 
-    Raises ``ContractError`` listing every blocking failure with its evidence. The
-    pandera schema then validates and coerces; WARN rules do not block.
+    Columns come in ``spec.all_columns`` order, then any extra columns. Raises
+    ``ContractError`` listing every blocking failure with its evidence. The pandera
+    schema then validates and coerces; WARN rules do not block.
     """
-    config = config or ContractConfig()
+    spec = spec or (config.spec if config is not None else None) or default_spec()
     if results is None:  # callers that already evaluated the contract pass their results
-        results = evaluate_contract(frame, config)
+        results = evaluate_contract(frame, config, spec)
     blocking = blocking_failures(results)
     if blocking:
         lines = [
@@ -944,7 +1106,7 @@ def validated_frame(
             f"{len(blocking)} blocking contract rule(s) failed:\n" + "\n".join(lines), results
         )
     data = frame.frame if isinstance(frame, MappedFrame) else frame
-    schema = pandera_schema(config)
+    schema = pandera_schema(config, spec=spec)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=pa.errors.SchemaWarning)
         try:
@@ -952,10 +1114,10 @@ def validated_frame(
         except pa.errors.SchemaErrors as exc:  # the fast path and pandera disagree: a bug
             raise ContractError(
                 f"pandera rejected a frame the fast evaluator passed: "
-                f"{sorted(pandera_failed_rules(exc))}",
+                f"{sorted(pandera_failed_rules(exc, spec))}",
                 results,
             ) from exc
-    order = list(s.ALL_COLUMNS) + [c for c in typed.columns if c not in s.ALL_COLUMNS]
+    order = list(spec.all_columns) + [c for c in typed.columns if c not in spec.all_columns]
     # selecting columns copies the frame: at 10M rows a copy is 1.5 GB, so only when needed
     return typed if list(typed.columns) == order else typed[order]
 

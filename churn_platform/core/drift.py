@@ -1,14 +1,26 @@
 """Population stability index (PSI) against a reference profile saved with the model.
 
-The profile is built once on the training rows and stored as JSON beside the model:
+The profile is built once on the training rows and stored as JSON beside the model. Which
+columns it watches, and how each is binned, follow the spec (``spec.drift_features()``;
+default: the shipped churn spec):
 
-* numeric feature: 10 quantile bins whose inner edges are fixed on the training data
-  (duplicate edges of discrete columns are dropped, so a column with 4 values gets at most
-  5 bins); the outer bins are open to -inf and +inf. A value v falls in bin k when
-  edges[k-1] <= v < edges[k].
-* categorical feature (contract type, region, and is_enterprise): the share of every value
-  seen in training, plus an ``__unseen__`` bin for values training never saw.
+* numeric, integer and cyclical features (and dates, as days since 1970) with more than
+  ``n_bins`` distinct values: 10 quantile bins whose inner edges are fixed on the training
+  data, between the training minimum and maximum, plus a "below min" bin and an "above max"
+  bin of their own. A value v falls in bin k when edges[k-1] <= v < edges[k]; v < min is
+  below, v > max is above. So a column that later leaves its training range is drift even
+  when the training column was constant. A value holding so many rows that several
+  quantiles fall on it (``points``, e.g. the zero of a mostly-zero column) is a bin [p, p]
+  of its own, followed by (p, next edge).
+* low-cardinality numeric features (at most ``n_bins`` distinct training values, e.g. a 0/1/2
+  count or a column that was all zeros): one bin per training value plus an ``__other__``
+  bin for any value training never had.
+* categorical and boolean features: the share of every value seen in training, plus an
+  ``__unseen__`` bin for values training never saw.
 * every feature: an explicit ``__missing__`` bin, so a rise in nulls is drift too.
+
+Profiles stored before the below/above bins existed (numeric entries without ``min`` and
+``max``, whose outer bins are open to -inf and +inf) are still read and scored as before.
 
 PSI = sum over bins of (q - p) * ln(q / p), p the reference share and q the current share.
 Empty bins would make that infinite, so both share vectors are smoothed the same way
@@ -19,7 +31,6 @@ holds 1% on the other contributes about 0.046.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -27,24 +38,50 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from churn_platform.core import schema as s
+from churn_platform.core.spec import NUMERIC_KINDS, Spec, default_spec
 
 PROFILE_FORMAT = "churn_platform.psi_reference_profile"
 PROFILE_VERSION = 1
 MISSING_BIN = "__missing__"
 UNSEEN_BIN = "__unseen__"
+OTHER_BIN = "__other__"
+BELOW_BIN = "__below_min__"
+ABOVE_BIN = "__above_max__"
 DEFAULT_N_BINS = 10
 DEFAULT_EPSILON = 1e-4
-DEFAULT_CATEGORICAL: tuple[str, ...] = (*s.CATEGORICAL_FEATURES, s.IS_ENTERPRISE)
+_NS_PER_DAY = 86_400e9
+
+
+def profile_columns(spec: Spec | None = None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(numeric, categorical) drift features of ``spec``: numeric, integer, cyclical and
+    date kinds are binned numerically; categorical then boolean kinds by category."""
+    spec = spec or default_spec()
+    watched = spec.drift_features()
+    kinds = {name: spec.features[name].kind for name in watched}
+    numeric = tuple(n for n in watched if kinds[n] in NUMERIC_KINDS or kinds[n] == "date")
+    categorical = tuple(n for n in watched if kinds[n] == "categorical")
+    boolean = tuple(n for n in watched if kinds[n] == "boolean")
+    return numeric, (*categorical, *boolean)
 
 
 # ---------------------------------------------------------------------------------------
 # column helpers shared by the profile and the PSI, so both bin the same way
 
 
-def _numeric_values(frame: pd.DataFrame, column: str) -> np.ndarray:
-    """A float64 view of ``column``: nulls become NaN; non-numeric text is coerced to NaN."""
+def _numeric_values(frame: pd.DataFrame, column: str, dates: bool = False) -> np.ndarray:
+    """A float64 view of ``column``: nulls become NaN; non-numeric text is coerced to NaN;
+    dates (a datetime column, or any column when ``dates``: ISO text from a request log)
+    become days since 1970."""
     series = frame[column]
+    if dates and not pd.api.types.is_datetime64_any_dtype(series.dtype):
+        series = pd.to_datetime(series, errors="coerce", utc=True).dt.tz_localize(None)
+    if pd.api.types.is_datetime64_any_dtype(series.dtype):
+        if getattr(series.dt, "tz", None) is not None:
+            series = series.dt.tz_convert("UTC").dt.tz_localize(None)
+        stamps = series.to_numpy(dtype="datetime64[ns]")
+        days = stamps.astype(np.int64).astype(np.float64) / _NS_PER_DAY
+        days[np.isnat(stamps)] = np.nan
+        return days
     try:
         return series.to_numpy(dtype=np.float64, na_value=np.nan)
     except (TypeError, ValueError):
@@ -52,7 +89,7 @@ def _numeric_values(frame: pd.DataFrame, column: str) -> np.ndarray:
 
 
 def _numeric_counts(values: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, int]:
-    """Counts per bin (len(edges) + 1 bins) and the missing count.
+    """Counts per bin (len(edges) + 1 bins, the outer ones open) and the missing count.
 
     Counting ``values < edge`` per edge beats searchsorted + bincount for 10 bins: each
     edge is one vectorised compare-and-count pass, and NaN compares false everywhere.
@@ -63,6 +100,55 @@ def _numeric_counts(values: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, 
     )
     cumulative = np.concatenate([[0], below, [values.size - n_missing]])
     return np.diff(cumulative), n_missing
+
+
+def _boundaries(
+    low: float, edges: np.ndarray, points: Iterable[float], high: float
+) -> list[tuple[float, bool]]:
+    """The inner boundaries of the bounded layout as (value, inclusive), in order.
+
+    A value v is left of boundary (b, False) when v < b and left of (b, True) when v <= b.
+    The bins: below ``low``; [low, e1), [e1, e2), ...; a point edge p gets [p, p] and then
+    (p, next) instead of [p, next); up to ``high`` inclusive; above ``high``.
+    """
+    marked = set(points)
+    out: list[tuple[float, bool]] = [(low, False)]
+    for edge in edges.tolist():
+        out.append((edge, False))
+        if edge in marked:
+            out.append((edge, True))
+    out.append((high, True))
+    return out
+
+
+def _bounded_counts(
+    values: np.ndarray, boundaries: list[tuple[float, bool]]
+) -> tuple[np.ndarray, int]:
+    """Counts per bin of the bounded layout (see ``_boundaries``) and the missing count."""
+    n_missing = int(np.count_nonzero(np.isnan(values)))
+    left_of = np.fromiter(
+        (np.count_nonzero(values <= b if inclusive else values < b) for b, inclusive in boundaries),
+        dtype=np.int64,
+        count=len(boundaries),
+    )
+    cumulative = np.concatenate([[0], left_of, [values.size - n_missing]])
+    return np.diff(cumulative), n_missing
+
+
+def _bounded_labels(boundaries: list[tuple[float, bool]]) -> list[str]:
+    labels = [BELOW_BIN]
+    for (lo, lo_incl), (hi, hi_incl) in zip(boundaries[:-1], boundaries[1:], strict=True):
+        labels.append(f"{'(' if lo_incl else '['}{lo:g}, {hi:g}{']' if hi_incl else ')'}")
+    return [*labels, ABOVE_BIN]
+
+
+def _discrete_counts(values: np.ndarray, levels: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """Counts per training value, the count of any other value, and the missing count."""
+    n_missing = int(np.count_nonzero(np.isnan(values)))
+    counts = np.fromiter(
+        (np.count_nonzero(values == v) for v in levels), dtype=np.int64, count=levels.size
+    )
+    return counts, values.size - n_missing - int(counts.sum()), n_missing
 
 
 def _categorical_counts(series: pd.Series, categories: list[Any]) -> tuple[np.ndarray, int, int]:
@@ -109,18 +195,26 @@ def _to_json_value(value: Any) -> Any:
 
 def build_reference_profile(
     frame: pd.DataFrame,
-    numeric: Iterable[str] = s.NUMERIC_FEATURES,
-    categorical: Iterable[str] = DEFAULT_CATEGORICAL,
+    spec: Spec | None = None,
+    *,
+    numeric: Iterable[str] | None = None,
+    categorical: Iterable[str] | None = None,
     n_bins: int = DEFAULT_N_BINS,
     epsilon: float = DEFAULT_EPSILON,
 ) -> dict[str, Any]:
     """The reference profile of ``frame`` (training rows) as a JSON-serialisable dict.
 
-    Keys: ``format``, ``version``, ``n_rows``, ``n_bins``, ``epsilon`` and ``features``;
-    per feature ``kind`` ("numeric" or "categorical"), ``bins`` (labels), ``shares``
-    (aligned with ``bins``, summing to 1), and ``edges`` (numeric) or ``categories``.
+    Profiles every drift feature of ``spec`` (default: the shipped churn spec), binned by
+    kind (see the module docstring); ``numeric`` / ``categorical`` name the columns
+    explicitly instead. Keys: ``format``, ``version``, ``n_rows``, ``n_bins``, ``epsilon``,
+    ``spec_hash`` and ``features``; per feature ``kind`` ("numeric", "discrete" or
+    "categorical"), ``bins`` (labels), ``shares`` (aligned with ``bins``, summing to 1), and
+    ``edges``/``min``/``max`` (numeric), ``values`` (discrete) or ``categories``.
     """
-    numeric, categorical = list(numeric), list(categorical)
+    spec = spec or default_spec()
+    spec_numeric, spec_categorical = profile_columns(spec)
+    numeric = list(spec_numeric if numeric is None else numeric)
+    categorical = list(spec_categorical if categorical is None else categorical)
     if isinstance(n_bins, bool) or not isinstance(n_bins, int) or n_bins < 2:
         raise ValueError(f"n_bins must be an integer >= 2, got {n_bins!r}")
     if not 0.0 < epsilon < 0.01:
@@ -130,25 +224,22 @@ def build_reference_profile(
         raise ValueError(f"features {sorted(overlap)} are listed as numeric and categorical")
     absent = [c for c in (*numeric, *categorical) if c not in frame.columns]
     if absent:
-        raise ValueError(f"frame lacks profile columns {absent}")
+        raise ValueError(
+            f"frame lacks profile columns {absent}; the spec's drift features are "
+            f"{list(spec.drift_features())} (set drift: false on a feature to stop watching it)"
+        )
     n_rows = len(frame)
     if n_rows == 0:
         raise ValueError("frame has no rows; a reference profile needs training data")
 
     features: dict[str, dict[str, Any]] = {}
-    probs = np.arange(1, n_bins) / n_bins
     for col in numeric:
-        values = _numeric_values(frame, col)
-        finite = values[np.isfinite(values)]
-        edges = np.unique(np.quantile(finite, probs)) if finite.size else np.empty(0)
-        counts, n_missing = _numeric_counts(values, edges)
-        labels = _numeric_labels(edges)
-        features[col] = {
-            "kind": "numeric",
-            "edges": [float(e) for e in edges],
-            "bins": [*labels, MISSING_BIN],
-            "shares": [float(c) / n_rows for c in (*counts, n_missing)],
-        }
+        dates = pd.api.types.is_datetime64_any_dtype(frame[col].dtype) or (
+            col in spec.features and spec.features[col].kind == "date"
+        )
+        features[col] = _numeric_profile(_numeric_values(frame, col, dates), n_bins)
+        if dates:
+            features[col]["dates"] = True  # values are days since 1970
     for col in categorical:
         series = frame[col]
         observed = pd.unique(series.dropna())
@@ -166,13 +257,42 @@ def build_reference_profile(
         "n_rows": n_rows,
         "n_bins": n_bins,
         "epsilon": float(epsilon),
+        "spec_hash": spec.short_hash,
         "features": features,
     }
 
 
-def _numeric_labels(edges: np.ndarray) -> list[str]:
-    bounds = [-math.inf, *edges.tolist(), math.inf]
-    return [f"[{lo:g}, {hi:g})" for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
+def _numeric_profile(values: np.ndarray, n_bins: int) -> dict[str, Any]:
+    """One numeric column's profile: by value when it has at most ``n_bins`` distinct
+    finite values, else quantile bins between its minimum and maximum."""
+    n_rows = values.size
+    finite = values[np.isfinite(values)]
+    levels = np.unique(finite)
+    if levels.size <= n_bins:
+        counts, other, n_missing = _discrete_counts(values, levels)
+        return {
+            "kind": "discrete",
+            "values": [float(v) for v in levels],
+            "bins": [*(f"{v:g}" for v in levels), OTHER_BIN, MISSING_BIN],
+            "shares": [float(c) / n_rows for c in (*counts, other, n_missing)],
+        }
+    low, high = float(levels[0]), float(levels[-1])
+    probs = np.arange(1, n_bins) / n_bins
+    # a value that several quantiles land on holds >= 1/n_bins of the rows by itself (a
+    # near-constant column's zero): it gets a bin of its own, so a change of the rest shows
+    edges, hits = np.unique(np.quantile(finite, probs), return_counts=True)
+    points = [float(e) for e in edges[hits > 1]]
+    boundaries = _boundaries(low, edges, points, high)
+    counts, n_missing = _bounded_counts(values, boundaries)
+    return {
+        "kind": "numeric",
+        "edges": [float(e) for e in edges],
+        "points": points,
+        "min": low,
+        "max": high,
+        "bins": [*_bounded_labels(boundaries), MISSING_BIN],
+        "shares": [float(c) / n_rows for c in (*counts, n_missing)],
+    }
 
 
 def _check_profile(profile: Mapping[str, Any]) -> None:
@@ -200,7 +320,8 @@ class PsiResult:
     n_rows: int
     max_feature: str | None
     max_psi: float | None
-    unseen_counts: dict[str, int]  # categorical features: values training never saw
+    # categorical and discrete features: rows with values training never saw
+    unseen_counts: dict[str, int]
     missing_counts: dict[str, int]
     skipped_reason: str | None = None  # why no PSI was computed (e.g. no rows)
 
@@ -246,10 +367,24 @@ def psi(reference_profile: Mapping[str, Any], current_frame: pd.DataFrame) -> Ps
     missing_counts: dict[str, int] = {}
     for col, spec in features.items():
         if spec["kind"] == "numeric":
-            counts, n_missing = _numeric_counts(
-                _numeric_values(current_frame, col), np.asarray(spec["edges"], dtype=np.float64)
-            )
+            values = _numeric_values(current_frame, col, bool(spec.get("dates")))
+            edges = np.asarray(spec["edges"], dtype=np.float64)
+            if spec.get("min") is None or spec.get("max") is None:
+                # a profile stored before the below/above bins: outer bins open
+                counts, n_missing = _numeric_counts(values, edges)
+            else:
+                bounds = _boundaries(
+                    float(spec["min"]), edges, spec.get("points") or (), float(spec["max"])
+                )
+                counts, n_missing = _bounded_counts(values, bounds)
             current = np.append(counts, n_missing)
+        elif spec["kind"] == "discrete":
+            levels = np.asarray(spec["values"], dtype=np.float64)
+            counts, other, n_missing = _discrete_counts(
+                _numeric_values(current_frame, col, bool(spec.get("dates"))), levels
+            )
+            current = np.concatenate([counts, [other, n_missing]])
+            unseen_counts[col] = other
         elif spec["kind"] == "categorical":
             counts, unseen, n_missing = _categorical_counts(current_frame[col], spec["categories"])
             current = np.concatenate([counts, [unseen, n_missing]])

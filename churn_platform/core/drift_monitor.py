@@ -123,14 +123,30 @@ class DriftDecision:
 def judge_windows(
     profile: Mapping[str, Any], windows: Mapping[str, pd.DataFrame], min_rows: int
 ) -> tuple[dict[str, drift.PsiResult], list[str]]:
-    """PSI per window large enough to judge, and the skipped windows with their reasons."""
+    """PSI per window large enough to judge, and the skipped windows with their reasons.
+
+    The profile names the champion's drift features (it was built with the champion's
+    spec). A window that lacks some of them (the source mapped with a newer spec that
+    dropped a feature) is judged on the rest, and the missing ones are listed as skipped.
+    """
     results: dict[str, drift.PsiResult] = {}
     skipped: list[str] = []
+    features: Mapping[str, Any] = profile.get("features") or {}
     for name, frame in windows.items():
         if len(frame) < min_rows:
             skipped.append(f"{name}: {len(frame)} rows, fewer than {min_rows}")
             continue
-        result = drift.psi(profile, frame)
+        absent = [c for c in features if c not in frame.columns]
+        judged = profile
+        if absent:
+            skipped.append(f"{name}: lacks champion drift feature(s) {absent}, not judged on them")
+            if len(absent) == len(features):
+                continue
+            judged = {
+                **profile,
+                "features": {c: v for c, v in features.items() if c not in absent},
+            }
+        result = drift.psi(judged, frame)
         if result.max_psi is None:
             skipped.append(f"{name}: {result.skipped_reason or 'no PSI computed'}")
             continue

@@ -2,24 +2,27 @@
 
 Each transformer learns its state in ``fit`` (frequency tables, a reference date),
 applies it in ``transform`` and names its outputs in ``get_feature_names_out``.
-``build_feature_transformer`` composes them in a ``ColumnTransformer``; the model
-pipeline (``core.training``) puts an estimator after it. Serving loads the same
-pipeline, so serving cannot compute features differently from training.
+``build_feature_transformer(spec)`` composes them in a ``ColumnTransformer``, one step
+per feature kind of the table spec (``plan_feature_steps``); the model pipeline
+(``core.training``) puts an estimator after it. Serving loads the same pipeline, so
+serving cannot compute features differently from training.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Self
+from dataclasses import dataclass
+from typing import Any, Self
 
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.compose import ColumnTransformer
-from sklearn.preprocessing import OneHotEncoder
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder
 from sklearn.utils.validation import check_is_fitted
 
-from churn_platform.core import schema as s
+from churn_platform.core.spec import Spec, default_spec
 
 
 def _as_frame(X: object, columns: Sequence[str] | np.ndarray) -> pd.DataFrame:
@@ -205,8 +208,181 @@ class StringCategories(_ColumnwiseTransformer):
         return np.column_stack(cols)
 
 
-def build_feature_transformer() -> ColumnTransformer:
-    """The feature step of every churn model: one ``ColumnTransformer`` over the canonical columns.
+# Steps of the shipped spec keep the names its models were saved with (the generic names
+# below would rename them; the outputs are the same either way).
+_LEGACY_STEP_NAMES: dict[tuple[str, tuple[str, ...]], str] = {
+    ("cyclical", ("last_login_hour",)): "hour_cyclical",
+    ("onehot", ("contract_type",)): "contract_onehot",
+    ("date", ("signup_date",)): "signup_days",
+    ("boolean", ("is_enterprise",)): "enterprise",
+}
+
+
+@dataclass(frozen=True)
+class FeatureStep:
+    """One ``ColumnTransformer`` step planned from a spec: its transformer and output names."""
+
+    group: str  # cyclical, onehot, frequency, native, date, boolean or numeric
+    name: str
+    transformer: Any
+    columns: tuple[str, ...]
+    outputs: tuple[str, ...]
+    ranges: dict[str, tuple[float, float]]  # bounds of bounded outputs (the invariant check)
+
+    @property
+    def native(self) -> bool:
+        """Whether the outputs are category codes for the estimator's native support."""
+        return self.group == "native"
+
+
+def _step(
+    group: str,
+    generic_name: str,
+    transformer: Any,
+    columns: tuple[str, ...],
+    outputs: tuple[str, ...],
+    ranges: dict[str, tuple[float, float]],
+) -> FeatureStep:
+    name = _LEGACY_STEP_NAMES.get((group, columns), generic_name)
+    return FeatureStep(group, name, transformer, columns, outputs, ranges)
+
+
+def _categories(spec: Spec, columns: Sequence[str]) -> list[list[str]]:
+    return [list(spec.features[c].allowed or ()) for c in columns]
+
+
+def plan_feature_steps(spec: Spec | None = None, *, native: bool = True) -> list[FeatureStep]:
+    """The feature steps a spec asks for, in output order.
+
+    Cyclical features (one step per period) -> sin/cos; categoricals -> one-hot over
+    ``allowed`` (unknown -> all zero), frequency learned at fit, and/or ``native`` category
+    codes (an ordinal code per allowed value, unknown or missing -> NaN) for an estimator
+    with native categorical support; ``native=False`` (estimators without it) one-hot encodes
+    those instead. Dates -> days since the newest date seen at fit; booleans -> 0/1;
+    numeric and integer features pass through as floats. Missing values stay NaN.
+    """
+    spec = spec or default_spec()
+    steps: list[FeatureStep] = []
+
+    periods: dict[float, list[str]] = {}
+    for name in spec.of_kind("cyclical"):
+        periods.setdefault(float(spec.features[name].period or 0), []).append(name)
+    for period, cols in periods.items():
+        columns = tuple(cols)
+        generic = "cyclical" if len(periods) == 1 else f"cyclical_{period:g}"
+        outputs = tuple(f"{c}{suffix}" for c in columns for suffix in CyclicalEncoder._suffixes)
+        steps.append(
+            _step(
+                "cyclical",
+                generic,
+                CyclicalEncoder(period=int(period) if period.is_integer() else period),
+                columns,
+                outputs,
+                {o: (-1.0, 1.0) for o in outputs},
+            )
+        )
+
+    categorical = spec.of_kind("categorical")
+
+    def encoded(how: str) -> tuple[str, ...]:
+        return tuple(c for c in categorical if how in spec.features[c].encoding)
+
+    onehot = tuple(
+        c
+        for c in categorical
+        if "onehot" in spec.features[c].encoding
+        or (not native and "native" in spec.features[c].encoding)
+    )
+    frequency = encoded("frequency")
+    native_cols = encoded("native") if native else ()
+    if onehot:
+        categories = _categories(spec, onehot)
+        outputs = tuple(
+            f"{c}_{v}" for c, values in zip(onehot, categories, strict=True) for v in values
+        )
+        steps.append(
+            _step(
+                "onehot",
+                "onehot",
+                make_pipeline(
+                    StringCategories(),
+                    OneHotEncoder(
+                        categories=categories, handle_unknown="ignore", sparse_output=False
+                    ),
+                ),
+                onehot,
+                outputs,
+                {o: (0.0, 1.0) for o in outputs},
+            )
+        )
+    if frequency:
+        outputs = tuple(f"{c}_freq" for c in frequency)
+        steps.append(
+            _step(
+                "frequency",
+                "category_frequency",
+                FrequencyEncoder(),
+                frequency,
+                outputs,
+                {o: (0.0, 1.0) for o in outputs},
+            )
+        )
+    if native_cols:
+        categories = _categories(spec, native_cols)
+        steps.append(
+            _step(
+                "native",
+                "native_categories",
+                make_pipeline(
+                    StringCategories(),
+                    OrdinalEncoder(
+                        categories=categories,
+                        handle_unknown="use_encoded_value",
+                        unknown_value=np.nan,
+                        encoded_missing_value=np.nan,
+                    ),
+                ),
+                native_cols,
+                native_cols,
+                {c: (0.0, float(len(v) - 1)) for c, v in zip(native_cols, categories, strict=True)},
+            )
+        )
+    dates = spec.of_kind("date")
+    if dates:
+        steps.append(
+            _step(
+                "date",
+                "days_since",
+                DaysSinceReference(),
+                dates,
+                tuple(f"{c}_days_since_ref" for c in dates),
+                {},
+            )
+        )
+    booleans = spec.of_kind("boolean")
+    if booleans:
+        steps.append(
+            _step(
+                "boolean",
+                "boolean",
+                BooleanToFloat(),
+                booleans,
+                booleans,
+                {c: (0.0, 1.0) for c in booleans},
+            )
+        )
+    numeric = spec.of_kind("numeric", "integer")
+    if numeric:
+        steps.append(_step("numeric", "numeric", NumericPassthrough(), numeric, numeric, {}))
+    return steps
+
+
+def build_feature_transformer(
+    spec: Spec | None = None, *, native: bool = True
+) -> ColumnTransformer:
+    """The feature step of every churn model: one ``ColumnTransformer`` over the spec's features.
+
+    The steps are ``plan_feature_steps(spec, native=native)``'s. For the shipped spec:
 
     - ``last_login_hour`` -> sin/cos (cyclical, period 24);
     - ``contract_type`` -> one-hot over the known contract types (unknown -> all zero);
@@ -214,38 +390,54 @@ def build_feature_transformer() -> ColumnTransformer:
     - ``signup_date`` -> days since the newest signup seen at fit;
     - ``is_enterprise`` -> 0/1; numeric columns as floats. Missing values stay NaN.
     """
-    from sklearn.pipeline import make_pipeline
-
-    contract_onehot = make_pipeline(
-        StringCategories(),
-        OneHotEncoder(
-            categories=[list(s.CONTRACT_TYPES)], handle_unknown="ignore", sparse_output=False
-        ),
-    )
     return ColumnTransformer(
         [
-            ("hour_cyclical", CyclicalEncoder(period=24), [s.LAST_LOGIN_HOUR]),
-            ("contract_onehot", contract_onehot, [s.CONTRACT_TYPE]),
-            ("category_frequency", FrequencyEncoder(), [s.CONTRACT_TYPE, s.REGION]),
-            ("signup_days", DaysSinceReference(), [s.SIGNUP_DATE]),
-            ("enterprise", BooleanToFloat(), [s.IS_ENTERPRISE]),
-            (
-                "numeric",
-                NumericPassthrough(),
-                [s.TENURE_MONTHS, s.MONTHLY_SPEND, s.SUPPORT_TICKETS],
-            ),
+            (step.name, step.transformer, list(step.columns))
+            for step in plan_feature_steps(spec, native=native)
         ],
         remainder="drop",
         verbose_feature_names_out=False,
     )
 
 
-FEATURE_RANGES: dict[str, tuple[float, float]] = {
-    f"{s.LAST_LOGIN_HOUR}_sin": (-1.0, 1.0),
-    f"{s.LAST_LOGIN_HOUR}_cos": (-1.0, 1.0),
-    f"{s.CONTRACT_TYPE}_freq": (0.0, 1.0),
-    f"{s.REGION}_freq": (0.0, 1.0),
-    **{f"{s.CONTRACT_TYPE}_{c}": (0.0, 1.0) for c in s.CONTRACT_TYPES},
-    s.IS_ENTERPRISE: (0.0, 1.0),
-}
-"""Bounds every encoded value must respect; checked on real data by the feature-invariant check."""
+def native_category_indices(spec: Spec | None = None) -> list[int]:
+    """Output positions of the native category codes (the estimator's ``categorical_features``)."""
+    out: list[int] = []
+    position = 0
+    for step in plan_feature_steps(spec, native=True):
+        if step.native:
+            out.extend(range(position, position + len(step.outputs)))
+        position += len(step.outputs)
+    return out
+
+
+def feature_ranges(
+    spec: Spec | None = None, *, native: bool = True
+) -> dict[str, tuple[float, float]]:
+    """Bounds every bounded encoded value must respect (cyclical, one-hot, frequency, boolean,
+    native codes); checked on real data by the feature-invariant check."""
+    steps = plan_feature_steps(spec, native=native)
+    ranges: dict[str, tuple[float, float]] = {}
+    # cyclical first, then frequency, one-hot, booleans, native codes: the order the check
+    # has always reported them in
+    for kind in ("cyclical", "frequency", "onehot", "boolean", "native"):
+        for step in steps:
+            if step.group == kind:
+                ranges.update(step.ranges)
+    return ranges
+
+
+def nan_allowed_sources(spec: Spec | None = None) -> dict[str, str]:
+    """Bounded output -> input column, for outputs that are NaN exactly when the input is
+    missing (cyclical and native codes); every other bounded output must never be NaN."""
+    out: dict[str, str] = {}
+    for step in plan_feature_steps(spec):
+        if step.group in ("native", "cyclical"):
+            per_column = len(step.outputs) // max(len(step.columns), 1)
+            for i, output in enumerate(step.outputs):
+                out[output] = step.columns[i // per_column]
+    return out
+
+
+FEATURE_RANGES: dict[str, tuple[float, float]] = feature_ranges()
+"""The shipped spec's bounded features and their bounds (``feature_ranges(spec)`` for others)."""

@@ -297,6 +297,31 @@ def decide(
     return Decision(True, reason + power, config.mode, details, mdg)
 
 
+def keep_unscored_champion(
+    champion_version: str, problem: str, checks_passed: bool, config: GateConfig | None = None
+) -> Decision:
+    """Keep: the champion could not be scored on this holdout, so nothing is compared.
+
+    Promoting without a comparison would replace a working model blindly; the reason
+    names what is missing (e.g. a column of the champion's spec the data no longer has).
+    """
+    config = config or GateConfig()
+    details: dict[str, Any] = {
+        "mode": config.mode,
+        "checks_passed": bool(checks_passed),
+        "champion": champion_version,
+        "champion_problem": problem,
+    }
+    return Decision(
+        False,
+        f"Keep the champion: champion v{champion_version} could not be scored on this "
+        f"holdout ({problem}), so the challenger cannot be compared with it and is not "
+        "promoted blindly.",
+        "champion_unscored",
+        details,
+    )
+
+
 def _regressed_slices(
     slice_deltas: Mapping[str, float | None], config: GateConfig, details: dict[str, Any]
 ) -> dict[str, float]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from churn_platform.core import schema as s
+from churn_platform.core.spec import Spec, default_spec
 
 _BUCKETS = 10_000
 DEFAULT_FRACTION = 0.2
@@ -73,8 +73,12 @@ def holdout_mask(
 
 
 def split(
-    frame: pd.DataFrame, fraction: float = DEFAULT_FRACTION, salt: str = DEFAULT_SALT
+    frame: pd.DataFrame,
+    fraction: float = DEFAULT_FRACTION,
+    salt: str = DEFAULT_SALT,
+    *,
+    spec: Spec | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(training rows, holdout rows) of a canonical frame."""
-    mask = holdout_mask(frame[s.CUSTOMER_ID], fraction, salt)
+    """(training rows, holdout rows) of a validated frame, by the hash of ``spec``'s entity id."""
+    mask = holdout_mask(frame[(spec or default_spec()).id_column], fraction, salt)
     return frame.loc[~mask].reset_index(drop=True), frame.loc[mask].reset_index(drop=True)

@@ -1,9 +1,10 @@
-"""Map a user's table onto the canonical churn schema.
+"""Map a user's table onto the columns of its table spec.
 
 A source hands over its rows as they are (a CSV read as text, a Parquet file, a SQL
-table). ``apply_mapping`` renames the user's columns to canonical names, translates
-the user's category labels (``"One year"`` -> ``"annual"``), and converts every
-canonical column to its dtype in ``schema.CANONICAL_DTYPES``. Conversion never
+table). ``apply_mapping`` renames the user's columns to the spec's names (each
+feature's ``source``), translates the user's labels (a feature's ``values``, the
+target's ``positive``/``negative`` -> 1/0, plus an explicit ``ColumnMapping`` merged
+over them), and converts every spec column to its dtype in ``spec.dtypes``. Conversion never
 crashes: a blank cell becomes a null, a value that cannot be read as the column's
 type becomes a null too, and both are counted per column in ``conversion_report``
 (with a few example rows) so the data contract can fail on them with evidence.
@@ -17,7 +18,7 @@ from __future__ import annotations
 import difflib
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from churn_platform.core import schema as s
+from churn_platform.core.spec import Spec, default_spec
 
 # Text that means "no value" in a typed (numeric, date, boolean) column.
 NULL_TOKENS: frozenset[str] = frozenset({"", "na", "n/a", "nan", "null", "none", "nat", "<na>"})
@@ -40,28 +42,31 @@ class DataSourceError(ValueError):
 
 @dataclass(frozen=True)
 class ColumnMapping:
-    """How a user's table maps onto the canonical schema.
+    """How a user's table maps onto the spec's columns (on top of the spec's own mapping).
 
-    ``columns``: user column name -> canonical column name (columns already named
-    canonically need no entry). ``values``: canonical column -> {user value: canonical
-    value}, applied after renaming and before type conversion, so ``{"Yes": "1"}`` and
-    ``{"Yes": 1}`` both give churned = 1. ``keep_extra_columns``: keep columns that are
-    not canonical (default: drop them).
+    ``columns``: user column name -> spec column name (columns already named like the
+    spec need no entry). ``values``: spec column -> {user value: value}, applied after
+    renaming and before type conversion, so ``{"Yes": "1"}`` and ``{"Yes": 1}`` both
+    give churned = 1. ``keep_extra_columns``: keep columns the spec does not name
+    (default: drop them). ``spec``: the spec whose columns the names are checked
+    against (default: the shipped spec).
     """
 
     columns: Mapping[str, str] = field(default_factory=dict)
     values: Mapping[str, Mapping[Any, Any]] = field(default_factory=dict)
     keep_extra_columns: bool = False
+    spec: Spec | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         # private copies: a caller mutating its dicts later must not change this mapping
         object.__setattr__(self, "columns", dict(self.columns))
         object.__setattr__(self, "values", {k: dict(v) for k, v in self.values.items()})
-        unknown = sorted(set(self.columns.values()) - set(s.ALL_COLUMNS))
+        all_columns = (self.spec or default_spec()).all_columns
+        unknown = sorted(set(self.columns.values()) - set(all_columns))
         if unknown:
             raise DataSourceError(
                 f"mapping 'columns' maps onto unknown canonical column(s) {unknown}; "
-                f"the targets must be among {list(s.ALL_COLUMNS)}"
+                f"the targets must be among the spec's columns {list(all_columns)}"
             )
         targets: dict[str, list[str]] = {}
         for user, canonical in self.columns.items():
@@ -72,15 +77,15 @@ class ColumnMapping:
                 f"mapping 'columns' maps several user columns onto one canonical column: "
                 f"{clashes}; keep one entry per canonical column"
             )
-        unknown_values = sorted(set(self.values) - set(s.ALL_COLUMNS))
+        unknown_values = sorted(set(self.values) - set(all_columns))
         if unknown_values:
             raise DataSourceError(
                 f"mapping 'values' names unknown canonical column(s) {unknown_values}; "
-                f"value maps are keyed by canonical name, one of {list(s.ALL_COLUMNS)}"
+                f"value maps are keyed by the spec's column name, one of {list(all_columns)}"
             )
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None) -> ColumnMapping:
+    def from_dict(cls, data: Mapping[str, Any] | None, spec: Spec | None = None) -> ColumnMapping:
         """Build from ``{"columns": {...}, "values": {...}, "keep_extra_columns": bool}``."""
         data = dict(data or {})
         unknown = sorted(set(data) - {"columns", "values", "keep_extra_columns"})
@@ -93,20 +98,38 @@ class ColumnMapping:
             columns=dict(data.get("columns") or {}),
             values={k: dict(v) for k, v in (data.get("values") or {}).items()},
             keep_extra_columns=bool(data.get("keep_extra_columns", False)),
+            spec=spec,
         )
 
     @classmethod
-    def from_json(cls, text: str) -> ColumnMapping:
+    def from_json(cls, text: str, spec: Spec | None = None) -> ColumnMapping:
         """Build from a JSON string of the ``from_dict`` shape (empty string: no mapping)."""
         if not text.strip():
-            return cls()
+            return cls(spec=spec)
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise DataSourceError(f"mapping JSON is not valid JSON ({exc}); fix the text") from exc
         if not isinstance(data, dict):
             raise DataSourceError("mapping JSON must be an object with 'columns' and 'values'")
-        return cls.from_dict(data)
+        return cls.from_dict(data, spec)
+
+    def over(self, spec: Spec) -> ColumnMapping:
+        """The spec's own mapping (``Spec.mapping``) with this one merged over it.
+
+        An entry here wins: a rename onto a column replaces the spec's source for it, and a
+        value map extends (and on a shared key overrides) the spec's map of that column.
+        """
+        base = spec.mapping()
+        ours = set(self.columns.values())
+        columns = {
+            u: c for u, c in base["columns"].items() if c not in ours and u not in self.columns
+        }
+        columns.update(self.columns)
+        values: dict[str, dict[Any, Any]] = {k: dict(v) for k, v in base["values"].items()}
+        for col, value_map in self.values.items():
+            values[col] = {**values.get(col, {}), **value_map}
+        return ColumnMapping(columns, values, self.keep_extra_columns, spec=spec)
 
     def to_dict(self) -> dict[str, Any]:
         """The mapping as plain JSON-safe data (the ``from_dict`` shape)."""
@@ -156,6 +179,9 @@ class MappedFrame:
     dropped_columns: list[str]
     mapped_values: dict[str, int]  # canonical column -> cells whose value the mapping changed
     unmapped_values: dict[str, list[str]]  # canonical column -> distinct values not in its map
+    # typed (non-text) column -> rows (``row``, raw ``value``) whose value its map did not
+    # cover and typing could not read: a target's "maybe" the spec does not map
+    unmapped_cells: dict[str, pd.DataFrame] = field(default_factory=dict)
 
     @property
     def unparseable_total(self) -> int:
@@ -178,29 +204,40 @@ def apply_mapping(
     raw: pd.DataFrame,
     mapping: ColumnMapping | Mapping[str, Any] | None = None,
     *,
-    required: Sequence[str] = s.ALL_COLUMNS,
+    required: Sequence[str] | None = None,
+    spec: Spec | None = None,
 ) -> MappedFrame:
-    """Rename, translate values and convert ``raw`` to canonical dtypes.
+    """Rename, translate values and convert ``raw`` to the dtypes of ``spec`` (default: shipped).
 
-    ``mapping`` may be a ``ColumnMapping`` or its ``from_dict`` shape. Raises
-    ``DataSourceError`` when a mapping key names a column the frame lacks, when a
-    canonical name would appear twice, or when a ``required`` canonical column is
-    missing after renaming (pass ``required=()`` to let the contract report it instead).
+    The spec's own mapping (``Spec.mapping``: sources, value maps, the target's labels ->
+    1/0) applies, with ``mapping`` (a ``ColumnMapping`` or its ``from_dict`` shape) merged
+    over it. Raises ``DataSourceError`` when a mapping key names a column the frame lacks,
+    when a column name would appear twice, or when a ``required`` column (default: every
+    spec column) is missing after renaming (pass ``required=()`` to let the contract
+    report it instead); the message names the spec key that sets the source column.
     """
+    spec = spec or default_spec()
     if not isinstance(mapping, ColumnMapping):
-        mapping = ColumnMapping.from_dict(mapping)
+        mapping = ColumnMapping.from_dict(mapping, spec)
+    mapping = mapping.over(spec)
+    all_columns = spec.all_columns
+    if required is None:
+        required = all_columns
     found = [str(c) for c in raw.columns]
     if len(set(found)) != len(found):
         dupes = sorted({c for c in found if found.count(c) > 1})
         raise DataSourceError(f"the table has duplicate column name(s) {dupes}; rename them")
-    absent = [c for c in mapping.columns if c not in found]
+    # a spec's source that is absent is a missing column (reported below, naming its key);
+    # an explicit mapping key that is absent is a typo in the mapping
+    spec_sources = {spec.source_of(c) for c in all_columns}
+    absent = [c for c in mapping.columns if c not in found and c not in spec_sources]
     if absent:
         hints = _close_matches(absent, found)
         raise DataSourceError(
             f"mapping 'columns' names column(s) {absent} that the table does not have"
             f"{hints}; columns found: {found}. Fix the key(s) in the mapping."
         )
-    renamed = {u: c for u, c in mapping.columns.items() if u != c}
+    renamed = {u: c for u, c in mapping.columns.items() if u != c and u in found}
     clash = {u: c for u, c in renamed.items() if c in found and c not in renamed}
     if clash:
         pairs = ", ".join(f"{u!r} -> {c!r}" for u, c in clash.items())
@@ -213,7 +250,7 @@ def apply_mapping(
 
     missing = [c for c in required if c not in frame.columns]
     if missing:
-        unmapped = [c for c in frame.columns if c not in s.ALL_COLUMNS]
+        unmapped = [c for c in frame.columns if c not in all_columns]
         suggestions = []
         for col in missing:
             close = difflib.get_close_matches(col, unmapped, n=1, cutoff=0.4)
@@ -221,30 +258,82 @@ def apply_mapping(
         raise DataSourceError(
             f"required canonical column(s) {missing} missing after mapping; columns found: "
             f"{list(frame.columns)}. Add a mapping entry for each, e.g. "
-            f"columns: {{{', '.join(suggestions)}}}"
+            f"columns: {{{', '.join(suggestions)}}}; {describe_missing(spec, missing)}"
         )
 
-    extra = [c for c in frame.columns if c not in s.ALL_COLUMNS]
+    extra = [c for c in frame.columns if c not in all_columns]
     dropped: list[str] = []
     if extra and not mapping.keep_extra_columns:
         dropped = extra
         frame = frame.drop(columns=extra)
-    canonical = [c for c in s.ALL_COLUMNS if c in frame.columns]
-    frame = frame[canonical + [c for c in frame.columns if c not in s.ALL_COLUMNS]].copy()
+    canonical = [c for c in all_columns if c in frame.columns]
+    frame = frame[canonical + [c for c in frame.columns if c not in all_columns]].copy()
 
+    dtypes = spec.dtypes
     mapped_values: dict[str, int] = {}
     unmapped_values: dict[str, list[str]] = {}
+    before: dict[str, pd.Series] = {}
     for col, value_map in mapping.values.items():
         if col not in frame.columns:
             continue
+        if dtypes[col] != "string":  # typing may lose an unmapped value: keep it to report
+            before[col] = frame[col]
         frame[col], mapped_values[col], unmapped_values[col] = _map_values(frame[col], value_map)
 
-    ids = frame[s.CUSTOMER_ID] if s.CUSTOMER_ID in frame.columns else None
+    id_column = spec.id_column
+    ids = frame[id_column] if id_column in frame.columns else None
     report: dict[str, ColumnConversion] = {}
     for col in canonical:
-        frame[col], report[col] = convert_column(frame[col], s.CANONICAL_DTYPES[col], ids)
+        frame[col], report[col] = convert_column(frame[col], dtypes[col], ids)
+        if id_column != s.CUSTOMER_ID:  # convert_column labels its examples customer_id
+            examples = report[col].examples.rename(columns={s.CUSTOMER_ID: id_column})
+            report[col] = replace(report[col], examples=examples)
+    cells = {
+        col: lost
+        for col, series in before.items()
+        if len(lost := _lost_cells(series, frame[col], mapping.values[col]))
+    }
     frame = frame.reset_index(drop=True)
-    return MappedFrame(frame, report, renamed, dropped, mapped_values, unmapped_values)
+    return MappedFrame(frame, report, renamed, dropped, mapped_values, unmapped_values, cells)
+
+
+def spec_key_of(spec: Spec, column: str) -> str:
+    """The spec key that names ``column``'s source column (what to fix when it is absent)."""
+    if column == spec.id_column:
+        return "entity_id.source"
+    if column == spec.target_column:
+        return "target.source"
+    return f"features.{column}.source"
+
+
+def describe_missing(spec: Spec, missing: Sequence[str]) -> str:
+    """One clause per missing spec column: the source column the spec reads and its key."""
+    parts = [
+        f"the spec reads {c!r} from source column {spec.source_of(c)!r} ({spec_key_of(spec, c)})"
+        for c in missing
+        if c in spec.all_columns
+    ]
+    if not parts:
+        return ""
+    return (
+        "; ".join(parts)
+        + ": add the column to the data, point the key at the column that holds it, "
+        "or drop the feature from the spec"
+    )
+
+
+def _lost_cells(before: pd.Series, after: pd.Series, value_map: Mapping[Any, Any]) -> pd.DataFrame:
+    """Rows whose non-blank raw value the map did not cover and typing turned null."""
+    lost = after.isna().to_numpy(dtype=bool) & before.notna().to_numpy(dtype=bool)
+    if not lost.any():
+        return pd.DataFrame({"row": np.array([], dtype=np.int64), "value": []})
+    rows = np.flatnonzero(lost)
+    text = before.iloc[rows].astype(str)
+    keep = ~text.isin({str(k) for k in value_map}) & ~text.str.strip().str.lower().isin(NULL_TOKENS)
+    keep_mask = keep.to_numpy(dtype=bool)
+    return pd.DataFrame(
+        {"row": rows[keep_mask].astype(np.int64), "value": text.to_numpy(dtype=object)[keep_mask]}
+    )
 
 
 def _close_matches(names: Sequence[str], candidates: Sequence[str]) -> str:

@@ -34,6 +34,7 @@ from numpy.typing import ArrayLike
 from scipy import stats
 
 from churn_platform.core import schema as s
+from churn_platform.core.spec import Spec, default_spec, finite, slice_values
 
 # ---------------------------------------------------------------------------------------
 # validation helpers
@@ -596,29 +597,55 @@ TENURE_BANDS: tuple[tuple[str, float, float], ...] = (
     ("tenure:12-24m", 12.0, 24.0),
     ("tenure:24m+", 24.0, math.inf),
 )
+"""The shipped spec's tenure bands (``slices`` in ``specs/churn.yaml`` is where they live)."""
 
 
-def default_slices(frame: pd.DataFrame) -> dict[str, np.ndarray]:
-    """The standard evaluation slices of a canonical frame, as boolean masks.
+def _boolean_mask(values: pd.Series, wanted: object) -> np.ndarray:
+    flag = str(wanted).strip().lower() == "true"
+    as_bool = values.astype("boolean")
+    return (as_bool == flag).fillna(False).to_numpy(dtype=bool)
 
-    "enterprise" (is_enterprise true), "contract:<type>" per contract type, and tenure
-    bands "tenure:0-12m" [0, 12), "tenure:12-24m" [12, 24), "tenure:24m+" [24, inf).
-    Rows with a missing value fall in no slice of that column.
+
+def _value_mask(values: pd.Series, kind: str, wanted: object) -> np.ndarray:
+    if kind == "boolean":
+        return _boolean_mask(values, wanted)
+    if kind in ("numeric", "integer", "cyclical"):
+        numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+        return numbers == float(str(wanted))
+    return (values.astype("string") == str(wanted)).fillna(False).to_numpy(dtype=bool)
+
+
+def default_slices(frame: pd.DataFrame, spec: Spec | None = None) -> dict[str, np.ndarray]:
+    """The spec's evaluation slices of a validated frame, as boolean masks named
+    ``spec.slice_names()``.
+
+    ``equals`` gives one slice (rows where the column equals the value), ``values`` one per
+    value (``name:value``), ``bands`` one per band (``name:label``, low inclusive, high
+    exclusive, null an open side). For the shipped spec: "enterprise" (is_enterprise true),
+    "contract:<type>" per contract type, and tenure bands "tenure:0-12m" [0, 12),
+    "tenure:12-24m" [12, 24), "tenure:24m+" [24, inf). Rows with a missing value fall in
+    no slice of that column.
     """
-    missing = [
-        c for c in (s.IS_ENTERPRISE, s.CONTRACT_TYPE, s.TENURE_MONTHS) if c not in frame.columns
-    ]
+    spec = spec or default_spec()
+    wanted = list(dict.fromkeys(sl.column for sl in spec.slices))
+    missing = [c for c in wanted if c not in frame.columns]
     if missing:
-        raise ValueError(f"frame lacks slice columns {missing}")
-    enterprise = frame[s.IS_ENTERPRISE].astype("boolean").fillna(False).to_numpy(dtype=bool)
-    out: dict[str, np.ndarray] = {"enterprise": enterprise}
-    contract = frame[s.CONTRACT_TYPE].astype("string")
-    for value in s.CONTRACT_TYPES:
-        out[f"contract:{value}"] = (contract == value).fillna(False).to_numpy(dtype=bool)
-    tenure = pd.to_numeric(frame[s.TENURE_MONTHS], errors="coerce").to_numpy(
-        dtype=float, na_value=np.nan
-    )
-    with np.errstate(invalid="ignore"):
-        for name, low, high in TENURE_BANDS:
-            out[name] = (tenure >= low) & (tenure < high)
+        raise ValueError(
+            f"frame lacks slice columns {missing} (the spec's 'slices'); it has {list(frame.columns)}"
+        )
+    out: dict[str, np.ndarray] = {}
+    for sl in spec.slices:
+        kind = spec.features[sl.column].kind
+        values = frame[sl.column]
+        if sl.equals is not None:
+            out[sl.name] = _value_mask(values, kind, sl.equals)
+        elif sl.bands is not None:
+            numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+            with np.errstate(invalid="ignore"):
+                for label, (low, high) in sl.bands.items():
+                    low_f = -math.inf if low is None else float(low)
+                    out[f"{sl.name}:{label}"] = (numbers >= low_f) & (numbers < finite(high))
+        else:
+            for value in slice_values(spec, sl):
+                out[f"{sl.name}:{value}"] = _value_mask(values, kind, value)
     return out

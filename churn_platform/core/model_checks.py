@@ -6,6 +6,8 @@ them into asset checks on ``challenger_model`` and the promotion gate reads them
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,12 +16,12 @@ import pandas as pd
 from sklearn.pipeline import Pipeline
 
 from churn_platform.core import metrics, records
-from churn_platform.core import schema as s
-from churn_platform.core.features import FEATURE_RANGES
+from churn_platform.core.features import feature_ranges, nan_allowed_sources
+from churn_platform.core.spec import Invariance, Spec, default_spec
 from churn_platform.core.training import (
     TrainedModel,
     TrainingConfig,
-    model_inputs,
+    fitted_inputs,
     predict_proba,
     train,
 )
@@ -31,23 +33,25 @@ MetadataValue = float | int | str | bool | None
 class ModelCheckConfig:
     """Thresholds of the model checks (all configurable from the Dagster run config).
 
-    min_auc: the holdout AUC must reach this.
+    min_auc: the holdout AUC must reach this (empty: the spec's model.min_auc).
     auc_pass_on: "lower": the bootstrap interval's lower bound must reach min_auc;
         "point": the point estimate must.
-    min_slice_auc: every slice with enough rows must reach this AUC.
-    min_slice_rows: slices with fewer holdout rows get no AUC (skipped, with the reason).
-    min_invariance_fraction: share of rows whose predicted churn must drop when the
-        contract changes from monthly to annual.
+    min_slice_auc: every slice with enough rows must reach this AUC (empty: the spec's
+        model.min_slice_auc).
+    min_slice_rows: slices with fewer holdout rows get no AUC (skipped, with the reason;
+        empty: the spec's model.min_slice_rows).
+    min_invariance_fraction: share of rows whose predicted churn must move the stated way
+        in every invariance (empty: each invariance's min_fraction from the spec).
     n_resamples: bootstrap resamples of the AUC interval.
     level: confidence level of the AUC interval.
     seed: random seed of the bootstrap.
     """
 
-    min_auc: float = 0.80
+    min_auc: float | None = None
     auc_pass_on: str = "lower"
-    min_slice_auc: float = 0.74
-    min_slice_rows: int = metrics.MIN_SLICE_ROWS
-    min_invariance_fraction: float = 0.90
+    min_slice_auc: float | None = None
+    min_slice_rows: int | None = None
+    min_invariance_fraction: float | None = None
     n_resamples: int = 1000
     level: float = 0.95
     seed: int = 0
@@ -56,8 +60,27 @@ class ModelCheckConfig:
         if self.auc_pass_on not in ("lower", "point"):
             raise ValueError(f"auc_pass_on must be 'lower' or 'point', got {self.auc_pass_on!r}")
         for name in ("min_auc", "min_slice_auc", "min_invariance_fraction", "level"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+        if self.min_slice_rows is not None and self.min_slice_rows < 1:
+            raise ValueError(f"min_slice_rows must be >= 1, got {self.min_slice_rows!r}")
+
+    def resolved(self, spec: Spec | None = None) -> ModelCheckConfig:
+        """This config with every empty threshold taken from the spec's ``model`` section.
+
+        ``min_invariance_fraction`` stays empty when unset: each invariance then uses its own
+        ``min_fraction``.
+        """
+        model = (spec or default_spec()).model
+        return dataclasses.replace(
+            self,
+            min_auc=model.min_auc if self.min_auc is None else self.min_auc,
+            min_slice_auc=model.min_slice_auc if self.min_slice_auc is None else self.min_slice_auc,
+            min_slice_rows=(
+                model.min_slice_rows if self.min_slice_rows is None else self.min_slice_rows
+            ),
+        )
 
 
 @dataclass(frozen=True)
@@ -80,8 +103,12 @@ class CheckOutcome:
         }
 
 
-def auc_check(y: np.ndarray, scores: np.ndarray, config: ModelCheckConfig) -> CheckOutcome:
+def auc_check(
+    y: np.ndarray, scores: np.ndarray, config: ModelCheckConfig, spec: Spec | None = None
+) -> CheckOutcome:
     """Holdout AUC >= ``min_auc``, judged on the bootstrap CI's lower bound or on the point."""
+    config = config.resolved(spec)
+    assert config.min_auc is not None  # resolved
     ci = metrics.bootstrap_auc_ci(
         y, scores, n_resamples=config.n_resamples, level=config.level, seed=config.seed
     )
@@ -109,16 +136,20 @@ def auc_check(y: np.ndarray, scores: np.ndarray, config: ModelCheckConfig) -> Ch
 
 
 def slice_auc_check(
-    frame: pd.DataFrame, scores: np.ndarray, config: ModelCheckConfig
+    frame: pd.DataFrame, scores: np.ndarray, config: ModelCheckConfig, spec: Spec | None = None
 ) -> CheckOutcome:
-    """AUC on each important slice (enterprise, contract types, tenure bands) >= ``min_slice_auc``.
+    """AUC on each slice of the spec (shipped spec: enterprise, contract types, tenure bands)
+    >= ``min_slice_auc``.
 
     A slice with fewer than ``min_slice_rows`` rows or one class is skipped with the reason,
     and does not fail the check.
     """
-    y = frame[s.TARGET].astype(int).to_numpy()
+    spec = spec or default_spec()
+    config = config.resolved(spec)
+    assert config.min_slice_auc is not None and config.min_slice_rows is not None  # resolved
+    y = frame[spec.target_column].astype(int).to_numpy()
     results = metrics.slice_aucs(
-        (y, scores), metrics.default_slices(frame), min_rows=config.min_slice_rows
+        (y, scores), metrics.default_slices(frame, spec), min_rows=config.min_slice_rows
     )
     rows = []
     failing = []
@@ -159,55 +190,130 @@ def slice_auc_check(
     )
 
 
-def invariance_check(
-    pipeline: Pipeline, frame: pd.DataFrame, config: ModelCheckConfig
-) -> CheckOutcome:
-    """Behavioural invariance: monthly -> annual contract lowers predicted churn for most rows.
+def _sample(frame: pd.DataFrame, rows: np.ndarray, spec: Spec) -> pd.DataFrame:
+    """Up to 10 of ``rows`` identified by the spec's id column (the index when it is absent)."""
+    if spec.id_column in frame.columns:
+        return frame.iloc[rows][[spec.id_column]].head(10)
+    return pd.DataFrame({"row": frame.index[rows][:10]})
 
-    Every holdout row is scored twice, once with ``contract_type`` set to monthly and once
-    to annual, all else equal; the check passes when the annual score is strictly lower
-    for more than ``min_invariance_fraction`` of rows.
+
+def describe_invariance(inv: Invariance) -> str:
+    """One line a person reads: what changes and which way churn must move."""
+    change = f"{inv.from_} -> {inv.to}" if inv.step is None else f"+{inv.step:g}"
+    verb = "lowers" if inv.direction == "decrease" else "raises"
+    return (
+        f"{inv.feature} {change} {verb} predicted churn for more than "
+        f"{inv.min_fraction:.0%} of rows."
+    )
+
+
+def _spec_value(spec: Spec, feature: str, value: Any) -> Any:
+    """A spec-given value typed like the feature's validated column."""
+    kind = spec.features[feature].kind
+    if kind == "boolean":
+        return str(value).strip().lower() == "true"
+    if kind == "date":
+        return pd.Timestamp(value)
+    if kind == "categorical":
+        return str(value)
+    return value
+
+
+def invariance_check(
+    pipeline: Pipeline,
+    frame: pd.DataFrame,
+    config: ModelCheckConfig,
+    invariance: Invariance | None = None,
+    spec: Spec | None = None,
+) -> CheckOutcome:
+    """Behavioural invariance: changing one feature moves predicted churn the stated way.
+
+    A value change (``from`` -> ``to``) scores every holdout row twice, once with the
+    feature set to each value, all else equal; a ``step`` scores the rows where the feature
+    is present as they are and with the step added. The check passes when the second score
+    moves in ``direction`` (strictly) for more than the fraction of rows
+    (``min_invariance_fraction`` if set, else the invariance's ``min_fraction``).
+    ``invariance`` defaults to the spec's first one (shipped spec: monthly -> annual
+    contract lowers churn, the ``contract_invariance`` check).
     """
-    inputs = model_inputs(frame)
-    as_monthly = inputs.assign(**{s.CONTRACT_TYPE: "monthly"})
-    as_annual = inputs.assign(**{s.CONTRACT_TYPE: "annual"})
-    p_monthly = pipeline.predict_proba(as_monthly)[:, 1]
-    p_annual = pipeline.predict_proba(as_annual)[:, 1]
-    lowered = p_annual < p_monthly
-    fraction = float(lowered.mean()) if len(lowered) else 0.0
-    passed = fraction > config.min_invariance_fraction
-    sample = (
-        frame.loc[~lowered, [s.CUSTOMER_ID]]
-        .head(10)
-        .assign(
-            p_monthly=np.round(p_monthly[~lowered][:10], 4),
-            p_annual=np.round(p_annual[~lowered][:10], 4),
+    spec = spec or default_spec()
+    if invariance is None:
+        if not spec.invariances:
+            raise ValueError(f"spec {spec.name!r} declares no invariances to check")
+        invariance = spec.invariances[0]
+    inv = invariance
+    threshold = (
+        config.min_invariance_fraction
+        if config.min_invariance_fraction is not None
+        else inv.min_fraction
+    )
+    inputs = fitted_inputs(pipeline, frame)
+    if inv.feature not in inputs.columns:
+        raise ValueError(
+            f"invariance {inv.name!r} changes {inv.feature!r}, which the model does not take "
+            f"as input (it takes {list(inputs.columns)}); fix the spec's invariances"
         )
+    if inv.step is None:
+        before_label, after_label = str(inv.from_), str(inv.to)
+        present = np.ones(len(inputs), dtype=bool)
+        before = inputs.assign(**{inv.feature: _spec_value(spec, inv.feature, inv.from_)})
+        after = inputs.assign(**{inv.feature: _spec_value(spec, inv.feature, inv.to)})
+        change = f"{inv.from_} -> {inv.to}"
+    else:
+        before_label, after_label = "before", "after"
+        values = pd.to_numeric(inputs[inv.feature], errors="coerce")
+        present = values.notna().to_numpy(dtype=bool)
+        before = inputs[present]
+        after = before.assign(**{inv.feature: values[present] + inv.step})
+        change = f"{inv.feature} +{inv.step:g}"
+    p_before = pipeline.predict_proba(before)[:, 1] if len(before) else np.empty(0)
+    p_after = pipeline.predict_proba(after)[:, 1] if len(after) else np.empty(0)
+    moved = p_after < p_before if inv.direction == "decrease" else p_after > p_before
+    fraction = float(moved.mean()) if len(moved) else 0.0
+    passed = fraction > threshold
+    verb, key = ("lowers", "lowered") if inv.direction == "decrease" else ("raises", "raised")
+    not_moved = np.flatnonzero(present)[~moved]
+    sample = _sample(frame, not_moved, spec).assign(
+        **{
+            f"p_{before_label}": np.round(p_before[~moved][:10], 4),
+            f"p_{after_label}": np.round(p_after[~moved][:10], 4),
+        }
     )
     return CheckOutcome(
-        name=records.CONTRACT_INVARIANCE,
+        name=inv.name,
         passed=passed,
         description=(
-            f"monthly -> annual lowers predicted churn for {fraction:.1%} of {len(lowered)} rows "
-            f"(needs more than {config.min_invariance_fraction:.0%})"
+            f"{change} {verb} predicted churn for {fraction:.1%} of {len(moved)} rows "
+            f"(needs more than {threshold:.0%})"
         ),
         metadata={
-            "fraction_lowered": round(fraction, 5),
-            "threshold": config.min_invariance_fraction,
-            "rows": int(len(lowered)),
-            "rows_not_lowered": int((~lowered).sum()),
-            "mean_delta": round(float(np.mean(p_annual - p_monthly)), 5) if len(lowered) else None,
+            f"fraction_{key}": round(fraction, 5),
+            "threshold": threshold,
+            "rows": int(len(moved)),
+            f"rows_not_{key}": int((~moved).sum()),
+            "mean_delta": round(float(np.mean(p_after - p_before)), 5) if len(moved) else None,
         },
         table=sample if len(sample) else None,
     )
 
 
-def coverage_check(frame: pd.DataFrame, scores: np.ndarray) -> CheckOutcome:
+def invariance_fraction(outcome: CheckOutcome) -> float:
+    """The share of rows that moved the stated way, from an invariance check's outcome."""
+    for key in ("fraction_lowered", "fraction_raised"):
+        if key in outcome.metadata:
+            return float(outcome.metadata[key])  # type: ignore[arg-type]
+    raise ValueError(f"check {outcome.name!r} is not an invariance check")
+
+
+def coverage_check(
+    frame: pd.DataFrame, scores: np.ndarray, spec: Spec | None = None
+) -> CheckOutcome:
     """Every row gets a finite probability in [0, 1]."""
+    spec = spec or default_spec()
     scores = np.asarray(scores, dtype=float)
     bad = ~np.isfinite(scores) | (scores < 0) | (scores > 1)
     passed = len(scores) == len(frame) and not bad.any()
-    sample = frame.loc[bad, [s.CUSTOMER_ID]].head(10).assign(score=scores[bad][:10])
+    sample = _sample(frame, np.flatnonzero(bad), spec).assign(score=scores[bad][:10])
     return CheckOutcome(
         name=records.PREDICTION_COVERAGE,
         passed=bool(passed),
@@ -223,25 +329,32 @@ def coverage_check(frame: pd.DataFrame, scores: np.ndarray) -> CheckOutcome:
     )
 
 
-def feature_invariant_check(pipeline: Pipeline, frame: pd.DataFrame) -> CheckOutcome:
+def feature_invariant_check(
+    pipeline: Pipeline, frame: pd.DataFrame, spec: Spec | None = None
+) -> CheckOutcome:
     """Layer 1 on real data: every bounded encoded feature is in its range and never NaN or inf.
 
-    Bounded features (cyclical hour, one-hot and frequency encodings, the enterprise flag)
-    may be NaN only where their input was missing; no feature may be infinite.
+    Bounded features (``features.feature_ranges(spec)``: cyclical sin/cos, one-hot and
+    frequency encodings, booleans, native category codes) may be NaN only where the input
+    of a cyclical or native-coded feature was missing; no feature may be infinite.
     """
     features = pipeline.named_steps["features"]
+    native = any(name == "native_categories" for name, _, _ in features.transformers)
+    ranges = feature_ranges(spec, native=native)
+    nan_sources = nan_allowed_sources(spec)
     encoded = pd.DataFrame(
-        features.transform(model_inputs(frame)), columns=features.get_feature_names_out()
+        features.transform(fitted_inputs(pipeline, frame)),
+        columns=features.get_feature_names_out(),
     )
     problems = []
-    for name, (lo, hi) in FEATURE_RANGES.items():
+    for name, (lo, hi) in ranges.items():
         if name not in encoded:
             problems.append(
                 {"feature": name, "problem": "missing from the pipeline output", "rows": len(frame)}
             )
             continue
         col = encoded[name]
-        source = name.rsplit("_", 1)[0] if name.startswith(s.LAST_LOGIN_HOUR) else None
+        source = nan_sources.get(name)
         allowed_nan = frame[source].isna().to_numpy() if source else np.zeros(len(frame), bool)
         nan_rows = int((col.isna().to_numpy() & ~allowed_nan).sum())
         out_rows = int(((col < lo) | (col > hi)).sum())
@@ -258,12 +371,12 @@ def feature_invariant_check(pipeline: Pipeline, frame: pd.DataFrame) -> CheckOut
         name=records.FEATURE_INVARIANTS,
         passed=not problems,
         description=(
-            f"{len(FEATURE_RANGES)} bounded features in range, no NaN or inf, on {len(frame)} rows"
+            f"{len(ranges)} bounded features in range, no NaN or inf, on {len(frame)} rows"
             if not problems
             else f"{len(problems)} feature invariant(s) broken"
         ),
         metadata={
-            "features_checked": len(FEATURE_RANGES),
+            "features_checked": len(ranges),
             "n_features_out": encoded.shape[1],
             "rows": len(frame),
         },
@@ -271,18 +384,39 @@ def feature_invariant_check(pipeline: Pipeline, frame: pd.DataFrame) -> CheckOut
     )
 
 
-def run_model_checks(
-    pipeline: Pipeline, holdout: pd.DataFrame, config: ModelCheckConfig
-) -> list[CheckOutcome]:
-    """All model checks on the holdout, in a fixed order."""
-    scores = predict_proba(pipeline, holdout)
-    y = holdout[s.TARGET].astype(int).to_numpy()
+def check_names(spec: Spec | None = None) -> list[str]:
+    """The model checks' names, in ``run_model_checks`` order: one invariance check per spec
+    invariance, named after it (shipped spec: ``contract_invariance``)."""
+    spec = spec or default_spec()
     return [
-        feature_invariant_check(pipeline, holdout),
-        auc_check(y, scores, config),
-        slice_auc_check(holdout, scores, config),
-        invariance_check(pipeline, holdout, config),
-        coverage_check(holdout, scores),
+        records.FEATURE_INVARIANTS,
+        records.HOLDOUT_AUC,
+        records.SLICE_AUC,
+        *(inv.name for inv in spec.invariances),
+        records.PREDICTION_COVERAGE,
+    ]
+
+
+def run_model_checks(
+    pipeline: Pipeline,
+    holdout: pd.DataFrame,
+    config: ModelCheckConfig,
+    spec: Spec | None = None,
+) -> list[CheckOutcome]:
+    """All model checks on the holdout, in a fixed order (``check_names(spec)``).
+
+    Thresholds the config leaves empty come from the spec's ``model`` section.
+    """
+    spec = spec or default_spec()
+    config = config.resolved(spec)
+    scores = predict_proba(pipeline, holdout)
+    y = holdout[spec.target_column].astype(int).to_numpy()
+    return [
+        feature_invariant_check(pipeline, holdout, spec),
+        auc_check(y, scores, config, spec),
+        slice_auc_check(holdout, scores, config, spec),
+        *(invariance_check(pipeline, holdout, config, inv, spec) for inv in spec.invariances),
+        coverage_check(holdout, scores, spec),
     ]
 
 
@@ -306,22 +440,30 @@ def train_and_check(
     holdout: pd.DataFrame,
     training_config: TrainingConfig,
     check_config: ModelCheckConfig,
+    spec: Spec | None = None,
 ) -> CheckedModel:
-    """Fit on the rows of ``frame`` whose customer is not in ``holdout``; check on ``holdout``.
+    """Fit on the rows of ``frame`` whose entity is not in ``holdout``; check on ``holdout``.
 
     Training is capped at ``training_config.max_training_rows`` (a stratified sample of
     those rows); the checks use every holdout row. ``train_rows`` are the rows fitted.
     The metrics are the holdout AUC and its interval, the train AUC (on the fitted rows),
-    the invariance fraction, the fit time, the fitted and available row counts and the
-    boosting iterations run.
+    the invariance fraction (the spec's first invariance; ``invariance_fraction/<name>`` for
+    the others), the fit time, the fitted and available row counts and the boosting
+    iterations run.
     """
-    candidates = ~frame[s.CUSTOMER_ID].isin(holdout[s.CUSTOMER_ID]).to_numpy(dtype=bool)
-    trained = train(frame, training_config, candidates)
+    spec = spec or default_spec()
+    id_column = spec.id_column
+    candidates = ~frame[id_column].isin(holdout[id_column]).to_numpy(dtype=bool)
+    trained = train(frame, training_config, spec, candidates)
     train_rows = trained.rows if trained.rows is not None else frame.loc[candidates]
-    outcomes = run_model_checks(trained.pipeline, holdout, check_config)
-    by_name = {o.name: o.metadata for o in outcomes}
-    auc: dict[str, Any] = dict(by_name[records.HOLDOUT_AUC])
-    y = train_rows[s.TARGET].astype(int).to_numpy()
+    outcomes = run_model_checks(trained.pipeline, holdout, check_config, spec)
+    by_name = {o.name: o for o in outcomes}
+    auc: dict[str, Any] = dict(by_name[records.HOLDOUT_AUC].metadata)
+    y = train_rows[spec.target_column].astype(int).to_numpy()
+    invariances: dict[str, float] = {}
+    for i, inv in enumerate(spec.invariances):
+        key = "invariance_fraction" if i == 0 else f"invariance_fraction/{_metric_safe(inv.name)}"
+        invariances[key] = invariance_fraction(by_name[inv.name])
     extra = {} if trained.n_iter is None else {"n_iter": float(trained.n_iter)}
     return CheckedModel(
         trained,
@@ -332,12 +474,15 @@ def train_and_check(
             "holdout_auc_ci_lower": float(auc["auc_ci_lower"]),
             "holdout_auc_ci_upper": float(auc["auc_ci_upper"]),
             "train_auc": metrics.auc(y, predict_proba(trained.pipeline, train_rows)),
-            "invariance_fraction": float(
-                by_name[records.CONTRACT_INVARIANCE]["fraction_lowered"]  # type: ignore[arg-type]
-            ),
+            **invariances,
             "fit_seconds": trained.fit_seconds,
             "n_train_rows": trained.n_train_rows,
             "n_available_rows": trained.n_available_rows,
             **extra,
         },
     )
+
+
+def _metric_safe(name: str) -> str:
+    """``name`` with characters MLflow refuses in a metric name replaced by ``_``."""
+    return re.sub(r"[^\w.\- /]", "_", name)

@@ -92,7 +92,8 @@ def render_quality_report(
     """Markdown report: verdict, a row per rule, the column profile, failure samples.
 
     ``frame_summary`` is ``profile_frame(frame)``, optionally with ``"source"`` (the
-    source description) and ``"mapping"`` (``MappedFrame.summary()``) entries.
+    source description), ``"mapping"`` (``MappedFrame.summary()``) and ``"spec"``
+    (``{"name", "spec_hash"}`` of the table spec whose contract ``results`` are) entries.
     """
     blocking = [r for r in results if r.blocking]
     warned = [r for r in results if not r.passed and not r.blocking]
@@ -110,6 +111,9 @@ def render_quality_report(
     source = frame_summary.get("source")
     if source:
         lines.append(f"- source: `{json.dumps(source, default=str)}`")
+    spec = frame_summary.get("spec")
+    if spec:
+        lines.append(f"- spec: {spec.get('name')} (spec_hash `{spec.get('spec_hash')}`)")
     lines += [
         f"- verdict: {verdict}; {len(warned)} warning(s); "
         f"{sum(r.passed for r in results)}/{len(results)} rules passed",

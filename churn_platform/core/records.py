@@ -19,6 +19,7 @@ PREVIOUS = "previous"  # the N-1 champion, kept running for rollback
 # Tags on registered versions.
 TAG_MODEL_CHECKS = "model_checks"  # "passed" / "failed"
 TAG_GATE_DECISION = "gate_decision"  # "promote" / "keep"
+TAG_SPEC_HASH = "spec_hash"  # sha256 of the spec the version was trained with
 TAG_DEPLOYMENT = "deployment"  # "production" / "rolled_back: <reason>"
 
 # Environments a deployment target serves.

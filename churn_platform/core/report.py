@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from churn_platform.core import gate, metrics
+from churn_platform.core.mapping import _map_values, convert_column
 from churn_platform.core.quality_report import markdown_table
 from churn_platform.core.records import ChallengerModel, EvaluationDecision
+from churn_platform.core.spec import Spec, describe_difference
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,143 @@ class ScoredModel:
     version: str
     scores: np.ndarray
     run_url: str
+
+
+@dataclass(frozen=True)
+class ModelInputs:
+    """The holdout rows as one model needs them: with every column of its own spec."""
+
+    frame: pd.DataFrame | None  # None: the model's columns cannot be produced (``problem``)
+    problem: str | None = None
+    derived: tuple[str, ...] = ()  # columns mapped from the source rows through the model's spec
+
+
+def inputs_for_spec(
+    holdout: pd.DataFrame,
+    holdout_spec: Spec,
+    model_spec: Spec,
+    columns: Sequence[str],
+    source_rows: Callable[[], pd.DataFrame] | None = None,
+) -> ModelInputs:
+    """The holdout with the model's input ``columns``, for a model trained on ``model_spec``.
+
+    The holdout was validated with ``holdout_spec`` (the current spec). When the model
+    needs columns that spec dropped, they are mapped from the snapshot's source rows
+    (``source_rows()``, the raw table) through ``model_spec``: renamed from their source
+    column, values translated, converted to the spec's dtype, and joined to the holdout
+    by entity id. The source rows are accepted only when every holdout id is found once
+    and the columns both specs define alike hold the holdout's values on those rows (else
+    the source changed since the snapshot). When the columns cannot be produced, ``frame``
+    is None and ``problem`` says why; nothing raises.
+    """
+    missing = [c for c in columns if c not in holdout.columns]
+    if not missing:
+        return ModelInputs(holdout)
+    why = f"the holdout lacks column(s) {missing} of the model's spec"
+    if source_rows is None:
+        return ModelInputs(None, f"{why} and no source rows were given to map them from")
+    try:
+        raw = source_rows()
+    except Exception as exc:  # the gate must keep the champion, not crash, on a bad source
+        return ModelInputs(None, f"{why}; re-reading the snapshot's source failed: {exc}")
+    id_source = model_spec.source_of(model_spec.id_column)
+    if id_source not in raw.columns:
+        return ModelInputs(None, f"{why}; the source rows have no id column {id_source!r}")
+    # columns to map: the missing ones, plus the ones both specs define alike (the check)
+    shared = [
+        c
+        for c in holdout.columns
+        if c in model_spec.features
+        and c in holdout_spec.features
+        and model_spec.features[c] == holdout_spec.features[c]
+        and model_spec.source_of(c) in raw.columns
+    ]
+    unsourced = [c for c in missing if model_spec.source_of(c) not in raw.columns]
+    if unsourced:
+        sources = [model_spec.source_of(c) for c in unsourced]
+        return ModelInputs(
+            None, f"{why}; the source rows have no column(s) {sources} to map them from"
+        )
+    ids = raw[id_source].astype("string")
+    if ids.duplicated().any():
+        return ModelInputs(None, f"{why}; the source rows repeat ids of {id_source!r}")
+    by_id = pd.Index(ids.to_numpy(), dtype=object)
+    converted: dict[str, pd.Series] = {}
+    for col in (*missing, *shared):
+        series = raw[model_spec.source_of(col)].reset_index(drop=True)
+        values = model_spec.features[col].values
+        if values:
+            series = _map_values(series, values)[0]
+        converted[col] = convert_column(series, model_spec.dtypes[col])[0].set_axis(by_id)
+    mapped = pd.DataFrame(converted, index=by_id)
+    wanted = pd.Index(holdout[holdout_spec.id_column].astype("string").to_numpy(), dtype=object)
+    found = wanted.isin(mapped.index)
+    if not found.all():
+        return ModelInputs(
+            None,
+            f"{why}; {int((~found).sum())} of {len(wanted)} holdout ids are not in the source "
+            "rows (the source changed since the snapshot)",
+        )
+    aligned = mapped.loc[wanted].reset_index(drop=True)
+    for col in shared:
+        ours, theirs = holdout[col].reset_index(drop=True), aligned[col]
+        same = (ours == theirs).fillna(False) | (ours.isna() & theirs.isna())
+        if not bool(same.all()):
+            return ModelInputs(
+                None,
+                f"{why}; the source rows differ from the holdout on {col!r} "
+                f"({int((~same).sum())} rows): the source changed since the snapshot",
+            )
+    frame = holdout.reset_index(drop=True).copy()
+    for col in missing:
+        frame[col] = aligned[col]
+    return ModelInputs(frame, None, tuple(missing))
+
+
+@dataclass(frozen=True)
+class SpecComparison:
+    """The specs of the two models the gate compares, for the report."""
+
+    challenger: Spec
+    champion: Spec | None = None
+    derived: tuple[str, ...] = ()  # champion columns mapped from the source rows
+    champion_problem: str | None = None  # why the champion could not be scored
+    notes: list[str] = field(default_factory=list)
+
+    def differences(self) -> list[str]:
+        """How the challenger's spec differs from the champion's ([] when equal)."""
+        if self.champion is None:
+            return []
+        return describe_difference(self.champion, self.challenger)
+
+    def markdown(self) -> list[str]:
+        """The report's "Specs" section."""
+        lines = ["", "## Specs", ""]
+        if self.champion is None:
+            lines.append(f"Challenger spec `{self.challenger.short_hash}`.")
+            return lines
+        diff = self.differences()
+        hashes = (
+            f"challenger spec `{self.challenger.short_hash}`, "
+            f"champion spec `{self.champion.short_hash}`"
+        )
+        if not diff:
+            lines.append(f"Both models use the same spec ({hashes}).")
+        else:
+            lines.append(
+                f"**The specs differ** ({hashes}); each model is scored with the columns of "
+                "its own spec on the same holdout rows. Challenger vs champion:"
+            )
+            lines += ["", *(f"- {d}" for d in diff)]
+        if self.derived:
+            lines += [
+                "",
+                f"Champion column(s) {', '.join(self.derived)} are not in the current spec: "
+                "mapped from the snapshot's source rows through the champion's spec.",
+            ]
+        if self.champion_problem:
+            lines += ["", f"**The champion could not be scored:** {self.champion_problem}."]
+        return lines
 
 
 def roc_points(y: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -120,17 +259,36 @@ def evaluate(
     champion: ScoredModel | None,
     slices: Mapping[str, np.ndarray],
     cfg: gate.GateConfig,
+    specs: SpecComparison | None = None,
+    unscored_champion: str | None = None,
 ) -> Evaluation:
     """Compare the challenger (``model``, scored as ``challenger``) with the champion on the
     same rows, decide, and write the report.
 
     The AUC difference gets a paired-bootstrap interval and DeLong's test; each slice
     gets both models' AUC and the delta; ``gate.decide`` reads those numbers.
+    ``unscored_champion`` is the version of a champion that could not be scored
+    (``specs.champion_problem`` says why): the champion is kept. ``specs`` adds the
+    "Specs" section (hashes, and how the two specs differ).
     """
     scored = [challenger] if champion is None else [challenger, champion]
     table = slice_table(y, scored, slices)
     comparison = None
     slice_deltas: dict[str, float | None] = {}
+    if unscored_champion is not None and champion is None:
+        problem = (specs.champion_problem if specs else None) or "no scores"
+        decision = gate.keep_unscored_champion(unscored_champion, problem, model.checks_passed, cfg)
+        record = EvaluationDecision(
+            promote=False,
+            reason=decision.reason,
+            challenger_version=model.version,
+            challenger_model_uri=model.model_uri,
+            champion_version=unscored_champion,
+            holdout_hash=model.holdout_hash,
+            rule=cfg.mode,
+        )
+        text = render(y, decision, None, scored, table, model.holdout_hash, cfg, specs)
+        return Evaluation(record, decision, None, table, text, plots_png(y, scored))
     if champion is not None:
         comparison = metrics.paired_bootstrap_auc_delta(
             y,
@@ -151,7 +309,7 @@ def evaluate(
         holdout_hash=model.holdout_hash,
         rule=cfg.mode,
     )
-    text = render(y, decision, comparison, scored, table, model.holdout_hash, cfg)
+    text = render(y, decision, comparison, scored, table, model.holdout_hash, cfg, specs)
     return Evaluation(record, decision, comparison, table, text, plots_png(y, scored))
 
 
@@ -184,6 +342,7 @@ def render(
     slice_table: pd.DataFrame,
     holdout_hash: str,
     cfg: gate.GateConfig,
+    specs: SpecComparison | None = None,
 ) -> str:
     """The report's markdown (plots are appended separately)."""
     verdict = "PROMOTE the challenger" if decision.promote else "KEEP the champion"
@@ -219,7 +378,9 @@ def render(
             f"**[{comparison.delta_lower:+.4f}, {comparison.delta_upper:+.4f}]**",
             f"- DeLong: z = {comparison.delong_z:.3f}, two-sided p = {comparison.delong_p_value:.4g}",
         ]
-    else:
+    elif specs is None or specs.champion_problem is None:
         lines += ["", "No champion is registered yet: there is nothing to compare against."]
+    if specs is not None:
+        lines += specs.markdown()
     lines += ["", "## Slices", "", markdown_table(slice_table.round(4))]
     return "\n".join(lines)

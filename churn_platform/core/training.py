@@ -13,8 +13,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from churn_platform.core import schema as s
-from churn_platform.core.features import build_feature_transformer
+from churn_platform.core.features import build_feature_transformer, native_category_indices
+from churn_platform.core.spec import Spec, default_spec
 
 ESTIMATORS = ("hist_gradient_boosting", "logistic_regression")
 EARLY_STOPPING = ("auto", "on", "off")
@@ -107,10 +107,15 @@ class TrainingConfig:
         return {**full, **common}
 
 
-def build_model_pipeline(config: TrainingConfig, n_rows: int = 0) -> Pipeline:
+def build_model_pipeline(
+    config: TrainingConfig, spec: Spec | None = None, n_rows: int = 0
+) -> Pipeline:
     """The unfitted model: ``features`` (the ColumnTransformer) then ``model`` (the estimator).
 
-    ``n_rows`` (the rows it will be fitted on) decides ``early_stopping="auto"``.
+    The features are the spec's (default: the shipped spec). Gradient boosting gets the
+    ``native`` categoricals as category codes and ``categorical_features``; logistic
+    regression, which has no native support, one-hot encodes them instead. ``n_rows`` (the
+    rows it will be fitted on) decides ``early_stopping="auto"``.
     """
     if config.estimator == "hist_gradient_boosting":
         estimator = HistGradientBoostingClassifier(
@@ -124,10 +129,13 @@ def build_model_pipeline(config: TrainingConfig, n_rows: int = 0) -> Pipeline:
             n_iter_no_change=config.n_iter_no_change,
             random_state=config.seed,
         )
-        return Pipeline([("features", build_feature_transformer()), ("model", estimator)])
+        native = native_category_indices(spec)
+        if native:
+            estimator.set_params(categorical_features=native)
+        return Pipeline([("features", build_feature_transformer(spec)), ("model", estimator)])
     return Pipeline(
         [
-            ("features", build_feature_transformer()),
+            ("features", build_feature_transformer(spec, native=False)),
             ("impute", SimpleImputer(strategy="median")),
             ("scale", StandardScaler()),
             ("model", LogisticRegression(C=config.c, max_iter=2000, random_state=config.seed)),
@@ -155,12 +163,14 @@ class TrainedModel:
     rows: pd.DataFrame | None = field(default=None, repr=False)
 
 
-def model_inputs(frame: pd.DataFrame) -> pd.DataFrame:
-    """The model's input columns, in order, from a canonical frame."""
-    missing = [c for c in s.MODEL_INPUT_COLUMNS if c not in frame.columns]
+def _select(frame: pd.DataFrame, columns: list[str], whose: str) -> pd.DataFrame:
+    missing = [c for c in columns if c not in frame.columns]
     if missing:
-        raise ValueError(f"frame is missing model input column(s) {missing}")
-    return frame[list(s.MODEL_INPUT_COLUMNS)]
+        raise ValueError(
+            f"frame is missing model input column(s) {missing} ({whose}); "
+            f"it has {list(frame.columns)}"
+        )
+    return frame[columns]
 
 
 def stratified_sample(labels: np.ndarray, max_rows: int | None, seed: int) -> np.ndarray:
@@ -188,31 +198,48 @@ def stratified_sample(labels: np.ndarray, max_rows: int | None, seed: int) -> np
     return np.sort(np.concatenate(picked))
 
 
+def model_inputs(frame: pd.DataFrame, spec: Spec | None = None) -> pd.DataFrame:
+    """The model's input columns (the spec's features), in spec order, from a validated frame."""
+    spec = spec or default_spec()
+    return _select(frame, list(spec.feature_names), f"the features of spec {spec.name!r}")
+
+
 def train(
-    frame: pd.DataFrame, config: TrainingConfig, candidates: np.ndarray | None = None
+    frame: pd.DataFrame,
+    config: TrainingConfig,
+    spec: Spec | None = None,
+    candidates: np.ndarray | None = None,
 ) -> TrainedModel:
-    """Fit the pipeline on canonical rows (labels in ``churned``); rows with no label are dropped.
+    """Fit the pipeline on validated rows (labels in the spec's target column, ``churned`` by
+    default); rows with no label are dropped. Only the spec's features are model inputs.
 
     ``candidates`` (a boolean mask over ``frame``) limits the rows that may be fitted (the
     non-holdout rows); at most ``config.max_training_rows`` of them are, as a stratified
     sample. Only the sample is copied out of ``frame``.
     """
-    usable = frame[s.TARGET].notna().to_numpy(dtype=bool)
+    spec = spec or default_spec()
+    target = spec.target_column
+    if target not in frame.columns:
+        raise ValueError(
+            f"training data has no target column {target!r} (spec target.column); "
+            f"it has {list(frame.columns)}"
+        )
+    usable = frame[target].notna().to_numpy(dtype=bool)
     if candidates is not None:
         usable &= np.asarray(candidates, dtype=bool)
     positions = np.flatnonzero(usable)
-    labels = frame[s.TARGET].to_numpy(dtype="float64", na_value=np.nan)[positions].astype(int)
+    labels = frame[target].to_numpy(dtype="float64", na_value=np.nan)[positions].astype(int)
     if len(np.unique(labels)) < 2:
         raise ValueError(
             f"training data has {len(labels)} labelled rows of a single class; "
-            "the model needs both churned=0 and churned=1"
+            f"the model needs both {target}=0 and {target}=1"
         )
     chosen = stratified_sample(labels, config.max_training_rows, config.seed)
     rows = frame.iloc[positions[chosen]]
     y = labels[chosen]
-    pipeline = build_model_pipeline(config, len(rows))
+    pipeline = build_model_pipeline(config, spec, len(rows))
     start = time.perf_counter()
-    pipeline.fit(model_inputs(rows), y)
+    pipeline.fit(model_inputs(rows, spec), y)
     boosted = isinstance(pipeline.named_steps["model"], HistGradientBoostingClassifier)
     return TrainedModel(
         pipeline=pipeline,
@@ -226,6 +253,19 @@ def train(
     )
 
 
+def fitted_inputs(pipeline: Pipeline, frame: pd.DataFrame) -> pd.DataFrame:
+    """The columns ``pipeline`` was fitted on (``feature_names_in_``), in that order.
+
+    Each model so scores with its own spec's columns: a champion trained on an older spec
+    and a challenger on the current one read the same rows differently.
+    """
+    names = getattr(pipeline, "feature_names_in_", None)
+    if names is None:  # fitted on an array: it can only be the shipped spec's columns
+        return model_inputs(frame)
+    columns = [str(c) for c in names]
+    return _select(frame, columns, "the columns the model was fitted on")
+
+
 def predict_proba(pipeline: Pipeline, frame: pd.DataFrame) -> np.ndarray:
     """Churn probability per row (the positive class column of ``predict_proba``)."""
-    return pipeline.predict_proba(model_inputs(frame))[:, 1]
+    return pipeline.predict_proba(fitted_inputs(pipeline, frame))[:, 1]

@@ -127,7 +127,8 @@ def _source_window(data_source: DataSourceResource) -> pd.DataFrame | str:
     job_name=RETRAINING_JOB,
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Retrain when PSI of any feature against the champion's reference profile exceeds "
+    description="Retrain when PSI of any drift feature of the champion's spec against its "
+    "reference profile exceeds "
     f"CHURN_PSI_THRESHOLD (default {DriftSettings.threshold}), on the newest snapshot of the source or on the requests the "
     "model servers scored. One run per drift episode.",
 )
@@ -157,7 +158,11 @@ def psi_drift_sensor(
     # an unchanged snapshot (same fingerprint, same champion) is not read again
     fingerprint = data_source.fingerprint()
     cached = state.cached_source(champion, fingerprint)
-    windows = {"inference_log": inference_log.window(champion)}
+    try:  # the champion's own spec: its requests hold its features (profile: its drift ones)
+        champion_spec = mlflow_registry.spec_of_version(champion)
+    except ValueError as exc:  # a logged spec this code cannot read
+        return dg.SkipReason(f"champion version {champion}'s logged spec cannot be read: {exc}")
+    windows = {"inference_log": inference_log.window(champion, champion_spec)}
     skipped: list[str] = []
     if cached is None:
         source = _source_window(data_source)

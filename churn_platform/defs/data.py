@@ -1,5 +1,6 @@
 """The data layer: snapshot -> validated data (the contract as blocking checks) -> fixed holdout."""
 
+import dataclasses
 import time
 from typing import Any
 
@@ -7,16 +8,17 @@ import dagster as dg
 import pandas as pd
 import pydantic
 
+from churn_platform import settings
 from churn_platform.core import contract, holdout, quality_report
-from churn_platform.core import schema as s
-from churn_platform.core.mapping import DataSourceError, MappedFrame
+from churn_platform.core.mapping import DataSourceError, MappedFrame, describe_missing
+from churn_platform.core.spec import DEFAULT_SPEC_PATH, Spec, default_spec
 from churn_platform.defs.common import GROUP, OWNERS, config_from, md_table, upstream_metadata
 from churn_platform.resources.data_source import DataSourceResource
 from churn_platform.resources.storage import StorageResource
 
 SNAPSHOT_CHECKS = {
     "row_count_positive": "The snapshot has at least one row.",
-    "schema_columns_present": "Every canonical column is present after the column mapping.",
+    "schema_columns_present": "Every column of the spec is present after the column mapping.",
 }
 SNAPSHOT_ASSET = "churn_snapshot"
 WEEK_KEY = "synthetic_week"  # snapshot metadata: the synthetic week drawn
@@ -42,10 +44,19 @@ HOLDOUT_CHECKS = {
 }
 
 
-def column_schema(frame: pd.DataFrame) -> dg.TableSchema:
+def spec_metadata(spec: Spec) -> dict[str, Any]:
+    """Which spec shaped an asset: its short hash, file and name (asset metadata)."""
+    return {
+        "spec_hash": spec.short_hash,
+        "spec_path": settings.get("CHURN_SPEC") or str(DEFAULT_SPEC_PATH),
+        "spec_name": spec.name,
+    }
+
+
+def column_schema(frame: pd.DataFrame, spec: Spec | None = None) -> dg.TableSchema:
     """The frame's columns and dtypes, with the contract's rule for each (shown in the UI)."""
     rules: dict[str, list[str]] = {}
-    for rule in contract.contract_rules():
+    for rule in contract.contract_rules(spec=spec):
         if rule.column:
             rules.setdefault(rule.column, []).append(rule.description)
     return dg.TableSchema(
@@ -56,13 +67,13 @@ def column_schema(frame: pd.DataFrame) -> dg.TableSchema:
     )
 
 
-def frame_metadata(frame: pd.DataFrame, version: str) -> dict[str, Any]:
+def frame_metadata(frame: pd.DataFrame, version: str, spec: Spec | None = None) -> dict[str, Any]:
     """What the UI shows for a data frame asset: data version, row count, typed columns."""
     return {
         "data_version": version,
         "rows": len(frame),
         "dagster/row_count": len(frame),
-        "dagster/column_schema": column_schema(frame),
+        "dagster/column_schema": column_schema(frame, spec),
     }
 
 
@@ -86,18 +97,21 @@ def _severity(result: contract.RuleResult) -> dg.AssetCheckSeverity:
 def churn_snapshot(
     context: dg.AssetExecutionContext, data_source: DataSourceResource, storage: StorageResource
 ):
-    """One dated snapshot of customer rows from the configured source, mapped onto the canonical schema.
+    """One dated snapshot of customer rows from the configured source, mapped onto the table spec.
 
     The source is the synthetic generator by default (each run draws the next week's
     customers, metadata `synthetic_week`; `CHURN_SYNTHETIC_AS_OF` pins a week), or a
     CSV/Parquet file (or the newest file of a folder), or a SQL table or query, chosen by
-    `CHURN_SOURCE`; the column mapping renames columns and translates values. The rows are kept as Parquet under
+    `CHURN_SOURCE`. The spec (`CHURN_SPEC`; metadata `spec_hash`, `spec_path`) renames source
+    columns and translates values (an explicit `CHURN_MAPPING_FILE` is merged over it). The rows are kept as Parquet under
     `snapshots/` of the storage resource (`$CHURN_HOME` locally), and the data version is a content hash of every row, so every
-    model traces to the exact data it saw. Missing columns and an empty table stop here.
+    model traces to the exact data it saw. Missing columns (naming the spec key that reads
+    them) and an empty table stop here.
     """
+    spec = settings.current_spec()
     source = data_source.dated(next_synthetic_week(context.instance))
     try:
-        mapped, description = source.snapshot(required=())
+        mapped, description = source.snapshot(required=(), spec=spec)
     except DataSourceError as exc:
         raise dg.Failure(
             description=f"{exc}. Nothing downstream runs; the last validated data is untouched."
@@ -107,7 +121,7 @@ def churn_snapshot(
     started = time.perf_counter()
     version = contract.data_version(mapped)
     timings["data_version"] = time.perf_counter() - started
-    missing = [c for c in s.ALL_COLUMNS if c not in frame.columns]
+    missing = [c for c in spec.all_columns if c not in frame.columns]
     yield dg.AssetCheckResult(
         check_name="row_count_positive",
         passed=len(frame) > 0,
@@ -119,21 +133,18 @@ def churn_snapshot(
         metadata={
             "missing_columns": ", ".join(missing) or "none",
             "columns_found": ", ".join(map(str, frame.columns)),
-            "fix": "add the missing column(s) to the mapping: columns: {'<your column>': '<canonical>'}"
-            if missing
-            else "",
+            "fix": describe_missing(spec, missing) if missing else "",
         },
     )
     if len(frame) == 0 or missing:
         problem = (
             "the snapshot has no rows"
             if len(frame) == 0
-            else f"canonical column(s) {missing} are missing"
+            else f"column(s) {missing} of the spec are missing ({describe_missing(spec, missing)})"
         )
         raise dg.Failure(
             description=f"{description.get('location')}: {problem}. Columns found: {list(frame.columns)}. "
-            "Map your columns onto the canonical names with the source's 'columns' mapping "
-            "(e.g. CHURN_MAPPING_FILE). Nothing downstream runs; the last validated data is untouched.",
+            "Nothing downstream runs; the last validated data is untouched.",
             metadata={"missing_columns": ", ".join(missing), "rows": len(frame)},
         )
     key = f"snapshots/snapshot_{pd.Timestamp.now(tz='UTC'):%Y%m%dT%H%M%S}_{version[:12]}.parquet"
@@ -148,7 +159,8 @@ def churn_snapshot(
         mapped,
         data_version=dg.DataVersion(version),
         metadata={
-            **frame_metadata(frame, version),
+            **frame_metadata(frame, version, spec),
+            **spec_metadata(spec),
             "source": str(description.get("location")),
             "source_kind": str(description.get("kind")),
             "parquet": dg.MetadataValue.path(path),
@@ -163,47 +175,81 @@ def churn_snapshot(
 
 
 class ContractSettings(dg.Config):
-    """Contract thresholds and severities (see ``core.contract.ContractConfig``); JSON-able overrides."""
+    """Run-time overrides of the contract the spec declares (see ``core.contract.ContractConfig``)."""
 
     overrides: dict[str, Any] = pydantic.Field(
         default={},
-        description="Overrides of core.contract.ContractConfig fields, e.g. "
-        "{'monthly_spend_mean_range': [20, 500], 'severities': {'<rule name>': 'WARN'}}; "
-        "unknown keys are refused by name.",
+        description="Overrides of core.contract.ContractConfig fields over the spec's contract, "
+        "e.g. {'severities': {'<rule name>': 'WARN'}, 'null_rate_limits': {'<column>': 0.1}, "
+        "'min_rows': 1000}; the shipped spec also takes 'monthly_spend_mean_range': [20, 500] "
+        "and the like. Unknown keys, rules and columns are refused by name.",
     )
 
 
-@dg.asset(
-    group_name=GROUP,
-    owners=OWNERS,
-    kinds={"pandera", "pandas"},
-    check_specs=[
-        dg.AssetCheckSpec(
-            rule.name,
-            asset="validated_churn_data",
-            blocking=rule.severity == contract.ERROR,
-            description=rule.description,
-        )
-        for rule in contract.contract_rules()
-    ],
-)
-def validated_churn_data(
+def build_validated_churn_data(spec: Spec) -> dg.AssetsDefinition:
+    """The ``validated_churn_data`` asset with one asset check per contract rule of ``spec``.
+
+    The check names are fixed when the definitions load (``contract.rule_names(spec)``); the
+    run reads ``CHURN_SPEC`` again and stops, naming both, if the spec changed since.
+    """
+
+    @dg.asset(
+        name="validated_churn_data",
+        group_name=GROUP,
+        owners=OWNERS,
+        kinds={"pandera", "pandas"},
+        check_specs=[
+            dg.AssetCheckSpec(
+                rule.name,
+                asset="validated_churn_data",
+                blocking=rule.severity == contract.ERROR,
+                description=rule.description,
+            )
+            for rule in contract.contract_rules(spec=spec)
+        ],
+    )
+    def validated_churn_data(
+        context: dg.AssetExecutionContext,
+        config: ContractSettings,
+        storage: StorageResource,
+        churn_snapshot: MappedFrame,
+    ):
+        """The snapshot after the data contract passed, with the types the spec declares.
+
+        Every contract rule (pandera schema plus a vectorised evaluator, both generated from
+        the table spec, `CHURN_SPEC`) is its own asset check with its evidence: observed value,
+        bound, failing row count and a sample of failing rows. ERROR rules block: the asset
+        is not materialised, the run stops, nothing downstream trains on bad data, and the
+        last good validated data stays as it was. WARN rules alert only. A quality report is
+        written per snapshot; metadata `spec_hash` names the spec.
+        """
+        return _validate(context, config, storage, churn_snapshot)
+
+    return validated_churn_data
+
+
+def _validate(
     context: dg.AssetExecutionContext,
     config: ContractSettings,
     storage: StorageResource,
     churn_snapshot: MappedFrame,
 ):
-    """The snapshot after the data contract passed, with canonical types.
-
-    Every contract rule (pandera schema plus a vectorised evaluator from one declaration)
-    is its own asset check with its evidence: observed value, bound, failing row count
-    and a sample of failing rows. ERROR rules block: the asset is not materialised, the
-    run stops, nothing downstream trains on bad data, and the last good validated data
-    stays as it was. WARN rules alert only. A quality report is written per snapshot.
-    """
-    cfg = contract.ContractConfig.from_dict(config.overrides)
+    spec = settings.current_spec()
+    defined = {key.name for key in context.assets_def.check_keys}
+    if defined != set(contract.rule_names(spec)):
+        raise dg.Failure(
+            description=f"the spec changed since the definitions loaded: CHURN_SPEC "
+            f"({spec_metadata(spec)['spec_path']}, spec_hash {spec.short_hash}) has contract "
+            f"rules {sorted(set(contract.rule_names(spec)) - defined)} that are not asset "
+            f"checks here, and checks {sorted(defined - set(contract.rule_names(spec)))} it "
+            "lacks. Reload the code location (or restart `dagster dev`) and run again."
+        )
+    try:
+        cfg = contract.ContractConfig.from_dict(config.overrides, spec=spec)
+    except ValueError as exc:
+        raise dg.Failure(description=f"contract overrides (run config): {exc}") from exc
     started = time.perf_counter()
-    results = contract.evaluate_contract(churn_snapshot, cfg)
+    results = contract.evaluate_contract(churn_snapshot, cfg, spec)
     timings = {"contract": time.perf_counter() - started}
     # the snapshot already hashed these rows; hash again only when its record is missing
     version = upstream_metadata(context, "churn_snapshot", "data_version") or contract.data_version(
@@ -213,6 +259,7 @@ def validated_churn_data(
     summary = {
         **quality_report.profile_frame(churn_snapshot.frame),
         "mapping": churn_snapshot.summary(),
+        "spec": {"name": spec.name, "spec_hash": spec.short_hash},
     }
     report_text = quality_report.render_quality_report(results, summary, version)
     report_path = storage.write_text(f"reports/quality_{version[:12]}.md", report_text)
@@ -239,17 +286,18 @@ def validated_churn_data(
             },
         )
     started = time.perf_counter()
-    typed = contract.validated_frame(churn_snapshot, cfg, results)
+    typed = contract.validated_frame(churn_snapshot, cfg, results, spec)
     timings["validate"] = time.perf_counter() - started
     warned = [r.name for r in results if not r.passed]
     yield dg.Output(
         typed,
         data_version=dg.DataVersion(version),
         metadata={
-            **frame_metadata(typed, version),
+            **frame_metadata(typed, version, spec),
+            **spec_metadata(spec),
             "rules_passed": f"{sum(r.passed for r in results)}/{len(results)}",
             "warnings": ", ".join(warned) or "none",
-            "churn_rate": round(float(typed[s.TARGET].mean()), 4),
+            "churn_rate": round(float(typed[spec.target_column].mean()), 4),
             "quality_report": dg.MetadataValue.path(report_path),
             "quality_summary": dg.MetadataValue.md(report_text.split("## Columns")[0][:6000]),
             "timings_s": dg.MetadataValue.json({k: round(v, 3) for k, v in timings.items()}),
@@ -257,8 +305,43 @@ def validated_churn_data(
     )
 
 
+# the shipped spec's asset (tests and asset selections); the definitions build theirs from
+# CHURN_SPEC when they load (``build_validated_churn_data``)
+validated_churn_data = build_validated_churn_data(default_spec())
+
+
 class HoldoutSettings(config_from(holdout.HoldoutConfig)):  # type: ignore[misc]
-    """The holdout selection: change `salt` or `fraction` only to re-draw it on purpose."""
+    """The holdout selection: change `salt` or `fraction` only to re-draw it on purpose.
+
+    Unset `fraction` and `salt` come from the spec's `holdout` section.
+    """
+
+    fraction: float | None = pydantic.Field(
+        default=None,
+        description="Share of customers held out, in (0, 1); unset: the spec's holdout.fraction. "
+        "Changing it re-draws the holdout: do it only on purpose.",
+    )
+    salt: str | None = pydantic.Field(
+        default=None,
+        description="Salt of the entity id hash; unset: the spec's holdout.salt. Changing it "
+        "re-draws the holdout: do it only on purpose.",
+    )
+
+    def to_core(self, core: type[Any]) -> Any:
+        """``core`` from the set fields (unset ones: the core's defaults)."""
+        names = {f.name for f in dataclasses.fields(core)}
+        return core(**{k: v for k, v in self.model_dump().items() if k in names and v is not None})
+
+    def holdout_config(self, spec: Spec) -> holdout.HoldoutConfig:
+        """The core config, unset fraction and salt taken from ``spec.holdout``."""
+        fraction = spec.holdout.fraction if self.fraction is None else self.fraction
+        salt = spec.holdout.salt if self.salt is None else self.salt
+        return holdout.HoldoutConfig(
+            fraction=fraction,
+            salt=salt,
+            min_rows=self.min_rows,
+            min_positive_rate=self.min_positive_rate,
+        )
 
 
 @dg.asset(
@@ -273,16 +356,22 @@ class HoldoutSettings(config_from(holdout.HoldoutConfig)):  # type: ignore[misc]
 def holdout_set(
     context: dg.AssetExecutionContext, config: HoldoutSettings, validated_churn_data: pd.DataFrame
 ):
-    """Fixed evaluation rows: the customers whose salted `customer_id` hash falls in the holdout bucket.
+    """Fixed evaluation rows: the customers whose salted entity-id hash falls in the holdout bucket.
 
-    A customer never moves between training and holdout across snapshots; the selection
-    changes only when `salt` or `fraction` is changed. Its hash is in every evaluation
-    report, and both champion and challenger are always scored on these same rows.
+    The entity id, the target, and the default `fraction` and `salt` come from the spec
+    (`CHURN_SPEC`). A customer never moves between training and holdout across snapshots;
+    the selection changes only when `salt` or `fraction` is changed. Its hash is in every
+    evaluation report, and both champion and challenger are always scored on these same rows.
     """
+    spec = settings.current_spec()
+    try:
+        cfg = config.holdout_config(spec)
+    except ValueError as exc:
+        raise dg.Failure(description=f"holdout config: {exc}") from exc
     # only the holdout rows are copied out: training reads the validated frame itself
-    mask = holdout.holdout_mask(validated_churn_data[s.CUSTOMER_ID], config.fraction, config.salt)
+    mask = holdout.holdout_mask(validated_churn_data[spec.id_column], cfg.fraction, cfg.salt)
     rows = validated_churn_data.loc[mask].reset_index(drop=True)
-    rate = float(rows[s.TARGET].mean()) if len(rows) else 0.0
+    rate = float(rows[spec.target_column].mean()) if len(rows) else 0.0
     size_ok = len(rows) >= config.min_rows
     balance_ok = config.min_positive_rate <= rate <= 1 - config.min_positive_rate
     yield dg.AssetCheckResult(
@@ -311,7 +400,8 @@ def holdout_set(
             "rows": len(rows),
             "dagster/row_count": len(rows),
             "positive_rate": round(rate, 4),
-            "fraction": config.fraction,
-            "salt": config.salt,
+            "fraction": cfg.fraction,
+            "salt": cfg.salt,
+            "spec_hash": spec.short_hash,
         },
     )

@@ -126,7 +126,13 @@ def staging_deployment(
         deployment.target(),
         mlflow_registry,
         evaluation_report,
-        lambda served: release_probes.integration_checks(served.url, rows, offline, bounds),
+        lambda served: release_probes.integration_checks(
+            served.url,
+            rows,
+            offline,
+            bounds,
+            release_probes.model_spec(served.model_uri, mlflow_registry.uri()),
+        ),
     )
     for outcome in staged.outcomes:
         yield check_result(outcome, STAGING)
@@ -254,6 +260,8 @@ def production_deployment(
             holdout_set.head(TRAFFIC_ROWS),
             config.synthetic_traffic_rps if state.endpoint else 0.0,
             state.endpoint or "",
+            staged.model_uri or "",
+            mlflow_registry.uri(),
         ),
         on_transition=lambda t: context.log.info(
             f"canary {t.from_state} -> {t.to_state} weights={t.weights}: {t.reason}"
@@ -356,11 +364,16 @@ def _canary_load(
     rows: pd.DataFrame,
     rate: float,
     endpoint: str,
+    model_uri: str,
+    tracking_uri: str,
 ) -> Iterator[None]:
     """While the canary runs: ``rate`` requests/s of ``rows`` through the router (a laptop
-    has no users; 0: none), and a wait until Prometheus has scraped the candidate so the
-    first window has data."""
-    traffic = probes.synthetic_traffic(endpoint, rows, rate) if rate > 0 else None
+    has no users; 0: none), shaped by the candidate's spec (``model_uri``), and a wait until
+    Prometheus has scraped the candidate so the first window has data."""
+    traffic = None
+    if rate > 0:
+        spec = probes.model_spec(model_uri, tracking_uri) if model_uri else None
+        traffic = probes.synthetic_traffic(endpoint, rows, rate, spec)
     with traffic or nullcontext():
         if isinstance(metrics, PrometheusMetrics) and not metrics.wait_until_scraped(candidate):
             context.log.warning(

@@ -7,8 +7,10 @@ from types import ModuleType
 import dagster as dg
 import pandas as pd
 
+from churn_platform import settings
 from churn_platform.core import contract, drift, features, model_checks, schema, training
 from churn_platform.core import records as r
+from churn_platform.core.spec import Spec
 from churn_platform.defs.common import (
     GROUP,
     OWNERS,
@@ -21,32 +23,59 @@ from churn_platform.resources.k8s_training import training_op_tags
 from churn_platform.resources.mlflow_registry import MlflowRegistry
 
 ASSET = "challenger_model"
-MODEL_CHECKS = {
-    r.FEATURE_INVARIANTS: "Layer 1 on real data: encoded features in range, no NaN or inf.",
-    r.HOLDOUT_AUC: "Holdout AUC with a 95% bootstrap interval clears the bound.",
-    r.SLICE_AUC: "AUC on enterprise, each contract type and tenure bands clears the bound.",
-    r.CONTRACT_INVARIANCE: "Monthly -> annual contract lowers predicted churn for most rows.",
-    r.PREDICTION_COVERAGE: "Every holdout row gets a finite probability in [0, 1].",
-}
+
+
+def model_check_descriptions(spec: Spec) -> dict[str, str]:
+    """Check name -> description, in run order: one invariance check per spec invariance.
+
+    An invariance named like another model check is refused with the fix: Dagster would
+    see two checks of one name.
+    """
+    fixed = {
+        r.FEATURE_INVARIANTS: "Layer 1 on real data: encoded features in range, no NaN or inf.",
+        r.HOLDOUT_AUC: "Holdout AUC with a 95% bootstrap interval clears the bound.",
+        r.SLICE_AUC: (
+            f"AUC on each slice of the spec ({', '.join(sl.name for sl in spec.slices) or 'none'})"
+            " clears the bound."
+        ),
+    }
+    invariances = {inv.name: model_checks.describe_invariance(inv) for inv in spec.invariances}
+    clash = sorted(set(invariances) & {*fixed, r.PREDICTION_COVERAGE})
+    if clash:
+        raise settings.SettingsError(
+            f"spec {spec.name!r}: invariance name(s) {clash} clash with the model check of that "
+            "name; rename them in the spec's 'invariances'"
+        )
+    coverage = {r.PREDICTION_COVERAGE: "Every holdout row gets a finite probability in [0, 1]."}
+    return {**fixed, **invariances, **coverage}
+
+
+# the check names are fixed when definitions load; the asset refuses a spec whose checks differ
+LOADED_SPEC = settings.current_spec()
+MODEL_CHECKS = model_check_descriptions(LOADED_SPEC)
 
 
 # The code whose change makes a trained model stale: feature code, training, the model checks,
-# the canonical schema and the data contract's declaration.
+# the canonical schema and the data contract's declaration (and the spec, below).
 CODE_MODULES: tuple[ModuleType, ...] = (features, training, model_checks, schema, contract)
 
 
-def training_code_version(modules: tuple[ModuleType, ...] = CODE_MODULES) -> str:
-    """A short hash of the source of ``modules``: equal code gives an equal version, any edit
-    (even a comment) a new one, so Dagster marks ``challenger_model`` stale and the
-    ``code_version_sensor`` retrains once."""
+def training_code_version(
+    modules: tuple[ModuleType, ...] = CODE_MODULES, spec: Spec | None = None
+) -> str:
+    """A short hash of the source of ``modules`` and of the spec (default: the current one):
+    equal code and spec give an equal version, any edit (even a comment) or another spec a
+    new one, so Dagster marks ``challenger_model`` stale and the ``code_version_sensor``
+    retrains once."""
     digest = hashlib.sha256()
     for module in modules:
         digest.update(module.__name__.encode())
         digest.update(inspect.getsource(module).encode())
+    digest.update(b"spec:" + (spec or settings.current_spec()).hash.encode())
     return digest.hexdigest()[:16]
 
 
-CODE_VERSION = training_code_version()
+CODE_VERSION = training_code_version(spec=LOADED_SPEC)
 
 
 class ChallengerConfig(config_from(training.TrainingConfig, model_checks.ModelCheckConfig)):  # type: ignore[misc]
@@ -78,16 +107,30 @@ def challenger_model(
 ):
     """A scikit-learn pipeline (feature code + estimator) trained on the non-holdout rows.
 
-    Logged to MLflow with its parameters, metrics, signature, input example, pinned
-    requirements, the snapshot's data version, the git commit, the Dagster run id and
-    the drift reference profile, then registered as a new version of `churn_model`.
-    The model checks run on the fixed holdout; the alias `challenger` moves to the new
-    version only when every one passed. A failed check leaves the version registered
-    (tagged `model_checks=failed`) without the alias, and stops the run here.
+    The features, slices, invariances and thresholds come from the table spec
+    (`CHURN_SPEC`; the shipped churn spec by default). Logged to MLflow with its
+    parameters, metrics, signature (the spec's features), input example, pinned
+    requirements, the spec itself (the model carries it; tag `spec_hash`), the
+    snapshot's data version, the git commit, the Dagster run id and the drift reference
+    profile, then registered as a new version of `churn_model`. The model checks run on
+    the fixed holdout; the alias `challenger` moves to the new version only when every
+    one passed. A failed check leaves the version registered (tagged
+    `model_checks=failed`) without the alias, and stops the run here.
     """
+    spec = settings.current_spec()
+    if model_checks.check_names(spec) != list(MODEL_CHECKS):
+        raise dg.Failure(
+            description=(
+                f"the spec's model checks {model_checks.check_names(spec)} differ from those "
+                f"loaded with the definitions {list(MODEL_CHECKS)} (CHURN_SPEC changed since): "
+                "reload the code location, then run again"
+            )
+        )
     train_cfg: training.TrainingConfig = config.to_core(training.TrainingConfig)
-    check_cfg: model_checks.ModelCheckConfig = config.to_core(model_checks.ModelCheckConfig)
-    checked = model_checks.train_and_check(validated_churn_data, holdout_set, train_cfg, check_cfg)
+    check_cfg = config.to_core(model_checks.ModelCheckConfig).resolved(spec)
+    checked = model_checks.train_and_check(
+        validated_churn_data, holdout_set, train_cfg, check_cfg, spec
+    )
     trained, outcomes, failed = checked.trained, checked.outcomes, checked.failed
     context.log.info(
         f"fitted {train_cfg.estimator} on {trained.n_train_rows} of {trained.n_available_rows} "
@@ -98,8 +141,12 @@ def challenger_model(
     holdout_hash = upstream_metadata(context, "holdout_set", "holdout_hash") or "unknown"
     registered = mlflow_registry.log_and_register(
         trained.pipeline,
-        input_example=training.model_inputs(checked.train_rows),
-        params={**train_cfg.params(), **{f"check_{k}": v for k, v in check_cfg.__dict__.items()}},
+        spec=spec,
+        input_example=training.model_inputs(checked.train_rows, spec),
+        params={
+            **train_cfg.params(),
+            **{f"check_{k}": v for k, v in check_cfg.__dict__.items() if v is not None},
+        },
         metrics=checked.metrics,
         tags={
             "data_version": data_version,
@@ -109,7 +156,9 @@ def challenger_model(
             r.TAG_MODEL_CHECKS: "failed" if failed else "passed",
         },
         json_artifacts={
-            "reference_profile.json": drift.build_reference_profile(checked.train_rows),
+            "reference_profile.json": drift.build_reference_profile(
+                checked.train_rows, settings.current_spec()
+            ),
             "model_checks.json": [o.as_dict() for o in outcomes],
         },
         run_name=f"challenger-{context.run.run_id[:8]}",
@@ -139,16 +188,23 @@ def challenger_model(
         checks_passed=True,
         params=train_cfg.params(),
     )
-    yield dg.Output(value, metadata=_model_metadata(value, mlflow_registry, train_cfg.estimator))
+    yield dg.Output(
+        value, metadata=_model_metadata(value, mlflow_registry, train_cfg.estimator, spec)
+    )
 
 
-def _model_metadata(model: r.ChallengerModel, registry: MlflowRegistry, estimator: str) -> dict:
+def _model_metadata(
+    model: r.ChallengerModel, registry: MlflowRegistry, estimator: str, spec: Spec
+) -> dict:
     """What the UI shows of a registered challenger."""
     m = model.metrics
     return {
         "model_version": model.version,
         "model_uri": model.model_uri,
         "estimator": estimator,
+        "spec_hash": spec.short_hash,
+        "spec_name": spec.name,
+        "features": ", ".join(spec.feature_names),
         "holdout_auc": m["holdout_auc"],
         "holdout_auc_ci": f"{m['holdout_auc_ci_lower']:.4f} - {m['holdout_auc_ci_upper']:.4f}",
         "train_auc": round(m["train_auc"], 5),

@@ -8,8 +8,10 @@ API
 * ``source.load() -> RawSnapshot``: the rows exactly as the source holds them
   (``RawSnapshot.frame``; a CSV is read as text) and ``RawSnapshot.description``
   (``kind``, ``location``, ``rows``, ``columns`` and kind-specific entries), JSON-safe.
-* ``load_snapshot(source, mapping) -> (MappedFrame, description)``: load, then
-  ``core.mapping.apply_mapping``. The resources expose the same as ``snapshot()``.
+* ``load_snapshot(source, mapping, spec=...) -> (MappedFrame, description)``: load, then
+  ``core.mapping.apply_mapping`` with the table spec's mapping (the explicit ``mapping``
+  merged over it). The resources expose the same as ``snapshot()``, mapping with the spec
+  in effect (``settings.current_spec()``, i.e. ``CHURN_SPEC``) unless given one.
 
 Every failure the user can fix (missing or empty file, unreadable file, unsupported
 extension, bad URL, unreachable database, missing table, failing query) raises
@@ -32,8 +34,10 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
+from churn_platform import settings
 from churn_platform.core import schema as s
 from churn_platform.core.mapping import ColumnMapping, DataSourceError, MappedFrame, apply_mapping
+from churn_platform.core.spec import Spec
 from churn_platform.core.synthetic import (
     DEFAULT_CONTRACT_MIX,
     SyntheticSpec,
@@ -81,18 +85,20 @@ def load_snapshot(
     source: DataSource,
     mapping: ColumnMapping | Mapping[str, Any] | None = None,
     *,
-    required: Sequence[str] = s.ALL_COLUMNS,
+    required: Sequence[str] | None = None,
+    spec: Spec | None = None,
 ) -> tuple[MappedFrame, dict[str, Any]]:
-    """Load ``source`` and map it onto the canonical schema.
+    """Load ``source`` and map it onto ``spec``'s columns (default: the shipped spec).
 
-    Returns the ``MappedFrame`` and the source description; a mapping problem
-    raises ``DataSourceError`` prefixed with the source's location.
+    ``required`` None: every spec column. Returns the ``MappedFrame`` and the source
+    description; a mapping problem raises ``DataSourceError`` prefixed with the source's
+    location.
     """
     start = time.perf_counter()
     raw = source.load()
     loaded = time.perf_counter()
     try:
-        mapped = apply_mapping(raw.frame, mapping, required=required)
+        mapped = apply_mapping(raw.frame, mapping, required=required, spec=spec)
     except DataSourceError as exc:
         raise DataSourceError(f"{raw.description['location']}: {exc}") from exc
     # how long reading and mapping took, for the snapshot's metadata and the benchmarks
@@ -404,12 +410,13 @@ class DataSourceResource(dg.ConfigurableResource):
     values: dict[str, dict[str, str]] = {}
     keep_extra_columns: bool = False
 
-    def column_mapping(self) -> ColumnMapping:
-        """The mapping this resource applies."""
+    def column_mapping(self, spec: Spec | None = None) -> ColumnMapping:
+        """The explicit mapping this resource applies over ``spec``'s own (names checked there)."""
         return ColumnMapping(
             columns=dict(self.columns),
             values={k: dict(v) for k, v in self.values.items()},
             keep_extra_columns=self.keep_extra_columns,
+            spec=spec,
         )
 
     def source(self) -> DataSource:
@@ -431,20 +438,25 @@ class DataSourceResource(dg.ConfigurableResource):
         return None
 
     def _mapping_key(self) -> str:
-        return json.dumps(self.column_mapping().to_dict(), sort_keys=True, default=str)
+        spec = settings.current_spec()
+        return json.dumps(self.column_mapping(spec).to_dict(), sort_keys=True, default=str) + (
+            spec.hash
+        )
 
     def load(self) -> RawSnapshot:
         """The raw rows and their description."""
         return self.source().load()
 
     def snapshot(
-        self, required: Sequence[str] = s.ALL_COLUMNS
+        self, required: Sequence[str] | None = None, spec: Spec | None = None
     ) -> tuple[MappedFrame, dict[str, Any]]:
-        """Load and map onto the canonical schema: ``(MappedFrame, description)``.
+        """Load and map onto the spec's columns: ``(MappedFrame, description)``.
 
-        ``required=()`` lets missing canonical columns through for a check to report.
+        ``spec`` None: the spec in effect (``CHURN_SPEC``). ``required`` None: every spec
+        column; ``required=()`` lets missing columns through for a check to report.
         """
-        return load_snapshot(self.source(), self.column_mapping(), required=required)
+        spec = spec or settings.current_spec()
+        return load_snapshot(self.source(), self.column_mapping(spec), required=required, spec=spec)
 
 
 class SyntheticSourceResource(DataSourceResource):

@@ -16,6 +16,7 @@ import dagster as dg
 import yaml
 
 from churn_platform import settings
+from churn_platform.core.mapping import ColumnMapping, DataSourceError
 from churn_platform.resources.code_version import CodeVersion
 from churn_platform.resources.data_source import (
     DataSourceResource,
@@ -73,6 +74,12 @@ def data_source_from_env() -> DataSourceResource:
     kind = _get("CHURN_SOURCE")
     mapping_file = _get("CHURN_MAPPING_FILE")
     mapping = load_mapping_file(mapping_file) if mapping_file else {}
+    if mapping:
+        # the explicit mapping is merged over the spec's: its names must be the spec's columns
+        try:
+            ColumnMapping.from_dict(mapping, spec=settings.current_spec())
+        except DataSourceError as exc:
+            raise settings.SettingsError(f"CHURN_MAPPING_FILE={mapping_file!r}: {exc}") from None
     if kind == "synthetic":
         return SyntheticSourceResource(
             n_rows=_get("CHURN_SYNTHETIC_ROWS"),

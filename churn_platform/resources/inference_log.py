@@ -7,6 +7,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
+from churn_platform.core.spec import Spec
 from churn_platform.resources.object_store import S3Credentials, open_location
 from churn_platform.serving.inference_log import read_inference_log, read_object_log
 
@@ -26,10 +27,11 @@ class InferenceLogResource(dg.ConfigurableResource):
     s3: S3Credentials = S3Credentials()
     max_rows: int = 5000
 
-    def window(self, version: str) -> pd.DataFrame:
-        """The newest ``max_rows`` requests ``version`` scored (an empty frame when none)."""
+    def window(self, version: str, spec: Spec | None = None) -> pd.DataFrame:
+        """The newest ``max_rows`` requests ``version`` scored (an empty frame when none),
+        with a column per feature of ``spec`` (``version``'s own spec; None: the default)."""
         if self.storage_url:
             root = open_location(self.storage_url, self.s3.storage_options())
-            return read_object_log(root, version, self.max_rows)
+            return read_object_log(root, version, self.max_rows, spec)
         path = Path(self.log_dir) / f"{version}.jsonl" if self.log_dir else None
-        return read_inference_log(version, self.max_rows, path)
+        return read_inference_log(version, self.max_rows, path, spec)

@@ -30,6 +30,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 
 from churn_platform import settings
+from churn_platform.core import records
+from churn_platform.core.spec import MODEL_METADATA_KEY, Spec, default_spec, spec_of_model_metadata
 
 # Requirements pinned to the versions training ran with: the serving environment is the
 # training environment. Passing them also skips MLflow's slow requirement inference.
@@ -143,17 +145,31 @@ class MlflowRegistry(dg.ConfigurableResource):
         tags: dict[str, str],
         json_artifacts: dict[str, Any],
         run_name: str,
+        spec: Spec | None = None,
     ) -> RegisteredModel:
         """Log a fitted pipeline with its evidence in one MLflow run and register it as a new version.
 
-        The model is saved with its signature, an input example, pinned requirements and the
-        skops trusted types it needs; ``json_artifacts`` (name -> JSON-able) are stored beside it.
-        No alias is set here: aliases move only after the step that justifies them.
+        The model is saved with its signature (the spec's feature columns), an input example,
+        pinned requirements, the skops trusted types it needs and its spec (default: the
+        shipped one) in the MLmodel metadata (``churn_spec``; read it back with
+        ``spec_of_version``): a model carries its own spec. The run and the version are
+        tagged ``spec_hash``; the run also keeps the spec as ``spec.yaml``. ``json_artifacts``
+        (name -> JSON-able) are stored beside it. No alias is set here: aliases move only
+        after the step that justifies them.
         """
         import skops.io as sio
 
+        spec = spec or default_spec()
+        columns = list(spec.feature_names)
+        missing = [c for c in columns if c not in input_example.columns]
+        if missing:
+            raise ValueError(
+                f"input_example lacks the spec's feature column(s) {missing}; pass the model "
+                f"inputs of spec {spec.name!r} (core.training.model_inputs(frame, spec))"
+            )
+        tags = {**tags, records.TAG_SPEC_HASH: spec.hash}
         experiment_id = self.experiment_id()
-        example = input_example.head(5)
+        example = input_example[columns].head(5)
         # the pyfunc flavour calls predict_proba, so mlflow.pyfunc / spark_udf / mlflow models
         # serve return [P(stay), P(churn)] per row (column 1 is what our servers answer),
         # not class labels; the signature says so
@@ -174,6 +190,7 @@ class MlflowRegistry(dg.ConfigurableResource):
                         else json.dumps(content, indent=2, default=str)
                     )
                     mlflow.log_artifact(str(path))
+            mlflow.log_text(spec.to_yaml(), "spec.yaml")
             info = mlflow.sklearn.log_model(
                 pipeline,
                 name="model",
@@ -182,6 +199,8 @@ class MlflowRegistry(dg.ConfigurableResource):
                 pip_requirements=pinned_requirements(),
                 skops_trusted_types=trusted,
                 pyfunc_predict_fn="predict_proba",
+                # as JSON text: MLflow writes MLmodel with sorted keys, which would reorder features
+                metadata={MODEL_METADATA_KEY: json.dumps(spec.to_dict())},
             )
             run_id = run.info.run_id
         with _fluent_store(self.uri()):
@@ -227,11 +246,24 @@ class MlflowRegistry(dg.ConfigurableResource):
         """The registry's record of a version (run id, tags, source)."""
         return self.client().get_model_version(self.model_name, version)
 
+    def _model_ref(self, version: str) -> str:
+        """``models:/<name>/<version>`` or ``models:/<name>@<alias>`` for ``@alias``."""
+        return f"models:/{self.model_name}{version if version.startswith('@') else '/' + version}"
+
     def load_model(self, version: str) -> Any:
         """Load a registered version's pipeline (``version`` is a number or ``@alias``)."""
-        ref = f"models:/{self.model_name}{version if version.startswith('@') else '/' + version}"
+        ref = self._model_ref(version)
         with _fluent_store(self.uri()):
             return mlflow.sklearn.load_model(ref)
+
+    def spec_of_version(self, version: str) -> Spec:
+        """The spec a registered version was trained with, from its MLmodel metadata
+        (``version`` is a number or ``@alias``); versions logged before specs existed get
+        the shipped churn spec."""
+        ref = self._model_ref(version)
+        with _fluent_store(self.uri()):
+            info = mlflow.models.get_model_info(ref)
+        return spec_of_model_metadata(info.metadata)
 
     def load_json_artifact(self, run_id: str, name: str) -> Any:
         """A JSON artifact logged with ``log_and_register`` (e.g. the drift reference profile)."""

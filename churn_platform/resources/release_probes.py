@@ -1,7 +1,8 @@
 """The HTTP side of a release: integration checks against a served version, synthetic load.
 
 A resource, so the deployment assets never reach into ``serving`` themselves and a test
-can swap what probes the servers.
+can swap what probes the servers. Requests hold the columns of the probed model's own spec
+(read from its MLmodel metadata through ``model_uri``), not the current spec's.
 """
 
 from __future__ import annotations
@@ -12,31 +13,50 @@ import pandas as pd
 
 from churn_platform.core.model_checks import CheckOutcome
 from churn_platform.core.release import StagingChecks
+from churn_platform.core.spec import Spec
+from churn_platform.resources.mlflow_registry import _fluent_store
 from churn_platform.serving import integration
+from churn_platform.serving.model_server import model_spec
 from churn_platform.serving.traffic import TrafficGenerator
 
 
 class ReleaseProbes(dg.ConfigurableResource):
     """Probes a model server over HTTP: the staging checks and the local canary's load."""
 
+    def model_spec(self, model_uri: str, tracking_uri: str) -> Spec:
+        """The spec ``model_uri`` was logged with (the default spec for a model without one),
+        read from the MLflow store at ``tracking_uri`` without repointing the process's MLflow."""
+        with _fluent_store(tracking_uri):
+            return model_spec(model_uri)
+
     def integration_checks(
-        self, url: str, rows: pd.DataFrame, offline: np.ndarray, bounds: StagingChecks
+        self,
+        url: str,
+        rows: pd.DataFrame,
+        offline: np.ndarray,
+        bounds: StagingChecks,
+        spec: Spec | None = None,
     ) -> list[CheckOutcome]:
         """Health, API contract, latency and online/offline parity of the server at ``url``.
 
-        ``offline`` holds the offline pipeline's probabilities for ``rows``.
+        ``offline`` holds the offline pipeline's probabilities for ``rows``; requests hold
+        ``spec``'s features (the served model's spec; None: the default spec).
         """
         return [
             integration.health_check(url),
-            integration.api_contract_check(url, rows),
-            integration.latency_check(url, rows, bounds.latency_requests, bounds.latency_p95_ms),
-            integration.parity_check(url, rows, offline),
+            integration.api_contract_check(url, rows, spec=spec),
+            integration.latency_check(
+                url, rows, bounds.latency_requests, bounds.latency_p95_ms, spec=spec
+            ),
+            integration.parity_check(url, rows, offline, spec=spec),
         ]
 
-    def synthetic_traffic(self, endpoint: str, rows: pd.DataFrame, rate: float) -> TrafficGenerator:
+    def synthetic_traffic(
+        self, endpoint: str, rows: pd.DataFrame, rate: float, spec: Spec | None = None
+    ) -> TrafficGenerator:
         """A context manager sending ``rate`` requests/s of ``rows`` (cycling) to ``endpoint``
-        while open.
+        while open, each holding ``spec``'s features (None: the default spec).
 
         Only loopback endpoints are accepted (it is demo load for a laptop canary).
         """
-        return TrafficGenerator(endpoint, integration.records(rows), rate=rate)
+        return TrafficGenerator(endpoint, integration.records(rows, spec), rate=rate)

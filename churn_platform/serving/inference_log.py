@@ -5,6 +5,10 @@ read with ``read_inference_log``), or, when ``CHURN_STORAGE_URL`` is an object s
 batched Parquet objects ``<url>/inference_log/<version>/<time_ns>-<id>.parquet``
 (``ObjectInferenceLog``, read with ``read_object_log``). Each batch is one PUT, atomic per
 object, so a reader sees whole batches or none; replicas of one version write side by side.
+
+A logged line is the record as the server accepted it, so it holds the features of the
+served model's own spec; readers given that ``spec`` return a frame with every one of its
+features as a column (None where a line lacks it), the default spec's otherwise.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from typing import Any
 import pandas as pd
 
 from churn_platform import object_store, settings
-from churn_platform.core import schema as s
+from churn_platform.core.spec import Spec, default_spec
 from churn_platform.serving.model_server import (
     LOG_FLUSH_RECORDS,
     LOG_FLUSH_SECONDS,
@@ -38,9 +42,10 @@ _TAIL_BYTES_PER_ROW = 400
 
 
 def read_inference_log(
-    version: str, max_rows: int = 5000, path: Path | None = None
+    version: str, max_rows: int = 5000, path: Path | None = None, spec: Spec | None = None
 ) -> pd.DataFrame:
-    """The newest ``max_rows`` scored requests of ``version`` (an empty frame when there are none).
+    """The newest ``max_rows`` scored requests of ``version`` (an empty frame when there are none),
+    with a column per feature of ``spec`` (the served model's; None: the default spec).
 
     Only the file's tail is read, so a sensor tick costs the same however long the log grew.
     A torn last line (a server mid-write) is ignored.
@@ -50,10 +55,15 @@ def read_inference_log(
     if len(rows) < max_rows:
         # just rotated: the newest rows before the rotation are in <log>.1
         rows = _tail_rows(rotated_path(log, 1), max_rows - len(rows)) + rows
-    if not rows:
-        return pd.DataFrame(columns=list(s.MODEL_INPUT_COLUMNS))
-    frame = pd.DataFrame(rows)
-    for col in s.MODEL_INPUT_COLUMNS:
+    return _with_features(pd.DataFrame(rows), spec)
+
+
+def _with_features(frame: pd.DataFrame, spec: Spec | None) -> pd.DataFrame:
+    """``frame`` with a column for every feature of ``spec`` (None-filled where absent)."""
+    names = (spec or default_spec()).feature_names
+    if frame.empty and not len(frame.columns):
+        return pd.DataFrame(columns=list(names))
+    for col in names:
         if col not in frame:
             frame[col] = None
     return frame
@@ -166,10 +176,13 @@ class ObjectInferenceLog:
         self.flush()
 
 
-def read_object_log(root: Path, version: str, max_rows: int = 5000) -> pd.DataFrame:
+def read_object_log(
+    root: Path, version: str, max_rows: int = 5000, spec: Spec | None = None
+) -> pd.DataFrame:
     """The newest ``max_rows`` rows ``version``'s servers logged under ``root`` (empty frame
-    when none). Only the newest batches are read, so a tick costs the same however many
-    batches there are (apart from listing them)."""
+    when none), with a column per feature of ``spec`` (None: the default spec). Only the
+    newest batches are read, so a tick costs the same however many batches there are
+    (apart from listing them)."""
     folder = object_log_folder(root, version)
     try:
         names = sorted(
@@ -187,12 +200,9 @@ def read_object_log(root: Path, version: str, max_rows: int = 5000) -> pd.DataFr
         frames.append(frame)
         rows += len(frame)
     if not frames:
-        return pd.DataFrame(columns=list(s.MODEL_INPUT_COLUMNS))
+        return _with_features(pd.DataFrame(), spec)
     window = pd.concat(frames[::-1], ignore_index=True).tail(max_rows).reset_index(drop=True)
-    for col in s.MODEL_INPUT_COLUMNS:
-        if col not in window:
-            window[col] = None
-    return window
+    return _with_features(window, spec)
 
 
 def open_inference_log(

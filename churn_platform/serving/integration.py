@@ -1,4 +1,9 @@
-"""Layer 4: integration checks against a running model server (health, contract, latency, parity)."""
+"""Layer 4: integration checks against a running model server (health, contract, latency, parity).
+
+Requests are built from the columns of the served model's own spec (``spec``; None: the
+shipped default spec), which may differ from the spec that is current: a server takes the
+columns its model was trained on.
+"""
 
 from __future__ import annotations
 
@@ -10,15 +15,32 @@ import httpx
 import numpy as np
 import pandas as pd
 
-from churn_platform.core import schema as s
 from churn_platform.core.model_checks import CheckOutcome
+from churn_platform.core.spec import Spec, default_spec
 
 
-def records(frame: pd.DataFrame) -> list[dict[str, object]]:
-    """Canonical rows as JSON-ready request records (dates as ISO strings, nulls as None)."""
-    inputs = frame[list(s.MODEL_INPUT_COLUMNS)].copy()
-    inputs[s.SIGNUP_DATE] = pd.to_datetime(inputs[s.SIGNUP_DATE]).dt.strftime("%Y-%m-%d")
+def records(frame: pd.DataFrame, spec: Spec | None = None) -> list[dict[str, object]]:
+    """Validated rows as JSON-ready request records holding ``spec``'s model inputs (dates
+    as ISO strings, nulls as None)."""
+    spec = spec or default_spec()
+    missing = [c for c in spec.feature_names if c not in frame.columns]
+    if missing:
+        raise ValueError(
+            f"rows lack column(s) {missing} that the served model's spec {spec.name!r} "
+            f"({spec.short_hash}) takes; score rows validated with that spec"
+        )
+    inputs = frame[list(spec.feature_names)].copy()
+    for name in spec.of_kind("date"):
+        inputs[name] = pd.to_datetime(inputs[name]).dt.strftime("%Y-%m-%d")
     return json.loads(inputs.to_json(orient="records"))
+
+
+def dropped_column(spec: Spec | None = None) -> str:
+    """The column the API contract check leaves out of a record: the spec's first numeric
+    feature (``monthly_spend`` in the default spec), else its first feature."""
+    spec = spec or default_spec()
+    numeric = spec.of_kind("numeric")
+    return numeric[0] if numeric else spec.feature_names[0]
 
 
 def health_check(url: str, timeout: float = 5.0) -> CheckOutcome:
@@ -36,11 +58,14 @@ def health_check(url: str, timeout: float = 5.0) -> CheckOutcome:
     )
 
 
-def api_contract_check(url: str, frame: pd.DataFrame, timeout: float = 10.0) -> CheckOutcome:
+def api_contract_check(
+    url: str, frame: pd.DataFrame, timeout: float = 10.0, spec: Spec | None = None
+) -> CheckOutcome:
     """Valid records get one probability each; a record missing a column gets a 4xx naming it."""
-    sample = records(frame.head(5))
     problems: list[str] = []
+    dropped = dropped_column(spec)
     try:
+        sample = records(frame.head(5), spec)
         ok = httpx.post(f"{url}/predict", json={"records": sample}, timeout=timeout)
         body = ok.json()
         if ok.status_code != 200:
@@ -49,13 +74,11 @@ def api_contract_check(url: str, frame: pd.DataFrame, timeout: float = 10.0) -> 
             problems.append(
                 f"expected {len(sample)} probabilities, got {body.get('probabilities')!r}"
             )
-        broken = [{k: v for k, v in r.items() if k != s.MONTHLY_SPEND} for r in sample[:1]]
+        broken = [{k: v for k, v in r.items() if k != dropped} for r in sample[:1]]
         bad = httpx.post(f"{url}/predict", json={"records": broken}, timeout=timeout)
         if not 400 <= bad.status_code < 500:
-            problems.append(
-                f"a record without {s.MONTHLY_SPEND} answered {bad.status_code}, expected 4xx"
-            )
-        elif s.MONTHLY_SPEND not in bad.text:
+            problems.append(f"a record without {dropped} answered {bad.status_code}, expected 4xx")
+        elif dropped not in bad.text:
             problems.append(f"the 4xx for a missing column does not name it: {bad.text[:200]}")
     except (httpx.HTTPError, ValueError) as exc:
         problems.append(f"{type(exc).__name__}: {exc}")
@@ -68,10 +91,22 @@ def api_contract_check(url: str, frame: pd.DataFrame, timeout: float = 10.0) -> 
 
 
 def latency_check(
-    url: str, frame: pd.DataFrame, requests: int = 50, p95_bound_ms: float = 250.0
+    url: str,
+    frame: pd.DataFrame,
+    requests: int = 50,
+    p95_bound_ms: float = 250.0,
+    spec: Spec | None = None,
 ) -> CheckOutcome:
     """p95 latency of single-row predictions stays under the bound."""
-    rows = records(frame.head(requests))
+    try:
+        rows = records(frame.head(requests), spec)
+    except ValueError as exc:
+        return CheckOutcome(
+            name="latency",
+            passed=False,
+            description=f"no requests to time: {exc}",
+            metadata={"errors": requests},
+        )
     timings: list[float] = []
     errors = 0
     with httpx.Client(timeout=10.0) as client:
@@ -104,11 +139,16 @@ def latency_check(
 
 
 def parity_check(
-    url: str, frame: pd.DataFrame, offline: np.ndarray, tolerance: float = 1e-9
+    url: str,
+    frame: pd.DataFrame,
+    offline: np.ndarray,
+    tolerance: float = 1e-9,
+    spec: Spec | None = None,
 ) -> CheckOutcome:
     """Online predictions equal the offline pipeline's for the same rows."""
     try:
-        response = httpx.post(f"{url}/predict", json={"records": records(frame)}, timeout=30.0)
+        body = {"records": records(frame, spec)}
+        response = httpx.post(f"{url}/predict", json=body, timeout=30.0)
         online = np.asarray(response.json()["probabilities"], dtype=float)
     except (httpx.HTTPError, ValueError, KeyError) as exc:
         return CheckOutcome(

@@ -39,7 +39,13 @@ REQUIRED_INPUT_FORMAT = (
     "The input must be a JSON dictionary with exactly one of the input fields "
     + ", ".join(SUPPORTED_FORMATS)
 )
-_EXAMPLE = '; e.g. {"dataframe_split": {"columns": ["tenure_months", ...], "data": [[3, ...]]}}'
+
+
+def _example(schema: InputSchema) -> str:
+    """'; e.g. {"dataframe_split": ...}' naming one of the served model's own columns."""
+    name, value = schema.example_field()
+    split = f'{{"columns": ["{name}", ...], "data": [[{value}, ...]]}}'
+    return f'; e.g. {{"dataframe_split": {split}}}'
 
 
 class ProtocolError(InputError):
@@ -66,7 +72,7 @@ def records_from_invocation(
     if mime == CONTENT_TYPE_CSV:
         records = _csv_records(body, schema)
     elif mime == CONTENT_TYPE_JSON:
-        records = _json_records(body)
+        records = _json_records(body, schema)
     else:
         raise ProtocolError(
             f"This predictor only supports the following content types: "
@@ -98,7 +104,7 @@ def _content_type(content_type: str | None) -> tuple[str, dict[str, str]]:
     return parts[0].lower(), params
 
 
-def _json_records(body: bytes) -> list[Mapping[str, Any]]:
+def _json_records(body: bytes, schema: InputSchema) -> list[Mapping[str, Any]]:
     try:
         payload = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -106,14 +112,17 @@ def _json_records(body: bytes) -> list[Mapping[str, Any]]:
             f"Ensure that input is a valid JSON formatted string. Error: {_quote(str(exc))}"
         ) from None
     if isinstance(payload, list):
-        raise ProtocolError(f"{REQUIRED_INPUT_FORMAT}. Received a list{_EXAMPLE}")
+        raise ProtocolError(f"{REQUIRED_INPUT_FORMAT}. Received a list{_example(schema)}")
     if not isinstance(payload, dict):
-        raise ProtocolError(f"{REQUIRED_INPUT_FORMAT}. Received {type(payload).__name__}{_EXAMPLE}")
+        raise ProtocolError(
+            f"{REQUIRED_INPUT_FORMAT}. Received {type(payload).__name__}{_example(schema)}"
+        )
     keys = [k for k in SUPPORTED_FORMATS if k in payload]
     if len(keys) != 1:
         shown = [_quote(k) for k in list(payload)[:10]]
         raise ProtocolError(
-            f"{REQUIRED_INPUT_FORMAT}. Received dictionary with input fields: {shown}{_EXAMPLE}"
+            f"{REQUIRED_INPUT_FORMAT}. Received dictionary with input fields: {shown}"
+            + _example(schema)
         )
     key = keys[0]
     data = payload[key]

@@ -5,8 +5,10 @@
 - ``POST /predict``: JSON ``{"records": [{column: value, ...}, ...]}`` (a bare list of
   records, or MLflow's ``{"dataframe_records": [...]}``, is accepted too). Answers
   ``{"model_version": V, "probabilities": [p, ...]}``, one churn probability per record.
-  Input is checked against the model's signature (falling back to
-  ``schema.MODEL_INPUT_COLUMNS``): malformed JSON is a 400, a missing / unknown /
+  Input is checked against the spec the model was logged with (MLmodel metadata
+  ``churn_spec``; a model logged before specs falls back to its signature, then to the
+  shipped default spec), never against the spec that is current: the server takes the
+  columns its own model was trained on. Malformed JSON is a 400, a missing / unknown /
   wrongly typed field, a value out of range (a date past 2262, a number beyond 1e12)
   or an empty batch is a 422 whose message names the record, the field, a short prefix
   of the value and what to send. A 500 means the server itself failed.
@@ -16,7 +18,8 @@
   refuses bad input with MLflow's ``{"error_code": "BAD_REQUEST", "message": ...}`` (400,
   naming the field). See ``mlflow_protocol``. ``GET /ping`` and ``GET /version`` answer
   as MLflow's server does.
-- ``GET /health``: 200 ``{"status": "ok"}`` once the model is loaded; 503 with
+- ``GET /health``: 200 ``{"status": "ok"}`` once the model is loaded (with the model's
+  ``spec_hash`` and ``inputs``, the columns a request must hold); 503 with
   ``"loading"`` before, or ``"failed"`` and the error if loading failed.
 - ``GET /metrics``: Prometheus text. ``http_requests_total{path, status, model_version}``
   counts ``/predict`` and ``/invocations`` answers only, so health checks and scrapes never
@@ -68,7 +71,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from churn_platform.core import schema as s
+from churn_platform.core.spec import MODEL_METADATA_KEY, Spec, default_spec, spec_of_model_metadata
 
 FAULT_RATE_VAR = "CHURN_FAULT_RATE"
 FAULT_SEED_VAR = "CHURN_FAULT_SEED"
@@ -107,10 +110,6 @@ _KIND_HINTS: dict[str, str] = {
     "bool": "true or false",
     "datetime": "an ISO date string such as '2025-03-01'",
 }
-_CATEGORIES: dict[str, tuple[str, ...]] = {
-    s.CONTRACT_TYPE: s.CONTRACT_TYPES,
-    s.REGION: s.REGIONS,
-}
 
 
 class InputError(ValueError):
@@ -139,55 +138,111 @@ class Column:
 
 
 class InputSchema:
-    """Checks JSON records and turns them into the DataFrame the model was trained on."""
+    """Checks JSON records and turns them into the DataFrame the model was trained on.
 
-    def __init__(self, columns: Sequence[Column]) -> None:
+    ``spec`` is the table spec the columns came from (None when built from a signature
+    or by hand); the server reports its hash on ``/health``.
+    """
+
+    def __init__(self, columns: Sequence[Column], spec: Spec | None = None) -> None:
         if not columns:
             raise ValueError("InputSchema needs at least one column")
         self.columns = tuple(columns)
         self.by_name = {c.name: c for c in self.columns}
+        self.spec = spec
         self._expected = ", ".join(c.describe() for c in self.columns)
 
     @classmethod
     def default(cls) -> InputSchema:
-        """The canonical schema: ``schema.MODEL_INPUT_COLUMNS`` with ``CANONICAL_DTYPES``."""
+        """The shipped default spec's model inputs (what a model logged before specs takes)."""
+        return cls.from_spec(default_spec())
+
+    @classmethod
+    def from_spec(cls, spec: Spec) -> InputSchema:
+        """A spec's model inputs (``spec.feature_names``, in order) with its validated dtypes;
+        a categorical feature accepts only its ``allowed`` values."""
+        dtypes = spec.dtypes
         return cls(
             [
                 Column(
                     name,
-                    _DTYPE_KINDS[s.CANONICAL_DTYPES[name]],
-                    s.CANONICAL_DTYPES[name],
-                    _CATEGORIES.get(name, ()),
+                    _DTYPE_KINDS[dtypes[name]],
+                    dtypes[name],
+                    tuple(feature.allowed or ()) if feature.kind == "categorical" else (),
                 )
-                for name in s.MODEL_INPUT_COLUMNS
-            ]
+                for name, feature in spec.features.items()
+            ],
+            spec,
         )
+
+    def in_model_order(self, pipeline: Any) -> InputSchema:
+        """This schema with its columns in the order ``pipeline`` was fitted on.
+
+        scikit-learn refuses a frame whose columns come in another order than at fit time,
+        and a spec read back from MLmodel metadata has its features sorted by name (MLflow
+        writes the YAML with sorted keys), so the fitted pipeline's ``feature_names_in_``
+        decides the order (columns it was not fitted on, which a column transformer
+        ignores, follow). A pipeline fitted on a column the schema lacks cannot score any
+        request: that is an error naming it, raised when the model loads.
+        """
+        fitted = getattr(pipeline, "feature_names_in_", None)
+        if fitted is None:
+            return self
+        names = [str(n) for n in fitted]
+        lacking = [n for n in names if n not in self.by_name]
+        if lacking:
+            source = f"spec {self.spec.name!r} ({self.spec.short_hash})" if self.spec else "schema"
+            raise ValueError(
+                f"the model was fitted on column(s) {lacking} that its {source} does not "
+                f"declare (it declares {list(self.by_name)}); log the model with the spec "
+                "it was trained on"
+            )
+        order = names + [c.name for c in self.columns if c.name not in set(names)]
+        if order == [c.name for c in self.columns]:
+            return self
+        return InputSchema([self.by_name[n] for n in order], self.spec)
+
+    def example_field(self) -> tuple[str, str]:
+        """(a real column, a JSON value it takes): what error messages show as an example."""
+        column = next((c for c in self.columns if c.kind in ("int", "float")), self.columns[0])
+        value = {"int": "3", "float": "3.5", "bool": "true", "str": '"..."'}.get(
+            column.kind, '"2025-03-01"'
+        )
+        if column.categories:
+            value = json.dumps(column.categories[0])
+        return column.name, value
+
+    def example(self) -> str:
+        """A request body naming a real column, e.g. ``{"records": [{"tenure_months": 3, ...}]}``."""
+        name, value = self.example_field()
+        return f'{{"records": [{{"{name}": {value}, ...}}]}}'
 
     @classmethod
     def from_signature(cls, signature: Any) -> InputSchema:
         """From an MLflow ``ModelSignature`` with column-based inputs (else the default).
 
-        Canonical columns keep their canonical dtype (what training saw); other columns
-        get the dtype matching their MLflow type.
+        For models logged before specs. Columns of the default spec keep its dtype and
+        allowed values (what training saw); other columns get the dtype matching their
+        MLflow type.
         """
         inputs = getattr(signature, "inputs", None)
         specs = getattr(inputs, "inputs", None) if inputs is not None else None
         if not specs or not all(getattr(spec, "name", None) for spec in specs):
             return cls.default()
+        known = cls.default().by_name
         columns = []
         for spec in specs:
             type_name = getattr(spec.type, "name", str(spec.type))
-            if spec.name in s.CANONICAL_DTYPES and spec.name in s.MODEL_INPUT_COLUMNS:
-                dtype = s.CANONICAL_DTYPES[spec.name]
-                kind = _DTYPE_KINDS[dtype]
-            elif type_name in _SIGNATURE_KINDS:
-                kind, dtype = _SIGNATURE_KINDS[type_name]
-            else:
+            if spec.name in known:
+                columns.append(known[spec.name])
+                continue
+            if type_name not in _SIGNATURE_KINDS:
                 raise ValueError(
                     f"model signature column {spec.name!r} has type {type_name!r}, which the "
                     f"model server cannot take from JSON; use one of {sorted(_SIGNATURE_KINDS)}"
                 )
-            columns.append(Column(spec.name, kind, dtype, _CATEGORIES.get(spec.name, ())))
+            kind, dtype = _SIGNATURE_KINDS[type_name]
+            columns.append(Column(spec.name, kind, dtype))
         return cls(columns)
 
     def records_from_payload(self, payload: Any) -> list[Mapping[str, Any]]:
@@ -200,7 +255,7 @@ class InputSchema:
             if len(keys) != 1 or extra:
                 raise InputError(
                     f"body has fields {sorted(payload)}; send one field 'records' holding a "
-                    'list of objects, e.g. {"records": [{"tenure_months": 3, ...}]}',
+                    f"list of objects, e.g. {self.example()}",
                     400,
                 )
             records = payload[keys[0]]
@@ -622,8 +677,34 @@ class _Model:
         self.batcher: MicroBatcher | None = None
 
 
+def model_spec(model_uri: str, tracking_uri: str | None = None) -> Spec:
+    """The spec ``model_uri`` was logged with (its MLmodel metadata ``churn_spec``); the
+    shipped default spec for a model logged before specs."""
+    import mlflow
+    from mlflow.models import get_model_info
+
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    return spec_of_model_metadata(get_model_info(model_uri).metadata)
+
+
+def schema_of_model_info(info: Any) -> InputSchema:
+    """The request schema of a logged model (an MLflow ``ModelInfo``): its spec's features
+    when it carries one, else its signature's columns, else the default spec's."""
+    metadata = info.metadata or {}
+    if MODEL_METADATA_KEY in metadata:
+        return InputSchema.from_spec(spec_of_model_metadata(metadata))
+    if info.signature:
+        return InputSchema.from_signature(info.signature)
+    return InputSchema.default()
+
+
 def load_model(model_uri: str, tracking_uri: str | None = None) -> tuple[Any, InputSchema]:
-    """Load the sklearn model and its input schema from MLflow."""
+    """Load the sklearn model and its input schema from MLflow.
+
+    The schema follows the model's own spec (``schema_of_model_info``), so a server keeps
+    taking the columns its model was trained on whatever spec is current now.
+    """
     import tempfile
 
     import mlflow
@@ -637,9 +718,7 @@ def load_model(model_uri: str, tracking_uri: str | None = None) -> tuple[Any, In
     # read-only mount refuses. The pickle is in memory once loaded.
     with tempfile.TemporaryDirectory(prefix="churn-model-") as dst:
         pipeline = mlflow.sklearn.load_model(model_uri, dst_path=dst)
-    signature = get_model_info(model_uri).signature
-    schema = InputSchema.from_signature(signature) if signature else InputSchema.default()
-    return pipeline, schema
+    return pipeline, schema_of_model_info(get_model_info(model_uri)).in_model_order(pipeline)
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -736,7 +815,16 @@ def create_app(
             return _json({"status": "loading", "model_version": version}, 503)
         if holder.error:
             return _json({"status": "failed", "model_version": version, "error": holder.error}, 503)
-        return _json({"status": "ok", "model_version": version, "model_uri": model_uri})
+        schema = schema_of()
+        return _json(
+            {
+                "status": "ok",
+                "model_version": version,
+                "model_uri": model_uri,
+                "spec_hash": schema.spec.short_hash if schema.spec is not None else None,
+                "inputs": [c.name for c in schema.columns],
+            }
+        )
 
     async def score(
         records: list[Mapping[str, Any]], values: dict[str, list[Any]]
@@ -788,7 +876,7 @@ def create_app(
             except ValueError as exc:
                 raise InputError(
                     f"body is not valid JSON ({_quote(str(exc))}); send "
-                    '{"records": [{"tenure_months": 3, ...}]} with Content-Type application/json',
+                    f"{schema.example()} with Content-Type application/json",
                     400,
                 ) from None
             records = schema.records_from_payload(payload)

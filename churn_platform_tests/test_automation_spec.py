@@ -1,0 +1,124 @@
+"""The PSI drift sensor on a champion trained with a spec of another shape.
+
+A real MLflow SQLite store holds a champion whose MLmodel metadata carries its own spec
+(no column of the example table) and whose run holds the reference profile built with
+that spec. Its served requests (the model server's own inference-log writer) drift on a
+column that was constant (all zeros) in training: the sensor computes PSI over that spec's
+drift features and fires on it. The synthetic source lacks the champion's features, so that
+window is skipped by name instead of crashing the tick.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import mlflow
+import numpy as np
+import pandas as pd
+from sklearn.linear_model import LogisticRegression
+
+from churn_platform.core import drift
+from churn_platform.core.spec import MODEL_METADATA_KEY, parse_spec
+from churn_platform.defs.automation import PROFILE_ARTIFACT, psi_drift_sensor
+from churn_platform.resources.data_source import SyntheticSourceResource
+from churn_platform.resources.inference_log import InferenceLogResource
+from churn_platform.resources.mlflow_registry import MlflowRegistry, _fluent_store
+from churn_platform.resources.notify import Notifier
+from churn_platform.serving.model_server import InferenceLog, default_inference_log_path
+
+SPEC = parse_spec(
+    {
+        "entity_id": {"column": "account"},
+        "target": {"column": "left", "positive": ["yes"], "negative": ["no"]},
+        "features": {
+            "seats": {"kind": "integer"},
+            "plan": {"kind": "categorical", "allowed": ["basic", "pro"]},
+            "api_calls": {"kind": "numeric"},
+            "notes": {"kind": "numeric", "drift": False},
+        },
+    }
+)
+
+
+def frame(n: int, seed: int, api_calls: np.ndarray | None = None) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(
+        {
+            "seats": rng.choice([0, 1, 2], n, p=[0.5, 0.3, 0.2]),
+            "plan": rng.choice(["basic", "pro"], n),
+            "api_calls": np.zeros(n) if api_calls is None else api_calls,
+            "notes": rng.normal(size=n),
+        }
+    )
+
+
+def register_champion(train: pd.DataFrame) -> str:
+    """Log a model with SPEC in its metadata and the SPEC profile in its run; alias champion."""
+    registry = MlflowRegistry()
+    profile = drift.build_reference_profile(train, SPEC)
+    with (
+        _fluent_store(registry.uri()),
+        mlflow.start_run(experiment_id=registry.experiment_id()),
+        tempfile.TemporaryDirectory() as tmp,
+    ):
+        path = Path(tmp) / PROFILE_ARTIFACT
+        path.write_text(json.dumps(profile))
+        mlflow.log_artifact(str(path))
+        info = mlflow.sklearn.log_model(
+            LogisticRegression().fit(train[["seats"]], train["seats"] > 0),
+            name="model",
+            metadata={MODEL_METADATA_KEY: SPEC.to_dict()},
+            serialization_format="cloudpickle",
+        )
+    with _fluent_store(registry.uri()):
+        version = str(mlflow.register_model(info.model_uri, registry.model_name).version)
+    registry.set_alias("champion", version)
+    return version
+
+
+def log_requests(version: str, rows: pd.DataFrame) -> None:
+    log = InferenceLog(default_inference_log_path(version), version, flush_records=100_000)
+    records = rows.to_dict(orient="records")
+    log.append(records, [0.5] * len(records))
+    log.flush()
+
+
+def tick() -> Any:
+    context = dg.build_sensor_context(
+        resources={
+            "mlflow_registry": MlflowRegistry(),
+            "data_source": SyntheticSourceResource(n_rows=2_000, seed=7),
+            "inference_log": InferenceLogResource(),
+            "notifier": Notifier(),
+        },
+        instance=dg.DagsterInstance.ephemeral(),
+    )
+    return psi_drift_sensor.evaluate_tick(context)
+
+
+def test_the_sensor_watches_the_champions_spec_features(churn_home):
+    version = register_champion(frame(3_000, seed=1))
+    log_requests(version, frame(1_000, seed=2))
+
+    calm = tick()
+    assert calm.run_requests == []
+    assert "source_snapshot: lacks champion drift feature(s) ['seats', 'api_calls', 'plan']" in (
+        calm.skip_message or ""
+    )
+    observed = [e for e in calm.asset_events if e.metadata["drift_window"].value == "inference_log"]
+    meta = {k: v.value for k, v in observed[0].metadata.items()}
+    # every drift feature of the champion's spec, and only those (notes has drift: false)
+    assert {k for k in meta if k.startswith("psi_")} == {"psi_seats", "psi_plan", "psi_api_calls"}
+    assert meta["max_psi"] < 0.05
+
+    # api_calls was all zeros in training; requests now carry real values
+    busy = frame(1_000, seed=3, api_calls=np.random.default_rng(4).exponential(50, 1_000))
+    log_requests(version, busy)
+    fired = tick()
+    assert [r.run_key for r in fired.run_requests] == ["drift-episode-1"]
+    assert fired.run_requests[0].tags["churn/drift_feature"] == "api_calls"
+    assert fired.run_requests[0].tags["churn/drift_window"] == "inference_log"
