@@ -115,6 +115,33 @@ def test_model_where_annual_churns_more_fails_invariance_and_is_not_promoted(sou
     assert reg.version_info("1").tags["model_checks"] == "failed"
 
 
+def test_training_row_cap_is_in_the_mlflow_run_and_the_asset_metadata(source_file, churn_home):
+    source_file(generate(SyntheticSpec(n_rows=20_000, seed=13)))
+    instance = dg.DagsterInstance.ephemeral()
+    config = {**FAST_MODEL, "max_training_rows": 5_000}
+    result = materialize(THROUGH_MODEL, instance, {"challenger_model": {"config": config}})
+    assert result.success, step_error(result)
+    reg = registry()
+    run = reg.client().get_run(reg.version_info("1").run_id)
+    assert run.data.params["max_training_rows"] == "5000"
+    assert run.data.params["early_stopping"] == "auto"
+    assert run.data.metrics["n_train_rows"] == 5_000
+    holdout_rows = (
+        instance.get_latest_materialization_event(dg.AssetKey("holdout_set"))
+        .asset_materialization.metadata["rows"]
+        .value
+    )
+    assert run.data.metrics["n_available_rows"] == 20_000 - holdout_rows
+    model = instance.get_latest_materialization_event(
+        dg.AssetKey("challenger_model")
+    ).asset_materialization.metadata
+    assert model["max_training_rows"].value == 5_000 and model["n_train_rows"].value == 5_000
+    assert model["n_available_rows"].value == 20_000 - holdout_rows
+    # the checks still score every holdout row
+    auc = checks(result)[("challenger_model", "holdout_auc")].metadata
+    assert auc["n_rows"].value == holdout_rows
+
+
 def test_registered_model_has_lineage_and_reloads_identically_in_a_fresh_process(
     source_file, churn_home
 ):

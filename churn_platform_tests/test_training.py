@@ -103,3 +103,51 @@ def test_holdout_is_stable_across_snapshots():
     assert 0.15 < len(in_a) / len(a) < 0.25
     shuffled = a.sample(frac=1.0, random_state=0)
     assert set(holdout.split(shuffled)[1][s.CUSTOMER_ID]) == in_a
+
+
+def test_stratified_sample_keeps_the_class_ratio_and_is_deterministic():
+    labels = np.r_[np.ones(3_000, int), np.zeros(17_000, int)]
+    np.random.default_rng(0).shuffle(labels)
+    rows = training.stratified_sample(labels, 1_000, seed=7)
+    assert len(rows) == 1_000 and len(np.unique(rows)) == 1_000
+    assert np.all(np.diff(rows) > 0)  # file order kept
+    assert labels[rows].sum() == 150  # 15% churners, exactly as in the table
+    np.testing.assert_array_equal(rows, training.stratified_sample(labels, 1_000, seed=7))
+    assert not np.array_equal(rows, training.stratified_sample(labels, 1_000, seed=8))
+    # no cap, or a cap above the row count: every row
+    np.testing.assert_array_equal(training.stratified_sample(labels, 0, 7), np.arange(20_000))
+    np.testing.assert_array_equal(training.stratified_sample(labels, 50_000, 7), np.arange(20_000))
+
+
+def test_training_is_capped_to_a_stratified_sample_of_the_training_rows(data):
+    train, _ = data
+    capped = training.train(train, training.TrainingConfig(max_training_rows=4_000))
+    assert capped.n_train_rows == 4_000 and capped.n_available_rows == len(train)
+    assert capped.rows is not None and len(capped.rows) == 4_000
+    assert set(capped.rows[s.CUSTOMER_ID]) <= set(train[s.CUSTOMER_ID])
+    assert capped.train_positive_rate == pytest.approx(train[s.TARGET].mean(), abs=1 / 4_000)
+    again = training.train(train, training.TrainingConfig(max_training_rows=4_000))
+    assert list(again.rows[s.CUSTOMER_ID]) == list(capped.rows[s.CUSTOMER_ID])
+
+
+def test_early_stopping_stops_before_max_iter_on_an_easy_problem(data):
+    train, test = data
+    config = training.TrainingConfig(max_iter=2_000, learning_rate=0.5, early_stopping="on")
+    stopped = training.train(train, config)
+    assert stopped.n_iter is not None and stopped.n_iter < 2_000
+    again = training.train(train, config)  # the validation split is seeded too
+    assert again.n_iter == stopped.n_iter
+    np.testing.assert_array_equal(
+        training.predict_proba(stopped.pipeline, test), training.predict_proba(again.pipeline, test)
+    )
+    # "auto" leaves a table this small without early stopping: every iteration runs
+    assert training.train(train, training.TrainingConfig(max_iter=30)).n_iter == 30
+
+
+def test_bad_cap_and_early_stopping_settings_are_named():
+    with pytest.raises(ValueError, match="max_training_rows must be >= 0"):
+        training.TrainingConfig(max_training_rows=-1)
+    with pytest.raises(ValueError, match="early_stopping must be one of"):
+        training.TrainingConfig(early_stopping="sometimes")
+    with pytest.raises(ValueError, match="validation_fraction must be in"):
+        training.TrainingConfig(validation_fraction=1.0)

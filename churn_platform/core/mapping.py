@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from churn_platform.core import schema as s
 from churn_platform.core.spec import Spec, default_spec
@@ -441,10 +443,36 @@ def _to_string(series: pd.Series) -> tuple[pd.Series, np.ndarray, np.ndarray]:
         if (whole == np.round(whole)).all():
             values = series.astype("Int64")
     out = values.astype("string")
-    blank = (out.str.strip() == "").to_numpy(dtype=bool, na_value=False)
+    blank = _blank_text(out)
     if blank.any():
         out = out.mask(blank)
     return out, blank, np.zeros(len(series), dtype=bool)
+
+
+def _blank_text(text: pd.Series) -> np.ndarray:
+    """Mask of cells that are empty or only whitespace (``str.strip() == ""``).
+
+    Only a cell whose first character is whitespace (or that is empty) can be blank, and
+    a column has few distinct first characters: Arrow finds them without a Python call per
+    cell, and only the few candidate cells are stripped in Python.
+    """
+    try:
+        arrow = pa.array(text.to_numpy(dtype=object), type=pa.large_string(), from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # not all text: the plain way
+        return (text.str.strip() == "").to_numpy(dtype=bool, na_value=False)
+    first = pc.utf8_slice_codeunits(arrow, 0, 1)
+    starts = [c for c in pc.unique(first).to_pylist() if c is not None and (c == "" or c.isspace())]
+    if not starts:
+        return np.zeros(len(text), dtype=bool)
+    candidates = np.flatnonzero(
+        pc.is_in(first, value_set=pa.array(starts, type=pa.large_string()))
+        .to_numpy(zero_copy_only=False)
+        .astype(bool, copy=False)
+    )
+    blank = np.zeros(len(text), dtype=bool)
+    values = text.to_numpy(dtype=object)
+    blank[candidates] = [values[i].strip() == "" for i in candidates]
+    return blank
 
 
 def _to_number(series: pd.Series, target: str) -> tuple[pd.Series, np.ndarray, np.ndarray]:

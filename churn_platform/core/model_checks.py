@@ -444,14 +444,18 @@ def train_and_check(
 ) -> CheckedModel:
     """Fit on the rows of ``frame`` whose entity is not in ``holdout``; check on ``holdout``.
 
-    The metrics are the holdout AUC and its interval, the train AUC, the invariance
-    fraction (the spec's first invariance; ``invariance_fraction/<name>`` for the others),
-    the fit time and the training row count.
+    Training is capped at ``training_config.max_training_rows`` (a stratified sample of
+    those rows); the checks use every holdout row. ``train_rows`` are the rows fitted.
+    The metrics are the holdout AUC and its interval, the train AUC (on the fitted rows),
+    the invariance fraction (the spec's first invariance; ``invariance_fraction/<name>`` for
+    the others), the fit time, the fitted and available row counts and the boosting
+    iterations run.
     """
     spec = spec or default_spec()
     id_column = spec.id_column
-    train_rows = frame[~frame[id_column].isin(holdout[id_column])]
-    trained = train(train_rows, training_config, spec)
+    candidates = ~frame[id_column].isin(holdout[id_column]).to_numpy(dtype=bool)
+    trained = train(frame, training_config, spec, candidates)
+    train_rows = trained.rows if trained.rows is not None else frame.loc[candidates]
     outcomes = run_model_checks(trained.pipeline, holdout, check_config, spec)
     by_name = {o.name: o for o in outcomes}
     auc: dict[str, Any] = dict(by_name[records.HOLDOUT_AUC].metadata)
@@ -460,6 +464,7 @@ def train_and_check(
     for i, inv in enumerate(spec.invariances):
         key = "invariance_fraction" if i == 0 else f"invariance_fraction/{_metric_safe(inv.name)}"
         invariances[key] = invariance_fraction(by_name[inv.name])
+    extra = {} if trained.n_iter is None else {"n_iter": float(trained.n_iter)}
     return CheckedModel(
         trained,
         train_rows,
@@ -472,6 +477,8 @@ def train_and_check(
             **invariances,
             "fit_seconds": trained.fit_seconds,
             "n_train_rows": trained.n_train_rows,
+            "n_available_rows": trained.n_available_rows,
+            **extra,
         },
     )
 

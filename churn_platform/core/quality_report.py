@@ -11,7 +11,10 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from churn_platform.core.contract import RuleResult
 from churn_platform.core.markdown import markdown_table
@@ -42,10 +45,24 @@ def profile_frame(frame: pd.DataFrame, top: int = 5) -> dict[str, Any]:
         elif pd.api.types.is_datetime64_any_dtype(series.dtype) and len(non_null):
             info.update(min=str(non_null.min()), max=str(non_null.max()))
         elif len(non_null):
-            info["distinct"] = int(non_null.nunique())
-            info["top"] = _top(non_null, top)
+            info["distinct"], info["top"] = _distinct_and_top(non_null, top)
         columns[str(col)] = info
     return {"rows": n, "columns": columns}
+
+
+def _distinct_and_top(series: pd.Series, k: int) -> tuple[int, list[list[Any]]]:
+    """Distinct count and the ``k`` most frequent values (as text, ties in order of first
+    appearance), in one counting pass over Arrow's UTF-8 bytes: hashing Python strings
+    twice (nunique, then value_counts) was most of the report's time on a 10M-row id column."""
+    try:
+        text = pa.array(series.to_numpy(dtype=object), type=pa.large_string(), from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # not all text
+        return int(series.nunique()), _top(series, k)
+    counted = pc.value_counts(text)
+    counts = counted.field("counts").to_numpy()
+    order = np.argsort(-counts, kind="stable")[:k]
+    values = counted.field("values").take(pa.array(order)).to_pylist()
+    return len(counted), [[str(v), int(counts[i])] for v, i in zip(values, order, strict=True)]
 
 
 def _top(series: pd.Series, k: int) -> list[list[Any]]:

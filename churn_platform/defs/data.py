@@ -1,6 +1,7 @@
 """The data layer: snapshot -> validated data (the contract as blocking checks) -> fixed holdout."""
 
 import dataclasses
+import time
 from typing import Any
 
 import dagster as dg
@@ -116,7 +117,10 @@ def churn_snapshot(
             description=f"{exc}. Nothing downstream runs; the last validated data is untouched."
         ) from exc
     frame = mapped.frame
+    timings = dict(description.get("timings_s") or {})
+    started = time.perf_counter()
     version = contract.data_version(mapped)
+    timings["data_version"] = time.perf_counter() - started
     missing = [c for c in spec.all_columns if c not in frame.columns]
     yield dg.AssetCheckResult(
         check_name="row_count_positive",
@@ -144,7 +148,9 @@ def churn_snapshot(
             metadata={"missing_columns": ", ".join(missing), "rows": len(frame)},
         )
     key = f"snapshots/snapshot_{pd.Timestamp.now(tz='UTC'):%Y%m%dT%H%M%S}_{version[:12]}.parquet"
+    started = time.perf_counter()
     path = storage.write_frame(key, frame, index=False)
+    timings["write_parquet"] = time.perf_counter() - started
     conversion = {c: r.as_dict() for c, r in mapped.conversion_report.items() if r.nulls_added}
     dated: dict[str, Any] = {}
     if "week" in description:
@@ -162,6 +168,7 @@ def churn_snapshot(
             "nulls_from_conversion": dg.MetadataValue.json(conversion),
             "unmapped_values": dg.MetadataValue.json(mapped.unmapped_values),
             "preview": dg.MetadataValue.md(md_table(frame.head(5))),
+            "timings_s": dg.MetadataValue.json({k: round(v, 3) for k, v in timings.items()}),
             **dated,
         },
     )
@@ -241,11 +248,14 @@ def _validate(
         cfg = contract.ContractConfig.from_dict(config.overrides, spec=spec)
     except ValueError as exc:
         raise dg.Failure(description=f"contract overrides (run config): {exc}") from exc
+    started = time.perf_counter()
     results = contract.evaluate_contract(churn_snapshot, cfg, spec)
+    timings = {"contract": time.perf_counter() - started}
     # the snapshot already hashed these rows; hash again only when its record is missing
     version = upstream_metadata(context, "churn_snapshot", "data_version") or contract.data_version(
         churn_snapshot
     )
+    started = time.perf_counter()
     summary = {
         **quality_report.profile_frame(churn_snapshot.frame),
         "mapping": churn_snapshot.summary(),
@@ -253,6 +263,7 @@ def _validate(
     }
     report_text = quality_report.render_quality_report(results, summary, version)
     report_path = storage.write_text(f"reports/quality_{version[:12]}.md", report_text)
+    timings["quality_report"] = time.perf_counter() - started
     for r in results:
         meta: dict[str, Any] = {k: ("n/a" if v is None else v) for k, v in r.metadata().items()}
         meta["failure_cases"] = dg.MetadataValue.md(r.to_markdown())
@@ -274,7 +285,9 @@ def _validate(
                 "quality_report": dg.MetadataValue.path(report_path),
             },
         )
+    started = time.perf_counter()
     typed = contract.validated_frame(churn_snapshot, cfg, results, spec)
+    timings["validate"] = time.perf_counter() - started
     warned = [r.name for r in results if not r.passed]
     yield dg.Output(
         typed,
@@ -287,6 +300,7 @@ def _validate(
             "churn_rate": round(float(typed[spec.target_column].mean()), 4),
             "quality_report": dg.MetadataValue.path(report_path),
             "quality_summary": dg.MetadataValue.md(report_text.split("## Columns")[0][:6000]),
+            "timings_s": dg.MetadataValue.json({k: round(v, 3) for k, v in timings.items()}),
         },
     )
 
@@ -354,7 +368,9 @@ def holdout_set(
         cfg = config.holdout_config(spec)
     except ValueError as exc:
         raise dg.Failure(description=f"holdout config: {exc}") from exc
-    _, rows = holdout.split(validated_churn_data, cfg.fraction, cfg.salt, spec=spec)
+    # only the holdout rows are copied out: training reads the validated frame itself
+    mask = holdout.holdout_mask(validated_churn_data[spec.id_column], cfg.fraction, cfg.salt)
+    rows = validated_churn_data.loc[mask].reset_index(drop=True)
     rate = float(rows[spec.target_column].mean()) if len(rows) else 0.0
     size_ok = len(rows) >= config.min_rows
     balance_ok = config.min_positive_rate <= rate <= 1 - config.min_positive_rate

@@ -133,7 +133,9 @@ def challenger_model(
     )
     trained, outcomes, failed = checked.trained, checked.outcomes, checked.failed
     context.log.info(
-        f"fitted {train_cfg.estimator} on {trained.n_train_rows} rows in {trained.fit_seconds:.1f}s"
+        f"fitted {train_cfg.estimator} on {trained.n_train_rows} of {trained.n_available_rows} "
+        f"training rows (cap {train_cfg.max_training_rows or 'none'}) in "
+        f"{trained.fit_seconds:.1f}s"
     )
     data_version = upstream_metadata(context, "validated_churn_data", "data_version") or "unknown"
     holdout_hash = upstream_metadata(context, "holdout_set", "holdout_hash") or "unknown"
@@ -207,6 +209,9 @@ def _model_metadata(
         "holdout_auc_ci": f"{m['holdout_auc_ci_lower']:.4f} - {m['holdout_auc_ci_upper']:.4f}",
         "train_auc": round(m["train_auc"], 5),
         "n_train_rows": int(m["n_train_rows"]),
+        "n_available_rows": int(m.get("n_available_rows", m["n_train_rows"])),
+        "max_training_rows": int(model.params.get("max_training_rows") or 0),
+        "n_iter": int(m["n_iter"]) if "n_iter" in m else "n/a",
         "fit_seconds": round(m["fit_seconds"], 2),
         "data_version": model.data_version,
         "mlflow_run": dg.MetadataValue.url(registry.run_url(model.experiment_id, model.run_id)),

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
@@ -93,12 +94,16 @@ def load_snapshot(
     description; a mapping problem raises ``DataSourceError`` prefixed with the source's
     location.
     """
+    start = time.perf_counter()
     raw = source.load()
+    loaded = time.perf_counter()
     try:
         mapped = apply_mapping(raw.frame, mapping, required=required, spec=spec)
     except DataSourceError as exc:
         raise DataSourceError(f"{raw.description['location']}: {exc}") from exc
-    return mapped, raw.description
+    # how long reading and mapping took, for the snapshot's metadata and the benchmarks
+    timings = {"load": loaded - start, "map": time.perf_counter() - loaded}
+    return mapped, {**raw.description, "timings_s": timings}
 
 
 def _describe(kind: str, location: str, frame: pd.DataFrame, **extra: Any) -> dict[str, Any]:
