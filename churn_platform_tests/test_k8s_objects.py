@@ -429,6 +429,23 @@ def test_prometheus_config_passes_promtool(tmp_path: Path) -> None:
 # may use: dotted paths, "[]" for list items. Taken from the chart's pydantic schema
 # (helm/dagster/schema/schema/charts/...).
 DAGSTER_CHART_KEYS = {
+    "concurrency",
+    "concurrency.runs",
+    "concurrency.runs.tagConcurrencyLimits",
+    *(f"concurrency.runs.tagConcurrencyLimits[].{k}" for k in ("key", "value", "limit")),
+    "concurrency.pools",
+    "concurrency.pools.defaultLimit",
+    "dagsterDaemon",
+    "dagsterDaemon.runMonitoring",
+    *(
+        f"dagsterDaemon.runMonitoring.{k}"
+        for k in (
+            "enabled",
+            "startTimeoutSeconds",
+            "pollIntervalSeconds",
+            "freeSlotsAfterRunEndSeconds",
+        )
+    ),
     "global",
     "global.serviceAccountName",
     "global.postgresqlSecretName",
@@ -630,3 +647,57 @@ def client_api_dict(model: object) -> dict:
 
     body = client.ApiClient().sanitize_for_serialization(model)
     return {"apiVersion": "v1", "kind": "Pod", **body}
+
+
+def chart_instance_config(values: dict) -> dict:
+    """The ``concurrency`` and ``run_monitoring`` blocks the Dagster chart renders into the
+    instance's dagster.yaml from ``values`` (its ``_concurrency.tpl`` and the run-monitoring
+    part of ``configmap-instance.yaml``, 1.13: camelCase keys to the instance's snake_case)."""
+    concurrency = values.get("concurrency", {})
+    runs, pools = concurrency.get("runs", {}), concurrency.get("pools", {})
+    monitoring = values.get("dagsterDaemon", {}).get("runMonitoring", {})
+    out: dict = {"telemetry": {"enabled": False}}
+    block: dict = {}
+    if "defaultLimit" in pools:
+        block["pools"] = {"default_limit": pools["defaultLimit"]}
+    if runs.get("tagConcurrencyLimits"):
+        block["runs"] = {"tag_concurrency_limits": runs["tagConcurrencyLimits"]}
+    if block:
+        out["concurrency"] = block
+    if monitoring.get("enabled"):
+        out["run_monitoring"] = {
+            "enabled": True,
+            "start_timeout_seconds": monitoring["startTimeoutSeconds"],
+            "poll_interval_seconds": monitoring["pollIntervalSeconds"],
+            "free_slots_after_run_end_seconds": monitoring["freeSlotsAfterRunEndSeconds"],
+        }
+    return out
+
+
+def test_the_cluster_instance_keeps_one_deployment_at_a_time_like_the_local_one(tmp_path):
+    """The chart's values give the cluster's Dagster instance the local instance's rule: the
+    deployment pool's limit 1, one production release run at a time, and slots of dead runs
+    freed by run monitoring (loaded in a real DagsterInstance, compared with the local one)."""
+    import dagster as dg
+
+    from churn_platform.defs.deployment import DEPLOYMENT_POOL
+
+    values = yaml.safe_load((DEPLOY / "helm/dagster-values.yaml").read_text())
+    (tmp_path / "dagster.yaml").write_text(yaml.safe_dump(chart_instance_config(values)))
+    cluster = dg.DagsterInstance.from_config(str(tmp_path))
+    local = dg.DagsterInstance.from_config(str(DEPLOY / "local"))
+    try:
+        ours, theirs = cluster.get_concurrency_config(), local.get_concurrency_config()
+        assert ours.pool_config.default_pool_limit == theirs.pool_config.default_pool_limit == 1
+        assert DEPLOYMENT_POOL == "churn_deployment"  # the pool both deployment assets share
+        tags = ours.run_queue_config.tag_concurrency_limits
+        assert tags == theirs.run_queue_config.tag_concurrency_limits
+        assert {"key": "churn/deployment", "value": "production", "limit": 1} in tags
+        assert cluster.run_monitoring_enabled
+        assert (
+            cluster.run_monitoring_settings["free_slots_after_run_end_seconds"]
+            == (local.run_monitoring_settings["free_slots_after_run_end_seconds"])
+        )
+    finally:
+        cluster.dispose()
+        local.dispose()
