@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -389,3 +390,53 @@ def test_a_spec_feature_the_data_lacks_stops_the_snapshot_naming_column_and_key(
     message = step_error(result)
     assert "'Monthly Spend'" in message and "features.spend.source" in message, message
     assert materialized(result) == set()
+
+
+LOCATION_ERROR_QUERY = """
+{
+  workspaceOrError {
+    ... on Workspace {
+      locationEntries {
+        name
+        locationOrLoadError { __typename ... on PythonError { message } }
+      }
+    }
+  }
+}
+"""
+
+
+def test_the_ui_shows_a_bad_specs_message_as_the_code_locations_error(tmp_path: Path) -> None:
+    """A real dagster-webserver on a bad spec: the code location's load error (what the UI
+    shows on the deployment page) begins with our message naming the key, not a wrapper."""
+    import httpx
+
+    from churn_platform.testing import dagster_webserver
+
+    text, expected = BAD_SPECS["slice_unknown_value"]
+    spec_file = _write_spec(tmp_path / "bad.yaml", text)
+    (tmp_path / "dagster").mkdir()
+    (tmp_path / "dagster" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    env = {
+        **os.environ,
+        "CHURN_SPEC": str(spec_file),
+        "CHURN_HOME": str(tmp_path / "home"),
+        "DAGSTER_HOME": str(tmp_path / "dagster"),
+    }
+    with dagster_webserver(env, tmp_path / "webserver.log") as url:
+        errors: list[str] = []
+        deadline = time.monotonic() + 600
+        while not errors:  # the location loads in the background: wait for its outcome
+            assert time.monotonic() < deadline, "the code location never reported its state"
+            answer = httpx.post(f"{url}/graphql", json={"query": LOCATION_ERROR_QUERY}, timeout=60)
+            entries = answer.json()["data"]["workspaceOrError"]["locationEntries"]
+            loaded = [e["locationOrLoadError"] for e in entries if e["locationOrLoadError"]]
+            assert all(e["__typename"] == "PythonError" for e in loaded), loaded
+            errors = [e["message"] for e in loaded]
+            if not errors:
+                time.sleep(0.5)
+    (message,) = errors
+    first = message.splitlines()[0]
+    assert first.startswith("churn_platform.definitions.InvalidSettingsError: CHURN_SPEC="), first
+    assert expected in message, message
+    assert "Error occurred during the loading" not in message
