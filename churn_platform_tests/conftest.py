@@ -33,6 +33,22 @@ def churn_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
+@pytest.fixture
+def local_platform(churn_home: Path, monkeypatch: pytest.MonkeyPatch):
+    """A synthetic-data platform (20,000 rows from a file source) whose model servers and
+    routers are stopped however the test ends."""
+    from churn_platform.core.synthetic import SyntheticSpec, generate
+    from churn_platform.targets.local import LocalProcessTarget
+
+    path = churn_home / "snapshot.parquet"
+    generate(SyntheticSpec(n_rows=20_000, seed=21)).to_parquet(path, index=False)
+    monkeypatch.setenv("CHURN_SOURCE", "file")
+    monkeypatch.setenv("CHURN_SOURCE_PATH", str(path))
+    monkeypatch.delenv("CHURN_FAULT_RATE", raising=False)
+    yield churn_home
+    LocalProcessTarget(churn_home / "deployments").stop_all()
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _session_home(tmp_path_factory: pytest.TempPathFactory):
     """Keep tests that forget the ``churn_home`` fixture out of the repository's data/ folder."""

@@ -16,6 +16,15 @@ THROUGH_EVALUATION = ASSET_NAMES[:5]
 THROUGH_STAGING = ASSET_NAMES[:6]
 FAST_MODEL = {"n_resamples": 300}
 FAST_GATE = {"n_resamples": 300}
+# a model that passes its checks only because the bounds are loose: the champion a better
+# challenger then beats (or a faulty canary rolls back to)
+WEAK_MODEL = {
+    **FAST_MODEL,
+    "max_iter": 4,
+    "min_auc": 0.5,
+    "min_slice_auc": 0.5,
+    "min_invariance_fraction": 0.0,
+}
 
 
 def materialize(

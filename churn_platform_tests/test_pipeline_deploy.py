@@ -17,6 +17,7 @@ from churn_platform_tests.pipeline import (
     FAST_GATE,
     FAST_MODEL,
     THROUGH_STAGING,
+    WEAK_MODEL,
     checks,
     materialize,
     registry,
@@ -34,18 +35,6 @@ CANARY = {
 }
 
 
-@pytest.fixture
-def local_platform(churn_home: Path, monkeypatch: pytest.MonkeyPatch):
-    """A synthetic-data platform whose model servers are stopped however the test ends."""
-    path = churn_home / "snapshot.parquet"
-    generate(SyntheticSpec(n_rows=20_000, seed=21)).to_parquet(path, index=False)
-    monkeypatch.setenv("CHURN_SOURCE", "file")
-    monkeypatch.setenv("CHURN_SOURCE_PATH", str(path))
-    monkeypatch.delenv("CHURN_FAULT_RATE", raising=False)
-    yield churn_home
-    LocalProcessTarget(churn_home / "deployments").stop_all()
-
-
 def production_state(home: Path):
     return LocalProcessTarget(home / "deployments").state("production")
 
@@ -54,18 +43,11 @@ def test_first_release_then_a_faulty_canary_rolls_back_to_the_running_champion(
     local_platform: Path, monkeypatch: pytest.MonkeyPatch
 ):
     instance = dg.DagsterInstance.ephemeral()
-    weak = {
-        **FAST_MODEL,
-        "max_iter": 4,
-        "min_auc": 0.5,
-        "min_slice_auc": 0.5,
-        "min_invariance_fraction": 0.0,
-    }
     first = materialize(
         ASSET_NAMES,
         instance,
         {
-            "challenger_model": {"config": weak},
+            "challenger_model": {"config": WEAK_MODEL},
             "evaluation_report": {"config": FAST_GATE},
             "production_deployment": {"config": CANARY},
         },

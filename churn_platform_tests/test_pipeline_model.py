@@ -28,6 +28,7 @@ from churn_platform_tests.pipeline import (
     THROUGH_EVALUATION,
     THROUGH_MODEL,
     THROUGH_STAGING,
+    WEAK_MODEL,
     checks,
     materialize,
     materialized,
@@ -207,17 +208,10 @@ def test_registered_model_has_lineage_and_reloads_identically_in_a_fresh_process
 def test_gate_keeps_an_equal_challenger_and_promotes_a_clearly_better_one(source_file):
     source_file(generate(SyntheticSpec(n_rows=20_000, seed=14)))
     instance = dg.DagsterInstance.ephemeral()
-    weak = {
-        **FAST_MODEL,
-        "max_iter": 4,
-        "min_auc": 0.5,
-        "min_slice_auc": 0.5,
-        "min_invariance_fraction": 0.0,
-    }
     first = materialize(
         THROUGH_EVALUATION,
         instance,
-        {"challenger_model": {"config": weak}, "evaluation_report": {"config": FAST_GATE}},
+        {"challenger_model": {"config": WEAK_MODEL}, "evaluation_report": {"config": FAST_GATE}},
     )
     assert first.success, step_error(first)
     reg = registry()

@@ -21,6 +21,7 @@ from churn_platform_tests.pipeline import (
     FAST_GATE,
     FAST_MODEL,
     THROUGH_STAGING,
+    WEAK_MODEL,
     checks,
     materialize,
     registry,
@@ -35,27 +36,9 @@ CANARY = {
 }
 
 
-@pytest.fixture
-def local_platform(churn_home: Path, monkeypatch: pytest.MonkeyPatch):
-    path = churn_home / "snapshot.parquet"
-    generate(SyntheticSpec(n_rows=20_000, seed=21)).to_parquet(path, index=False)
-    monkeypatch.setenv("CHURN_SOURCE", "file")
-    monkeypatch.setenv("CHURN_SOURCE_PATH", str(path))
-    monkeypatch.delenv("CHURN_FAULT_RATE", raising=False)
-    yield churn_home
-    LocalProcessTarget(churn_home / "deployments").stop_all()
-
-
 def test_rollback_after_two_promotions(local_platform: Path):
     instance = dg.DagsterInstance.ephemeral()
-    weak = {
-        **FAST_MODEL,
-        "max_iter": 4,
-        "min_auc": 0.5,
-        "min_slice_auc": 0.5,
-        "min_invariance_fraction": 0.0,
-    }
-    for model in (weak, FAST_MODEL):
+    for model in (WEAK_MODEL, FAST_MODEL):
         run = materialize(
             ASSET_NAMES,
             instance,
@@ -118,18 +101,11 @@ def test_a_registry_that_refuses_the_alias_move_is_reported_and_repairable(
     from churn_platform.resources.mlflow_registry import MlflowRegistry
 
     instance = dg.DagsterInstance.ephemeral()
-    weak = {
-        **FAST_MODEL,
-        "max_iter": 4,
-        "min_auc": 0.5,
-        "min_slice_auc": 0.5,
-        "min_invariance_fraction": 0.0,
-    }
     first = materialize(
         ASSET_NAMES,
         instance,
         {
-            "challenger_model": {"config": weak},
+            "challenger_model": {"config": WEAK_MODEL},
             "evaluation_report": {"config": FAST_GATE},
             "production_deployment": {"config": CANARY},
         },
@@ -193,18 +169,11 @@ def test_a_run_releases_what_it_staged_even_when_another_run_staged_meanwhile(
 
     monkeypatch.setattr(DataIOManager, "load_input", racing)
     instance = dg.DagsterInstance.ephemeral()
-    weak = {
-        **FAST_MODEL,
-        "max_iter": 4,
-        "min_auc": 0.5,
-        "min_slice_auc": 0.5,
-        "min_invariance_fraction": 0.0,
-    }
     run = materialize(
         ASSET_NAMES,
         instance,
         {
-            "challenger_model": {"config": weak},
+            "challenger_model": {"config": WEAK_MODEL},
             "evaluation_report": {"config": FAST_GATE},
             "production_deployment": {"config": CANARY},
         },
