@@ -21,6 +21,7 @@ from churn_platform.resources.data_source import SyntheticSourceResource
 from churn_platform.resources.inference_log import InferenceLogResource
 from churn_platform.resources.mlflow_registry import MlflowRegistry
 from churn_platform.resources.notify import NotificationError, Notifier
+from churn_platform.resources.storage import StorageResource
 from churn_platform_tests.test_automation import SHIFTED, register
 
 UI = "http://dagster.example:3000"
@@ -190,6 +191,7 @@ def test_one_message_per_drift_episode(churn_home: Path, receiver: Receiver) -> 
         "data_source": SyntheticSourceResource(**SHIFTED),
         "inference_log": InferenceLogResource(),
         "notifier": notifier(receiver),
+        "storage": StorageResource(),
     }
     cursor = None
     requested = 0
