@@ -22,6 +22,7 @@ from churn_platform.core import schema as s
 from churn_platform.core import training
 from churn_platform.core.synthetic import SyntheticSpec, generate
 from churn_platform.resources.io_manager import read_value
+from churn_platform.targets.local import LocalProcessTarget
 from churn_platform_tests.pipeline import (
     FAST_GATE,
     FAST_MODEL,
@@ -86,6 +87,9 @@ def mlflow_server(store_uri: str, workdir: Path) -> Iterator[str]:
 
 @pytest.fixture
 def source_file(churn_home: Path, monkeypatch: pytest.MonkeyPatch):
+    """Point the file source at a frame the test writes; servers a test's staging step
+    started are stopped however it ends (they outlived the test before)."""
+
     def use(frame: pd.DataFrame) -> Path:
         path = churn_home / "snapshot.parquet"
         frame.to_parquet(path, index=False)
@@ -93,7 +97,8 @@ def source_file(churn_home: Path, monkeypatch: pytest.MonkeyPatch):
         monkeypatch.setenv("CHURN_SOURCE_PATH", str(path))
         return path
 
-    return use
+    yield use
+    LocalProcessTarget(churn_home / "deployments").stop_all()
 
 
 def test_model_where_annual_churns_more_fails_invariance_and_is_not_promoted(source_file):
