@@ -168,6 +168,32 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_until_ready(
+    process: subprocess.Popen[Any],
+    url: str,
+    log: Path,
+    what: str,
+    timeout: float,
+    interval: float,
+) -> None:
+    """Poll ``url`` until it answers 200 (a condition, bounded by ``timeout``); raise with the
+    tail of ``log`` if the ``process`` exits first or the time runs out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(url, timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"{what} not ready at {url} after {timeout:g}s:\n{log.read_text()[-3000:]}"
+            )
+        time.sleep(interval)
+
+
 def prometheus_installed() -> bool:
     """True if the ``prometheus`` binary ``start_prometheus`` runs is installed."""
     return Path(PROMETHEUS_BIN).exists()
@@ -208,18 +234,7 @@ def start_prometheus(config_file: Path, workdir: Path) -> Iterator[RunningPromet
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"prometheus exited: {log.read_text()[-2000:]}")
-            try:
-                if httpx.get(url + "/-/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"prometheus not ready after 30s: {log.read_text()[-2000:]}")
-            time.sleep(0.1)
+        wait_until_ready(process, url + "/-/ready", log, "prometheus", timeout=30, interval=0.1)
         yield RunningPrometheus(url, process, log)
     finally:
         process.terminate()
@@ -306,18 +321,7 @@ def dagster_webserver(
             start_new_session=True,
         )
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"webserver exited:\n{log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(url + "/server_info", timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"no /server_info:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.5)
+        wait_until_ready(proc, url + "/server_info", log_path, "webserver", timeout, interval=0.5)
         yield url
     finally:
         with contextlib.suppress(ProcessLookupError):
