@@ -34,7 +34,7 @@ from numpy.typing import ArrayLike
 from scipy import stats
 
 from churn_platform.core import schema as s
-from churn_platform.core.spec import Spec, default_spec, finite, slice_values
+from churn_platform.core.spec import Spec, default_spec, slice_values
 
 # ---------------------------------------------------------------------------------------
 # validation helpers
@@ -643,8 +643,9 @@ def default_slices(frame: pd.DataFrame, spec: Spec | None = None) -> dict[str, n
             numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
             with np.errstate(invalid="ignore"):
                 for label, (low, high) in sl.bands.items():
-                    low_f = -math.inf if low is None else float(low)
-                    out[f"{sl.name}:{label}"] = (numbers >= low_f) & (numbers < finite(high))
+                    lo = -math.inf if low is None else float(low)
+                    hi = math.inf if high is None else float(high)
+                    out[f"{sl.name}:{label}"] = (numbers >= lo) & (numbers < hi)
         else:
             for value in slice_values(spec, sl):
                 out[f"{sl.name}:{value}"] = _value_mask(values, kind, value)

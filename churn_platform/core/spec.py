@@ -19,7 +19,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -400,13 +399,25 @@ def slice_values(spec: Spec, sl: Slice) -> tuple[str, ...]:
     return tuple(sl.values or ())
 
 
-def _check_slice(spec: Spec, sl: Slice) -> None:
-    if sl.column not in spec.features:
+def _feature(spec: Spec, column: str, refers: str) -> Feature:
+    """The feature ``column`` that ``refers`` (e.g. "slice 's' is on column") names."""
+    if column not in spec.features:
+        raise ValueError(f"{refers} {column!r}, not a feature; features: {list(spec.features)}")
+    return spec.features[column]
+
+
+def _not_allowed(values: list[Any], feature: Feature, column: str, owner: str) -> None:
+    """Refuse values a categorical ``feature`` does not allow, naming ``owner`` and the set."""
+    allowed = feature.allowed or ()
+    unknown = [v for v in values if str(v) not in allowed]
+    if unknown:
         raise ValueError(
-            f"slice {sl.name!r} is on column {sl.column!r}, not a feature; "
-            f"features: {list(spec.features)}"
+            f"{owner}: value(s) {unknown} not allowed for {column!r}; allowed: {list(allowed)}"
         )
-    feature = spec.features[sl.column]
+
+
+def _check_slice(spec: Spec, sl: Slice) -> None:
+    feature = _feature(spec, sl.column, f"slice {sl.name!r} is on column")
     if sl.bands is not None and feature.kind not in NUMERIC_KINDS:
         raise ValueError(
             f"slice {sl.name!r}: 'bands' need a numeric feature, {sl.column!r} is {feature.kind}"
@@ -422,12 +433,7 @@ def _check_slice(spec: Spec, sl: Slice) -> None:
     elif isinstance(sl.values, tuple):
         wanted = list(sl.values)
     if feature.kind == "categorical":
-        unknown = [v for v in wanted if str(v) not in (feature.allowed or ())]
-        if unknown:
-            raise ValueError(
-                f"slice {sl.name!r}: value(s) {unknown} not allowed for {sl.column!r}; "
-                f"allowed: {list(feature.allowed or ())}"
-            )
+        _not_allowed(wanted, feature, sl.column, f"slice {sl.name!r}")
     if feature.kind == "boolean":
         bad = [v for v in wanted if str(v).lower() not in ("true", "false")]
         if bad:
@@ -437,23 +443,13 @@ def _check_slice(spec: Spec, sl: Slice) -> None:
 
 
 def _check_invariance(spec: Spec, inv: Invariance) -> None:
-    if inv.feature not in spec.features:
-        raise ValueError(
-            f"invariance {inv.name!r} changes {inv.feature!r}, not a feature; "
-            f"features: {list(spec.features)}"
-        )
-    feature = spec.features[inv.feature]
+    feature = _feature(spec, inv.feature, f"invariance {inv.name!r} changes")
     if inv.step is not None and feature.kind not in NUMERIC_KINDS:
         raise ValueError(
             f"invariance {inv.name!r}: 'step' needs a numeric feature, {inv.feature!r} is {feature.kind}"
         )
     if inv.step is None and feature.kind == "categorical":
-        unknown = [v for v in (inv.from_, inv.to) if str(v) not in (feature.allowed or ())]
-        if unknown:
-            raise ValueError(
-                f"invariance {inv.name!r}: value(s) {unknown} not allowed for {inv.feature!r}; "
-                f"allowed: {list(feature.allowed or ())}"
-            )
+        _not_allowed([inv.from_, inv.to], feature, inv.feature, f"invariance {inv.name!r}")
 
 
 # -- loading ---------------------------------------------------------------------------
@@ -600,11 +596,6 @@ def describe_difference(old: Spec, new: Spec) -> list[str]:
         if getattr(old, part) != getattr(new, part):
             out.append(f"{part} changed")
     return out or ["metadata changed (name/description)"]
-
-
-def finite(value: float | None) -> float:
-    """``value`` or +-inf for an open side (callers pass low/high explicitly)."""
-    return math.inf if value is None else float(value)
 
 
 def columns_missing(spec: Spec, columns: Sequence[str]) -> list[str]:
