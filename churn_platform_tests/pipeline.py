@@ -43,6 +43,24 @@ def materialize(
     )
 
 
+def release_graph(
+    instance: dg.DagsterInstance, model: dict[str, Any], canary: dict[str, Any]
+) -> dg.ExecuteInJobResult:
+    """The whole graph, snapshot to production, with ``model`` and ``canary`` config; the run
+    must succeed (its failing step is the assertion message)."""
+    result = materialize(
+        ASSET_NAMES,
+        instance,
+        {
+            "challenger_model": {"config": model},
+            "evaluation_report": {"config": FAST_GATE},
+            "production_deployment": {"config": canary},
+        },
+    )
+    assert result.success, step_error(result)
+    return result
+
+
 def checks(result: dg.ExecuteInJobResult) -> dict[tuple[str, str], Any]:
     """Every check evaluation of a run, keyed by (asset, check name)."""
     out = {}

@@ -13,7 +13,6 @@ from churn_platform.core.synthetic import SyntheticSpec, generate
 from churn_platform.serving.integration import records
 from churn_platform.targets.local import LocalProcessTarget
 from churn_platform_tests.pipeline import (
-    ASSET_NAMES,
     FAST_GATE,
     FAST_MODEL,
     THROUGH_STAGING,
@@ -21,6 +20,7 @@ from churn_platform_tests.pipeline import (
     checks,
     materialize,
     registry,
+    release_graph,
     step_error,
 )
 from churn_platform_tests.postgres import free_port
@@ -43,16 +43,7 @@ def test_first_release_then_a_faulty_canary_rolls_back_to_the_running_champion(
     local_platform: Path, monkeypatch: pytest.MonkeyPatch
 ):
     instance = dg.DagsterInstance.ephemeral()
-    first = materialize(
-        ASSET_NAMES,
-        instance,
-        {
-            "challenger_model": {"config": WEAK_MODEL},
-            "evaluation_report": {"config": FAST_GATE},
-            "production_deployment": {"config": CANARY},
-        },
-    )
-    assert first.success, step_error(first)
+    first = release_graph(instance, WEAK_MODEL, CANARY)
     found = checks(first)
     assert all(
         found[("staging_deployment", n)].passed for n in ("health", "api_contract", "latency")

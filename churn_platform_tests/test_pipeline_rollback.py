@@ -17,7 +17,6 @@ from churn_platform.core.synthetic import SyntheticSpec, generate
 from churn_platform.serving.integration import records
 from churn_platform.targets.local import LocalProcessTarget
 from churn_platform_tests.pipeline import (
-    ASSET_NAMES,
     FAST_GATE,
     FAST_MODEL,
     THROUGH_STAGING,
@@ -25,6 +24,7 @@ from churn_platform_tests.pipeline import (
     checks,
     materialize,
     registry,
+    release_graph,
     step_error,
 )
 
@@ -39,16 +39,7 @@ CANARY = {
 def test_rollback_after_two_promotions(local_platform: Path):
     instance = dg.DagsterInstance.ephemeral()
     for model in (WEAK_MODEL, FAST_MODEL):
-        run = materialize(
-            ASSET_NAMES,
-            instance,
-            {
-                "challenger_model": {"config": model},
-                "evaluation_report": {"config": FAST_GATE},
-                "production_deployment": {"config": CANARY},
-            },
-        )
-        assert run.success, step_error(run)
+        release_graph(instance, model, CANARY)
     reg = registry()
     assert (reg.alias_version("champion"), reg.alias_version("previous")) == ("2", "1")
     target = LocalProcessTarget(local_platform / "deployments")
@@ -101,16 +92,7 @@ def test_a_registry_that_refuses_the_alias_move_is_reported_and_repairable(
     from churn_platform.resources.mlflow_registry import MlflowRegistry
 
     instance = dg.DagsterInstance.ephemeral()
-    first = materialize(
-        ASSET_NAMES,
-        instance,
-        {
-            "challenger_model": {"config": WEAK_MODEL},
-            "evaluation_report": {"config": FAST_GATE},
-            "production_deployment": {"config": CANARY},
-        },
-    )
-    assert first.success, step_error(first)
+    release_graph(instance, WEAK_MODEL, CANARY)
     calls = []
     original = MlflowRegistry.set_alias
 
@@ -169,16 +151,7 @@ def test_a_run_releases_what_it_staged_even_when_another_run_staged_meanwhile(
 
     monkeypatch.setattr(DataIOManager, "load_input", racing)
     instance = dg.DagsterInstance.ephemeral()
-    run = materialize(
-        ASSET_NAMES,
-        instance,
-        {
-            "challenger_model": {"config": WEAK_MODEL},
-            "evaluation_report": {"config": FAST_GATE},
-            "production_deployment": {"config": CANARY},
-        },
-    )
-    assert run.success, step_error(run)
+    run = release_graph(instance, WEAK_MODEL, CANARY)
     released = run.output_for_node("production_deployment")
     assert released.action == r.PROMOTED and released.candidate == "1"
     assert registry().alias_version("champion") == "1"
