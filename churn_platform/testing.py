@@ -32,6 +32,7 @@ import pandas as pd
 
 from churn_platform.core import schema as s
 from churn_platform.core.synthetic import SyntheticSpec, generate
+from churn_platform.resources import churn_flavor
 from churn_platform.settings import MODEL_NAME
 from churn_platform.targets.local import (
     bind_socket,
@@ -42,6 +43,10 @@ from churn_platform.targets.local import (
 )
 
 PROMETHEUS_BIN = shutil.which("prometheus") or "/usr/bin/prometheus"
+
+
+#: The experiment ``log_and_register`` logs to (artefacts beside the store, not ``./mlruns``).
+_TESTING_EXPERIMENT = "churn_testing"
 
 
 @dataclass
@@ -73,9 +78,13 @@ def train_logistic(frame: pd.DataFrame, c: float) -> Any:
 
 
 def log_and_register(pipeline: Any, frame: pd.DataFrame, tracking_uri: str) -> str:
-    """Log ``pipeline`` with a signature and register it as ``churn_model``; return the version."""
+    """Log ``pipeline`` as the platform does (``churn_flavor``: pyfunc answers P(churn)) with a
+    signature and register it as ``churn_model``; return the version.
+
+    Artefacts go to ``artifacts/`` beside a ``sqlite:///`` store's file (MLflow's default for
+    a new store is ``./mlruns`` under the current directory).
+    """
     import mlflow
-    import mlflow.sklearn
     import sklearn
     from mlflow.models import infer_signature
 
@@ -83,8 +92,18 @@ def log_and_register(pipeline: Any, frame: pd.DataFrame, tracking_uri: str) -> s
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(tracking_uri)
     try:
-        with mlflow.start_run():
-            info = mlflow.sklearn.log_model(
+        client = mlflow.MlflowClient(tracking_uri)
+        experiment = client.get_experiment_by_name(_TESTING_EXPERIMENT)
+        if experiment is None:
+            location = None
+            if tracking_uri.startswith("sqlite:///"):
+                db = Path(tracking_uri.removeprefix("sqlite:///"))
+                location = (db.parent / "artifacts").resolve().as_uri()
+            experiment_id = client.create_experiment(_TESTING_EXPERIMENT, location)
+        else:
+            experiment_id = experiment.experiment_id
+        with mlflow.start_run(experiment_id=experiment_id):
+            info = churn_flavor.log_model(
                 pipeline,
                 name="model",
                 signature=infer_signature(X, pipeline.predict_proba(X)[:, 1]),
@@ -114,7 +133,6 @@ def make_registered_models(root: Path) -> RegisteredModels:
     """Train, log and register versions 1 (C=1.0) and 2 (C=0.05) under ``root``."""
     root.mkdir(parents=True, exist_ok=True)
     tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
-    os.environ.setdefault("MLFLOW_ARTIFACT_ROOT", str(root / "artifacts"))
     train = generate(SyntheticSpec(n_rows=3000, seed=11))
     rows = generate(SyntheticSpec(n_rows=300, seed=99, id_offset=10_000))
     pipelines: dict[str, Any] = {}

@@ -3,6 +3,7 @@ same registered model, and the registered model through ``mlflow.pyfunc``."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -136,15 +137,55 @@ def test_pyfunc_of_the_registered_champion_returns_churn_probabilities(
     champion: Champion,
 ) -> None:
     import mlflow
+    import mlflow.sklearn
 
     mlflow.set_tracking_uri(champion.models.tracking_uri)
     model = mlflow.pyfunc.load_model("models:/churn_model@champion")
     frame = canonical(champion.models.rows.head(5))
-    out = np.asarray(model.predict(frame), dtype=float)
-    # [P(stay), P(churn)] per row: probabilities, not the class labels it gave before
-    assert out.shape == (5, 2)
-    np.testing.assert_allclose(out[:, 1], champion.expected, rtol=1e-9)
-    np.testing.assert_allclose(out.sum(axis=1), 1.0)
+    out = model.predict(frame)
+    # one churn probability per row: not class labels, not [P(stay), P(churn)]
+    assert isinstance(out, np.ndarray) and out.dtype == np.float64 and out.shape == (5,)
+    np.testing.assert_array_equal(out, champion.expected)
+    output = model.metadata.get_output_schema().to_dict()
+    assert output == [{"type": "tensor", "tensor-spec": {"dtype": "float64", "shape": (-1,)}}]
+    # the sklearn flavour is MLflow's own: the pipeline loads as it was logged
+    pipeline = mlflow.sklearn.load_model("models:/churn_model@champion")
+    np.testing.assert_array_equal(pipeline.predict_proba(frame)[:, 1], out)
+
+
+_WITHOUT_THE_PLATFORM = """
+import importlib.abc, json, sys
+class NoPlatform(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] == "churn_platform":
+            raise ModuleNotFoundError(f"No module named {name!r} (blocked)")
+sys.meta_path.insert(0, NoPlatform())
+import mlflow, pandas as pd
+frame = pd.read_parquet(sys.argv[1])
+out = mlflow.pyfunc.load_model("models:/churn_model@champion").predict(frame)
+print(json.dumps({"out": [float(v) for v in out], "churn_platform": "churn_platform" in sys.modules}))
+"""
+
+
+def test_pyfunc_loads_and_predicts_where_the_platform_is_not_installed(
+    champion: Champion, tmp_path: Path
+) -> None:
+    """A notebook or Spark worker has MLflow and the model's requirements, not churn_platform."""
+    frame_path = tmp_path / "rows.parquet"
+    canonical(champion.models.rows.head(5)).to_parquet(frame_path)
+    env = child_env({"MLFLOW_TRACKING_URI": champion.models.tracking_uri})
+    done = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_THE_PLATFORM, str(frame_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    answer = json.loads(done.stdout.strip().splitlines()[-1])
+    assert answer["churn_platform"] is False
+    np.testing.assert_array_equal(answer["out"], champion.expected)
 
 
 def test_invocations_give_the_same_numbers_as_mlflow_models_serve(
@@ -165,7 +206,7 @@ def test_invocations_give_the_same_numbers_as_mlflow_models_serve(
             continue
         assert b.status_code == 200, (name, b.text[:500])
         reference = np.asarray(b.json()["predictions"], dtype=float)
-        np.testing.assert_allclose(mine, reference[:, 1], rtol=1e-6, err_msg=name)
+        np.testing.assert_allclose(mine, reference, rtol=1e-6, err_msg=name)
         assert a.json()["predictions"] == predicted["probabilities"]
 
 

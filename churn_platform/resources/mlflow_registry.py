@@ -32,6 +32,8 @@ from mlflow.models import infer_signature
 from churn_platform import settings
 from churn_platform.core import records
 from churn_platform.core.spec import MODEL_METADATA_KEY, Spec, default_spec, spec_of_model_metadata
+from churn_platform.resources import churn_flavor
+from churn_platform.resources.churn_flavor import ChurnProbability
 
 # Requirements pinned to the versions training ran with: the serving environment is the
 # training environment. Passing them also skips MLflow's slow requirement inference.
@@ -155,7 +157,8 @@ class MlflowRegistry(dg.ConfigurableResource):
         ``spec_of_version``): a model carries its own spec. The run and the version are
         tagged ``spec_hash``; the run also keeps the spec as ``spec.yaml``. ``json_artifacts``
         (name -> JSON-able) are stored beside it. No alias is set here: aliases move only
-        after the step that justifies them.
+        after the step that justifies them. Its pyfunc flavour answers P(churn) per row
+        (``churn_flavor``); the sklearn flavour is MLflow's own.
         """
         import skops.io as sio
 
@@ -170,10 +173,9 @@ class MlflowRegistry(dg.ConfigurableResource):
         tags = {**tags, records.TAG_SPEC_HASH: spec.hash}
         experiment_id = self.experiment_id()
         example = input_example[columns].head(5)
-        # the pyfunc flavour calls predict_proba, so mlflow.pyfunc / spark_udf / mlflow models
-        # serve return [P(stay), P(churn)] per row (column 1 is what our servers answer),
-        # not class labels; the signature says so
-        signature = infer_signature(example, pipeline.predict_proba(example))
+        # pyfunc (mlflow.pyfunc / spark_udf / mlflow models serve) answers P(churn) per row,
+        # the number our servers answer (churn_flavor); the signature says so
+        signature = infer_signature(example, ChurnProbability(pipeline).predict(example))
         trusted = sio.get_untrusted_types(data=sio.dumps(pipeline))
         with (
             _fluent_store(self.uri()),
@@ -191,14 +193,13 @@ class MlflowRegistry(dg.ConfigurableResource):
                     )
                     mlflow.log_artifact(str(path))
             mlflow.log_text(spec.to_yaml(), "spec.yaml")
-            info = mlflow.sklearn.log_model(
+            info = churn_flavor.log_model(
                 pipeline,
                 name="model",
                 signature=signature,
                 input_example=example,
                 pip_requirements=pinned_requirements(),
                 skops_trusted_types=trusted,
-                pyfunc_predict_fn="predict_proba",
                 # as JSON text: MLflow writes MLmodel with sorted keys, which would reorder features
                 metadata={MODEL_METADATA_KEY: json.dumps(spec.to_dict())},
             )
