@@ -3,11 +3,16 @@
 A test that cannot run here (no Kubernetes API server built, no Chromium, no Prometheus or
 PostgreSQL binaries) skips, and ``-ra``'s per-test lines scroll past. This closing section
 groups the skips by reason, so nobody mistakes "passed" for "everything ran".
+
+Under CI (``CI`` set, as GitHub Actions and ``.ci/run`` do) a skip that a command would
+enable fails the run: CI installs everything, so such a skip means set-up broke, and a green run
+must mean the test ran. Skips nothing can enable here ("cannot run on this machine") still pass.
 Registered by ``conftest.py`` (``pytest_plugins``).
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections import defaultdict
 
@@ -23,6 +28,9 @@ ENABLERS = (
     ("prometheus", SETUP),
     ("promtool", SETUP),
     ("postgresql", SETUP),
+    ("actionlint", SETUP),
+    ("dagster-webserver", SETUP),
+    ("dagster-dg-cli", SETUP),
 )
 
 
@@ -52,6 +60,21 @@ def skip_lines(skips: list[tuple[str, str]]) -> list[str]:
     return lines
 
 
+def _skips(config: pytest.Config) -> list[tuple[str, str]]:
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter is not None else []
+    return [(report.nodeid.split("::")[0], _reason(report)) for report in skipped]
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
+
+
+def enablable_skips(skips: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The skips a command would enable (under CI these fail the run)."""
+    return [(path, reason) for path, reason in skips if enabling_command(reason)]
+
+
 def _reason(report: pytest.TestReport) -> str:
     longrepr = report.longrepr
     if isinstance(longrepr, tuple) and len(longrepr) == 3:  # (file, line, "Skipped: reason")
@@ -67,10 +90,21 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     final counts.
     """
     result = yield
-    skipped = terminalreporter.stats.get("skipped", [])
-    skips = [(report.nodeid.split("::")[0], _reason(report)) for report in skipped]
+    skips = _skips(config)
     if skips:
         terminalreporter.section(f"{len(skips)} tests did not run here", sep="=", yellow=True)
         for line in skip_lines(skips):
             terminalreporter.line(line)
+        if _in_ci() and enablable_skips(skips):
+            terminalreporter.line(
+                f"CI: {len(enablable_skips(skips))} of these could run here once set up; "
+                "they fail this run (CI sets everything up, so set-up broke)",
+                red=True,
+            )
     return result
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Under CI, a run whose tests passed but that skipped something set-up enables fails."""
+    if _in_ci() and exitstatus == pytest.ExitCode.OK and enablable_skips(_skips(session.config)):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
