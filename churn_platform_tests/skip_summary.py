@@ -31,6 +31,7 @@ ENABLERS = (
     ("actionlint", SETUP),
     ("dagster-webserver", SETUP),
     ("dagster-dg-cli", SETUP),
+    ("java runtime", SETUP),
 )
 
 

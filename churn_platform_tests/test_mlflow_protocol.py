@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -186,6 +187,34 @@ def test_pyfunc_loads_and_predicts_where_the_platform_is_not_installed(
     answer = json.loads(done.stdout.strip().splitlines()[-1])
     assert answer["churn_platform"] is False
     np.testing.assert_array_equal(answer["out"], champion.expected)
+
+
+def test_spark_udf_batch_scoring_gives_the_servers_numbers(champion: Champion) -> None:
+    """Batch scoring as a data team does it: ``mlflow.pyfunc.spark_udf`` on a Spark frame."""
+    if shutil.which("java") is None:
+        pytest.skip("no Java runtime for pyspark (Debian package default-jre-headless)")
+    import mlflow
+    from pyspark.sql import SparkSession
+
+    spark = (
+        SparkSession.builder.master("local[1]")
+        .appName("churn-spark-udf-test")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.session.timeZone", "UTC")
+        .getOrCreate()
+    )
+    try:
+        mlflow.set_tracking_uri(champion.models.tracking_uri)
+        frame = canonical(champion.models.rows.head(5))
+        rows = spark.createDataFrame(frame)
+        churn = mlflow.pyfunc.spark_udf(
+            spark, "models:/churn_model@champion", result_type="double", env_manager="local"
+        )
+        scored = rows.withColumn("p_churn", churn(*[rows[c] for c in frame.columns]))
+        out = scored.select("p_churn").toPandas()["p_churn"].to_numpy()
+    finally:
+        spark.stop()
+    np.testing.assert_array_equal(out, champion.expected)
 
 
 def test_invocations_give_the_same_numbers_as_mlflow_models_serve(
