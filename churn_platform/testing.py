@@ -106,7 +106,7 @@ def log_and_register(pipeline: Any, frame: pd.DataFrame, tracking_uri: str) -> s
             info = churn_flavor.log_model(
                 pipeline,
                 name="model",
-                signature=infer_signature(X, pipeline.predict_proba(X)[:, 1]),
+                signature=infer_signature(X, churn_flavor.ChurnProbability(pipeline).predict(X)),
                 input_example=X.head(2),
                 pip_requirements=[f"scikit-learn=={sklearn.__version__}", "pandas"],
                 registered_model_name=MODEL_NAME,

@@ -96,9 +96,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         terminalreporter.section(f"{len(skips)} tests did not run here", sep="=", yellow=True)
         for line in skip_lines(skips):
             terminalreporter.line(line)
-        if _in_ci() and enablable_skips(skips):
+        enablable = enablable_skips(skips)
+        if _in_ci() and enablable:
             terminalreporter.line(
-                f"CI: {len(enablable_skips(skips))} of these could run here once set up; "
+                f"CI: {len(enablable)} of these could run here once set up; "
                 "they fail this run (CI sets everything up, so set-up broke)",
                 red=True,
             )

@@ -20,8 +20,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-#: The class whose probability ``predict`` returns (the spec maps the churned target value to 1).
-POSITIVE_CLASS = 1
 #: The loader module's name inside a logged model (``<model>/code/churn_flavor.py``).
 LOADER_MODULE = "churn_flavor"
 _CODE_DIR = "code"
@@ -32,15 +30,15 @@ class ChurnProbability:
 
     def __init__(self, sklearn_model: Any) -> None:
         self.sklearn_model = sklearn_model
-        self._column = list(sklearn_model.classes_).index(POSITIVE_CLASS)
 
     def get_raw_model(self) -> Any:
         """The fitted scikit-learn pipeline (MLflow's ``unwrap_python_model`` convention)."""
         return self.sklearn_model
 
     def predict(self, data: Any, params: dict[str, Any] | None = None) -> Any:
-        """P(churn) for each row of ``data`` (the positive class column of ``predict_proba``)."""
-        return self.sklearn_model.predict_proba(data)[:, self._column]
+        """P(churn) for each row of ``data``: column 1 of ``predict_proba``, as the platform's
+        servers and ``core.training.predict_proba`` read it (the spec maps churned to 1)."""
+        return self.sklearn_model.predict_proba(data)[:, 1]
 
 
 def _load_pyfunc(path: str, model_config: Any = None) -> ChurnProbability:

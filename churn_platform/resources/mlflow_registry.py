@@ -33,7 +33,6 @@ from churn_platform import settings
 from churn_platform.core import records
 from churn_platform.core.spec import MODEL_METADATA_KEY, Spec, default_spec, spec_of_model_metadata
 from churn_platform.resources import churn_flavor
-from churn_platform.resources.churn_flavor import ChurnProbability
 
 # Requirements pinned to the versions training ran with: the serving environment is the
 # training environment. Passing them also skips MLflow's slow requirement inference.
@@ -175,7 +174,9 @@ class MlflowRegistry(dg.ConfigurableResource):
         example = input_example[columns].head(5)
         # pyfunc (mlflow.pyfunc / spark_udf / mlflow models serve) answers P(churn) per row,
         # the number our servers answer (churn_flavor); the signature says so
-        signature = infer_signature(example, ChurnProbability(pipeline).predict(example))
+        signature = infer_signature(
+            example, churn_flavor.ChurnProbability(pipeline).predict(example)
+        )
         trusted = sio.get_untrusted_types(data=sio.dumps(pipeline))
         with (
             _fluent_store(self.uri()),
