@@ -13,6 +13,8 @@ the pool (both deployment assets share ``churn_deployment``, limit 1) would wait
   the run waits for and which run holds it; Ctrl-C (or SIGTERM, which Dagster maps onto it)
   then cancels the run within a second. Another thread prints one line per step as it starts
   and ends, with its duration, read from the run's events in the instance.
+- :func:`exclusive_step` makes a limit-1 pool exclusive across processes on a SQLite instance,
+  where Dagster's own slot claim is not atomic (two runs can both get the one slot).
 - :func:`quiet_warnings` keeps Dagster's beta/preview warnings and MLflow's schema hints off
   the terminal (they speak to the platform's developers, not to whoever runs a job).
 """
@@ -21,7 +23,9 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import fcntl
 import gc
+import json
 import os
 import socket
 import sys
@@ -190,6 +194,76 @@ def slot_waits(instance: dg.DagsterInstance, run_id: str) -> list[SlotWait]:
             holders.append(f"run {slot.run_id} ({what}, step {slot.step_key})")
         waits += [SlotWait(pool, step.step_key, info.limit, tuple(holders)) for step in mine]
     return waits
+
+
+def _sqlite_instance(instance: dg.DagsterInstance) -> bool:
+    """Whether the instance keeps its pools in SQLite (the local default)."""
+    from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
+
+    return isinstance(instance.event_log_storage, SqliteEventLogStorage)
+
+
+def pool_lock_path(instance: dg.DagsterInstance, pool: str) -> Path:
+    """The file :func:`exclusive_step` locks for ``pool`` on a SQLite instance."""
+    return Path(instance.storage_directory()) / "pools" / f"{pool}.lock"
+
+
+@contextmanager
+def exclusive_step(
+    instance: dg.DagsterInstance,
+    pool: str,
+    holder: Mapping[str, str],
+    log: Callable[[str], None],
+    *,
+    poll_s: float = 0.2,
+) -> Iterator[None]:
+    """Hold ``pool`` alone, across processes, for the body: a limit-1 pool made exact.
+
+    Dagster's SQLite storage claims a pool slot by reading a free slot and then writing it,
+    outside one transaction, so two runs whose steps claim the last slot at the same
+    instant can both get it (measured with Dagster 1.13.27: two processes claiming one free
+    slot together both got it 6 times in 15). On a SQLite instance the step
+    therefore also takes an exclusive ``flock`` on ``<DAGSTER_HOME>/storage/pools/<pool>.lock``.
+    The kernel drops the lock when the process dies, so a killed run leaves nothing held.
+    While another process holds it, ``log`` hears every few seconds who (``holder`` as that
+    process wrote it). PostgreSQL and MySQL storages claim with ``SELECT ... FOR UPDATE``;
+    there (and on an in-memory instance, one process) this is a no-op.
+    """
+    if not _sqlite_instance(instance):
+        yield
+        return
+    path = pool_lock_path(instance, pool)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a+") as lock:
+        waited_since: float | None = None
+        last_message = 0.0
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                now = time.monotonic()
+                waited_since = waited_since or now
+                if now - last_message >= WAIT_MESSAGE_EVERY_S:
+                    last_message = now
+                    lock.seek(0)
+                    held_by = lock.read().strip() or "another process"
+                    log(
+                        f"waiting for pool {pool}, held by {held_by} "
+                        f"({now - waited_since:.0f} s so far)"
+                    )
+                time.sleep(poll_s)  # an interruptible wait: run termination still lands
+        try:
+            lock.seek(0)
+            lock.truncate()
+            lock.write(json.dumps({**holder, "pid": str(os.getpid())}))
+            lock.flush()
+            yield
+        finally:
+            with suppress(OSError):
+                lock.seek(0)
+                lock.truncate()
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 STEP_EVENTS = {

@@ -1,13 +1,14 @@
 """Staging with integration checks, then production through a canary with automatic rollback."""
 
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import replace
 from typing import Any
 
 import dagster as dg
 import pandas as pd
 
+from churn_platform import runs
 from churn_platform.core import canary, release, training
 from churn_platform.core import records as r
 from churn_platform.core.rollout import EnvironmentState
@@ -99,66 +100,67 @@ def staging_deployment(
     A failed check retires the challenger from staging and stops the run. Staging is first
     reconciled with its state file and the registry (`repaired` in the metadata).
     """
-    if not evaluation_report.promote:
-        for name in STAGING_CHECKS:  # a deliberate no-op: passed, with the reason
-            yield dg.AssetCheckResult(
-                asset_key=STAGING,
-                check_name=name,
-                passed=True,
-                metadata={"skipped": "nothing deployed: the gate kept the champion"},
+    with _exclusive(context):
+        if not evaluation_report.promote:
+            for name in STAGING_CHECKS:  # a deliberate no-op: passed, with the reason
+                yield dg.AssetCheckResult(
+                    asset_key=STAGING,
+                    check_name=name,
+                    passed=True,
+                    metadata={"skipped": "nothing deployed: the gate kept the champion"},
+                )
+            repairs = release.reconcile(deployment.target(), mlflow_registry, r.STAGING)
+            yield dg.Output(
+                release.nothing_staged(evaluation_report),
+                metadata={
+                    "action": r.NO_ACTION,
+                    "reason": f"champion kept: {evaluation_report.reason}",
+                    "repaired": _lines(tuple(repairs)),
+                },
             )
-        repairs = release.reconcile(deployment.target(), mlflow_registry, r.STAGING)
+            return
+        bounds: release.StagingChecks = config.to_core(release.StagingChecks)
+        rows = holdout_set.head(bounds.parity_rows)
+        offline = training.predict_proba(
+            mlflow_registry.load_model(evaluation_report.challenger_version), rows
+        )
+        staged = release.stage(
+            deployment.target(),
+            mlflow_registry,
+            evaluation_report,
+            lambda served: release_probes.integration_checks(
+                served.url,
+                rows,
+                offline,
+                bounds,
+                release_probes.model_spec(served.model_uri, mlflow_registry.uri()),
+            ),
+        )
+        for outcome in staged.outcomes:
+            yield check_result(outcome, STAGING)
+        if staged.failed:
+            raise dg.Failure(
+                description=f"staging checks failed for version {staged.served.version}: "
+                f"{', '.join(staged.failed)}; the challenger was removed from staging and "
+                "production is untouched",
+                metadata={
+                    "candidate": staged.served.version,
+                    "failed_checks": ", ".join(staged.failed),
+                },
+            )
         yield dg.Output(
-            release.nothing_staged(evaluation_report),
+            staged.record,
             metadata={
-                "action": r.NO_ACTION,
-                "reason": f"champion kept: {evaluation_report.reason}",
-                "repaired": _lines(tuple(repairs)),
+                "action": "deployed to staging",
+                "candidate_version": staged.served.version,
+                "candidate_model_uri": staged.served.model_uri,
+                "baseline_version": staged.champion or "none",
+                "candidate_url": dg.MetadataValue.url(staged.served.url),
+                "staging_endpoint": _url(staged.state),
+                "weights": str(staged.state.weights()),
+                "repaired": _lines(staged.repairs),
             },
         )
-        return
-    bounds: release.StagingChecks = config.to_core(release.StagingChecks)
-    rows = holdout_set.head(bounds.parity_rows)
-    offline = training.predict_proba(
-        mlflow_registry.load_model(evaluation_report.challenger_version), rows
-    )
-    staged = release.stage(
-        deployment.target(),
-        mlflow_registry,
-        evaluation_report,
-        lambda served: release_probes.integration_checks(
-            served.url,
-            rows,
-            offline,
-            bounds,
-            release_probes.model_spec(served.model_uri, mlflow_registry.uri()),
-        ),
-    )
-    for outcome in staged.outcomes:
-        yield check_result(outcome, STAGING)
-    if staged.failed:
-        raise dg.Failure(
-            description=f"staging checks failed for version {staged.served.version}: "
-            f"{', '.join(staged.failed)}; the challenger was removed from staging and "
-            "production is untouched",
-            metadata={
-                "candidate": staged.served.version,
-                "failed_checks": ", ".join(staged.failed),
-            },
-        )
-    yield dg.Output(
-        staged.record,
-        metadata={
-            "action": "deployed to staging",
-            "candidate_version": staged.served.version,
-            "candidate_model_uri": staged.served.model_uri,
-            "baseline_version": staged.champion or "none",
-            "candidate_url": dg.MetadataValue.url(staged.served.url),
-            "staging_endpoint": _url(staged.state),
-            "weights": str(staged.state.weights()),
-            "repaired": _lines(staged.repairs),
-        },
-    )
 
 
 @dg.asset(
@@ -211,69 +213,87 @@ def production_deployment(
     `churn_rollback` job, `python -m churn_platform rollback [--to VERSION]`) skips the
     canary: all traffic to `previous` (or `to_version`) and the aliases swapped.
     """
-    target = deployment.target()
-    if config.mode not in (RELEASE_MODE, ROLLBACK_MODE):
-        raise dg.Failure(
-            description=f"production_deployment config mode must be {RELEASE_MODE!r} or "
-            f"{ROLLBACK_MODE!r}, got {config.mode!r}"
-        )
-    if config.mode == ROLLBACK_MODE:
-        try:
-            done = release.rollback(
-                target, mlflow_registry, config.to_version or None, reason=config.reason
+    with _exclusive(context):
+        target = deployment.target()
+        if config.mode not in (RELEASE_MODE, ROLLBACK_MODE):
+            raise dg.Failure(
+                description=f"production_deployment config mode must be {RELEASE_MODE!r} or "
+                f"{ROLLBACK_MODE!r}, got {config.mode!r}"
             )
-        except ValueError as exc:
-            raise dg.Failure(description=str(exc)) from exc
-        for line in done.repairs:
-            context.log.warning(f"repaired: {line}")
-        yield dg.AssetCheckResult(
-            check_name=r.CANARY_ANALYSIS,
-            passed=True,
-            metadata={"outcome": "rollback on demand: no canary", "reason": done.record.reason},
+        if config.mode == ROLLBACK_MODE:
+            try:
+                done = release.rollback(
+                    target, mlflow_registry, config.to_version or None, reason=config.reason
+                )
+            except ValueError as exc:
+                raise dg.Failure(description=str(exc)) from exc
+            for line in done.repairs:
+                context.log.warning(f"repaired: {line}")
+            yield dg.AssetCheckResult(
+                check_name=r.CANARY_ANALYSIS,
+                passed=True,
+                metadata={"outcome": "rollback on demand: no canary", "reason": done.record.reason},
+            )
+            yield _alias_check(done)
+            yield dg.Output(done.record, metadata=_release_metadata(target, mlflow_registry, done))
+            return
+        staged, notes = release.select_candidate(
+            _staged_by_this_run(context, mlflow_registry),
+            staging_deployment,
+            mlflow_registry.alias_version(r.CHALLENGER),
         )
+        for note in notes:
+            context.log.warning(note)
+        metrics = metrics_source.source(
+            lambda: {v.version: v.url for v in target.state(r.PRODUCTION).versions},
+            router_url=lambda: (
+                target.state(r.PRODUCTION).endpoint
+            ),  # its 502s are the version's errors
+        )
+
+        done = release.release(
+            target,
+            mlflow_registry,
+            metrics,
+            staged,
+            config.to_core(canary.CanaryConfig),
+            during_canary=lambda state: _canary_load(
+                context,
+                release_probes,
+                metrics,
+                staged.candidate or "",
+                holdout_set.head(TRAFFIC_ROWS),
+                config.synthetic_traffic_rps if state.endpoint else 0.0,
+                state.endpoint or "",
+                staged.model_uri or "",
+                mlflow_registry.uri(),
+            ),
+            on_transition=lambda t: context.log.info(
+                f"canary {t.from_state} -> {t.to_state} weights={t.weights}: {t.reason}"
+            ),
+            log=context.log.warning,
+        )
+        done = replace(done, notes=notes)
+        if done.canary is not None:
+            context.log.info(done.canary.summary())
+        yield _canary_check(done)
         yield _alias_check(done)
         yield dg.Output(done.record, metadata=_release_metadata(target, mlflow_registry, done))
-        return
-    staged, notes = release.select_candidate(
-        _staged_by_this_run(context, mlflow_registry),
-        staging_deployment,
-        mlflow_registry.alias_version(r.CHALLENGER),
-    )
-    for note in notes:
-        context.log.warning(note)
-    metrics = metrics_source.source(
-        lambda: {v.version: v.url for v in target.state(r.PRODUCTION).versions},
-        router_url=lambda: target.state(r.PRODUCTION).endpoint,  # its 502s are the version's errors
-    )
 
-    done = release.release(
-        target,
-        mlflow_registry,
-        metrics,
-        staged,
-        config.to_core(canary.CanaryConfig),
-        during_canary=lambda state: _canary_load(
-            context,
-            release_probes,
-            metrics,
-            staged.candidate or "",
-            holdout_set.head(TRAFFIC_ROWS),
-            config.synthetic_traffic_rps if state.endpoint else 0.0,
-            state.endpoint or "",
-            staged.model_uri or "",
-            mlflow_registry.uri(),
-        ),
-        on_transition=lambda t: context.log.info(
-            f"canary {t.from_state} -> {t.to_state} weights={t.weights}: {t.reason}"
-        ),
-        log=context.log.warning,
+
+def _exclusive(context: dg.AssetExecutionContext) -> AbstractContextManager[None]:
+    """The deployment pool held alone across processes (Dagster's own claim is not atomic
+    on a SQLite instance; see ``runs.exclusive_step``)."""
+    return runs.exclusive_step(
+        context.instance,
+        DEPLOYMENT_POOL,
+        {
+            "run": context.run.run_id,
+            "job": context.job_name,
+            "asset": context.asset_key.to_user_string(),
+        },
+        context.log.info,
     )
-    done = replace(done, notes=notes)
-    if done.canary is not None:
-        context.log.info(done.canary.summary())
-    yield _canary_check(done)
-    yield _alias_check(done)
-    yield dg.Output(done.record, metadata=_release_metadata(target, mlflow_registry, done))
 
 
 def _staged_by_this_run(
