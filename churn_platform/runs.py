@@ -361,13 +361,40 @@ def _interrupt_captured() -> bool:
 
 
 def _raise_in_thread(thread_id: int, error: type[BaseException]) -> None:
-    """Raise ``error`` in another Python thread at its next bytecode.
-
-    The waiting loop is pure Python, so the exception lands there within microseconds; it
-    unwinds through Dagster's own handlers, which release the pending claim and record the run
-    as canceled.
-    """
+    """Raise ``error`` in another Python thread at its next bytecode."""
     ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(error))
+
+
+# Where Dagster's in-process executor sleeps between two tries of a pool claim
+# (``ActiveExecution.sleep_til_ready``).
+_CLAIM_SLEEP = "sleep_til_ready"
+
+
+def _raise_when_waiting(
+    thread_id: int,
+    error: type[BaseException],
+    *,
+    waiting_in: str = _CLAIM_SLEEP,
+    tries: int = 400,
+    pause_s: float = 0.005,
+) -> None:
+    """Raise ``error`` in thread ``thread_id`` once its innermost frame is ``waiting_in``.
+
+    The waiting thread spends most of its time asleep there, but between two sleeps it runs
+    the claim: SQLAlchemy and SQLite calls, whose own handlers would log an interrupt landing
+    inside them as "Exception closing connection" with a traceback (seen under load). Raised
+    while the thread sleeps in ``waiting_in``, the error is delivered as the sleep returns, in
+    Dagster's loop, which releases the pending claim and records the run as canceled. After
+    ``tries`` looks without finding it there (Dagster moved the function), it is raised anyway.
+    """
+    for _ in range(tries):
+        frame = sys._current_frames().get(thread_id)
+        if frame is None:  # the thread is gone: nothing to interrupt
+            return
+        if frame.f_code.co_name == waiting_in:
+            break
+        time.sleep(pause_s)
+    _raise_in_thread(thread_id, error)
 
 
 @contextmanager
@@ -401,7 +428,7 @@ def _slot_wait_watcher(
                     instance.report_run_canceling(
                         run, message="Ctrl-C/SIGTERM while " + str(waits[0])
                     )
-                _raise_in_thread(main, DagsterExecutionInterruptedError)
+                _raise_when_waiting(main, DagsterExecutionInterruptedError)
                 return
             if now - last_message >= WAIT_MESSAGE_EVERY_S:
                 last_message = now

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -182,6 +183,71 @@ def test_ctrl_c_stops_a_run_waiting_for_the_slot_within_5_s(
     release.touch()  # the holder was never disturbed
     out, _ = holder.communicate(timeout=DEADLINE_S)
     assert holder.returncode == 0, out
+
+
+class _Interrupt(BaseException):
+    """Stands for DagsterExecutionInterruptedError (a BaseException too)."""
+
+
+def _interrupt_a_claim_loop(raise_it: Callable[[int], None]) -> tuple[int, bool]:
+    """A thread that loops like Dagster's waiting run: a database call (pure Python work, with
+    a handler that sees any exception landing inside it, as SQLAlchemy's does), then a short
+    sleep in a function named like Dagster's. ``raise_it`` interrupts it while it is inside
+    the call; returns how often the interrupt landed inside the call (0 or 1) and whether the
+    thread stopped."""
+    landed_in_call: list[BaseException] = []
+    stopped = threading.Event()
+    in_call = threading.Event()
+
+    def database_call() -> None:
+        try:
+            in_call.set()
+            total = 0
+            for i in range(2_000_000):
+                total += i
+        except BaseException as exc:
+            landed_in_call.append(exc)
+            raise
+
+    def sleep_til_ready() -> None:  # the name of Dagster's claim sleep
+        time.sleep(0.001)
+
+    def loop() -> None:
+        try:
+            while True:
+                database_call()
+                sleep_til_ready()
+        except _Interrupt:
+            stopped.set()
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    in_call.wait()  # the thread is busy inside the call now
+    assert thread.ident is not None
+    raise_it(thread.ident)
+    thread.join()
+    return len(landed_in_call), stopped.is_set()
+
+
+def test_the_interrupt_lands_in_the_claim_sleep_not_inside_a_database_call():
+    """Ctrl-C while waiting for a slot is raised in the waiting thread where Dagster sleeps
+    between claim tries, never inside a SQLAlchemy/SQLite call (whose handler printed
+    "Exception closing connection" and a traceback once, under load)."""
+    from dagster._core.execution.plan.active import ActiveExecution
+
+    assert callable(getattr(ActiveExecution, runs._CLAIM_SLEEP))  # still Dagster's name
+    tries = 20
+    aimed = [
+        _interrupt_a_claim_loop(lambda t: runs._raise_when_waiting(t, _Interrupt))
+        for _ in range(tries)
+    ]
+    assert aimed == [(0, True)] * tries
+    # the control: raised at once, the same interrupt lands inside the call
+    blind = [
+        _interrupt_a_claim_loop(lambda t: runs._raise_in_thread(t, _Interrupt)) for _ in range(3)
+    ]
+    assert all(stopped for _, stopped in blind)
+    assert sum(landed for landed, _ in blind) > 0
 
 
 def test_a_live_run_and_runs_of_other_tools_are_left_alone(home: Path):
