@@ -11,7 +11,6 @@ for it, by conditions (events in the instance), never by time.
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import shutil
 import signal
@@ -89,14 +88,12 @@ def _messages(instance: dg.DagsterInstance, run_id: str) -> list[str]:
 def test_a_deployment_step_waits_for_the_pool_lock_another_process_holds(
     churn_home: Path, instance: dg.DagsterInstance, asset: str
 ):
-    lock_path = runs.pool_lock_path(instance, POOL)
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
     results: list[dg.ExecuteInProcessResult] = []
     resources = {**resources_for_environment(), "io_manager": _Upstream(_upstream())}
-    with lock_path.open("a+") as held:  # another open file: conflicts like another process
-        fcntl.flock(held, fcntl.LOCK_EX)
-        held.write(json.dumps(HOLDER))
-        held.flush()
+    holder_waits: list[str] = []
+    # held as another run holds it; the step opens the file anew, so the two conflict as two
+    # processes would
+    with runs.exclusive_step(instance, POOL, HOLDER, holder_waits.append):
         worker = threading.Thread(
             target=lambda: results.append(
                 dg.materialize(
@@ -128,13 +125,15 @@ def test_a_deployment_step_waits_for_the_pool_lock_another_process_holds(
             run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
         ).records, f"{asset} materialised while another process held the pool"
         assert worker.is_alive()
-        fcntl.flock(held, fcntl.LOCK_UN)
+    assert holder_waits == []
     worker.join(timeout=600)
     assert not worker.is_alive()
     (result,) = results
     assert result.success
     assert result.asset_materializations_for_node(asset)
-    assert lock_path.read_text() == ""  # the holder's note is cleared with the lock
+    assert (
+        runs.pool_lock_path(instance, POOL).read_text() == ""
+    )  # the holder's note is cleared with the lock
 
 
 def test_the_lock_of_a_killed_process_is_free_at_once(instance: dg.DagsterInstance):
