@@ -196,6 +196,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("CHURN_SOURCE_TABLE", "str", "", "table to read (CHURN_SOURCE=sql)"),
     Setting("CHURN_SOURCE_QUERY", "str", "", "query to run instead of a table (CHURN_SOURCE=sql)"),
     Setting(
+        "CHURN_PLATFORM",
+        "str",
+        "",
+        "YAML platform file listing several models (name, spec, source, ports, schedule); "
+        "empty: one model, churn, configured by the CHURN_* variables below",
+    ),
+    Setting(
         "CHURN_SPEC",
         "str",
         "",

@@ -91,3 +91,8 @@ def step_error(result: dg.ExecuteInJobResult) -> str:
 def registry() -> MlflowRegistry:
     """The registry resource of the current environment."""
     return resources_for_environment()["mlflow_registry"]
+
+
+def resource(name: str) -> Any:
+    """The platform's resource ``name`` as configured by the environment now."""
+    return resources_for_environment()[name]

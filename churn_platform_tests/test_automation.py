@@ -31,9 +31,7 @@ from churn_platform.defs.automation import (
 from churn_platform.resources.data_source import FileSourceResource, SyntheticSourceResource
 from churn_platform.resources.environments import resources_for_environment
 from churn_platform.resources.inference_log import InferenceLogResource
-from churn_platform.resources.mlflow_registry import MlflowRegistry
 from churn_platform.resources.notify import Notifier
-from churn_platform.resources.storage import StorageResource
 from churn_platform.serving.integration import records
 from churn_platform.serving.model_server import InferenceLog, default_inference_log_path
 from churn_platform.targets.local import LocalProcessTarget
@@ -42,6 +40,7 @@ from churn_platform_tests.pipeline import (
     FAST_MODEL,
     materialize,
     materialized,
+    resource,
     step_error,
 )
 
@@ -73,7 +72,7 @@ def register(train_rows: pd.DataFrame, with_profile: bool = True) -> tuple[str, 
         if with_profile
         else {}
     )
-    registered = MlflowRegistry().log_and_register(
+    registered = resource("mlflow_registry").log_and_register(
         trained.pipeline,
         input_example=training.model_inputs(train_rows),
         params=trained.config.params(),
@@ -90,7 +89,7 @@ def champion(home: Path) -> dict[str, Any]:
     """Version 1 trained on 3,000 synthetic rows (seed 3), alias ``champion``."""
     train_rows = generate(SyntheticSpec(n_rows=3_000, seed=3))
     version, pipeline = register(train_rows)
-    MlflowRegistry().set_alias("champion", version)
+    resource("mlflow_registry").set_alias("champion", version)
     return {"version": version, "pipeline": pipeline, "train_rows": train_rows}
 
 
@@ -108,11 +107,11 @@ def tick(
     context = dg.build_sensor_context(
         cursor=cursor,
         resources={
-            "mlflow_registry": MlflowRegistry(),
+            "mlflow_registry": resource("mlflow_registry"),
             "data_source": data_source,
             "inference_log": InferenceLogResource(),
             "notifier": Notifier(),
-            "storage": StorageResource(),
+            "storage": resource("storage"),
         },
         instance=instance or dg.DagsterInstance.ephemeral(),
     )
@@ -215,7 +214,7 @@ def test_a_new_champion_starts_a_new_episode(champion):
     assert [r.run_key for r in first.run_requests] == ["drift-episode-1"]
     # the retrained model was rolled out, but data kept drifting away from its reference
     version, _ = register(generate(SyntheticSpec(n_rows=3_000, seed=4)))
-    MlflowRegistry().set_alias("champion", version)
+    resource("mlflow_registry").set_alias("champion", version)
     second = tick(shifted, first.cursor)
     assert [r.run_key for r in second.run_requests] == ["drift-episode-2"]
     assert second.run_requests[0].tags["churn/champion_version"] == version
@@ -320,13 +319,13 @@ def test_no_champion_skips_saying_so(home):
     assert data.skip_message.startswith("no champion is registered yet")
     # a registered version without the champion alias does not count either
     version, _ = register(generate(SyntheticSpec(n_rows=3_000, seed=3)))
-    MlflowRegistry().set_alias("challenger", version)
+    resource("mlflow_registry").set_alias("challenger", version)
     assert tick(SyntheticSourceResource(**SHIFTED)).skip_message.startswith("no champion")
 
 
 def test_champion_without_reference_profile_skips_with_the_reason(home):
     version, _ = register(generate(SyntheticSpec(n_rows=3_000, seed=3)), with_profile=False)
-    MlflowRegistry().set_alias("champion", version)
+    resource("mlflow_registry").set_alias("champion", version)
     data = tick(SyntheticSourceResource(**SHIFTED))
     assert data.run_requests == []
     assert f"champion version {version}" in data.skip_message
@@ -428,7 +427,7 @@ def test_a_drift_run_request_materialises_the_retraining_selection(champion, hom
     assert staged.action == "deploy" and staged.candidate == "2"
     assert staged.baseline == champion["version"]
     assert stopped  # real model-server processes were running
-    registry = MlflowRegistry()
+    registry = resource("mlflow_registry")
     assert registry.alias_version("challenger") == "2"
     assert registry.alias_version("champion") == champion["version"]
 

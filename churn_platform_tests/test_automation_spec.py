@@ -26,10 +26,10 @@ from churn_platform.core.spec import MODEL_METADATA_KEY, parse_spec
 from churn_platform.defs.automation import PROFILE_ARTIFACT, psi_drift_sensor
 from churn_platform.resources.data_source import SyntheticSourceResource
 from churn_platform.resources.inference_log import InferenceLogResource
-from churn_platform.resources.mlflow_registry import MlflowRegistry, _fluent_store
+from churn_platform.resources.mlflow_registry import _fluent_store
 from churn_platform.resources.notify import Notifier
-from churn_platform.resources.storage import StorageResource
 from churn_platform.serving.model_server import InferenceLog, default_inference_log_path
+from churn_platform_tests.pipeline import resource
 
 SPEC = parse_spec(
     {
@@ -59,7 +59,7 @@ def frame(n: int, seed: int, api_calls: np.ndarray | None = None) -> pd.DataFram
 
 def register_champion(train: pd.DataFrame) -> str:
     """Log a model with SPEC in its metadata and the SPEC profile in its run; alias champion."""
-    registry = MlflowRegistry()
+    registry = resource("mlflow_registry")
     profile = drift.build_reference_profile(train, SPEC)
     with (
         _fluent_store(registry.uri()),
@@ -91,11 +91,11 @@ def log_requests(version: str, rows: pd.DataFrame) -> None:
 def tick() -> Any:
     context = dg.build_sensor_context(
         resources={
-            "mlflow_registry": MlflowRegistry(),
+            "mlflow_registry": resource("mlflow_registry"),
             "data_source": SyntheticSourceResource(n_rows=2_000, seed=7),
             "inference_log": InferenceLogResource(),
             "notifier": Notifier(),
-            "storage": StorageResource(),
+            "storage": resource("storage"),
         },
         instance=dg.DagsterInstance.ephemeral(),
     )

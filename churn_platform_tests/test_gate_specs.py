@@ -19,6 +19,7 @@ from sklearn.preprocessing import OneHotEncoder
 from churn_platform.core import gate, metrics, report
 from churn_platform.core.records import ChallengerModel
 from churn_platform.core.spec import parse_spec
+from churn_platform_tests.pipeline import resource
 
 OLD = {
     "entity_id": {"column": "id"},
@@ -185,9 +186,9 @@ def test_the_registry_reads_each_versions_own_spec(churn_home, world):
     import mlflow
 
     from churn_platform.core.spec import MODEL_METADATA_KEY, default_spec
-    from churn_platform.resources.mlflow_registry import MlflowRegistry, _fluent_store
+    from churn_platform.resources.mlflow_registry import _fluent_store
 
-    registry = MlflowRegistry()
+    registry = resource("mlflow_registry")
     versions = []
     for metadata in ({MODEL_METADATA_KEY: world["old"].to_dict()}, None):
         with (

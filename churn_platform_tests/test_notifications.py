@@ -19,9 +19,8 @@ from churn_platform.core.synthetic import SyntheticSpec, generate
 from churn_platform.defs import automation, notifications
 from churn_platform.resources.data_source import SyntheticSourceResource
 from churn_platform.resources.inference_log import InferenceLogResource
-from churn_platform.resources.mlflow_registry import MlflowRegistry
 from churn_platform.resources.notify import NotificationError, Notifier
-from churn_platform.resources.storage import StorageResource
+from churn_platform_tests.pipeline import resource
 from churn_platform_tests.test_automation import SHIFTED, register
 
 UI = "http://dagster.example:3000"
@@ -185,13 +184,13 @@ def test_one_message_per_failed_blocking_check(receiver: Receiver) -> None:
 
 def test_one_message_per_drift_episode(churn_home: Path, receiver: Receiver) -> None:
     version, _ = register(generate(SyntheticSpec(n_rows=3_000, seed=3)))
-    MlflowRegistry().set_alias("champion", version)
+    resource("mlflow_registry").set_alias("champion", version)
     resources = {
-        "mlflow_registry": MlflowRegistry(),
+        "mlflow_registry": resource("mlflow_registry"),
         "data_source": SyntheticSourceResource(**SHIFTED),
         "inference_log": InferenceLogResource(),
         "notifier": notifier(receiver),
-        "storage": StorageResource(),
+        "storage": resource("storage"),
     }
     cursor = None
     requested = 0

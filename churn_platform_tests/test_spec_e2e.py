@@ -32,6 +32,7 @@ from churn_platform.core.spec import Spec, load_spec, spec_of_model_metadata
 from churn_platform.settings import MODEL_NAME
 from churn_platform.targets.local import LocalProcessTarget
 from churn_platform.testing import SECOND_TABLE_BLANKS, second_table
+from churn_platform_tests.pipeline import resource
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -183,17 +184,15 @@ def tick_drift_sensor(source_path: Path) -> Any:
     from churn_platform.defs.automation import psi_drift_sensor
     from churn_platform.resources.data_source import FileSourceResource
     from churn_platform.resources.inference_log import InferenceLogResource
-    from churn_platform.resources.mlflow_registry import MlflowRegistry
     from churn_platform.resources.notify import Notifier
-    from churn_platform.resources.storage import StorageResource
 
     context = dg.build_sensor_context(
         resources={
-            "mlflow_registry": MlflowRegistry(),
+            "mlflow_registry": resource("mlflow_registry"),
             "data_source": FileSourceResource(path=str(source_path)),
             "inference_log": InferenceLogResource(),
             "notifier": Notifier(),
-            "storage": StorageResource(),
+            "storage": resource("storage"),
         },
         instance=dg.DagsterInstance.ephemeral(),
     )

@@ -1,22 +1,21 @@
-"""Resources per environment, picked by ``CHURN_ENV`` (``local`` by default, or ``kubernetes``).
+"""Resources built from the platform configuration, one set per environment.
 
-Every setting comes from an environment variable declared in ``churn_platform.settings``
-(``python -m churn_platform settings`` lists them with the values in effect), so that
-`dagster dev`, `dagster job execute`, the tests and a Kubernetes pod all configure the
-platform the same way. They are read when the definitions load, never at import.
+``platform_resources(config)`` is the one place that turns a ``PlatformConfig`` into Dagster
+resources: the shared ones (IO manager, storage, notifier, metrics, probes, code version,
+inference logs) once, and per model its data source, MLflow registry and deployment target
+under the model's resource keys (``ModelConfig.resource_key``). The environment
+(``local`` or ``kubernetes``) picks the deployment target here and nowhere else. Secrets are
+passed as ``dg.EnvVar`` so the UI shows the variables' names, never their values.
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import yaml
 
 from churn_platform import settings
-from churn_platform.core.mapping import ColumnMapping, DataSourceError
+from churn_platform.config import ModelConfig, PlatformConfig, SourceConfig, load_config
 from churn_platform.resources.code_version import CodeVersion
 from churn_platform.resources.data_source import (
     DataSourceResource,
@@ -34,122 +33,123 @@ from churn_platform.resources.object_store import S3Credentials
 from churn_platform.resources.release_probes import ReleaseProbes
 from churn_platform.resources.storage import StorageResource
 
-
-def _get(name: str) -> Any:
-    return settings.get(name)
-
-
-def load_mapping_file(path: str) -> dict[str, Any]:
-    """Read a column mapping (YAML or JSON) with keys `columns`, `values`, `keep_extra_columns`."""
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise settings.SettingsError(
-            f"CHURN_MAPPING_FILE={path!r} does not exist; point it at a YAML or JSON mapping file"
-        )
-    text = file.read_text()
-    try:
-        data = json.loads(text) if file.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise settings.SettingsError(
-            f"CHURN_MAPPING_FILE={path!r} is not valid YAML/JSON: {exc}"
-        ) from exc
-    data = data or {}
-    unknown = sorted(set(data) - {"columns", "values", "keep_extra_columns"})
-    if unknown:
-        raise settings.SettingsError(
-            f"CHURN_MAPPING_FILE={path!r} has unknown key(s) {unknown}; use columns, values, keep_extra_columns"
-        )
-    values = {
-        col: {str(k): str(v) for k, v in m.items()} for col, m in (data.get("values") or {}).items()
-    }
-    return {
-        "columns": {str(k): str(v) for k, v in (data.get("columns") or {}).items()},
-        "values": values,
-        "keep_extra_columns": bool(data.get("keep_extra_columns", False)),
-    }
+DATA_SOURCE = "data_source"
+REGISTRY = "mlflow_registry"
+DEPLOYMENT = "deployment"
+INFERENCE_LOG = "inference_log"
+MODEL_RESOURCES = (DATA_SOURCE, REGISTRY, DEPLOYMENT, INFERENCE_LOG)
 
 
-def data_source_from_env() -> DataSourceResource:
-    """The data source named by ``CHURN_SOURCE`` and its settings."""
-    kind = _get("CHURN_SOURCE")
-    mapping_file = _get("CHURN_MAPPING_FILE")
-    mapping = load_mapping_file(mapping_file) if mapping_file else {}
-    if mapping:
-        # the explicit mapping is merged over the spec's: its names must be the spec's columns
-        try:
-            ColumnMapping.from_dict(mapping, spec=settings.current_spec())
-        except DataSourceError as exc:
-            raise settings.SettingsError(f"CHURN_MAPPING_FILE={mapping_file!r}: {exc}") from None
-    if kind == "synthetic":
+def data_source_for(source: SourceConfig) -> DataSourceResource:
+    """The data source resource a model's ``SourceConfig`` describes."""
+    mapping = dict(source.mapping)
+    if source.kind == "synthetic":
         return SyntheticSourceResource(
-            n_rows=_get("CHURN_SYNTHETIC_ROWS"),
-            seed=_get("CHURN_SYNTHETIC_SEED"),
-            spend_shift=_get("CHURN_SYNTHETIC_SPEND_SHIFT"),
-            as_of=_get("CHURN_SYNTHETIC_AS_OF"),
+            n_rows=source.rows,
+            seed=source.seed,
+            spend_shift=source.spend_shift,
+            as_of=source.as_of,
             **mapping,
         )
-    if kind == "file":
-        if not _get("CHURN_SOURCE_PATH"):
-            raise settings.SettingsError(
-                "CHURN_SOURCE=file needs CHURN_SOURCE_PATH: a CSV/Parquet file or a folder of them"
-            )
-        return FileSourceResource(path=_get("CHURN_SOURCE_PATH"), **mapping)
-    url, table, query = (_get(f"CHURN_SOURCE_{k}") for k in ("URL", "TABLE", "QUERY"))
-    if not url or not (table or query):
-        raise settings.SettingsError(
-            "CHURN_SOURCE=sql needs CHURN_SOURCE_URL (a SQLAlchemy URL) and CHURN_SOURCE_TABLE "
-            "or CHURN_SOURCE_QUERY"
-        )
-    # as dg.EnvVar: the UI shows CHURN_SOURCE_URL, never the URL and its password
-    return SqlSourceResource(url=dg.EnvVar("CHURN_SOURCE_URL"), table=table, query=query, **mapping)
-
-
-def _env_var_if_set(name: str) -> Any:
-    """``dg.EnvVar(name)`` when the variable is set (the UI shows its name), else ``""``."""
-    return dg.EnvVar(name) if _get(name) else ""
-
-
-def notifier_from_env() -> Notifier:
-    """Webhook and Slack from ``CHURN_WEBHOOK_URL`` / ``CHURN_SLACK_TOKEN`` (as ``dg.EnvVar``)."""
-    return Notifier(
-        webhook_url=_env_var_if_set("CHURN_WEBHOOK_URL"),
-        slack_token=_env_var_if_set("CHURN_SLACK_TOKEN"),
-        slack_channel=_get("CHURN_SLACK_CHANNEL"),
-        ui_url=_get("CHURN_DAGSTER_URL"),
+    if source.kind == "file":
+        return FileSourceResource(path=source.path, **mapping)
+    # as dg.EnvVar: the UI shows the variable's name, never the URL and its password
+    return SqlSourceResource(
+        url=dg.EnvVar(source.url_env), table=source.table, query=source.query, **mapping
     )
 
 
-def resources_for_environment(env: str | None = None) -> dict[str, Any]:
-    """The resource dict for ``env`` (default: ``CHURN_ENV``)."""
-    env = env or settings.environment()
-    url = settings.storage_url()
-    # credentials as dg.EnvVar: the UI shows the variables' names, never their values
-    s3 = S3Credentials.from_env() if settings.storage_is_remote() else S3Credentials()
-    common = {
-        "io_manager": DataIOManager(base_dir=f"{url}/storage", s3=s3),
-        "storage": StorageResource(base_url=url, s3=s3),
-        "mlflow_registry": MlflowRegistry(tracking_uri=_get("MLFLOW_TRACKING_URI")),
-        "data_source": data_source_from_env(),
-        "inference_log": InferenceLogResource(
-            storage_url=url if settings.storage_is_remote() else "", s3=s3
-        ),
-        "metrics_source": MetricsResource(
-            prometheus_url=_get("PROMETHEUS_URL"),
-            # the local file_sd targets carry environment=<staging|production>
-            environment_label="production" if env == "local" else "",
-        ),
-        "release_probes": ReleaseProbes(),
-        "code_version": CodeVersion(commit=_get("GIT_COMMIT") or ""),
-        "notifier": notifier_from_env(),
-    }
-    if env == "local":
-        return {
-            **common,
-            "deployment": LocalDeploymentResource(
-                staging_router_port=_get("CHURN_STAGING_PORT"),
-                production_router_port=_get("CHURN_PRODUCTION_PORT"),
-            ),
-        }
+def notifier_for(config: PlatformConfig) -> Notifier:
+    """Webhook and Slack (their secrets as ``dg.EnvVar``) and the UI address for links."""
+    return Notifier(
+        webhook_url=dg.EnvVar("CHURN_WEBHOOK_URL") if config.notify.webhook_set else "",
+        slack_token=dg.EnvVar("CHURN_SLACK_TOKEN") if config.notify.slack_set else "",
+        slack_channel=config.notify.slack_channel,
+        ui_url=config.notify.ui_url,
+    )
+
+
+def registry_for(config: PlatformConfig, model: ModelConfig) -> MlflowRegistry:
+    """The MLflow registry of ``model``: its registered model and experiment in the store."""
+    return MlflowRegistry(
+        tracking_uri=config.mlflow_uri,
+        artifact_location=config.artifact_location(),
+        model_name=model.registered_model,
+        experiment_name="churn" if not model.prefixed else model.experiment_name,
+    )
+
+
+def deployment_for(config: PlatformConfig, model: ModelConfig) -> Any:
+    """The deployment target resource of ``model`` in ``config``'s environment."""
+    if config.environment == "local":
+        return LocalDeploymentResource(
+            state_dir=str(model.state_dir(config.home)),
+            tracking_uri=config.mlflow_uri,
+            staging_router_port=model.staging_port,
+            production_router_port=model.production_port,
+            inference_log_dir=str(_log_dir(config, model)) if model.prefixed else "",
+        )
     from churn_platform.resources.deployment import KubernetesDeploymentResource
 
-    return {**common, "deployment": KubernetesDeploymentResource.from_env()}
+    return KubernetesDeploymentResource.from_settings(
+        settings.kubernetes_settings_from_env(), model_name=model.registered_model
+    )
+
+
+def _log_dir(config: PlatformConfig, model: ModelConfig) -> Any:
+    """Where ``model``'s local servers write their inference logs."""
+    return (
+        model.state_dir(config.home).parent / "inference_log"
+        if model.prefixed
+        else (config.home / "inference_log")
+    )
+
+
+def model_resources(
+    config: PlatformConfig, model: ModelConfig, s3: S3Credentials
+) -> dict[str, Any]:
+    """``model``'s own resources under its resource keys."""
+    return {
+        model.resource_key(DATA_SOURCE): data_source_for(model.source),
+        model.resource_key(REGISTRY): registry_for(config, model),
+        model.resource_key(DEPLOYMENT): deployment_for(config, model),
+        model.resource_key(INFERENCE_LOG): InferenceLogResource(
+            log_dir="" if config.storage_remote else str(_log_dir(config, model)),
+            storage_url=config.storage_url if config.storage_remote else "",
+            s3=s3,
+        ),
+    }
+
+
+def platform_resources(config: PlatformConfig | None = None) -> dict[str, Any]:
+    """Every resource of the platform: shared ones, then each model's (default config:
+    ``load_config()``, the environment now)."""
+    config = config or load_config()
+    url = config.storage_url
+    # credentials as dg.EnvVar: the UI shows the variables' names, never their values
+    s3 = S3Credentials.from_env() if config.storage_remote else S3Credentials()
+    shared: dict[str, Any] = {
+        "io_manager": DataIOManager(base_dir=f"{url}/storage", s3=s3),
+        "storage": StorageResource(base_url=url, s3=s3),
+        "metrics_source": MetricsResource(
+            prometheus_url=config.prometheus_url,
+            # the local file_sd targets carry environment=<staging|production>
+            environment_label="production" if config.environment == "local" else "",
+        ),
+        "release_probes": ReleaseProbes(),
+        "code_version": CodeVersion(commit=config.git_commit),
+        "notifier": notifier_for(config),
+    }
+    for model in config.models:
+        shared.update(model_resources(config, model, s3))
+    return shared
+
+
+def resources_for_environment(env: str | None = None) -> dict[str, Any]:
+    """``platform_resources`` of the environment now, ``env`` overriding ``CHURN_ENV``."""
+    config = load_config()
+    if env is not None and env != config.environment:
+        from dataclasses import replace
+
+        config = replace(config, environment=env)
+    return platform_resources(config)

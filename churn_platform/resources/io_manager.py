@@ -378,23 +378,19 @@ def _loading_run(context: dg.InputContext) -> str | None:
 
 
 class DataIOManager(dg.ConfigurableIOManager):
-    """Asset values as Parquet and JSON under ``base_dir`` (default
-    ``$CHURN_STORAGE_URL/storage``, which is ``$CHURN_HOME/storage`` unless set).
+    """Asset values as Parquet and JSON under ``base_dir`` (the platform's
+    ``<storage_url>/storage``, which is ``$CHURN_HOME/storage`` unless set).
 
     ``base_dir`` is a folder or ``s3://<bucket>/<prefix>``; ``s3`` holds the S3 credentials.
     DataFrames are Parquet; dataclasses of ``churn_platform`` modules and JSON values are
     JSON with their frames as Parquet beside them. Nothing is pickled or unpickled.
     """
 
-    base_dir: str = ""
+    base_dir: str
     s3: S3Credentials = S3Credentials()
 
     def _root(self) -> Path:
-        if self.base_dir:
-            return open_location(self.base_dir, self.s3.storage_options())
-        from churn_platform import settings
-
-        return open_location(settings.storage_url() + "/storage", self.s3.storage_options())
+        return open_location(self.base_dir, self.s3.storage_options())
 
     def _folder(self, context: dg.OutputContext) -> Path:
         parts = (

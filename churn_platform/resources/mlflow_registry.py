@@ -29,10 +29,10 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 
-from churn_platform import settings
 from churn_platform.core import records
 from churn_platform.core.spec import MODEL_METADATA_KEY, Spec, default_spec, spec_of_model_metadata
 from churn_platform.resources import churn_flavor
+from churn_platform.settings import MODEL_NAME
 
 # Requirements pinned to the versions training ran with: the serving environment is the
 # training environment. Passing them also skips MLflow's slow requirement inference.
@@ -87,21 +87,25 @@ class RegisteredModel:
 
 
 class MlflowRegistry(dg.ConfigurableResource):
-    """MLflow tracking and registry for the churn model.
+    """MLflow tracking and registry for one model.
 
-    ``tracking_uri`` empty means ``MLFLOW_TRACKING_URI`` if set, else
-    ``sqlite:///$CHURN_HOME/mlflow/mlflow.db``. ``ui_url`` is only used to build links
-    in Dagster metadata (start the UI with ``mlflow ui --backend-store-uri <uri>``).
+    ``tracking_uri`` is the store (``PlatformConfig.mlflow_uri``: ``MLFLOW_TRACKING_URI``, else
+    ``sqlite:///$CHURN_HOME/mlflow/mlflow.db``). ``artifact_location`` is where a database
+    store's new experiment keeps its artefacts (empty: MLflow's default).
+    ``model_name`` is the registered model whose versions and aliases this resource moves.
+    ``ui_url`` is only used to build links in Dagster metadata (start the UI with
+    ``mlflow ui --backend-store-uri <uri>``).
     """
 
-    tracking_uri: str = ""
+    tracking_uri: str
+    artifact_location: str = ""
     experiment_name: str = "churn"
-    model_name: str = settings.MODEL_NAME
+    model_name: str = MODEL_NAME
     ui_url: str = "http://127.0.0.1:5000"
 
     def uri(self) -> str:
-        """The tracking URI in effect."""
-        return self.tracking_uri or settings.default_mlflow_uri()
+        """The tracking URI."""
+        return self.tracking_uri
 
     def client(self) -> MlflowClient:
         """An MLflow client bound to this store (tracking and registry)."""
@@ -115,7 +119,9 @@ class MlflowRegistry(dg.ConfigurableResource):
             return found.experiment_id
         # a database store keeps artefacts where CHURN_STORAGE_URL says (<url>/mlflow on an
         # object store); a tracking server decides for itself (--artifacts-destination)
-        location = settings.default_artifact_location() if _is_database_uri(self.uri()) else None
+        location = (self.artifact_location or None) if _is_database_uri(self.uri()) else None
+        if location and location.startswith("file:"):
+            Path(location.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
         try:
             return client.create_experiment(self.experiment_name, artifact_location=location)
         except MlflowException:  # created concurrently

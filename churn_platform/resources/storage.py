@@ -18,7 +18,6 @@ from pathlib import Path, PurePosixPath
 import dagster as dg
 import pandas as pd
 
-from churn_platform import settings
 from churn_platform.resources.object_store import S3Credentials, open_location, path_is_remote
 
 
@@ -58,23 +57,22 @@ def check_key(key: str) -> PurePosixPath:
 class StorageResource(dg.ConfigurableResource):
     """Files under one base location, addressed by relative keys (``snapshots/<name>.parquet``).
 
-    ``base_url`` is a folder path, a ``file://`` URL or ``s3://<bucket>/<prefix>``; empty means
-    ``CHURN_STORAGE_URL`` (default ``$CHURN_HOME``). ``s3`` holds the S3 credentials (see
+    ``base_url`` is a folder path, a ``file://`` URL or ``s3://<bucket>/<prefix>``
+    (``PlatformConfig.storage_url``: ``CHURN_STORAGE_URL``, default ``$CHURN_HOME``). ``s3`` holds the S3 credentials (see
     ``object_store.S3Credentials.from_env``). A local write goes through a temporary file and
     a rename; an object store write is one PUT, which is atomic per object.
     """
 
-    base_url: str = ""
+    base_url: str
     s3: S3Credentials = S3Credentials()
 
     def root(self) -> Path:
         """The base location in effect (a ``UPath`` on an object store)."""
-        url = self.base_url or settings.storage_url()
         try:
-            root = open_location(url, self.s3.storage_options())
+            root = open_location(self.base_url, self.s3.storage_options())
         except ValueError as exc:
             raise ValueError(f"StorageResource.base_url: {exc}") from None
-        if not path_is_remote(root) and not self.base_url:
+        if not path_is_remote(root):
             root.mkdir(parents=True, exist_ok=True)
         return root
 
