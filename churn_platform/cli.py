@@ -21,16 +21,18 @@ from typing import Any
 import yaml
 
 from churn_platform import settings
+from churn_platform.config import ModelConfig, load_config
 from churn_platform.core import canary
 from churn_platform.core import records as r
 
-JOBS = ("churn_end_to_end", "churn_retraining", "churn_release", "churn_rollback")
+JOB_BASES = ("end_to_end", "retraining", "release", "rollback")
+JOBS = tuple(f"churn_{base}" for base in JOB_BASES)  # the default model's job names
 _DAGSTER_YAML = Path(__file__).resolve().parent.parent / "deploy" / "local" / "dagster.yaml"
 
 
 def ensure_dagster_home() -> Path:
     """``DAGSTER_HOME`` (default ``$CHURN_HOME/dagster``), created with the local dagster.yaml."""
-    home = Path(settings.get("DAGSTER_HOME")).expanduser().resolve()
+    home = load_config().dagster_home
     home.mkdir(parents=True, exist_ok=True)
     if not (home / "dagster.yaml").exists() and _DAGSTER_YAML.exists():
         shutil.copy(_DAGSTER_YAML, home / "dagster.yaml")
@@ -56,8 +58,12 @@ def failure_messages(result: Any) -> list[str]:
     return messages
 
 
-def summary(result: Any, registry: Any, target: Any, run_id: str) -> list[str]:
-    """The closing lines of a run."""
+def summary(
+    result: Any, registry: Any, target: Any, run_id: str, model: ModelConfig | None = None
+) -> list[str]:
+    """The closing lines of a run of ``model``'s job (default: the unprefixed churn model)."""
+    key = ("/".join(model.key(a)) for a in ("evaluation_report", "production_deployment"))
+    report_key, release_key = key if model else ("evaluation_report", "production_deployment")
     lines = [f"run {run_id}: {'SUCCESS' if result.success else 'FAILED'}"]
     done = sorted(
         {
@@ -68,14 +74,14 @@ def summary(result: Any, registry: Any, target: Any, run_id: str) -> list[str]:
     )
     lines.append(f"materialised: {', '.join(done) or 'nothing'}")
     lines += [f"failed: {m}" for m in failure_messages(result)]
-    if "evaluation_report" in done:
-        report = result.output_for_node("evaluation_report")
+    if report_key in done:
+        report = result.output_for_node(report_key.replace("/", "__"))
         verdict = "promote" if report.promote else "keep the champion"
         lines.append(
             f"gate decision: {verdict} (challenger v{report.challenger_version}): {report.reason}"
         )
-    if "production_deployment" in done:
-        release = result.output_for_node("production_deployment")
+    if release_key in done:
+        release = result.output_for_node(release_key.replace("/", "__"))
         lines.append(canary.release_line(dataclasses.asdict(release)))
     lines += _serving_lines(registry, target)
     lines.append(f"UI: dagster dev -w workspace.yaml, then http://127.0.0.1:3000/runs/{run_id}")
@@ -119,14 +125,21 @@ def _serving_lines(registry: Any, target: Any) -> list[str]:
     return lines
 
 
+def job_base(job_name: str) -> str:
+    """``end_to_end`` from ``end_to_end`` or the default model's ``churn_end_to_end``."""
+    return job_name.removeprefix("churn_") if job_name in JOBS else job_name
+
+
 def run(
     job_name: str,
     config_file: str | None,
     verbose: bool = False,
     run_config: dict[str, Any] | None = None,
+    model_name: str | None = None,
 ) -> int:
-    """Execute ``job_name`` on the persistent local instance (``run_config``, else the
-    YAML ``config_file``); print the summary; 0 on success."""
+    """Execute ``job_name`` (a base name like ``end_to_end``, or a default model's job name)
+    of model ``model_name`` (default: the first) on the persistent local instance
+    (``run_config``, else the YAML ``config_file``); print the summary; 0 on success."""
     import dagster as dg
 
     from churn_platform import runs
@@ -137,16 +150,19 @@ def run(
         ensure_dagster_home()
         from churn_platform.definitions import build_definitions
 
-        defs = build_definitions()
+        config = load_config()
+        model = config.model(model_name)
+        defs = build_definitions(config)
         if run_config is None:
             run_config = yaml.safe_load(Path(config_file).read_text()) if config_file else {}
     except (ValueError, OSError, yaml.YAMLError) as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
+    job_name = model.job(job_base(job_name))
     if not verbose:  # the step logs are in the UI's run page; keep the terminal for the summary
         run_config.setdefault("loggers", {"console": {"config": {"log_level": "CRITICAL"}}})
     resources = defs.resources or {}
-    print(f"running {job_name} on the local Dagster instance ({os.environ['DAGSTER_HOME']})...")
+    print(f"running {job_name} on the local Dagster instance ({config.dagster_home})...")
     job = defs.resolve_job_def(job_name)
     with dg.DagsterInstance.get() as instance:
         for repair in runs.repair_dead_runs(instance):
@@ -157,7 +173,11 @@ def run(
             print(f"interrupted: {stopped}", file=sys.stderr)
             runs.exit_now(130, instance)
         lines = summary(
-            result, resources["mlflow_registry"], resources["deployment"].target(), result.run_id
+            result,
+            resources[model.resource_key("mlflow_registry")],
+            resources[model.resource_key("deployment")].target(),
+            result.run_id,
+            model,
         )
     print("\n" + "\n".join(f"  {line}" if i else line for i, line in enumerate(lines)))
     return 0 if result.success else 1
@@ -188,7 +208,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     run_parser = sub.add_parser("run", help="run a job and print a summary")
-    run_parser.add_argument("--job", choices=JOBS, default="churn_end_to_end")
+    run_parser.add_argument(
+        "--job",
+        choices=(*JOB_BASES, *JOBS),
+        default="end_to_end",
+        help="which job of the model (the default model's jobs are also churn_<job>)",
+    )
+    run_parser.add_argument("--model", help="which model of the platform file (default: first)")
     run_parser.add_argument("--config", help="YAML run config (ops: {asset: {config: {...}}})")
     run_parser.add_argument("--verbose", action="store_true", help="print Dagster's step logs too")
     sub.add_parser(
@@ -217,4 +243,4 @@ def main(argv: list[str] | None = None) -> int:
         return rollback.run_from_args(args)
     if args.command == "spec":
         return spec_cli.run_from_args(args)
-    return run(args.job, args.config, args.verbose)
+    return run(args.job, args.config, args.verbose, model_name=args.model)

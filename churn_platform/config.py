@@ -113,6 +113,14 @@ class ModelConfig:
         """A job, schedule or sensor name for this model: ``base``, or ``<name>_<base>``."""
         return f"{self.name}_{base}" if self.prefixed else base
 
+    def job(self, base: str) -> str:
+        """A job name of this model: ``<name>_<base>`` (``churn_end_to_end`` for the default)."""
+        return f"{self.name}_{base}"
+
+    def op(self, asset: str) -> str:
+        """The op name of ``asset`` (run config's ``ops:`` key): its key path joined by ``__``."""
+        return "__".join(self.key(asset))
+
     def resource_key(self, base: str) -> str:
         """The resource key of this model's ``base`` resource (data source, registry, target)."""
         return f"{self.name}__{base}" if self.prefixed else base

@@ -23,19 +23,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--to", dest="to_version", default="", help="default: the previous alias")
     parser.add_argument("--reason", default="", help="why (recorded in the metadata and tags)")
     parser.add_argument("--verbose", action="store_true", help="print Dagster's step logs too")
+    parser.add_argument("--model", help="which model of the platform file (default: first)")
 
 
-def run_config(to_version: str = "", reason: str = "") -> dict[str, Any]:
-    """The ``churn_rollback`` job's run config."""
+def run_config(
+    to_version: str = "", reason: str = "", op: str = "production_deployment"
+) -> dict[str, Any]:
+    """The rollback job's run config (``op``: the model's production_deployment op name)."""
     config = {"mode": "rollback", "to_version": to_version, "reason": reason}
-    return {"ops": {"production_deployment": {"config": config}}}
+    return {"ops": {op: {"config": config}}}
 
 
 def run_from_args(args: argparse.Namespace) -> int:
     """Run the rollback job and print the summary; 0 on success."""
     from churn_platform import cli
+    from churn_platform.config import load_config
 
     reason = args.reason or "rollback on demand (python -m churn_platform rollback)"
-    return cli.run(
-        JOB, None, args.verbose, run_config=run_config(str(args.to_version or ""), reason)
-    )
+    try:
+        op = load_config().model(args.model).op("production_deployment")
+    except ValueError as exc:
+        print(f"configuration error: {exc}")
+        return 2
+    config = run_config(str(args.to_version or ""), reason, op)
+    return cli.run("rollback", None, args.verbose, run_config=config, model_name=args.model)

@@ -45,6 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     check = sub.add_parser("check", help="validate a spec; given DATA, run its contract on it")
     _data_arguments(check, required=False)
     check.add_argument("--spec", help="the spec file (default: CHURN_SPEC, else the shipped one)")
+    check.add_argument("--model", help="check this platform-file model's spec (CHURN_PLATFORM)")
 
 
 def _data_arguments(parser: argparse.ArgumentParser, *, required: bool) -> None:
@@ -256,11 +257,12 @@ def check_data(spec: Any, raw: Any) -> tuple[list[str], bool]:
 def check(args: argparse.Namespace) -> int:
     """``spec check``: 0 valid (and the data passes), 1 the data fails, 2 the spec is invalid."""
     from churn_platform import settings
+    from churn_platform.config import load_config
     from churn_platform.core.mapping import DataSourceError
     from churn_platform.core.spec import SpecError, load_spec
 
     try:
-        spec = load_spec(args.spec) if args.spec else settings.current_spec()
+        spec = load_spec(args.spec) if args.spec else load_config().model(args.model).spec
     except (SpecError, settings.SettingsError) as exc:
         print(f"spec check: {exc}", file=sys.stderr)
         return 2
