@@ -12,7 +12,7 @@ result table goes to ``benchmarks/results/bench_contract.md``.
 What each row measures:
 * ours (all rules): ``evaluate_contract`` - every contract rule with failure evidence.
 * ours (6 GE rules): the same six checks that GE and plain pandas run, via our rules.
-* pandera lazy validate: ``pandera_schema().validate(lazy=True)``, the same contract.
+* pandera lazy validate: ``pandera_schema(spec=spec).validate(lazy=True)``, the same contract.
 * plain pandas: the six checks hand-written, with a 20-row failure sample each.
 * Great Expectations: the six checks as GX 1.x expectations (ephemeral context,
   pandas datasource, whole-dataframe batch, result_format SUMMARY).
@@ -43,12 +43,14 @@ from churn_platform.core.contract import (
     pandera_schema,
 )
 from churn_platform.core.mapping import apply_mapping
+from churn_platform.core.spec import default_spec
 from churn_platform.core.synthetic import SyntheticSpec, generate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ is not a package
 import _common as common  # noqa: E402
 
 RESULTS = common.result_path(__file__)
+SPEC = default_spec()
 GE_RULES = (
     "customer_id_not_null",
     "customer_id_unique",
@@ -80,12 +82,12 @@ def make_frame(rows: int) -> pd.DataFrame:
 
 def ours_all(frame: Any) -> dict[str, int]:
     """Every contract rule with evidence; failing rows per failed rule."""
-    return {r.name: r.failing_rows for r in evaluate_contract(frame) if not r.passed}
+    return {r.name: r.failing_rows for r in evaluate_contract(frame, spec=SPEC) if not r.passed}
 
 
 def ours_subset(frame: pd.DataFrame) -> dict[str, int]:
     """Only the six rules the other tools run."""
-    rules = [r for r in contract_rules() if r.name in GE_RULES]
+    rules = [r for r in contract_rules(spec=SPEC) if r.name in GE_RULES]
     view = FrameView(frame)
     results = [r.evaluate(view) for r in rules]
     return {r.name: r.failing_rows for r in results if not r.passed}
@@ -93,14 +95,17 @@ def ours_subset(frame: pd.DataFrame) -> dict[str, int]:
 
 def pandera_lazy(frame: pd.DataFrame) -> dict[str, int]:
     """The same contract through pandera; failure cases per failed rule."""
-    schema = pandera_schema()
+    schema = pandera_schema(spec=SPEC)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
             schema.validate(frame, lazy=True)
         except pa.errors.SchemaErrors as exc:
             cases = exc.failure_cases
-            return {name: int((cases["check"] == name).sum()) for name in pandera_failed_rules(exc)}
+            return {
+                name: int((cases["check"] == name).sum())
+                for name in pandera_failed_rules(exc, spec=SPEC)
+            }
     return {}
 
 
@@ -190,7 +195,7 @@ def main() -> None:
 
     machine_before = common.machine(load=True)
     raw = make_frame(args.rows)
-    map_time, _, mapped = common.timed(lambda: apply_mapping(raw), 3)
+    map_time, _, mapped = common.timed(lambda: apply_mapping(raw, spec=SPEC), 3)
     frame = mapped.frame
     version_time, _, version = common.timed(lambda: data_version(frame), 3)
     ge_run = great_expectations_runner()
@@ -200,10 +205,10 @@ def main() -> None:
     rows = []
     runs: list[tuple[str, Callable[[], dict[str, int]], int, str]] = [
         ("ours: evaluate_contract, all rules + evidence", lambda: ours_all(mapped), args.repeats,
-         f"{len(contract_rules())} rules"),
+         f"{len(contract_rules(spec=SPEC))} rules"),
         ("ours: the 6 GE rules + evidence", lambda: ours_subset(frame), args.repeats, "6 rules"),
         ("pandera lazy validate (same contract)", lambda: pandera_lazy(frame), args.repeats,
-         f"{len(contract_rules())} rules"),
+         f"{len(contract_rules(spec=SPEC))} rules"),
         ("plain pandas (6 rules, 20-row samples)", lambda: plain_pandas(frame), args.repeats,
          "6 rules"),
         ("Great Expectations (6 expectations)", lambda: ge_run(ge_frame), args.ge_repeats,
@@ -248,7 +253,7 @@ def main() -> None:
         )
     lines += [
         "",
-        f"GE time / ours: **{ge_time / ours_all_time:.1f}x** against all {len(contract_rules())} "
+        f"GE time / ours: **{ge_time / ours_all_time:.1f}x** against all {len(contract_rules(spec=SPEC))} "
         f"of our rules, **{ge_time / ours_subset_time:.1f}x** like for like (the same six rules).",
         "",
         "Cross-check on the six shared rules (failing rows per rule): "

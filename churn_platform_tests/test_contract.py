@@ -30,14 +30,16 @@ from churn_platform.core.contract import (
 )
 from churn_platform.core.mapping import MappedFrame, apply_mapping
 from churn_platform.core.quality_report import profile_frame, render_quality_report
+from churn_platform.core.spec import default_spec
 from churn_platform.core.synthetic import SyntheticSpec, generate
 
 N = 3000
+SPEC = default_spec()
 
 
 def mapped(**spec: object) -> MappedFrame:
     """A typed synthetic frame with the given defects."""
-    return apply_mapping(generate(SyntheticSpec(n_rows=N, seed=5, **spec)))  # type: ignore[arg-type]
+    return apply_mapping(generate(SyntheticSpec(n_rows=N, seed=5, **spec)), spec=SPEC)  # type: ignore[arg-type]
 
 
 def failed(results: list[RuleResult]) -> set[str]:
@@ -50,14 +52,14 @@ def by_name(results: list[RuleResult]) -> dict[str, RuleResult]:
 
 def test_clean_synthetic_data_passes_every_rule_mapped_or_not() -> None:
     for frame in (mapped(), generate(SyntheticSpec(n_rows=N, seed=5))):
-        results = evaluate_contract(frame)
-        assert [r.name for r in results] == rule_names()
+        results = evaluate_contract(frame, spec=SPEC)
+        assert [r.name for r in results] == rule_names(spec=SPEC)
         assert failed(results) == set(), [r.message for r in results if not r.passed]
         assert all(r.failing_rows == 0 and r.failure_cases.empty for r in results)
 
 
 def test_rule_names_are_unique_snake_case_and_cover_the_contract() -> None:
-    names = rule_names()
+    names = rule_names(spec=SPEC)
     assert len(names) == len(set(names))
     assert all(re.fullmatch(r"[a-z][a-z0-9_]*", n) for n in names)
     for expected in (
@@ -83,7 +85,7 @@ def test_rule_names_are_unique_snake_case_and_cover_the_contract() -> None:
 def test_null_customer_ids_fail_not_null_with_the_null_rows() -> None:
     frame = mapped(null_rate={s.CUSTOMER_ID: 0.01})
     nulls = np.flatnonzero(frame.frame[s.CUSTOMER_ID].isna().to_numpy())
-    results = evaluate_contract(frame)
+    results = evaluate_contract(frame, spec=SPEC)
     assert failed(results) == {"customer_id_not_null"}
     rule = by_name(results)["customer_id_not_null"]
     assert rule.failing_rows == rule.observed == len(nulls) > 0
@@ -95,7 +97,7 @@ def test_duplicate_ids_fail_unique_and_the_sample_holds_the_duplicated_ids() -> 
     frame = mapped(duplicate_ids=4)
     counts = Counter(frame.frame[s.CUSTOMER_ID].tolist())
     dupes = {i for i, c in counts.items() if c > 1}
-    results = evaluate_contract(frame)
+    results = evaluate_contract(frame, spec=SPEC)
     assert failed(results) == {"customer_id_unique"}
     rule = by_name(results)["customer_id_unique"]
     assert rule.observed == len(dupes) > 0
@@ -119,7 +121,7 @@ def test_out_of_range_values_fail_their_range_rule_only(
     frame = mapped(out_of_range={column: 7})
     offenders = frame.frame.loc[frame.frame[column] == bad_value, s.CUSTOMER_ID]
     assert len(offenders) == 7
-    results = evaluate_contract(frame)
+    results = evaluate_contract(frame, spec=SPEC)
     assert failed(results) == {rule}
     result = by_name(results)[rule]
     assert result.failing_rows == 7 and result.blocking
@@ -139,7 +141,7 @@ def test_out_of_range_values_fail_their_range_rule_only(
 def test_values_outside_a_set_fail_the_set_rule(column: str, value: object, rule: str) -> None:
     frame = mapped()
     frame.frame.loc[[10, 20, 30], column] = value
-    results = evaluate_contract(frame)
+    results = evaluate_contract(frame, spec=SPEC)
     assert failed(results) == {rule}
     result = by_name(results)[rule]
     assert result.failing_rows == 3
@@ -148,10 +150,10 @@ def test_values_outside_a_set_fail_the_set_rule(column: str, value: object, rule
 
 
 def test_spend_mean_outside_its_range_fails_the_mean_rule() -> None:
-    high = evaluate_contract(mapped(spend_shift=500.0))
+    high = evaluate_contract(mapped(spend_shift=500.0), spec=SPEC)
     assert failed(high) == {"monthly_spend_mean_in_range"}
     assert by_name(high)["monthly_spend_mean_in_range"].observed > 400
-    low = evaluate_contract(mapped(spend_shift=-300.0))
+    low = evaluate_contract(mapped(spend_shift=-300.0), spec=SPEC)
     assert failed(low) == {"monthly_spend_mean_in_range"}
     assert by_name(low)["monthly_spend_mean_in_range"].observed < 20
     assert by_name(low)["monthly_spend_mean_in_range"].bound == [20, 400]
@@ -159,22 +161,22 @@ def test_spend_mean_outside_its_range_fails_the_mean_rule() -> None:
 
 def test_null_rate_blocks_by_default_and_warn_severity_only_alerts() -> None:
     frame = mapped(null_rate={s.REGION: 0.2})
-    results = evaluate_contract(frame)
+    results = evaluate_contract(frame, spec=SPEC)
     assert failed(results) == {"region_null_rate"}
     rule = by_name(results)["region_null_rate"]
     assert rule.severity == "ERROR" and rule.blocking
     assert 0.15 < rule.observed < 0.25 and rule.bound == 0.05
     with pytest.raises(ContractError, match="region_null_rate"):
-        validated_frame(frame)
+        validated_frame(frame, spec=SPEC)
 
-    lenient = ContractConfig(severities={"region_null_rate": "WARN"})
-    warned = by_name(evaluate_contract(frame, lenient))["region_null_rate"]
+    lenient = ContractConfig(severities={"region_null_rate": "WARN"}, spec=SPEC)
+    warned = by_name(evaluate_contract(frame, lenient, spec=SPEC))["region_null_rate"]
     assert not warned.passed and not warned.blocking
-    assert blocking_failures(evaluate_contract(frame, lenient)) == []
-    typed = validated_frame(frame, lenient)
+    assert blocking_failures(evaluate_contract(frame, lenient, spec=SPEC)) == []
+    typed = validated_frame(frame, lenient, spec=SPEC)
     assert typed[s.REGION].isna().sum() == warned.failing_rows
-    relaxed = ContractConfig(null_rate_limits={s.REGION: 0.5})
-    assert failed(evaluate_contract(frame, relaxed)) == set()
+    relaxed = ContractConfig(null_rate_limits={s.REGION: 0.5}, spec=SPEC)
+    assert failed(evaluate_contract(frame, relaxed, spec=SPEC)) == set()
 
 
 @pytest.mark.parametrize(
@@ -187,14 +189,14 @@ def test_null_rate_blocks_by_default_and_warn_severity_only_alerts() -> None:
 )
 def test_an_all_null_column_fails_its_null_rate_rule(column: str, expected: set[str]) -> None:
     frame = mapped(null_rate={column: 1.0})
-    results = evaluate_contract(frame)
+    results = evaluate_contract(frame, spec=SPEC)
     assert failed(results) == expected
     assert by_name(results)[f"{column}_null_rate"].observed == 1.0
     assert by_name(results)[f"{column}_null_rate"].failing_rows == N
 
 
 def test_null_rate_rules_block_by_default() -> None:
-    results = by_name(evaluate_contract(mapped(null_rate={s.TARGET: 0.01})))
+    results = by_name(evaluate_contract(mapped(null_rate={s.TARGET: 0.01}), spec=SPEC))
     assert results["churned_null_rate"].severity == "ERROR"
     assert results["churned_null_rate"].blocking
     assert results["tenure_months_null_rate"].severity == "ERROR"
@@ -204,7 +206,7 @@ def test_wrong_type_fails_the_type_rule_naming_column_and_dtype() -> None:
     frame = generate(SyntheticSpec(n_rows=N, seed=5))
     frame[s.TENURE_MONTHS] = frame[s.TENURE_MONTHS].astype(object)
     frame.loc[[4, 9], s.TENURE_MONTHS] = "twelve"
-    results = evaluate_contract(frame)
+    results = evaluate_contract(frame, spec=SPEC)
     assert failed(results) == {"column_types_match"}
     rule = by_name(results)["column_types_match"]
     assert rule.observed == {s.TENURE_MONTHS: "object"}
@@ -217,32 +219,32 @@ def test_wrong_type_fails_the_type_rule_naming_column_and_dtype() -> None:
 
 def test_a_missing_column_fails_presence_and_its_rules_report_column_missing() -> None:
     frame = mapped().frame.drop(columns=[s.REGION])
-    results = evaluate_contract(frame)
+    results = evaluate_contract(frame, spec=SPEC)
     assert failed(results) == {"required_columns_present", "region_in_set", "region_null_rate"}
     presence = by_name(results)["required_columns_present"]
     assert presence.observed == [s.REGION]
     assert by_name(results)["region_in_set"].observed == COLUMN_MISSING
     with pytest.raises(ContractError, match="required_columns_present"):
-        validated_frame(frame)
+        validated_frame(frame, spec=SPEC)
 
 
 def test_unparseable_values_from_mapping_fail_values_parseable_with_raw_values() -> None:
     raw = generate(SyntheticSpec(n_rows=N, seed=5)).astype(str)
     raw.loc[[3, 8], s.MONTHLY_SPEND] = "12,50"
-    frame = apply_mapping(raw)
-    results = evaluate_contract(frame)
+    frame = apply_mapping(raw, spec=SPEC)
+    results = evaluate_contract(frame, spec=SPEC)
     assert failed(results) == {"values_parseable"}
     rule = by_name(results)["values_parseable"]
     assert rule.observed == {s.MONTHLY_SPEND: 2} and rule.failing_rows == 2
     assert rule.failure_cases[s.CUSTOMER_ID].tolist() == ["C0000003", "C0000008"]
     assert rule.failure_cases["value"].tolist() == ["12,50", "12,50"]
     # a plain DataFrame has no conversion report: the rule cannot fail on it
-    assert by_name(evaluate_contract(frame.frame))["values_parseable"].passed
+    assert by_name(evaluate_contract(frame.frame, spec=SPEC))["values_parseable"].passed
 
 
 def test_empty_frame_fails_row_count_and_nothing_crashes() -> None:
     frame = mapped().frame.iloc[0:0]
-    results = evaluate_contract(frame)
+    results = evaluate_contract(frame, spec=SPEC)
     assert "row_count_positive" in failed(results)
     assert by_name(results)["row_count_positive"].observed == 0
 
@@ -260,19 +262,19 @@ def test_every_rule_fails_together_not_just_the_first() -> None:
         "tenure_months_in_range",
         "last_login_hour_in_range",
         "region_in_set",
-    } <= failed(evaluate_contract(frame))
+    } <= failed(evaluate_contract(frame, spec=SPEC))
 
 
 def _pandera_failures(frame: pd.DataFrame) -> set[str]:
     """Rules pandera fails (errors) or warns about, by rule name."""
-    schema = pandera_schema()
+    schema = pandera_schema(spec=SPEC)
     names: set[str] = set()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             schema.validate(frame, lazy=True)
         except pa.errors.SchemaErrors as exc:
-            names |= pandera_failed_rules(exc)
+            names |= pandera_failed_rules(exc, spec=SPEC)
     for warning in caught:
         names |= set(re.findall(r"<Check (\w+)", str(warning.message)))
     return names
@@ -290,7 +292,7 @@ def _pandera_failures(frame: pd.DataFrame) -> set[str]:
 )
 def test_pandera_schema_and_fast_evaluator_agree(make: Callable[[], pd.DataFrame]) -> None:
     frame = make()
-    assert _pandera_failures(frame) == failed(evaluate_contract(frame))
+    assert _pandera_failures(frame) == failed(evaluate_contract(frame, spec=SPEC))
 
 
 def test_pandera_schema_reports_wrong_types_and_missing_columns_by_rule() -> None:
@@ -301,7 +303,7 @@ def test_pandera_schema_reports_wrong_types_and_missing_columns_by_rule() -> Non
 
 def test_validated_frame_has_canonical_dtypes_and_order() -> None:
     raw = generate(SyntheticSpec(n_rows=N, seed=5))
-    typed = validated_frame(raw[list(reversed(raw.columns))])
+    typed = validated_frame(raw[list(reversed(raw.columns))], spec=SPEC)
     assert list(typed.columns) == list(s.ALL_COLUMNS)
     assert {c: str(t) for c, t in typed.dtypes.items()} == s.CANONICAL_DTYPES
 
@@ -309,7 +311,7 @@ def test_validated_frame_has_canonical_dtypes_and_order() -> None:
 def test_validated_frame_lists_every_blocking_failure() -> None:
     frame = mapped(duplicate_ids=2, out_of_range={s.TENURE_MONTHS: 1})
     with pytest.raises(ContractError) as info:
-        validated_frame(frame)
+        validated_frame(frame, spec=SPEC)
     assert "customer_id_unique" in str(info.value)
     assert "tenure_months_in_range" in str(info.value)
     assert {r.name for r in info.value.results if r.blocking} == {
@@ -320,20 +322,45 @@ def test_validated_frame_lists_every_blocking_failure() -> None:
 
 def test_contract_config_rejects_unknown_names_with_the_known_ones() -> None:
     with pytest.raises(ValueError, match=r"unknown rule\(s\) \['customer_id_uniq'\]"):
-        ContractConfig(severities={"customer_id_uniq": "WARN"})
+        ContractConfig(severities={"customer_id_uniq": "WARN"}, spec=SPEC)
     with pytest.raises(ValueError, match="'ERROR' or 'WARN'"):
-        ContractConfig(severities={"customer_id_unique": "warning"})
+        ContractConfig(severities={"customer_id_unique": "warning"}, spec=SPEC)
     with pytest.raises(ValueError, match=r"names \['customer_id'\]"):
-        ContractConfig(null_rate_limits={s.CUSTOMER_ID: 0.1})
+        ContractConfig(null_rate_limits={s.CUSTOMER_ID: 0.1}, spec=SPEC)
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['tenure_range'\]"):
-        ContractConfig.from_dict({"tenure_range": [0, 10]})
-    config = ContractConfig.from_dict({"tenure_months_range": [0, 48], "regions": ["north"]})
+        ContractConfig.from_dict({"tenure_range": [0, 10]}, spec=SPEC)
+    config = ContractConfig.from_dict(
+        {"tenure_months_range": [0, 48], "regions": ["north"]}, spec=SPEC
+    )
     assert config.tenure_months_range == (0, 48) and config.regions == ("north",)
 
 
+def test_a_failing_rule_names_the_spec_key_that_accepts_the_new_data() -> None:
+    frame = mapped()
+    frame.frame.loc[[1, 2], s.MONTHLY_SPEND] = 20_000.0
+    frame.frame.loc[[3], s.REGION] = "mars"
+    results = by_name(evaluate_contract(frame, spec=SPEC))
+    spend = results["monthly_spend_in_range"]
+    assert not spend.passed
+    assert "edit features.monthly_spend.range in the spec file" in spend.message
+    assert "features.region.allowed" in results["region_in_set"].message
+    shifted = by_name(evaluate_contract(mapped(spend_shift=500.0), spec=SPEC))
+    assert "features.monthly_spend.mean_range" in shifted["monthly_spend_mean_in_range"].message
+    nulls = by_name(evaluate_contract(mapped(null_rate={s.REGION: 0.2}), spec=SPEC))
+    assert "features.region.max_null_rate" in nulls["region_null_rate"].message
+    # a run-time override, not the spec, set the failing bound: name the override
+    config = ContractConfig(monthly_spend_range=(0, 100), spec=SPEC)
+    overridden = by_name(evaluate_contract(frame, config, spec=SPEC))["monthly_spend_in_range"]
+    assert "contract config key monthly_spend_range" in overridden.message
+    assert (
+        "spec file"
+        not in by_name(evaluate_contract(mapped(), spec=SPEC))["monthly_spend_in_range"].message
+    )
+
+
 def test_config_thresholds_are_used() -> None:
-    config = ContractConfig(tenure_months_range=(0, 12))
-    rule = by_name(evaluate_contract(mapped(), config))["tenure_months_in_range"]
+    config = ContractConfig(tenure_months_range=(0, 12), spec=SPEC)
+    rule = by_name(evaluate_contract(mapped(), config, spec=SPEC))["tenure_months_in_range"]
     assert not rule.passed and rule.bound == [0, 12]
     assert rule.failing_rows == int((mapped().frame[s.TENURE_MONTHS] > 12).sum())
 
@@ -364,13 +391,15 @@ def test_data_version_is_the_same_in_another_process() -> None:
 
 def test_quality_report_shows_every_rule_the_version_and_failure_samples() -> None:
     frame = mapped(out_of_range={s.LAST_LOGIN_HOUR: 2}, null_rate={s.REGION: 0.1})
-    results = evaluate_contract(frame, ContractConfig(severities={"region_null_rate": "WARN"}))
+    results = evaluate_contract(
+        frame, ContractConfig(severities={"region_null_rate": "WARN"}, spec=SPEC), spec=SPEC
+    )
     offender = frame.frame.loc[frame.frame[s.LAST_LOGIN_HOUR] == 31, s.CUSTOMER_ID].iloc[0]
     summary = {**profile_frame(frame.frame), "source": {"kind": "synthetic"}}
     report = render_quality_report(results, summary, data_version(frame))
     assert data_version(frame) in report
     assert "**BLOCKED**: 1 blocking rule(s) failed" in report
-    for name in rule_names():
+    for name in rule_names(spec=SPEC):
         assert f"| {name} |" in report
     assert "### last_login_hour_in_range (ERROR)" in report
     assert "### region_null_rate (WARN)" in report

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from churn_platform.core import schema as s
 from churn_platform.core.contract import evaluate_contract
 from churn_platform.core.mapping import ColumnMapping, DataSourceError
+from churn_platform.core.spec import default_spec
 from churn_platform.core.synthetic import SyntheticSpec, generate
 from churn_platform.resources.data_source import (
     FileSource,
@@ -34,7 +35,8 @@ TELCO_VALUES = {
     s.CONTRACT_TYPE: {"Month-to-month": "monthly", "One year": "annual", "Two year": "multi-year"},
     s.TARGET: {"Yes": "1", "No": "0"},
 }
-TELCO = ColumnMapping(columns=TELCO_COLUMNS, values=TELCO_VALUES)
+SPEC = default_spec()
+TELCO = ColumnMapping(columns=TELCO_COLUMNS, values=TELCO_VALUES, spec=SPEC)
 
 
 def canonical(n: int = 300) -> pd.DataFrame:
@@ -72,9 +74,9 @@ def test_csv_file_loads_as_text_and_maps_onto_the_schema(tmp_path: Path) -> None
     assert raw.frame["CustomerID"].tolist()[:2] == ["000000", "000001"]  # text, zeros kept
     assert raw.description["kind"] == "file" and raw.description["location"] == str(path)
     assert raw.description["rows"] == 300 and raw.description["format"] == "csv"
-    mapped, description = load_snapshot(FileSource(path), TELCO)
+    mapped, description = load_snapshot(FileSource(path), TELCO, spec=SPEC)
     assert_canonical_rows(mapped.frame)
-    assert not [r.name for r in evaluate_contract(mapped) if not r.passed]
+    assert not [r.name for r in evaluate_contract(mapped, spec=SPEC) if not r.passed]
     assert description["bytes"] == path.stat().st_size
 
 
@@ -84,7 +86,7 @@ def test_csv_blanks_become_nulls_counted_by_the_mapping(tmp_path: Path) -> None:
     frame.loc[[2, 5], s.TENURE_MONTHS] = ""
     path = tmp_path / "blanks.csv"
     frame.to_csv(path, index=False)
-    mapped, _ = load_snapshot(FileSource(path), TELCO)
+    mapped, _ = load_snapshot(FileSource(path), TELCO, spec=SPEC)
     assert mapped.conversion_report[s.TENURE_MONTHS].blanks == 2
     assert mapped.frame[s.TENURE_MONTHS].isna().tolist()[:6] == [False, False, True] + [
         False,
@@ -96,7 +98,7 @@ def test_csv_blanks_become_nulls_counted_by_the_mapping(tmp_path: Path) -> None:
 def test_parquet_file_loads(tmp_path: Path) -> None:
     path = tmp_path / "customers.parquet"
     telco().to_parquet(path, index=False)
-    mapped, description = load_snapshot(FileSource(str(path)), TELCO)
+    mapped, description = load_snapshot(FileSource(str(path)), TELCO, spec=SPEC)
     assert description["format"] == "parquet"
     assert_canonical_rows(mapped.frame)
 
@@ -228,7 +230,7 @@ def test_separator_is_configurable_and_a_wrong_one_is_diagnosed(tmp_path: Path) 
     telco(10).to_csv(path, index=False, sep=";")
     with pytest.raises(DataSourceError, match=r"set read_options sep to ';'"):
         FileSource(path).load()
-    mapped, _ = load_snapshot(FileSource(path, {"sep": ";"}), TELCO)
+    mapped, _ = load_snapshot(FileSource(path, {"sep": ";"}), TELCO, spec=SPEC)
     assert len(mapped.frame) == 10
     with pytest.raises(DataSourceError, match=r"unknown key\(s\) \['delimiter'\]"):
         FileSource(path, {"delimiter": ";"})
@@ -238,7 +240,7 @@ def test_mapping_errors_carry_the_file_location(tmp_path: Path) -> None:
     path = tmp_path / "customers.csv"
     telco(10).to_csv(path, index=False)
     with pytest.raises(DataSourceError, match=rf"{path}: required canonical column.*'churned'"):
-        load_snapshot(FileSource(path), {"columns": {"CustomerID": "customer_id"}})
+        load_snapshot(FileSource(path), {"columns": {"CustomerID": "customer_id"}}, spec=SPEC)
 
 
 # --- SQL -------------------------------------------------------------------------------
@@ -255,11 +257,11 @@ def write_table(url: str, frame: pd.DataFrame, table: str) -> None:
 def test_sqlite_table_and_query(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'crm.db'}"
     write_table(url, telco(), "customers")
-    mapped, description = load_snapshot(SqlSource(url, table="customers"), TELCO)
+    mapped, description = load_snapshot(SqlSource(url, table="customers"), TELCO, spec=SPEC)
     assert_canonical_rows(mapped.frame)
     assert description["kind"] == "sql" and description["table"] == "customers"
     query = "SELECT * FROM customers WHERE \"Contract\" = 'One year'"
-    by_query, _ = load_snapshot(SqlSource(url, query=query), TELCO)
+    by_query, _ = load_snapshot(SqlSource(url, query=query), TELCO, spec=SPEC)
     assert len(by_query.frame) == (canonical()[s.CONTRACT_TYPE] == "annual").sum() > 0
     assert set(by_query.frame[s.CONTRACT_TYPE]) == {"annual"}
 
@@ -297,11 +299,15 @@ def postgres() -> Iterator[PostgresServer]:
 @pytest.mark.integration
 def test_postgres_table_query_and_missing_table(postgres: PostgresServer) -> None:
     write_table(postgres.url, telco(), "customers")
-    mapped, description = load_snapshot(SqlSource(postgres.url, table="customers"), TELCO)
+    mapped, description = load_snapshot(
+        SqlSource(postgres.url, table="customers"), TELCO, spec=SPEC
+    )
     assert_canonical_rows(mapped.frame)
     assert description["url"] == postgres.url
     by_query, _ = load_snapshot(
-        SqlSource(postgres.url, query="SELECT * FROM customers WHERE support_tickets = 0"), TELCO
+        SqlSource(postgres.url, query="SELECT * FROM customers WHERE support_tickets = 0"),
+        TELCO,
+        spec=SPEC,
     )
     assert len(by_query.frame) == (canonical()[s.SUPPORT_TICKETS] == 0).sum() > 0
     with pytest.raises(DataSourceError, match=r"table 'customer' not found .*\['customers'\]"):
@@ -319,7 +325,9 @@ def test_postgres_schema_qualified_table(postgres: PostgresServer) -> None:
         telco(40).to_sql("customers", engine, schema="crm", index=False, if_exists="replace")
     finally:
         engine.dispose()
-    mapped, _ = load_snapshot(SqlSource(postgres.url, table="customers", schema="crm"), TELCO)
+    mapped, _ = load_snapshot(
+        SqlSource(postgres.url, table="customers", schema="crm"), TELCO, spec=SPEC
+    )
     assert len(mapped.frame) == 40
 
 
@@ -345,9 +353,9 @@ def test_postgres_connection_failure_names_the_url_without_password(
 
 def test_synthetic_source_with_defects_fails_the_contract() -> None:
     source = SyntheticSource(n_rows=500, seed=3, duplicate_ids=2, out_of_range={s.TENURE_MONTHS: 1})
-    mapped, description = load_snapshot(source)
+    mapped, description = load_snapshot(source, spec=SPEC)
     assert description["kind"] == "synthetic" and description["spec"]["duplicate_ids"] == 2
-    failed = {r.name for r in evaluate_contract(mapped) if not r.passed}
+    failed = {r.name for r in evaluate_contract(mapped, spec=SPEC) if not r.passed}
     assert failed == {"customer_id_unique", "tenure_months_in_range"}
     with pytest.raises(DataSourceError, match="synthetic source config: null_rate names unknown"):
         SyntheticSource(null_rate={"age": 0.1}).load()

@@ -15,7 +15,8 @@ import pytest
 
 from churn_platform.core.drift import PsiResult
 from churn_platform.core.drift_monitor import DriftDecision, EpisodeState
-from churn_platform.core.mapping import ColumnMapping, MappedFrame, apply_mapping
+from churn_platform.core.mapping import MappedFrame, apply_mapping
+from churn_platform.core.spec import default_spec
 from churn_platform.core.synthetic import SyntheticSpec, generate
 from churn_platform.resources import io_manager
 from churn_platform.resources.io_manager import (
@@ -102,7 +103,7 @@ def test_frozen_dataclasses_round_trip_with_nested_fields(tmp_path):
 def test_a_dataclass_holding_frames_stores_them_as_parquet_beside_the_json(tmp_path):
     raw = generate(SyntheticSpec(n_rows=50, seed=1)).astype({"monthly_spend": str})
     raw.loc[3, "monthly_spend"] = "lots"  # one unparseable cell: conversion examples hold a frame
-    mapped = apply_mapping(raw, ColumnMapping())
+    mapped = apply_mapping(raw, spec=default_spec())
     assert isinstance(mapped, MappedFrame) and mapped.unparseable_total == 1
     version = write_value(tmp_path / "churn_snapshot", mapped)
     assert len(list(version.glob("*.parquet"))) >= 2  # the rows and the examples

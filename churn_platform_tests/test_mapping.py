@@ -8,6 +8,7 @@ import pytest
 
 from churn_platform.core import schema as s
 from churn_platform.core.mapping import ColumnMapping, DataSourceError, apply_mapping
+from churn_platform.core.spec import default_spec
 from churn_platform.core.synthetic import SyntheticSpec, generate
 
 TELCO_COLUMNS = {
@@ -27,7 +28,8 @@ TELCO_VALUES = {
     s.TARGET: {"Yes": 1, "No": 0},
     s.IS_ENTERPRISE: {"Yes": True, "No": False},
 }
-TELCO = ColumnMapping(columns=TELCO_COLUMNS, values=TELCO_VALUES)
+SPEC = default_spec()
+TELCO = ColumnMapping(columns=TELCO_COLUMNS, values=TELCO_VALUES, spec=SPEC)
 
 
 def telco_frame(n: int = 200) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -46,7 +48,7 @@ def telco_frame(n: int = 200) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def test_renames_maps_values_and_types_to_canonical_dtypes() -> None:
     canonical, raw = telco_frame()
-    mapped = apply_mapping(raw, TELCO)
+    mapped = apply_mapping(raw, TELCO, spec=SPEC)
     assert list(mapped.frame.columns) == list(s.ALL_COLUMNS)
     assert {c: str(t) for c, t in mapped.frame.dtypes.items()} == s.CANONICAL_DTYPES
     expected = canonical.astype(s.CANONICAL_DTYPES)
@@ -67,7 +69,7 @@ def test_text_numbers_with_blanks_become_counted_nulls() -> None:
     mapping = {
         "columns": {"id": "customer_id", "tenure": "tenure_months", "spend": "monthly_spend"}
     }
-    mapped = apply_mapping(raw, mapping, required=(s.CUSTOMER_ID,))
+    mapped = apply_mapping(raw, mapping, required=(s.CUSTOMER_ID,), spec=SPEC)
     tenure = mapped.conversion_report[s.TENURE_MONTHS]
     spend = mapped.conversion_report[s.MONTHLY_SPEND]
     assert (tenure.blanks, tenure.unparseable) == (3, 2)  # "twelve" and 2.5 are not whole months
@@ -91,7 +93,7 @@ def test_missing_required_column_error_names_column_found_columns_and_fix() -> N
     _, raw = telco_frame(20)
     columns = {k: v for k, v in TELCO_COLUMNS.items() if k != "Tenure"}
     with pytest.raises(DataSourceError) as info:
-        apply_mapping(raw, {"columns": columns})
+        apply_mapping(raw, {"columns": columns}, spec=SPEC)
     message = str(info.value)
     assert "'tenure_months'" in message
     assert "'Tenure'" in message  # the columns found are listed
@@ -102,15 +104,19 @@ def test_mapping_key_absent_from_table_is_named() -> None:
     _, raw = telco_frame(20)
     columns = {("Tenur" if k == "Tenure" else k): v for k, v in TELCO_COLUMNS.items()}
     with pytest.raises(DataSourceError, match=r"\['Tenur'\].*did you mean 'Tenure'"):
-        apply_mapping(raw, {"columns": columns})
+        apply_mapping(raw, {"columns": columns}, spec=SPEC)
 
 
 def test_extra_columns_dropped_by_default_and_kept_on_request() -> None:
     _, raw = telco_frame(20)
     raw["Notes"] = "x"
-    dropped = apply_mapping(raw, TELCO)
+    dropped = apply_mapping(raw, TELCO, spec=SPEC)
     assert "Notes" not in dropped.frame.columns and dropped.dropped_columns == ["Notes"]
-    kept = apply_mapping(raw, ColumnMapping(TELCO.columns, TELCO.values, keep_extra_columns=True))
+    kept = apply_mapping(
+        raw,
+        ColumnMapping(TELCO.columns, TELCO.values, keep_extra_columns=True, spec=SPEC),
+        spec=SPEC,
+    )
     assert list(kept.frame.columns) == [*s.ALL_COLUMNS, "Notes"]
     assert kept.frame["Notes"].eq("x").all() and kept.dropped_columns == []
 
@@ -118,7 +124,7 @@ def test_extra_columns_dropped_by_default_and_kept_on_request() -> None:
 def test_values_outside_the_map_are_left_and_reported() -> None:
     _, raw = telco_frame(30)
     raw.loc[[3, 7], "Contract"] = "Weekly"
-    mapped = apply_mapping(raw, TELCO)
+    mapped = apply_mapping(raw, TELCO, spec=SPEC)
     assert mapped.frame.loc[[3, 7], s.CONTRACT_TYPE].tolist() == ["Weekly", "Weekly"]
     assert mapped.unmapped_values[s.CONTRACT_TYPE] == ["Weekly"]
     assert mapped.mapped_values[s.CONTRACT_TYPE] == 28
@@ -132,7 +138,7 @@ def test_float_ids_keep_their_integer_text_and_booleans_and_dates_parse() -> Non
             s.SIGNUP_DATE: ["2024-01-05", "2024-02-30", "", "2023-12-31"],
         }
     )
-    mapped = apply_mapping(raw, required=())
+    mapped = apply_mapping(raw, required=(), spec=SPEC)
     assert mapped.frame[s.CUSTOMER_ID].tolist()[0] == "101"
     assert mapped.frame[s.CUSTOMER_ID].isna().tolist() == [False, True, False, False]
     assert mapped.frame[s.IS_ENTERPRISE].tolist()[:2] == [True, False]
@@ -146,7 +152,9 @@ def test_float_ids_keep_their_integer_text_and_booleans_and_dates_parse() -> Non
 
 def test_value_maps_match_numbers_by_their_text() -> None:
     raw = pd.DataFrame({s.CUSTOMER_ID: ["a", "b", "c"], s.TARGET: [1, 0, 2]})
-    mapped = apply_mapping(raw, {"values": {s.TARGET: {"1": "0", "0": "1"}}}, required=())
+    mapped = apply_mapping(
+        raw, {"values": {s.TARGET: {"1": "0", "0": "1"}}}, required=(), spec=SPEC
+    )
     assert mapped.frame[s.TARGET].tolist() == [0, 1, 2]
     assert mapped.unmapped_values[s.TARGET] == ["2"]
 
@@ -162,7 +170,7 @@ def test_value_maps_match_numbers_by_their_text() -> None:
 )
 def test_invalid_mappings_say_what_is_wrong(mapping: dict, pattern: str) -> None:
     with pytest.raises(DataSourceError, match=pattern):
-        ColumnMapping.from_dict(mapping)
+        ColumnMapping.from_dict(mapping, spec=SPEC)
 
 
 def test_rename_onto_an_existing_canonical_column_is_refused() -> None:
@@ -170,25 +178,25 @@ def test_rename_onto_an_existing_canonical_column_is_refused() -> None:
     with pytest.raises(
         DataSourceError, match=r"'Area' -> 'region'.*already has a column named \['region'\]"
     ):
-        apply_mapping(raw, {"columns": {"Area": "region"}}, required=())
+        apply_mapping(raw, {"columns": {"Area": "region"}}, required=(), spec=SPEC)
 
 
 def test_from_json_round_trip() -> None:
     text = '{"columns": {"Churn": "churned"}, "values": {"churned": {"Yes": "1"}}}'
-    mapping = ColumnMapping.from_json(text)
+    mapping = ColumnMapping.from_json(text, spec=SPEC)
     assert mapping.to_dict() == {
         "columns": {"Churn": "churned"},
         "values": {"churned": {"Yes": "1"}},
         "keep_extra_columns": False,
     }
-    assert ColumnMapping.from_json("") == ColumnMapping()
+    assert ColumnMapping.from_json("", spec=SPEC) == ColumnMapping(spec=SPEC)
     with pytest.raises(DataSourceError, match="not valid JSON"):
-        ColumnMapping.from_json("{columns:")
+        ColumnMapping.from_json("{columns:", spec=SPEC)
 
 
 def test_generated_frame_maps_onto_itself_and_nulls_survive_typing() -> None:
     raw = generate(SyntheticSpec(n_rows=500, seed=3, null_rate={s.TENURE_MONTHS: 0.1}))
-    mapped = apply_mapping(raw)
+    mapped = apply_mapping(raw, spec=SPEC)
     assert mapped.frame[s.TENURE_MONTHS].isna().sum() == raw[s.TENURE_MONTHS].isna().sum() > 0
     report = mapped.conversion_report[s.TENURE_MONTHS]
     assert report.missing == raw[s.TENURE_MONTHS].isna().sum()

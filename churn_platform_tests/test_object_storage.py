@@ -18,7 +18,8 @@ import pytest
 
 from churn_platform import settings
 from churn_platform.core import schema as s
-from churn_platform.core.mapping import ColumnMapping, MappedFrame, apply_mapping
+from churn_platform.core.mapping import MappedFrame, apply_mapping
+from churn_platform.core.spec import default_spec
 from churn_platform.core.synthetic import SyntheticSpec, generate
 from churn_platform.object_store import open_location, options_from_env, path_is_remote
 from churn_platform.resources import io_manager
@@ -102,7 +103,7 @@ def test_frames_records_and_json_round_trip_on_s3(s3_url, moto_endpoint):
 
     raw = generate(SyntheticSpec(n_rows=50, seed=1)).astype({"monthly_spend": str})
     raw.loc[3, "monthly_spend"] = "lots"
-    mapped = apply_mapping(raw, ColumnMapping())
+    mapped = apply_mapping(raw, spec=default_spec())
     write_value(root / "churn_snapshot", mapped)
     back = read_value(root / "churn_snapshot")
     assert isinstance(back, MappedFrame)

@@ -23,7 +23,7 @@ from churn_platform.core.contract import (
     validated_frame,
 )
 from churn_platform.core.mapping import apply_mapping
-from churn_platform.core.spec import Spec, parse_spec
+from churn_platform.core.spec import Spec, default_spec, parse_spec
 from churn_platform.resources.environments import resources_for_environment
 from churn_platform_tests.pipeline import checks, materialized, step_error
 
@@ -161,7 +161,7 @@ def by_name(results) -> dict:
 
 
 def test_the_default_spec_keeps_todays_rule_names_in_todays_order() -> None:
-    assert rule_names() == DEFAULT_RULES
+    assert rule_names(default_spec()) == DEFAULT_RULES
 
 
 def test_a_spec_of_another_shape_gets_rules_named_after_its_columns(saas: Spec) -> None:
@@ -233,7 +233,7 @@ def test_contract_config_overrides_fit_the_spec_or_name_the_key(saas: Spec) -> N
     )
     raw = saas_table()
     raw.loc[[1], "plan"] = "Gold"
-    results = by_name(evaluate_contract(apply_mapping(raw, spec=saas), relaxed))
+    results = by_name(evaluate_contract(apply_mapping(raw, spec=saas), relaxed, spec=saas))
     assert not results["plan_in_set"].passed and not results["plan_in_set"].blocking
     assert results["country_null_rate"].bound == 0.1
     with pytest.raises(ValueError, match=r"tenure_months_range.*'tenure_months'.*saas"):
@@ -243,8 +243,11 @@ def test_contract_config_overrides_fit_the_spec_or_name_the_key(saas: Spec) -> N
     with pytest.raises(ValueError, match=r"null_rate_limits names \['account'\]"):
         ContractConfig(null_rate_limits={"account": 0.1}, spec=saas)
     # on the default spec the example's keys still override its bounds
-    config = ContractConfig.from_dict({"tenure_months_range": [0, 48], "regions": ["north"]})
-    rules = {r.name: r for r in contract_rules(config)}
+    default = default_spec()
+    config = ContractConfig.from_dict(
+        {"tenure_months_range": [0, 48], "regions": ["north"]}, spec=default
+    )
+    rules = {r.name: r for r in contract_rules(config, spec=default)}
     assert rules["tenure_months_in_range"].description == "tenure_months in [0, 48]"
     assert rules["region_in_set"].description == "region in ['north']"
 

@@ -7,12 +7,13 @@ import pytest
 
 from churn_platform.core import holdout, model_checks, training
 from churn_platform.core import schema as s
+from churn_platform.core.spec import default_spec
 from churn_platform.core.synthetic import SyntheticSpec, generate
 
 
 @pytest.fixture(scope="module")
 def data():
-    return holdout.split(generate(SyntheticSpec(n_rows=20_000, seed=11)))
+    return holdout.split(generate(SyntheticSpec(n_rows=20_000, seed=11)), spec=default_spec())
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +58,8 @@ def test_unknown_estimator_is_named_in_the_error():
 
 def test_model_trained_where_annual_churns_more_fails_invariance():
     train, test = holdout.split(
-        generate(SyntheticSpec(n_rows=8000, seed=5, invert_contract_effect=True))
+        generate(SyntheticSpec(n_rows=8000, seed=5, invert_contract_effect=True)),
+        spec=default_spec(),
     )
     model = training.train(train, training.TrainingConfig(max_iter=80))
     outcome = model_checks.invariance_check(model.pipeline, test, model_checks.ModelCheckConfig())
@@ -96,13 +98,13 @@ def test_training_on_one_class_says_so():
 def test_holdout_is_stable_across_snapshots():
     a = generate(SyntheticSpec(n_rows=3000, seed=1))
     b = generate(SyntheticSpec(n_rows=5000, seed=2))  # a later snapshot: more customers, new values
-    in_a = set(holdout.split(a)[1][s.CUSTOMER_ID])
-    in_b = set(holdout.split(b)[1][s.CUSTOMER_ID])
+    in_a = set(holdout.split(a, spec=default_spec())[1][s.CUSTOMER_ID])
+    in_b = set(holdout.split(b, spec=default_spec())[1][s.CUSTOMER_ID])
     common = set(a[s.CUSTOMER_ID]) & set(b[s.CUSTOMER_ID])
     assert {c for c in common if c in in_a} == {c for c in common if c in in_b}
     assert 0.15 < len(in_a) / len(a) < 0.25
     shuffled = a.sample(frac=1.0, random_state=0)
-    assert set(holdout.split(shuffled)[1][s.CUSTOMER_ID]) == in_a
+    assert set(holdout.split(shuffled, spec=default_spec())[1][s.CUSTOMER_ID]) == in_a
 
 
 def test_stratified_sample_keeps_the_class_ratio_and_is_deterministic():

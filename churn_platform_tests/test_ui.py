@@ -28,6 +28,7 @@ import dagster as dg
 import pytest
 
 from churn_platform.core import contract
+from churn_platform.core.spec import default_spec
 from churn_platform.testing import dagster_webserver
 from churn_platform_tests.pipeline import (
     ASSET_NAMES,
@@ -289,7 +290,7 @@ def test_contract_checks_of_validated_data_are_listed_as_passed(page, ui_run: Ui
         "/assets/validated_churn_data?view=checks&checkDetail=customer_id_unique",
         "Evaluation result",
     )
-    rules = [rule.name for rule in contract.contract_rules()]
+    rules = [rule.name for rule in contract.contract_rules(spec=default_spec())]
     body = _text_once(
         page.locator("body"),
         # while loading, the line under a check is the next check's name, not a status

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from churn_platform.core.spec import Spec, default_spec
+from churn_platform.core.spec import Spec
 
 _BUCKETS = 10_000
 DEFAULT_FRACTION = 0.2
@@ -77,8 +77,8 @@ def split(
     fraction: float = DEFAULT_FRACTION,
     salt: str = DEFAULT_SALT,
     *,
-    spec: Spec | None = None,
+    spec: Spec,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(training rows, holdout rows) of a validated frame, by the hash of ``spec``'s entity id."""
-    mask = holdout_mask(frame[(spec or default_spec()).id_column], fraction, salt)
+    mask = holdout_mask(frame[spec.id_column], fraction, salt)
     return frame.loc[~mask].reset_index(drop=True), frame.loc[mask].reset_index(drop=True)

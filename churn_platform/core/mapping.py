@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from churn_platform.core import schema as s
-from churn_platform.core.spec import Spec, default_spec
+from churn_platform.core.spec import Spec
 
 # Text that means "no value" in a typed (numeric, date, boolean) column.
 NULL_TOKENS: frozenset[str] = frozenset({"", "na", "n/a", "nan", "null", "none", "nat", "<na>"})
@@ -48,20 +48,20 @@ class ColumnMapping:
     spec need no entry). ``values``: spec column -> {user value: value}, applied after
     renaming and before type conversion, so ``{"Yes": "1"}`` and ``{"Yes": 1}`` both
     give churned = 1. ``keep_extra_columns``: keep columns the spec does not name
-    (default: drop them). ``spec``: the spec whose columns the names are checked
-    against (default: the shipped spec).
+    (default: drop them). ``spec`` (required, keyword): the spec whose columns the names
+    are checked against.
     """
 
     columns: Mapping[str, str] = field(default_factory=dict)
     values: Mapping[str, Mapping[Any, Any]] = field(default_factory=dict)
     keep_extra_columns: bool = False
-    spec: Spec | None = field(default=None, compare=False, repr=False)
+    spec: Spec = field(kw_only=True, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         # private copies: a caller mutating its dicts later must not change this mapping
         object.__setattr__(self, "columns", dict(self.columns))
         object.__setattr__(self, "values", {k: dict(v) for k, v in self.values.items()})
-        all_columns = (self.spec or default_spec()).all_columns
+        all_columns = self.spec.all_columns
         unknown = sorted(set(self.columns.values()) - set(all_columns))
         if unknown:
             raise DataSourceError(
@@ -85,7 +85,7 @@ class ColumnMapping:
             )
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None, spec: Spec | None = None) -> ColumnMapping:
+    def from_dict(cls, data: Mapping[str, Any] | None, spec: Spec) -> ColumnMapping:
         """Build from ``{"columns": {...}, "values": {...}, "keep_extra_columns": bool}``."""
         data = dict(data or {})
         unknown = sorted(set(data) - {"columns", "values", "keep_extra_columns"})
@@ -102,7 +102,7 @@ class ColumnMapping:
         )
 
     @classmethod
-    def from_json(cls, text: str, spec: Spec | None = None) -> ColumnMapping:
+    def from_json(cls, text: str, spec: Spec) -> ColumnMapping:
         """Build from a JSON string of the ``from_dict`` shape (empty string: no mapping)."""
         if not text.strip():
             return cls(spec=spec)
@@ -205,9 +205,9 @@ def apply_mapping(
     mapping: ColumnMapping | Mapping[str, Any] | None = None,
     *,
     required: Sequence[str] | None = None,
-    spec: Spec | None = None,
+    spec: Spec,
 ) -> MappedFrame:
-    """Rename, translate values and convert ``raw`` to the dtypes of ``spec`` (default: shipped).
+    """Rename, translate values and convert ``raw`` to the dtypes of ``spec``.
 
     The spec's own mapping (``Spec.mapping``: sources, value maps, the target's labels ->
     1/0) applies, with ``mapping`` (a ``ColumnMapping`` or its ``from_dict`` shape) merged
@@ -216,20 +216,26 @@ def apply_mapping(
     spec column) is missing after renaming (pass ``required=()`` to let the contract
     report it instead); the message names the spec key that sets the source column.
     """
-    spec = spec or default_spec()
     if not isinstance(mapping, ColumnMapping):
         mapping = ColumnMapping.from_dict(mapping, spec)
     mapping = mapping.over(spec)
-    all_columns = spec.all_columns
-    if required is None:
-        required = all_columns
+    frame, renamed = _renamed(raw, mapping, spec)
+    _check_required(frame, spec.all_columns if required is None else required, spec)
+    frame, dropped = _select_columns(frame, mapping, spec)
+    return _converted(frame, mapping, spec, renamed, dropped)
+
+
+def _renamed(
+    raw: pd.DataFrame, mapping: ColumnMapping, spec: Spec
+) -> tuple[pd.DataFrame, dict[str, str]]:
+    """``raw`` with the mapping's renames applied, and the renames that took effect."""
     found = [str(c) for c in raw.columns]
     if len(set(found)) != len(found):
         dupes = sorted({c for c in found if found.count(c) > 1})
         raise DataSourceError(f"the table has duplicate column name(s) {dupes}; rename them")
     # a spec's source that is absent is a missing column (reported below, naming its key);
     # an explicit mapping key that is absent is a typo in the mapping
-    spec_sources = {spec.source_of(c) for c in all_columns}
+    spec_sources = {spec.source_of(c) for c in spec.all_columns}
     absent = [c for c in mapping.columns if c not in found and c not in spec_sources]
     if absent:
         hints = _close_matches(absent, found)
@@ -247,20 +253,31 @@ def apply_mapping(
         )
     frame = raw.rename(columns=renamed)
     frame.columns = [str(c) for c in frame.columns]
+    return frame, renamed
 
+
+def _check_required(frame: pd.DataFrame, required: Sequence[str], spec: Spec) -> None:
+    """Raise ``DataSourceError`` naming a mapping entry for each missing ``required`` column."""
     missing = [c for c in required if c not in frame.columns]
-    if missing:
-        unmapped = [c for c in frame.columns if c not in all_columns]
-        suggestions = []
-        for col in missing:
-            close = difflib.get_close_matches(col, unmapped, n=1, cutoff=0.4)
-            suggestions.append(f'"{close[0] if close else "<your column>"}": "{col}"')
-        raise DataSourceError(
-            f"required canonical column(s) {missing} missing after mapping; columns found: "
-            f"{list(frame.columns)}. Add a mapping entry for each, e.g. "
-            f"columns: {{{', '.join(suggestions)}}}; {describe_missing(spec, missing)}"
-        )
+    if not missing:
+        return
+    unmapped = [c for c in frame.columns if c not in spec.all_columns]
+    suggestions = []
+    for col in missing:
+        close = difflib.get_close_matches(col, unmapped, n=1, cutoff=0.4)
+        suggestions.append(f'"{close[0] if close else "<your column>"}": "{col}"')
+    raise DataSourceError(
+        f"required canonical column(s) {missing} missing after mapping; columns found: "
+        f"{list(frame.columns)}. Add a mapping entry for each, e.g. "
+        f"columns: {{{', '.join(suggestions)}}}; {describe_missing(spec, missing)}"
+    )
 
+
+def _select_columns(
+    frame: pd.DataFrame, mapping: ColumnMapping, spec: Spec
+) -> tuple[pd.DataFrame, list[str]]:
+    """Spec columns first in spec order, extra columns after (or dropped, and named)."""
+    all_columns = spec.all_columns
     extra = [c for c in frame.columns if c not in all_columns]
     dropped: list[str] = []
     if extra and not mapping.keep_extra_columns:
@@ -268,7 +285,17 @@ def apply_mapping(
         frame = frame.drop(columns=extra)
     canonical = [c for c in all_columns if c in frame.columns]
     frame = frame[canonical + [c for c in frame.columns if c not in all_columns]].copy()
+    return frame, dropped
 
+
+def _converted(
+    frame: pd.DataFrame,
+    mapping: ColumnMapping,
+    spec: Spec,
+    renamed: dict[str, str],
+    dropped: list[str],
+) -> MappedFrame:
+    """Apply the value maps, then convert every spec column to its dtype, reporting both."""
     dtypes = spec.dtypes
     mapped_values: dict[str, int] = {}
     unmapped_values: dict[str, list[str]] = {}
@@ -283,7 +310,7 @@ def apply_mapping(
     id_column = spec.id_column
     ids = frame[id_column] if id_column in frame.columns else None
     report: dict[str, ColumnConversion] = {}
-    for col in canonical:
+    for col in [c for c in spec.all_columns if c in frame.columns]:
         frame[col], report[col] = convert_column(frame[col], dtypes[col], ids)
         if id_column != s.CUSTOMER_ID:  # convert_column labels its examples customer_id
             examples = report[col].examples.rename(columns={s.CUSTOMER_ID: id_column})

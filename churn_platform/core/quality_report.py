@@ -95,6 +95,20 @@ def render_quality_report(
     source description), ``"mapping"`` (``MappedFrame.summary()``) and ``"spec"``
     (``{"name", "spec_hash"}`` of the table spec whose contract ``results`` are) entries.
     """
+    lines = [
+        *_header(results, frame_summary, data_version, title),
+        *_rules_section(results),
+        *_columns_section(frame_summary),
+        *_conversion_section(frame_summary),
+        *_failures_section(results),
+    ]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _header(
+    results: Sequence[RuleResult], frame_summary: Mapping[str, Any], data_version: str, title: str
+) -> list[str]:
+    """Title, data version, rows, source, spec and the verdict."""
     blocking = [r for r in results if r.blocking]
     warned = [r for r in results if not r.passed and not r.blocking]
     verdict = (
@@ -114,13 +128,15 @@ def render_quality_report(
     spec = frame_summary.get("spec")
     if spec:
         lines.append(f"- spec: {spec.get('name')} (spec_hash `{spec.get('spec_hash')}`)")
-    lines += [
+    lines.append(
         f"- verdict: {verdict}; {len(warned)} warning(s); "
-        f"{sum(r.passed for r in results)}/{len(results)} rules passed",
-        "",
-        "## Rules",
-        "",
-    ]
+        f"{sum(r.passed for r in results)}/{len(results)} rules passed"
+    )
+    return lines
+
+
+def _rules_section(results: Sequence[RuleResult]) -> list[str]:
+    """One table row per rule: result, severity, observed, bound, failing rows."""
     summary = pd.DataFrame(
         [
             {
@@ -135,7 +151,11 @@ def render_quality_report(
         ],
         columns=["rule", "result", "severity", "observed", "bound", "failing rows"],
     )
-    lines += [markdown_table(summary), "", "## Columns", ""]
+    return ["", "## Rules", "", markdown_table(summary), ""]
+
+
+def _columns_section(frame_summary: Mapping[str, Any]) -> list[str]:
+    """The column profile as a table."""
     profile = pd.DataFrame(
         [
             {
@@ -148,22 +168,37 @@ def render_quality_report(
         ],
         columns=["column", "dtype", "null %", "profile"],
     )
-    lines += [markdown_table(profile), ""]
+    return ["## Columns", "", markdown_table(profile), ""]
+
+
+def _conversion_section(frame_summary: Mapping[str, Any]) -> list[str]:
+    """Columns where mapping turned blanks or unparseable values null (none: no section)."""
     mapping = frame_summary.get("mapping")
-    if mapping:
-        conversion = pd.DataFrame(
-            [
-                {"column": c, **{k: v for k, v in info.items() if k != "examples"}}
-                for c, info in mapping.get("conversion", {}).items()
-                if info.get("blanks") or info.get("unparseable")
-            ]
-        )
-        if not conversion.empty:
-            lines += ["## Conversion (blanks and unparseable values turned null)", ""]
-            lines += [markdown_table(conversion), ""]
+    if not mapping:
+        return []
+    conversion = pd.DataFrame(
+        [
+            {"column": c, **{k: v for k, v in info.items() if k != "examples"}}
+            for c, info in mapping.get("conversion", {}).items()
+            if info.get("blanks") or info.get("unparseable")
+        ]
+    )
+    if conversion.empty:
+        return []
+    return [
+        "## Conversion (blanks and unparseable values turned null)",
+        "",
+        markdown_table(conversion),
+        "",
+    ]
+
+
+def _failures_section(results: Sequence[RuleResult]) -> list[str]:
+    """Each failed rule's message and failure sample."""
     failed = [r for r in results if not r.passed]
-    if failed:
-        lines += ["## Failures", ""]
-        for r in failed:
-            lines += [f"### {r.name} ({r.severity})", "", r.message, "", r.to_markdown(), ""]
-    return "\n".join(lines).rstrip() + "\n"
+    if not failed:
+        return []
+    lines = ["## Failures", ""]
+    for r in failed:
+        lines += [f"### {r.name} ({r.severity})", "", r.message, "", r.to_markdown(), ""]
+    return lines

@@ -53,7 +53,7 @@ def spec_metadata(spec: Spec) -> dict[str, Any]:
     }
 
 
-def column_schema(frame: pd.DataFrame, spec: Spec | None = None) -> dg.TableSchema:
+def column_schema(frame: pd.DataFrame, spec: Spec) -> dg.TableSchema:
     """The frame's columns and dtypes, with the contract's rule for each (shown in the UI)."""
     rules: dict[str, list[str]] = {}
     for rule in contract.contract_rules(spec=spec):
@@ -67,7 +67,7 @@ def column_schema(frame: pd.DataFrame, spec: Spec | None = None) -> dg.TableSche
     )
 
 
-def frame_metadata(frame: pd.DataFrame, version: str, spec: Spec | None = None) -> dict[str, Any]:
+def frame_metadata(frame: pd.DataFrame, version: str, spec: Spec) -> dict[str, Any]:
     """What the UI shows for a data frame asset: data version, row count, typed columns."""
     return {
         "data_version": version,
@@ -249,7 +249,7 @@ def _validate(
     except ValueError as exc:
         raise dg.Failure(description=f"contract overrides (run config): {exc}") from exc
     started = time.perf_counter()
-    results = contract.evaluate_contract(churn_snapshot, cfg, spec)
+    results = contract.evaluate_contract(churn_snapshot, cfg, spec=spec)
     timings = {"contract": time.perf_counter() - started}
     # the snapshot already hashed these rows; hash again only when its record is missing
     version = upstream_metadata(context, "churn_snapshot", "data_version") or contract.data_version(
@@ -286,7 +286,7 @@ def _validate(
             },
         )
     started = time.perf_counter()
-    typed = contract.validated_frame(churn_snapshot, cfg, results, spec)
+    typed = contract.validated_frame(churn_snapshot, cfg, results, spec=spec)
     timings["validate"] = time.perf_counter() - started
     warned = [r.name for r in results if not r.passed]
     yield dg.Output(

@@ -86,9 +86,9 @@ def load_snapshot(
     mapping: ColumnMapping | Mapping[str, Any] | None = None,
     *,
     required: Sequence[str] | None = None,
-    spec: Spec | None = None,
+    spec: Spec,
 ) -> tuple[MappedFrame, dict[str, Any]]:
-    """Load ``source`` and map it onto ``spec``'s columns (default: the shipped spec).
+    """Load ``source`` and map it onto ``spec``'s columns.
 
     ``required`` None: every spec column. Returns the ``MappedFrame`` and the source
     description; a mapping problem raises ``DataSourceError`` prefixed with the source's
@@ -410,7 +410,7 @@ class DataSourceResource(dg.ConfigurableResource):
     values: dict[str, dict[str, str]] = {}
     keep_extra_columns: bool = False
 
-    def column_mapping(self, spec: Spec | None = None) -> ColumnMapping:
+    def column_mapping(self, spec: Spec) -> ColumnMapping:
         """The explicit mapping this resource applies over ``spec``'s own (names checked there)."""
         return ColumnMapping(
             columns=dict(self.columns),
