@@ -76,6 +76,19 @@ def frame_metadata(frame: pd.DataFrame, version: str, spec: Spec | None = None) 
     }
 
 
+def _rule_check(result: contract.RuleResult) -> dg.AssetCheckResult:
+    """A contract rule's result as an asset check, with its evidence."""
+    meta = data_step.rule_metadata(result)
+    meta["failure_cases"] = dg.MetadataValue.md(meta["failure_cases"])
+    return dg.AssetCheckResult(
+        check_name=result.name,
+        passed=result.passed,
+        severity=_severity(result),
+        metadata=meta,
+        description=result.description,
+    )
+
+
 def _severity(result: contract.RuleResult) -> dg.AssetCheckSeverity:
     return (
         dg.AssetCheckSeverity.ERROR
@@ -227,16 +240,7 @@ def _validate(
     with timings.measure("quality_report"):
         report_text = data_step.quality_text(churn_snapshot, results, spec, version)
         report_path = storage.write_text(f"reports/quality_{version[:12]}.md", report_text)
-    for result in results:
-        meta = data_step.rule_metadata(result)
-        meta["failure_cases"] = dg.MetadataValue.md(meta["failure_cases"])
-        yield dg.AssetCheckResult(
-            check_name=result.name,
-            passed=result.passed,
-            severity=_severity(result),
-            metadata=meta,
-            description=result.description,
-        )
+    yield from (_rule_check(result) for result in results)
     blocking = contract.blocking_failures(results)
     if blocking:
         raise dg.Failure(

@@ -6,7 +6,7 @@ import dagster as dg
 import pandas as pd
 
 from churn_platform import settings
-from churn_platform.core import evaluation_step, gate
+from churn_platform.core import evaluation_step, gate, report
 from churn_platform.core import records as r
 from churn_platform.defs.common import GROUP, OWNERS, config_from, upstream_metadata
 from churn_platform.defs.data import SNAPSHOT_ASSET, WEEK_KEY
@@ -72,13 +72,7 @@ def evaluation_report(
         context.log.warning(scoring.champion_warning)
     found = evaluation_step.judge(holdout_set, current, challenger_model, scoring, cfg)
     decision = found.record
-    run_id = challenger_model.run_id
-    mlflow_registry.log_run_artifact(run_id, "evaluation_report.md", found.markdown)
-    for name, png in found.plots.items():
-        mlflow_registry.log_run_artifact(run_id, name, png)
-    mlflow_registry.set_version_tags(
-        decision.challenger_version, {r.TAG_GATE_DECISION: decision.verdict}
-    )
+    _store_report(mlflow_registry, challenger_model.run_id, found)
     context.log.info(f"gate: {decision.verdict.upper()} - {decision.reason}")
     yield dg.AssetCheckResult(
         check_name=r.PROMOTION_GATE,
@@ -92,6 +86,15 @@ def evaluation_report(
         if link in meta:
             meta[link] = dg.MetadataValue.url(meta[link])
     yield dg.Output(decision, metadata=meta)
+
+
+def _store_report(registry: MlflowRegistry, run_id: str, found: report.Evaluation) -> None:
+    """The report and its plots into the challenger's run, the verdict onto its version."""
+    registry.log_run_artifact(run_id, "evaluation_report.md", found.markdown)
+    for name, png in found.plots.items():
+        registry.log_run_artifact(run_id, name, png)
+    decision = found.record
+    registry.set_version_tags(decision.challenger_version, {r.TAG_GATE_DECISION: decision.verdict})
 
 
 def _source_rows(
