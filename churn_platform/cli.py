@@ -62,8 +62,8 @@ def summary(
     result: Any, registry: Any, target: Any, run_id: str, model: ModelConfig | None = None
 ) -> list[str]:
     """The closing lines of a run of ``model``'s job (default: the unprefixed churn model)."""
-    key = ("/".join(model.key(a)) for a in ("evaluation_report", "production_deployment"))
-    report_key, release_key = key if model else ("evaluation_report", "production_deployment")
+    names = ("evaluation_report", "production_deployment")
+    report_key, release_key = ("/".join(model.key(a)) for a in names) if model else names
     lines = [f"run {run_id}: {'SUCCESS' if result.success else 'FAILED'}"]
     done = sorted(
         {

@@ -73,3 +73,50 @@ def test_a_window_lacking_a_champion_feature_is_judged_on_the_rest():
     ]
     results, skipped = judge_windows(profile, {"source_snapshot": ref[[]]}, 200)
     assert results == {} and "lacks champion drift feature(s) ['a', 'b']" in skipped[0]
+
+
+def test_a_tick_reuses_the_cached_source_psi_and_remembers_it_under_the_fingerprint():
+    from churn_platform.core.drift_monitor import DriftSettings, judge_tick, run_tags
+
+    cached = reading(0.9)["source_snapshot"]
+    decision = judge_tick(
+        EpisodeState(), "1", {"features": {}}, {}, [], cached, "fp-1", DriftSettings()
+    )
+    assert decision.request_run and decision.worst_window == "source_snapshot"
+    assert decision.state.cached_source("1", "fp-1") == cached
+    assert decision.state.cached_source("1", "fp-2") is None
+    assert run_tags(decision, "1") == {
+        "churn/trigger": "drift",
+        "churn/drift_feature": "monthly_spend",
+        "churn/drift_window": "source_snapshot",
+        "churn/drift_max_psi": "0.9000",
+        "churn/champion_version": "1",
+    }
+
+
+def test_a_tick_without_windows_skips_with_the_unreadable_ones():
+    from churn_platform.core.drift_monitor import DriftSettings, judge_tick
+
+    decision = judge_tick(
+        EpisodeState(),
+        "1",
+        {"features": {}},
+        {},
+        ["source_snapshot: unreadable (x)"],
+        None,
+        None,
+        DriftSettings(),
+    )
+    assert not decision.request_run
+    assert decision.reason == "no window to judge drift on: source_snapshot: unreadable (x)"
+    assert decision.state.source_cache is None
+
+
+def test_the_drift_notice_and_observation_name_the_worst_feature():
+    from churn_platform.core.drift_monitor import drift_reason, observation_metadata
+
+    start = decide(EpisodeState(), "1", reading(0.9), [], 0.2)
+    assert drift_reason(start, 0.2) == "PSI 0.900 on monthly_spend (source_snapshot) exceeds 0.2"
+    meta = observation_metadata("source_snapshot", start.results["source_snapshot"], "1", 0.2)
+    assert meta["max_psi"] == 0.9 and meta["psi_region"] == 0.01
+    assert meta["max_psi_feature"] == "monthly_spend" and meta["rows"] == 1000

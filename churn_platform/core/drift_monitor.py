@@ -257,3 +257,75 @@ def parse_psi_export(text: str) -> tuple[float | None, list[PsiSample]]:
     ]
     updated = document.get("updated_at")
     return (float(updated) if updated is not None else None), samples
+
+
+SOURCE_WINDOW = "source_snapshot"  # the newest snapshot of the data source
+
+
+def judge_tick(
+    state: EpisodeState,
+    champion: str,
+    profile: Mapping[str, Any],
+    windows: Mapping[str, pd.DataFrame],
+    skipped: list[str],
+    cached: drift.PsiResult | None,
+    fingerprint: str | None,
+    settings: DriftSettings,
+) -> DriftDecision:
+    """One tick's decision on the windows read now (``skipped``: the ones that could not be
+    read), with the source window's PSI from an earlier tick when ``cached``; the state
+    remembers the source's PSI under its snapshot ``fingerprint`` for the next tick."""
+    results, too_small = judge_windows(profile, windows, settings.min_rows)
+    if cached is not None:
+        results = {SOURCE_WINDOW: cached, **results}
+    decision = decide(state, champion, results, [*skipped, *too_small], settings.threshold)
+    return replace(
+        decision, state=decision.state.with_source(fingerprint, results.get(SOURCE_WINDOW))
+    )
+
+
+def no_profile_reason(champion: str, run_id: str, artifact: str) -> str:
+    """Why a tick is skipped when the champion's run has no reference profile."""
+    return (
+        f"champion version {champion} (MLflow run {run_id}) has no {artifact}: no "
+        "reference to compare with; retrain through challenger_model, which logs one"
+    )
+
+
+def drift_reason(decision: DriftDecision, threshold: float) -> str:
+    """The notification's one line on a new drift episode (its worst window)."""
+    worst = decision.worst
+    if worst is None:
+        return decision.reason
+    return (
+        f"PSI {worst.max_psi:.3f} on {worst.max_feature} ({decision.worst_window}) exceeds "
+        f"{threshold}"
+    )
+
+
+def run_tags(decision: DriftDecision, champion: str) -> dict[str, str]:
+    """The tags of a drift episode's retraining run."""
+    worst = decision.worst
+    return {
+        "churn/trigger": "drift",
+        "churn/drift_feature": (worst.max_feature if worst else None) or "",
+        "churn/drift_window": decision.worst_window or "",
+        "churn/drift_max_psi": f"{worst.max_psi:.4f}" if worst else "",
+        "churn/champion_version": champion,
+    }
+
+
+def observation_metadata(
+    window: str, result: drift.PsiResult, champion: str, threshold: float
+) -> dict[str, Any]:
+    """One window's PSI as observation metadata (numbers, so the UI plots them)."""
+    return {
+        "drift_window": window,
+        "champion_version": champion,
+        "threshold": float(threshold),
+        "max_psi": round(float(result.max_psi or 0.0), 5),
+        "max_psi_feature": result.max_feature or "none",
+        "rows": result.n_rows,
+        **{f"psi_{feature}": round(value, 5) for feature, value in result.psi.items()},
+        **{f"unseen_{feature}": count for feature, count in result.unseen_counts.items()},
+    }

@@ -2,7 +2,6 @@
 
 import json
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +14,15 @@ from churn_platform.core import drift
 from churn_platform.core import records as r
 from churn_platform.core.drift_monitor import (
     PSI_EXPORT_KEY,
+    SOURCE_WINDOW,
     DriftSettings,
     EpisodeState,
-    decide,
-    judge_windows,
+    drift_reason,
+    judge_tick,
+    no_profile_reason,
+    observation_metadata,
     psi_export,
+    run_tags,
 )
 from churn_platform.defs import model
 from churn_platform.defs.data import next_synthetic_week
@@ -110,16 +113,7 @@ def _observation(
     """One window's PSI as an observation of ``churn_snapshot`` (numeric metadata is plotted)."""
     return dg.AssetObservation(
         asset_key="churn_snapshot",
-        metadata={
-            "drift_window": window,
-            "champion_version": champion,
-            "threshold": float(threshold),
-            "max_psi": round(float(result.max_psi or 0.0), 5),
-            "max_psi_feature": result.max_feature or "none",
-            "rows": result.n_rows,
-            **{f"psi_{feature}": round(value, 5) for feature, value in result.psi.items()},
-            **{f"unseen_{feature}": count for feature, count in result.unseen_counts.items()},
-        },
+        metadata=observation_metadata(window, result, champion, threshold),
     )
 
 
@@ -138,12 +132,32 @@ def _export_psi(
         context.log.warning(f"could not write {PSI_EXPORT_KEY}: {exc}")
 
 
-def _source_window(data_source: DataSourceResource) -> pd.DataFrame | str:
-    """The source's newest snapshot, or why it could not be read (the tick goes on without it)."""
+def _champion_profile(registry: MlflowRegistry) -> tuple[str, dict[str, Any]] | dg.SkipReason:
+    """The champion's version and its reference profile, or why the tick is skipped."""
+    champion = registry.alias_version(r.CHAMPION)
+    if champion is None:
+        return dg.SkipReason("no champion is registered yet: nothing to compare current data with")
+    run_id = registry.version_info(champion).run_id
+    profile = registry.find_json_artifact(run_id, PROFILE_ARTIFACT)
+    if profile is None:
+        return dg.SkipReason(no_profile_reason(champion, run_id, PROFILE_ARTIFACT))
+    return champion, profile
+
+
+def _windows(
+    data_source: DataSourceResource,
+    inference_log: pd.DataFrame,
+    cached: drift.PsiResult | None,
+) -> tuple[dict[str, pd.DataFrame], list[str]]:
+    """The windows to judge now (the source's newest snapshot unless its PSI is ``cached``,
+    then the requests the servers scored) and the ones that could not be read."""
+    if cached is not None:
+        return {"inference_log": inference_log}, []
     try:
-        return data_source.snapshot()[0].frame
-    except DataSourceError as exc:
-        return f"source_snapshot: unreadable ({exc})"
+        source = data_source.snapshot()[0].frame
+    except DataSourceError as exc:  # the tick goes on without it
+        return {"inference_log": inference_log}, [f"{SOURCE_WINDOW}: unreadable ({exc})"]
+    return {SOURCE_WINDOW: source, "inference_log": inference_log}, []
 
 
 @dg.sensor(
@@ -170,16 +184,10 @@ def psi_drift_sensor(
     ``monitoring/feature_psi.json`` in the storage (the router's ``churn_feature_psi`` gauges)."""
     drift_settings = settings.drift_settings()
     state = EpisodeState.parse(context.cursor)
-    champion = mlflow_registry.alias_version(r.CHAMPION)
-    if champion is None:
-        return dg.SkipReason("no champion is registered yet: nothing to compare current data with")
-    run_id = mlflow_registry.version_info(champion).run_id
-    profile = mlflow_registry.find_json_artifact(run_id, PROFILE_ARTIFACT)
-    if profile is None:
-        return dg.SkipReason(
-            f"champion version {champion} (MLflow run {run_id}) has no {PROFILE_ARTIFACT}: no "
-            "reference to compare with; retrain through challenger_model, which logs one"
-        )
+    reference = _champion_profile(mlflow_registry)
+    if isinstance(reference, dg.SkipReason):
+        return reference
+    champion, profile = reference
     # the rows the next run would snapshot: for the synthetic source, next week's draw
     data_source = data_source.dated(next_synthetic_week(context.instance))
     # an unchanged snapshot (same fingerprint, same champion) is not read again
@@ -189,60 +197,32 @@ def psi_drift_sensor(
         champion_spec = mlflow_registry.spec_of_version(champion)
     except ValueError as exc:  # a logged spec this code cannot read
         return dg.SkipReason(f"champion version {champion}'s logged spec cannot be read: {exc}")
-    windows = {"inference_log": inference_log.window(champion, champion_spec)}
-    skipped: list[str] = []
-    if cached is None:
-        source = _source_window(data_source)
-        if isinstance(source, str):
-            skipped.append(source)
-        else:
-            windows = {"source_snapshot": source, **windows}
-    results, too_small = judge_windows(profile, windows, drift_settings.min_rows)
-    if cached is not None:
-        results = {"source_snapshot": cached, **results}
-    decision = decide(state, champion, results, [*skipped, *too_small], drift_settings.threshold)
-    decision = replace(
-        decision,
-        state=decision.state.with_source(fingerprint, results.get("source_snapshot")),
+    windows, skipped = _windows(data_source, inference_log.window(champion, champion_spec), cached)
+    decision = judge_tick(
+        state, champion, profile, windows, skipped, cached, fingerprint, drift_settings
     )
     observations = [
         _observation(n, r, champion, drift_settings.threshold) for n, r in decision.results.items()
     ]
     if decision.results:
         _export_psi(context, storage, champion, decision.results, drift_settings.threshold)
-    worst = decision.worst
-    if decision.request_run and worst is not None:
-        reason = (
-            f"PSI {worst.max_psi:.3f} on {worst.max_feature} ({decision.worst_window}) exceeds "
-            f"{drift_settings.threshold}"
-        )
-        try:
-            notifier.notify(
-                DRIFT,
-                champion,
-                reason,
-                notifier.runs_with_tag_url("dagster/run_key", decision.run_key or ""),
-            )
-        except NotificationError as exc:  # the retraining matters more than the message
-            context.log.warning(str(exc))
+    if not (decision.request_run and decision.worst is not None):
         return dg.SensorResult(
-            run_requests=[
-                dg.RunRequest(
-                    run_key=decision.run_key,
-                    tags={
-                        "churn/trigger": "drift",
-                        "churn/drift_feature": worst.max_feature or "",
-                        "churn/drift_window": decision.worst_window or "",
-                        "churn/drift_max_psi": f"{worst.max_psi:.4f}",
-                        "churn/champion_version": champion,
-                    },
-                )
-            ],
+            skip_reason=dg.SkipReason(decision.reason),
             asset_events=observations,
             cursor=decision.state.dumps(),
         )
+    try:
+        notifier.notify(
+            DRIFT,
+            champion,
+            drift_reason(decision, drift_settings.threshold),
+            notifier.runs_with_tag_url("dagster/run_key", decision.run_key or ""),
+        )
+    except NotificationError as exc:  # the retraining matters more than the message
+        context.log.warning(str(exc))
     return dg.SensorResult(
-        skip_reason=dg.SkipReason(decision.reason),
+        run_requests=[dg.RunRequest(run_key=decision.run_key, tags=run_tags(decision, champion))],
         asset_events=observations,
         cursor=decision.state.dumps(),
     )

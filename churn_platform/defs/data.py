@@ -1,7 +1,6 @@
 """The data layer: snapshot -> validated data (the contract as blocking checks) -> fixed holdout."""
 
 import dataclasses
-import time
 from typing import Any
 
 import dagster as dg
@@ -9,8 +8,9 @@ import pandas as pd
 import pydantic
 
 from churn_platform import settings
-from churn_platform.core import contract, holdout, quality_report
-from churn_platform.core.mapping import DataSourceError, MappedFrame, describe_missing
+from churn_platform.core import contract, data_step, holdout
+from churn_platform.core.data_step import WEEK_KEY
+from churn_platform.core.mapping import DataSourceError, MappedFrame
 from churn_platform.core.spec import DEFAULT_SPEC_PATH, Spec, default_spec
 from churn_platform.defs.common import GROUP, OWNERS, config_from, md_table, upstream_metadata
 from churn_platform.resources.data_source import DataSourceResource
@@ -21,7 +21,6 @@ SNAPSHOT_CHECKS = {
     "schema_columns_present": "Every column of the spec is present after the column mapping.",
 }
 SNAPSHOT_ASSET = "churn_snapshot"
-WEEK_KEY = "synthetic_week"  # snapshot metadata: the synthetic week drawn
 
 
 def next_synthetic_week(instance: dg.DagsterInstance) -> int:
@@ -77,6 +76,19 @@ def frame_metadata(frame: pd.DataFrame, version: str, spec: Spec) -> dict[str, A
     }
 
 
+def _rule_check(result: contract.RuleResult) -> dg.AssetCheckResult:
+    """A contract rule's result as an asset check, with its evidence."""
+    meta = data_step.rule_metadata(result)
+    meta["failure_cases"] = dg.MetadataValue.md(meta["failure_cases"])
+    return dg.AssetCheckResult(
+        check_name=result.name,
+        passed=result.passed,
+        severity=_severity(result),
+        metadata=meta,
+        description=result.description,
+    )
+
+
 def _severity(result: contract.RuleResult) -> dg.AssetCheckSeverity:
     return (
         dg.AssetCheckSeverity.ERROR
@@ -113,63 +125,38 @@ def churn_snapshot(
     try:
         mapped, description = source.snapshot(required=(), spec=spec)
     except DataSourceError as exc:
+        raise dg.Failure(description=f"{exc}. {data_step.UNTOUCHED}") from exc
+    frame, location = mapped.frame, description.get("location")
+    timings = data_step.Timings(description.get("timings_s") or {})
+    with timings.measure("data_version"):
+        version = contract.data_version(mapped)
+    missing = data_step.missing_columns(frame, spec)
+    for name, (passed, evidence) in data_step.snapshot_checks(
+        frame, missing, spec, location
+    ).items():
+        yield dg.AssetCheckResult(check_name=name, passed=passed, metadata=evidence)
+    problem = data_step.snapshot_problem(frame, missing, spec, location)
+    if problem:
         raise dg.Failure(
-            description=f"{exc}. Nothing downstream runs; the last validated data is untouched."
-        ) from exc
-    frame = mapped.frame
-    timings = dict(description.get("timings_s") or {})
-    started = time.perf_counter()
-    version = contract.data_version(mapped)
-    timings["data_version"] = time.perf_counter() - started
-    missing = [c for c in spec.all_columns if c not in frame.columns]
-    yield dg.AssetCheckResult(
-        check_name="row_count_positive",
-        passed=len(frame) > 0,
-        metadata={"rows": len(frame), "bound": "> 0", "source": str(description.get("location"))},
-    )
-    yield dg.AssetCheckResult(
-        check_name="schema_columns_present",
-        passed=not missing,
-        metadata={
-            "missing_columns": ", ".join(missing) or "none",
-            "columns_found": ", ".join(map(str, frame.columns)),
-            "fix": describe_missing(spec, missing) if missing else "",
-        },
-    )
-    if len(frame) == 0 or missing:
-        problem = (
-            "the snapshot has no rows"
-            if len(frame) == 0
-            else f"column(s) {missing} of the spec are missing ({describe_missing(spec, missing)})"
-        )
-        raise dg.Failure(
-            description=f"{description.get('location')}: {problem}. Columns found: {list(frame.columns)}. "
-            "Nothing downstream runs; the last validated data is untouched.",
+            description=problem,
             metadata={"missing_columns": ", ".join(missing), "rows": len(frame)},
         )
-    key = f"snapshots/snapshot_{pd.Timestamp.now(tz='UTC'):%Y%m%dT%H%M%S}_{version[:12]}.parquet"
-    started = time.perf_counter()
-    path = storage.write_frame(key, frame, index=False)
-    timings["write_parquet"] = time.perf_counter() - started
-    conversion = {c: r.as_dict() for c, r in mapped.conversion_report.items() if r.nulls_added}
-    dated: dict[str, Any] = {}
-    if "week" in description:
-        dated = {WEEK_KEY: int(description["week"]), "synthetic_as_of": description["as_of"]}
+    key = data_step.snapshot_key(version, pd.Timestamp.now(tz="UTC"))
+    with timings.measure("write_parquet"):
+        path = storage.write_frame(key, frame, index=False)
+    meta = data_step.snapshot_metadata(mapped, description)
     yield dg.Output(
         mapped,
         data_version=dg.DataVersion(version),
         metadata={
             **frame_metadata(frame, version, spec),
             **spec_metadata(spec),
-            "source": str(description.get("location")),
-            "source_kind": str(description.get("kind")),
+            **meta,
             "parquet": dg.MetadataValue.path(path),
-            "columns": ", ".join(map(str, frame.columns)),
-            "nulls_from_conversion": dg.MetadataValue.json(conversion),
-            "unmapped_values": dg.MetadataValue.json(mapped.unmapped_values),
-            "preview": dg.MetadataValue.md(md_table(frame.head(5))),
-            "timings_s": dg.MetadataValue.json({k: round(v, 3) for k, v in timings.items()}),
-            **dated,
+            "nulls_from_conversion": dg.MetadataValue.json(meta["nulls_from_conversion"]),
+            "unmapped_values": dg.MetadataValue.json(meta["unmapped_values"]),
+            "preview": dg.MetadataValue.md(md_table(meta["preview"])),
+            "timings_s": dg.MetadataValue.json(timings.rounded()),
         },
     )
 
@@ -236,71 +223,46 @@ def _validate(
 ):
     spec = settings.current_spec()
     defined = {key.name for key in context.assets_def.check_keys}
-    if defined != set(contract.rule_names(spec)):
-        raise dg.Failure(
-            description=f"the spec changed since the definitions loaded: CHURN_SPEC "
-            f"({spec_metadata(spec)['spec_path']}, spec_hash {spec.short_hash}) has contract "
-            f"rules {sorted(set(contract.rule_names(spec)) - defined)} that are not asset "
-            f"checks here, and checks {sorted(defined - set(contract.rule_names(spec)))} it "
-            "lacks. Reload the code location (or restart `dagster dev`) and run again."
-        )
+    changed = data_step.spec_changed(spec, defined, spec_metadata(spec)["spec_path"])
+    if changed:
+        raise dg.Failure(description=changed)
     try:
         cfg = contract.ContractConfig.from_dict(config.overrides, spec=spec)
     except ValueError as exc:
         raise dg.Failure(description=f"contract overrides (run config): {exc}") from exc
-    started = time.perf_counter()
-    results = contract.evaluate_contract(churn_snapshot, cfg, spec=spec)
-    timings = {"contract": time.perf_counter() - started}
+    timings = data_step.Timings()
+    with timings.measure("contract"):
+        results = contract.evaluate_contract(churn_snapshot, cfg, spec=spec)
     # the snapshot already hashed these rows; hash again only when its record is missing
     version = upstream_metadata(context, "churn_snapshot", "data_version") or contract.data_version(
         churn_snapshot
     )
-    started = time.perf_counter()
-    summary = {
-        **quality_report.profile_frame(churn_snapshot.frame),
-        "mapping": churn_snapshot.summary(),
-        "spec": {"name": spec.name, "spec_hash": spec.short_hash},
-    }
-    report_text = quality_report.render_quality_report(results, summary, version)
-    report_path = storage.write_text(f"reports/quality_{version[:12]}.md", report_text)
-    timings["quality_report"] = time.perf_counter() - started
-    for r in results:
-        meta: dict[str, Any] = {k: ("n/a" if v is None else v) for k, v in r.metadata().items()}
-        meta["failure_cases"] = dg.MetadataValue.md(r.to_markdown())
-        yield dg.AssetCheckResult(
-            check_name=r.name,
-            passed=r.passed,
-            severity=_severity(r),
-            metadata=meta,
-            description=r.description,
-        )
+    with timings.measure("quality_report"):
+        report_text = data_step.quality_text(churn_snapshot, results, spec, version)
+        report_path = storage.write_text(f"reports/quality_{version[:12]}.md", report_text)
+    yield from (_rule_check(result) for result in results)
     blocking = contract.blocking_failures(results)
     if blocking:
         raise dg.Failure(
-            description=f"{len(blocking)} blocking contract rule(s) failed: "
-            + "; ".join(f"{r.name} ({r.message})" for r in blocking)
-            + ". No model is trained on this snapshot; the last validated data is untouched.",
+            description=data_step.blocking_failure(blocking),
             metadata={
                 "failed_rules": ", ".join(r.name for r in blocking),
                 "quality_report": dg.MetadataValue.path(report_path),
             },
         )
-    started = time.perf_counter()
-    typed = contract.validated_frame(churn_snapshot, cfg, results, spec=spec)
-    timings["validate"] = time.perf_counter() - started
-    warned = [r.name for r in results if not r.passed]
+    with timings.measure("validate"):
+        typed = contract.validated_frame(churn_snapshot, cfg, results, spec=spec)
+    meta = data_step.validated_metadata(typed, results, spec, report_text)
+    meta["quality_summary"] = dg.MetadataValue.md(meta["quality_summary"])
     yield dg.Output(
         typed,
         data_version=dg.DataVersion(version),
         metadata={
             **frame_metadata(typed, version, spec),
             **spec_metadata(spec),
-            "rules_passed": f"{sum(r.passed for r in results)}/{len(results)}",
-            "warnings": ", ".join(warned) or "none",
-            "churn_rate": round(float(typed[spec.target_column].mean()), 4),
+            **meta,
             "quality_report": dg.MetadataValue.path(report_path),
-            "quality_summary": dg.MetadataValue.md(report_text.split("## Columns")[0][:6000]),
-            "timings_s": dg.MetadataValue.json({k: round(v, 3) for k, v in timings.items()}),
+            "timings_s": dg.MetadataValue.json(timings.rounded()),
         },
     )
 

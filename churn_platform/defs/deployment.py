@@ -9,9 +9,8 @@ import dagster as dg
 import pandas as pd
 
 from churn_platform import runs
-from churn_platform.core import canary, release, training
+from churn_platform.core import canary, deployment_step, release, training
 from churn_platform.core import records as r
-from churn_platform.core.rollout import EnvironmentState
 from churn_platform.defs.common import GROUP, OWNERS, check_result, config_from
 from churn_platform.resources.bases import DeploymentResource
 from churn_platform.resources.metrics import MetricsResource, PrometheusMetrics
@@ -45,7 +44,7 @@ SYNTHETIC_TRAFFIC = {
 }
 
 
-RELEASE_MODE, ROLLBACK_MODE = "release", "rollback"
+RELEASE_MODE, ROLLBACK_MODE = deployment_step.RELEASE_MODE, deployment_step.ROLLBACK_MODE
 ROLLBACK_SETTINGS = {
     "mode": (
         str,
@@ -102,22 +101,7 @@ def staging_deployment(
     """
     with _exclusive(context):
         if not evaluation_report.promote:
-            for name in STAGING_CHECKS:  # a deliberate no-op: passed, with the reason
-                yield dg.AssetCheckResult(
-                    asset_key=STAGING,
-                    check_name=name,
-                    passed=True,
-                    metadata={"skipped": "nothing deployed: the gate kept the champion"},
-                )
-            repairs = release.reconcile(deployment.target(), mlflow_registry, r.STAGING)
-            yield dg.Output(
-                release.nothing_staged(evaluation_report),
-                metadata={
-                    "action": r.NO_ACTION,
-                    "reason": f"champion kept: {evaluation_report.reason}",
-                    "repaired": _lines(tuple(repairs)),
-                },
-            )
+            yield from _nothing_staged(mlflow_registry, deployment, evaluation_report)
             return
         bounds: release.StagingChecks = config.to_core(release.StagingChecks)
         rows = holdout_set.head(bounds.parity_rows)
@@ -140,27 +124,39 @@ def staging_deployment(
             yield check_result(outcome, STAGING)
         if staged.failed:
             raise dg.Failure(
-                description=f"staging checks failed for version {staged.served.version}: "
-                f"{', '.join(staged.failed)}; the challenger was removed from staging and "
-                "production is untouched",
+                description=deployment_step.staging_failure(staged),
                 metadata={
                     "candidate": staged.served.version,
                     "failed_checks": ", ".join(staged.failed),
                 },
             )
-        yield dg.Output(
-            staged.record,
-            metadata={
-                "action": "deployed to staging",
-                "candidate_version": staged.served.version,
-                "candidate_model_uri": staged.served.model_uri,
-                "baseline_version": staged.champion or "none",
-                "candidate_url": dg.MetadataValue.url(staged.served.url),
-                "staging_endpoint": _url(staged.state),
-                "weights": str(staged.state.weights()),
-                "repaired": _lines(staged.repairs),
-            },
+        meta = deployment_step.staging_metadata(staged)
+        meta["candidate_url"] = dg.MetadataValue.url(meta["candidate_url"])
+        meta["staging_endpoint"] = _url(meta["staging_endpoint"])
+        yield dg.Output(staged.record, metadata=meta)
+
+
+def _nothing_staged(
+    registry: MlflowRegistry, deployment: DeploymentResource, decision: r.EvaluationDecision
+) -> Iterator[dg.AssetCheckResult | dg.Output]:
+    """The gate kept the champion: every staging check passes as a deliberate no-op, with
+    the reason, and staging is only reconciled."""
+    for name in STAGING_CHECKS:
+        yield dg.AssetCheckResult(
+            asset_key=STAGING,
+            check_name=name,
+            passed=True,
+            metadata={"skipped": deployment_step.KEPT_CHAMPION},
         )
+    repairs = release.reconcile(deployment.target(), registry, r.STAGING)
+    yield dg.Output(
+        release.nothing_staged(decision),
+        metadata={
+            "action": r.NO_ACTION,
+            "reason": f"champion kept: {decision.reason}",
+            "repaired": deployment_step.lines(tuple(repairs)),
+        },
+    )
 
 
 @dg.asset(
@@ -215,70 +211,95 @@ def production_deployment(
     """
     with _exclusive(context):
         target = deployment.target()
-        if config.mode not in (RELEASE_MODE, ROLLBACK_MODE):
-            raise dg.Failure(
-                description=f"production_deployment config mode must be {RELEASE_MODE!r} or "
-                f"{ROLLBACK_MODE!r}, got {config.mode!r}"
-            )
+        problem = deployment_step.mode_problem(config.mode)
+        if problem:
+            raise dg.Failure(description=problem)
         if config.mode == ROLLBACK_MODE:
-            try:
-                done = release.rollback(
-                    target, mlflow_registry, config.to_version or None, reason=config.reason
-                )
-            except ValueError as exc:
-                raise dg.Failure(description=str(exc)) from exc
-            for line in done.repairs:
-                context.log.warning(f"repaired: {line}")
+            done = _rollback(context, config, target, mlflow_registry)
             yield dg.AssetCheckResult(
                 check_name=r.CANARY_ANALYSIS,
                 passed=True,
                 metadata={"outcome": "rollback on demand: no canary", "reason": done.record.reason},
             )
-            yield _alias_check(done)
-            yield dg.Output(done.record, metadata=_release_metadata(target, mlflow_registry, done))
-            return
-        staged, notes = release.select_candidate(
-            _staged_by_this_run(context, mlflow_registry),
-            staging_deployment,
-            mlflow_registry.alias_version(r.CHALLENGER),
-        )
-        for note in notes:
-            context.log.warning(note)
-        metrics = metrics_source.source(
-            lambda: {v.version: v.url for v in target.state(r.PRODUCTION).versions},
-            router_url=lambda: (
-                target.state(r.PRODUCTION).endpoint
-            ),  # its 502s are the version's errors
-        )
-
-        done = release.release(
-            target,
-            mlflow_registry,
-            metrics,
-            staged,
-            config.to_core(canary.CanaryConfig),
-            during_canary=lambda state: _canary_load(
+        else:
+            done = _release(
                 context,
+                config,
+                target,
+                mlflow_registry,
+                metrics_source,
                 release_probes,
-                metrics,
-                staged.candidate or "",
-                holdout_set.head(TRAFFIC_ROWS),
-                config.synthetic_traffic_rps if state.endpoint else 0.0,
-                state.endpoint or "",
-                staged.model_uri or "",
-                mlflow_registry.uri(),
-            ),
-            on_transition=lambda t: context.log.info(
-                f"canary {t.from_state} -> {t.to_state} weights={t.weights}: {t.reason}"
-            ),
-            log=context.log.warning,
-        )
-        done = replace(done, notes=notes)
-        if done.canary is not None:
-            context.log.info(done.canary.summary())
-        yield _canary_check(done)
+                staging_deployment,
+                holdout_set,
+            )
+            yield _canary_check(done)
         yield _alias_check(done)
         yield dg.Output(done.record, metadata=_release_metadata(target, mlflow_registry, done))
+
+
+def _rollback(
+    context: dg.AssetExecutionContext,
+    config: ProductionConfig,
+    target: Any,
+    registry: MlflowRegistry,
+) -> release.Release:
+    """All traffic to ``previous`` (or ``to_version``) and the aliases swapped, no canary."""
+    try:
+        done = release.rollback(target, registry, config.to_version or None, reason=config.reason)
+    except ValueError as exc:
+        raise dg.Failure(description=str(exc)) from exc
+    for line in done.repairs:
+        context.log.warning(f"repaired: {line}")
+    return done
+
+
+def _release(
+    context: dg.AssetExecutionContext,
+    config: ProductionConfig,
+    target: Any,
+    registry: MlflowRegistry,
+    metrics_source: MetricsResource,
+    probes: ReleaseProbes,
+    staging: r.StagingResult,
+    holdout: pd.DataFrame,
+) -> release.Release:
+    """The staged candidate (this run's own) through the canary, its steps logged."""
+    staged, notes = release.select_candidate(
+        _staged_by_this_run(context, registry), staging, registry.alias_version(r.CHALLENGER)
+    )
+    for note in notes:
+        context.log.warning(note)
+    metrics = metrics_source.source(
+        lambda: {v.version: v.url for v in target.state(r.PRODUCTION).versions},
+        # the router's 502s are the version's errors
+        router_url=lambda: target.state(r.PRODUCTION).endpoint,
+    )
+    done = release.release(
+        target,
+        registry,
+        metrics,
+        staged,
+        config.to_core(canary.CanaryConfig),
+        during_canary=lambda state: _canary_load(
+            context,
+            probes,
+            metrics,
+            staged.candidate or "",
+            holdout.head(TRAFFIC_ROWS),
+            config.synthetic_traffic_rps if state.endpoint else 0.0,
+            state.endpoint or "",
+            staged.model_uri or "",
+            registry.uri(),
+        ),
+        on_transition=lambda t: context.log.info(
+            f"canary {t.from_state} -> {t.to_state} weights={t.weights}: {t.reason}"
+        ),
+        log=context.log.warning,
+    )
+    done = replace(done, notes=notes)
+    if done.canary is not None:
+        context.log.info(done.canary.summary())
+    return done
 
 
 def _exclusive(context: dg.AssetExecutionContext) -> AbstractContextManager[None]:
@@ -310,18 +331,8 @@ def _staged_by_this_run(
         materialization = record.event_log_entry.asset_materialization
         if materialization is None or materialization.asset_key != dg.AssetKey(STAGING):
             continue
-        meta = materialization.metadata
-        if "candidate_version" not in meta:
-            reason = meta.get("reason")
-            return r.StagingResult(r.NO_ACTION, reason=str(reason.value) if reason else "")
-        version = str(meta["candidate_version"].value)
-        uri = meta.get("candidate_model_uri")
-        baseline = meta.get("baseline_version")
-        return r.StagingResult(
-            r.DEPLOY,
-            candidate=version,
-            model_uri=str(uri.value) if uri else registry.model_uri(version),
-            baseline=str(baseline.value) if baseline and baseline.value != "none" else None,
+        return deployment_step.staged_from_metadata(
+            {k: str(v.value) for k, v in materialization.metadata.items()}, registry.model_uri
         )
     return None
 
@@ -343,36 +354,13 @@ def _release_metadata(
 ) -> dict[str, Any]:
     """The release as the UI shows it: what happened, then what serves now, read from the
     running router and the registry (not from what this step believes), with any disagreement."""
-    out = done.record
-    metadata: dict[str, Any] = {"action": out.action, "reason": out.reason}
-    if done.canary is not None:
-        metadata |= {
-            "outcome": str(done.canary.status),
-            "rollback_seconds": _or_na(done.canary.rollback_seconds),
-            "transitions": dg.MetadataValue.md(done.canary.as_markdown()),
-        }
     live = target.live_weights(r.PRODUCTION) if hasattr(target, "live_weights") else None
-    if live is None:
-        live = done.state.weights() if done.state.endpoint else None
-    champion = registry.alias_version(r.CHAMPION)
-    metadata |= {
-        "candidate_version": out.candidate or "none",
-        "champion_version": champion or "none",
-        "previous_version": registry.alias_version(r.PREVIOUS) or "none",
-        "production_endpoint": _url(done.state),
-        "weights": str(live) if live is not None else "no router answers",
-        "repaired": _lines(done.repairs),
-        "notes": _lines(done.notes),
-    }
-    if champion:
-        problem = release.traffic_disagreement(champion, live)
-        if problem:
-            metadata["disagreement"] = problem
+    metadata = deployment_step.release_metadata(
+        done, live, registry.alias_version(r.CHAMPION), registry.alias_version(r.PREVIOUS)
+    )
+    metadata = _transitions_as_markdown(metadata)
+    metadata["production_endpoint"] = _url(metadata["production_endpoint"])
     return metadata
-
-
-def _lines(lines: tuple[str, ...]) -> str:
-    return "; ".join(lines) or "nothing"
 
 
 @contextmanager
@@ -408,28 +396,21 @@ def _canary_load(
 
 def _canary_check(done: release.Release) -> dg.AssetCheckResult:
     """The canary's outcome as a check (passed, with the reason, when nothing was released)."""
-    if done.canary is None:
-        return dg.AssetCheckResult(
-            check_name=r.CANARY_ANALYSIS,
-            passed=True,
-            metadata={"outcome": "nothing to release", "reason": done.record.reason},
-        )
+    metadata = _transitions_as_markdown(deployment_step.canary_metadata(done))
     return dg.AssetCheckResult(
         check_name=r.CANARY_ANALYSIS,
-        passed=done.canary.promoted,
-        metadata={
-            "outcome": str(done.canary.status),
-            "reason": done.canary.reason,
-            "rollback_seconds": _or_na(done.canary.rollback_seconds),
-            "transitions": dg.MetadataValue.md(done.canary.as_markdown()),
-        },
+        passed=done.canary is None or done.canary.promoted,
+        metadata=metadata,
     )
 
 
-def _url(state: EnvironmentState) -> Any:
+def _transitions_as_markdown(metadata: dict[str, Any]) -> dict[str, Any]:
+    """``metadata`` with the canary's transitions (when present) shown as markdown."""
+    if "transitions" in metadata:
+        metadata["transitions"] = dg.MetadataValue.md(metadata["transitions"])
+    return metadata
+
+
+def _url(endpoint: str | None) -> Any:
     """An environment's endpoint as a link ('n/a' when it has none)."""
-    return dg.MetadataValue.url(state.endpoint) if state.endpoint else "n/a"
-
-
-def _or_na(value: float | None) -> Any:
-    return value if value is not None else "n/a"
+    return dg.MetadataValue.url(endpoint) if endpoint else "n/a"

@@ -8,7 +8,7 @@ import dagster as dg
 import pandas as pd
 
 from churn_platform import settings
-from churn_platform.core import contract, drift, features, model_checks, schema, training
+from churn_platform.core import contract, features, model_checks, model_step, schema, training
 from churn_platform.core import records as r
 from churn_platform.core.spec import Spec
 from churn_platform.defs.common import (
@@ -118,76 +118,40 @@ def challenger_model(
     `model_checks=failed`) without the alias, and stops the run here.
     """
     spec = settings.current_spec()
-    if model_checks.check_names(spec) != list(MODEL_CHECKS):
-        raise dg.Failure(
-            description=(
-                f"the spec's model checks {model_checks.check_names(spec)} differ from those "
-                f"loaded with the definitions {list(MODEL_CHECKS)} (CHURN_SPEC changed since): "
-                "reload the code location, then run again"
-            )
-        )
+    changed = model_step.checks_changed(spec, list(MODEL_CHECKS))
+    if changed:
+        raise dg.Failure(description=changed)
     train_cfg: training.TrainingConfig = config.to_core(training.TrainingConfig)
     check_cfg = config.to_core(model_checks.ModelCheckConfig).resolved(spec)
     checked = model_checks.train_and_check(
         validated_churn_data, holdout_set, train_cfg, check_cfg, spec
     )
-    trained, outcomes, failed = checked.trained, checked.outcomes, checked.failed
-    context.log.info(
-        f"fitted {train_cfg.estimator} on {trained.n_train_rows} of {trained.n_available_rows} "
-        f"training rows (cap {train_cfg.max_training_rows or 'none'}) in "
-        f"{trained.fit_seconds:.1f}s"
+    context.log.info(model_step.fit_summary(train_cfg, checked))
+    lineage = model_step.Lineage(
+        data_version=upstream_metadata(context, "validated_churn_data", "data_version")
+        or "unknown",
+        holdout_hash=upstream_metadata(context, "holdout_set", "holdout_hash") or "unknown",
+        git_commit=code_version.git_commit(),
+        run_id=context.run.run_id,
     )
-    data_version = upstream_metadata(context, "validated_churn_data", "data_version") or "unknown"
-    holdout_hash = upstream_metadata(context, "holdout_set", "holdout_hash") or "unknown"
     registered = mlflow_registry.log_and_register(
-        trained.pipeline,
-        spec=spec,
-        input_example=training.model_inputs(checked.train_rows, spec),
-        params={
-            **train_cfg.params(),
-            **{f"check_{k}": v for k, v in check_cfg.__dict__.items() if v is not None},
-        },
-        metrics=checked.metrics,
-        tags={
-            "data_version": data_version,
-            "holdout_hash": holdout_hash,
-            "git_commit": code_version.git_commit(),
-            "dagster_run_id": context.run.run_id,
-            r.TAG_MODEL_CHECKS: "failed" if failed else "passed",
-        },
-        json_artifacts={
-            "reference_profile.json": drift.build_reference_profile(
-                checked.train_rows, settings.current_spec()
-            ),
-            "model_checks.json": [o.as_dict() for o in outcomes],
-        },
-        run_name=f"challenger-{context.run.run_id[:8]}",
+        **model_step.registration(checked, train_cfg, check_cfg, spec, lineage).as_kwargs()
     )
-    if not failed:
+    if not checked.failed:
         mlflow_registry.set_alias(r.CHALLENGER, registered.version)
-    for outcome in outcomes:
+    for outcome in checked.outcomes:
         yield check_result(outcome, ASSET)
-    if failed:
+    if checked.failed:
         raise dg.Failure(
-            description=(
-                f"model version {registered.version} failed check(s) {', '.join(failed)}; it stays "
-                f"registered without the '{r.CHALLENGER}' alias and is not evaluated for promotion. "
-                + " | ".join(o.description for o in outcomes if not o.passed)
+            description=model_step.failure_text(
+                registered.version, checked.failed, checked.outcomes
             ),
-            metadata={"model_version": registered.version, "failed_checks": ", ".join(failed)},
+            metadata={
+                "model_version": registered.version,
+                "failed_checks": ", ".join(checked.failed),
+            },
         )
-    value = r.ChallengerModel(
-        model_name=registered.name,
-        version=registered.version,
-        model_uri=registered.model_uri,
-        run_id=registered.run_id,
-        experiment_id=registered.experiment_id,
-        data_version=data_version,
-        holdout_hash=holdout_hash,
-        metrics=checked.metrics,
-        checks_passed=True,
-        params=train_cfg.params(),
-    )
+    value = model_step.challenger(registered, checked, train_cfg, lineage)
     yield dg.Output(
         value, metadata=_model_metadata(value, mlflow_registry, train_cfg.estimator, spec)
     )
@@ -196,24 +160,9 @@ def challenger_model(
 def _model_metadata(
     model: r.ChallengerModel, registry: MlflowRegistry, estimator: str, spec: Spec
 ) -> dict:
-    """What the UI shows of a registered challenger."""
-    m = model.metrics
+    """What the UI shows of a registered challenger, with links to its run and version."""
     return {
-        "model_version": model.version,
-        "model_uri": model.model_uri,
-        "estimator": estimator,
-        "spec_hash": spec.short_hash,
-        "spec_name": spec.name,
-        "features": ", ".join(spec.feature_names),
-        "holdout_auc": m["holdout_auc"],
-        "holdout_auc_ci": f"{m['holdout_auc_ci_lower']:.4f} - {m['holdout_auc_ci_upper']:.4f}",
-        "train_auc": round(m["train_auc"], 5),
-        "n_train_rows": int(m["n_train_rows"]),
-        "n_available_rows": int(m.get("n_available_rows", m["n_train_rows"])),
-        "max_training_rows": int(model.params.get("max_training_rows") or 0),
-        "n_iter": int(m["n_iter"]) if "n_iter" in m else "n/a",
-        "fit_seconds": round(m["fit_seconds"], 2),
-        "data_version": model.data_version,
+        **model_step.model_metadata(model, estimator, spec),
         "mlflow_run": dg.MetadataValue.url(registry.run_url(model.experiment_id, model.run_id)),
         "mlflow_version": dg.MetadataValue.url(registry.version_url(model.version)),
         "tracking_uri": registry.uri(),
