@@ -188,9 +188,9 @@ class Demo:
     def sensor_tick(self) -> Any:
         """One evaluation of the real ``psi_drift_sensor`` against the real instance, with what
         the sensor daemon does with it: observations recorded, cursor kept."""
-        from churn_platform.defs.automation import psi_drift_sensor
-
-        resources = self.resources()
+        defs = self.definitions()
+        psi_drift_sensor = defs.get_sensor_def("psi_drift_sensor")
+        resources = defs.resources or {}
         context = dg.build_sensor_context(
             instance=self.instance,
             cursor=self.cursor,
@@ -214,8 +214,7 @@ class Demo:
     def schedule_tags(self, week: int) -> dict[str, str]:
         """The real ``weekly_retraining`` schedule's run request for this synthetic week's
         Monday 02:00 UTC, as tags."""
-        from churn_platform.defs.automation import weekly_retraining_schedule
-
+        weekly_retraining_schedule = self.definitions().get_schedule_def("weekly_retraining")
         monday = datetime.fromisoformat(week_start(week)).replace(tzinfo=UTC) + timedelta(
             days=1, hours=2
         )
@@ -238,9 +237,10 @@ class Demo:
 
     def week_number(self) -> int:
         """The synthetic week the next snapshot draws."""
+        from churn_platform.config import load_config
         from churn_platform.defs.data import next_synthetic_week
 
-        return next_synthetic_week(self.instance)
+        return next_synthetic_week(self.instance, load_config().model())
 
     def add(self, row: WeekRow) -> None:
         """Record a week's row and print it."""

@@ -6,11 +6,20 @@ from typing import Any
 
 import dagster as dg
 
-from churn_platform.definitions import ASSETS
+from churn_platform.config import load_config
+from churn_platform.definitions import build_definitions, model_assets
 from churn_platform.resources.environments import resources_for_environment
 from churn_platform.resources.mlflow_registry import MlflowRegistry
 
-ASSET_NAMES = [a.key.to_user_string() for a in ASSETS]
+ASSET_NAMES = [
+    "churn_snapshot",
+    "validated_churn_data",
+    "holdout_set",
+    "challenger_model",
+    "evaluation_report",
+    "staging_deployment",
+    "production_deployment",
+]
 THROUGH_MODEL = ASSET_NAMES[:4]
 THROUGH_EVALUATION = ASSET_NAMES[:5]
 THROUGH_STAGING = ASSET_NAMES[:6]
@@ -34,7 +43,7 @@ def materialize(
 ) -> dg.ExecuteInJobResult:
     """Materialise the named assets (others load from storage) with the environment's resources."""
     return dg.materialize(
-        ASSETS,
+        assets(),
         selection=names,
         instance=instance,
         resources=resources_for_environment(),
@@ -96,3 +105,13 @@ def registry() -> MlflowRegistry:
 def resource(name: str) -> Any:
     """The platform's resource ``name`` as configured by the environment now."""
     return resources_for_environment()[name]
+
+
+def assets() -> list[dg.AssetsDefinition]:
+    """The default model's assets as the configuration builds them now (its spec, its keys)."""
+    return model_assets(load_config().model())
+
+
+def sensor(name: str) -> Any:
+    """The platform's sensor ``name`` as the definitions build it now."""
+    return build_definitions().get_sensor_def(name)

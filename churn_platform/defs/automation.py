@@ -1,4 +1,6 @@
-"""Jobs, the weekly retraining schedule and the sensors: PSI drift, code version, new file."""
+"""One model's jobs, weekly retraining schedule and sensors (PSI drift, code version, new
+file). ``build(model, config)`` makes them; their names carry the model's name in a platform
+file (``accounts_retraining``, ``accounts_psi_drift_sensor``), as its assets carry its prefix."""
 
 import json
 import time
@@ -9,7 +11,7 @@ import dagster as dg
 import pandas as pd
 from dagster._core.definitions.data_version import CODE_VERSION_TAG
 
-from churn_platform import settings
+from churn_platform.config import ModelConfig, PlatformConfig
 from churn_platform.core import drift
 from churn_platform.core import records as r
 from churn_platform.core.drift_monitor import (
@@ -24,8 +26,10 @@ from churn_platform.core.drift_monitor import (
     psi_export,
     run_tags,
 )
-from churn_platform.defs import model
+from churn_platform.defs.common import asset_key, model_resource, model_resource_keys
 from churn_platform.defs.data import next_synthetic_week
+from churn_platform.defs.model import ASSET as MODEL_ASSET
+from churn_platform.defs.model import training_code_version
 from churn_platform.resources.data_source import (
     DataSourceError,
     DataSourceResource,
@@ -36,7 +40,7 @@ from churn_platform.resources.mlflow_registry import MlflowRegistry
 from churn_platform.resources.notify import DRIFT, NotificationError, Notifier
 from churn_platform.resources.storage import StorageResource
 
-RETRAINING_JOB = "churn_retraining"
+RETRAINING_JOB = "churn_retraining"  # the default model's job names: <model>_<job>
 RETRAINING_ASSETS = [
     "churn_snapshot",
     "validated_churn_data",
@@ -45,80 +49,89 @@ RETRAINING_ASSETS = [
     "evaluation_report",
     "staging_deployment",
 ]
+PRODUCTION = "production_deployment"
 
 
-def retraining_selection(auto_release: bool | None = None) -> dg.AssetSelection:
-    """Snapshot through staging; production too when ``auto_release`` (default: the
-    ``CHURN_AUTO_RELEASE`` setting, read now)."""
-    assets = list(RETRAINING_ASSETS)
-    if settings.auto_release() if auto_release is None else auto_release:
-        assets.append("production_deployment")
-    return dg.AssetSelection.assets(*assets)
+def retraining_selection(model: ModelConfig, auto_release: bool) -> dg.AssetSelection:
+    """Snapshot through staging; production too when ``auto_release``."""
+    assets = [*RETRAINING_ASSETS, *([PRODUCTION] if auto_release else [])]
+    return dg.AssetSelection.assets(*(asset_key(model, a) for a in assets))
 
 
-def build_retraining_job(auto_release: bool | None = None) -> Any:
-    """The retraining job; built when the definitions load, so ``CHURN_AUTO_RELEASE`` is read
-    then and not when this module is imported."""
-    return dg.define_asset_job(
-        RETRAINING_JOB,
-        selection=retraining_selection(auto_release),
-        description="Snapshot -> validated data -> holdout -> challenger -> evaluation -> staging. "
-        "Production waits for a person (materialise production_deployment) unless "
-        "CHURN_AUTO_RELEASE=1.",
-        tags={"churn/pipeline": "retraining"},
+def build_jobs(model: ModelConfig, auto_release: bool) -> list[Any]:
+    """``model``'s four jobs: retraining, release (the approval), rollback, end to end."""
+    production = dg.AssetSelection.assets(asset_key(model, PRODUCTION))
+    deploying = {"churn/deployment": "production"}  # one production release at a time
+    return [
+        dg.define_asset_job(
+            model.job("retraining"),
+            selection=retraining_selection(model, auto_release),
+            description="Snapshot -> validated data -> holdout -> challenger -> evaluation -> "
+            "staging. Production waits for a person (materialise production_deployment) unless "
+            "CHURN_AUTO_RELEASE=1.",
+            tags={"churn/pipeline": "retraining", "churn/model": model.name},
+        ),
+        dg.define_asset_job(
+            model.job("release"),
+            selection=production,
+            description="The approval step: release the staged challenger through the "
+            "production canary.",
+            tags={**deploying, "churn/model": model.name},
+        ),
+        dg.define_asset_job(
+            model.job("rollback"),
+            selection=production,
+            description="Rollback on demand: production_deployment in rollback mode, all "
+            "traffic to the `previous` version (or the op config's to_version) and the aliases "
+            "swapped. CLI: python -m churn_platform rollback [--model NAME] [--to VERSION].",
+            tags={**deploying, "churn/model": model.name},
+            config={"ops": {model.op(PRODUCTION): {"config": {"mode": "rollback"}}}},
+        ),
+        dg.define_asset_job(
+            model.job("end_to_end"),
+            selection=dg.AssetSelection.groups(model.group),
+            description="The whole graph in one run, approval included (the README's first "
+            "command).",
+            tags={**deploying, "churn/model": model.name},
+        ),
+    ]
+
+
+def build_schedule(model: ModelConfig) -> dg.ScheduleDefinition:
+    """``model``'s retraining schedule (Monday 02:00 UTC unless its ``schedule`` says)."""
+    return dg.ScheduleDefinition(
+        name=model.named("weekly_retraining"),
+        job_name=model.job("retraining"),
+        cron_schedule=model.schedule,
+        execution_timezone="UTC",
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description=f"Retrain on '{model.schedule}' (UTC). RUNNING by default: it fires whenever "
+        "the Dagster daemon runs (dagster dev starts one); stop it in the UI to pause.",
     )
-
-
-release_job = dg.define_asset_job(
-    "churn_release",
-    selection=dg.AssetSelection.assets("production_deployment"),
-    description="The approval step: release the staged challenger through the production canary.",
-    tags={"churn/deployment": "production"},
-)
-
-rollback_job = dg.define_asset_job(
-    "churn_rollback",
-    selection=dg.AssetSelection.assets("production_deployment"),
-    description="Rollback on demand: production_deployment in rollback mode, all traffic to the "
-    "`previous` version (or ops.production_deployment.config.to_version) and the aliases "
-    "swapped. CLI: python -m churn_platform rollback [--to VERSION] [--reason TEXT].",
-    tags={"churn/deployment": "production"},
-    config={"ops": {"production_deployment": {"config": {"mode": "rollback"}}}},
-)
-
-end_to_end_job = dg.define_asset_job(
-    "churn_end_to_end",
-    selection=dg.AssetSelection.all(),
-    description="The whole graph in one run, approval included (the README's first command).",
-    tags={"churn/deployment": "production"},
-)
-
-weekly_retraining_schedule = dg.ScheduleDefinition(
-    name="weekly_retraining",
-    job_name=RETRAINING_JOB,
-    cron_schedule="0 2 * * 1",
-    execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Retrain every Monday at 02:00 UTC. RUNNING by default: it fires whenever the "
-    "Dagster daemon runs (dagster dev starts one); stop it in the UI to pause.",
-)
 
 
 PROFILE_ARTIFACT = "reference_profile.json"
 
 
 def _observation(
-    window: str, result: drift.PsiResult, champion: str, threshold: float
+    model: ModelConfig, window: str, result: drift.PsiResult, champion: str, threshold: float
 ) -> dg.AssetObservation:
     """One window's PSI as an observation of ``churn_snapshot`` (numeric metadata is plotted)."""
     return dg.AssetObservation(
-        asset_key="churn_snapshot",
+        asset_key=asset_key(model, "churn_snapshot"),
         metadata=observation_metadata(window, result, champion, threshold),
     )
 
 
+def psi_export_key(model: ModelConfig) -> str:
+    """Where ``model``'s drift sensor writes its PSI (the router of the default model reads
+    ``monitoring/feature_psi.json``; a platform-file model writes under ``models/<name>/``)."""
+    return f"models/{model.name}/{PSI_EXPORT_KEY}" if model.prefixed else PSI_EXPORT_KEY
+
+
 def _export_psi(
     context: dg.SensorEvaluationContext,
+    key: str,
     storage: StorageResource,
     champion: str,
     results: dict[str, drift.PsiResult],
@@ -127,9 +140,9 @@ def _export_psi(
     """Write the tick's PSI per feature for the router's /metrics; a storage that refuses the
     write costs the gauges their freshness (said in the log), never the retraining decision."""
     try:
-        storage.write_text(PSI_EXPORT_KEY, psi_export(champion, results, threshold, time.time()))
+        storage.write_text(key, psi_export(champion, results, threshold, time.time()))
     except OSError as exc:
-        context.log.warning(f"could not write {PSI_EXPORT_KEY}: {exc}")
+        context.log.warning(f"could not write {key}: {exc}")
 
 
 def _champion_profile(registry: MlflowRegistry) -> tuple[str, dict[str, Any]] | dg.SkipReason:
@@ -148,48 +161,64 @@ def _windows(
     data_source: DataSourceResource,
     inference_log: pd.DataFrame,
     cached: drift.PsiResult | None,
+    champion_spec: Any,
 ) -> tuple[dict[str, pd.DataFrame], list[str]]:
     """The windows to judge now (the source's newest snapshot unless its PSI is ``cached``,
-    then the requests the servers scored) and the ones that could not be read."""
+    then the requests the servers scored) and the ones that could not be read. The source is
+    mapped through the champion's own spec: the served model's features are what drift means,
+    even after a spec change dropped one of them."""
     if cached is not None:
         return {"inference_log": inference_log}, []
     try:
-        source = data_source.snapshot()[0].frame
+        source = data_source.snapshot(spec=champion_spec)[0].frame
     except DataSourceError as exc:  # the tick goes on without it
         return {"inference_log": inference_log}, [f"{SOURCE_WINDOW}: unreadable ({exc})"]
     return {SOURCE_WINDOW: source, "inference_log": inference_log}, []
 
 
-@dg.sensor(
-    name="psi_drift_sensor",
-    job_name=RETRAINING_JOB,
-    minimum_interval_seconds=60,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Retrain when PSI of any drift feature of the champion's spec against its "
-    "reference profile exceeds "
-    f"CHURN_PSI_THRESHOLD (default {DriftSettings.threshold}), on the newest snapshot of the source or on the requests the "
-    "model servers scored. One run per drift episode. The latest PSI per feature is written to "
-    f"{PSI_EXPORT_KEY} in the storage; the router exports it as churn_feature_psi.",
-)
-def psi_drift_sensor(
-    context: dg.SensorEvaluationContext,
-    mlflow_registry: MlflowRegistry,
-    data_source: DataSourceResource,
-    inference_log: InferenceLogResource,
-    notifier: Notifier,
-    storage: StorageResource,
-):
-    """Compare current data with the champion's reference profile; one run request (and one
-    notification) per drift episode. Every tick that computed PSI writes it to
-    ``monitoring/feature_psi.json`` in the storage (the router's ``churn_feature_psi`` gauges)."""
-    drift_settings = settings.drift_settings()
+def build_psi_drift_sensor(model: ModelConfig, config: PlatformConfig) -> dg.SensorDefinition:
+    """``model``'s drift sensor, judging with ``config.drift`` (threshold, minimum window)."""
+    settings = config.drift
+
+    @dg.sensor(
+        name=model.named("psi_drift_sensor"),
+        job_name=model.job("retraining"),
+        minimum_interval_seconds=60,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Retrain when PSI of any drift feature of the champion's spec against its "
+        f"reference profile exceeds CHURN_PSI_THRESHOLD ({settings.threshold}; default "
+        f"{DriftSettings.threshold}), on the newest snapshot of the source or on the requests "
+        "the model servers scored. One run per drift episode. The latest PSI per feature is "
+        f"written to {psi_export_key(model)} in the storage; the router exports it as "
+        "churn_feature_psi.",
+        required_resource_keys={
+            "notifier",
+            "storage",
+            *model_resource_keys(model, "mlflow_registry", "data_source", "inference_log"),
+        },
+    )
+    def psi_drift_sensor(context: dg.SensorEvaluationContext):
+        """Compare current data with the champion's reference profile; one run request (and
+        one notification) per drift episode. Every tick that computed PSI writes it to the
+        storage (the router's ``churn_feature_psi`` gauges)."""
+        return _drift_tick(context, model, settings)
+
+    return psi_drift_sensor
+
+
+def _drift_tick(context: dg.SensorEvaluationContext, model: ModelConfig, settings: DriftSettings):
+    mlflow_registry: MlflowRegistry = model_resource(context, model, "mlflow_registry")
+    inference_log: InferenceLogResource = model_resource(context, model, "inference_log")
+    notifier: Notifier = context.resources.notifier
     state = EpisodeState.parse(context.cursor)
     reference = _champion_profile(mlflow_registry)
     if isinstance(reference, dg.SkipReason):
         return reference
     champion, profile = reference
     # the rows the next run would snapshot: for the synthetic source, next week's draw
-    data_source = data_source.dated(next_synthetic_week(context.instance))
+    data_source = model_resource(context, model, "data_source").dated(
+        next_synthetic_week(context.instance, model)
+    )
     # an unchanged snapshot (same fingerprint, same champion) is not read again
     fingerprint = data_source.fingerprint()
     cached = state.cached_source(champion, fingerprint)
@@ -197,15 +226,18 @@ def psi_drift_sensor(
         champion_spec = mlflow_registry.spec_of_version(champion)
     except ValueError as exc:  # a logged spec this code cannot read
         return dg.SkipReason(f"champion version {champion}'s logged spec cannot be read: {exc}")
-    windows, skipped = _windows(data_source, inference_log.window(champion, champion_spec), cached)
-    decision = judge_tick(
-        state, champion, profile, windows, skipped, cached, fingerprint, drift_settings
+    windows, skipped = _windows(
+        data_source, inference_log.window(champion, champion_spec), cached, champion_spec
     )
+    decision = judge_tick(state, champion, profile, windows, skipped, cached, fingerprint, settings)
     observations = [
-        _observation(n, r, champion, drift_settings.threshold) for n, r in decision.results.items()
+        _observation(model, n, r, champion, settings.threshold) for n, r in decision.results.items()
     ]
     if decision.results:
-        _export_psi(context, storage, champion, decision.results, drift_settings.threshold)
+        key = psi_export_key(model)
+        _export_psi(
+            context, key, context.resources.storage, champion, decision.results, settings.threshold
+        )
     if not (decision.request_run and decision.worst is not None):
         return dg.SensorResult(
             skip_reason=dg.SkipReason(decision.reason),
@@ -216,7 +248,7 @@ def psi_drift_sensor(
         notifier.notify(
             DRIFT,
             champion,
-            drift_reason(decision, drift_settings.threshold),
+            drift_reason(decision, settings.threshold),
             notifier.runs_with_tag_url("dagster/run_key", decision.run_key or ""),
         )
     except NotificationError as exc:  # the retraining matters more than the message
@@ -228,27 +260,36 @@ def psi_drift_sensor(
     )
 
 
-def _last_trained_code_version(instance: dg.DagsterInstance) -> str | None:
-    """The code version of the newest ``challenger_model`` materialisation (None: never)."""
-    event = instance.get_latest_materialization_event(dg.AssetKey(model.ASSET))
+def _last_trained_code_version(instance: dg.DagsterInstance, model: ModelConfig) -> str | None:
+    """The code version of ``model``'s newest ``challenger_model`` materialisation (None: never)."""
+    event = instance.get_latest_materialization_event(asset_key(model, MODEL_ASSET))
     if event is None or event.asset_materialization is None:
         return None
     return (event.asset_materialization.tags or {}).get(CODE_VERSION_TAG)
 
 
-@dg.sensor(
-    name="code_version_sensor",
-    job_name=RETRAINING_JOB,
-    minimum_interval_seconds=60,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Retrain once per new code version of challenger_model (a hash of the feature, "
-    "training and model-check code, the schema and the data contract): when the deployed code "
-    "differs from the code the newest model was trained with.",
-)
-def code_version_sensor(context: dg.SensorEvaluationContext):
-    """One ``churn_retraining`` run per code version that differs from the last trained one."""
-    current = model.CODE_VERSION
-    trained = _last_trained_code_version(context.instance)
+def build_code_version_sensor(model: ModelConfig) -> dg.SensorDefinition:
+    """``model``'s code-version sensor: its training code and spec hashed now."""
+    current = training_code_version(model.spec)
+
+    @dg.sensor(
+        name=model.named("code_version_sensor"),
+        job_name=model.job("retraining"),
+        minimum_interval_seconds=60,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Retrain once per new code version of challenger_model (a hash of the "
+        "feature, training and model-check code, the schema, the data contract and the spec): "
+        "when the deployed code differs from the code the newest model was trained with.",
+    )
+    def code_version_sensor(context: dg.SensorEvaluationContext):
+        """One retraining run per code version that differs from the last trained one."""
+        return _code_tick(context, model, current)
+
+    return code_version_sensor
+
+
+def _code_tick(context: dg.SensorEvaluationContext, model: ModelConfig, current: str):
+    trained = _last_trained_code_version(context.instance, model)
     if trained is None:
         return dg.SkipReason(
             "challenger_model was never materialised: the first training is the schedule's or "
@@ -278,16 +319,26 @@ def _file_key(path: Path) -> str:
     return f"{path.name}:{stat.st_mtime_ns}:{stat.st_size}"
 
 
-@dg.sensor(
-    name="new_file_sensor",
-    job_name=RETRAINING_JOB,
-    minimum_interval_seconds=60,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Retrain once per new (or rewritten) file in a folder source (CHURN_SOURCE=file "
-    "with CHURN_SOURCE_PATH a folder). The files present at its first tick are the baseline.",
-)
-def new_file_sensor(context: dg.SensorEvaluationContext, data_source: DataSourceResource):
-    """One ``churn_retraining`` run per file that appeared in the source folder since the last tick."""
+def build_new_file_sensor(model: ModelConfig) -> dg.SensorDefinition:
+    """``model``'s new-file sensor (a folder source)."""
+
+    @dg.sensor(
+        name=model.named("new_file_sensor"),
+        job_name=model.job("retraining"),
+        minimum_interval_seconds=60,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Retrain once per new (or rewritten) file in a folder source (a file source "
+        "whose path is a folder). The files present at its first tick are the baseline.",
+        required_resource_keys=model_resource_keys(model, "data_source"),
+    )
+    def new_file_sensor(context: dg.SensorEvaluationContext):
+        """One retraining run per file that appeared in the source folder since the last tick."""
+        return _file_tick(context, model_resource(context, model, "data_source"))
+
+    return new_file_sensor
+
+
+def _file_tick(context: dg.SensorEvaluationContext, data_source: DataSourceResource):
     if not isinstance(data_source, FileSourceResource):
         return dg.SkipReason("the data source is not a folder (CHURN_SOURCE is not file)")
     files = data_source.source().folder_files()
@@ -315,4 +366,17 @@ def new_file_sensor(context: dg.SensorEvaluationContext, data_source: DataSource
             for key in new
         ],
         cursor=cursor,
+    )
+
+
+def build(model: ModelConfig, config: PlatformConfig) -> dg.Definitions:
+    """``model``'s jobs, schedule and sensors."""
+    return dg.Definitions(
+        jobs=build_jobs(model, config.auto_release),
+        schedules=[build_schedule(model)],
+        sensors=[
+            build_psi_drift_sensor(model, config),
+            build_code_version_sensor(model),
+            build_new_file_sensor(model),
+        ],
     )

@@ -14,10 +14,10 @@ import dagster as dg
 import pandas as pd
 import pydantic
 
+from churn_platform.config import ModelConfig
 from churn_platform.core.markdown import markdown_table
 from churn_platform.core.model_checks import CheckOutcome
 
-GROUP = "churn"
 OWNERS = ["team:ml-platform"]
 
 T = TypeVar("T")
@@ -126,7 +126,7 @@ def metadata_value(value: Any) -> Any:
 
 def check_result(
     outcome: CheckOutcome,
-    asset_key: str,
+    asset_key: str | dg.AssetKey,
     severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR,
 ) -> dg.AssetCheckResult:
     """A core ``CheckOutcome`` as a Dagster check result with its evidence in metadata."""
@@ -144,9 +144,52 @@ def check_result(
     )
 
 
-def upstream_metadata(context: dg.AssetExecutionContext, asset: str, key: str) -> str | None:
+def asset_key(model: ModelConfig, asset: str) -> dg.AssetKey:
+    """The key of ``asset`` of ``model`` (prefixed by the model's name in a platform file)."""
+    return dg.AssetKey(list(model.key(asset)))
+
+
+def asset_args(model: ModelConfig, name: str, *inputs: str, **extra: Any) -> dict[str, Any]:
+    """The ``dg.asset`` arguments every asset of ``model`` shares: its name, key prefix, group
+    and owners, and its upstream ``inputs`` (asset names) under the same prefix."""
+    return {
+        "name": name,
+        "key_prefix": list(model.key_prefix) or None,
+        "group_name": model.group,
+        "owners": OWNERS,
+        "ins": {i: dg.AssetIn(key=asset_key(model, i)) for i in inputs},
+        **extra,
+    }
+
+
+def check_specs(
+    model: ModelConfig, asset: str, checks: dict[str, str], blocking: bool = True
+) -> list[dg.AssetCheckSpec]:
+    """One check spec per ``name -> description`` of ``checks`` on ``model``'s ``asset``."""
+    key = asset_key(model, asset)
+    return [
+        dg.AssetCheckSpec(name, asset=key, blocking=blocking, description=text)
+        for name, text in checks.items()
+    ]
+
+
+def model_resource(context: Any, model: ModelConfig, base: str) -> Any:
+    """``model``'s own resource ``base`` (``data_source``, ``mlflow_registry``, ``deployment``,
+    ``inference_log``) from a run's or a tick's resources."""
+    return getattr(context.resources, model.resource_key(base))
+
+
+def model_resource_keys(model: ModelConfig, *bases: str) -> set[str]:
+    """The resource keys of ``model``'s ``bases`` (an asset's ``required_resource_keys``)."""
+    return {model.resource_key(b) for b in bases}
+
+
+def upstream_metadata(
+    context: dg.AssetExecutionContext, asset: str | dg.AssetKey, key: str
+) -> str | None:
     """A metadata entry of ``asset``'s materialization in this run, else its latest one (None
     when there is none). This run's first: a concurrent run may have materialised it since."""
+    asset = asset if isinstance(asset, dg.AssetKey) else dg.AssetKey(asset)
     own = context.instance.get_records_for_run(
         run_id=context.run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
     ).records
@@ -154,12 +197,12 @@ def upstream_metadata(context: dg.AssetExecutionContext, asset: str, key: str) -
         (
             m
             for m in (r.event_log_entry.asset_materialization for r in reversed(own))
-            if m is not None and m.asset_key == dg.AssetKey(asset)
+            if m is not None and m.asset_key == asset
         ),
         None,
     )
     if materialization is None:
-        event = context.instance.get_latest_materialization_event(dg.AssetKey(asset))
+        event = context.instance.get_latest_materialization_event(asset)
         materialization = event.asset_materialization if event is not None else None
     if materialization is None:
         return None

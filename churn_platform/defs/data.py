@@ -1,4 +1,5 @@
-"""The data layer: snapshot -> validated data (the contract as blocking checks) -> fixed holdout."""
+"""The data layer of one model: snapshot -> validated data (the contract as blocking checks)
+-> fixed holdout. ``build(model)`` makes the three assets for a model's configuration."""
 
 import dataclasses
 from typing import Any
@@ -7,30 +8,39 @@ import dagster as dg
 import pandas as pd
 import pydantic
 
-from churn_platform import settings
+from churn_platform.config import ModelConfig
 from churn_platform.core import contract, data_step, holdout
 from churn_platform.core.data_step import WEEK_KEY
 from churn_platform.core.mapping import DataSourceError, MappedFrame
-from churn_platform.core.spec import DEFAULT_SPEC_PATH, Spec, default_spec
-from churn_platform.defs.common import GROUP, OWNERS, config_from, md_table, upstream_metadata
-from churn_platform.resources.data_source import DataSourceResource
-from churn_platform.resources.storage import StorageResource
+from churn_platform.core.spec import Spec
+from churn_platform.defs.common import (
+    asset_args,
+    asset_key,
+    check_specs,
+    config_from,
+    md_table,
+    model_resource,
+    model_resource_keys,
+    upstream_metadata,
+)
 
 SNAPSHOT_CHECKS = {
     "row_count_positive": "The snapshot has at least one row.",
     "schema_columns_present": "Every column of the spec is present after the column mapping.",
 }
 SNAPSHOT_ASSET = "churn_snapshot"
+VALIDATED_ASSET = "validated_churn_data"
+HOLDOUT_ASSET = "holdout_set"
 
 
-def next_synthetic_week(instance: dg.DagsterInstance) -> int:
-    """The synthetic week the next snapshot draws: the week after the newest snapshot on
-    ``instance`` (0 when there is none, or it did not come from the synthetic source).
+def next_synthetic_week(instance: dg.DagsterInstance, model: ModelConfig) -> int:
+    """The synthetic week ``model``'s next snapshot draws: the week after its newest snapshot
+    on ``instance`` (0 when there is none, or it did not come from the synthetic source).
 
     This is the synthetic source's clock: every run draws next week's customers, so a
     second run trains on new rows. ``CHURN_SYNTHETIC_AS_OF`` pins a week instead.
     """
-    event = instance.get_latest_materialization_event(dg.AssetKey(SNAPSHOT_ASSET))
+    event = instance.get_latest_materialization_event(asset_key(model, SNAPSHOT_ASSET))
     if event is None or event.asset_materialization is None:
         return 0
     week = event.asset_materialization.metadata.get(WEEK_KEY)
@@ -43,12 +53,12 @@ HOLDOUT_CHECKS = {
 }
 
 
-def spec_metadata(spec: Spec) -> dict[str, Any]:
+def spec_metadata(model: ModelConfig) -> dict[str, Any]:
     """Which spec shaped an asset: its short hash, file and name (asset metadata)."""
     return {
-        "spec_hash": spec.short_hash,
-        "spec_path": settings.get("CHURN_SPEC") or str(DEFAULT_SPEC_PATH),
-        "spec_name": spec.name,
+        "spec_hash": model.spec.short_hash,
+        "spec_path": model.spec_path,
+        "spec_name": model.spec.name,
     }
 
 
@@ -97,31 +107,37 @@ def _severity(result: contract.RuleResult) -> dg.AssetCheckSeverity:
     )
 
 
-@dg.asset(
-    group_name=GROUP,
-    owners=OWNERS,
-    kinds={"pandas", "parquet"},
-    check_specs=[
-        dg.AssetCheckSpec(n, asset="churn_snapshot", blocking=True, description=d)
-        for n, d in SNAPSHOT_CHECKS.items()
-    ],
-)
-def churn_snapshot(
-    context: dg.AssetExecutionContext, data_source: DataSourceResource, storage: StorageResource
-):
-    """One dated snapshot of customer rows from the configured source, mapped onto the table spec.
+def build_churn_snapshot(model: ModelConfig) -> dg.AssetsDefinition:
+    """``model``'s ``churn_snapshot`` asset."""
 
-    The source is the synthetic generator by default (each run draws the next week's
-    customers, metadata `synthetic_week`; `CHURN_SYNTHETIC_AS_OF` pins a week), or a
-    CSV/Parquet file (or the newest file of a folder), or a SQL table or query, chosen by
-    `CHURN_SOURCE`. The spec (`CHURN_SPEC`; metadata `spec_hash`, `spec_path`) renames source
-    columns and translates values (an explicit `CHURN_MAPPING_FILE` is merged over it). The rows are kept as Parquet under
-    `snapshots/` of the storage resource (`$CHURN_HOME` locally), and the data version is a content hash of every row, so every
-    model traces to the exact data it saw. Missing columns (naming the spec key that reads
-    them) and an empty table stop here.
-    """
-    spec = settings.current_spec()
-    source = data_source.dated(next_synthetic_week(context.instance))
+    @dg.asset(
+        **asset_args(model, SNAPSHOT_ASSET),
+        kinds={"pandas", "parquet"},
+        check_specs=check_specs(model, SNAPSHOT_ASSET, SNAPSHOT_CHECKS),
+        required_resource_keys={"storage", *model_resource_keys(model, "data_source")},
+    )
+    def churn_snapshot(context: dg.AssetExecutionContext):
+        """One dated snapshot of customer rows from the model's source, mapped onto its spec.
+
+        The source is the synthetic generator by default (each run draws the next week's
+        customers, metadata `synthetic_week`; `CHURN_SYNTHETIC_AS_OF` pins a week), or a
+        CSV/Parquet file (or the newest file of a folder), or a SQL table or query, as the
+        model's configuration says (`CHURN_SOURCE`, or `source:` in the platform file). The
+        spec (metadata `spec_hash`, `spec_path`) renames source columns and translates values
+        (an explicit mapping file is merged over it). The rows are kept as Parquet under
+        `snapshots/` of the storage resource (`$CHURN_HOME` locally), and the data version is
+        a content hash of every row, so every model traces to the exact data it saw. Missing
+        columns (naming the spec key that reads them) and an empty table stop here.
+        """
+        yield from _snapshot(context, model)
+
+    return churn_snapshot
+
+
+def _snapshot(context: dg.AssetExecutionContext, model: ModelConfig):
+    spec, storage = model.spec, context.resources.storage
+    data_source = model_resource(context, model, "data_source")
+    source = data_source.dated(next_synthetic_week(context.instance, model))
     try:
         mapped, description = source.snapshot(required=(), spec=spec)
     except DataSourceError as exc:
@@ -150,7 +166,7 @@ def churn_snapshot(
         data_version=dg.DataVersion(version),
         metadata={
             **frame_metadata(frame, version, spec),
-            **spec_metadata(spec),
+            **spec_metadata(model),
             **meta,
             "parquet": dg.MetadataValue.path(path),
             "nulls_from_conversion": dg.MetadataValue.json(meta["nulls_from_conversion"]),
@@ -173,33 +189,27 @@ class ContractSettings(dg.Config):
     )
 
 
-def build_validated_churn_data(spec: Spec) -> dg.AssetsDefinition:
-    """The ``validated_churn_data`` asset with one asset check per contract rule of ``spec``.
-
-    The check names are fixed when the definitions load (``contract.rule_names(spec)``); the
-    run reads ``CHURN_SPEC`` again and stops, naming both, if the spec changed since.
-    """
+def build_validated_churn_data(model: ModelConfig) -> dg.AssetsDefinition:
+    """``model``'s ``validated_churn_data`` asset with one asset check per contract rule of its
+    spec (the spec is part of the model's configuration: a changed spec is a reload)."""
+    key = asset_key(model, VALIDATED_ASSET)
 
     @dg.asset(
-        name="validated_churn_data",
-        group_name=GROUP,
-        owners=OWNERS,
+        **asset_args(model, VALIDATED_ASSET, SNAPSHOT_ASSET),
         kinds={"pandera", "pandas"},
         check_specs=[
             dg.AssetCheckSpec(
                 rule.name,
-                asset="validated_churn_data",
+                asset=key,
                 blocking=rule.severity == contract.ERROR,
                 description=rule.description,
             )
-            for rule in contract.contract_rules(spec=spec)
+            for rule in contract.contract_rules(spec=model.spec)
         ],
+        required_resource_keys={"storage"},
     )
     def validated_churn_data(
-        context: dg.AssetExecutionContext,
-        config: ContractSettings,
-        storage: StorageResource,
-        churn_snapshot: MappedFrame,
+        context: dg.AssetExecutionContext, config: ContractSettings, churn_snapshot: MappedFrame
     ):
         """The snapshot after the data contract passed, with the types the spec declares.
 
@@ -210,7 +220,7 @@ def build_validated_churn_data(spec: Spec) -> dg.AssetsDefinition:
         last good validated data stays as it was. WARN rules alert only. A quality report is
         written per snapshot; metadata `spec_hash` names the spec.
         """
-        return _validate(context, config, storage, churn_snapshot)
+        return _validate(context, config, model, churn_snapshot)
 
     return validated_churn_data
 
@@ -218,14 +228,10 @@ def build_validated_churn_data(spec: Spec) -> dg.AssetsDefinition:
 def _validate(
     context: dg.AssetExecutionContext,
     config: ContractSettings,
-    storage: StorageResource,
+    model: ModelConfig,
     churn_snapshot: MappedFrame,
 ):
-    spec = settings.current_spec()
-    defined = {key.name for key in context.assets_def.check_keys}
-    changed = data_step.spec_changed(spec, defined, spec_metadata(spec)["spec_path"])
-    if changed:
-        raise dg.Failure(description=changed)
+    spec, storage = model.spec, context.resources.storage
     try:
         cfg = contract.ContractConfig.from_dict(config.overrides, spec=spec)
     except ValueError as exc:
@@ -234,9 +240,9 @@ def _validate(
     with timings.measure("contract"):
         results = contract.evaluate_contract(churn_snapshot, cfg, spec=spec)
     # the snapshot already hashed these rows; hash again only when its record is missing
-    version = upstream_metadata(context, "churn_snapshot", "data_version") or contract.data_version(
-        churn_snapshot
-    )
+    version = upstream_metadata(
+        context, asset_key(model, SNAPSHOT_ASSET), "data_version"
+    ) or contract.data_version(churn_snapshot)
     with timings.measure("quality_report"):
         report_text = data_step.quality_text(churn_snapshot, results, spec, version)
         report_path = storage.write_text(f"reports/quality_{version[:12]}.md", report_text)
@@ -259,17 +265,12 @@ def _validate(
         data_version=dg.DataVersion(version),
         metadata={
             **frame_metadata(typed, version, spec),
-            **spec_metadata(spec),
+            **spec_metadata(model),
             **meta,
             "quality_report": dg.MetadataValue.path(report_path),
             "timings_s": dg.MetadataValue.json(timings.rounded()),
         },
     )
-
-
-# the shipped spec's asset (tests and asset selections); the definitions build theirs from
-# CHURN_SPEC when they load (``build_validated_churn_data``)
-validated_churn_data = build_validated_churn_data(default_spec())
 
 
 class HoldoutSettings(config_from(holdout.HoldoutConfig)):  # type: ignore[misc]
@@ -306,64 +307,76 @@ class HoldoutSettings(config_from(holdout.HoldoutConfig)):  # type: ignore[misc]
         )
 
 
-@dg.asset(
-    group_name=GROUP,
-    owners=OWNERS,
-    kinds={"pandas"},
-    check_specs=[
-        dg.AssetCheckSpec(n, asset="holdout_set", blocking=True, description=d)
-        for n, d in HOLDOUT_CHECKS.items()
-    ],
-)
-def holdout_set(
-    context: dg.AssetExecutionContext, config: HoldoutSettings, validated_churn_data: pd.DataFrame
-):
-    """Fixed evaluation rows: the customers whose salted entity-id hash falls in the holdout bucket.
+def build_holdout_set(model: ModelConfig) -> dg.AssetsDefinition:
+    """``model``'s ``holdout_set`` asset."""
 
-    The entity id, the target, and the default `fraction` and `salt` come from the spec
-    (`CHURN_SPEC`). A customer never moves between training and holdout across snapshots;
-    the selection changes only when `salt` or `fraction` is changed. Its hash is in every
-    evaluation report, and both champion and challenger are always scored on these same rows.
-    """
-    spec = settings.current_spec()
-    try:
-        cfg = config.holdout_config(spec)
-    except ValueError as exc:
-        raise dg.Failure(description=f"holdout config: {exc}") from exc
-    # only the holdout rows are copied out: training reads the validated frame itself
-    mask = holdout.holdout_mask(validated_churn_data[spec.id_column], cfg.fraction, cfg.salt)
-    rows = validated_churn_data.loc[mask].reset_index(drop=True)
-    rate = float(rows[spec.target_column].mean()) if len(rows) else 0.0
-    size_ok = len(rows) >= config.min_rows
-    balance_ok = config.min_positive_rate <= rate <= 1 - config.min_positive_rate
-    yield dg.AssetCheckResult(
-        check_name="holdout_size",
-        passed=size_ok,
-        metadata={"rows": len(rows), "bound": f">= {config.min_rows}"},
+    @dg.asset(
+        **asset_args(model, HOLDOUT_ASSET, VALIDATED_ASSET),
+        kinds={"pandas"},
+        check_specs=check_specs(model, HOLDOUT_ASSET, HOLDOUT_CHECKS),
     )
-    yield dg.AssetCheckResult(
-        check_name="holdout_class_balance",
-        passed=balance_ok,
-        metadata={
-            "positive_rate": round(rate, 4),
-            "bound": f"[{config.min_positive_rate}, {1 - config.min_positive_rate}]",
-        },
-    )
-    if not (size_ok and balance_ok):
-        raise dg.Failure(
-            description=f"holdout has {len(rows)} rows with churn rate {rate:.3f}; it needs at least "
-            f"{config.min_rows} rows and both classes (raise `fraction` or bring more data)"
+    def holdout_set(
+        context: dg.AssetExecutionContext,
+        config: HoldoutSettings,
+        validated_churn_data: pd.DataFrame,
+    ):
+        """Fixed evaluation rows: the customers whose salted entity-id hash falls in the holdout.
+
+        The entity id, the target, and the default `fraction` and `salt` come from the model's
+        spec. A customer never moves between training and holdout across snapshots; the
+        selection changes only when `salt` or `fraction` is changed. Its hash is in every
+        evaluation report, and both champion and challenger are always scored on these rows.
+        """
+        spec = model.spec
+        try:
+            cfg = config.holdout_config(spec)
+        except ValueError as exc:
+            raise dg.Failure(description=f"holdout config: {exc}") from exc
+        # only the holdout rows are copied out: training reads the validated frame itself
+        mask = holdout.holdout_mask(validated_churn_data[spec.id_column], cfg.fraction, cfg.salt)
+        rows = validated_churn_data.loc[mask].reset_index(drop=True)
+        rate = float(rows[spec.target_column].mean()) if len(rows) else 0.0
+        size_ok = len(rows) >= config.min_rows
+        balance_ok = config.min_positive_rate <= rate <= 1 - config.min_positive_rate
+        yield dg.AssetCheckResult(
+            check_name="holdout_size",
+            passed=size_ok,
+            metadata={"rows": len(rows), "bound": f">= {config.min_rows}"},
         )
-    digest = contract.data_version(rows)
-    yield dg.Output(
-        rows,
-        metadata={
-            "holdout_hash": digest,
-            "rows": len(rows),
-            "dagster/row_count": len(rows),
-            "positive_rate": round(rate, 4),
-            "fraction": cfg.fraction,
-            "salt": cfg.salt,
-            "spec_hash": spec.short_hash,
-        },
-    )
+        yield dg.AssetCheckResult(
+            check_name="holdout_class_balance",
+            passed=balance_ok,
+            metadata={
+                "positive_rate": round(rate, 4),
+                "bound": f"[{config.min_positive_rate}, {1 - config.min_positive_rate}]",
+            },
+        )
+        if not (size_ok and balance_ok):
+            raise dg.Failure(
+                description=f"holdout has {len(rows)} rows with churn rate {rate:.3f}; it needs at least "
+                f"{config.min_rows} rows and both classes (raise `fraction` or bring more data)"
+            )
+        digest = contract.data_version(rows)
+        yield dg.Output(
+            rows,
+            metadata={
+                "holdout_hash": digest,
+                "rows": len(rows),
+                "dagster/row_count": len(rows),
+                "positive_rate": round(rate, 4),
+                "fraction": cfg.fraction,
+                "salt": cfg.salt,
+                "spec_hash": spec.short_hash,
+            },
+        )
+
+    return holdout_set
+
+
+def build(model: ModelConfig) -> list[dg.AssetsDefinition]:
+    """The data assets of ``model``: snapshot, validated data, holdout."""
+    return [
+        build_churn_snapshot(model),
+        build_validated_churn_data(model),
+        build_holdout_set(model),
+    ]

@@ -1,4 +1,5 @@
-"""Staging with integration checks, then production through a canary with automatic rollback."""
+"""Staging with integration checks, then production through a canary with automatic rollback,
+for one model. ``build(model)`` makes the two assets."""
 
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -9,9 +10,18 @@ import dagster as dg
 import pandas as pd
 
 from churn_platform import runs
+from churn_platform.config import ModelConfig
 from churn_platform.core import canary, deployment_step, release, training
 from churn_platform.core import records as r
-from churn_platform.defs.common import GROUP, OWNERS, check_result, config_from
+from churn_platform.defs.common import (
+    asset_args,
+    asset_key,
+    check_result,
+    check_specs,
+    config_from,
+    model_resource,
+    model_resource_keys,
+)
 from churn_platform.resources.bases import DeploymentResource
 from churn_platform.resources.metrics import MetricsResource, PrometheusMetrics
 from churn_platform.resources.mlflow_registry import MlflowRegistry
@@ -19,7 +29,15 @@ from churn_platform.resources.release_probes import ReleaseProbes
 
 STAGING = "staging_deployment"
 PRODUCTION = "production_deployment"
-DEPLOYMENT_POOL = "churn_deployment"  # one deployment at a time (limit set in dagster.yaml)
+DEPLOYMENT_POOL = "churn_deployment"  # the default model's pool (limit 1 in dagster.yaml)
+
+
+def deployment_pool(model: ModelConfig) -> str:
+    """``<model>_deployment``: one deployment step of a model at a time (every pool's limit is
+    1 in dagster.yaml); models deploy to their own routes, so they do not wait for each other."""
+    return f"{model.name}_deployment"
+
+
 TRAFFIC_ROWS = 500  # holdout rows replayed as synthetic canary traffic (they cycle)
 STAGING_CHECKS = {
     r.HEALTH: "GET /health answers 200 once the model is loaded.",
@@ -72,36 +90,51 @@ class ProductionConfig(_PRODUCTION_FIELDS):  # type: ignore[misc,valid-type]
     rollback mode (``mode: rollback``, optional ``to_version`` and ``reason``)."""
 
 
-@dg.asset(
-    group_name=GROUP,
-    owners=OWNERS,
-    kinds={"python"},
-    pool=DEPLOYMENT_POOL,
-    check_specs=[
-        dg.AssetCheckSpec(n, asset=STAGING, blocking=True, description=d)
-        for n, d in STAGING_CHECKS.items()
-    ],
-)
-def staging_deployment(
+def build_staging(model: ModelConfig) -> dg.AssetsDefinition:
+    """``model``'s ``staging_deployment`` asset."""
+
+    @dg.asset(
+        **asset_args(model, STAGING, "evaluation_report", "holdout_set"),
+        kinds={"python"},
+        pool=deployment_pool(model),
+        check_specs=check_specs(model, STAGING, STAGING_CHECKS),
+        required_resource_keys={
+            "release_probes",
+            *model_resource_keys(model, "mlflow_registry", "deployment"),
+        },
+    )
+    def staging_deployment(
+        context: dg.AssetExecutionContext,
+        config: StagingConfig,
+        evaluation_report: r.EvaluationDecision,
+        holdout_set: pd.DataFrame,
+    ):
+        """The challenger served in staging beside the champion, at 0% of staging traffic.
+
+        Integration checks (layer 4) run against the challenger's own server: health, the
+        API contract, a latency bound, and online predictions equal to offline ones for the
+        same holdout rows. When the gate said "keep", nothing is deployed and the asset says
+        why. A failed check retires the challenger from staging and stops the run. Staging
+        is first reconciled with its state file and the registry (`repaired` in metadata).
+        """
+        yield from _stage(context, config, model, evaluation_report, holdout_set)
+
+    return staging_deployment
+
+
+def _stage(
     context: dg.AssetExecutionContext,
     config: StagingConfig,
-    mlflow_registry: MlflowRegistry,
-    deployment: DeploymentResource,
-    release_probes: ReleaseProbes,
+    model: ModelConfig,
     evaluation_report: r.EvaluationDecision,
     holdout_set: pd.DataFrame,
 ):
-    """The challenger served in staging beside the champion, at 0% of staging traffic.
-
-    Integration checks (layer 4) run against the challenger's own server: health, the API
-    contract, a latency bound, and online predictions equal to offline ones for the same
-    holdout rows. When the gate said "keep", nothing is deployed and the asset says why.
-    A failed check retires the challenger from staging and stops the run. Staging is first
-    reconciled with its state file and the registry (`repaired` in the metadata).
-    """
-    with _exclusive(context):
+    mlflow_registry: MlflowRegistry = model_resource(context, model, "mlflow_registry")
+    deployment: DeploymentResource = model_resource(context, model, "deployment")
+    release_probes: ReleaseProbes = context.resources.release_probes
+    with _exclusive(context, model):
         if not evaluation_report.promote:
-            yield from _nothing_staged(mlflow_registry, deployment, evaluation_report)
+            yield from _nothing_staged(mlflow_registry, deployment, evaluation_report, model)
             return
         bounds: release.StagingChecks = config.to_core(release.StagingChecks)
         rows = holdout_set.head(bounds.parity_rows)
@@ -121,7 +154,7 @@ def staging_deployment(
             ),
         )
         for outcome in staged.outcomes:
-            yield check_result(outcome, STAGING)
+            yield check_result(outcome, asset_key(model, STAGING))
         if staged.failed:
             raise dg.Failure(
                 description=deployment_step.staging_failure(staged),
@@ -137,13 +170,16 @@ def staging_deployment(
 
 
 def _nothing_staged(
-    registry: MlflowRegistry, deployment: DeploymentResource, decision: r.EvaluationDecision
+    registry: MlflowRegistry,
+    deployment: DeploymentResource,
+    decision: r.EvaluationDecision,
+    model: ModelConfig,
 ) -> Iterator[dg.AssetCheckResult | dg.Output]:
     """The gate kept the champion: every staging check passes as a deliberate no-op, with
     the reason, and staging is only reconciled."""
     for name in STAGING_CHECKS:
         yield dg.AssetCheckResult(
-            asset_key=STAGING,
+            asset_key=asset_key(model, STAGING),
             check_name=name,
             passed=True,
             metadata={"skipped": deployment_step.KEPT_CHAMPION},
@@ -159,57 +195,77 @@ def _nothing_staged(
     )
 
 
-@dg.asset(
-    group_name=GROUP,
-    owners=OWNERS,
-    kinds={"prometheus"},
-    pool=DEPLOYMENT_POOL,
-    check_specs=[
-        dg.AssetCheckSpec(
-            r.CANARY_ANALYSIS,
-            asset=PRODUCTION,
-            description="The canary passed every analysis step; a rollback fails this check.",
-        ),
-        dg.AssetCheckSpec(
-            r.REGISTRY_ALIASES,
-            asset=PRODUCTION,
-            blocking=True,
-            description="The registry's aliases follow the traffic (retried; a failure names "
-            "the repair command).",
-        ),
-    ],
-)
-def production_deployment(
+def build_production(model: ModelConfig) -> dg.AssetsDefinition:
+    """``model``'s ``production_deployment`` asset."""
+    key = asset_key(model, PRODUCTION)
+
+    @dg.asset(
+        **asset_args(model, PRODUCTION, STAGING, "holdout_set"),
+        kinds={"prometheus"},
+        pool=deployment_pool(model),
+        check_specs=[
+            dg.AssetCheckSpec(
+                r.CANARY_ANALYSIS,
+                asset=key,
+                description="The canary passed every analysis step; a rollback fails this check.",
+            ),
+            dg.AssetCheckSpec(
+                r.REGISTRY_ALIASES,
+                asset=key,
+                blocking=True,
+                description="The registry's aliases follow the traffic (retried; a failure "
+                "names the repair command).",
+            ),
+        ],
+        required_resource_keys={
+            "metrics_source",
+            "release_probes",
+            *model_resource_keys(model, "mlflow_registry", "deployment"),
+        },
+    )
+    def production_deployment(
+        context: dg.AssetExecutionContext,
+        config: ProductionConfig,
+        staging_deployment: r.StagingResult,
+        holdout_set: pd.DataFrame,
+    ):
+        """Production: the staged challenger through a canary, 5% -> 25% -> 100%.
+
+        At each step an analysis window reads the canary's error rate (Prometheus when
+        configured, else the servers' own /metrics) and needs a minimum request count, so
+        silence is not success. A breach, or no data, puts all traffic back on the champion,
+        which never stopped running, and retires the canary; aliases stay as they were.
+        Success moves `champion` to the new version and `previous` to the old one (retried;
+        if the registry still refuses, the blocking `registry_aliases` check fails and names
+        the repair command). Every transition is in the metadata. Materialise this asset by
+        hand (the approval step) unless automatic release is configured.
+
+        Before anything moves, production is reconciled with its state file and the registry
+        (dead router or servers restarted, leftover canary weights back on the champion; the
+        `repaired` metadata lists it), and an interrupted canary always ends on the champion.
+        The candidate is the one this run staged (another run's newer one is named in `notes`,
+        never shipped). `weights` is read from the running router, the aliases from the
+        registry; `disagreement` appears when they differ. Config `mode: rollback` (the
+        `churn_rollback` job, `python -m churn_platform rollback [--to VERSION]`) skips the
+        canary: all traffic to `previous` (or `to_version`) and the aliases swapped.
+        """
+        yield from _produce(context, config, model, staging_deployment, holdout_set)
+
+    return production_deployment
+
+
+def _produce(
     context: dg.AssetExecutionContext,
     config: ProductionConfig,
-    mlflow_registry: MlflowRegistry,
-    deployment: DeploymentResource,
-    metrics_source: MetricsResource,
-    release_probes: ReleaseProbes,
+    model: ModelConfig,
     staging_deployment: r.StagingResult,
     holdout_set: pd.DataFrame,
 ):
-    """Production: the staged challenger through a canary, 5% -> 25% -> 100%.
-
-    At each step an analysis window reads the canary's error rate (Prometheus when
-    configured, else the servers' own /metrics) and needs a minimum request count, so
-    silence is not success. A breach, or no data, puts all traffic back on the champion,
-    which never stopped running, and retires the canary; aliases stay as they were.
-    Success moves `champion` to the new version and `previous` to the old one (retried;
-    if the registry still refuses, the blocking `registry_aliases` check fails and names
-    the repair command). Every transition is in the metadata. Materialise this asset by
-    hand (the approval step) unless automatic release is configured.
-
-    Before anything moves, production is reconciled with its state file and the registry
-    (dead router or servers restarted, leftover canary weights back on the champion; the
-    `repaired` metadata lists it), and an interrupted canary always ends on the champion.
-    The candidate is the one this run staged (another run's newer one is named in `notes`,
-    never shipped). `weights` is read from the running router, the aliases from the
-    registry; `disagreement` appears when they differ. Config `mode: rollback` (the
-    `churn_rollback` job, `python -m churn_platform rollback [--to VERSION]`) skips the
-    canary: all traffic to `previous` (or `to_version`) and the aliases swapped.
-    """
-    with _exclusive(context):
+    mlflow_registry: MlflowRegistry = model_resource(context, model, "mlflow_registry")
+    deployment: DeploymentResource = model_resource(context, model, "deployment")
+    metrics_source: MetricsResource = context.resources.metrics_source
+    release_probes: ReleaseProbes = context.resources.release_probes
+    with _exclusive(context, model):
         target = deployment.target()
         problem = deployment_step.mode_problem(config.mode)
         if problem:
@@ -224,6 +280,7 @@ def production_deployment(
         else:
             done = _release(
                 context,
+                model,
                 config,
                 target,
                 mlflow_registry,
@@ -255,6 +312,7 @@ def _rollback(
 
 def _release(
     context: dg.AssetExecutionContext,
+    model: ModelConfig,
     config: ProductionConfig,
     target: Any,
     registry: MlflowRegistry,
@@ -265,7 +323,9 @@ def _release(
 ) -> release.Release:
     """The staged candidate (this run's own) through the canary, its steps logged."""
     staged, notes = release.select_candidate(
-        _staged_by_this_run(context, registry), staging, registry.alias_version(r.CHALLENGER)
+        _staged_by_this_run(context, registry, model),
+        staging,
+        registry.alias_version(r.CHALLENGER),
     )
     for note in notes:
         context.log.warning(note)
@@ -302,12 +362,14 @@ def _release(
     return done
 
 
-def _exclusive(context: dg.AssetExecutionContext) -> AbstractContextManager[None]:
-    """The deployment pool held alone across processes (Dagster's own claim is not atomic
-    on a SQLite instance; see ``runs.exclusive_step``)."""
+def _exclusive(
+    context: dg.AssetExecutionContext, model: ModelConfig
+) -> AbstractContextManager[None]:
+    """The model's deployment pool held alone across processes (Dagster's own claim is not
+    atomic on a SQLite instance; see ``runs.exclusive_step``)."""
     return runs.exclusive_step(
         context.instance,
-        DEPLOYMENT_POOL,
+        deployment_pool(model),
         {
             "run": context.run.run_id,
             "job": context.job_name,
@@ -318,7 +380,7 @@ def _exclusive(context: dg.AssetExecutionContext) -> AbstractContextManager[None
 
 
 def _staged_by_this_run(
-    context: dg.AssetExecutionContext, registry: MlflowRegistry
+    context: dg.AssetExecutionContext, registry: MlflowRegistry, model: ModelConfig
 ) -> r.StagingResult | None:
     """What this run's own staging step staged (from its materialisation's metadata), or
     None when this run did not stage (e.g. the churn_release approval job). The stored
@@ -329,7 +391,7 @@ def _staged_by_this_run(
     ).records
     for record in reversed(records):
         materialization = record.event_log_entry.asset_materialization
-        if materialization is None or materialization.asset_key != dg.AssetKey(STAGING):
+        if materialization is None or materialization.asset_key != asset_key(model, STAGING):
             continue
         return deployment_step.staged_from_metadata(
             {k: str(v.value) for k, v in materialization.metadata.items()}, registry.model_uri
@@ -414,3 +476,8 @@ def _transitions_as_markdown(metadata: dict[str, Any]) -> dict[str, Any]:
 def _url(endpoint: str | None) -> Any:
     """An environment's endpoint as a link ('n/a' when it has none)."""
     return dg.MetadataValue.url(endpoint) if endpoint else "n/a"
+
+
+def build(model: ModelConfig) -> list[dg.AssetsDefinition]:
+    """``model``'s deployment assets: staging, then production."""
+    return [build_staging(model), build_production(model)]

@@ -1,14 +1,22 @@
-"""The promotion gate: champion vs challenger on the same holdout, decided on an interval."""
+"""The promotion gate of one model: champion vs challenger on the same holdout, decided on an
+interval. ``build(model)`` makes the asset."""
 
 from collections.abc import Callable
 
 import dagster as dg
 import pandas as pd
 
-from churn_platform import settings
+from churn_platform.config import ModelConfig
 from churn_platform.core import evaluation_step, gate, report
 from churn_platform.core import records as r
-from churn_platform.defs.common import GROUP, OWNERS, config_from, upstream_metadata
+from churn_platform.defs.common import (
+    asset_args,
+    asset_key,
+    config_from,
+    model_resource,
+    model_resource_keys,
+    upstream_metadata,
+)
 from churn_platform.defs.data import SNAPSHOT_ASSET, WEEK_KEY
 from churn_platform.resources.data_source import DataSourceResource
 from churn_platform.resources.mlflow_registry import MlflowRegistry
@@ -20,51 +28,67 @@ class GateSettings(config_from(gate.GateConfig)):  # type: ignore[misc]
     """How the gate decides (the fields of ``core.gate.GateConfig``)."""
 
 
-@dg.asset(
-    group_name=GROUP,
-    owners=OWNERS,
-    kinds={"mlflow"},
-    check_specs=[
-        dg.AssetCheckSpec(
-            r.PROMOTION_GATE,
-            asset=ASSET,
-            description="Passes when the challenger is promoted; a 'keep' is a normal outcome, shown as WARN.",
-        )
-    ],
-)
-def evaluation_report(
+def build(model: ModelConfig) -> list[dg.AssetsDefinition]:
+    """``model``'s ``evaluation_report`` asset."""
+
+    @dg.asset(
+        **asset_args(model, ASSET, "challenger_model", "holdout_set"),
+        kinds={"mlflow"},
+        check_specs=[
+            dg.AssetCheckSpec(
+                r.PROMOTION_GATE,
+                asset=asset_key(model, ASSET),
+                description="Passes when the challenger is promoted; a 'keep' is a normal "
+                "outcome, shown as WARN.",
+            )
+        ],
+        required_resource_keys=model_resource_keys(model, "mlflow_registry", "data_source"),
+    )
+    def evaluation_report(
+        context: dg.AssetExecutionContext,
+        config: GateSettings,
+        challenger_model: r.ChallengerModel,
+        holdout_set: pd.DataFrame,
+    ):
+        """Champion vs challenger on the same fixed holdout, and the promote/keep decision.
+
+        Both models are scored now on the same rows (the champion is re-scored every time,
+        never compared with an old number). The AUC difference gets a paired-bootstrap
+        interval and DeLong's test; the challenger is promoted only when the interval's
+        lower bound clears `min_delta`, its model checks passed and no slice regressed
+        beyond the tolerance. "Keep" is a normal outcome: the run succeeds and deployment
+        does nothing. The report (markdown, ROC and calibration plots) is also stored in
+        the challenger's MLflow run.
+
+        Each model is scored with the columns of its own spec (logged with the model). When
+        the champion was trained on an older spec with a feature the current spec dropped,
+        that column is mapped from the snapshot's source rows through the champion's spec;
+        the report lists how the two specs differ. If the champion's columns cannot be
+        produced, the report says why and the champion is kept (never a blind promotion).
+        """
+        yield from _evaluate(context, config, model, challenger_model, holdout_set)
+
+    return [evaluation_report]
+
+
+def _evaluate(
     context: dg.AssetExecutionContext,
     config: GateSettings,
-    mlflow_registry: MlflowRegistry,
-    data_source: DataSourceResource,
+    model: ModelConfig,
     challenger_model: r.ChallengerModel,
     holdout_set: pd.DataFrame,
 ):
-    """Champion vs challenger on the same fixed holdout, and the promote/keep decision.
-
-    Both models are scored now on the same rows (the champion is re-scored every time,
-    never compared with an old number). The AUC difference gets a paired-bootstrap
-    interval and DeLong's test; the challenger is promoted only when the interval's lower
-    bound clears `min_delta`, its model checks passed and no slice regressed beyond the
-    tolerance. "Keep" is a normal outcome: the run succeeds and deployment does nothing.
-    The report (markdown, ROC and calibration plots) is also stored in the challenger's
-    MLflow run.
-
-    Each model is scored with the columns of its own spec (logged with the model). When
-    the champion was trained on an older spec with a feature the current spec dropped, that
-    column is mapped from the snapshot's source rows through the champion's spec; the
-    report lists how the two specs differ. If the champion's columns cannot be produced,
-    the report says why and the champion is kept (never a blind promotion).
-    """
+    mlflow_registry: MlflowRegistry = model_resource(context, model, "mlflow_registry")
+    data_source: DataSourceResource = model_resource(context, model, "data_source")
     cfg: gate.GateConfig = config.to_core(gate.GateConfig)
-    current = settings.current_spec()
+    current = model.spec
     try:
         scoring = evaluation_step.score_models(
             mlflow_registry,
             holdout_set,
             current,
             challenger_model.version,
-            _source_rows(context, data_source),
+            _source_rows(context, data_source, model),
         )
     except evaluation_step.UnscorableChallenger as exc:  # only a broken run gets here
         raise dg.Failure(description=str(exc)) from exc
@@ -98,13 +122,13 @@ def _store_report(registry: MlflowRegistry, run_id: str, found: report.Evaluatio
 
 
 def _source_rows(
-    context: dg.AssetExecutionContext, data_source: DataSourceResource
+    context: dg.AssetExecutionContext, data_source: DataSourceResource, model: ModelConfig
 ) -> Callable[[], pd.DataFrame]:
     """Re-reads the raw rows of the snapshot the holdout came from (same synthetic week),
     when called; ``report.inputs_for_spec`` checks they are the same rows before using them."""
 
     def load() -> pd.DataFrame:
-        week = upstream_metadata(context, SNAPSHOT_ASSET, WEEK_KEY)
+        week = upstream_metadata(context, asset_key(model, SNAPSHOT_ASSET), WEEK_KEY)
         source = data_source.dated(int(week)) if week and week.isdigit() else data_source
         return source.load().frame
 

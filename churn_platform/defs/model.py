@@ -1,4 +1,5 @@
-"""The challenger model: trained, logged and registered in MLflow, then checked."""
+"""The challenger model of one model configuration: trained, logged and registered in MLflow,
+then checked. ``build(model)`` makes the asset."""
 
 import hashlib
 import inspect
@@ -8,17 +9,20 @@ import dagster as dg
 import pandas as pd
 
 from churn_platform import settings
+from churn_platform.config import ModelConfig
 from churn_platform.core import contract, features, model_checks, model_step, schema, training
 from churn_platform.core import records as r
 from churn_platform.core.spec import Spec
 from churn_platform.defs.common import (
-    GROUP,
-    OWNERS,
+    asset_args,
+    asset_key,
     check_result,
+    check_specs,
     config_from,
+    model_resource,
+    model_resource_keys,
     upstream_metadata,
 )
-from churn_platform.resources.code_version import CodeVersion
 from churn_platform.resources.k8s_training import training_op_tags
 from churn_platform.resources.mlflow_registry import MlflowRegistry
 
@@ -50,32 +54,21 @@ def model_check_descriptions(spec: Spec) -> dict[str, str]:
     return {**fixed, **invariances, **coverage}
 
 
-# the check names are fixed when definitions load; the asset refuses a spec whose checks differ
-LOADED_SPEC = settings.current_spec()
-MODEL_CHECKS = model_check_descriptions(LOADED_SPEC)
-
-
 # The code whose change makes a trained model stale: feature code, training, the model checks,
 # the canonical schema and the data contract's declaration (and the spec, below).
 CODE_MODULES: tuple[ModuleType, ...] = (features, training, model_checks, schema, contract)
 
 
-def training_code_version(
-    modules: tuple[ModuleType, ...] = CODE_MODULES, spec: Spec | None = None
-) -> str:
-    """A short hash of the source of ``modules`` and of the spec (default: the current one):
-    equal code and spec give an equal version, any edit (even a comment) or another spec a
-    new one, so Dagster marks ``challenger_model`` stale and the ``code_version_sensor``
-    retrains once."""
+def training_code_version(spec: Spec, modules: tuple[ModuleType, ...] = CODE_MODULES) -> str:
+    """A short hash of the source of ``modules`` and of ``spec``: equal code and spec give an
+    equal version, any edit (even a comment) or another spec a new one, so Dagster marks
+    ``challenger_model`` stale and the ``code_version_sensor`` retrains once."""
     digest = hashlib.sha256()
     for module in modules:
         digest.update(module.__name__.encode())
         digest.update(inspect.getsource(module).encode())
-    digest.update(b"spec:" + (spec or settings.current_spec()).hash.encode())
+    digest.update(b"spec:" + spec.hash.encode())
     return digest.hexdigest()[:16]
-
-
-CODE_VERSION = training_code_version(spec=LOADED_SPEC)
 
 
 class ChallengerConfig(config_from(training.TrainingConfig, model_checks.ModelCheckConfig)):  # type: ignore[misc]
@@ -86,41 +79,50 @@ class ChallengerConfig(config_from(training.TrainingConfig, model_checks.ModelCh
     """
 
 
-@dg.asset(
-    group_name=GROUP,
-    owners=OWNERS,
-    kinds={"scikitlearn", "mlflow"},
-    code_version=CODE_VERSION,
-    op_tags=training_op_tags(cpu="2", memory="4Gi"),  # its own pod size under k8s_job_executor
-    check_specs=[
-        dg.AssetCheckSpec(name, asset=ASSET, blocking=True, description=text)
-        for name, text in MODEL_CHECKS.items()
-    ],
-)
-def challenger_model(
+def build(model: ModelConfig) -> list[dg.AssetsDefinition]:
+    """``model``'s ``challenger_model`` asset, its checks named from its spec."""
+    checks = model_check_descriptions(model.spec)
+
+    @dg.asset(
+        **asset_args(model, ASSET, "validated_churn_data", "holdout_set"),
+        kinds={"scikitlearn", "mlflow"},
+        code_version=training_code_version(model.spec),
+        op_tags=training_op_tags(cpu="2", memory="4Gi"),  # its own pod size under k8s_job_executor
+        check_specs=check_specs(model, ASSET, checks),
+        required_resource_keys={"code_version", *model_resource_keys(model, "mlflow_registry")},
+    )
+    def challenger_model(
+        context: dg.AssetExecutionContext,
+        config: ChallengerConfig,
+        validated_churn_data: pd.DataFrame,
+        holdout_set: pd.DataFrame,
+    ):
+        """A scikit-learn pipeline (feature code + estimator) trained on the non-holdout rows.
+
+        The features, slices, invariances and thresholds come from the model's spec.
+        Logged to MLflow with its parameters, metrics, signature (the spec's features),
+        input example, pinned requirements, the spec itself (the model carries it; tag
+        `spec_hash`), the snapshot's data version, the git commit, the Dagster run id and
+        the drift reference profile, then registered as a new version of the model's
+        registered model (`churn_model` by default). The model checks run on the fixed
+        holdout; the alias `challenger` moves to the new version only when every one
+        passed. A failed check leaves the version registered (tagged
+        `model_checks=failed`) without the alias, and stops the run here.
+        """
+        yield from _train(context, config, model, validated_churn_data, holdout_set)
+
+    return [challenger_model]
+
+
+def _train(
     context: dg.AssetExecutionContext,
     config: ChallengerConfig,
-    mlflow_registry: MlflowRegistry,
-    code_version: CodeVersion,
+    model: ModelConfig,
     validated_churn_data: pd.DataFrame,
     holdout_set: pd.DataFrame,
 ):
-    """A scikit-learn pipeline (feature code + estimator) trained on the non-holdout rows.
-
-    The features, slices, invariances and thresholds come from the table spec
-    (`CHURN_SPEC`; the shipped churn spec by default). Logged to MLflow with its
-    parameters, metrics, signature (the spec's features), input example, pinned
-    requirements, the spec itself (the model carries it; tag `spec_hash`), the
-    snapshot's data version, the git commit, the Dagster run id and the drift reference
-    profile, then registered as a new version of `churn_model`. The model checks run on
-    the fixed holdout; the alias `challenger` moves to the new version only when every
-    one passed. A failed check leaves the version registered (tagged
-    `model_checks=failed`) without the alias, and stops the run here.
-    """
-    spec = settings.current_spec()
-    changed = model_step.checks_changed(spec, list(MODEL_CHECKS))
-    if changed:
-        raise dg.Failure(description=changed)
+    spec = model.spec
+    mlflow_registry: MlflowRegistry = model_resource(context, model, "mlflow_registry")
     train_cfg: training.TrainingConfig = config.to_core(training.TrainingConfig)
     check_cfg = config.to_core(model_checks.ModelCheckConfig).resolved(spec)
     checked = model_checks.train_and_check(
@@ -128,10 +130,13 @@ def challenger_model(
     )
     context.log.info(model_step.fit_summary(train_cfg, checked))
     lineage = model_step.Lineage(
-        data_version=upstream_metadata(context, "validated_churn_data", "data_version")
+        data_version=upstream_metadata(
+            context, asset_key(model, "validated_churn_data"), "data_version"
+        )
         or "unknown",
-        holdout_hash=upstream_metadata(context, "holdout_set", "holdout_hash") or "unknown",
-        git_commit=code_version.git_commit(),
+        holdout_hash=upstream_metadata(context, asset_key(model, "holdout_set"), "holdout_hash")
+        or "unknown",
+        git_commit=context.resources.code_version.git_commit(),
         run_id=context.run.run_id,
     )
     registered = mlflow_registry.log_and_register(
@@ -140,7 +145,7 @@ def challenger_model(
     if not checked.failed:
         mlflow_registry.set_alias(r.CHALLENGER, registered.version)
     for outcome in checked.outcomes:
-        yield check_result(outcome, ASSET)
+        yield check_result(outcome, asset_key(model, ASSET))
     if checked.failed:
         raise dg.Failure(
             description=model_step.failure_text(

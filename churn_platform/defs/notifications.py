@@ -1,4 +1,5 @@
-"""Sensors that tell people: a production rollback and a failed blocking check.
+"""Sensors that tell people: a production rollback (one sensor per model) and a failed
+blocking check (one for the platform: it watches every run).
 
 The third notification, a drift episode, is sent by ``psi_drift_sensor`` itself when it
 requests the retraining. Messages go through the ``notifier`` resource
@@ -13,6 +14,8 @@ from typing import Any
 import dagster as dg
 from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetCheckEvaluation
 
+from churn_platform.config import ModelConfig
+from churn_platform.defs.common import asset_key
 from churn_platform.resources.notify import BLOCKING_CHECK_FAILED, ROLLBACK, Notifier
 
 PRODUCTION = "production_deployment"
@@ -23,18 +26,27 @@ def _values(metadata: Any) -> dict[str, Any]:
     return {k: getattr(v, "value", v) for k, v in (metadata or {}).items()}
 
 
-@dg.asset_sensor(
-    asset_key=dg.AssetKey(PRODUCTION),
-    name="rollback_notification",
-    minimum_interval_seconds=30,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="One message per production_deployment materialisation whose canary rolled "
-    "back (metadata outcome rolled_back or aborted): candidate version, reason, run link.",
-)
-def rollback_notification(
-    context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry, notifier: Notifier
-):
-    """Notify when a production release ended with the champion still serving."""
+def build_rollback_notification(model: ModelConfig) -> dg.SensorDefinition:
+    """``model``'s rollback notification: one message per rolled-back release of its own."""
+
+    @dg.asset_sensor(
+        asset_key=asset_key(model, PRODUCTION),
+        name=model.named("rollback_notification"),
+        minimum_interval_seconds=30,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="One message per production_deployment materialisation whose canary rolled "
+        "back (metadata outcome rolled_back or aborted): candidate version, reason, run link.",
+    )
+    def rollback_notification(
+        context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry, notifier: Notifier
+    ):
+        """Notify when a production release ended with the champion still serving."""
+        return _notify_rollback(asset_event, notifier)
+
+    return rollback_notification
+
+
+def _notify_rollback(asset_event: dg.EventLogEntry, notifier: Notifier) -> dg.SkipReason:
     materialization = asset_event.asset_materialization
     meta = _values(materialization.metadata if materialization else {})
     outcome = str(meta.get("outcome", ""))
