@@ -19,15 +19,12 @@ import pandas as pd
 import pytest
 from dagster._utils.schedules import cron_string_iterator
 
+from churn_platform.config import load_config
 from churn_platform.core import drift, training
 from churn_platform.core import schema as s
 from churn_platform.core.synthetic import SyntheticSpec, generate
-from churn_platform.definitions import ASSETS, build_definitions
-from churn_platform.defs.automation import (
-    psi_drift_sensor,
-    retraining_selection,
-    weekly_retraining_schedule,
-)
+from churn_platform.definitions import build_definitions
+from churn_platform.defs.automation import retraining_selection
 from churn_platform.resources.data_source import FileSourceResource, SyntheticSourceResource
 from churn_platform.resources.environments import resources_for_environment
 from churn_platform.resources.inference_log import InferenceLogResource
@@ -38,9 +35,11 @@ from churn_platform.targets.local import LocalProcessTarget
 from churn_platform_tests.pipeline import (
     FAST_GATE,
     FAST_MODEL,
+    assets,
     materialize,
     materialized,
     resource,
+    sensor,
     step_error,
 )
 
@@ -115,7 +114,7 @@ def tick(
         },
         instance=instance or dg.DagsterInstance.ephemeral(),
     )
-    return psi_drift_sensor.evaluate_tick(context)
+    return sensor("psi_drift_sensor").evaluate_tick(context)
 
 
 def by_window(data: Any) -> dict[str, dict[str, Any]]:
@@ -333,7 +332,7 @@ def test_champion_without_reference_profile_skips_with_the_reason(home):
 
 
 def test_weekly_schedule_is_monday_0200_utc_and_requests_the_retraining_job(home):
-    schedule = weekly_retraining_schedule
+    schedule = build_definitions().get_schedule_def("weekly_retraining")
     assert schedule.cron_schedule == "0 2 * * 1" and schedule.execution_timezone == "UTC"
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
     assert schedule.job_name == "churn_retraining"
@@ -361,16 +360,19 @@ def test_weekly_schedule_is_monday_0200_utc_and_requests_the_retraining_job(home
     }
     job = build_definitions().resolve_job_def("churn_retraining")
     assert {k.to_user_string() for k in job.asset_layer.executable_asset_keys} == six
-    assert {k.to_user_string() for k in retraining_selection().resolve(ASSETS)} == six
+    model = load_config().model()
+    assert {k.to_user_string() for k in retraining_selection(model, False).resolve(assets())} == six
 
 
 def test_auto_release_adds_production_to_the_retraining_selection(monkeypatch):
     monkeypatch.setenv("CHURN_AUTO_RELEASE", "1")
-    keys = {k.to_user_string() for k in retraining_selection().resolve(ASSETS)}
+    job = build_definitions().resolve_job_def("churn_retraining")
+    keys = {k.to_user_string() for k in job.asset_layer.executable_asset_keys}
     assert "production_deployment" in keys and len(keys) == 7
     monkeypatch.setenv("CHURN_AUTO_RELEASE", "0")
+    job = build_definitions().resolve_job_def("churn_retraining")
     assert "production_deployment" not in {
-        k.to_user_string() for k in retraining_selection().resolve(ASSETS)
+        k.to_user_string() for k in job.asset_layer.executable_asset_keys
     }
 
 

@@ -23,13 +23,13 @@ from sklearn.linear_model import LogisticRegression
 
 from churn_platform.core import drift
 from churn_platform.core.spec import MODEL_METADATA_KEY, parse_spec
-from churn_platform.defs.automation import PROFILE_ARTIFACT, psi_drift_sensor
+from churn_platform.defs.automation import PROFILE_ARTIFACT
 from churn_platform.resources.data_source import SyntheticSourceResource
 from churn_platform.resources.inference_log import InferenceLogResource
 from churn_platform.resources.mlflow_registry import _fluent_store
 from churn_platform.resources.notify import Notifier
 from churn_platform.serving.model_server import InferenceLog, default_inference_log_path
-from churn_platform_tests.pipeline import resource
+from churn_platform_tests.pipeline import resource, sensor
 
 SPEC = parse_spec(
     {
@@ -99,7 +99,7 @@ def tick() -> Any:
         },
         instance=dg.DagsterInstance.ephemeral(),
     )
-    return psi_drift_sensor.evaluate_tick(context)
+    return sensor("psi_drift_sensor").evaluate_tick(context)
 
 
 def test_the_sensor_watches_the_champions_spec_features(churn_home):

@@ -16,11 +16,11 @@ import dagster as dg
 import pytest
 
 from churn_platform.core.synthetic import SyntheticSpec, generate
-from churn_platform.defs import automation, notifications
+from churn_platform.defs import notifications
 from churn_platform.resources.data_source import SyntheticSourceResource
 from churn_platform.resources.inference_log import InferenceLogResource
 from churn_platform.resources.notify import NotificationError, Notifier
-from churn_platform_tests.pipeline import resource
+from churn_platform_tests.pipeline import resource, sensor
 from churn_platform_tests.test_automation import SHIFTED, register
 
 UI = "http://dagster.example:3000"
@@ -99,16 +99,16 @@ def test_one_message_per_rollback(receiver: Receiver) -> None:
     resources = {"notifier": notifier(receiver)}
     with dg.DagsterInstance.ephemeral() as instance:
         promoted = dg.materialize([production_stand_in("succeeded")], instance=instance)
-        tick = notifications.rollback_notification.evaluate_tick(
+        tick = sensor("rollback_notification").evaluate_tick(
             dg.build_sensor_context(instance=instance, resources=resources)
         )
         assert receiver.posts == []
         rolled = dg.materialize([production_stand_in("rolled_back")], instance=instance)
-        tick = notifications.rollback_notification.evaluate_tick(
+        tick = sensor("rollback_notification").evaluate_tick(
             dg.build_sensor_context(instance=instance, cursor=tick.cursor, resources=resources)
         )
         # the same materialisation on the next tick: no second message
-        notifications.rollback_notification.evaluate_tick(
+        sensor("rollback_notification").evaluate_tick(
             dg.build_sensor_context(instance=instance, cursor=tick.cursor, resources=resources)
         )
     assert "no rollback" not in (tick.skip_message or "")
@@ -196,7 +196,7 @@ def test_one_message_per_drift_episode(churn_home: Path, receiver: Receiver) -> 
     requested = 0
     with dg.DagsterInstance.ephemeral() as instance:
         for _ in range(2):  # the episode goes on: one run, one message
-            data = automation.psi_drift_sensor.evaluate_tick(
+            data = sensor("psi_drift_sensor").evaluate_tick(
                 dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources)
             )
             cursor = data.cursor

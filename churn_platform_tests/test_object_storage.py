@@ -261,7 +261,6 @@ def test_the_graph_and_the_drift_sensor_run_on_s3_with_nothing_local_but_the_ins
     """Snapshot, contract, holdout, training, evaluation and the drift sensor against moto:
     every artefact lands in the bucket; CHURN_HOME holds only the Dagster instance (the MLflow
     tracking database is a server's job on a cluster; here a SQLite file outside CHURN_HOME)."""
-    from churn_platform.defs.automation import psi_drift_sensor
     from churn_platform.resources.environments import resources_for_environment
     from churn_platform_tests.pipeline import (
         FAST_GATE,
@@ -270,6 +269,7 @@ def test_the_graph_and_the_drift_sensor_run_on_s3_with_nothing_local_but_the_ins
         materialize,
         materialized,
         registry,
+        sensor,
         step_error,
     )
 
@@ -320,7 +320,7 @@ def test_the_graph_and_the_drift_sensor_run_on_s3_with_nothing_local_but_the_ins
         context = dg.build_sensor_context(
             cursor=cursor, resources=sensor_resources, instance=instance
         )
-        return psi_drift_sensor.evaluate_tick(context)
+        return sensor("psi_drift_sensor").evaluate_tick(context)
 
     quiet = tick()
     assert quiet.run_requests == [] and "inference_log: 0 rows" in quiet.skip_message

@@ -26,8 +26,8 @@ import pytest
 from churn_platform import runs
 from churn_platform.core import records as r
 from churn_platform.core.synthetic import SyntheticSpec, generate
-from churn_platform.definitions import ASSETS
 from churn_platform.resources.environments import resources_for_environment
+from churn_platform_tests.pipeline import assets
 
 REPO = Path(__file__).resolve().parent.parent
 POOL = "churn_deployment"
@@ -97,7 +97,7 @@ def test_a_deployment_step_waits_for_the_pool_lock_another_process_holds(
         worker = threading.Thread(
             target=lambda: results.append(
                 dg.materialize(
-                    ASSETS,
+                    assets(),
                     selection=[asset],
                     instance=instance,
                     resources=resources,

@@ -32,7 +32,7 @@ from churn_platform.core.spec import Spec, load_spec, spec_of_model_metadata
 from churn_platform.settings import MODEL_NAME
 from churn_platform.targets.local import LocalProcessTarget
 from churn_platform.testing import SECOND_TABLE_BLANKS, second_table
-from churn_platform_tests.pipeline import resource
+from churn_platform_tests.pipeline import resource, sensor
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -181,7 +181,6 @@ def assert_predict_follows(url: str, version: str, spec: Spec, data: Path) -> No
 
 def tick_drift_sensor(source_path: Path) -> Any:
     """One evaluation of the PSI drift sensor on ``source_path`` against the champion."""
-    from churn_platform.defs.automation import psi_drift_sensor
     from churn_platform.resources.data_source import FileSourceResource
     from churn_platform.resources.inference_log import InferenceLogResource
     from churn_platform.resources.notify import Notifier
@@ -196,7 +195,7 @@ def tick_drift_sensor(source_path: Path) -> Any:
         },
         instance=dg.DagsterInstance.ephemeral(),
     )
-    return psi_drift_sensor.evaluate_tick(context)
+    return sensor("psi_drift_sensor").evaluate_tick(context)
 
 
 def psi_of(tick: Any) -> dict[str, float]:
