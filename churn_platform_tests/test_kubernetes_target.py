@@ -29,7 +29,6 @@ import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from churn_platform.core import k8s_objects as k8s
 from churn_platform.core.canary import CanaryConfig, CanaryState, Transition, run_canary
 from churn_platform.core.rollout import DeploymentTarget, ErrorRate
 from churn_platform.resources.deployment import KubernetesDeploymentResource
@@ -44,6 +43,7 @@ from churn_platform.targets.kubernetes import (
     RouteState,
     Workloads,
 )
+from churn_platform.targets.kubernetes import objects as k8s
 from churn_platform.targets.kubernetes.workloads import rollout_status
 from churn_platform_tests.kube_apiserver import (
     KubeApiServer,

@@ -3,7 +3,7 @@
 One Deployment + Service per model version (``workloads.Workloads``) and a Gateway API
 ``HTTPRoute`` whose weighted ``backendRefs`` split the traffic (``routes.Routes``), both
 talking through one ``api.KubeApi``. ``core.canary.run_canary`` drives it exactly as it
-drives the local process target. The object shapes come from ``core.k8s_objects``.
+drives the local process target. The object shapes come from ``targets.kubernetes.objects``.
 
 Safety rules, each tested against a real kube-apiserver:
 
@@ -39,8 +39,8 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from churn_platform import settings
-from churn_platform.core import k8s_objects as k8s
 from churn_platform.core.rollout import EnvironmentState, ServedVersion
+from churn_platform.targets.kubernetes import objects as k8s
 from churn_platform.targets.kubernetes.api import (
     KubeApi,
     KubernetesTargetError,
