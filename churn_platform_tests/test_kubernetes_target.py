@@ -36,6 +36,7 @@ from churn_platform.targets.kubernetes import (
     GATEWAY_GROUP,
     HTTPROUTE_PLURAL,
     KubeApi,
+    KubernetesSettings,
     KubernetesTarget,
     KubernetesTargetError,
     Naming,
@@ -164,12 +165,15 @@ class Cluster:
             poll_seconds=1,
             keep_previous_seconds=600,
             endpoint="http://churn.example/{environment}",
+        )
+        options.update(kw)
+        return KubernetesTarget(
+            KubernetesSettings(**options),
+            api or self.admin,
             sleep=self.clock.sleep,
             clock=self.clock,
             wall_clock=self.clock.wall_clock,
         )
-        options.update(kw)
-        return KubernetesTarget(api or self.admin, **options)
 
     def route(self) -> dict:
         return self.custom.get_namespaced_custom_object(
