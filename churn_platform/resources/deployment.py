@@ -79,6 +79,7 @@ class KubernetesDeploymentResource(DeploymentResource):
     gateway_name: str = _setting("gateway_name")
     gateway_namespace: str = _setting("gateway_namespace")
     tracking_uri: str = _setting("tracking_uri")
+    model_name: str = _setting("model_name")
     kubeconfig: str = _setting("kubeconfig")
     kube_context: str = _setting("kube_context")
     in_cluster: bool = _setting("in_cluster")
@@ -93,9 +94,13 @@ class KubernetesDeploymentResource(DeploymentResource):
     storage_secret: str = _setting("storage_secret")
 
     @classmethod
-    def from_settings(cls, settings: KubernetesSettings) -> KubernetesDeploymentResource:
-        """The resource holding ``settings`` (the fields it exposes; the rest keep defaults)."""
-        return cls(**{name: _config_value(getattr(settings, name)) for name in cls.model_fields})
+    def from_settings(
+        cls, settings: KubernetesSettings, **overrides: Any
+    ) -> KubernetesDeploymentResource:
+        """The resource holding ``settings`` (the fields it exposes; the rest keep their
+        defaults), with ``overrides`` (field name -> value) on top, e.g. ``model_name``."""
+        values = {name: _config_value(getattr(settings, name)) for name in cls.model_fields}
+        return cls(**{**values, **overrides})
 
     def settings(self) -> KubernetesSettings:
         """The ``KubernetesSettings`` these fields configure."""
