@@ -19,12 +19,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from churn_platform.core.drift_monitor import DriftSettings
 from churn_platform.core.spec import Spec, SpecError, load_spec
 from churn_platform.core.synthetic import SyntheticSpec
+
+if TYPE_CHECKING:
+    from churn_platform.targets.kubernetes.settings import KubernetesSettings
 
 ENV_VAR = "CHURN_ENV"
 HOME_VAR = "CHURN_HOME"
@@ -33,6 +36,8 @@ REMOTE_SCHEMES = ("s3",)
 ENVIRONMENTS = ("local", "kubernetes")
 SOURCES = ("synthetic", "file", "sql")
 MODEL_NAME = "churn_model"
+# the Secret with the bucket's credentials in each serving namespace (deploy/k8s/storage.yaml)
+STORAGE_SECRET = "churn-object-store"
 HOME_DEFAULTS = {"local": "data", "kubernetes": "/var/lib/churn"}
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
@@ -453,6 +458,12 @@ def home_path(environ: Mapping[str, str] | None = None) -> Path:
     return Path(get(HOME_VAR, environ)).expanduser().resolve()
 
 
+def inherited_environment() -> dict[str, str]:
+    """A copy of this process's environment, the base of the server processes it starts
+    when their target is given none (``targets.local``)."""
+    return dict(os.environ)
+
+
 def churn_home() -> Path:
     """The folder for local state (snapshots, MLflow store, deployments); created on demand."""
     home = home_path()
@@ -533,3 +544,31 @@ def current_spec(environ: Mapping[str, str] | None = None) -> Spec:
     except SpecError as exc:
         where = f"CHURN_SPEC={path!r}" if path else "the shipped spec"
         raise SettingsError(f"{where}: {exc}") from None
+
+
+def kubernetes_settings_from_env(environ: Mapping[str, str] | None = None) -> KubernetesSettings:
+    """The Kubernetes target's settings from the variables the Helm values set.
+
+    ``CHURN_MODEL_SERVER_IMAGE``, ``CHURN_K8S_NAMESPACE``, ``CHURN_GATEWAY_NAME``,
+    ``CHURN_GATEWAY_NAMESPACE``, ``MLFLOW_TRACKING_URI``; inside a pod
+    (``KUBERNETES_SERVICE_HOST`` set) the in-cluster service account is used. With
+    artefacts on an object store the model servers get ``CHURN_STORAGE_URL`` and the
+    bucket's credentials Secret, so they write their inference logs where the drift
+    sensor reads them.
+    """
+    # imported here: the local default never loads the kubernetes client
+    from churn_platform.targets.kubernetes.settings import KubernetesSettings
+
+    environ = os.environ if environ is None else environ
+    remote = storage_is_remote(environ)
+    return KubernetesSettings(
+        image=str(get("CHURN_MODEL_SERVER_IMAGE", environ)),
+        tracking_uri=str(get("MLFLOW_TRACKING_URI", environ)),
+        namespace=str(get("CHURN_K8S_NAMESPACE", environ)),
+        gateway_name=str(get("CHURN_GATEWAY_NAME", environ)),
+        gateway_namespace=str(get("CHURN_GATEWAY_NAMESPACE", environ)),
+        # Kubernetes' own variable inside every pod, not a platform setting
+        in_cluster=bool(environ.get("KUBERNETES_SERVICE_HOST")),
+        extra_env={STORAGE_VAR: storage_url(environ)} if remote else {},
+        storage_secret=STORAGE_SECRET if remote else "",
+    )

@@ -67,16 +67,18 @@ def test_unknown_environment_is_named_with_the_choices(churn_home, monkeypatch):
 
 def test_k8s_step_pods_mount_the_claim_only_for_local_storage(churn_home, monkeypatch):
     from churn_platform.definitions import k8s_executor_config
-    from churn_platform.resources.deployment import _storage_env
+    from churn_platform.settings import kubernetes_settings_from_env
 
     monkeypatch.setenv("CHURN_ENV", "kubernetes")
     monkeypatch.delenv("CHURN_STORAGE_URL", raising=False)
     local = k8s_executor_config()
     assert local["volume_mounts"] == [{"name": "churn-home", "mountPath": str(churn_home)}]
-    assert _storage_env() == {}  # model-server pods: nothing to add
+    assert kubernetes_settings_from_env().extra_env == {}  # model-server pods: nothing to add
     monkeypatch.setenv("CHURN_STORAGE_URL", "s3://churn-artifacts/platform")
     remote = k8s_executor_config()
     assert "volumes" not in remote and "volume_mounts" not in remote
     assert "CHURN_STORAGE_URL=s3://churn-artifacts/platform" in remote["env_vars"]
     # model-server pods write their inference logs there too
-    assert _storage_env() == {"CHURN_STORAGE_URL": "s3://churn-artifacts/platform"}
+    pods = kubernetes_settings_from_env()
+    assert pods.extra_env == {"CHURN_STORAGE_URL": "s3://churn-artifacts/platform"}
+    assert pods.storage_secret == "churn-object-store"

@@ -1,6 +1,6 @@
 """Offline checks of everything the Kubernetes side ships, against the API schemas.
 
-* ``core.k8s_objects`` builders: every generated object validates with
+* ``targets.kubernetes.objects`` builders: every generated object validates with
   ``kubernetes-validate`` (the Kubernetes OpenAPI schemas, strict: unknown fields fail);
   the Gateway API HTTPRoute (a CRD, not in those schemas) validates against the
   structural schema in ``deploy/schemas`` — the same schema the real-apiserver tests
@@ -25,7 +25,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from churn_platform.core import k8s_objects as k8s
+from churn_platform.targets.kubernetes import objects as k8s
 
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "deploy"

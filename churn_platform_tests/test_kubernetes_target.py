@@ -29,7 +29,6 @@ import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from churn_platform.core import k8s_objects as k8s
 from churn_platform.core.canary import CanaryConfig, CanaryState, Transition, run_canary
 from churn_platform.core.rollout import DeploymentTarget, ErrorRate
 from churn_platform.resources.deployment import KubernetesDeploymentResource
@@ -37,6 +36,7 @@ from churn_platform.targets.kubernetes import (
     GATEWAY_GROUP,
     HTTPROUTE_PLURAL,
     KubeApi,
+    KubernetesSettings,
     KubernetesTarget,
     KubernetesTargetError,
     Naming,
@@ -44,6 +44,7 @@ from churn_platform.targets.kubernetes import (
     RouteState,
     Workloads,
 )
+from churn_platform.targets.kubernetes import objects as k8s
 from churn_platform.targets.kubernetes.workloads import rollout_status
 from churn_platform_tests.kube_apiserver import (
     KubeApiServer,
@@ -164,12 +165,15 @@ class Cluster:
             poll_seconds=1,
             keep_previous_seconds=600,
             endpoint="http://churn.example/{environment}",
+        )
+        options.update(kw)
+        return KubernetesTarget(
+            KubernetesSettings(**options),
+            api or self.admin,
             sleep=self.clock.sleep,
             clock=self.clock,
             wall_clock=self.clock.wall_clock,
         )
-        options.update(kw)
-        return KubernetesTarget(api or self.admin, **options)
 
     def route(self) -> dict:
         return self.custom.get_namespaced_custom_object(

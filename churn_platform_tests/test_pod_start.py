@@ -1,6 +1,6 @@
 """The model server starts the way its pod starts it.
 
-The container of the generated Deployment (``core.k8s_objects.deployment``) is run
+The container of the generated Deployment (``targets.kubernetes.objects.deployment``) is run
 under ``bwrap`` the way the kubelet would run it: its command, args and env as built
 (only the port swapped for a free one, as the sandbox shares the host's network), a
 read-only root with a fresh tmpfs ``/tmp`` (the pod's emptyDir), uid/gid 10001, the
@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from churn_platform.core import k8s_objects as k8s
+from churn_platform.targets.kubernetes import objects as k8s
 from churn_platform.testing import RegisteredModels, free_port, to_records
 
 pytestmark = pytest.mark.integration

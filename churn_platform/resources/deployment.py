@@ -1,23 +1,23 @@
-"""The deployment targets as Dagster resources: thin wrappers that read configuration and
+"""The deployment targets as Dagster resources: thin wrappers that hold configuration and
 build a ``churn_platform.targets`` object (the logic lives there, free of Dagster).
 
 ``CHURN_ENV=local`` uses ``LocalDeploymentResource``, ``CHURN_ENV=kubernetes``
 ``KubernetesDeploymentResource``; the assets are typed against ``DeploymentResource``.
+Nothing here reads the environment: ``resources.environments`` fills the fields
+(``settings.kubernetes_settings_from_env`` for Kubernetes).
 """
 
 from __future__ import annotations
 
-import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-import dagster as dg
+import pydantic
 
-from churn_platform import settings
 from churn_platform.resources.bases import DeploymentResource
 from churn_platform.targets.local import LocalProcessTarget
 
 if TYPE_CHECKING:
-    from churn_platform.targets.kubernetes import KubernetesTarget
+    from churn_platform.targets.kubernetes import KubernetesSettings, KubernetesTarget
 
 __all__ = ["KubernetesDeploymentResource", "LocalDeploymentResource"]
 
@@ -26,8 +26,8 @@ class LocalDeploymentResource(DeploymentResource):
     """Model versions as processes on 127.0.0.1 behind a weighted router per environment.
 
     ``state_dir`` defaults to ``$CHURN_HOME/deployments``; a router port of 0 picks a
-    free port once and keeps it. ``tracking_uri`` defaults to the servers' inherited
-    ``MLFLOW_TRACKING_URI`` (``settings.default_mlflow_uri()`` when empty).
+    free port once and keeps it. ``tracking_uri`` is the store the servers load their
+    models from (empty: the servers' inherited ``MLFLOW_TRACKING_URI`` or its default).
     """
 
     state_dir: str = ""
@@ -39,11 +39,9 @@ class LocalDeploymentResource(DeploymentResource):
 
     def target(self) -> LocalProcessTarget:
         """The ``DeploymentTarget`` this resource configures."""
-        from churn_platform.settings import default_mlflow_uri
-
         return LocalProcessTarget(
             self.state_dir or None,
-            self.tracking_uri or default_mlflow_uri(),
+            self.tracking_uri or None,
             router_ports={
                 "staging": self.staging_router_port,
                 "production": self.production_router_port,
@@ -53,6 +51,19 @@ class LocalDeploymentResource(DeploymentResource):
         )
 
 
+def _setting(name: str, *, required: bool = False) -> Any:
+    """A resource field with the default and description of ``KubernetesSettings.<name>``."""
+    # imported here: the local default never loads the kubernetes client
+    from churn_platform.targets.kubernetes.settings import describe
+
+    default, description = describe(name)
+    if required:
+        return pydantic.Field(description=description)
+    if isinstance(default, tuple):  # Dagster config has lists, not tuples
+        default = list(default)
+    return pydantic.Field(default=default, description=description)
+
+
 class KubernetesDeploymentResource(DeploymentResource):
     """The Kubernetes deployment target as a Dagster resource (``CHURN_ENV=kubernetes``).
 
@@ -60,85 +71,55 @@ class KubernetesDeploymentResource(DeploymentResource):
     ``in_cluster=True`` (the pod's service account needs get/list/create/update/patch/
     delete on deployments, services and httproutes in the serving namespaces; see
     ``deploy/k8s/rbac.yaml``); outside a cluster ``kubeconfig`` ('' = default file).
+    Each field's default and description come from ``KubernetesSettings``.
     """
 
-    namespace: str = "churn-{environment}"
-    image: str
-    gateway_name: str = "churn-gateway"
-    gateway_namespace: str = ""
-    tracking_uri: str = ""
-    kubeconfig: str = ""
-    kube_context: str = ""
-    in_cluster: bool = False
-    replicas: int = 1
-    keep_previous_seconds: float = 3600.0
-    ready_timeout_seconds: float = 600.0
-    endpoint: str = ""
-    hostnames: list[str] = []
-    image_pull_policy: str = "IfNotPresent"
-    service_account: str = ""
+    namespace: str = _setting("namespace")
+    image: str = _setting("image", required=True)
+    gateway_name: str = _setting("gateway_name")
+    gateway_namespace: str = _setting("gateway_namespace")
+    tracking_uri: str = _setting("tracking_uri")
+    model_name: str = _setting("model_name")
+    kubeconfig: str = _setting("kubeconfig")
+    kube_context: str = _setting("kube_context")
+    in_cluster: bool = _setting("in_cluster")
+    replicas: int = _setting("replicas")
+    keep_previous_seconds: float = _setting("keep_previous_seconds")
+    ready_timeout_seconds: float = _setting("ready_timeout_seconds")
+    endpoint: str = _setting("endpoint")
+    hostnames: list[str] = _setting("hostnames")
+    image_pull_policy: str = _setting("image_pull_policy")
+    service_account: str = _setting("service_account")
+    extra_env: dict[str, str] = _setting("extra_env")
+    storage_secret: str = _setting("storage_secret")
 
     @classmethod
-    def from_env(cls) -> KubernetesDeploymentResource:
-        """The resource configured by the environment variables the Helm values set.
+    def from_settings(
+        cls, settings: KubernetesSettings, **overrides: Any
+    ) -> KubernetesDeploymentResource:
+        """The resource holding ``settings`` (the fields it exposes; the rest keep their
+        defaults), with ``overrides`` (field name -> value) on top, e.g. ``model_name``."""
+        values = {name: _config_value(getattr(settings, name)) for name in cls.model_fields}
+        return cls(**{**values, **overrides})
 
-        ``CHURN_MODEL_SERVER_IMAGE`` (required, resolved at run time), ``CHURN_K8S_NAMESPACE``,
-        ``CHURN_GATEWAY_NAME``, ``CHURN_GATEWAY_NAMESPACE``, ``MLFLOW_TRACKING_URI``; inside a
-        pod (``KUBERNETES_SERVICE_HOST`` set) the in-cluster service account is used.
-        """
-        return cls(
-            image=dg.EnvVar("CHURN_MODEL_SERVER_IMAGE"),
-            namespace=settings.get("CHURN_K8S_NAMESPACE"),
-            gateway_name=settings.get("CHURN_GATEWAY_NAME"),
-            gateway_namespace=settings.get("CHURN_GATEWAY_NAMESPACE"),
-            tracking_uri=settings.get("MLFLOW_TRACKING_URI") or "",
-            # Kubernetes' own variable inside every pod, not a platform setting
-            in_cluster=bool(os.environ.get("KUBERNETES_SERVICE_HOST")),
-        )
+    def settings(self) -> KubernetesSettings:
+        """The ``KubernetesSettings`` these fields configure."""
+        from churn_platform.targets.kubernetes import KubernetesSettings
 
-    def _tracking_uri(self) -> str:
-        uri = self.tracking_uri or settings.get("MLFLOW_TRACKING_URI") or ""
-        if not uri:
-            # The local SQLite default means nothing inside a pod: insist on a server URL.
-            raise ValueError(
-                "KubernetesDeploymentResource.tracking_uri is empty and MLFLOW_TRACKING_URI is "
-                "unset; give the MLflow tracking server URL the model-server pods should use"
-            )
-        return uri
+        return KubernetesSettings(**{name: getattr(self, name) for name in type(self).model_fields})
 
     def target(self) -> KubernetesTarget:
         """A ``KubernetesTarget`` configured from this resource's fields."""
         # imported here: the local default never loads the kubernetes client
         from churn_platform.targets.kubernetes import KubernetesTarget
 
-        return KubernetesTarget(
-            kubeconfig=self.kubeconfig or None,
-            kube_context=self.kube_context or None,
-            in_cluster=self.in_cluster,
-            namespace=self.namespace,
-            image=self.image,
-            gateway_name=self.gateway_name,
-            gateway_namespace=self.gateway_namespace or None,
-            tracking_uri=self._tracking_uri(),
-            replicas=self.replicas,
-            keep_previous_seconds=self.keep_previous_seconds,
-            ready_timeout_seconds=self.ready_timeout_seconds,
-            endpoint=self.endpoint or None,
-            hostnames=tuple(self.hostnames),
-            image_pull_policy=self.image_pull_policy,
-            service_account=self.service_account,
-            # servers write their inference logs where the drift sensor reads them
-            extra_env=_storage_env(),
-            storage_secret=STORAGE_SECRET if settings.storage_is_remote() else "",
-        )
+        return KubernetesTarget(self.settings())
 
 
-# the Secret with the bucket's credentials in each serving namespace (deploy/k8s/storage.yaml)
-STORAGE_SECRET = "churn-object-store"
-
-
-def _storage_env() -> dict[str, str]:
-    """``CHURN_STORAGE_URL`` for model-server pods when artefacts go to an object store."""
-    if not settings.storage_is_remote():
-        return {}
-    return {settings.STORAGE_VAR: settings.storage_url()}
+def _config_value(value: Any) -> Any:
+    """A settings value as Dagster config holds it (lists and dicts, not tuples/mappings)."""
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, dict) or hasattr(value, "items"):
+        return dict(value)
+    return value

@@ -174,8 +174,9 @@ def _status(target: LocalProcessTarget, environment: str | None) -> int:
 def _restore_kubernetes(environment: str | None) -> int:
     """``restore`` on Kubernetes: each environment's objects and route as the route and the
     registry describe them; 1 when something could not be restored."""
+    from churn_platform import settings
     from churn_platform.core.records import CHAMPION, PREVIOUS, PRODUCTION, STAGING
-    from churn_platform.resources.deployment import KubernetesDeploymentResource
+    from churn_platform.targets.kubernetes import KubernetesTarget
 
     aliases = _registry_aliases()
     if aliases is None:
@@ -184,8 +185,7 @@ def _restore_kubernetes(environment: str | None) -> int:
             file=sys.stderr,
         )
         aliases = {}
-    resource = KubernetesDeploymentResource.from_env().process_config_and_initialize()
-    target = resource.target()
+    target = KubernetesTarget(settings.kubernetes_settings_from_env())
     failed = False
     for env in [environment] if environment else [STAGING, PRODUCTION]:
         keep = [aliases[PREVIOUS]] if env == PRODUCTION and PREVIOUS in aliases else []

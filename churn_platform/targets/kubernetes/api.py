@@ -29,7 +29,7 @@ from kubernetes import client
 from kubernetes import config as kube_config
 from kubernetes.client.rest import ApiException
 
-from churn_platform.core import k8s_objects as k8s
+from churn_platform.targets.kubernetes import objects as k8s
 
 __all__ = ["KubeApi", "KubernetesTargetError", "Naming", "make_api_client", "version_key"]
 

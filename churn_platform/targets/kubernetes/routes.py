@@ -19,7 +19,7 @@ from typing import Any
 
 from kubernetes.client.rest import ApiException
 
-from churn_platform.core import k8s_objects as k8s
+from churn_platform.targets.kubernetes import objects as k8s
 from churn_platform.targets.kubernetes.api import (
     KubeApi,
     KubernetesTargetError,

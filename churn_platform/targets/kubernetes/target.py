@@ -3,7 +3,7 @@
 One Deployment + Service per model version (``workloads.Workloads``) and a Gateway API
 ``HTTPRoute`` whose weighted ``backendRefs`` split the traffic (``routes.Routes``), both
 talking through one ``api.KubeApi``. ``core.canary.run_canary`` drives it exactly as it
-drives the local process target. The object shapes come from ``core.k8s_objects``.
+drives the local process target. The object shapes come from ``targets.kubernetes.objects``.
 
 Safety rules, each tested against a real kube-apiserver:
 
@@ -32,15 +32,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from churn_platform import settings
-from churn_platform.core import k8s_objects as k8s
 from churn_platform.core.rollout import EnvironmentState, ServedVersion
+from churn_platform.targets.kubernetes import objects as k8s
 from churn_platform.targets.kubernetes.api import (
     KubeApi,
     KubernetesTargetError,
@@ -50,6 +49,7 @@ from churn_platform.targets.kubernetes.api import (
     version_key,
 )
 from churn_platform.targets.kubernetes.routes import Routes, check_weights
+from churn_platform.targets.kubernetes.settings import KubernetesSettings
 from churn_platform.targets.kubernetes.workloads import Workloads
 
 __all__ = ["CleanupReport", "KubernetesTarget"]
@@ -70,21 +70,10 @@ class CleanupReport:
 class KubernetesTarget:
     """``DeploymentTarget`` on Kubernetes (Deployments, Services, a Gateway API HTTPRoute).
 
-    api_client: a configured ``kubernetes.client.ApiClient``; or pass ``kubeconfig``
-        (path, '' for the default file) / ``in_cluster=True`` to build one.
-    namespace: where an environment's objects live. ``{environment}`` in it is replaced
-        (default ``churn-{environment}``: one namespace per environment). A fixed
-        namespace shared by several environments puts the environment into object
-        names (``churn-model-production-v3``) so they cannot collide.
-    image: the model-server image; gateway_name / gateway_namespace: the Gateway the
-        HTTPRoute attaches to; tracking_uri: ``MLFLOW_TRACKING_URI`` inside the pods.
-    endpoint: the URL users call per environment (``{environment}`` replaced), reported
-        in ``EnvironmentState.endpoint``; hostnames: the route's hostnames.
-    keep_previous_seconds: how long N-1 keeps its pods after losing its traffic.
-    ready_timeout_seconds: how long ``deploy`` waits for ready replicas.
-    max_attempts / backoff_seconds / max_backoff_seconds: bounded retries with
-        exponential backoff for 5xx, 429, timeouts and connection errors.
-    max_conflict_retries: re-read-and-retry rounds on 409 Conflict.
+    settings: a ``KubernetesSettings`` (image, store, namespace template, gateway, resources,
+        timeouts and retry bounds; each field says what it means).
+    api_client: a configured ``kubernetes.client.ApiClient``; None builds one from
+        ``settings.kubeconfig`` / ``settings.in_cluster``.
     sleep, clock, wall_clock: injected for tests (waits, timeouts, the keep window).
 
     The parts are public: ``workloads`` (Deployments, Services), ``routes`` (the
@@ -93,88 +82,47 @@ class KubernetesTarget:
 
     def __init__(
         self,
+        settings: KubernetesSettings,
         api_client: client.ApiClient | None = None,
         *,
-        kubeconfig: str | None = None,
-        kube_context: str | None = None,
-        in_cluster: bool = False,
-        namespace: str = "churn-{environment}",
-        image: str,
-        gateway_name: str,
-        gateway_namespace: str | None = None,
-        tracking_uri: str,
-        model_name: str = settings.MODEL_NAME,
-        replicas: int = 1,
-        cpu_request: str = "250m",
-        cpu_limit: str = "1",
-        memory_request: str = "512Mi",
-        memory_limit: str = "1Gi",
-        extra_env: Mapping[str, str] | None = None,
-        image_pull_policy: str = "IfNotPresent",
-        service_account: str = "",
-        storage_secret: str = "",
-        endpoint: str | None = None,
-        hostnames: Sequence[str] = (),
-        cluster_domain: str = "cluster.local",
-        keep_previous_seconds: float = 3600.0,
-        ready_timeout_seconds: float = 600.0,
-        poll_seconds: float = 2.0,
-        request_timeout_seconds: float = 30.0,
-        max_attempts: int = 5,
-        backoff_seconds: float = 0.5,
-        max_backoff_seconds: float = 8.0,
-        max_conflict_retries: int = 5,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
-        if keep_previous_seconds < 0:
-            raise ValueError(
-                f"KubernetesTarget.keep_previous_seconds must be >= 0, got {keep_previous_seconds}"
-            )
-        naming = Naming(namespace, cluster_domain)  # validates before any client is built
+        serving = settings.serving_spec()  # validates before any client is built
+        naming = Naming(settings.namespace, settings.cluster_domain)
         if api_client is None:
-            api_client = make_api_client(kubeconfig, kube_context, in_cluster)
+            api_client = make_api_client(
+                settings.kubeconfig or None, settings.kube_context or None, settings.in_cluster
+            )
+        self.settings = settings
         self.api = KubeApi(
             api_client,
-            request_timeout_seconds=request_timeout_seconds,
-            max_attempts=max_attempts,
-            backoff_seconds=backoff_seconds,
-            max_backoff_seconds=max_backoff_seconds,
-            max_conflict_retries=max_conflict_retries,
+            request_timeout_seconds=settings.request_timeout_seconds,
+            max_attempts=settings.max_attempts,
+            backoff_seconds=settings.backoff_seconds,
+            max_backoff_seconds=settings.max_backoff_seconds,
+            max_conflict_retries=settings.max_conflict_retries,
             sleep=sleep,
         )
         self.naming = naming
         self.workloads = Workloads(
             self.api,
             naming,
-            k8s.ServingSpec(
-                image=image,
-                tracking_uri=tracking_uri,
-                model_name=model_name,
-                replicas=replicas,
-                cpu_request=cpu_request,
-                cpu_limit=cpu_limit,
-                memory_request=memory_request,
-                memory_limit=memory_limit,
-                extra_env=dict(extra_env or {}),
-                image_pull_policy=image_pull_policy,
-                service_account=service_account,
-                storage_secret=storage_secret,
-            ),
-            ready_timeout_seconds=ready_timeout_seconds,
-            poll_seconds=poll_seconds,
+            serving,
+            ready_timeout_seconds=settings.ready_timeout_seconds,
+            poll_seconds=settings.poll_seconds,
             clock=clock,
         )
         self.routes = Routes(
             self.api,
             naming,
-            gateway_name=gateway_name,
-            gateway_namespace=gateway_namespace,
-            hostnames=tuple(hostnames),
+            gateway_name=settings.gateway_name,
+            gateway_namespace=settings.gateway_namespace or None,
+            hostnames=settings.hostnames,
         )
-        self.endpoint = endpoint
-        self.keep_previous_seconds = keep_previous_seconds
+        self.endpoint = settings.endpoint or None
+        self.keep_previous_seconds = settings.keep_previous_seconds
         self._wall_clock = wall_clock
 
     @property

@@ -18,7 +18,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from churn_platform.core import k8s_objects as k8s
+from churn_platform.targets.kubernetes import objects as k8s
 from churn_platform.targets.kubernetes.api import (
     KubeApi,
     KubernetesTargetError,

@@ -2,10 +2,9 @@
 
 One Deployment, Service and PodDisruptionBudget per model version, and one Gateway
 API ``HTTPRoute`` per environment whose weighted ``backendRefs`` split the traffic
-between them. The
-functions here only build dicts (the shape ``kubectl apply`` and the API accept); the
-Kubernetes target in ``targets/kubernetes/`` sends them. Pure Python: no
-``kubernetes`` import, so the shapes are unit-tested offline against the API schemas.
+between them. The functions here only build dicts (the shape ``kubectl apply`` and the
+API accept); the target in this package sends them. No ``kubernetes`` import here, so
+the shapes are unit-tested offline against the API schemas.
 """
 
 from __future__ import annotations
@@ -195,6 +194,90 @@ def _labels(version: str, environment: str, model_name: str, name: str) -> dict[
     }
 
 
+def _container_env(version: str, model_uri: str, spec: ServingSpec) -> list[dict]:
+    """The model-server container's environment: store, model, writable paths, extras and
+    the optional object-store credentials (each key optional in the Secret)."""
+    return [
+        {"name": "MLFLOW_TRACKING_URI", "value": spec.tracking_uri},
+        {"name": "OMP_NUM_THREADS", "value": "1"},
+        {"name": "MODEL_URI", "value": model_uri},
+        {"name": "MODEL_VERSION", "value": version},
+        *({"name": k, "value": v} for k, v in writable_env(version).items()),
+        *({"name": k, "value": str(v)} for k, v in sorted(spec.extra_env.items())),
+        *(
+            {
+                "name": key,
+                "valueFrom": {
+                    "secretKeyRef": {"name": spec.storage_secret, "key": key, "optional": True}
+                },
+            }
+            for key in (STORAGE_SECRET_KEYS if spec.storage_secret else ())
+        ),
+    ]
+
+
+def _probe(period_seconds: int, failure_threshold: int) -> dict:
+    return {
+        "httpGet": {"path": "/health", "port": "http"},
+        "periodSeconds": period_seconds,
+        "timeoutSeconds": 2,
+        "failureThreshold": failure_threshold,
+    }
+
+
+def _container(version: str, model_uri: str, spec: ServingSpec) -> dict:
+    """The model-server container: probes on ``/health``, resources, a read-only root."""
+    return {
+        "name": "model-server",
+        "image": spec.image,
+        "imagePullPolicy": spec.image_pull_policy,
+        "command": list(SERVER_COMMAND),
+        "args": server_args(model_uri, version),
+        "env": _container_env(version, model_uri, spec),
+        "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}],
+        # Liveness and readiness start only once this succeeds, so a slow model load
+        # (artefacts downloaded from MLflow) is not killed by the liveness probe.
+        "startupProbe": _probe(5, 60),
+        "readinessProbe": _probe(5, 3),
+        "livenessProbe": _probe(10, 3),
+        "resources": {
+            "requests": {"cpu": spec.cpu_request, "memory": spec.memory_request},
+            "limits": {"cpu": spec.cpu_limit, "memory": spec.memory_limit},
+        },
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        # MLflow downloads the model's artefacts under /tmp before loading them.
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
+
+
+def _pod_spec(container: dict, spec: ServingSpec) -> dict:
+    """The pod around ``container``, meeting Pod Security "restricted"."""
+    pod_spec: dict = {
+        "containers": [container],
+        # Pod Security "restricted": non-root, RuntimeDefault seccomp (the container
+        # repeats what the profile checks per container).
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 10001,
+            "runAsGroup": 10001,
+            "fsGroup": 10001,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "automountServiceAccountToken": False,
+        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "2Gi"}}],
+        "terminationGracePeriodSeconds": 30,
+    }
+    if spec.service_account:
+        pod_spec["serviceAccountName"] = spec.service_account
+    return pod_spec
+
+
 def deployment(
     *,
     name: str,
@@ -216,83 +299,6 @@ def deployment(
     if not model_uri:
         raise ValueError(f"Deployment {namespace}/{name}: model_uri is empty")
     labels = _labels(version, environment, spec.model_name, name)
-    env = [
-        {"name": "MLFLOW_TRACKING_URI", "value": spec.tracking_uri},
-        {"name": "OMP_NUM_THREADS", "value": "1"},
-        {"name": "MODEL_URI", "value": model_uri},
-        {"name": "MODEL_VERSION", "value": version},
-        *({"name": k, "value": v} for k, v in writable_env(version).items()),
-        *({"name": k, "value": str(v)} for k, v in sorted(spec.extra_env.items())),
-        *(
-            {
-                "name": key,
-                "valueFrom": {
-                    "secretKeyRef": {"name": spec.storage_secret, "key": key, "optional": True}
-                },
-            }
-            for key in (STORAGE_SECRET_KEYS if spec.storage_secret else ())
-        ),
-    ]
-    probe_get = {"path": "/health", "port": "http"}
-    container = {
-        "name": "model-server",
-        "image": spec.image,
-        "imagePullPolicy": spec.image_pull_policy,
-        "command": list(SERVER_COMMAND),
-        "args": server_args(model_uri, version),
-        "env": env,
-        "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}],
-        # Liveness and readiness start only once this succeeds, so a slow model load
-        # (artefacts downloaded from MLflow) is not killed by the liveness probe.
-        "startupProbe": {
-            "httpGet": probe_get,
-            "periodSeconds": 5,
-            "timeoutSeconds": 2,
-            "failureThreshold": 60,
-        },
-        "readinessProbe": {
-            "httpGet": probe_get,
-            "periodSeconds": 5,
-            "timeoutSeconds": 2,
-            "failureThreshold": 3,
-        },
-        "livenessProbe": {
-            "httpGet": probe_get,
-            "periodSeconds": 10,
-            "timeoutSeconds": 2,
-            "failureThreshold": 3,
-        },
-        "resources": {
-            "requests": {"cpu": spec.cpu_request, "memory": spec.memory_request},
-            "limits": {"cpu": spec.cpu_limit, "memory": spec.memory_limit},
-        },
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
-        # MLflow downloads the model's artefacts under /tmp before loading them.
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
-    }
-    pod_spec: dict = {
-        "containers": [container],
-        # Pod Security "restricted": non-root, RuntimeDefault seccomp (the container
-        # repeats what the profile checks per container).
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": 10001,
-            "runAsGroup": 10001,
-            "fsGroup": 10001,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
-        "automountServiceAccountToken": False,
-        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "2Gi"}}],
-        "terminationGracePeriodSeconds": 30,
-    }
-    if spec.service_account:
-        pod_spec["serviceAccountName"] = spec.service_account
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -320,7 +326,7 @@ def deployment(
                         ANNOTATION_MODEL_URI: model_uri,
                     },
                 },
-                "spec": pod_spec,
+                "spec": _pod_spec(_container(version, model_uri, spec), spec),
             },
         },
     }
@@ -384,36 +390,29 @@ def pod_disruption_budget(
     }
 
 
-def http_route(
-    *,
-    name: str,
-    namespace: str,
-    environment: str,
-    gateway_name: str,
-    backends: Sequence[tuple[str, int]],
-    gateway_namespace: str | None = None,
-    hostnames: Sequence[str] = (),
-    annotations: Mapping[str, str] | None = None,
-) -> dict:
-    """A Gateway API v1 HTTPRoute sending ``/`` to Services by weight.
-
-    ``backends`` is ``[(service name, weight), ...]``; a weight of 0 keeps a Service
-    referenced (ready for an instant rollback) without sending it traffic.
-    """
-    if not gateway_name:
-        raise ValueError(f"HTTPRoute {namespace}/{name}: gateway_name is empty")
+def _check_backends(where: str, backends: Sequence[tuple[str, int]]) -> None:
+    """Raise ``ValueError`` unless ``backends`` has 1..16 entries with int weights >= 0."""
     if not backends:
-        raise ValueError(f"HTTPRoute {namespace}/{name}: needs at least one backend")
+        raise ValueError(f"HTTPRoute {where}: needs at least one backend")
     if len(backends) > 16:
         raise ValueError(
-            f"HTTPRoute {namespace}/{name}: {len(backends)} backends, Gateway API allows 16; "
+            f"HTTPRoute {where}: {len(backends)} backends, Gateway API allows 16; "
             "retire old versions first"
         )
     for svc, weight in backends:
         if isinstance(weight, bool) or not isinstance(weight, int) or weight < 0:
             raise ValueError(
-                f"HTTPRoute {namespace}/{name}: weight for {svc} must be an int >= 0, got {weight!r}"
+                f"HTTPRoute {where}: weight for {svc} must be an int >= 0, got {weight!r}"
             )
+
+
+def _route_spec(
+    gateway_name: str,
+    gateway_namespace: str | None,
+    backends: Sequence[tuple[str, int]],
+    hostnames: Sequence[str],
+) -> dict:
+    """The HTTPRoute's ``spec``: one rule sending ``/`` to the weighted Services."""
     parent: dict = {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": gateway_name}
     if gateway_namespace:
         parent["namespace"] = gateway_namespace
@@ -438,6 +437,28 @@ def http_route(
     }
     if hostnames:
         route_spec["hostnames"] = list(hostnames)
+    return route_spec
+
+
+def http_route(
+    *,
+    name: str,
+    namespace: str,
+    environment: str,
+    gateway_name: str,
+    backends: Sequence[tuple[str, int]],
+    gateway_namespace: str | None = None,
+    hostnames: Sequence[str] = (),
+    annotations: Mapping[str, str] | None = None,
+) -> dict:
+    """A Gateway API v1 HTTPRoute sending ``/`` to Services by weight.
+
+    ``backends`` is ``[(service name, weight), ...]``; a weight of 0 keeps a Service
+    referenced (ready for an instant rollback) without sending it traffic.
+    """
+    if not gateway_name:
+        raise ValueError(f"HTTPRoute {namespace}/{name}: gateway_name is empty")
+    _check_backends(f"{namespace}/{name}", backends)
     metadata: dict = {
         "name": name,
         "namespace": namespace,
@@ -453,7 +474,7 @@ def http_route(
         "apiVersion": "gateway.networking.k8s.io/v1",
         "kind": "HTTPRoute",
         "metadata": metadata,
-        "spec": route_spec,
+        "spec": _route_spec(gateway_name, gateway_namespace, backends, hostnames),
     }
 
 
