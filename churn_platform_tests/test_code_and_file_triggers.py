@@ -9,9 +9,14 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from churn_platform.config import load_config
 from churn_platform.core import features, training
+from churn_platform.core.spec import default_spec
 from churn_platform.defs import automation, model
 from churn_platform.resources.data_source import FileSourceResource, SyntheticSourceResource
+
+MODEL = load_config({}).model()
+CODE_VERSION = model.training_code_version(default_spec())
 
 
 def stand_in(code_version: str) -> dg.AssetsDefinition:
@@ -26,20 +31,20 @@ def stand_in(code_version: str) -> dg.AssetsDefinition:
 
 
 def code_tick(instance: dg.DagsterInstance, cursor: str | None) -> dg.SensorExecutionData:
+    """One tick of the code-version sensor as the definitions build it now."""
     context = dg.build_sensor_context(instance=instance, cursor=cursor)
-    return automation.code_version_sensor.evaluate_tick(context)
+    return automation.build_code_version_sensor(MODEL).evaluate_tick(context)
 
 
 def test_code_version_hashes_the_training_code() -> None:
-    assert model.training_code_version() == model.CODE_VERSION
-    assert model.training_code_version((features, training)) != model.CODE_VERSION
-    assert model.challenger_model.code_versions_by_key[dg.AssetKey(model.ASSET)] == (
-        model.CODE_VERSION
-    )
+    assert model.training_code_version(default_spec()) == CODE_VERSION
+    assert model.training_code_version(default_spec(), (features, training)) != CODE_VERSION
+    (asset,) = model.build(MODEL)
+    assert asset.code_versions_by_key[dg.AssetKey(model.ASSET)] == CODE_VERSION
 
 
 def test_one_run_per_new_code_version(monkeypatch: pytest.MonkeyPatch) -> None:
-    trained_with = model.CODE_VERSION
+    trained_with = CODE_VERSION
     with dg.DagsterInstance.ephemeral() as instance:
         never = code_tick(instance, None)
         assert not never.run_requests and "never materialised" in (never.skip_message or "")
@@ -49,7 +54,7 @@ def test_one_run_per_new_code_version(monkeypatch: pytest.MonkeyPatch) -> None:
         assert not current.run_requests and "up to date" in (current.skip_message or "")
 
         # the training code changes: the deployed definitions carry a new code version
-        monkeypatch.setattr(model, "CODE_VERSION", "new-code")
+        monkeypatch.setattr(automation, "training_code_version", lambda spec: "new-code")
         first = code_tick(instance, current.cursor)
         assert len(first.run_requests) == 1
         request = first.run_requests[0]
@@ -74,7 +79,7 @@ def file_tick(
     context = dg.build_sensor_context(
         instance=instance, cursor=cursor, resources={"data_source": source}
     )
-    return automation.new_file_sensor.evaluate_tick(context)
+    return automation.build_new_file_sensor(MODEL).evaluate_tick(context)
 
 
 def test_one_run_per_new_file(tmp_path: Path) -> None:

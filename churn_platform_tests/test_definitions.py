@@ -36,12 +36,12 @@ def test_local_definitions_hold_the_graph_checks_schedule_and_sensor(churn_home)
     assert ("production_deployment", "canary_analysis") in checks
     assert {a for a, _ in checks} == ASSETS
     assert [s.name for s in defs.schedules] == ["weekly_retraining"]
-    assert [s.name for s in defs.sensors] == [
-        "psi_drift_sensor",
+    assert sorted(s.name for s in defs.sensors) == [
+        "blocking_check_notification",
         "code_version_sensor",
         "new_file_sensor",
+        "psi_drift_sensor",
         "rollback_notification",
-        "blocking_check_notification",
     ]
     assert defs.resolve_job_def("churn_end_to_end").executor_def.name == "in_process"
     assert isinstance(defs.resources["deployment"], LocalDeploymentResource)
@@ -66,16 +66,17 @@ def test_unknown_environment_is_named_with_the_choices(churn_home, monkeypatch):
 
 
 def test_k8s_step_pods_mount_the_claim_only_for_local_storage(churn_home, monkeypatch):
+    from churn_platform.config import load_config
     from churn_platform.definitions import k8s_executor_config
     from churn_platform.settings import kubernetes_settings_from_env
 
     monkeypatch.setenv("CHURN_ENV", "kubernetes")
     monkeypatch.delenv("CHURN_STORAGE_URL", raising=False)
-    local = k8s_executor_config()
+    local = k8s_executor_config(load_config())
     assert local["volume_mounts"] == [{"name": "churn-home", "mountPath": str(churn_home)}]
     assert kubernetes_settings_from_env().extra_env == {}  # model-server pods: nothing to add
     monkeypatch.setenv("CHURN_STORAGE_URL", "s3://churn-artifacts/platform")
-    remote = k8s_executor_config()
+    remote = k8s_executor_config(load_config())
     assert "volumes" not in remote and "volume_mounts" not in remote
     assert "CHURN_STORAGE_URL=s3://churn-artifacts/platform" in remote["env_vars"]
     # model-server pods write their inference logs there too

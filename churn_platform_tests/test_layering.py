@@ -153,7 +153,42 @@ ENV_READERS = {
     "churn_platform/resources/mlflow_registry.py": "restores MLFLOW_TRACKING_URI/REGISTRY_URI "
     "that mlflow.set_tracking_uri exports, so one store does not leak into child processes",
 }
-_ENV_READ = ("os.environ", "os.getenv", "getenv(", "settings.get(", "settings.current_spec(")
+_ENV_READ = ("os.environ", "os.getenv", "getenv(")
+# the functions of settings.py that read the environment (each takes environ=None: os.environ)
+SETTINGS_READERS = {
+    "get",
+    "source",
+    "describe",
+    "current_spec",
+    "environment",
+    "home_path",
+    "churn_home",
+    "storage_url",
+    "storage_is_remote",
+    "default_mlflow_uri",
+    "default_artifact_location",
+    "drift_settings",
+    "auto_release",
+    "kubernetes_settings_from_env",
+    "inherited_environment",
+}
+
+
+def _settings_reads(path: Path) -> Iterator[tuple[int, str]]:
+    """(line, name) for every use of an environment-reading function of ``settings``:
+    ``settings.get(...)`` or ``from churn_platform.settings import get``."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "settings"
+            and node.attr in SETTINGS_READERS
+        ):
+            yield node.lineno, f"settings.{node.attr}"
+        if isinstance(node, ast.ImportFrom) and node.module == "churn_platform.settings":
+            for alias in node.names:
+                if alias.name in SETTINGS_READERS:
+                    yield node.lineno, f"settings.{alias.name}"
 
 
 def test_only_the_configuration_modules_and_entry_points_read_the_environment() -> None:
@@ -166,7 +201,26 @@ def test_only_the_configuration_modules_and_entry_points_read_the_environment() 
             code = line.split("#", 1)[0]
             if any(token in code for token in _ENV_READ):
                 found.append(f"{rel}:{number}: {line.strip()}")
+        found += [f"{rel}:{number}: {name}" for number, name in _settings_reads(path)]
     assert found == [], "read the setting in config.py and pass it in:\n" + "\n".join(found)
+
+
+def test_the_environment_rule_sees_a_settings_read() -> None:
+    """Guards the guard: both spellings of a settings read are found."""
+    probe = PACKAGE.parent / "churn_platform_tests" / "_layering_probe.py"
+    probe.write_text(
+        "from churn_platform import settings\n"
+        "from churn_platform.settings import storage_url\n"
+        "x = settings.get('CHURN_HOME')\n"
+    )
+    try:
+        assert [name for _, name in _settings_reads(probe)] != []
+        assert {name for _, name in _settings_reads(probe)} == {
+            "settings.get",
+            "settings.storage_url",
+        }
+    finally:
+        probe.unlink()
 
 
 def test_no_default_spec_fallback_in_core_resources_defs_or_serving() -> None:

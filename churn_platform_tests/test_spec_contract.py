@@ -314,13 +314,13 @@ def test_a_bad_spec_fails_definitions_validate_with_the_key_first(
 
 
 def _data_assets(spec: Spec) -> list[dg.AssetsDefinition]:
-    from churn_platform.definitions import assets_for
+    """The data assets of the model the environment configures now (``spec``: its spec)."""
+    from churn_platform.config import load_config
+    from churn_platform.defs import data
 
-    return [
-        a
-        for a in assets_for(spec)
-        if a.key.to_user_string() in ("churn_snapshot", "validated_churn_data", "holdout_set")
-    ]
+    model = load_config().model()
+    assert model.spec.hash == spec.hash
+    return data.build(model)
 
 
 def _materialize(spec: Spec, names: list[str]) -> dg.ExecuteInJobResult:

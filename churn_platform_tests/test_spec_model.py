@@ -8,10 +8,8 @@ plan and more ``usage`` lower churn, an add-on raises it, ``score`` is noise wit
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -356,7 +354,6 @@ def test_definitions_name_one_check_per_spec_invariance_and_refuse_a_clash():
     names = list(model.model_check_descriptions(SPEC))
     assert names == model_checks.check_names(SPEC)
     assert "premium" in model.model_check_descriptions(SPEC)["premium_lowers_churn"]
-    assert list(model.MODEL_CHECKS) == model_checks.check_names(default_spec())
     clash = parse_spec(
         {
             **SPEC.to_dict(),
@@ -368,38 +365,28 @@ def test_definitions_name_one_check_per_spec_invariance_and_refuse_a_clash():
     with pytest.raises(settings.SettingsError, match="'holdout_auc'.*rename them"):
         model.model_check_descriptions(clash)
     # another spec is another code version: the model goes stale when the spec changes
-    assert model.training_code_version(spec=SPEC) != model.training_code_version(
-        spec=default_spec()
-    )
-    assert model.training_code_version(spec=default_spec()) == model.CODE_VERSION
+    assert model.training_code_version(SPEC) != model.training_code_version(default_spec())
 
 
 def test_definitions_load_the_checks_of_the_spec_churn_spec_names(tmp_path: Path):
+    """The spec is part of the model's configuration: the definitions built from it name its
+    checks (in this process: nothing is read at import)."""
+    from churn_platform.config import load_config
+    from churn_platform.definitions import build_definitions
+    from churn_platform.settings import SettingsError
+
     spec_file = tmp_path / "accounts.yaml"
     spec_file.write_text(SPEC.to_yaml())
-    probe = (
-        "import json\n"
-        "from churn_platform.defs import model\n"
-        "a = model.challenger_model\n"
-        "print(json.dumps({'checks': [c.name for c in a.check_specs],"
-        " 'code_version': a.code_versions_by_key[a.key]}))\n"
-    )
 
-    def load(spec_path: str) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "CHURN_SPEC": spec_path, "CHURN_HOME": str(tmp_path)}
-        return subprocess.run(
-            [sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=300
-        )
+    def challenger(spec_path: str) -> Any:
+        config = load_config({"CHURN_SPEC": spec_path, "CHURN_HOME": str(tmp_path)})
+        return build_definitions(config).resolve_assets_def("challenger_model")
 
-    loaded = load(str(spec_file))
-    assert loaded.returncode == 0, loaded.stderr
-    seen = json.loads(loaded.stdout.strip().splitlines()[-1])
-    assert seen["checks"] == model_checks.check_names(SPEC)
-    shipped = json.loads(load("").stdout.strip().splitlines()[-1])
-    assert shipped["checks"] == model_checks.check_names(default_spec())
-    assert seen["code_version"] != shipped["code_version"]
+    seen, shipped = challenger(str(spec_file)), challenger("")
+    assert [c.name for c in seen.check_specs] == model_checks.check_names(SPEC)
+    assert [c.name for c in shipped.check_specs] == model_checks.check_names(default_spec())
+    assert seen.code_versions_by_key[seen.key] != shipped.code_versions_by_key[shipped.key]
     broken = tmp_path / "broken.yaml"
     broken.write_text(SPEC.to_yaml().replace("kind: boolean", "kind: flag"))
-    failed = load(str(broken))
-    assert failed.returncode != 0
-    assert "CHURN_SPEC" in failed.stderr and "unknown kind 'flag'" in failed.stderr
+    with pytest.raises(SettingsError, match=r"(?s)CHURN_SPEC=.*unknown kind 'flag'"):
+        challenger(str(broken))
