@@ -29,7 +29,8 @@ from churn_platform.resources.inference_log import InferenceLogResource
 from churn_platform.resources.mlflow_registry import MlflowRegistry, _fluent_store
 from churn_platform.resources.notify import Notifier
 from churn_platform.resources.storage import StorageResource
-from churn_platform.serving.model_server import InferenceLog, default_inference_log_path
+from churn_platform.serving.__main__ import server_settings
+from churn_platform.serving.inference_log import InferenceLog, default_inference_log_path
 
 SPEC = parse_spec(
     {
@@ -82,7 +83,8 @@ def register_champion(train: pd.DataFrame) -> str:
 
 
 def log_requests(version: str, rows: pd.DataFrame) -> None:
-    log = InferenceLog(default_inference_log_path(version), version, flush_records=100_000)
+    path = default_inference_log_path(version, server_settings())
+    log = InferenceLog(path, version, flush_records=100_000)
     records = rows.to_dict(orient="records")
     log.append(records, [0.5] * len(records))
     log.flush()

@@ -15,8 +15,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
+from churn_platform.core.spec import default_spec
 from churn_platform.resources.metrics import ScrapeMetrics
-from churn_platform.serving.model_server import InputSchema, create_app
+from churn_platform.serving.model_server.app import create_app
+from churn_platform.serving.model_server.schema import InputSchema
+from churn_platform.serving.server_settings import ServerSettings
 from churn_platform.testing import (
     RegisteredModels,
     RunningServer,
@@ -222,7 +225,7 @@ def test_health_is_503_with_the_error_when_the_model_cannot_load(tmp_path: Path)
     app = create_app(
         "models:/no_such_model/1",
         "9",
-        tracking_uri=f"sqlite:///{tmp_path / 'empty.db'}",
+        settings=ServerSettings(tracking_uri=f"sqlite:///{tmp_path / 'empty.db'}"),
         inference_log_path=tmp_path / "log.jsonl",
     )
     with TestClient(app) as client:
@@ -247,7 +250,7 @@ def test_input_schema_from_signature_keeps_canonical_dtypes(
 
     mlflow.set_tracking_uri(registered_models.tracking_uri)
     signature = get_model_info(registered_models.model_uris["1"]).signature
-    schema = InputSchema.from_signature(signature)
+    schema = InputSchema.from_signature(signature, default_spec())
     frame = schema.frame(to_records(registered_models.rows.head(3)))
     assert str(frame["tenure_months"].dtype) == "Int64"
     assert str(frame["signup_date"].dtype) == "datetime64[ns]"
