@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 from dagster._utils.schedules import cron_string_iterator
 
+from churn_platform import settings
 from churn_platform.core import drift, training
 from churn_platform.core import schema as s
 from churn_platform.core.spec import default_spec
@@ -35,9 +36,9 @@ from churn_platform.resources.inference_log import InferenceLogResource
 from churn_platform.resources.mlflow_registry import MlflowRegistry
 from churn_platform.resources.notify import Notifier
 from churn_platform.resources.storage import StorageResource
-from churn_platform.serving.__main__ import server_settings
 from churn_platform.serving.inference_log import InferenceLog, default_inference_log_path
 from churn_platform.serving.integration import records
+from churn_platform.serving.server_settings import ServerSettings
 from churn_platform.targets.local import LocalProcessTarget
 from churn_platform_tests.pipeline import (
     FAST_GATE,
@@ -282,7 +283,7 @@ def test_empty_windows_skip_with_the_reason_and_keep_the_cursor(champion, home):
 
 def write_inference_log(version: str, frame: pd.DataFrame, pipeline: Any) -> Path:
     """Score ``frame`` with ``pipeline`` and log it with the model server's own logger."""
-    path = default_inference_log_path(version, server_settings())
+    path = default_inference_log_path(version, ServerSettings(home=settings.churn_home()))
     log = InferenceLog(path, version, flush_records=100_000, flush_seconds=3600.0)
     for start in range(0, len(frame), 100):  # requests of 100 records, as clients send them
         chunk = frame.iloc[start : start + 100]

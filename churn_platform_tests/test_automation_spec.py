@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 from sklearn.linear_model import LogisticRegression
 
+from churn_platform import settings
 from churn_platform.core import drift
 from churn_platform.core.spec import MODEL_METADATA_KEY, parse_spec
 from churn_platform.defs.automation import PROFILE_ARTIFACT, psi_drift_sensor
@@ -29,8 +30,8 @@ from churn_platform.resources.inference_log import InferenceLogResource
 from churn_platform.resources.mlflow_registry import MlflowRegistry, _fluent_store
 from churn_platform.resources.notify import Notifier
 from churn_platform.resources.storage import StorageResource
-from churn_platform.serving.__main__ import server_settings
 from churn_platform.serving.inference_log import InferenceLog, default_inference_log_path
+from churn_platform.serving.server_settings import ServerSettings
 
 SPEC = parse_spec(
     {
@@ -83,7 +84,7 @@ def register_champion(train: pd.DataFrame) -> str:
 
 
 def log_requests(version: str, rows: pd.DataFrame) -> None:
-    path = default_inference_log_path(version, server_settings())
+    path = default_inference_log_path(version, ServerSettings(home=settings.churn_home()))
     log = InferenceLog(path, version, flush_records=100_000)
     records = rows.to_dict(orient="records")
     log.append(records, [0.5] * len(records))

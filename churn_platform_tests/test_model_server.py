@@ -305,3 +305,30 @@ def test_client_mistakes_are_not_the_servers_errors_in_the_canary_reading(
         assert r.status_code == 422, r.text
     reading = metrics.error_rate(server.version, 0)
     assert (reading.error_rate, reading.request_count) == (0.0, 2.0), reading
+
+
+def test_the_cli_reads_the_serving_variables_once_into_server_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for var in ("OMP_NUM_THREADS", "PROMETHEUS_DISABLE_CREATED_SERIES"):
+        monkeypatch.delenv(var, raising=False)  # set by the import below; restored after
+    from churn_platform.serving.__main__ import server_settings
+
+    env = {
+        "CHURN_HOME": str(tmp_path),
+        "CHURN_FAULT_RATE": "0.25",
+        "CHURN_FAULT_SEED": "7",
+        "CHURN_MAX_BODY_BYTES": "2048",
+        "CHURN_ROUTER_ADMIN_TOKEN": "secret",
+        "CHURN_INFERENCE_LOG": str(tmp_path / "log.jsonl"),
+    }
+    read = server_settings(env)
+    assert (read.fault_rate, read.fault_seed, read.max_body_bytes) == (0.25, 7, 2048)
+    assert read.router_admin_token == "secret" and read.tracking_uri is None
+    assert read.inference_log == tmp_path / "log.jsonl"
+    assert read.storage_root() == tmp_path and not read.storage_is_remote
+    assert server_settings({}).fault_rate == ServerSettings().fault_rate
+    # a bad storage URL fails where the storage is used, so a router keeps routing
+    bad = server_settings({**env, "CHURN_STORAGE_URL": "ftp://host/x"})
+    with pytest.raises(ValueError, match="CHURN_STORAGE_URL"):
+        bad.storage_root()

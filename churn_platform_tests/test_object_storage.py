@@ -33,12 +33,12 @@ from churn_platform.resources.io_manager import (
 )
 from churn_platform.resources.object_store import S3Credentials
 from churn_platform.resources.storage import StorageResource
-from churn_platform.serving.__main__ import server_settings
 from churn_platform.serving.inference_log import (
     ObjectInferenceLog,
     open_inference_log,
     read_object_log,
 )
+from churn_platform.serving.server_settings import ServerSettings
 from churn_platform.testing import to_records
 from churn_platform_tests.s3 import (
     ACCESS_KEY_ID,
@@ -204,6 +204,12 @@ def test_credentials_are_passed_as_env_var_names_not_values(s3_url):
     }
 
 
+def _server_settings(s3_url: str) -> ServerSettings:
+    """What a model server started with ``CHURN_STORAGE_URL=s3_url`` and the AWS variables
+    reads."""
+    return ServerSettings(storage_url=s3_url, storage_options=options_from_env())
+
+
 def _wait_until(condition, what: str, timeout: float = 120.0) -> None:
     """Poll ``condition`` (a generous bound: the machine may be loaded)."""
     deadline = time.monotonic() + timeout
@@ -215,7 +221,7 @@ def _wait_until(condition, what: str, timeout: float = 120.0) -> None:
 def test_inference_log_batches_are_objects_read_back_as_the_newest_window(s3_url, moto_endpoint):
     rows = generate(SyntheticSpec(n_rows=250, seed=5))
     records = to_records(rows)
-    log = open_inference_log("7", server_settings())
+    log = open_inference_log("7", _server_settings(s3_url))
     assert isinstance(log, ObjectInferenceLog)  # CHURN_STORAGE_URL is s3: batch objects
     log.close()
     log = ObjectInferenceLog(_root(s3_url), "7", flush_records=100, flush_seconds=3600.0)
@@ -326,7 +332,7 @@ def test_the_graph_and_the_drift_sensor_run_on_s3_with_nothing_local_but_the_ins
     quiet = tick()
     assert quiet.run_requests == [] and "inference_log: 0 rows" in quiet.skip_message
 
-    log = open_inference_log(version, server_settings())  # as a model server on the cluster
+    log = open_inference_log(version, _server_settings(s3_url))  # as a server on the cluster
     assert isinstance(log, ObjectInferenceLog)
     shifted = generate(SyntheticSpec(n_rows=1_000, seed=11, spend_shift=60.0))
     records = to_records(shifted)
@@ -358,7 +364,7 @@ def test_a_model_server_logs_its_requests_to_the_bucket_and_the_sensor_window_se
     app = create_app(
         "models:/churn_model/4",
         "4",
-        settings=server_settings(),  # as the CLI reads them: CHURN_STORAGE_URL is s3
+        settings=_server_settings(s3_url),
         model=pipeline,
         input_schema=InputSchema.from_spec(default_spec()),
     )

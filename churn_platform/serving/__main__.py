@@ -69,8 +69,7 @@ def _listen_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-level", default="warning")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m churn_platform.serving``."""
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m churn_platform.serving")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -104,8 +103,12 @@ def main(argv: list[str] | None = None) -> int:
     pm.add_argument(
         "--render-only", "--print", action="store_true", help="write and print the config only"
     )
+    return parser
 
-    args = parser.parse_args(argv)
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m churn_platform.serving``."""
+    args = _parser().parse_args(argv)
 
     if args.command == "model-server":
         from churn_platform.serving.model_server.app import create_app
@@ -159,6 +162,10 @@ def server_settings(environ: Mapping[str, str] | None = None) -> ServerSettings:
 
     log = settings.get("CHURN_INFERENCE_LOG", environ)
     seed = settings.get("CHURN_FAULT_SEED", environ)
+    try:
+        storage, storage_error = settings.storage_url(environ), ""
+    except settings.SettingsError as exc:  # raised where the storage is used, not here
+        storage, storage_error = "", str(exc)
     return ServerSettings(
         home=settings.home_path(environ),
         inference_log=Path(log) if log else None,
@@ -168,8 +175,9 @@ def server_settings(environ: Mapping[str, str] | None = None) -> ServerSettings:
         max_body_bytes=int(settings.get("CHURN_MAX_BODY_BYTES", environ)),
         inference_log_max_bytes=int(settings.get("CHURN_INFERENCE_LOG_MAX_BYTES", environ)),
         inference_log_backups=int(settings.get("CHURN_INFERENCE_LOG_BACKUPS", environ)),
-        storage_url=settings.storage_url(environ),
+        storage_url=storage,
         storage_options=object_store.options_from_env(environ),
+        storage_error=storage_error,
         router_admin_token=str(settings.get("CHURN_ROUTER_ADMIN_TOKEN", environ)),
     )
 

@@ -34,7 +34,9 @@ class ServerSettings:
     - ``inference_log_max_bytes`` / ``inference_log_backups``:
       ``CHURN_INFERENCE_LOG_MAX_BYTES`` / ``CHURN_INFERENCE_LOG_BACKUPS``.
     - ``storage_url``: ``CHURN_STORAGE_URL`` ("" : ``home``), with ``storage_options`` the
-      s3fs options of an object store (from the AWS variables).
+      s3fs options of an object store (from the AWS variables); ``storage_error`` says why
+      the variable is unusable, raised when the storage is first used (a router with a
+      bad one keeps routing and only loses its PSI gauges).
     - ``router_admin_token``: ``CHURN_ROUTER_ADMIN_TOKEN`` ("" : admin changes refused).
     """
 
@@ -48,13 +50,19 @@ class ServerSettings:
     inference_log_backups: int = DEFAULT_LOG_BACKUPS
     storage_url: str = ""
     storage_options: Mapping[str, Any] = field(default_factory=dict)
+    storage_error: str = ""
     router_admin_token: str = ""
+
+    def _storage(self) -> str:
+        if self.storage_error:
+            raise ValueError(self.storage_error)
+        return self.storage_url or str(self.home)
 
     @property
     def storage_is_remote(self) -> bool:
         """Whether artefacts (inference log batches, the PSI document) go to an object store."""
-        return bool(self.storage_url) and is_remote(self.storage_url)
+        return is_remote(self._storage())
 
     def storage_root(self) -> Path:
         """The storage as a path: the object store's ``UPath``, or the local folder."""
-        return open_location(self.storage_url or str(self.home), self.storage_options)
+        return open_location(self._storage(), self.storage_options)
