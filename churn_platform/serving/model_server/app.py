@@ -50,8 +50,10 @@ def create_app(
     startup, so ``/health`` answers 503 until it is ready. Pass ``model`` and its
     ``input_schema`` to serve an already-loaded model. ``settings`` (default
     ``ServerSettings()``) gives the fault rate and seed, the body limit and where the
-    inference log goes unless ``inference_log_path`` names its file. Concurrent requests are scored together up to ``max_batch_rows``
-    rows per model call (``MicroBatcher``); 1 turns batching across requests off.
+    inference log goes (a file, or batch objects on an object store) unless
+    ``inference_log_path`` names its file. Concurrent requests are scored together up to
+    ``max_batch_rows`` rows per model call (``MicroBatcher``); 1 turns batching across
+    requests off.
     """
     if not version:
         raise ValueError("create_app needs the model version label, e.g. version='3'")
@@ -59,15 +61,13 @@ def create_app(
         raise ValueError("create_app(model=...) needs the model's input_schema too")
     settings = settings or ServerSettings()
     faults = FaultInjector(settings.fault_rate, settings.fault_seed)
-    log = open_inference_log(
-        version, settings, inference_log_path
-    )  # batch objects on an object store
-    service = ModelService(version, ServerMetrics(version), log, faults, max_batch_rows)
+    log = open_inference_log(version, settings, inference_log_path)
+    service = ModelService(model_uri, version, ServerMetrics(version), log, faults, max_batch_rows)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         service.metrics.loaded.labels(version).set(0)
-        load_args = (model_uri, settings.tracking_uri, model, input_schema)
+        load_args = (settings.tracking_uri, model, input_schema)
         threading.Thread(
             target=service.load, args=load_args, name=f"load-model-{version}", daemon=True
         ).start()
@@ -78,7 +78,6 @@ def create_app(
 
     app = Starlette(routes=ROUTES, lifespan=lifespan)
     app.state.service = service
-    app.state.model_uri = model_uri
     app.state.max_body_bytes = settings.max_body_bytes
     app.state.metrics = service.metrics
     app.state.inference_log = log
@@ -127,7 +126,7 @@ async def invocations(request: Request) -> Response:
 
 async def health(request: Request) -> Response:
     """``GET /health``."""
-    status, body = request.app.state.service.health(request.app.state.model_uri)
+    status, body = request.app.state.service.health()
     return json_response(body, status)
 
 

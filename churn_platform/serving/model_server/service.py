@@ -18,11 +18,11 @@ from churn_platform.serving.model_server.scoring import Scored, scoring_failure
 class ScoredLog(Protocol):
     """Where scored records go (a JSON-lines file, or batch objects on an object store)."""
 
-    def append(
-        self, records: list[Mapping[str, Any]], probabilities: list[float]
-    ) -> None: ...  # pragma: no cover
+    def append(self, records: list[Mapping[str, Any]], probabilities: list[float]) -> None:
+        """Take one request's records and their probabilities."""
 
-    def flush(self) -> None: ...  # pragma: no cover
+    def flush(self) -> None:
+        """Write what is buffered."""
 
 
 class ModelService:
@@ -31,12 +31,14 @@ class ModelService:
 
     def __init__(
         self,
+        model_uri: str,
         version: str,
         metrics: ServerMetrics,
         log: ScoredLog,
         faults: FaultInjector,
         max_batch_rows: int,
     ) -> None:
+        self.model_uri = model_uri
         self.version = version
         self.metrics = metrics
         self.log = log
@@ -50,22 +52,21 @@ class ModelService:
 
     def load(
         self,
-        model_uri: str,
         tracking_uri: str | None,
         model: Any = None,
         input_schema: InputSchema | None = None,
     ) -> None:
-        """Load ``model_uri`` (or take ``model`` and ``input_schema``); a failure is kept in
-        ``error`` for ``/health`` and printed to the log."""
+        """Load the model from MLflow (or take ``model`` and ``input_schema``); a failure is
+        kept in ``error`` for ``/health`` and printed to the log."""
         try:
             if model is not None:
                 self.pipeline, self.schema = model, input_schema
             else:
-                self.pipeline, self.schema = load_model(model_uri, tracking_uri)
+                self.pipeline, self.schema = load_model(self.model_uri, tracking_uri)
             self.metrics.loaded.labels(self.version).set(1)
         except Exception as exc:  # reported on /health and in the log
             self.error = f"{type(exc).__name__}: {exc}"
-            print(f"model server: loading {model_uri} failed: {self.error}", flush=True)
+            print(f"model server: loading {self.model_uri} failed: {self.error}", flush=True)
         finally:
             self.loaded.set()
 
@@ -103,7 +104,7 @@ class ModelService:
             await self.batcher.stop()
         self.log.flush()
 
-    def health(self, model_uri: str) -> tuple[int, dict[str, Any]]:
+    def health(self) -> tuple[int, dict[str, Any]]:
         """``/health``: 200 with the inputs once loaded, else 503 ``loading`` or ``failed``."""
         if not self.loaded.is_set():
             return 503, {"status": "loading", "model_version": self.version}
@@ -113,7 +114,7 @@ class ModelService:
         return 200, {
             "status": "ok",
             "model_version": self.version,
-            "model_uri": model_uri,
+            "model_uri": self.model_uri,
             "spec_hash": schema.spec.short_hash if schema.spec is not None else None,
             "inputs": [c.name for c in schema.columns],
         }
