@@ -19,9 +19,11 @@ import pandas as pd
 import pytest
 from dagster._utils.schedules import cron_string_iterator
 
+from churn_platform import settings
 from churn_platform.config import load_config
 from churn_platform.core import drift, training
 from churn_platform.core import schema as s
+from churn_platform.core.spec import default_spec
 from churn_platform.core.synthetic import SyntheticSpec, generate
 from churn_platform.definitions import build_definitions
 from churn_platform.defs.automation import retraining_selection
@@ -29,8 +31,9 @@ from churn_platform.resources.data_source import FileSourceResource, SyntheticSo
 from churn_platform.resources.environments import resources_for_environment
 from churn_platform.resources.inference_log import InferenceLogResource
 from churn_platform.resources.notify import Notifier
+from churn_platform.serving.inference_log import InferenceLog, default_inference_log_path
 from churn_platform.serving.integration import records
-from churn_platform.serving.model_server import InferenceLog, default_inference_log_path
+from churn_platform.serving.server_settings import ServerSettings
 from churn_platform.targets.local import LocalProcessTarget
 from churn_platform_tests.pipeline import (
     FAST_GATE,
@@ -278,11 +281,11 @@ def test_empty_windows_skip_with_the_reason_and_keep_the_cursor(champion, home):
 
 def write_inference_log(version: str, frame: pd.DataFrame, pipeline: Any) -> Path:
     """Score ``frame`` with ``pipeline`` and log it with the model server's own logger."""
-    path = default_inference_log_path(version)
+    path = default_inference_log_path(version, ServerSettings(home=settings.churn_home()))
     log = InferenceLog(path, version, flush_records=100_000, flush_seconds=3600.0)
     for start in range(0, len(frame), 100):  # requests of 100 records, as clients send them
         chunk = frame.iloc[start : start + 100]
-        log.append(records(chunk), training.predict_proba(pipeline, chunk).tolist())
+        log.append(records(chunk, default_spec()), training.predict_proba(pipeline, chunk).tolist())
     log.flush()
     return path
 

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 from sklearn.linear_model import LogisticRegression
 
+from churn_platform import settings
 from churn_platform.core import drift
 from churn_platform.core.spec import MODEL_METADATA_KEY, parse_spec
 from churn_platform.defs.automation import PROFILE_ARTIFACT
@@ -28,7 +29,8 @@ from churn_platform.resources.data_source import SyntheticSourceResource
 from churn_platform.resources.inference_log import InferenceLogResource
 from churn_platform.resources.mlflow_registry import _fluent_store
 from churn_platform.resources.notify import Notifier
-from churn_platform.serving.model_server import InferenceLog, default_inference_log_path
+from churn_platform.serving.inference_log import InferenceLog, default_inference_log_path
+from churn_platform.serving.server_settings import ServerSettings
 from churn_platform_tests.pipeline import resource, sensor
 
 SPEC = parse_spec(
@@ -82,7 +84,8 @@ def register_champion(train: pd.DataFrame) -> str:
 
 
 def log_requests(version: str, rows: pd.DataFrame) -> None:
-    log = InferenceLog(default_inference_log_path(version), version, flush_records=100_000)
+    path = default_inference_log_path(version, ServerSettings(home=settings.churn_home()))
+    log = InferenceLog(path, version, flush_records=100_000)
     records = rows.to_dict(orient="records")
     log.append(records, [0.5] * len(records))
     log.flush()

@@ -15,8 +15,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
+from churn_platform.core.spec import default_spec
 from churn_platform.resources.metrics import ScrapeMetrics
-from churn_platform.serving.model_server import InputSchema, create_app
+from churn_platform.serving.model_server.app import create_app
+from churn_platform.serving.model_server.schema import InputSchema
+from churn_platform.serving.server_settings import ServerSettings
 from churn_platform.testing import (
     RegisteredModels,
     RunningServer,
@@ -222,7 +225,7 @@ def test_health_is_503_with_the_error_when_the_model_cannot_load(tmp_path: Path)
     app = create_app(
         "models:/no_such_model/1",
         "9",
-        tracking_uri=f"sqlite:///{tmp_path / 'empty.db'}",
+        settings=ServerSettings(tracking_uri=f"sqlite:///{tmp_path / 'empty.db'}"),
         inference_log_path=tmp_path / "log.jsonl",
     )
     with TestClient(app) as client:
@@ -247,7 +250,7 @@ def test_input_schema_from_signature_keeps_canonical_dtypes(
 
     mlflow.set_tracking_uri(registered_models.tracking_uri)
     signature = get_model_info(registered_models.model_uris["1"]).signature
-    schema = InputSchema.from_signature(signature)
+    schema = InputSchema.from_signature(signature, default_spec())
     frame = schema.frame(to_records(registered_models.rows.head(3)))
     assert str(frame["tenure_months"].dtype) == "Int64"
     assert str(frame["signup_date"].dtype) == "datetime64[ns]"
@@ -302,3 +305,30 @@ def test_client_mistakes_are_not_the_servers_errors_in_the_canary_reading(
         assert r.status_code == 422, r.text
     reading = metrics.error_rate(server.version, 0)
     assert (reading.error_rate, reading.request_count) == (0.0, 2.0), reading
+
+
+def test_the_cli_reads_the_serving_variables_once_into_server_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for var in ("OMP_NUM_THREADS", "PROMETHEUS_DISABLE_CREATED_SERIES"):
+        monkeypatch.delenv(var, raising=False)  # set by the import below; restored after
+    from churn_platform.serving.__main__ import server_settings
+
+    env = {
+        "CHURN_HOME": str(tmp_path),
+        "CHURN_FAULT_RATE": "0.25",
+        "CHURN_FAULT_SEED": "7",
+        "CHURN_MAX_BODY_BYTES": "2048",
+        "CHURN_ROUTER_ADMIN_TOKEN": "secret",
+        "CHURN_INFERENCE_LOG": str(tmp_path / "log.jsonl"),
+    }
+    read = server_settings(env)
+    assert (read.fault_rate, read.fault_seed, read.max_body_bytes) == (0.25, 7, 2048)
+    assert read.router_admin_token == "secret" and read.tracking_uri is None
+    assert read.inference_log == tmp_path / "log.jsonl"
+    assert read.storage_root() == tmp_path and not read.storage_is_remote
+    assert server_settings({}).fault_rate == ServerSettings().fault_rate
+    # a bad storage URL fails where the storage is used, so a router keeps routing
+    bad = server_settings({**env, "CHURN_STORAGE_URL": "ftp://host/x"})
+    with pytest.raises(ValueError, match="CHURN_STORAGE_URL"):
+        bad.storage_root()

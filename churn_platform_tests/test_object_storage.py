@@ -38,6 +38,7 @@ from churn_platform.serving.inference_log import (
     open_inference_log,
     read_object_log,
 )
+from churn_platform.serving.server_settings import ServerSettings
 from churn_platform.testing import to_records
 from churn_platform_tests.s3 import (
     ACCESS_KEY_ID,
@@ -203,6 +204,12 @@ def test_credentials_are_passed_as_env_var_names_not_values(s3_url):
     }
 
 
+def _server_settings(s3_url: str) -> ServerSettings:
+    """What a model server started with ``CHURN_STORAGE_URL=s3_url`` and the AWS variables
+    reads."""
+    return ServerSettings(storage_url=s3_url, storage_options=options_from_env())
+
+
 def _wait_until(condition, what: str, timeout: float = 120.0) -> None:
     """Poll ``condition`` (a generous bound: the machine may be loaded)."""
     deadline = time.monotonic() + timeout
@@ -214,7 +221,7 @@ def _wait_until(condition, what: str, timeout: float = 120.0) -> None:
 def test_inference_log_batches_are_objects_read_back_as_the_newest_window(s3_url, moto_endpoint):
     rows = generate(SyntheticSpec(n_rows=250, seed=5))
     records = to_records(rows)
-    log = open_inference_log("7")
+    log = open_inference_log("7", _server_settings(s3_url))
     assert isinstance(log, ObjectInferenceLog)  # CHURN_STORAGE_URL is s3: batch objects
     log.close()
     log = ObjectInferenceLog(_root(s3_url), "7", flush_records=100, flush_seconds=3600.0)
@@ -234,7 +241,7 @@ def test_inference_log_batches_are_objects_read_back_as_the_newest_window(s3_url
         key=ACCESS_KEY_ID, secret=SECRET_ACCESS_KEY, endpoint_url=moto_endpoint, region=REGION
     )
     resource = InferenceLogResource(storage_url=s3_url, s3=credentials, max_rows=120)
-    window = resource.window("7")
+    window = resource.window("7", default_spec())
     assert len(window) == 120
     newest = pd.DataFrame(records[-120:])  # the newest rows, oldest first
     pd.testing.assert_series_equal(
@@ -242,7 +249,7 @@ def test_inference_log_batches_are_objects_read_back_as_the_newest_window(s3_url
     )
     assert set(s.MODEL_INPUT_COLUMNS) <= set(window.columns)
     assert (window["model_version"] == "7").all()
-    assert resource.window("8").empty  # another version: nothing
+    assert resource.window("8", default_spec()).empty  # another version: nothing
 
 
 def test_inference_log_writes_after_flush_seconds_without_more_requests(s3_url):
@@ -252,7 +259,7 @@ def test_inference_log_writes_after_flush_seconds_without_more_requests(s3_url):
         _wait_until(lambda: log.batches_written == 1, "the timed flush")
     finally:
         log.close()
-    assert len(read_object_log(_root(s3_url), "3")) == 5
+    assert len(read_object_log(_root(s3_url), "3", default_spec())) == 5
 
 
 def test_the_graph_and_the_drift_sensor_run_on_s3_with_nothing_local_but_the_instance(
@@ -325,7 +332,7 @@ def test_the_graph_and_the_drift_sensor_run_on_s3_with_nothing_local_but_the_ins
     quiet = tick()
     assert quiet.run_requests == [] and "inference_log: 0 rows" in quiet.skip_message
 
-    log = open_inference_log(version)  # as a model server on the cluster opens it
+    log = open_inference_log(version, _server_settings(s3_url))  # as a server on the cluster
     assert isinstance(log, ObjectInferenceLog)
     shifted = generate(SyntheticSpec(n_rows=1_000, seed=11, spend_shift=60.0))
     records = to_records(shifted)
@@ -349,11 +356,18 @@ def test_a_model_server_logs_its_requests_to_the_bucket_and_the_sensor_window_se
     from starlette.testclient import TestClient
 
     from churn_platform.core import training
-    from churn_platform.serving.model_server import create_app
+    from churn_platform.serving.model_server.app import create_app
+    from churn_platform.serving.model_server.schema import InputSchema
 
     rows = generate(SyntheticSpec(n_rows=600, seed=2))
     pipeline = training.train(rows, training.TrainingConfig(max_iter=10)).pipeline
-    app = create_app("models:/churn_model/4", "4", model=pipeline)
+    app = create_app(
+        "models:/churn_model/4",
+        "4",
+        settings=_server_settings(s3_url),
+        model=pipeline,
+        input_schema=InputSchema.from_spec(default_spec()),
+    )
     records = to_records(rows.head(30))
     with TestClient(app) as client:
         _wait_until(lambda: client.get("/health").status_code == 200, "the model")
@@ -362,7 +376,7 @@ def test_a_model_server_logs_its_requests_to_the_bucket_and_the_sensor_window_se
             assert answer.status_code == 200, answer.text
     # shutdown flushed the buffer: every scored record is in the bucket, nothing local
     assert list_keys(moto_endpoint, _bucket(s3_url), "platform/inference_log/4/")
-    window = read_object_log(_root(s3_url), "4")
+    window = read_object_log(_root(s3_url), "4", default_spec())
     assert len(window) == 30
     assert window[s.MONTHLY_SPEND].astype(float).tolist() == pytest.approx(
         [float(r[s.MONTHLY_SPEND]) for r in records]

@@ -9,6 +9,7 @@ import dagster as dg
 import httpx
 import pytest
 
+from churn_platform.core.spec import default_spec
 from churn_platform.core.synthetic import SyntheticSpec, generate
 from churn_platform.serving.integration import records
 from churn_platform.targets.local import LocalProcessTarget
@@ -55,7 +56,7 @@ def test_first_release_then_a_faulty_canary_rolls_back_to_the_running_champion(
     state = production_state(local_platform)
     assert state.weights() == {"1": 100}
     # the deployment outlives the run that made it: the endpoint still answers
-    rows = records(generate(SyntheticSpec(n_rows=3, seed=1)))
+    rows = records(generate(SyntheticSpec(n_rows=3, seed=1)), default_spec())
     answer = httpx.post(f"{state.endpoint}/predict", json={"records": rows}, timeout=10)
     assert answer.status_code == 200 and len(answer.json()["probabilities"]) == 3
 

@@ -13,6 +13,7 @@ import dagster as dg
 import httpx
 import pytest
 
+from churn_platform.core.spec import default_spec
 from churn_platform.core.synthetic import SyntheticSpec, generate
 from churn_platform.serving.integration import records
 from churn_platform.targets.local import LocalProcessTarget
@@ -55,7 +56,7 @@ def test_rollback_after_two_promotions(local_platform: Path):
     assert (reg.alias_version("champion"), reg.alias_version("previous")) == ("1", "2")
     assert target.live_weights("production") == {"1": 100, "2": 0}
     assert target.state("production").endpoint == endpoint
-    rows = records(generate(SyntheticSpec(n_rows=2, seed=1)))
+    rows = records(generate(SyntheticSpec(n_rows=2, seed=1)), default_spec())
     answer = httpx.post(f"{endpoint}/predict", json={"records": rows}, timeout=10)
     assert answer.status_code == 200 and answer.json()["model_version"] == "1"
     materialization = instance.get_latest_materialization_event(

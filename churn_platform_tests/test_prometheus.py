@@ -26,6 +26,7 @@ from churn_platform.core.canary import (
     CanaryState,
     run_canary,
 )
+from churn_platform.core.spec import default_spec
 from churn_platform.resources.metrics import (
     MetricsResource,
     PrometheusMetrics,
@@ -232,7 +233,9 @@ def test_default_canary_releases_a_healthy_version_at_the_local_traffic(stack: S
         state = target.set_weights(env, {"1": 100})
         target.deploy(env, "2", models.model_uris["2"])
         assert state.endpoint is not None
-        with TrafficGenerator(state.endpoint, records(models.rows.head(50)), rate=25.0):
+        with TrafficGenerator(
+            state.endpoint, records(models.rows.head(50), default_spec()), rate=25.0
+        ):
             result = run_canary(target, scrape_metrics(target, env), env, "2", "1", CanaryConfig())
         assert result.status is CanaryState.SUCCEEDED, result.as_markdown()
         assert target.state(env).weights() == {"1": 0, "2": 100}

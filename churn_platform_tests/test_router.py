@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from churn_platform.resources.metrics import ScrapeMetrics
-from churn_platform.serving.router import Backend, SmoothWeightedRoundRobin
+from churn_platform.serving.router.table import Backend, SmoothWeightedRoundRobin
 from churn_platform.targets.local import (
     bind_socket,
     child_env,

@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from churn_platform.serving.inference_log import read_inference_log
-from churn_platform.serving.model_server import InferenceLog, rotated_path
+from churn_platform.core.spec import default_spec
+from churn_platform.serving.inference_log import InferenceLog, read_inference_log, rotated_path
 from churn_platform.testing import RegisteredModels, start_model_server, to_records
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -137,7 +137,7 @@ def test_inference_log_rotates_by_size_and_keeps_a_bounded_number_of_files(
         size = rotated_path(path, n).stat().st_size
         assert 4096 <= size < 4096 + 2000, size  # rotated once past the limit
     # the drift sensor still sees the newest rows across a rotation
-    rows = read_inference_log("1", max_rows=40, path=path)
+    rows = read_inference_log(path, default_spec(), max_rows=40)
     assert len(rows) == 40 and set(rows["region"]) == {"north"}
 
 

@@ -24,12 +24,8 @@ from churn_platform.core.spec import MODEL_METADATA_KEY, Spec, default_spec, par
 from churn_platform.core.synthetic import SyntheticSpec, generate
 from churn_platform.serving import integration
 from churn_platform.serving.inference_log import read_inference_log
-from churn_platform.serving.model_server import (
-    InputError,
-    InputSchema,
-    load_model,
-    model_spec,
-)
+from churn_platform.serving.model_server.loading import load_model, model_spec
+from churn_platform.serving.model_server.schema import InputError, InputSchema
 from churn_platform.settings import MODEL_NAME
 from churn_platform.testing import RegisteredModels, RunningServer, start_model_server
 
@@ -287,7 +283,7 @@ def test_integration_checks_follow_the_served_models_spec(
     assert latency.passed, latency.description
     # requests of the default spec (what the current spec would send) are refused
     default_rows = generate(SyntheticSpec(n_rows=5, seed=1))
-    wrong = integration.api_contract_check(server.url, default_rows)
+    wrong = integration.api_contract_check(server.url, default_rows, spec=default_spec())
     assert not wrong.passed and "valid request answered 422" in wrong.description
     assert "unknown field(s)" in wrong.description
 
@@ -302,7 +298,7 @@ def test_the_inference_log_holds_the_specs_columns(
     # until the lines are there (a count of lines, not a timed window)
     while time.monotonic() < deadline:
         assert httpx.post(server.url + "/predict", json={"records": records}).status_code == 200
-        frame = read_inference_log(server.version, path=server.inference_log, spec=spec)
+        frame = read_inference_log(server.inference_log, spec)
         if len(frame) >= 3:
             break
         time.sleep(0.2)
@@ -310,7 +306,7 @@ def test_the_inference_log_holds_the_specs_columns(
     assert set(spec.feature_names) <= set(frame.columns)
     assert not {"signup_date", "tenure_months", "region"} & set(frame.columns)
     assert set(frame["plan"]) <= {"basic", "pro", "team"}
-    empty = read_inference_log("none", path=server.inference_log.with_name("none"), spec=spec)
+    empty = read_inference_log(server.inference_log.with_name("none"), spec)
     assert list(empty.columns) == list(spec.feature_names)
 
 
@@ -326,7 +322,7 @@ def test_input_schema_from_spec_takes_any_spec(spec: Spec) -> None:
     with pytest.raises(InputError, match=r"records\[0\] is missing field\(s\) seats \(a whole"):
         schema.check([{"plan": "pro", "usage": 2, "is_annual": False}])
     assert schema.example() == '{"records": [{"usage": 3.5, ...}]}'
-    default = InputSchema.default()
+    default = InputSchema.from_spec(default_spec())
     assert [c.name for c in default.columns] == list(default_spec().feature_names)
 
 
@@ -354,8 +350,10 @@ def test_columns_follow_the_order_the_pipeline_was_fitted_in(
         ValueError,
         match=r"fitted on column\(s\) \['plan', 'usage', 'is_annual', 'seats'\] that its spec 'churn'",
     ):
-        InputSchema.default().in_model_order(pipeline)
+        InputSchema.from_spec(default_spec()).in_model_order(pipeline)
     # a column the model was not fitted on (a column transformer ignores it) goes last
-    wider = InputSchema([*shuffled.columns, InputSchema.default().by_name["region"]], spec)
+    wider = InputSchema(
+        [*shuffled.columns, InputSchema.from_spec(default_spec()).by_name["region"]], spec
+    )
     names = [c.name for c in wider.in_model_order(pipeline).columns]
     assert names == [*spec.feature_names, "region"]

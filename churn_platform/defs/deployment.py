@@ -442,7 +442,7 @@ def _canary_load(
     Prometheus has scraped the candidate so the first window has data."""
     traffic = None
     if rate > 0:
-        spec = probes.model_spec(model_uri, tracking_uri) if model_uri else None
+        spec = probes.model_spec(model_uri, tracking_uri)
         traffic = probes.synthetic_traffic(endpoint, rows, rate, spec)
     with traffic or nullcontext():
         if isinstance(metrics, PrometheusMetrics) and not metrics.wait_until_scraped(candidate):

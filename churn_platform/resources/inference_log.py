@@ -7,9 +7,15 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
+from churn_platform import settings
 from churn_platform.core.spec import Spec
 from churn_platform.resources.object_store import S3Credentials, open_location
-from churn_platform.serving.inference_log import read_inference_log, read_object_log
+from churn_platform.serving.inference_log import (
+    default_inference_log_path,
+    read_inference_log,
+    read_object_log,
+)
+from churn_platform.serving.server_settings import ServerSettings
 
 
 class InferenceLogResource(dg.ConfigurableResource):
@@ -27,11 +33,22 @@ class InferenceLogResource(dg.ConfigurableResource):
     s3: S3Credentials = S3Credentials()
     max_rows: int = 5000
 
-    def window(self, version: str, spec: Spec | None = None) -> pd.DataFrame:
+    def window(self, version: str, spec: Spec) -> pd.DataFrame:
         """The newest ``max_rows`` requests ``version`` scored (an empty frame when none),
-        with a column per feature of ``spec`` (``version``'s own spec; None: the default)."""
+        with a column per feature of ``spec`` (``version``'s own spec)."""
         if self.storage_url:
             root = open_location(self.storage_url, self.s3.storage_options())
-            return read_object_log(root, version, self.max_rows, spec)
-        path = Path(self.log_dir) / f"{version}.jsonl" if self.log_dir else None
-        return read_inference_log(version, self.max_rows, path, spec)
+            return read_object_log(root, version, spec, self.max_rows)
+        if self.log_dir:
+            path = Path(self.log_dir) / f"{version}.jsonl"
+        else:
+            path = default_inference_log_path(version, _local_servers())
+        return read_inference_log(path, spec, self.max_rows)
+
+
+def _local_servers() -> ServerSettings:
+    """Where local model servers started in this environment write their logs."""
+    explicit = settings.get("CHURN_INFERENCE_LOG")
+    return ServerSettings(
+        home=settings.churn_home(), inference_log=Path(explicit) if explicit else None
+    )

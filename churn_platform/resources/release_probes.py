@@ -16,7 +16,7 @@ from churn_platform.core.release import StagingChecks
 from churn_platform.core.spec import Spec
 from churn_platform.resources.mlflow_registry import _fluent_store
 from churn_platform.serving import integration
-from churn_platform.serving.model_server import model_spec
+from churn_platform.serving.model_server.loading import model_spec
 from churn_platform.serving.traffic import TrafficGenerator
 
 
@@ -35,12 +35,12 @@ class ReleaseProbes(dg.ConfigurableResource):
         rows: pd.DataFrame,
         offline: np.ndarray,
         bounds: StagingChecks,
-        spec: Spec | None = None,
+        spec: Spec,
     ) -> list[CheckOutcome]:
         """Health, API contract, latency and online/offline parity of the server at ``url``.
 
         ``offline`` holds the offline pipeline's probabilities for ``rows``; requests hold
-        ``spec``'s features (the served model's spec; None: the default spec).
+        ``spec``'s features (the served model's spec).
         """
         return [
             integration.health_check(url),
@@ -52,10 +52,10 @@ class ReleaseProbes(dg.ConfigurableResource):
         ]
 
     def synthetic_traffic(
-        self, endpoint: str, rows: pd.DataFrame, rate: float, spec: Spec | None = None
+        self, endpoint: str, rows: pd.DataFrame, rate: float, spec: Spec
     ) -> TrafficGenerator:
         """A context manager sending ``rate`` requests/s of ``rows`` (cycling) to ``endpoint``
-        while open, each holding ``spec``'s features (None: the default spec).
+        while open, each holding ``spec``'s features (the candidate's spec).
 
         Only loopback endpoints are accepted (it is demo load for a laptop canary).
         """

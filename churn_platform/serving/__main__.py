@@ -24,13 +24,17 @@ every model server, the alert rules of ``deploy/k8s/prometheus``) into
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import socket
 import sys
+from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from churn_platform.serving.server_settings import ServerSettings
     from churn_platform.targets.local import LocalProcessTarget
 
 # before numpy / sklearn load: a 1-row predict must not fan out over every core
@@ -65,8 +69,7 @@ def _listen_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-level", default="warning")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m churn_platform.serving``."""
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m churn_platform.serving")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -100,24 +103,31 @@ def main(argv: list[str] | None = None) -> int:
     pm.add_argument(
         "--render-only", "--print", action="store_true", help="write and print the config only"
     )
+    return parser
 
-    args = parser.parse_args(argv)
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m churn_platform.serving``."""
+    args = _parser().parse_args(argv)
 
     if args.command == "model-server":
-        from churn_platform.serving.model_server import create_app
+        from churn_platform.serving.model_server.app import create_app
 
+        served = server_settings()
+        if args.tracking_uri:
+            served = dataclasses.replace(served, tracking_uri=args.tracking_uri)
         app = create_app(
             args.model_uri,
             args.version,
-            tracking_uri=args.tracking_uri,
+            settings=served,
             inference_log_path=args.inference_log,
         )
         _serve(app, args)
         return 0
     if args.command == "router":
-        from churn_platform.serving.router import create_router_app
+        from churn_platform.serving.router.app import create_router_app
 
-        _serve(create_router_app(args.state_file), args)
+        _serve(create_router_app(args.state_file, settings=server_settings()), args)
         return 0
 
     if args.command == "restore":
@@ -143,6 +153,33 @@ def main(argv: list[str] | None = None) -> int:
     where = args.environment or "all environments"
     print(f"stopped {len(stopped)} process(es) in {where}: {stopped}")
     return 0
+
+
+def server_settings(environ: Mapping[str, str] | None = None) -> ServerSettings:
+    """The serving processes' variables, read once (``environ``: default the process's)."""
+    from churn_platform import object_store, settings
+    from churn_platform.serving.server_settings import ServerSettings
+
+    log = settings.get("CHURN_INFERENCE_LOG", environ)
+    seed = settings.get("CHURN_FAULT_SEED", environ)
+    try:
+        storage, storage_error = settings.storage_url(environ), ""
+    except settings.SettingsError as exc:  # raised where the storage is used, not here
+        storage, storage_error = "", str(exc)
+    return ServerSettings(
+        home=settings.home_path(environ),
+        inference_log=Path(log) if log else None,
+        tracking_uri=settings.get("MLFLOW_TRACKING_URI", environ) or None,
+        fault_rate=float(settings.get("CHURN_FAULT_RATE", environ)),
+        fault_seed=None if seed is None else int(seed),
+        max_body_bytes=int(settings.get("CHURN_MAX_BODY_BYTES", environ)),
+        inference_log_max_bytes=int(settings.get("CHURN_INFERENCE_LOG_MAX_BYTES", environ)),
+        inference_log_backups=int(settings.get("CHURN_INFERENCE_LOG_BACKUPS", environ)),
+        storage_url=storage,
+        storage_options=object_store.options_from_env(environ),
+        storage_error=storage_error,
+        router_admin_token=str(settings.get("CHURN_ROUTER_ADMIN_TOKEN", environ)),
+    )
 
 
 def _status(target: LocalProcessTarget, environment: str | None) -> int:
@@ -209,7 +246,6 @@ def _registry_aliases() -> dict[str, str] | None:
 def _prometheus(target: LocalProcessTarget, args: argparse.Namespace) -> int:
     """Render the config, then exec prometheus (its PID is ours: stop it by that PID)."""
     import shutil
-    from pathlib import Path
 
     from churn_platform.settings import churn_home
 

@@ -23,13 +23,6 @@ class BodyTooLarge(Exception):
         self.limit = limit
 
 
-def max_body_bytes() -> int:
-    """``CHURN_MAX_BODY_BYTES`` (default 10 MB)."""
-    from churn_platform import settings
-
-    return int(settings.get("CHURN_MAX_BODY_BYTES"))
-
-
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, or ``BodyTooLarge`` as soon as it is known to exceed ``limit``."""
     declared = request.headers.get("content-length")

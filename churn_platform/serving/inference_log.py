@@ -1,20 +1,26 @@
 """The model servers' inference log, written and read back as canonical rows for the drift sensor.
 
-Two places: a JSON-lines file per version on a local disk (``model_server.InferenceLog``,
-read with ``read_inference_log``), or, when ``CHURN_STORAGE_URL`` is an object store,
+Two places: a JSON-lines file per version on a local disk (``InferenceLog``, read with
+``read_inference_log``), or, when ``CHURN_STORAGE_URL`` is an object store,
 batched Parquet objects ``<url>/inference_log/<version>/<time_ns>-<id>.parquet``
 (``ObjectInferenceLog``, read with ``read_object_log``). Each batch is one PUT, atomic per
 object, so a reader sees whole batches or none; replicas of one version write side by side.
 
 A logged line is the record as the server accepted it, so it holds the features of the
 served model's own spec; readers given that ``spec`` return a frame with every one of its
-features as a column (None where a line lacks it), the default spec's otherwise.
+features as a column (None where a line lacks it).
+
+The file log is buffered and flushed every ``LOG_FLUSH_RECORDS`` records, every
+``LOG_FLUSH_SECONDS`` seconds, and at shutdown. A file reaching
+``CHURN_INFERENCE_LOG_MAX_BYTES`` is rotated to ``<file>.1`` (``.1`` -> ``.2`` ...), keeping
+``CHURN_INFERENCE_LOG_BACKUPS`` rotated files.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import os
 import threading
 import time
 import uuid
@@ -24,16 +30,15 @@ from typing import Any
 
 import pandas as pd
 
-from churn_platform import object_store, settings
-from churn_platform.core.spec import Spec, default_spec
-from churn_platform.serving.model_server import (
-    LOG_FLUSH_RECORDS,
-    LOG_FLUSH_SECONDS,
-    InferenceLog,
-    default_inference_log_path,
-    rotated_path,
+from churn_platform.core.spec import Spec
+from churn_platform.serving.server_settings import (
+    DEFAULT_LOG_BACKUPS,
+    DEFAULT_LOG_MAX_BYTES,
+    ServerSettings,
 )
 
+LOG_FLUSH_RECORDS = 512
+LOG_FLUSH_SECONDS = 1.0
 LOG_PREFIX = "inference_log"
 # a batch object holds at most this many rows however the flush thresholds are set
 MAX_BUFFERED_ROWS = 100_000
@@ -41,26 +46,110 @@ MAX_BUFFERED_ROWS = 100_000
 _TAIL_BYTES_PER_ROW = 400
 
 
-def read_inference_log(
-    version: str, max_rows: int = 5000, path: Path | None = None, spec: Spec | None = None
-) -> pd.DataFrame:
-    """The newest ``max_rows`` scored requests of ``version`` (an empty frame when there are none),
-    with a column per feature of ``spec`` (the served model's; None: the default spec).
+class InferenceLog:
+    """Buffered JSON-lines log of scored records (what the drift sensor reads).
+
+    Each line is the record as received plus ``probability``, ``model_version`` and
+    ``ts`` (Unix seconds). Appends are in memory; the file is written in chunks.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        version: str,
+        *,
+        flush_records: int = LOG_FLUSH_RECORDS,
+        flush_seconds: float = LOG_FLUSH_SECONDS,
+        max_bytes: int = DEFAULT_LOG_MAX_BYTES,
+        backups: int = DEFAULT_LOG_BACKUPS,
+    ) -> None:
+        if max_bytes < 1 or backups < 0:
+            raise ValueError(f"max_bytes must be >= 1 and backups >= 0, got {max_bytes}, {backups}")
+        self.path = path
+        self.max_bytes = max_bytes
+        self.backups = backups
+        self.version = version
+        self._buffer: list[str] = []
+        self._flush_records = flush_records
+        self._flush_seconds = flush_seconds
+        self._last_flush = time.monotonic()
+        self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def append(self, records: Sequence[Mapping[str, Any]], probabilities: Sequence[float]) -> None:
+        """Buffer one line per record; flush when the buffer is big or old enough."""
+        ts = round(time.time(), 3)
+        lines = [
+            json.dumps({**r, "probability": p, "model_version": self.version, "ts": ts})
+            for r, p in zip(records, probabilities, strict=True)
+        ]
+        with self._lock:
+            self._buffer.extend(lines)
+            due = (
+                len(self._buffer) >= self._flush_records
+                or time.monotonic() - self._last_flush >= self._flush_seconds
+            )
+        if due:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write buffered lines to the file."""
+        with self._lock:
+            lines, self._buffer = self._buffer, []
+            self._last_flush = time.monotonic()
+        if lines:
+            with self._write_lock:  # one writer appends and rotates at a time
+                with self.path.open("a", encoding="utf-8") as f:
+                    f.write("\n".join(lines) + "\n")
+                    size = f.tell()
+                if size >= self.max_bytes:
+                    self._rotate()
+
+    def _rotate(self) -> None:
+        """<log> -> <log>.1 -> ... -> <log>.<backups>; the oldest beyond that is deleted."""
+        if self.backups == 0:
+            self.path.unlink(missing_ok=True)
+            return
+        oldest = rotated_path(self.path, self.backups)
+        oldest.unlink(missing_ok=True)
+        for n in range(self.backups - 1, 0, -1):
+            older = rotated_path(self.path, n)
+            if older.exists():
+                os.replace(older, rotated_path(self.path, n + 1))
+        os.replace(self.path, rotated_path(self.path, 1))
+
+
+def rotated_path(path: Path, n: int) -> Path:
+    """The ``n``-th rotated file of an inference log (``<log>.1`` is the newest)."""
+    return path.with_name(f"{path.name}.{n}")
+
+
+def default_inference_log_path(version: str, settings: ServerSettings) -> Path:
+    """``settings.inference_log`` (``CHURN_INFERENCE_LOG``) if set, else
+    ``<home>/inference_log/<version>.jsonl``."""
+    if settings.inference_log is not None:
+        return settings.inference_log
+    return settings.home / "inference_log" / f"{version}.jsonl"
+
+
+def read_inference_log(path: Path, spec: Spec, max_rows: int = 5000) -> pd.DataFrame:
+    """The newest ``max_rows`` scored requests in the log file ``path`` (an empty frame when
+    there are none), with a column per feature of ``spec`` (the served model's).
 
     Only the file's tail is read, so a sensor tick costs the same however long the log grew.
     A torn last line (a server mid-write) is ignored.
     """
-    log = path or default_inference_log_path(version)
-    rows = _tail_rows(log, max_rows)
+    rows = _tail_rows(path, max_rows)
     if len(rows) < max_rows:
         # just rotated: the newest rows before the rotation are in <log>.1
-        rows = _tail_rows(rotated_path(log, 1), max_rows - len(rows)) + rows
+        rows = _tail_rows(rotated_path(path, 1), max_rows - len(rows)) + rows
     return _with_features(pd.DataFrame(rows), spec)
 
 
-def _with_features(frame: pd.DataFrame, spec: Spec | None) -> pd.DataFrame:
+def _with_features(frame: pd.DataFrame, spec: Spec) -> pd.DataFrame:
     """``frame`` with a column for every feature of ``spec`` (None-filled where absent)."""
-    names = (spec or default_spec()).feature_names
+    names = spec.feature_names
     if frame.empty and not len(frame.columns):
         return pd.DataFrame(columns=list(names))
     for col in names:
@@ -176,11 +265,9 @@ class ObjectInferenceLog:
         self.flush()
 
 
-def read_object_log(
-    root: Path, version: str, max_rows: int = 5000, spec: Spec | None = None
-) -> pd.DataFrame:
+def read_object_log(root: Path, version: str, spec: Spec, max_rows: int = 5000) -> pd.DataFrame:
     """The newest ``max_rows`` rows ``version``'s servers logged under ``root`` (empty frame
-    when none), with a column per feature of ``spec`` (None: the default spec). Only the
+    when none), with a column per feature of ``spec`` (the served model's). Only the
     newest batches are read, so a tick costs the same however many batches there are
     (apart from listing them)."""
     folder = object_log_folder(root, version)
@@ -206,18 +293,17 @@ def read_object_log(
 
 
 def open_inference_log(
-    version: str, path: str | Path | None = None
+    version: str, settings: ServerSettings, path: str | Path | None = None
 ) -> InferenceLog | ObjectInferenceLog:
-    """A model server's log: the file ``path`` if given; else batch objects under
-    ``CHURN_STORAGE_URL`` when it is an object store (credentials from the AWS variables);
-    else the JSON-lines file ``default_inference_log_path(version)``."""
+    """A model server's log: the file ``path`` if given; else batch objects under the
+    storage when it is an object store; else the JSON-lines file
+    ``default_inference_log_path(version, settings)``."""
     rotation = {
-        "max_bytes": int(settings.get("CHURN_INFERENCE_LOG_MAX_BYTES")),
-        "backups": int(settings.get("CHURN_INFERENCE_LOG_BACKUPS")),
+        "max_bytes": settings.inference_log_max_bytes,
+        "backups": settings.inference_log_backups,
     }
     if path:
         return InferenceLog(Path(path), version, **rotation)
-    if settings.storage_is_remote():
-        root = object_store.open_location(settings.storage_url(), object_store.options_from_env())
-        return ObjectInferenceLog(root, version)
-    return InferenceLog(default_inference_log_path(version), version, **rotation)
+    if settings.storage_is_remote:
+        return ObjectInferenceLog(settings.storage_root(), version)
+    return InferenceLog(default_inference_log_path(version, settings), version, **rotation)

@@ -1,7 +1,7 @@
 """Layer 4: integration checks against a running model server (health, contract, latency, parity).
 
-Requests are built from the columns of the served model's own spec (``spec``; None: the
-shipped default spec), which may differ from the spec that is current: a server takes the
+Requests are built from the columns of the served model's own spec (``spec``), which may
+differ from the spec that is current: a server takes the
 columns its model was trained on.
 """
 
@@ -16,13 +16,12 @@ import numpy as np
 import pandas as pd
 
 from churn_platform.core.model_checks import CheckOutcome
-from churn_platform.core.spec import Spec, default_spec
+from churn_platform.core.spec import Spec
 
 
-def records(frame: pd.DataFrame, spec: Spec | None = None) -> list[dict[str, object]]:
+def records(frame: pd.DataFrame, spec: Spec) -> list[dict[str, object]]:
     """Validated rows as JSON-ready request records holding ``spec``'s model inputs (dates
     as ISO strings, nulls as None)."""
-    spec = spec or default_spec()
     missing = [c for c in spec.feature_names if c not in frame.columns]
     if missing:
         raise ValueError(
@@ -35,10 +34,9 @@ def records(frame: pd.DataFrame, spec: Spec | None = None) -> list[dict[str, obj
     return json.loads(inputs.to_json(orient="records"))
 
 
-def dropped_column(spec: Spec | None = None) -> str:
+def dropped_column(spec: Spec) -> str:
     """The column the API contract check leaves out of a record: the spec's first numeric
     feature (``monthly_spend`` in the default spec), else its first feature."""
-    spec = spec or default_spec()
     numeric = spec.of_kind("numeric")
     return numeric[0] if numeric else spec.feature_names[0]
 
@@ -59,7 +57,7 @@ def health_check(url: str, timeout: float = 5.0) -> CheckOutcome:
 
 
 def api_contract_check(
-    url: str, frame: pd.DataFrame, timeout: float = 10.0, spec: Spec | None = None
+    url: str, frame: pd.DataFrame, timeout: float = 10.0, *, spec: Spec
 ) -> CheckOutcome:
     """Valid records get one probability each; a record missing a column gets a 4xx naming it."""
     problems: list[str] = []
@@ -95,7 +93,8 @@ def latency_check(
     frame: pd.DataFrame,
     requests: int = 50,
     p95_bound_ms: float = 250.0,
-    spec: Spec | None = None,
+    *,
+    spec: Spec,
 ) -> CheckOutcome:
     """p95 latency of single-row predictions stays under the bound."""
     try:
@@ -143,7 +142,8 @@ def parity_check(
     frame: pd.DataFrame,
     offline: np.ndarray,
     tolerance: float = 1e-9,
-    spec: Spec | None = None,
+    *,
+    spec: Spec,
 ) -> CheckOutcome:
     """Online predictions equal the offline pipeline's for the same rows."""
     try:

@@ -25,7 +25,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from churn_platform.serving.model_server import MAX_RECORDS, InputError, InputSchema, _quote
+from churn_platform.serving.model_server.schema import MAX_RECORDS, InputError, InputSchema, quote
 
 DF_RECORDS = "dataframe_records"
 DF_SPLIT = "dataframe_split"
@@ -76,7 +76,7 @@ def records_from_invocation(
     else:
         raise ProtocolError(
             f"This predictor only supports the following content types: "
-            f"['{CONTENT_TYPE_CSV}', '{CONTENT_TYPE_JSON}']. Got {_quote(content_type)}.",
+            f"['{CONTENT_TYPE_CSV}', '{CONTENT_TYPE_JSON}']. Got {quote(content_type)}.",
             415,
         )
     if not records:
@@ -109,7 +109,7 @@ def _json_records(body: bytes, schema: InputSchema) -> list[Mapping[str, Any]]:
         payload = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ProtocolError(
-            f"Ensure that input is a valid JSON formatted string. Error: {_quote(str(exc))}"
+            f"Ensure that input is a valid JSON formatted string. Error: {quote(str(exc))}"
         ) from None
     if isinstance(payload, list):
         raise ProtocolError(f"{REQUIRED_INPUT_FORMAT}. Received a list{_example(schema)}")
@@ -119,7 +119,7 @@ def _json_records(body: bytes, schema: InputSchema) -> list[Mapping[str, Any]]:
         )
     keys = [k for k in SUPPORTED_FORMATS if k in payload]
     if len(keys) != 1:
-        shown = [_quote(k) for k in list(payload)[:10]]
+        shown = [quote(k) for k in list(payload)[:10]]
         raise ProtocolError(
             f"{REQUIRED_INPUT_FORMAT}. Received dictionary with input fields: {shown}"
             + _example(schema)
@@ -156,7 +156,7 @@ def _split_records(data: Any) -> list[Mapping[str, Any]]:
     if "data" not in data or extra:
         raise ProtocolError(
             "Dataframe split format must have 'data' field and optionally 'columns' and "
-            f"'index' fields. Got {sorted(_quote(k) for k in list(data)[:10])}"
+            f"'index' fields. Got {sorted(quote(k) for k in list(data)[:10])}"
         )
     columns, rows = data.get("columns"), data["data"]
     if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
@@ -172,7 +172,7 @@ def _split_records(data: Any) -> list[Mapping[str, Any]]:
         if not isinstance(row, list) or len(row) != len(columns):
             raise ProtocolError(
                 f"dataframe_split.data[{i}] must be a list of {len(columns)} values "
-                f"(one per column), got {_quote(row)}"
+                f"(one per column), got {quote(row)}"
             )
         records.append(dict(zip(columns, row, strict=True)))
     return records
@@ -233,11 +233,21 @@ def _csv_value(schema: InputSchema, name: str, value: str, i: int) -> Any:
             return float(value)
     except ValueError:
         raise ProtocolError(
-            f"records[{i}].{name} must be a number, got {_quote(value)} (CSV row {i + 1})"
+            f"records[{i}].{name} must be a number, got {quote(value)} (CSV row {i + 1})"
         ) from None
     lowered = value.strip().lower()
     if lowered in ("true", "1"):
         return True
     if lowered in ("false", "0"):
         return False
-    raise ProtocolError(f"records[{i}].{name} must be true or false, got {_quote(value)}")
+    raise ProtocolError(f"records[{i}].{name} must be true or false, got {quote(value)}")
+
+
+def mlflow_version_text() -> str:
+    """The installed MLflow's version, what ``mlflow models serve`` answers on /version."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mlflow")
+    except PackageNotFoundError:
+        return "unknown"

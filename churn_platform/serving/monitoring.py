@@ -26,17 +26,15 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from churn_platform.core.drift_monitor import PSI_EXPORT_KEY, parse_psi_export
+from churn_platform.serving.server_settings import ServerSettings
 
 log = logging.getLogger(__name__)
 
 
-def default_psi_location() -> Path:
+def default_psi_location(settings: ServerSettings) -> Path:
     """Where the drift sensor writes its PSI document: ``monitoring/feature_psi.json`` in the
     storage (``CHURN_STORAGE_URL``, default ``CHURN_HOME``; AWS variables for ``s3://``)."""
-    from churn_platform import object_store, settings
-
-    root = object_store.open_location(settings.storage_url(), object_store.options_from_env())
-    return root / PSI_EXPORT_KEY
+    return settings.storage_root() / PSI_EXPORT_KEY
 
 
 def read_psi_text(location: Path) -> str | None:

@@ -1,0 +1,52 @@
+"""The model server: one registered model version behind HTTP, with Prometheus metrics.
+
+``app.create_app(model_uri, version, settings)`` returns a Starlette app:
+
+- ``POST /predict``: JSON ``{"records": [{column: value, ...}, ...]}`` (a bare list of
+  records, or MLflow's ``{"dataframe_records": [...]}``, is accepted too). Answers
+  ``{"model_version": V, "probabilities": [p, ...]}``, one churn probability per record.
+  Input is checked against the spec the model was logged with (MLmodel metadata
+  ``churn_spec``; a model logged before specs falls back to its signature, then to the
+  shipped default spec), never against the spec that is current: the server takes the
+  columns its own model was trained on. Malformed JSON is a 400, a missing / unknown /
+  wrongly typed field, a value out of range (a date past 2262, a number beyond 1e12)
+  or an empty batch is a 422 whose message names the record, the field, a short prefix
+  of the value and what to send. A 500 means the server itself failed.
+- ``POST /invocations``: MLflow's scoring protocol (``mlflow models serve``): JSON with one
+  of ``dataframe_split``, ``dataframe_records``, ``instances``, ``inputs``, or ``text/csv``;
+  answers ``{"predictions": [p, ...]}`` (the churn probabilities ``/predict`` gives) and
+  refuses bad input with MLflow's ``{"error_code": "BAD_REQUEST", "message": ...}`` (400,
+  naming the field). See ``mlflow_protocol``. ``GET /ping`` and ``GET /version`` answer
+  as MLflow's server does.
+- ``GET /health``: 200 ``{"status": "ok"}`` once the model is loaded (with the model's
+  ``spec_hash`` and ``inputs``, the columns a request must hold); 503 with
+  ``"loading"`` before, or ``"failed"`` and the error if loading failed.
+- ``GET /metrics``: Prometheus text. ``http_requests_total{path, status, model_version}``
+  counts ``/predict`` and ``/invocations`` answers only, so health checks and scrapes never
+  dilute the error rate the canary reads; ``http_request_duration_seconds`` (latency
+  histogram) and ``churn_prediction_score`` (histogram of predicted probabilities).
+- A request body over ``CHURN_MAX_BODY_BYTES`` (default 10 MB) is a 413, refused before it
+  is read (``http_limits``).
+
+The variables are read once, by ``python -m churn_platform.serving``, into a
+``ServerSettings`` that ``create_app`` takes.
+
+Every scored record is appended, with its probability, to a JSON-lines inference log
+(default ``$CHURN_HOME/inference_log/<version>.jsonl``) that the drift sensor reads;
+``serving.inference_log`` buffers, flushes and rotates it.
+
+Fault injection (tests and demos): ``CHURN_FAULT_RATE=0.5`` makes that fraction of
+``/predict`` requests fail deliberately with a 500 (counted as 5xx like a real
+failure) after their input passed validation; ``CHURN_FAULT_SEED`` fixes the sequence.
+
+Scoring is micro-batched (``batching.MicroBatcher``): a pipeline call costs about the same for
+one row as for a hundred, so requests that arrive while the model is busy are scored
+together in the next call, in one worker thread, while the event loop parses the next
+requests. Run one process per model version with ``OMP_NUM_THREADS=1`` (the CLI sets it).
+
+The modules, one job each: ``schema`` (request fields, checks, the model's input frame),
+``scoring`` (probabilities and scoring failures, no HTTP), ``answers`` (each protocol's
+bodies and statuses, no HTTP), ``batching``, ``faults``, ``instruments`` (Prometheus),
+``loading`` (the model and its schema from MLflow), ``service`` (one served version) and
+``app`` (the factory and its thin routes).
+"""

@@ -1,0 +1,120 @@
+"""The two scoring protocols' answers, without HTTP: how a request body becomes records,
+and how each outcome becomes a status and a JSON body.
+
+``/predict`` is the platform's own (``{"records": [...]}`` in, ``probabilities`` out, errors
+as ``{"error", "model_version"}``); ``/invocations`` is MLflow's scoring protocol
+(``predictions`` out, errors as ``{"error_code", "message"}``, every answer carrying
+``x-model-version``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from churn_platform.serving.http_limits import BodyTooLarge
+from churn_platform.serving.mlflow_protocol import error_body, records_from_invocation
+from churn_platform.serving.model_server.schema import InputError, InputSchema, quote
+from churn_platform.serving.model_server.scoring import Scored
+
+
+class Answer(NamedTuple):
+    """An HTTP answer as data: status, JSON body, extra headers; for the metrics, the
+    ``scores`` answered and the ``observed`` status (an MLflow 400 may stand for a 422 of
+    the model)."""
+
+    status: int
+    body: Any
+    headers: dict[str, str] | None = None
+    observed: int | None = None
+    scores: np.ndarray | None = None
+
+
+class PredictAnswers:
+    """``POST /predict``."""
+
+    path = "/predict"
+
+    def __init__(self, version: str) -> None:
+        self.version = version
+
+    def records(
+        self, body: bytes, content_type: str | None, schema: InputSchema
+    ) -> list[Mapping[str, Any]]:
+        """The records of a request body, or an ``InputError`` saying what to send."""
+        try:
+            payload = json.loads(body)
+        except ValueError as exc:
+            raise InputError(
+                f"body is not valid JSON ({quote(str(exc))}); send "
+                f"{schema.example()} with Content-Type application/json",
+                400,
+            ) from None
+        return schema.records_from_payload(payload)
+
+    def _error(self, status: int, message: str) -> Answer:
+        return Answer(status, {"error": message, "model_version": self.version})
+
+    def unavailable(self, detail: str) -> Answer:
+        """The model is not loaded (yet, or at all)."""
+        return self._error(503, detail)
+
+    def too_large(self, exc: BodyTooLarge) -> Answer:
+        """The body is over the limit."""
+        return self._error(413, str(exc))
+
+    def refused(self, exc: InputError) -> Answer:
+        """The input is not what the model takes."""
+        return self._error(exc.status, str(exc))
+
+    def scored(self, outcome: Scored) -> Answer:
+        """The probabilities, or the scoring failure."""
+        if outcome.scores is None:
+            return self._error(outcome.status, outcome.error)
+        body = {"model_version": self.version, "probabilities": outcome.scores.tolist()}
+        return Answer(200, body, scores=outcome.scores)
+
+
+class InvocationAnswers:
+    """``POST /invocations`` (MLflow's scoring protocol)."""
+
+    path = "/invocations"
+
+    def __init__(self, version: str) -> None:
+        self.headers = {"x-model-version": version}
+
+    def records(
+        self, body: bytes, content_type: str | None, schema: InputSchema
+    ) -> list[Mapping[str, Any]]:
+        """The records of a request body, or a ``ProtocolError`` saying what to send."""
+        return records_from_invocation(body, content_type, schema)
+
+    def _error(self, status: int, code: str, message: str, observed: int | None = None) -> Answer:
+        body = {"error_code": code, "message": message}
+        return Answer(status, body, self.headers, observed)
+
+    def unavailable(self, detail: str) -> Answer:
+        """The model is not loaded (yet, or at all)."""
+        return self._error(503, "TEMPORARILY_UNAVAILABLE", detail)
+
+    def too_large(self, exc: BodyTooLarge) -> Answer:
+        """The body is over the limit."""
+        return self._error(413, "RESOURCE_LIMIT_EXCEEDED", str(exc))
+
+    def refused(self, exc: InputError) -> Answer:
+        """MLflow answers every input problem with 400 BAD_REQUEST; so do we."""
+        status = exc.status if exc.status in (413, 415) else 400
+        return Answer(status, error_body(exc), self.headers)
+
+    def scored(self, outcome: Scored) -> Answer:
+        """The predictions, or the scoring failure (4xx as 400, as MLflow does)."""
+        if outcome.scores is None:
+            client = outcome.status < 500
+            status = 400 if client else outcome.status
+            code = "BAD_REQUEST" if client else "INTERNAL_ERROR"
+            return self._error(status, code, outcome.error, observed=outcome.status)
+        body = {"predictions": outcome.scores.tolist()}
+        return Answer(200, body, self.headers, scores=outcome.scores)

@@ -1,0 +1,321 @@
+"""The request schema: which fields a model takes, checked record by record.
+
+``InputSchema`` turns JSON records into the DataFrame the model was trained on, built from
+the spec the model was logged with (or, for a model logged before specs, its MLflow
+signature). Anything the model cannot take is an ``InputError`` (a 4xx) whose message
+names the record, the field, a short prefix of the value and what to send.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from churn_platform.core.spec import Spec
+
+MAX_RECORDS = 10_000
+
+# MLflow signature types -> (kind used for validation, pandas dtype)
+_SIGNATURE_KINDS: dict[str, tuple[str, str]] = {
+    "long": ("int", "Int64"),
+    "integer": ("int", "Int64"),
+    "double": ("float", "float64"),
+    "float": ("float", "float64"),
+    "string": ("str", "string"),
+    "boolean": ("bool", "boolean"),
+    "datetime": ("datetime", "datetime64[ns]"),
+}
+_DTYPE_KINDS: dict[str, str] = {
+    "Int64": "int",
+    "float64": "float",
+    "string": "str",
+    "boolean": "bool",
+    "datetime64[ns]": "datetime",
+}
+_KIND_HINTS: dict[str, str] = {
+    "int": "a whole number",
+    "float": "a number",
+    "str": "a string",
+    "bool": "true or false",
+    "datetime": "an ISO date string such as '2025-03-01'",
+}
+
+
+class InputError(ValueError):
+    """A request the caller must fix; carries the HTTP status to answer with."""
+
+    def __init__(self, message: str, status: int = 422) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Column:
+    """One input field the model takes."""
+
+    name: str
+    kind: str  # int | float | str | bool | datetime
+    dtype: str  # pandas dtype of the column handed to the model
+    categories: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        """'region (a string, one of north, south, east, west)'."""
+        hint = _KIND_HINTS[self.kind]
+        if self.categories:
+            hint += ", one of " + ", ".join(self.categories)
+        return f"{self.name} ({hint})"
+
+
+class InputSchema:
+    """Checks JSON records and turns them into the DataFrame the model was trained on.
+
+    ``spec`` is the table spec the columns came from (None when built from a signature
+    or by hand); the server reports its hash on ``/health``.
+    """
+
+    def __init__(self, columns: Sequence[Column], spec: Spec | None = None) -> None:
+        if not columns:
+            raise ValueError("InputSchema needs at least one column")
+        self.columns = tuple(columns)
+        self.by_name = {c.name: c for c in self.columns}
+        self.spec = spec
+        self._expected = ", ".join(c.describe() for c in self.columns)
+
+    @classmethod
+    def from_spec(cls, spec: Spec) -> InputSchema:
+        """A spec's model inputs (``spec.feature_names``, in order) with its validated dtypes;
+        a categorical feature accepts only its ``allowed`` values."""
+        dtypes = spec.dtypes
+        return cls(
+            [
+                Column(
+                    name,
+                    _DTYPE_KINDS[dtypes[name]],
+                    dtypes[name],
+                    tuple(feature.allowed or ()) if feature.kind == "categorical" else (),
+                )
+                for name, feature in spec.features.items()
+            ],
+            spec,
+        )
+
+    def in_model_order(self, pipeline: Any) -> InputSchema:
+        """This schema with its columns in the order ``pipeline`` was fitted on.
+
+        scikit-learn refuses a frame whose columns come in another order than at fit time,
+        and a spec read back from MLmodel metadata has its features sorted by name (MLflow
+        writes the YAML with sorted keys), so the fitted pipeline's ``feature_names_in_``
+        decides the order (columns it was not fitted on, which a column transformer
+        ignores, follow). A pipeline fitted on a column the schema lacks cannot score any
+        request: that is an error naming it, raised when the model loads.
+        """
+        fitted = getattr(pipeline, "feature_names_in_", None)
+        if fitted is None:
+            return self
+        names = [str(n) for n in fitted]
+        lacking = [n for n in names if n not in self.by_name]
+        if lacking:
+            source = f"spec {self.spec.name!r} ({self.spec.short_hash})" if self.spec else "schema"
+            raise ValueError(
+                f"the model was fitted on column(s) {lacking} that its {source} does not "
+                f"declare (it declares {list(self.by_name)}); log the model with the spec "
+                "it was trained on"
+            )
+        order = names + [c.name for c in self.columns if c.name not in set(names)]
+        if order == [c.name for c in self.columns]:
+            return self
+        return InputSchema([self.by_name[n] for n in order], self.spec)
+
+    def example_field(self) -> tuple[str, str]:
+        """(a real column, a JSON value it takes): what error messages show as an example."""
+        column = next((c for c in self.columns if c.kind in ("int", "float")), self.columns[0])
+        value = {"int": "3", "float": "3.5", "bool": "true", "str": '"..."'}.get(
+            column.kind, '"2025-03-01"'
+        )
+        if column.categories:
+            value = json.dumps(column.categories[0])
+        return column.name, value
+
+    def example(self) -> str:
+        """A request body naming a real column, e.g. ``{"records": [{"tenure_months": 3, ...}]}``."""
+        name, value = self.example_field()
+        return f'{{"records": [{{"{name}": {value}, ...}}]}}'
+
+    @classmethod
+    def from_signature(cls, signature: Any, spec: Spec) -> InputSchema:
+        """From an MLflow ``ModelSignature`` with column-based inputs (else ``spec``'s inputs).
+
+        For models logged before specs, with ``spec`` the spec they were trained on (the
+        shipped one, ``spec_of_model_metadata``). Columns of ``spec`` keep its dtype and
+        allowed values (what training saw); other columns get the dtype matching their
+        MLflow type.
+        """
+        inputs = getattr(signature, "inputs", None)
+        specs = getattr(inputs, "inputs", None) if inputs is not None else None
+        if not specs or not all(getattr(column, "name", None) for column in specs):
+            return cls.from_spec(spec)
+        known = cls.from_spec(spec).by_name
+        columns = []
+        for column in specs:
+            type_name = getattr(column.type, "name", str(column.type))
+            if column.name in known:
+                columns.append(known[column.name])
+                continue
+            if type_name not in _SIGNATURE_KINDS:
+                raise ValueError(
+                    f"model signature column {column.name!r} has type {type_name!r}, which the "
+                    f"model server cannot take from JSON; use one of {sorted(_SIGNATURE_KINDS)}"
+                )
+            kind, dtype = _SIGNATURE_KINDS[type_name]
+            columns.append(Column(column.name, kind, dtype))
+        return cls(columns)
+
+    def records_from_payload(self, payload: Any) -> list[Mapping[str, Any]]:
+        """The list of records in a parsed JSON body, or an ``InputError`` saying what to send."""
+        if isinstance(payload, list):
+            records = payload
+        elif isinstance(payload, dict):
+            keys = [k for k in ("records", "dataframe_records") if k in payload]
+            extra = sorted(set(payload) - {"records", "dataframe_records"})
+            if len(keys) != 1 or extra:
+                raise InputError(
+                    f"body has fields {sorted(payload)}; send one field 'records' holding a "
+                    f"list of objects, e.g. {self.example()}",
+                    400,
+                )
+            records = payload[keys[0]]
+            if not isinstance(records, list):
+                raise InputError(
+                    f"'{keys[0]}' must be a list of objects, got {type(records).__name__}"
+                )
+        else:
+            raise InputError(
+                f"body must be a JSON object or list, got {type(payload).__name__}; "
+                'send {"records": [{...}, ...]}',
+                400,
+            )
+        if not records:
+            raise InputError(
+                "records is empty; send at least one record with the fields " + self._expected
+            )
+        if len(records) > MAX_RECORDS:
+            raise InputError(
+                f"{len(records)} records in one request; send at most {MAX_RECORDS} per request",
+                413,
+            )
+        return records
+
+    def check(self, records: Sequence[Any]) -> dict[str, list[Any]]:
+        """Validate ``records``; return their values column by column (checked, converted)."""
+        values: dict[str, list[Any]] = {c.name: [] for c in self.columns}
+        names = self.by_name
+        for i, record in enumerate(records):
+            if not isinstance(record, dict):
+                raise InputError(
+                    f"records[{i}] must be an object of field: value, got "
+                    f"{type(record).__name__}; expected fields: {self._expected}"
+                )
+            if len(record) != len(names) or any(k not in names for k in record):
+                unknown = sorted(k for k in record if k not in names)
+                if unknown:
+                    raise InputError(
+                        f"records[{i}] has unknown field(s) {unknown}; send only: {self._expected}"
+                    )
+                missing = [c for c in self.columns if c.name not in record]
+                raise InputError(
+                    f"records[{i}] is missing field(s) " + ", ".join(c.describe() for c in missing)
+                )
+            for column in self.columns:
+                values[column.name].append(check_value(column, record[column.name], i))
+        return values
+
+    def build(self, values: Mapping[str, list[Any]]) -> pd.DataFrame:
+        """The model's input frame (schema order and dtypes) from checked column values."""
+        data = {}
+        for column in self.columns:
+            col = values[column.name]
+            if column.kind == "datetime":
+                data[column.name] = pd.to_datetime(pd.Series(col, dtype="object")).astype(
+                    column.dtype
+                )
+            else:
+                data[column.name] = pd.array(col, dtype=column.dtype)
+        return pd.DataFrame(data)
+
+    def frame(self, records: Sequence[Any]) -> pd.DataFrame:
+        """Validate ``records`` and build the model's input frame."""
+        return self.build(self.check(records))
+
+
+# numbers beyond this are no real tenure, spend or count; left in, they overflow integer
+# columns or the features' arithmetic and would turn a client's mistake into a 500
+MAX_ABS_NUMBER = 1e12
+QUOTE_CHARS = 40
+
+
+def quote(value: Any) -> str:
+    """``repr(value)``, cut to a short prefix: an error message never echoes a huge input."""
+    text = repr(value)
+    return text if len(text) <= QUOTE_CHARS else text[:QUOTE_CHARS] + f"... ({len(text)} chars)"
+
+
+def check_value(column: Column, value: Any, i: int) -> Any:
+    """One value, checked and converted (None stays None: the pipeline imputes).
+
+    Anything the model cannot take raises ``InputError`` (a 4xx) naming the record, the
+    field and a short prefix of the value, never an error deeper down that would be a 500.
+    """
+    if value is None:
+        return None
+    kind = column.kind
+    where = f"records[{i}].{column.name}"
+    ok = True
+    if kind == "int":
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind == "float":
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if ok and not math.isfinite(value):
+            raise InputError(f"{where} must be finite, got {quote(value)}")
+    elif kind == "str":
+        ok = isinstance(value, str)
+        if ok and column.categories and value not in column.categories:
+            raise InputError(
+                f"{where} is {quote(value)}; send one of " + ", ".join(column.categories)
+            )
+    elif kind == "bool":
+        ok = isinstance(value, bool)
+    elif kind == "datetime":
+        if not isinstance(value, str):
+            ok = False
+        else:
+            try:
+                parsed = dt.datetime.fromisoformat(value)
+            except ValueError:
+                ok = False
+            else:
+                if parsed.tzinfo is not None:
+                    parsed = parsed.astimezone(dt.UTC).replace(tzinfo=None)
+                if not pd.Timestamp.min < parsed < pd.Timestamp.max:
+                    raise InputError(
+                        f"{where} is {quote(value)}, outside the dates the model takes "
+                        f"({pd.Timestamp.min.date()} to {pd.Timestamp.max.date()})"
+                    )
+                value = parsed
+    if not ok:
+        raise InputError(
+            f"{where} must be {_KIND_HINTS[kind]}, got {quote(value)} ({type(value).__name__})"
+        )
+    if kind in ("int", "float") and abs(value) > MAX_ABS_NUMBER:
+        raise InputError(
+            f"{where} is {quote(value)}, outside the range the model takes "
+            f"(-{MAX_ABS_NUMBER:g} to {MAX_ABS_NUMBER:g})"
+        )
+    return value
