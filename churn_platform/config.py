@@ -165,6 +165,7 @@ class PlatformConfig:
     notify: NotifyConfig
     models: tuple[ModelConfig, ...]
     platform_file: str = ""
+    kubernetes: Any = None  # KubernetesSettings on Kubernetes (its client loads only there)
 
     def model(self, name: str | None = None) -> ModelConfig:
         """The model called ``name`` (default: the first); an unknown name lists the known."""
@@ -222,6 +223,9 @@ def load_config(environ: Mapping[str, str] | None = None) -> PlatformConfig:
         ),
         models=models,
         platform_file=str(Path(platform_file).expanduser().resolve()) if platform_file else "",
+        kubernetes=settings.kubernetes_settings_from_env(env)
+        if settings.get(settings.ENV_VAR, env) == "kubernetes"
+        else None,
     )
 
 

@@ -458,12 +458,6 @@ def home_path(environ: Mapping[str, str] | None = None) -> Path:
     return Path(get(HOME_VAR, environ)).expanduser().resolve()
 
 
-def inherited_environment() -> dict[str, str]:
-    """A copy of this process's environment, the base of the server processes it starts
-    when their target is given none (``targets.local``)."""
-    return dict(os.environ)
-
-
 def churn_home() -> Path:
     """The folder for local state (snapshots, MLflow store, deployments); created on demand."""
     home = home_path()

@@ -29,7 +29,6 @@ from churn_platform.definitions import build_definitions
 from churn_platform.defs.automation import retraining_selection
 from churn_platform.resources.data_source import FileSourceResource, SyntheticSourceResource
 from churn_platform.resources.environments import resources_for_environment
-from churn_platform.resources.inference_log import InferenceLogResource
 from churn_platform.resources.notify import Notifier
 from churn_platform.serving.inference_log import InferenceLog, default_inference_log_path
 from churn_platform.serving.integration import records
@@ -111,7 +110,7 @@ def tick(
         resources={
             "mlflow_registry": resource("mlflow_registry"),
             "data_source": data_source,
-            "inference_log": InferenceLogResource(),
+            "inference_log": resource("inference_log"),
             "notifier": Notifier(),
             "storage": resource("storage"),
         },

@@ -26,7 +26,6 @@ from churn_platform.core import drift
 from churn_platform.core.spec import MODEL_METADATA_KEY, parse_spec
 from churn_platform.defs.automation import PROFILE_ARTIFACT
 from churn_platform.resources.data_source import SyntheticSourceResource
-from churn_platform.resources.inference_log import InferenceLogResource
 from churn_platform.resources.mlflow_registry import _fluent_store
 from churn_platform.resources.notify import Notifier
 from churn_platform.serving.inference_log import InferenceLog, default_inference_log_path
@@ -96,7 +95,7 @@ def tick() -> Any:
         resources={
             "mlflow_registry": resource("mlflow_registry"),
             "data_source": SyntheticSourceResource(n_rows=2_000, seed=7),
-            "inference_log": InferenceLogResource(),
+            "inference_log": resource("inference_log"),
             "notifier": Notifier(),
             "storage": resource("storage"),
         },

@@ -150,6 +150,8 @@ ENV_READERS = {
     "of each week for the jobs it starts",
     "churn_platform/object_store.py": "reads the AWS variables boto/s3fs read themselves, to "
     "name them (never their values) in resources",
+    "churn_platform/targets/local/process.py": "a child process gets the parent's environment "
+    "plus overrides: subprocess needs the whole mapping, copied when the child starts",
     "churn_platform/resources/mlflow_registry.py": "restores MLFLOW_TRACKING_URI/REGISTRY_URI "
     "that mlflow.set_tracking_uri exports, so one store does not leak into child processes",
 }
@@ -170,16 +172,24 @@ SETTINGS_READERS = {
     "drift_settings",
     "auto_release",
     "kubernetes_settings_from_env",
-    "inherited_environment",
 }
 
 
 def _settings_reads(path: Path) -> Iterator[tuple[int, str]]:
     """(line, name) for every use of an environment-reading function of ``settings``:
-    ``settings.get(...)`` or ``from churn_platform.settings import get``."""
-    for node in ast.walk(ast.parse(path.read_text())):
+    ``settings.get(...)`` (the module imported as ``settings``) or
+    ``from churn_platform.settings import get``."""
+    tree = ast.parse(path.read_text())
+    module_imported = any(
+        isinstance(node, ast.ImportFrom)
+        and node.module == "churn_platform"
+        and any(a.name == "settings" and a.asname in (None, "settings") for a in node.names)
+        for node in ast.walk(tree)
+    )
+    for node in ast.walk(tree):
         if (
-            isinstance(node, ast.Attribute)
+            module_imported
+            and isinstance(node, ast.Attribute)
             and isinstance(node.value, ast.Name)
             and node.value.id == "settings"
             and node.attr in SETTINGS_READERS

@@ -18,7 +18,6 @@ import pytest
 from churn_platform.core.synthetic import SyntheticSpec, generate
 from churn_platform.defs import notifications
 from churn_platform.resources.data_source import SyntheticSourceResource
-from churn_platform.resources.inference_log import InferenceLogResource
 from churn_platform.resources.notify import NotificationError, Notifier
 from churn_platform_tests.pipeline import resource, sensor
 from churn_platform_tests.test_automation import SHIFTED, register
@@ -188,7 +187,7 @@ def test_one_message_per_drift_episode(churn_home: Path, receiver: Receiver) -> 
     resources = {
         "mlflow_registry": resource("mlflow_registry"),
         "data_source": SyntheticSourceResource(**SHIFTED),
-        "inference_log": InferenceLogResource(),
+        "inference_log": resource("inference_log"),
         "notifier": notifier(receiver),
         "storage": resource("storage"),
     }

@@ -182,14 +182,13 @@ def assert_predict_follows(url: str, version: str, spec: Spec, data: Path) -> No
 def tick_drift_sensor(source_path: Path) -> Any:
     """One evaluation of the PSI drift sensor on ``source_path`` against the champion."""
     from churn_platform.resources.data_source import FileSourceResource
-    from churn_platform.resources.inference_log import InferenceLogResource
     from churn_platform.resources.notify import Notifier
 
     context = dg.build_sensor_context(
         resources={
             "mlflow_registry": resource("mlflow_registry"),
             "data_source": FileSourceResource(path=str(source_path)),
-            "inference_log": InferenceLogResource(),
+            "inference_log": resource("inference_log"),
             "notifier": Notifier(),
             "storage": resource("storage"),
         },

@@ -25,12 +25,12 @@ __all__ = ["KubernetesDeploymentResource", "LocalDeploymentResource"]
 class LocalDeploymentResource(DeploymentResource):
     """Model versions as processes on 127.0.0.1 behind a weighted router per environment.
 
-    ``state_dir`` defaults to ``$CHURN_HOME/deployments``; a router port of 0 picks a
-    free port once and keeps it. ``tracking_uri`` is the store the servers load their
+    ``state_dir`` is the model's deployment folder (``$CHURN_HOME/deployments`` for the
+    default model); a router port of 0 picks a free port once and keeps it. ``tracking_uri`` is the store the servers load their
     models from (empty: the servers' inherited ``MLFLOW_TRACKING_URI`` or its default).
     """
 
-    state_dir: str = ""
+    state_dir: str
     tracking_uri: str = ""
     staging_router_port: int = 0
     production_router_port: int = 0
@@ -40,7 +40,7 @@ class LocalDeploymentResource(DeploymentResource):
     def target(self) -> LocalProcessTarget:
         """The ``DeploymentTarget`` this resource configures."""
         return LocalProcessTarget(
-            self.state_dir or None,
+            self.state_dir,
             self.tracking_uri or None,
             router_ports={
                 "staging": self.staging_router_port,

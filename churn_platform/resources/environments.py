@@ -14,7 +14,6 @@ from typing import Any
 
 import dagster as dg
 
-from churn_platform import settings
 from churn_platform.config import ModelConfig, PlatformConfig, SourceConfig, load_config
 from churn_platform.resources.code_version import CodeVersion
 from churn_platform.resources.data_source import (
@@ -92,7 +91,7 @@ def deployment_for(config: PlatformConfig, model: ModelConfig) -> Any:
     from churn_platform.resources.deployment import KubernetesDeploymentResource
 
     return KubernetesDeploymentResource.from_settings(
-        settings.kubernetes_settings_from_env(), model_name=model.registered_model
+        config.kubernetes, model_name=model.registered_model
     )
 
 

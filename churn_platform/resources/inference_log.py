@@ -7,15 +7,12 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from churn_platform import settings
 from churn_platform.core.spec import Spec
 from churn_platform.resources.object_store import S3Credentials, open_location
 from churn_platform.serving.inference_log import (
-    default_inference_log_path,
     read_inference_log,
     read_object_log,
 )
-from churn_platform.serving.server_settings import ServerSettings
 
 
 class InferenceLogResource(dg.ConfigurableResource):
@@ -23,9 +20,9 @@ class InferenceLogResource(dg.ConfigurableResource):
 
     ``storage_url`` set (an ``s3://`` URL or folder, as ``CHURN_STORAGE_URL``) reads the
     servers' Parquet batches under ``<storage_url>/inference_log/<version>/``, with ``s3``
-    as credentials. Otherwise ``log_dir`` holds ``<version>.jsonl`` files; empty means where
-    local servers write by default (``CHURN_INFERENCE_LOG`` or
-    ``$CHURN_HOME/inference_log/<version>.jsonl``). ``max_rows`` caps one window.
+    as credentials. Otherwise ``log_dir`` holds ``<version>.jsonl`` files (where the model's
+    local servers write: ``$CHURN_HOME/inference_log`` for the default model). ``max_rows``
+    caps one window.
     """
 
     log_dir: str = ""
@@ -39,16 +36,9 @@ class InferenceLogResource(dg.ConfigurableResource):
         if self.storage_url:
             root = open_location(self.storage_url, self.s3.storage_options())
             return read_object_log(root, version, spec, self.max_rows)
-        if self.log_dir:
-            path = Path(self.log_dir) / f"{version}.jsonl"
-        else:
-            path = default_inference_log_path(version, _local_servers())
-        return read_inference_log(path, spec, self.max_rows)
-
-
-def _local_servers() -> ServerSettings:
-    """Where local model servers started in this environment write their logs."""
-    explicit = settings.get("CHURN_INFERENCE_LOG")
-    return ServerSettings(
-        home=settings.churn_home(), inference_log=Path(explicit) if explicit else None
-    )
+        if not self.log_dir:
+            raise ValueError(
+                "InferenceLogResource needs log_dir (a folder of <version>.jsonl files) or "
+                "storage_url; platform_resources() sets the model's"
+            )
+        return read_inference_log(Path(self.log_dir) / f"{version}.jsonl", spec, self.max_rows)

@@ -91,10 +91,12 @@ def _parser() -> argparse.ArgumentParser:
     ):
         p = sub.add_parser(name, help=text)
         p.add_argument("--environment", default=None, help="staging or production (default: all)")
-        p.add_argument("--state-dir", default="", help="default: $CHURN_HOME/deployments")
+        p.add_argument("--state-dir", default="", help="default: the model's deployment folder")
+        p.add_argument("--model", help="which model of the platform file (default: the first)")
 
     pm = sub.add_parser("prometheus", help="render the local Prometheus config and run it")
-    pm.add_argument("--state-dir", default="", help="default: $CHURN_HOME/deployments")
+    pm.add_argument("--state-dir", default="", help="default: the model's deployment folder")
+    pm.add_argument("--model", help="which model of the platform file (default: the first)")
     pm.add_argument("--listen", default="127.0.0.1:9090", help="Prometheus' listen address")
     pm.add_argument("--scrape-interval", default="5s")
     pm.add_argument("--config", default="", help="default: $CHURN_HOME/prometheus/prometheus.yml")
@@ -130,19 +132,20 @@ def main(argv: list[str] | None = None) -> int:
         _serve(create_router_app(args.state_file, settings=server_settings()), args)
         return 0
 
-    if args.command == "restore":
-        from churn_platform import settings
+    from churn_platform.config import load_config
 
-        if settings.environment() == "kubernetes":
-            return _restore_kubernetes(args.environment)
+    config = load_config()
+    model = config.model(args.model)
+    if args.command == "restore" and config.environment == "kubernetes":
+        return _restore_kubernetes(args.environment, config.mlflow_uri, model.registered_model)
 
     from churn_platform.targets.local import LocalProcessTarget
 
-    target = LocalProcessTarget(args.state_dir or None)
+    target = LocalProcessTarget(args.state_dir or model.state_dir(config.home))
     if args.command == "prometheus":
         return _prometheus(target, args)
     if args.command == "status":
-        return _status(target, args.environment)
+        return _status(target, args.environment, config.mlflow_uri, model.registered_model)
     if args.command == "restore":
         for env in [args.environment] if args.environment else target.environments():
             repairs = target.restore(env)
@@ -182,7 +185,9 @@ def server_settings(environ: Mapping[str, str] | None = None) -> ServerSettings:
     )
 
 
-def _status(target: LocalProcessTarget, environment: str | None) -> int:
+def _status(
+    target: LocalProcessTarget, environment: str | None, tracking_uri: str, model_name: str
+) -> int:
     """Recorded processes, the weights each router applies now, the registry's aliases
     (when it answers), and a ``disagreement`` line where they differ."""
     from churn_platform.core.records import CHAMPION, PRODUCTION
@@ -191,7 +196,7 @@ def _status(target: LocalProcessTarget, environment: str | None) -> int:
     status = target.status()
     if environment:
         status = {environment: status.get(environment)}
-    aliases = _registry_aliases()
+    aliases = _registry_aliases(tracking_uri, model_name)
     for env, entry in status.items():
         if entry is None:
             continue
@@ -208,14 +213,14 @@ def _status(target: LocalProcessTarget, environment: str | None) -> int:
     return 0
 
 
-def _restore_kubernetes(environment: str | None) -> int:
+def _restore_kubernetes(environment: str | None, tracking_uri: str, model_name: str) -> int:
     """``restore`` on Kubernetes: each environment's objects and route as the route and the
     registry describe them; 1 when something could not be restored."""
     from churn_platform import settings
     from churn_platform.core.records import CHAMPION, PREVIOUS, PRODUCTION, STAGING
     from churn_platform.targets.kubernetes import KubernetesTarget
 
-    aliases = _registry_aliases()
+    aliases = _registry_aliases(tracking_uri, model_name)
     if aliases is None:
         print(
             "the registry is unreadable: restoring only what the HTTPRoutes reference",
@@ -233,12 +238,12 @@ def _restore_kubernetes(environment: str | None) -> int:
     return 1 if failed else 0
 
 
-def _registry_aliases() -> dict[str, str] | None:
+def _registry_aliases(tracking_uri: str, model_name: str) -> dict[str, str] | None:
     """The registry's aliases, or None when it cannot be read (status still answers)."""
     try:
         from churn_platform.resources.mlflow_registry import MlflowRegistry
 
-        return dict(MlflowRegistry().aliases())
+        return dict(MlflowRegistry(tracking_uri=tracking_uri, model_name=model_name).aliases())
     except Exception:  # noqa: BLE001 - status must work with the registry down
         return None
 

@@ -45,14 +45,10 @@ def child_env(
     """The environment for a server process: ``base`` plus single-threaded BLAS/OpenMP,
     this interpreter's folder on ``PATH``, the project on ``PYTHONPATH``, then ``extra``.
 
-    ``base`` None: the environment this process's children inherit, as
-    ``settings.inherited_environment`` gives it at this moment.
+    ``base`` None: the environment this process's children inherit, at this moment (a child
+    gets the parent's environment plus overrides; ``subprocess`` needs the whole mapping).
     """
-    if base is None:
-        from churn_platform.settings import inherited_environment
-
-        base = inherited_environment()
-    env = dict(base)
+    env = dict(os.environ if base is None else base)
     bin_dir = str(Path(sys.executable).parent)
     env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH")) if p)

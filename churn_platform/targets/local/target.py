@@ -39,7 +39,7 @@ class LocalProcessTarget:
 
     def __init__(
         self,
-        state_dir: str | Path | None = None,
+        state_dir: str | Path,
         tracking_uri: str | None = None,
         router_ports: Mapping[str, int] | None = None,
         host: str = "127.0.0.1",
@@ -49,10 +49,6 @@ class LocalProcessTarget:
         base_env: Mapping[str, str] | None = None,
         health_timeout_seconds: float = 90.0,
     ) -> None:
-        if state_dir is None or str(state_dir) == "":
-            from churn_platform.settings import churn_home
-
-            state_dir = churn_home() / "deployments"
         self.state_dir = Path(state_dir).resolve()
         self.tracking_uri = tracking_uri
         self.host = host
