@@ -18,10 +18,12 @@ from typing import Any
 
 import dagster as dg
 import httpx
+import pandas as pd
 import pytest
 
 from churn_platform.cli import main as churn_main
 from churn_platform.config import PlatformConfig, load_config
+from churn_platform.core.mapping import apply_mapping
 from churn_platform.core.synthetic import SyntheticSpec, generate
 from churn_platform.definitions import build_definitions
 from churn_platform.resources.environments import platform_resources
@@ -123,9 +125,13 @@ def test_two_models_release_and_roll_back_independently(platform: PlatformConfig
     # the other model is untouched: same aliases, same route, same weights, and it answers
     assert accounts_registry.aliases() == {"champion": "1", "challenger": "1"}
     assert _serving(config, "accounts") == (accounts_url, {"1": 100})
-    spec = config.model("accounts").spec
-    health = httpx.get(f"{accounts_url}/health", timeout=10).json()
-    assert health["spec_hash"] == spec.short_hash
+    accounts = config.model("accounts")
+    raw = pd.read_csv(accounts.source.path, dtype=str, keep_default_na=False).head(50)
+    mapped = apply_mapping(raw, spec=accounts.spec).frame.dropna().head(3)
+    rows = records(mapped, accounts.spec)
+    answer = httpx.post(f"{accounts_url}/predict", json={"records": rows}, timeout=10)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["model_version"] == "1" and len(answer.json()["probabilities"]) == 3
     churn_rows = records(generate(SyntheticSpec(n_rows=2, seed=1)), config.model("churn").spec)
     answer = httpx.post(f"{churn_url}/predict", json={"records": churn_rows}, timeout=10)
     assert answer.status_code == 200 and answer.json()["model_version"] == "1"
