@@ -30,3 +30,20 @@ def test_git_names_the_checked_out_commit(tmp_path: Path):
 def test_a_folder_outside_any_repository_is_unknown(tmp_path: Path):
     # pytest's tmp_path lies outside every git checkout
     assert CodeVersion(repo_dir=str(tmp_path)).git_commit() == UNKNOWN
+
+
+def test_the_commit_is_resolved_when_the_resource_is_built(tmp_path: Path):
+    """The location reports the commit it loaded as the resource's configuration."""
+    subprocess.run(["git", "-C", str(tmp_path), "init", "-q"], check=True)
+    (tmp_path / "f.txt").write_text("x")
+    subprocess.run(["git", "-C", str(tmp_path), "add", "f.txt"], check=True)
+    subprocess.run(
+        ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@example.com"]
+        + ["commit", "-q", "-m", "m"],
+        check=True,
+    )
+    resource = CodeVersion(repo_dir=str(tmp_path))
+    head = subprocess.run(
+        ["git", "-C", str(tmp_path), "rev-parse", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    assert resource.commit == head and resource.git_commit() == head

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import pickle
+import sys
 from pathlib import Path
 
 import dagster as dg
@@ -14,8 +15,8 @@ import pandas as pd
 import pytest
 
 from churn_platform.core.drift import PsiResult
-from churn_platform.core.drift_monitor import DriftDecision, EpisodeState
 from churn_platform.core.mapping import MappedFrame, apply_mapping
+from churn_platform.core.records import ChallengerModel, StagingResult
 from churn_platform.core.spec import default_spec
 from churn_platform.core.synthetic import SyntheticSpec, generate
 from churn_platform.resources import io_manager
@@ -73,31 +74,31 @@ def test_a_dict_whose_key_looks_like_a_tag_stays_a_dict(tmp_path):
     assert read_value(write_value(tmp_path / "x", value).parent) == value
 
 
-def _psi(value: float) -> PsiResult:
-    return PsiResult(
-        psi={"monthly_spend": value},
-        n_rows=10,
-        max_feature="monthly_spend",
-        max_psi=value,
-        unseen_counts={},
-        missing_counts={},
+def _challenger(auc: float) -> ChallengerModel:
+    return ChallengerModel(
+        model_name="churn",
+        version="3",
+        model_uri="models:/churn/3",
+        run_id="r",
+        experiment_id="1",
+        data_version="d",
+        holdout_hash="h",
+        metrics={"auc": auc},
+        checks_passed=True,
+        params={"seed": 1, "estimator": "logistic", "c": None},
     )
 
 
-def test_frozen_dataclasses_round_trip_with_nested_fields(tmp_path):
-    spec = SyntheticSpec(n_rows=10, contract_mix=(0.5, 0.3, 0.2), null_rate={"tenure_months": 0.1})
-    decision = DriftDecision(
-        request_run=True,
-        reason="drift",
-        state=EpisodeState(episode=1, in_drift=True, champion="3"),
-        results={"source_snapshot": _psi(0.3)},
-        worst_window="source_snapshot",
-    )
-    assert read_value(write_value(tmp_path / "spec", spec).parent) == spec
-    back = read_value(write_value(tmp_path / "decision", decision).parent)
-    assert back == decision and isinstance(back.results["source_snapshot"], PsiResult)
-    manifest = json.loads(next((tmp_path / "spec").glob("v-*/value.json")).read_text())
-    assert manifest["value"]["__dataclass__"] == "churn_platform.core.synthetic:SyntheticSpec"
+def test_records_round_trip_under_their_registered_name(tmp_path):
+    model = _challenger(0.8)
+    staged = StagingResult(action="deploy", candidate="3", model_uri="models:/churn/3")
+    assert read_value(write_value(tmp_path / "challenger_model", model).parent) == model
+    assert read_value(write_value(tmp_path / "staging", staged).parent) == staged
+    back = read_value(write_value(tmp_path / "pair", {"now": staged, "then": (model,)}).parent)
+    assert back == {"now": staged, "then": (model,)}
+    manifest = json.loads(next((tmp_path / "challenger_model").glob("v-*/value.json")).read_text())
+    assert manifest["value"]["__dataclass__"] == "churn_platform.core.records:ChallengerModel"
+    assert set(io_manager.RECORDS.values()) >= {ChallengerModel, StagingResult, MappedFrame}
 
 
 def test_a_dataclass_holding_frames_stores_them_as_parquet_beside_the_json(tmp_path):
@@ -121,25 +122,81 @@ class Outsider:
     x: int = 1
 
 
-def test_a_dataclass_from_outside_churn_platform_is_refused_both_ways(tmp_path):
-    with pytest.raises(StoredValueError, match="Outsider is not a dataclass of a churn_platform"):
+def test_an_unregistered_dataclass_is_refused_both_ways(tmp_path):
+    with pytest.raises(StoredValueError, match="Outsider is not a record of .*RECORDS"):
         write_value(tmp_path / "a", Outsider())
+    # a churn_platform dataclass that no asset stores is refused too
+    with pytest.raises(StoredValueError, match="drift.PsiResult is not a record of"):
+        write_value(tmp_path / "a", PsiResult({}, 0, None, 0.0, {}, {}))
     with pytest.raises(StoredValueError, match="cannot be stored"):
         write_value(tmp_path / "b", object())
-    # a manifest edited to name another type is refused before anything is imported
-    write_value(tmp_path / "c", _psi(0.1))
+    # a record whose class changed since it was stored names the fix
+    write_value(tmp_path / "c", _challenger(0.7))
     manifest = next((tmp_path / "c").glob("v-*/value.json"))
     doc = json.loads(manifest.read_text())
-    doc["value"]["__dataclass__"] = "subprocess:Popen"
-    manifest.write_text(json.dumps(doc))
-    with pytest.raises(StoredValueError, match="subprocess.Popen is not a dataclass of a churn"):
-        read_value(tmp_path / "c")
-    # a record whose class changed since it was stored names the fix
-    doc["value"]["__dataclass__"] = "churn_platform.core.drift:PsiResult"
-    doc["value"]["fields"]["renamed_field"] = doc["value"]["fields"].pop("n_rows")
+    doc["value"]["fields"]["renamed_field"] = doc["value"]["fields"].pop("run_id")
     manifest.write_text(json.dumps(doc))
     with pytest.raises(StoredValueError, match="does not fit the class as it is now"):
         read_value(tmp_path / "c")
+
+
+@pytest.mark.parametrize(
+    ("planted", "module"),
+    [
+        ("churn_platform.__main__:X", "churn_platform.__main__"),  # would run the CLI
+        (
+            "churn_platform.core.gate_simulation:SimulationResult",
+            "churn_platform.core.gate_simulation",
+        ),
+        ("churn_platform.core.drift:PsiResult", None),  # a real dataclass, not a record
+        ("subprocess:Popen", None),
+    ],
+)
+def test_a_planted_type_name_is_refused_and_nothing_is_imported(
+    tmp_path: Path, planted: str, module: str | None
+) -> None:
+    """A manifest under storage naming a type outside the registry: the load fails naming
+    the file and the type; the module it names is never imported."""
+    storage = tmp_path / "storage"
+    write_value(storage / "staging_deployment", StagingResult(action="none", reason="kept"))
+    manifest = next((storage / "staging_deployment").glob("v-*/value.json"))
+    doc = json.loads(manifest.read_text())
+    doc["value"]["__dataclass__"] = planted
+    manifest.write_text(json.dumps(doc))
+    if module:
+        sys.modules.pop(module, None)
+    manager = DataIOManager(base_dir=str(storage))
+    context = dg.build_input_context(asset_key=dg.AssetKey("staging_deployment"))
+    with pytest.raises(StoredValueError) as refused:
+        manager.load_input(context)
+    assert str(manifest) in str(refused.value) and repr(planted) in str(refused.value)
+    assert "it is not loaded" in str(refused.value)
+    if module:
+        assert module not in sys.modules
+
+
+def test_stored_values_and_snapshots_are_readable_by_their_owner_only(tmp_path):
+    from churn_platform.resources.storage import StorageResource
+
+    def modes(root: Path) -> dict[str, int]:
+        return {str(p.relative_to(tmp_path)): p.stat().st_mode & 0o777 for p in root.rglob("*")}
+
+    old = os.umask(0o022)  # the usual umask: would give 0644 files and 0755 folders
+    try:
+        write_value(tmp_path / "storage" / "churn_snapshot", _frame(), run_id="run-a")
+        write_value(tmp_path / "storage" / "challenger_model", _challenger(0.8))
+        StorageResource(base_url=str(tmp_path / "home")).write_frame(
+            "snapshots/s.parquet", _frame()
+        )
+    finally:
+        os.umask(old)
+    found = modes(tmp_path / "storage") | modes(tmp_path / "home")
+    assert any(k.endswith("frame-0.parquet") for k in found) and "home/snapshots" in found
+    for path, mode in found.items():
+        expected = 0o700 if (tmp_path / path).is_dir() else 0o600
+        assert mode == expected, f"{path} is {oct(mode)}, not {oct(expected)}"
+    assert (tmp_path / "storage").stat().st_mode & 0o777 == 0o700
+    assert (tmp_path / "home").stat().st_mode & 0o777 == 0o700
 
 
 class _Boom:

@@ -104,3 +104,49 @@ def test_a_push_to_main_touching_the_package_triggers_retraining() -> None:
     assert "--reason code" in runs and '--commit "$COMMIT"' in runs
     step_env = {k: v for s in wf["jobs"]["trigger"]["steps"] for k, v in s.get("env", {}).items()}
     assert step_env["COMMIT"] == "${{ github.sha }}"
+
+
+def test_every_watched_path_names_files_of_the_repository() -> None:
+    """A path filter that matches nothing (``spec/**``: the specs live in the package) is a
+    change that never retrains."""
+    for pattern in _load("retrain-on-code.yml")["on"]["push"]["paths"]:
+        glob = pattern.replace("**", "**/*") if pattern.endswith("**") else pattern
+        assert any(p.is_file() for p in REPO.glob(glob)), f"{pattern} matches no file"
+    specs = REPO / "churn_platform" / "specs"
+    assert any(specs.iterdir()), "the specs a push may change live under churn_platform/**"
+
+
+def test_the_trigger_sends_the_token_as_an_auth_header(tmp_path: Path) -> None:
+    """Run the step's script with a stand-in ``python`` that prints its arguments: with
+    DAGSTER_TOKEN set the trigger gets ``--header 'Authorization: Bearer <token>'``, without
+    it no header; the token comes from a secret."""
+    wf = _load("retrain-on-code.yml")
+    step = next(s for s in wf["jobs"]["trigger"]["steps"] if s.get("name") == "Trigger")
+    assert step["env"]["DAGSTER_TOKEN"] == "${{ secrets.DAGSTER_TOKEN }}"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "python"
+    fake.write_text('#!/bin/sh\nfor a in "$@"; do printf "%s\\n" "$a"; done\n')
+    fake.chmod(0o755)
+
+    def run(token: str) -> list[str]:
+        env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "DAGSTER_URL": "http://d:3000"}
+        env.update(COMMIT="abc1234", RUN_LINK="http://ci/1", DAGSTER_TOKEN=token)
+        done = subprocess.run(
+            ["bash", "-e", "-c", step["run"]], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout.splitlines()
+
+    with_token = run("s3cret")
+    assert with_token[-2:] == ["--header", "Authorization: Bearer s3cret"]
+    assert with_token[:3] == ["-m", "churn_platform", "trigger"]
+    assert "--header" not in run("")
+
+
+def test_the_workflow_states_the_one_run_per_push_rule() -> None:
+    text = (REPO / ".github" / "workflows" / "retrain-on-code.yml").read_text()
+    assert "One run per push" in text and "code_version_sensor" in text
+    readme = (REPO / "README.md").read_text()
+    ci = readme[readme.index("## CI for your repository") :]
+    assert "one run per push" in ci.lower() and "--header" in ci

@@ -4,13 +4,16 @@ Dagster's ``FilesystemIOManager`` pickles every value, so whoever can write its 
 code in every later run that loads from it. This one stores only data:
 
 - a pandas ``DataFrame`` as Parquet;
-- a dataclass defined in a ``churn_platform`` module as JSON naming its type, its DataFrame
-  fields as Parquet files beside it (``core.mapping.MappedFrame`` holds one);
+- a record of ``RECORDS`` (the step records of ``core.records`` and ``core.mapping``'s
+  ``MappedFrame``) as JSON naming its type, its DataFrame fields as Parquet files beside it;
 - plain JSON values (dicts, lists, strings, numbers, booleans, None).
 
-Reading rebuilds a dataclass only when its type is a dataclass of a ``churn_platform`` module;
-any other type name, and any file not written by this manager (an old pickle included), is
-refused with an error that says what to do. Nothing is ever unpickled.
+Reading rebuilds a record only when the name it stores is in ``RECORDS``, an explicit
+registry: a name is looked up, never imported, so a planted manifest cannot make a read run
+module code. Any other type name, and any file not written by this manager (an old pickle
+included), is refused with an error that says what to do. Nothing is ever unpickled.
+
+Locally, the files are their owner's only (0600, folders 0700): values hold customer rows.
 
 Layout per asset (``<base_dir>/<asset key path>/``): each write goes to a fresh ``.tmp-*``
 folder, which is renamed to ``v-*`` when complete; then the ``CURRENT`` pointer file is
@@ -32,7 +35,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-import importlib
 import json
 import os
 import shutil
@@ -45,18 +47,25 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
+from churn_platform.core import records
+from churn_platform.core.mapping import ColumnConversion, MappedFrame
 from churn_platform.resources.object_store import (
     S3Credentials,
     open_location,
     path_is_remote,
     remove_tree,
 )
-from churn_platform.resources.storage import atomic_write_bytes, frame_to_parquet_bytes
+from churn_platform.resources.storage import (
+    PRIVATE_DIR,
+    PRIVATE_FILE,
+    atomic_write_bytes,
+    frame_to_parquet_bytes,
+    make_private_dirs,
+)
 
 FORMAT = "churn_platform.io/1"
 POINTER = "CURRENT"
 MANIFEST = "value.json"
-ALLOWED_PREFIX = "churn_platform."
 STALE_TMP_SECONDS = 3600
 RUNS = "runs"  # runs/<run_id>: the version that run wrote
 RUN_POINTER_SECONDS = 7 * 24 * 3600
@@ -74,6 +83,25 @@ _TAGS = (
 
 class StoredValueError(ValueError):
     """A value cannot be stored, or a stored value cannot be read; the message says why."""
+
+
+def _record_name(cls: type) -> str:
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+# The records asset values are made of, by the name a manifest stores (``module:qualname``).
+# Only these are written and rebuilt: a new record type is added here, beside its test.
+RECORDS: dict[str, type] = {
+    _record_name(cls): cls
+    for cls in (
+        records.ChallengerModel,
+        records.EvaluationDecision,
+        records.StagingResult,
+        records.ProductionResult,
+        MappedFrame,
+        ColumnConversion,
+    )
+}
 
 
 class _Encoder:
@@ -104,10 +132,15 @@ class _Encoder:
         if isinstance(value, PurePath):
             return {"__path__": str(value)}
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            cls = type(value)
-            _check_allowed(cls.__module__, cls.__qualname__, where)
+            name = _record_name(type(value))
+            if RECORDS.get(name) is not type(value):
+                raise StoredValueError(
+                    f"{where}: {name.replace(':', '.')} is not a record of "
+                    "churn_platform.resources.io_manager.RECORDS; only those are stored and "
+                    "rebuilt (add the class there, or store plain JSON values)"
+                )
             return {
-                "__dataclass__": f"{cls.__module__}:{cls.__qualname__}",
+                "__dataclass__": name,
                 "fields": {
                     f.name: self.encode(getattr(value, f.name), f"{where}.{f.name}")
                     for f in dataclasses.fields(value)
@@ -128,34 +161,21 @@ class _Encoder:
             }
         raise StoredValueError(
             f"{where}: a {type(value).__module__}.{type(value).__qualname__} cannot be stored; "
-            "asset values must be DataFrames, dataclasses of churn_platform modules, or JSON "
+            "asset values must be DataFrames, records of io_manager.RECORDS, or JSON "
             "values (dict, list, str, int, float, bool, None)"
         )
 
 
-def _check_allowed(module: str, qualname: str, where: str) -> None:
-    if not (module + ".").startswith(ALLOWED_PREFIX) or "<" in qualname:
+def _registered_record(name: str, where: str, folder: Path) -> type:
+    """The record class a manifest names, looked up in ``RECORDS``: nothing is imported."""
+    cls = RECORDS.get(name)
+    if cls is None:
         raise StoredValueError(
-            f"{where}: {module}.{qualname} is not a dataclass of a churn_platform module; only "
-            "those are stored and rebuilt (define the record in churn_platform.core)"
+            f"{where}: {folder / MANIFEST} names the type {name!r}, which is not a record "
+            "this IO manager writes (churn_platform.resources.io_manager.RECORDS); it is not "
+            "loaded. Delete the folder or re-materialise the asset"
         )
-
-
-def _resolve_dataclass(name: str, where: str) -> type:
-    """The dataclass named ``module:qualname``, only from churn_platform modules."""
-    module_name, _, qualname = name.partition(":")
-    _check_allowed(module_name, qualname, where)
-    try:
-        obj: Any = importlib.import_module(module_name)
-        for part in qualname.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError) as exc:
-        raise StoredValueError(
-            f"{where}: the stored type {name} no longer exists ({exc}); re-materialise the asset"
-        ) from exc
-    if not (isinstance(obj, type) and dataclasses.is_dataclass(obj)):
-        raise StoredValueError(f"{where}: {name} is not a dataclass; refusing to build it")
-    return obj
+    return cls
 
 
 class _Decoder:
@@ -189,7 +209,7 @@ class _Decoder:
         if "__pairs__" in data:
             return {self.decode(k, where): self.decode(v, where) for k, v in data["__pairs__"]}
         if "__dataclass__" in data:
-            cls = _resolve_dataclass(str(data["__dataclass__"]), where)
+            cls = _registered_record(str(data["__dataclass__"]), where, self.folder)
             values = {k: self.decode(v, f"{where}.{k}") for k, v in data["fields"].items()}
             declared = {f.name: f.init for f in dataclasses.fields(cls)}
             try:
@@ -233,9 +253,10 @@ def _write_version_folder(folder: Path, name: str, files: list[tuple[str, bytes]
     """Locally: the files into a ``.tmp-*`` folder, synced, then renamed to ``v-*``."""
     if folder.is_file():  # a value of the old pickling IO manager: replaced, never read
         folder.unlink()
-    folder.mkdir(parents=True, exist_ok=True)
+    make_private_dirs(folder)
     tmp = folder / f".tmp-{name}"
-    tmp.mkdir()
+    tmp.mkdir(mode=PRIVATE_DIR)
+    tmp.chmod(PRIVATE_DIR)  # mkdir's mode is masked by the umask
     try:
         for file_name, data in files:
             _write_synced(tmp / file_name, data)
@@ -274,8 +295,10 @@ def _write_pointer(folder: Path, version: str, name: str = POINTER) -> None:
 
 
 def _write_synced(path: Path, data: bytes) -> None:
-    """Write and flush to disk, so the pointer never names a version whose files are not."""
-    with path.open("wb") as f:
+    """Write (0600) and flush to disk, so the pointer never names a version whose files are
+    not."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE)
+    with os.fdopen(fd, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
@@ -382,8 +405,8 @@ class DataIOManager(dg.ConfigurableIOManager):
     ``<storage_url>/storage``, which is ``$CHURN_HOME/storage`` unless set).
 
     ``base_dir`` is a folder or ``s3://<bucket>/<prefix>``; ``s3`` holds the S3 credentials.
-    DataFrames are Parquet; dataclasses of ``churn_platform`` modules and JSON values are
-    JSON with their frames as Parquet beside them. Nothing is pickled or unpickled.
+    DataFrames are Parquet; the records of ``RECORDS`` and JSON values are JSON with their
+    frames as Parquet beside them. Nothing is pickled or unpickled.
     """
 
     base_dir: str

@@ -6,6 +6,9 @@ them; ``CHURN_STORAGE_URL`` moves it to an object store. Every write is atomic: 
 bytes go to a temporary file beside the target, which is then renamed over it; on an object
 store each object is one PUT. A killed write never leaves a half file that a reader takes as
 whole.
+
+Files and folders created locally are their owner's only (0600, 0700): snapshots and asset
+values hold customer rows.
 """
 
 from __future__ import annotations
@@ -20,10 +23,30 @@ import pandas as pd
 
 from churn_platform.resources.object_store import S3Credentials, open_location, path_is_remote
 
+PRIVATE_DIR = 0o700  # folders the platform creates for customer rows
+PRIVATE_FILE = 0o600  # files holding customer rows (tempfile.mkstemp creates them so too)
+
+
+def make_private_dirs(path: Path) -> None:
+    """Create ``path`` and its missing parents readable by their owner only (0700); folders
+    that exist already keep their mode."""
+    missing: list[Path] = []
+    for folder in (path, *path.parents):
+        if folder.exists():
+            break
+        missing.append(folder)
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=PRIVATE_DIR)
+        except FileExistsError:  # a concurrent writer made it first
+            continue
+        folder.chmod(PRIVATE_DIR)  # mkdir's mode is masked by the umask; 0700 is meant
+
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write ``data`` to ``path`` (0600) through a temporary file in the same folder and a
+    rename; missing folders are created 0700."""
+    make_private_dirs(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -73,7 +96,7 @@ class StorageResource(dg.ConfigurableResource):
         except ValueError as exc:
             raise ValueError(f"StorageResource.base_url: {exc}") from None
         if not path_is_remote(root):
-            root.mkdir(parents=True, exist_ok=True)
+            make_private_dirs(root)
         return root
 
     def path(self, key: str) -> Path:
