@@ -161,7 +161,7 @@ def test_dg_list_defs_shows_both_models(platform: PlatformConfig, tmp_path: Path
     assert done.returncode == 0, done.stdout + done.stderr
     listed = json.loads(done.stdout)
     keys = {a["asset_key"] for a in listed["assets"]}
-    groups = {a.get("group") for a in listed["assets"]}
+    groups = {a.get("group_name") for a in listed["assets"]}
     for name in ("churn", "accounts"):
         assert f"{name}/churn_snapshot" in keys and f"{name}/production_deployment" in keys
         assert name in groups
