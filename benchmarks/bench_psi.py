@@ -35,6 +35,7 @@ import _common as common  # noqa: E402
 
 from churn_platform.core import drift  # noqa: E402
 from churn_platform.core import schema as s  # noqa: E402
+from churn_platform.core.spec import default_spec  # noqa: E402
 from churn_platform.core.synthetic import SyntheticSpec, generate  # noqa: E402
 
 DERIVED = ("lifetime_value", "spend_per_ticket", "tickets_per_year")
@@ -87,7 +88,9 @@ def main(argv: list[str] | None = None) -> None:
     current = with_derived(generate(SyntheticSpec(n_rows=n_current, seed=2, spend_shift=60)))
 
     build_s, _, profile = common.timed(
-        lambda: drift.build_reference_profile(reference, numeric=NUMERIC, categorical=CATEGORICAL),
+        lambda: drift.build_reference_profile(
+            reference, default_spec(), numeric=NUMERIC, categorical=CATEGORICAL
+        ),
         3,
     )
     profile = json.loads(json.dumps(profile))  # as the sensor loads it

@@ -143,16 +143,18 @@ def register_model(kind: str, root: Path) -> tuple[str, str, str]:
     tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
     frame = generate(SyntheticSpec(n_rows=20_000, seed=7))
     if kind == "real":
+        from churn_platform.core.spec import default_spec
         from churn_platform.core.training import TrainingConfig, train
         from churn_platform.resources.mlflow_registry import MlflowRegistry
 
         config = TrainingConfig()
-        trained = train(frame, config)
+        spec = default_spec()
+        trained = train(frame, config, spec)
         canonical = frame[list(s.MODEL_INPUT_COLUMNS)].astype(
             {c: s.CANONICAL_DTYPES[c] for c in s.MODEL_INPUT_COLUMNS}
         )
         registered = MlflowRegistry(tracking_uri=tracking_uri).log_and_register(
-            trained.pipeline, canonical, config.params(), {}, {}, {}, "bench"
+            trained.pipeline, canonical, config.params(), {}, {}, {}, "bench", spec=spec
         )
         what = (
             "the lead's pipeline (core.training.train, HistGradientBoosting "

@@ -67,20 +67,22 @@ def home(churn_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def register(train_rows: pd.DataFrame, with_profile: bool = True) -> tuple[str, Any]:
     """Train a small model on ``train_rows`` and register it as a new version (no alias)."""
-    trained = training.train(train_rows, training.TrainingConfig(max_iter=10))
+    spec = default_spec()
+    trained = training.train(train_rows, training.TrainingConfig(max_iter=10), spec)
     artifacts = (
-        {"reference_profile.json": drift.build_reference_profile(train_rows)}
+        {"reference_profile.json": drift.build_reference_profile(train_rows, spec)}
         if with_profile
         else {}
     )
     registered = resource("mlflow_registry").log_and_register(
         trained.pipeline,
-        input_example=training.model_inputs(train_rows),
+        input_example=training.model_inputs(train_rows, spec),
         params=trained.config.params(),
         metrics={"train_positive_rate": trained.train_positive_rate},
         tags={"origin": "test_automation"},
         json_artifacts=artifacts,
         run_name="test-champion",
+        spec=spec,
     )
     return registered.version, trained.pipeline
 
@@ -252,8 +254,9 @@ def test_unseen_region_is_counted_not_a_crash(champion, home):
     meta = by_window(data)["source_snapshot"]
     assert meta["unseen_region"] == 250
     assert meta["unseen_contract_type"] == 0
-    profile = json.loads(json.dumps(drift.build_reference_profile(champion["train_rows"])))
-    direct = drift.psi(profile, source.snapshot()[0].frame)
+    spec = default_spec()
+    profile = json.loads(json.dumps(drift.build_reference_profile(champion["train_rows"], spec)))
+    direct = drift.psi(profile, source.snapshot(spec)[0].frame)
     assert direct.unseen_counts[s.REGION] == 250
     assert meta["psi_region"] == pytest.approx(direct.psi[s.REGION], abs=1e-5)
     # 5% of rows in a region training never saw is drift on region, and only there

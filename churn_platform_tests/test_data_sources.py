@@ -365,15 +365,15 @@ def test_resources_build_sources_and_snapshots(tmp_path: Path) -> None:
     path = tmp_path / "customers.csv"
     telco().to_csv(path, index=False)
     resource = FileSourceResource(path=str(tmp_path), columns=TELCO_COLUMNS, values=TELCO_VALUES)
-    mapped, description = resource.snapshot()
+    mapped, description = resource.snapshot(SPEC)
     assert_canonical_rows(mapped.frame)
     assert description["location"] == str(path)
     url = f"sqlite:///{tmp_path / 'crm.db'}"
     write_table(url, telco(), "customers")
     sql = SqlSourceResource(url=url, table="customers", columns=TELCO_COLUMNS, values=TELCO_VALUES)
-    assert_canonical_rows(sql.snapshot()[0].frame)
+    assert_canonical_rows(sql.snapshot(SPEC)[0].frame)
     synthetic = SyntheticSourceResource(n_rows=200, contract_mix=[1.0, 0.0, 0.0])
-    assert set(synthetic.snapshot()[0].frame[s.CONTRACT_TYPE]) == {"monthly"}
+    assert set(synthetic.snapshot(SPEC)[0].frame[s.CONTRACT_TYPE]) == {"monthly"}
 
 
 def test_resource_config_with_nested_value_maps_runs_in_dagster(tmp_path: Path) -> None:
@@ -382,7 +382,7 @@ def test_resource_config_with_nested_value_maps_runs_in_dagster(tmp_path: Path) 
 
     @dg.asset
     def snapshot_rows(source: FileSourceResource) -> int:
-        mapped, _ = source.snapshot()
+        mapped, _ = source.snapshot(SPEC)
         return int(mapped.frame[s.TARGET].sum())
 
     result = dg.materialize(

@@ -10,7 +10,10 @@ import pytest
 
 from churn_platform.core import drift
 from churn_platform.core import schema as s
+from churn_platform.core.spec import default_spec
 from churn_platform.core.synthetic import SyntheticSpec, generate
+
+SHIPPED = default_spec()
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +24,7 @@ def reference() -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def profile(reference) -> dict:
     # round-trip through JSON: the sensor reads the stored artefact, not the dict
-    return json.loads(json.dumps(drift.build_reference_profile(reference)))
+    return json.loads(json.dumps(drift.build_reference_profile(reference, SHIPPED)))
 
 
 def test_profile_shape_and_defaults(profile):
@@ -44,7 +47,7 @@ def test_profile_shape_and_defaults(profile):
 
 def test_low_cardinality_columns_are_binned_by_value():
     frame = pd.DataFrame({"k": np.resize([0, 0, 0, 0, 0, 0, 1, 1, 2, 3], 1000)})
-    prof = drift.build_reference_profile(frame, numeric=["k"], categorical=[])
+    prof = drift.build_reference_profile(frame, SHIPPED, numeric=["k"], categorical=[])
     k = prof["features"]["k"]
     # each observed value has its own bin, anything else lands in __other__
     assert k["kind"] == "discrete" and k["values"] == [0.0, 1.0, 2.0, 3.0]
@@ -57,7 +60,9 @@ def test_low_cardinality_columns_are_binned_by_value():
 
 def test_discrete_columns_with_many_values_get_deduplicated_edges():
     values = np.resize([0] * 40 + [1] * 20 + list(range(2, 14)), 1000)
-    prof = drift.build_reference_profile(pd.DataFrame({"k": values}), numeric=["k"], categorical=[])
+    prof = drift.build_reference_profile(
+        pd.DataFrame({"k": values}), SHIPPED, numeric=["k"], categorical=[]
+    )
     k = prof["features"]["k"]
     assert k["kind"] == "numeric" and k["edges"] == sorted(set(k["edges"])) and len(k["edges"]) < 9
     assert (k["min"], k["max"]) == (0.0, 13.0)
@@ -68,7 +73,7 @@ def test_a_constant_training_column_that_later_varies_is_drift():
     rng = np.random.default_rng(0)
     ref = pd.DataFrame({"z": np.zeros(5_000), "x": rng.normal(size=5_000)})
     prof = json.loads(
-        json.dumps(drift.build_reference_profile(ref, numeric=["z", "x"], categorical=[]))
+        json.dumps(drift.build_reference_profile(ref, SHIPPED, numeric=["z", "x"], categorical=[]))
     )
     cur = pd.DataFrame({"z": rng.exponential(size=5_000), "x": rng.normal(size=5_000)})
     result = drift.psi(prof, cur)
@@ -82,7 +87,7 @@ def test_a_mostly_zero_column_whose_rest_grows_is_drift():
     rng = np.random.default_rng(3)
     n = 10_000
     ref = pd.DataFrame({"x": np.where(rng.random(n) < 0.95, 0.0, rng.uniform(0, 1, n))})
-    prof = drift.build_reference_profile(ref, numeric=["x"], categorical=[])
+    prof = drift.build_reference_profile(ref, SHIPPED, numeric=["x"], categorical=[])
     x = prof["features"]["x"]
     assert x["kind"] == "numeric" and x["points"] == [0.0]
     assert "[0, 0]" in x["bins"] and x["shares"][x["bins"].index("[0, 0]")] > 0.9
@@ -184,7 +189,7 @@ def test_contract_mix_shift_is_detected(profile):
 
 def test_psi_matches_a_hand_computation():
     ref = pd.DataFrame({"c": ["a"] * 50 + ["b"] * 50})
-    prof = drift.build_reference_profile(ref, numeric=[], categorical=["c"])
+    prof = drift.build_reference_profile(ref, SHIPPED, numeric=[], categorical=["c"])
     cur = pd.DataFrame({"c": ["a"] * 80 + ["b"] * 20})
     eps = prof["epsilon"]
     p = (np.array([0.5, 0.5, 0, 0]) + eps) / (1 + 4 * eps)
@@ -253,9 +258,9 @@ def test_bad_inputs_are_named(profile, reference):
     with pytest.raises(ValueError, match="version 99"):
         drift.psi({**profile, "version": 99}, reference)
     with pytest.raises(ValueError, match="no rows"):
-        drift.build_reference_profile(reference.iloc[:0])
+        drift.build_reference_profile(reference.iloc[:0], SHIPPED)
     with pytest.raises(ValueError, match="n_bins"):
-        drift.build_reference_profile(reference, n_bins=1)
+        drift.build_reference_profile(reference, SHIPPED, n_bins=1)
 
 
 def test_a_watched_date_is_profiled_in_days_and_read_from_text():

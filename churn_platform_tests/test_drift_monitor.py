@@ -59,10 +59,11 @@ def test_a_window_lacking_a_champion_feature_is_judged_on_the_rest():
 
     from churn_platform.core import drift
     from churn_platform.core.drift_monitor import judge_windows
+    from churn_platform.core.spec import default_spec
 
     rng = np.random.default_rng(0)
     ref = pd.DataFrame({"a": rng.normal(size=1_000), "b": rng.choice(["x", "y"], 1_000)})
-    profile = drift.build_reference_profile(ref, numeric=["a"], categorical=["b"])
+    profile = drift.build_reference_profile(ref, default_spec(), numeric=["a"], categorical=["b"])
     results, skipped = judge_windows(
         profile, {"source_snapshot": ref[["a"]], "inference_log": ref[["b"]].iloc[:0]}, 200
     )

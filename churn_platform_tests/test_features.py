@@ -18,6 +18,7 @@ from churn_platform.core.features import (
     FrequencyEncoder,
     build_feature_transformer,
 )
+from churn_platform.core.spec import default_spec
 from churn_platform.core.synthetic import SyntheticSpec, generate
 
 
@@ -94,7 +95,7 @@ def test_boolean_to_float_accepts_nullable_and_text():
 
 def test_feature_transformer_on_real_rows_has_expected_shape_and_no_nan():
     frame = generate(SyntheticSpec(n_rows=2000, seed=3))
-    ct = build_feature_transformer().fit(frame[list(s.MODEL_INPUT_COLUMNS)])
+    ct = build_feature_transformer(default_spec()).fit(frame[list(s.MODEL_INPUT_COLUMNS)])
     out = ct.transform(frame[list(s.MODEL_INPUT_COLUMNS)])
     names = list(ct.get_feature_names_out())
     assert out.shape == (2000, len(names))
@@ -107,7 +108,7 @@ def test_feature_transformer_on_real_rows_has_expected_shape_and_no_nan():
 
 def test_unknown_contract_type_encodes_to_zeros_not_an_error():
     frame = generate(SyntheticSpec(n_rows=500, seed=3))
-    ct = build_feature_transformer().fit(frame[list(s.MODEL_INPUT_COLUMNS)])
+    ct = build_feature_transformer(default_spec()).fit(frame[list(s.MODEL_INPUT_COLUMNS)])
     odd = frame[list(s.MODEL_INPUT_COLUMNS)].head(3).assign(contract_type="weekly")
     encoded = pd.DataFrame(ct.transform(odd), columns=ct.get_feature_names_out())
     assert (encoded[[f"contract_type_{c}" for c in s.CONTRACT_TYPES]] == 0).all().all()

@@ -18,6 +18,7 @@ import httpx
 import numpy as np
 import pytest
 
+from churn_platform.core.spec import default_spec
 from churn_platform.resources.mlflow_registry import MlflowRegistry
 from churn_platform.targets.local import child_env, log_tail
 from churn_platform.testing import (
@@ -48,7 +49,7 @@ def champion(
     pipeline = registered_models.pipelines["1"]
     rows = registered_models.rows
     registered = registry.log_and_register(
-        pipeline, canonical(rows.head(50)), {}, {}, {}, {}, "protocol-test"
+        pipeline, canonical(rows.head(50)), {}, {}, {}, {}, "protocol-test", spec=default_spec()
     )
     registry.set_alias("champion", registered.version)
     models = RegisteredModels(

@@ -360,7 +360,7 @@ def test_a_model_server_logs_its_requests_to_the_bucket_and_the_sensor_window_se
     from churn_platform.serving.model_server.schema import InputSchema
 
     rows = generate(SyntheticSpec(n_rows=600, seed=2))
-    pipeline = training.train(rows, training.TrainingConfig(max_iter=10)).pipeline
+    pipeline = training.train(rows, training.TrainingConfig(max_iter=10), default_spec()).pipeline
     app = create_app(
         "models:/churn_model/4",
         "4",

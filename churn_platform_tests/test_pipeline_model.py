@@ -20,6 +20,7 @@ import pytest
 
 from churn_platform.core import schema as s
 from churn_platform.core import training
+from churn_platform.core.spec import default_spec
 from churn_platform.core.synthetic import SyntheticSpec, generate
 from churn_platform.resources.io_manager import read_value
 from churn_platform.targets.local import LocalProcessTarget
@@ -193,7 +194,7 @@ def test_registered_model_has_lineage_and_reloads_identically_in_a_fresh_process
     test_rows = read_value(churn_home / "storage" / "holdout_set")
     train_rows = validated[~validated[s.CUSTOMER_ID].isin(set(test_rows[s.CUSTOMER_ID]))]
     here = training.predict_proba(
-        training.train(train_rows, training.TrainingConfig()).pipeline, test_rows
+        training.train(train_rows, training.TrainingConfig(), default_spec()).pipeline, test_rows
     )
     rows = churn_home / "rows.parquet"
     test_rows.to_parquet(rows)

@@ -100,7 +100,7 @@ def hgb(frames) -> training.TrainedModel:
 
 
 def test_the_shipped_spec_builds_todays_feature_steps():
-    ct = features.build_feature_transformer()
+    ct = features.build_feature_transformer(default_spec())
     assert [(name, type(t).__name__, cols) for name, t, cols in ct.transformers] == [
         ("hour_cyclical", "CyclicalEncoder", ["last_login_hour"]),
         ("contract_onehot", "Pipeline", ["contract_type"]),
@@ -111,11 +111,11 @@ def test_the_shipped_spec_builds_todays_feature_steps():
     ]
     assert ct.transformers[0][1].period == 24 and isinstance(ct.transformers[0][1].period, int)
     assert features.feature_ranges(default_spec()) == features.FEATURE_RANGES
-    assert features.native_category_indices() == []
-    resolved = model_checks.ModelCheckConfig().resolved()
+    assert features.native_category_indices(default_spec()) == []
+    resolved = model_checks.ModelCheckConfig().resolved(default_spec())
     assert (resolved.min_auc, resolved.min_slice_auc, resolved.min_slice_rows) == (0.80, 0.74, 30)
     assert resolved.min_invariance_fraction is None  # each invariance's own: 0.90 here
-    assert model_checks.check_names() == [
+    assert model_checks.check_names(default_spec()) == [
         "feature_invariants",
         "holdout_auc",
         "slice_auc",
@@ -142,7 +142,9 @@ def test_a_spec_pipeline_takes_only_its_columns(frames, hgb):
     with pytest.raises(ValueError, match=r"missing model input column\(s\) \['usage'\]"):
         training.predict_proba(hgb.pipeline, holdout.drop(columns=["usage"]))
     with pytest.raises(ValueError, match="no target column 'churned'"):
-        training.train(train_rows.rename(columns={"left": "x"}), training.TrainingConfig())
+        training.train(
+            train_rows.rename(columns={"left": "x"}), training.TrainingConfig(), default_spec()
+        )
 
 
 def test_native_categoricals_reach_gradient_boosting_as_categories(frames, hgb):
@@ -252,7 +254,7 @@ def test_an_inverted_invariance_fails_with_its_evidence(frames, hgb):
         }
     )
     outcome = model_checks.invariance_check(
-        hgb.pipeline, holdout, model_checks.ModelCheckConfig(), inverted.invariances[0], inverted
+        hgb.pipeline, holdout, model_checks.ModelCheckConfig(), inverted, inverted.invariances[0]
     )
     assert outcome.name == "premium_raises_churn" and not outcome.passed
     assert outcome.metadata["fraction_raised"] < 0.1
@@ -273,7 +275,7 @@ def test_a_step_invariance_skips_rows_where_the_feature_is_missing(frames, hgb):
         }
     )
     outcome = model_checks.invariance_check(
-        hgb.pipeline, holdout, model_checks.ModelCheckConfig(), spec=on_score
+        hgb.pipeline, holdout, model_checks.ModelCheckConfig(), on_score
     )
     assert outcome.name == "score_moves"
     assert outcome.metadata["rows"] == int(holdout["score"].notna().sum()) < len(holdout)

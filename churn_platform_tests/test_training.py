@@ -10,6 +10,8 @@ from churn_platform.core import schema as s
 from churn_platform.core.spec import default_spec
 from churn_platform.core.synthetic import SyntheticSpec, generate
 
+SHIPPED = default_spec()
+
 
 @pytest.fixture(scope="module")
 def data():
@@ -19,12 +21,12 @@ def data():
 @pytest.fixture(scope="module")
 def fitted(data):
     train, _ = data
-    return training.train(train, training.TrainingConfig())
+    return training.train(train, training.TrainingConfig(), SHIPPED)
 
 
 def test_same_data_config_and_seed_give_the_same_model(data, fitted):
     train, test = data
-    again = training.train(train, training.TrainingConfig())
+    again = training.train(train, training.TrainingConfig(), SHIPPED)
     np.testing.assert_array_equal(
         training.predict_proba(fitted.pipeline, test), training.predict_proba(again.pipeline, test)
     )
@@ -33,7 +35,7 @@ def test_same_data_config_and_seed_give_the_same_model(data, fitted):
 def test_hgb_model_passes_every_model_check(data, fitted):
     _, test = data
     outcomes = model_checks.run_model_checks(
-        fitted.pipeline, test, model_checks.ModelCheckConfig(n_resamples=300)
+        fitted.pipeline, test, model_checks.ModelCheckConfig(n_resamples=300), SHIPPED
     )
     by_name = {o.name: o for o in outcomes}
     assert [o.name for o in outcomes if not o.passed] == [], {
@@ -46,7 +48,7 @@ def test_hgb_model_passes_every_model_check(data, fitted):
 
 def test_logistic_regression_is_an_option(data):
     train, test = data
-    lr = training.train(train, training.TrainingConfig(estimator="logistic_regression"))
+    lr = training.train(train, training.TrainingConfig(estimator="logistic_regression"), SHIPPED)
     p = training.predict_proba(lr.pipeline, test)
     assert p.shape == (len(test),) and np.all((p >= 0) & (p <= 1))
 
@@ -61,8 +63,10 @@ def test_model_trained_where_annual_churns_more_fails_invariance():
         generate(SyntheticSpec(n_rows=8000, seed=5, invert_contract_effect=True)),
         spec=default_spec(),
     )
-    model = training.train(train, training.TrainingConfig(max_iter=80))
-    outcome = model_checks.invariance_check(model.pipeline, test, model_checks.ModelCheckConfig())
+    model = training.train(train, training.TrainingConfig(max_iter=80), SHIPPED)
+    outcome = model_checks.invariance_check(
+        model.pipeline, test, model_checks.ModelCheckConfig(), SHIPPED
+    )
     assert not outcome.passed
     assert outcome.metadata["fraction_lowered"] < 0.5
     assert "fraction" in outcome.description or "%" in outcome.description
@@ -75,6 +79,7 @@ def test_slice_check_skips_small_slices_with_reason(data, fitted):
         small,
         training.predict_proba(fitted.pipeline, small),
         model_checks.ModelCheckConfig(min_slice_rows=60),
+        SHIPPED,
     )
     notes = outcome.table.set_index("slice")["note"]
     assert any("fewer than" in str(n) for n in notes), notes
@@ -84,7 +89,7 @@ def test_coverage_check_catches_nan_and_out_of_range(data):
     _, test = data
     scores = np.full(len(test), 0.5)
     scores[[0, 3]] = [np.nan, 1.5]
-    outcome = model_checks.coverage_check(test, scores)
+    outcome = model_checks.coverage_check(test, scores, SHIPPED)
     assert not outcome.passed and outcome.metadata["bad_scores"] == 2
     assert set(outcome.table[s.CUSTOMER_ID]) == set(test[s.CUSTOMER_ID].iloc[[0, 3]])
 
@@ -92,7 +97,7 @@ def test_coverage_check_catches_nan_and_out_of_range(data):
 def test_training_on_one_class_says_so():
     frame = generate(SyntheticSpec(n_rows=300, seed=1)).assign(churned=0)
     with pytest.raises(ValueError, match="single class"):
-        training.train(frame, training.TrainingConfig())
+        training.train(frame, training.TrainingConfig(), SHIPPED)
 
 
 def test_holdout_is_stable_across_snapshots():
@@ -123,27 +128,27 @@ def test_stratified_sample_keeps_the_class_ratio_and_is_deterministic():
 
 def test_training_is_capped_to_a_stratified_sample_of_the_training_rows(data):
     train, _ = data
-    capped = training.train(train, training.TrainingConfig(max_training_rows=4_000))
+    capped = training.train(train, training.TrainingConfig(max_training_rows=4_000), SHIPPED)
     assert capped.n_train_rows == 4_000 and capped.n_available_rows == len(train)
     assert capped.rows is not None and len(capped.rows) == 4_000
     assert set(capped.rows[s.CUSTOMER_ID]) <= set(train[s.CUSTOMER_ID])
     assert capped.train_positive_rate == pytest.approx(train[s.TARGET].mean(), abs=1 / 4_000)
-    again = training.train(train, training.TrainingConfig(max_training_rows=4_000))
+    again = training.train(train, training.TrainingConfig(max_training_rows=4_000), SHIPPED)
     assert list(again.rows[s.CUSTOMER_ID]) == list(capped.rows[s.CUSTOMER_ID])
 
 
 def test_early_stopping_stops_before_max_iter_on_an_easy_problem(data):
     train, test = data
     config = training.TrainingConfig(max_iter=2_000, learning_rate=0.5, early_stopping="on")
-    stopped = training.train(train, config)
+    stopped = training.train(train, config, SHIPPED)
     assert stopped.n_iter is not None and stopped.n_iter < 2_000
-    again = training.train(train, config)  # the validation split is seeded too
+    again = training.train(train, config, SHIPPED)  # the validation split is seeded too
     assert again.n_iter == stopped.n_iter
     np.testing.assert_array_equal(
         training.predict_proba(stopped.pipeline, test), training.predict_proba(again.pipeline, test)
     )
     # "auto" leaves a table this small without early stopping: every iteration runs
-    assert training.train(train, training.TrainingConfig(max_iter=30)).n_iter == 30
+    assert training.train(train, training.TrainingConfig(max_iter=30), SHIPPED).n_iter == 30
 
 
 def test_bad_cap_and_early_stopping_settings_are_named():

@@ -1,8 +1,7 @@
 """Population stability index (PSI) against a reference profile saved with the model.
 
 The profile is built once on the training rows and stored as JSON beside the model. Which
-columns it watches, and how each is binned, follow the spec (``spec.drift_features()``;
-default: the shipped churn spec):
+columns it watches, and how each is binned, follow the spec (``spec.drift_features()``):
 
 * numeric, integer and cyclical features (and dates, as days since 1970) with more than
   ``n_bins`` distinct values: 10 quantile bins whose inner edges are fixed on the training
@@ -38,7 +37,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from churn_platform.core.spec import NUMERIC_KINDS, Spec, default_spec
+from churn_platform.core.spec import NUMERIC_KINDS, Spec
 
 PROFILE_FORMAT = "churn_platform.psi_reference_profile"
 PROFILE_VERSION = 1
@@ -52,10 +51,9 @@ DEFAULT_EPSILON = 1e-4
 _NS_PER_DAY = 86_400e9
 
 
-def profile_columns(spec: Spec | None = None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+def profile_columns(spec: Spec) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(numeric, categorical) drift features of ``spec``: numeric, integer, cyclical and
     date kinds are binned numerically; categorical then boolean kinds by category."""
-    spec = spec or default_spec()
     watched = spec.drift_features()
     kinds = {name: spec.features[name].kind for name in watched}
     numeric = tuple(n for n in watched if kinds[n] in NUMERIC_KINDS or kinds[n] == "date")
@@ -195,7 +193,7 @@ def _to_json_value(value: Any) -> Any:
 
 def build_reference_profile(
     frame: pd.DataFrame,
-    spec: Spec | None = None,
+    spec: Spec,
     *,
     numeric: Iterable[str] | None = None,
     categorical: Iterable[str] | None = None,
@@ -204,14 +202,13 @@ def build_reference_profile(
 ) -> dict[str, Any]:
     """The reference profile of ``frame`` (training rows) as a JSON-serialisable dict.
 
-    Profiles every drift feature of ``spec`` (default: the shipped churn spec), binned by
-    kind (see the module docstring); ``numeric`` / ``categorical`` name the columns
-    explicitly instead. Keys: ``format``, ``version``, ``n_rows``, ``n_bins``, ``epsilon``,
-    ``spec_hash`` and ``features``; per feature ``kind`` ("numeric", "discrete" or
-    "categorical"), ``bins`` (labels), ``shares`` (aligned with ``bins``, summing to 1), and
-    ``edges``/``min``/``max`` (numeric), ``values`` (discrete) or ``categories``.
+    Profiles every drift feature of ``spec``, binned by kind (see the module docstring);
+    ``numeric`` / ``categorical`` name the columns explicitly instead. Keys: ``format``,
+    ``version``, ``n_rows``, ``n_bins``, ``epsilon``, ``spec_hash`` and ``features``; per
+    feature ``kind`` ("numeric", "discrete" or "categorical"), ``bins`` (labels), ``shares``
+    (aligned with ``bins``, summing to 1), and ``edges``/``min``/``max`` (numeric),
+    ``values`` (discrete) or ``categories``.
     """
-    spec = spec or default_spec()
     spec_numeric, spec_categorical = profile_columns(spec)
     numeric = list(spec_numeric if numeric is None else numeric)
     categorical = list(spec_categorical if categorical is None else categorical)

@@ -251,22 +251,12 @@ def _categories(spec: Spec, columns: Sequence[str]) -> list[list[str]]:
     return [list(spec.features[c].allowed or ()) for c in columns]
 
 
-def plan_feature_steps(spec: Spec | None = None, *, native: bool = True) -> list[FeatureStep]:
-    """The feature steps a spec asks for, in output order.
-
-    Cyclical features (one step per period) -> sin/cos; categoricals -> one-hot over
-    ``allowed`` (unknown -> all zero), frequency learned at fit, and/or ``native`` category
-    codes (an ordinal code per allowed value, unknown or missing -> NaN) for an estimator
-    with native categorical support; ``native=False`` (estimators without it) one-hot encodes
-    those instead. Dates -> days since the newest date seen at fit; booleans -> 0/1;
-    numeric and integer features pass through as floats. Missing values stay NaN.
-    """
-    spec = spec or default_spec()
-    steps: list[FeatureStep] = []
-
+def _cyclical_steps(spec: Spec) -> list[FeatureStep]:
+    """One sin/cos step per period of the spec's cyclical features."""
     periods: dict[float, list[str]] = {}
     for name in spec.of_kind("cyclical"):
         periods.setdefault(float(spec.features[name].period or 0), []).append(name)
+    steps: list[FeatureStep] = []
     for period, cols in periods.items():
         columns = tuple(cols)
         generic = "cyclical" if len(periods) == 1 else f"cyclical_{period:g}"
@@ -281,7 +271,11 @@ def plan_feature_steps(spec: Spec | None = None, *, native: bool = True) -> list
                 {o: (-1.0, 1.0) for o in outputs},
             )
         )
+    return steps
 
+
+def _categorical_steps(spec: Spec, native: bool) -> list[FeatureStep]:
+    """The one-hot, frequency and native-code steps of the spec's categorical features."""
     categorical = spec.of_kind("categorical")
 
     def encoded(how: str) -> tuple[str, ...]:
@@ -295,6 +289,7 @@ def plan_feature_steps(spec: Spec | None = None, *, native: bool = True) -> list
     )
     frequency = encoded("frequency")
     native_cols = encoded("native") if native else ()
+    steps: list[FeatureStep] = []
     if onehot:
         categories = _categories(spec, onehot)
         outputs = tuple(
@@ -347,6 +342,20 @@ def plan_feature_steps(spec: Spec | None = None, *, native: bool = True) -> list
                 {c: (0.0, float(len(v) - 1)) for c, v in zip(native_cols, categories, strict=True)},
             )
         )
+    return steps
+
+
+def plan_feature_steps(spec: Spec, *, native: bool = True) -> list[FeatureStep]:
+    """The feature steps a spec asks for, in output order.
+
+    Cyclical features (one step per period) -> sin/cos; categoricals -> one-hot over
+    ``allowed`` (unknown -> all zero), frequency learned at fit, and/or ``native`` category
+    codes (an ordinal code per allowed value, unknown or missing -> NaN) for an estimator
+    with native categorical support; ``native=False`` (estimators without it) one-hot encodes
+    those instead. Dates -> days since the newest date seen at fit; booleans -> 0/1;
+    numeric and integer features pass through as floats. Missing values stay NaN.
+    """
+    steps = [*_cyclical_steps(spec), *_categorical_steps(spec, native)]
     dates = spec.of_kind("date")
     if dates:
         steps.append(
@@ -377,9 +386,7 @@ def plan_feature_steps(spec: Spec | None = None, *, native: bool = True) -> list
     return steps
 
 
-def build_feature_transformer(
-    spec: Spec | None = None, *, native: bool = True
-) -> ColumnTransformer:
+def build_feature_transformer(spec: Spec, *, native: bool = True) -> ColumnTransformer:
     """The feature step of every churn model: one ``ColumnTransformer`` over the spec's features.
 
     The steps are ``plan_feature_steps(spec, native=native)``'s. For the shipped spec:
@@ -400,7 +407,7 @@ def build_feature_transformer(
     )
 
 
-def native_category_indices(spec: Spec | None = None) -> list[int]:
+def native_category_indices(spec: Spec) -> list[int]:
     """Output positions of the native category codes (the estimator's ``categorical_features``)."""
     out: list[int] = []
     position = 0
@@ -411,9 +418,7 @@ def native_category_indices(spec: Spec | None = None) -> list[int]:
     return out
 
 
-def feature_ranges(
-    spec: Spec | None = None, *, native: bool = True
-) -> dict[str, tuple[float, float]]:
+def feature_ranges(spec: Spec, *, native: bool = True) -> dict[str, tuple[float, float]]:
     """Bounds every bounded encoded value must respect (cyclical, one-hot, frequency, boolean,
     native codes); checked on real data by the feature-invariant check."""
     steps = plan_feature_steps(spec, native=native)
@@ -427,7 +432,7 @@ def feature_ranges(
     return ranges
 
 
-def nan_allowed_sources(spec: Spec | None = None) -> dict[str, str]:
+def nan_allowed_sources(spec: Spec) -> dict[str, str]:
     """Bounded output -> input column, for outputs that are NaN exactly when the input is
     missing (cyclical and native codes); every other bounded output must never be NaN."""
     out: dict[str, str] = {}
@@ -439,5 +444,5 @@ def nan_allowed_sources(spec: Spec | None = None) -> dict[str, str]:
     return out
 
 
-FEATURE_RANGES: dict[str, tuple[float, float]] = feature_ranges()
+FEATURE_RANGES: dict[str, tuple[float, float]] = feature_ranges(default_spec())
 """The shipped spec's bounded features and their bounds (``feature_ranges(spec)`` for others)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +18,7 @@ from sklearn.pipeline import Pipeline
 
 from churn_platform.core import metrics, records
 from churn_platform.core.features import feature_ranges, nan_allowed_sources
-from churn_platform.core.spec import Invariance, Spec, default_spec
+from churn_platform.core.spec import Invariance, Spec
 from churn_platform.core.training import (
     TrainedModel,
     TrainingConfig,
@@ -66,13 +67,13 @@ class ModelCheckConfig:
         if self.min_slice_rows is not None and self.min_slice_rows < 1:
             raise ValueError(f"min_slice_rows must be >= 1, got {self.min_slice_rows!r}")
 
-    def resolved(self, spec: Spec | None = None) -> ModelCheckConfig:
+    def resolved(self, spec: Spec) -> ModelCheckConfig:
         """This config with every empty threshold taken from the spec's ``model`` section.
 
         ``min_invariance_fraction`` stays empty when unset: each invariance then uses its own
         ``min_fraction``.
         """
-        model = (spec or default_spec()).model
+        model = spec.model
         return dataclasses.replace(
             self,
             min_auc=model.min_auc if self.min_auc is None else self.min_auc,
@@ -104,7 +105,7 @@ class CheckOutcome:
 
 
 def auc_check(
-    y: np.ndarray, scores: np.ndarray, config: ModelCheckConfig, spec: Spec | None = None
+    y: np.ndarray, scores: np.ndarray, config: ModelCheckConfig, spec: Spec
 ) -> CheckOutcome:
     """Holdout AUC >= ``min_auc``, judged on the bootstrap CI's lower bound or on the point."""
     config = config.resolved(spec)
@@ -136,7 +137,7 @@ def auc_check(
 
 
 def slice_auc_check(
-    frame: pd.DataFrame, scores: np.ndarray, config: ModelCheckConfig, spec: Spec | None = None
+    frame: pd.DataFrame, scores: np.ndarray, config: ModelCheckConfig, spec: Spec
 ) -> CheckOutcome:
     """AUC on each slice of the spec (shipped spec: enterprise, contract types, tenure bands)
     >= ``min_slice_auc``.
@@ -144,7 +145,6 @@ def slice_auc_check(
     A slice with fewer than ``min_slice_rows`` rows or one class is skipped with the reason,
     and does not fail the check.
     """
-    spec = spec or default_spec()
     config = config.resolved(spec)
     assert config.min_slice_auc is not None and config.min_slice_rows is not None  # resolved
     y = frame[spec.target_column].astype(int).to_numpy()
@@ -223,8 +223,8 @@ def invariance_check(
     pipeline: Pipeline,
     frame: pd.DataFrame,
     config: ModelCheckConfig,
+    spec: Spec,
     invariance: Invariance | None = None,
-    spec: Spec | None = None,
 ) -> CheckOutcome:
     """Behavioural invariance: changing one feature moves predicted churn the stated way.
 
@@ -236,7 +236,6 @@ def invariance_check(
     ``invariance`` defaults to the spec's first one (shipped spec: monthly -> annual
     contract lowers churn, the ``contract_invariance`` check).
     """
-    spec = spec or default_spec()
     if invariance is None:
         if not spec.invariances:
             raise ValueError(f"spec {spec.name!r} declares no invariances to check")
@@ -305,11 +304,8 @@ def invariance_fraction(outcome: CheckOutcome) -> float:
     raise ValueError(f"check {outcome.name!r} is not an invariance check")
 
 
-def coverage_check(
-    frame: pd.DataFrame, scores: np.ndarray, spec: Spec | None = None
-) -> CheckOutcome:
+def coverage_check(frame: pd.DataFrame, scores: np.ndarray, spec: Spec) -> CheckOutcome:
     """Every row gets a finite probability in [0, 1]."""
-    spec = spec or default_spec()
     scores = np.asarray(scores, dtype=float)
     bad = ~np.isfinite(scores) | (scores < 0) | (scores > 1)
     passed = len(scores) == len(frame) and not bad.any()
@@ -329,9 +325,7 @@ def coverage_check(
     )
 
 
-def feature_invariant_check(
-    pipeline: Pipeline, frame: pd.DataFrame, spec: Spec | None = None
-) -> CheckOutcome:
+def feature_invariant_check(pipeline: Pipeline, frame: pd.DataFrame, spec: Spec) -> CheckOutcome:
     """Layer 1 on real data: every bounded encoded feature is in its range and never NaN or inf.
 
     Bounded features (``features.feature_ranges(spec)``: cyclical sin/cos, one-hot and
@@ -384,40 +378,112 @@ def feature_invariant_check(
     )
 
 
-def check_names(spec: Spec | None = None) -> list[str]:
+@dataclass(frozen=True)
+class CheckInputs:
+    """What a model check reads: the model, the holdout rows with their scores and labels,
+    the thresholds (resolved against the spec) and the spec."""
+
+    pipeline: Pipeline
+    holdout: pd.DataFrame
+    scores: np.ndarray
+    labels: np.ndarray
+    config: ModelCheckConfig
+    spec: Spec
+
+
+@dataclass(frozen=True)
+class ModelCheck:
+    """One model check: its name (the Dagster check's), the line the UI shows, how it runs."""
+
+    name: str
+    description: str
+    run: Callable[[CheckInputs], CheckOutcome]
+
+
+def _invariance(inv: Invariance) -> ModelCheck:
+    """The check of one spec invariance, named after it."""
+    return ModelCheck(
+        inv.name,
+        describe_invariance(inv),
+        lambda c: invariance_check(c.pipeline, c.holdout, c.config, c.spec, inv),
+    )
+
+
+def model_check_registry(spec: Spec) -> list[ModelCheck]:
+    """Every model check of ``spec`` in run order: the one place a model check is declared.
+
+    ``run_model_checks``, ``check_names`` and ``check_descriptions`` (hence the Dagster
+    checks on ``challenger_model``) all read this list. Each spec invariance is a check of
+    its own, between the slice AUC and the coverage checks.
+    """
+    slices = ", ".join(sl.name for sl in spec.slices) or "none"
+    return [
+        ModelCheck(
+            records.FEATURE_INVARIANTS,
+            "Layer 1 on real data: encoded features in range, no NaN or inf.",
+            lambda c: feature_invariant_check(c.pipeline, c.holdout, c.spec),
+        ),
+        ModelCheck(
+            records.HOLDOUT_AUC,
+            "Holdout AUC with a 95% bootstrap interval clears the bound.",
+            lambda c: auc_check(c.labels, c.scores, c.config, c.spec),
+        ),
+        ModelCheck(
+            records.SLICE_AUC,
+            f"AUC on each slice of the spec ({slices}) clears the bound.",
+            lambda c: slice_auc_check(c.holdout, c.scores, c.config, c.spec),
+        ),
+        *(_invariance(inv) for inv in spec.invariances),
+        ModelCheck(
+            records.PREDICTION_COVERAGE,
+            "Every holdout row gets a finite probability in [0, 1].",
+            lambda c: coverage_check(c.holdout, c.scores, c.spec),
+        ),
+    ]
+
+
+def check_names(spec: Spec) -> list[str]:
     """The model checks' names, in ``run_model_checks`` order: one invariance check per spec
     invariance, named after it (shipped spec: ``contract_invariance``)."""
-    spec = spec or default_spec()
-    return [
-        records.FEATURE_INVARIANTS,
-        records.HOLDOUT_AUC,
-        records.SLICE_AUC,
-        *(inv.name for inv in spec.invariances),
-        records.PREDICTION_COVERAGE,
-    ]
+    return [check.name for check in model_check_registry(spec)]
+
+
+def check_descriptions(spec: Spec) -> dict[str, str]:
+    """Check name -> description, in run order.
+
+    An invariance named like another model check raises ``ValueError`` with the fix: two
+    checks of one name would be one in every place that looks them up by name.
+    """
+    checks = model_check_registry(spec)
+    names = [check.name for check in checks]
+    clash = sorted({name for name in names if names.count(name) > 1})
+    if clash:
+        raise ValueError(
+            f"spec {spec.name!r}: invariance name(s) {clash} clash with the model check of that "
+            "name; rename them in the spec's 'invariances'"
+        )
+    return {check.name: check.description for check in checks}
 
 
 def run_model_checks(
     pipeline: Pipeline,
     holdout: pd.DataFrame,
     config: ModelCheckConfig,
-    spec: Spec | None = None,
+    spec: Spec,
 ) -> list[CheckOutcome]:
     """All model checks on the holdout, in a fixed order (``check_names(spec)``).
 
     Thresholds the config leaves empty come from the spec's ``model`` section.
     """
-    spec = spec or default_spec()
-    config = config.resolved(spec)
-    scores = predict_proba(pipeline, holdout)
-    y = holdout[spec.target_column].astype(int).to_numpy()
-    return [
-        feature_invariant_check(pipeline, holdout, spec),
-        auc_check(y, scores, config, spec),
-        slice_auc_check(holdout, scores, config, spec),
-        *(invariance_check(pipeline, holdout, config, inv, spec) for inv in spec.invariances),
-        coverage_check(holdout, scores, spec),
-    ]
+    inputs = CheckInputs(
+        pipeline=pipeline,
+        holdout=holdout,
+        scores=predict_proba(pipeline, holdout),
+        labels=holdout[spec.target_column].astype(int).to_numpy(),
+        config=config.resolved(spec),
+        spec=spec,
+    )
+    return [check.run(inputs) for check in model_check_registry(spec)]
 
 
 @dataclass(frozen=True)
@@ -440,7 +506,7 @@ def train_and_check(
     holdout: pd.DataFrame,
     training_config: TrainingConfig,
     check_config: ModelCheckConfig,
-    spec: Spec | None = None,
+    spec: Spec,
 ) -> CheckedModel:
     """Fit on the rows of ``frame`` whose entity is not in ``holdout``; check on ``holdout``.
 
@@ -451,7 +517,6 @@ def train_and_check(
     the others), the fit time, the fitted and available row counts and the boosting
     iterations run.
     """
-    spec = spec or default_spec()
     id_column = spec.id_column
     candidates = ~frame[id_column].isin(holdout[id_column]).to_numpy(dtype=bool)
     trained = train(frame, training_config, spec, candidates)

@@ -107,12 +107,10 @@ class TrainingConfig:
         return {**full, **common}
 
 
-def build_model_pipeline(
-    config: TrainingConfig, spec: Spec | None = None, n_rows: int = 0
-) -> Pipeline:
+def build_model_pipeline(config: TrainingConfig, spec: Spec, n_rows: int = 0) -> Pipeline:
     """The unfitted model: ``features`` (the ColumnTransformer) then ``model`` (the estimator).
 
-    The features are the spec's (default: the shipped spec). Gradient boosting gets the
+    The features are the spec's. Gradient boosting gets the
     ``native`` categoricals as category codes and ``categorical_features``; logistic
     regression, which has no native support, one-hot encodes them instead. ``n_rows`` (the
     rows it will be fitted on) decides ``early_stopping="auto"``.
@@ -198,26 +196,24 @@ def stratified_sample(labels: np.ndarray, max_rows: int | None, seed: int) -> np
     return np.sort(np.concatenate(picked))
 
 
-def model_inputs(frame: pd.DataFrame, spec: Spec | None = None) -> pd.DataFrame:
+def model_inputs(frame: pd.DataFrame, spec: Spec) -> pd.DataFrame:
     """The model's input columns (the spec's features), in spec order, from a validated frame."""
-    spec = spec or default_spec()
     return _select(frame, list(spec.feature_names), f"the features of spec {spec.name!r}")
 
 
 def train(
     frame: pd.DataFrame,
     config: TrainingConfig,
-    spec: Spec | None = None,
+    spec: Spec,
     candidates: np.ndarray | None = None,
 ) -> TrainedModel:
-    """Fit the pipeline on validated rows (labels in the spec's target column, ``churned`` by
-    default); rows with no label are dropped. Only the spec's features are model inputs.
+    """Fit the pipeline on validated rows (labels in the spec's target column); rows with no
+    label are dropped. Only the spec's features are model inputs.
 
     ``candidates`` (a boolean mask over ``frame``) limits the rows that may be fitted (the
     non-holdout rows); at most ``config.max_training_rows`` of them are, as a stratified
     sample. Only the sample is copied out of ``frame``.
     """
-    spec = spec or default_spec()
     target = spec.target_column
     if target not in frame.columns:
         raise ValueError(
@@ -261,7 +257,7 @@ def fitted_inputs(pipeline: Pipeline, frame: pd.DataFrame) -> pd.DataFrame:
     """
     names = getattr(pipeline, "feature_names_in_", None)
     if names is None:  # fitted on an array: it can only be the shipped spec's columns
-        return model_inputs(frame)
+        return model_inputs(frame, default_spec())
     columns = [str(c) for c in names]
     return _select(frame, columns, "the columns the model was fitted on")
 

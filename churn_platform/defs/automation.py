@@ -219,13 +219,13 @@ def _drift_tick(context: dg.SensorEvaluationContext, model: ModelConfig, setting
     data_source = model_resource(context, model, "data_source").dated(
         next_synthetic_week(context.instance, model)
     )
-    # an unchanged snapshot (same fingerprint, same champion) is not read again
-    fingerprint = data_source.fingerprint()
-    cached = state.cached_source(champion, fingerprint)
     try:  # the champion's own spec: its requests hold its features (profile: its drift ones)
         champion_spec = mlflow_registry.spec_of_version(champion)
     except ValueError as exc:  # a logged spec this code cannot read
         return dg.SkipReason(f"champion version {champion}'s logged spec cannot be read: {exc}")
+    # an unchanged snapshot (same fingerprint, same champion) is not read again
+    fingerprint = data_source.fingerprint(champion_spec)  # the source is mapped through it
+    cached = state.cached_source(champion, fingerprint)
     windows, skipped = _windows(
         data_source, inference_log.window(champion, champion_spec), cached, champion_spec
     )

@@ -30,28 +30,16 @@ ASSET = "challenger_model"
 
 
 def model_check_descriptions(spec: Spec) -> dict[str, str]:
-    """Check name -> description, in run order: one invariance check per spec invariance.
+    """Check name -> description, in run order: one invariance check per spec invariance
+    (``core.model_checks.check_descriptions``).
 
     An invariance named like another model check is refused with the fix: Dagster would
     see two checks of one name.
     """
-    fixed = {
-        r.FEATURE_INVARIANTS: "Layer 1 on real data: encoded features in range, no NaN or inf.",
-        r.HOLDOUT_AUC: "Holdout AUC with a 95% bootstrap interval clears the bound.",
-        r.SLICE_AUC: (
-            f"AUC on each slice of the spec ({', '.join(sl.name for sl in spec.slices) or 'none'})"
-            " clears the bound."
-        ),
-    }
-    invariances = {inv.name: model_checks.describe_invariance(inv) for inv in spec.invariances}
-    clash = sorted(set(invariances) & {*fixed, r.PREDICTION_COVERAGE})
-    if clash:
-        raise settings.SettingsError(
-            f"spec {spec.name!r}: invariance name(s) {clash} clash with the model check of that "
-            "name; rename them in the spec's 'invariances'"
-        )
-    coverage = {r.PREDICTION_COVERAGE: "Every holdout row gets a finite probability in [0, 1]."}
-    return {**fixed, **invariances, **coverage}
+    try:
+        return model_checks.check_descriptions(spec)
+    except ValueError as exc:
+        raise settings.SettingsError(str(exc)) from exc
 
 
 # The code whose change makes a trained model stale: feature code, training, the model checks,

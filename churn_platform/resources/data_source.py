@@ -10,8 +10,8 @@ API
   (``kind``, ``location``, ``rows``, ``columns`` and kind-specific entries), JSON-safe.
 * ``load_snapshot(source, mapping, spec=...) -> (MappedFrame, description)``: load, then
   ``core.mapping.apply_mapping`` with the table spec's mapping (the explicit ``mapping``
-  merged over it). The resources expose the same as ``snapshot()``, mapping with the spec
-  in effect (``settings.current_spec()``, i.e. ``CHURN_SPEC``) unless given one.
+  merged over it). The resources expose the same as ``snapshot(spec)``; the caller passes
+  the spec (a resource never reads ``CHURN_SPEC`` itself).
 
 Every failure the user can fix (missing or empty file, unreadable file, unsupported
 extension, bad URL, unreachable database, missing table, failing query) raises
@@ -34,7 +34,6 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from churn_platform import settings
 from churn_platform.core import schema as s
 from churn_platform.core.mapping import ColumnMapping, DataSourceError, MappedFrame, apply_mapping
 from churn_platform.core.spec import Spec
@@ -432,13 +431,13 @@ class DataSourceResource(dg.ConfigurableResource):
         """
         return self
 
-    def fingerprint(self) -> str | None:
-        """A cheap identity of the snapshot the source would load now, or None when only
-        reading it can tell (then every caller reads it). Includes the mapping."""
+    def fingerprint(self, spec: Spec) -> str | None:
+        """A cheap identity of the snapshot the source would load now and map onto ``spec``,
+        or None when only reading it can tell (then every caller reads it). Includes the
+        mapping and the spec."""
         return None
 
-    def _mapping_key(self) -> str:
-        spec = settings.current_spec()
+    def _mapping_key(self, spec: Spec) -> str:
         return json.dumps(self.column_mapping(spec).to_dict(), sort_keys=True, default=str) + (
             spec.hash
         )
@@ -448,14 +447,13 @@ class DataSourceResource(dg.ConfigurableResource):
         return self.source().load()
 
     def snapshot(
-        self, required: Sequence[str] | None = None, spec: Spec | None = None
+        self, spec: Spec, required: Sequence[str] | None = None
     ) -> tuple[MappedFrame, dict[str, Any]]:
-        """Load and map onto the spec's columns: ``(MappedFrame, description)``.
+        """Load and map onto ``spec``'s columns: ``(MappedFrame, description)``.
 
-        ``spec`` None: the spec in effect (``CHURN_SPEC``). ``required`` None: every spec
-        column; ``required=()`` lets missing columns through for a check to report.
+        ``required`` None: every spec column; ``required=()`` lets missing columns through
+        for a check to report.
         """
-        spec = spec or settings.current_spec()
         return load_snapshot(self.source(), self.column_mapping(spec), required=required, spec=spec)
 
 
@@ -496,9 +494,10 @@ class SyntheticSourceResource(DataSourceResource):
         fields_now = {name: getattr(self, name) for name in type(self).model_fields}
         return SyntheticSourceResource(**{**fields_now, "as_of": week_start(week)})
 
-    def fingerprint(self) -> str | None:
+    def fingerprint(self, spec: Spec) -> str | None:
         """The generator is deterministic: its knobs (the week among them) are its identity."""
-        return json.dumps(self.source().knobs, sort_keys=True, default=str) + self._mapping_key()
+        knobs = json.dumps(self.source().knobs, sort_keys=True, default=str)
+        return knobs + self._mapping_key(spec)
 
 
 class FileSourceResource(DataSourceResource):
@@ -511,14 +510,15 @@ class FileSourceResource(DataSourceResource):
         """The configured ``FileSource``."""
         return FileSource(self.path, dict(self.read_options))
 
-    def fingerprint(self) -> str | None:
+    def fingerprint(self, spec: Spec) -> str | None:
         """The newest file's path, size and modification time (None when it cannot be found)."""
         try:
             path = self.source().resolve()
             stat = path.stat()
         except (DataSourceError, OSError):
             return None
-        return f"{path}:{stat.st_size}:{stat.st_mtime_ns}:{self.read_options}" + self._mapping_key()
+        newest = f"{path}:{stat.st_size}:{stat.st_mtime_ns}:{self.read_options}"
+        return newest + self._mapping_key(spec)
 
 
 class SqlSourceResource(DataSourceResource):

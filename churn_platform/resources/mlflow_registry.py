@@ -30,7 +30,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 
 from churn_platform.core import records
-from churn_platform.core.spec import MODEL_METADATA_KEY, Spec, default_spec, spec_of_model_metadata
+from churn_platform.core.spec import MODEL_METADATA_KEY, Spec, spec_of_model_metadata
 from churn_platform.resources import churn_flavor
 from churn_platform.settings import MODEL_NAME
 
@@ -152,22 +152,20 @@ class MlflowRegistry(dg.ConfigurableResource):
         tags: dict[str, str],
         json_artifacts: dict[str, Any],
         run_name: str,
-        spec: Spec | None = None,
+        spec: Spec,
     ) -> RegisteredModel:
         """Log a fitted pipeline with its evidence in one MLflow run and register it as a new version.
 
         The model is saved with its signature (the spec's feature columns), an input example,
-        pinned requirements, the skops trusted types it needs and its spec (default: the
-        shipped one) in the MLmodel metadata (``churn_spec``; read it back with
-        ``spec_of_version``): a model carries its own spec. The run and the version are
-        tagged ``spec_hash``; the run also keeps the spec as ``spec.yaml``. ``json_artifacts``
-        (name -> JSON-able) are stored beside it. No alias is set here: aliases move only
+        pinned requirements, the skops trusted types it needs and its spec in the MLmodel
+        metadata (``churn_spec``; read it back with ``spec_of_version``): a model carries its
+        own spec. The run and the version are tagged ``spec_hash``; the run also keeps the
+        spec as ``spec.yaml``. ``json_artifacts`` (name -> JSON-able) are stored beside it. No alias is set here: aliases move only
         after the step that justifies them. Its pyfunc flavour answers P(churn) per row
         (``churn_flavor``); the sklearn flavour is MLflow's own.
         """
         import skops.io as sio
 
-        spec = spec or default_spec()
         columns = list(spec.feature_names)
         missing = [c for c in columns if c not in input_example.columns]
         if missing:
