@@ -11,12 +11,12 @@ from sklearn.base import clone
 
 from churn_platform.core import schema as s
 from churn_platform.core.features import (
-    FEATURE_RANGES,
     BooleanToFloat,
     CyclicalEncoder,
     DaysSinceReference,
     FrequencyEncoder,
     build_feature_transformer,
+    feature_ranges,
 )
 from churn_platform.core.spec import default_spec
 from churn_platform.core.synthetic import SyntheticSpec, generate
@@ -102,7 +102,7 @@ def test_feature_transformer_on_real_rows_has_expected_shape_and_no_nan():
     assert len(names) == 2 + 3 + 2 + 1 + 1 + 3
     assert not np.isnan(out.astype(float)).any()
     encoded = pd.DataFrame(out, columns=names)
-    for name, (lo, hi) in FEATURE_RANGES.items():
+    for name, (lo, hi) in feature_ranges(default_spec()).items():
         assert encoded[name].between(lo, hi).all(), name
 
 

@@ -110,7 +110,16 @@ def test_the_shipped_spec_builds_todays_feature_steps():
         ("numeric", "NumericPassthrough", ["tenure_months", "monthly_spend", "support_tickets"]),
     ]
     assert ct.transformers[0][1].period == 24 and isinstance(ct.transformers[0][1].period, int)
-    assert features.feature_ranges(default_spec()) == features.FEATURE_RANGES
+    assert features.feature_ranges(default_spec()) == {
+        "last_login_hour_sin": (-1.0, 1.0),
+        "last_login_hour_cos": (-1.0, 1.0),
+        "contract_type_freq": (0.0, 1.0),
+        "region_freq": (0.0, 1.0),
+        "contract_type_monthly": (0.0, 1.0),
+        "contract_type_annual": (0.0, 1.0),
+        "contract_type_multi-year": (0.0, 1.0),
+        "is_enterprise": (0.0, 1.0),
+    }
     assert features.native_category_indices(default_spec()) == []
     resolved = model_checks.ModelCheckConfig().resolved(default_spec())
     assert (resolved.min_auc, resolved.min_slice_auc, resolved.min_slice_rows) == (0.80, 0.74, 30)

@@ -22,7 +22,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder
 from sklearn.utils.validation import check_is_fitted
 
-from churn_platform.core.spec import Spec, default_spec
+from churn_platform.core.spec import Spec
 
 
 def _as_frame(X: object, columns: Sequence[str] | np.ndarray) -> pd.DataFrame:
@@ -442,7 +442,3 @@ def nan_allowed_sources(spec: Spec) -> dict[str, str]:
             for i, output in enumerate(step.outputs):
                 out[output] = step.columns[i // per_column]
     return out
-
-
-FEATURE_RANGES: dict[str, tuple[float, float]] = feature_ranges(default_spec())
-"""The shipped spec's bounded features and their bounds (``feature_ranges(spec)`` for others)."""

@@ -13,8 +13,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from churn_platform.core import schema as s
 from churn_platform.core.features import build_feature_transformer, native_category_indices
-from churn_platform.core.spec import Spec, default_spec
+from churn_platform.core.spec import Spec
 
 ESTIMATORS = ("hist_gradient_boosting", "logistic_regression")
 EARLY_STOPPING = ("auto", "on", "off")
@@ -110,9 +111,9 @@ class TrainingConfig:
 def build_model_pipeline(config: TrainingConfig, spec: Spec, n_rows: int = 0) -> Pipeline:
     """The unfitted model: ``features`` (the ColumnTransformer) then ``model`` (the estimator).
 
-    The features are the spec's. Gradient boosting gets the
-    ``native`` categoricals as category codes and ``categorical_features``; logistic
-    regression, which has no native support, one-hot encodes them instead. ``n_rows`` (the
+    The features are the spec's. Gradient boosting gets the ``native`` categoricals as
+    category codes and ``categorical_features``; logistic regression, which has no native
+    support, one-hot encodes them instead. ``n_rows`` (the
     rows it will be fitted on) decides ``early_stopping="auto"``.
     """
     if config.estimator == "hist_gradient_boosting":
@@ -256,9 +257,8 @@ def fitted_inputs(pipeline: Pipeline, frame: pd.DataFrame) -> pd.DataFrame:
     and a challenger on the current one read the same rows differently.
     """
     names = getattr(pipeline, "feature_names_in_", None)
-    if names is None:  # fitted on an array: it can only be the shipped spec's columns
-        return model_inputs(frame, default_spec())
-    columns = [str(c) for c in names]
+    # fitted on an array (no names): only a model of the shipped spec's columns can be
+    columns = list(s.MODEL_INPUT_COLUMNS) if names is None else [str(c) for c in names]
     return _select(frame, columns, "the columns the model was fitted on")
 
 
