@@ -47,7 +47,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ is not a package
 import _common as common  # noqa: E402
 
-from churn_platform.core.canary import CanaryConfig, CanaryState, run_canary  # noqa: E402
+from churn_platform.core.canary import (  # noqa: E402
+    CanaryConfig,
+    CanaryState,
+    Collaborators,
+    Rollout,
+    run_canary,
+)
 from churn_platform.resources.metrics import PrometheusMetrics  # noqa: E402
 from churn_platform.targets.local import LocalProcessTarget  # noqa: E402
 from churn_platform.testing import (  # noqa: E402
@@ -137,7 +143,9 @@ def run_trial(
             raise RuntimeError(f"Prometheus did not scrape candidate v{candidate} within 30 s")
         record = to_records(models.rows.head(1))
         with PacedLoad(state.endpoint, record, rate=rate) as load:
-            result = run_canary(target, metrics, ENV, candidate, baseline, config)
+            result = run_canary(
+                Collaborators(target, metrics), Rollout(ENV, candidate, baseline), config
+            )
             time.sleep(2.0)  # traffic after the rollback must be clean
         weights = target.state(ENV).weights()
     finally:

@@ -41,7 +41,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ is not a package
 import _common as common  # noqa: E402
 
-from churn_platform.core.canary import CanaryConfig, CanaryResult, CanaryState, run_canary  # noqa: E402
+from churn_platform.core.canary import (  # noqa: E402
+    CanaryConfig,
+    CanaryResult,
+    CanaryState,
+    Collaborators,
+    Rollout,
+    run_canary,
+)
 from churn_platform.core.rollout import EnvironmentState, ErrorRate, ServedVersion  # noqa: E402
 
 CANDIDATE, BASELINE = "2", "1"
@@ -153,7 +160,9 @@ def one_trial(config: CanaryConfig, rps: float, candidate_rate: float, seed: int
         clock, rps, {BASELINE: 0.01, CANDIDATE: candidate_rate}, np.random.default_rng(seed)
     )
     result: CanaryResult = run_canary(
-        traffic, traffic, "sim", CANDIDATE, BASELINE, config, sleep=clock.sleep, clock=clock
+        Collaborators(traffic, traffic, sleep=clock.sleep, clock=clock),
+        Rollout("sim", CANDIDATE, BASELINE),
+        config,
     )
     end = result.transitions[-1].at
     return Trial(result.status, end, traffic.requests_to(CANDIDATE, 0.0, end))

@@ -14,6 +14,8 @@ from churn_platform.core.canary import (
     UNREACHABLE,
     CanaryConfig,
     CanaryState,
+    Collaborators,
+    Rollout,
     Sprt,
     Transition,
     Verdict,
@@ -129,14 +131,9 @@ def test_healthy_candidate_is_promoted_through_every_step() -> None:
     clock, target, metrics = setup(lambda n, w: rate(0.01, 100))
     seen: list[Transition] = []
     result = run_canary(
-        target,
-        metrics,
-        "production",
-        "2",
-        "1",
+        Collaborators(target, metrics, sleep=clock.sleep, clock=clock),
+        Rollout("production", "2", "1"),
         CONFIG,
-        sleep=clock.sleep,
-        clock=clock,
         on_transition=seen.append,
     )
     assert result.status is CanaryState.SUCCEEDED and result.promoted
@@ -181,7 +178,9 @@ def test_breach_rolls_back_immediately_and_records_the_reading() -> None:
 
     clock, target, metrics = setup(answer)
     result = run_canary(
-        target, metrics, "production", "2", "1", CONFIG, sleep=clock.sleep, clock=clock
+        Collaborators(target, metrics, sleep=clock.sleep, clock=clock),
+        Rollout("production", "2", "1"),
+        CONFIG,
     )
     assert result.status is CanaryState.ROLLED_BACK
     assert target.weights == {"1": 100, "2": 0}
@@ -201,7 +200,9 @@ def test_a_single_early_error_is_not_a_breach() -> None:
     # 1 error in 2 requests is 50%, but rests on too few requests to judge
     clock, target, metrics = setup(lambda n, w: rate(0.5, 2) if n == 1 else rate(0.0, 100))
     result = run_canary(
-        target, metrics, "production", "2", "1", CONFIG, sleep=clock.sleep, clock=clock
+        Collaborators(target, metrics, sleep=clock.sleep, clock=clock),
+        Rollout("production", "2", "1"),
+        CONFIG,
     )
     assert result.status is CanaryState.SUCCEEDED
 
@@ -211,7 +212,9 @@ def test_no_data_at_window_end_aborts_without_promoting() -> None:
         lambda n, w: rate(None, 0, "no data from Prometheus for version 2")
     )
     result = run_canary(
-        target, metrics, "production", "2", "1", CONFIG, sleep=clock.sleep, clock=clock
+        Collaborators(target, metrics, sleep=clock.sleep, clock=clock),
+        Rollout("production", "2", "1"),
+        CONFIG,
     )
     assert result.status is CanaryState.ABORTED and not result.promoted
     assert target.weights == {"1": 100, "2": 0}
@@ -223,7 +226,9 @@ def test_no_data_at_window_end_aborts_without_promoting() -> None:
 def test_too_few_requests_aborts_with_the_counts() -> None:
     clock, target, metrics = setup(lambda n, w: rate(0.0, 3))
     result = run_canary(
-        target, metrics, "production", "2", "1", CONFIG, sleep=clock.sleep, clock=clock
+        Collaborators(target, metrics, sleep=clock.sleep, clock=clock),
+        Rollout("production", "2", "1"),
+        CONFIG,
     )
     assert result.status is CanaryState.ABORTED
     assert "only 3 requests, need 20" in result.reason
@@ -233,7 +238,9 @@ def test_too_few_requests_aborts_with_the_counts() -> None:
 def test_unreachable_metrics_source_aborts_with_the_reason() -> None:
     clock, target, metrics = setup(lambda n, w: ConnectionError("connection refused :9090"))
     result = run_canary(
-        target, metrics, "production", "2", "1", CONFIG, sleep=clock.sleep, clock=clock
+        Collaborators(target, metrics, sleep=clock.sleep, clock=clock),
+        Rollout("production", "2", "1"),
+        CONFIG,
     )
     assert result.status is CanaryState.ABORTED
     assert UNREACHABLE in result.reason and "connection refused" in result.reason
@@ -249,7 +256,9 @@ def test_unreachable_readings_can_abort_early() -> None:
     )
     clock, target, metrics = setup(lambda n, w: ConnectionError("refused"))
     result = run_canary(
-        target, metrics, "production", "2", "1", config, sleep=clock.sleep, clock=clock
+        Collaborators(target, metrics, sleep=clock.sleep, clock=clock),
+        Rollout("production", "2", "1"),
+        config,
     )
     assert result.status is CanaryState.ABORTED
     assert "3 readings in a row failed" in result.reason
@@ -263,7 +272,9 @@ def test_recovered_metrics_source_still_promotes() -> None:
 
     clock, target, metrics = setup(answer)
     result = run_canary(
-        target, metrics, "production", "2", "1", CONFIG, sleep=clock.sleep, clock=clock
+        Collaborators(target, metrics, sleep=clock.sleep, clock=clock),
+        Rollout("production", "2", "1"),
+        CONFIG,
     )
     assert result.status is CanaryState.SUCCEEDED
 
@@ -272,7 +283,9 @@ def test_failure_to_set_step_weights_aborts_back_to_baseline() -> None:
     clock, target, metrics = setup(lambda n, w: rate(0.0, 100))
     target.fail_on = {25}
     result = run_canary(
-        target, metrics, "production", "2", "1", CONFIG, sleep=clock.sleep, clock=clock
+        Collaborators(target, metrics, sleep=clock.sleep, clock=clock),
+        Rollout("production", "2", "1"),
+        CONFIG,
     )
     assert result.status is CanaryState.ABORTED
     assert "could not set weights" in result.reason and "router unreachable" in result.reason
@@ -284,7 +297,9 @@ def test_first_deployment_goes_to_100_after_health_check() -> None:
     target = MemoryTarget(["1"], clock)
     metrics = ScriptedMetrics(target, lambda n, w: rate(None, 0))
     result = run_canary(
-        target, metrics, "production", "1", None, CONFIG, sleep=clock.sleep, clock=clock
+        Collaborators(target, metrics, sleep=clock.sleep, clock=clock),
+        Rollout("production", "1", None),
+        CONFIG,
     )
     assert result.status is CanaryState.SUCCEEDED
     assert target.weights == {"1": 100}
@@ -297,14 +312,9 @@ def test_first_deployment_with_failing_health_check_keeps_traffic() -> None:
     target = MemoryTarget(["1"], clock)
     metrics = ScriptedMetrics(target, lambda n, w: rate(None, 0))
     result = run_canary(
-        target,
-        metrics,
-        "production",
-        "1",
-        None,
+        Collaborators(target, metrics, sleep=clock.sleep, clock=clock),
+        Rollout("production", "1", None),
         CONFIG,
-        sleep=clock.sleep,
-        clock=clock,
         health_check=lambda served: False,
     )
     assert result.status is CanaryState.ABORTED
@@ -314,9 +324,17 @@ def test_first_deployment_with_failing_health_check_keeps_traffic() -> None:
 def test_caller_mistakes_raise_with_what_to_do() -> None:
     clock, target, metrics = setup(lambda n, w: rate(0.0, 100))
     with pytest.raises(ValueError, match="call target.deploy"):
-        run_canary(target, metrics, "production", "9", "1", CONFIG, sleep=clock.sleep, clock=clock)
+        run_canary(
+            Collaborators(target, metrics, sleep=clock.sleep, clock=clock),
+            Rollout("production", "9", "1"),
+            CONFIG,
+        )
     with pytest.raises(ValueError, match="baseline=None"):
-        run_canary(target, metrics, "production", "2", "2", CONFIG, sleep=clock.sleep, clock=clock)
+        run_canary(
+            Collaborators(target, metrics, sleep=clock.sleep, clock=clock),
+            Rollout("production", "2", "2"),
+            CONFIG,
+        )
 
 
 @pytest.mark.parametrize(
@@ -384,14 +402,9 @@ def run_default(metrics_for, config: CanaryConfig | None = None, **target_kwargs
     target.weights = {"1": 100, "2": 0}
     metrics = metrics_for(target, clock)
     result = run_canary(
-        target,
-        metrics,
-        "production",
-        "2",
-        "1",
+        Collaborators(target, metrics, sleep=clock.sleep, clock=clock),
+        Rollout("production", "2", "1"),
         config or CanaryConfig(),
-        sleep=clock.sleep,
-        clock=clock,
     )
     return result, target, clock
 
@@ -465,7 +478,9 @@ def test_a_dead_candidate_is_a_breach_at_the_next_reading() -> None:
 
     target.state = state  # type: ignore[method-assign]
     result = run_canary(
-        target, metrics, "production", "2", "1", CanaryConfig(), sleep=clock.sleep, clock=clock
+        Collaborators(target, metrics, sleep=clock.sleep, clock=clock),
+        Rollout("production", "2", "1"),
+        CanaryConfig(),
     )
     assert result.status is CanaryState.ROLLED_BACK
     assert "server is not running" in result.reason
@@ -504,7 +519,9 @@ def test_sequential_step_without_data_aborts_with_the_sources_reason() -> None:
     clock, target, metrics = setup(lambda n, w: rate(None, 0, "no data yet: first scrape"))
     config = CanaryConfig(analysis_window_seconds=4)
     result = run_canary(
-        target, metrics, "production", "2", "1", config, sleep=clock.sleep, clock=clock
+        Collaborators(target, metrics, sleep=clock.sleep, clock=clock),
+        Rollout("production", "2", "1"),
+        config,
     )
     assert result.status is CanaryState.ABORTED
     assert "no data yet: first scrape" in result.reason
@@ -527,7 +544,9 @@ def test_a_dead_router_is_a_breach() -> None:
 
     target.state = state  # type: ignore[method-assign]
     result = run_canary(
-        target, metrics, "production", "2", "1", CanaryConfig(), sleep=clock.sleep, clock=clock
+        Collaborators(target, metrics, sleep=clock.sleep, clock=clock),
+        Rollout("production", "2", "1"),
+        CanaryConfig(),
     )
     assert result.status is CanaryState.ROLLED_BACK
     assert "router is not running" in result.reason
@@ -555,6 +574,8 @@ def test_a_target_without_an_endpoint_is_not_judged_on_it() -> None:
     real_state = target.state
     target.state = lambda env: EnvironmentState(env, None, real_state(env).versions)  # type: ignore[method-assign]
     result = run_canary(
-        target, metrics, "production", "2", "1", CanaryConfig(), sleep=clock.sleep, clock=clock
+        Collaborators(target, metrics, sleep=clock.sleep, clock=clock),
+        Rollout("production", "2", "1"),
+        CanaryConfig(),
     )
     assert result.status is CanaryState.SUCCEEDED, result.reason

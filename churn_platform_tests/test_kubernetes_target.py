@@ -29,7 +29,14 @@ import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from churn_platform.core.canary import CanaryConfig, CanaryState, Transition, run_canary
+from churn_platform.core.canary import (
+    CanaryConfig,
+    CanaryState,
+    Collaborators,
+    Rollout,
+    Transition,
+    run_canary,
+)
 from churn_platform.core.rollout import DeploymentTarget, ErrorRate
 from churn_platform.resources.deployment import KubernetesDeploymentResource
 from churn_platform.targets.kubernetes import (
@@ -342,14 +349,9 @@ def test_healthy_canary_is_promoted_to_100_in_the_route(cluster: Cluster) -> Non
     seen: list[dict[str, int]] = []
 
     result = run_canary(
-        target,
-        metrics,
-        ENV,
-        "2",
-        "1",
+        Collaborators(target, metrics, sleep=cluster.clock.sleep, clock=cluster.clock),
+        Rollout(ENV, "2", "1"),
         CANARY,
-        sleep=cluster.clock.sleep,
-        clock=cluster.clock,
         on_transition=_observe_route(cluster, seen),
     )
 
@@ -375,7 +377,9 @@ def test_breaching_canary_rolls_back_and_leaves_the_champion_untouched(cluster: 
     metrics = ScriptedMetrics(cluster, lambda weight: 0.30 if weight >= 25 else 0.0, failing="2")
 
     result = run_canary(
-        target, metrics, ENV, "2", "1", CANARY, sleep=cluster.clock.sleep, clock=cluster.clock
+        Collaborators(target, metrics, sleep=cluster.clock.sleep, clock=cluster.clock),
+        Rollout(ENV, "2", "1"),
+        CANARY,
     )
 
     assert result.status is CanaryState.ROLLED_BACK

@@ -14,6 +14,7 @@ from sklearn.metrics import roc_auc_score
 
 from churn_platform.core import metrics
 from churn_platform.core import schema as s
+from churn_platform.core.spec import default_spec
 from churn_platform.core.synthetic import SyntheticSpec, generate
 
 
@@ -273,7 +274,7 @@ def test_slice_aucs_accepts_a_frame_and_rejects_bad_masks():
 
 def test_default_slices_on_synthetic_data():
     frame = generate(SyntheticSpec(n_rows=3_000, seed=3))
-    slices = metrics.default_slices(frame)
+    slices = metrics.default_slices(frame, default_spec())
     assert list(slices) == [
         "enterprise",
         "contract:monthly",
@@ -297,7 +298,7 @@ def test_default_slices_leave_missing_values_out():
     frame = generate(
         SyntheticSpec(n_rows=2_000, seed=3, null_rate={s.TENURE_MONTHS: 0.1, s.IS_ENTERPRISE: 0.1})
     )
-    slices = metrics.default_slices(frame)
+    slices = metrics.default_slices(frame, default_spec())
     null_tenure = frame[s.TENURE_MONTHS].isna().to_numpy()
     in_a_band = slices["tenure:0-12m"] | slices["tenure:12-24m"] | slices["tenure:24m+"]
     assert not in_a_band[null_tenure].any() and in_a_band[~null_tenure].all()

@@ -24,6 +24,8 @@ from churn_platform.core.canary import (
     CanaryConfig,
     CanaryResult,
     CanaryState,
+    Collaborators,
+    Rollout,
     run_canary,
 )
 from churn_platform.core.spec import default_spec
@@ -152,7 +154,7 @@ def test_canary_promotes_a_healthy_version_and_rolls_back_a_failing_one(
         record = to_records(models.rows.head(1))
 
         with PacedLoad(state.endpoint, record, rate=40) as load:
-            healthy = run_canary(target, metrics, env, "2", "1", config)
+            healthy = run_canary(Collaborators(target, metrics), Rollout(env, "2", "1"), config)
         assert healthy.status is CanaryState.SUCCEEDED, healthy.as_markdown()
         assert target.state(env).weights() == {"1": 0, "2": 100}
         assert {s for _, s, _ in load.results} == {200}
@@ -168,7 +170,9 @@ def test_canary_promotes_a_healthy_version_and_rolls_back_a_failing_one(
         )
         assert metrics.wait_until_scraped(faulty_version)
         with PacedLoad(state.endpoint, record, rate=40) as load:
-            bad = run_canary(target, metrics, env, faulty_version, "2", config)
+            bad = run_canary(
+                Collaborators(target, metrics), Rollout(env, faulty_version, "2"), config
+            )
             time.sleep(1.5)  # traffic after the rollback must be clean
         assert bad.status is CanaryState.ROLLED_BACK, bad.as_markdown()
         assert target.state(env).weights() == {"1": 0, "2": 100, faulty_version: 0}
@@ -207,7 +211,7 @@ def test_canary_without_data_does_not_promote(stack: Stack) -> None:
         target.deploy(env, "1", models.model_uris["1"])
         target.set_weights(env, {"1": 100})
         target.deploy(env, "2", models.model_uris["2"])
-        result = run_canary(target, metrics, env, "2", "1", config)
+        result = run_canary(Collaborators(target, metrics), Rollout(env, "2", "1"), config)
         assert result.status is CanaryState.ABORTED
         assert "no data from Prometheus" in result.reason
         assert target.state(env).weights() == {"1": 100, "2": 0}
@@ -236,7 +240,11 @@ def test_default_canary_releases_a_healthy_version_at_the_local_traffic(stack: S
         with TrafficGenerator(
             state.endpoint, records(models.rows.head(50), default_spec()), rate=25.0
         ):
-            result = run_canary(target, scrape_metrics(target, env), env, "2", "1", CanaryConfig())
+            result = run_canary(
+                Collaborators(target, scrape_metrics(target, env)),
+                Rollout(env, "2", "1"),
+                CanaryConfig(),
+            )
         assert result.status is CanaryState.SUCCEEDED, result.as_markdown()
         assert target.state(env).weights() == {"1": 0, "2": 100}
     finally:
@@ -257,11 +265,8 @@ def test_a_canary_process_that_dies_is_rolled_back_within_seconds(stack: Stack) 
 
         def rollout() -> None:
             out["result"] = run_canary(
-                target,
-                scrape_metrics(target, env),
-                env,
-                "2",
-                "1",
+                Collaborators(target, scrape_metrics(target, env)),
+                Rollout(env, "2", "1"),
                 CanaryConfig(steps=(50, 100)),
                 on_transition=lambda t: (
                     analysing.set() if t.to_state is CanaryState.ANALYSING else None

@@ -194,21 +194,7 @@ def decide(
         "power": config.power,
     }
     if comparison is None:
-        details["champion"] = None
-        if checks_passed:
-            return Decision(
-                True,
-                "Promote: no champion yet, and the challenger passed its checks.",
-                "no_champion",
-                details,
-            )
-        return Decision(
-            False,
-            "Keep: there is no champion yet, but the challenger failed its checks, "
-            "so nothing is promoted.",
-            "no_champion",
-            details,
-        )
+        return _no_champion(checks_passed, details)
 
     details["comparison"] = asdict(comparison)
     mdg = detectable_gain(
@@ -218,52 +204,9 @@ def decide(
     reasons: list[str] = []
     if not checks_passed:
         reasons.append("the challenger failed its checks")
-
-    delta_text = (
-        f"AUC {comparison.auc_challenger:.4f} vs champion {comparison.auc_champion:.4f}, "
-        f"delta {_signed(comparison.delta)}"
-    )
-    ci_text = (
-        f"{comparison.level:.0%} CI {_signed(comparison.delta_lower)} to "
-        f"{_signed(comparison.delta_upper)}"
-    )
-    if config.mode == "point":
-        auc_ok = comparison.delta >= config.min_delta
-        details["auc_rule"] = "delta >= min_delta"
-        details["slice_rule"] = "not applied in point mode (the seed's rule)"
-        if not auc_ok:
-            reasons.append(f"{delta_text}, below the required {_signed(config.min_delta)}")
-    else:
-        if config.mode == "interval":
-            auc_ok = comparison.delta_lower >= config.min_delta
-            details["auc_rule"] = "delta_lower >= min_delta"
-            if not auc_ok:
-                reasons.append(
-                    f"the gain is not established: {delta_text} ({ci_text}); the lower bound "
-                    f"is below the required {_signed(config.min_delta)}"
-                )
-        else:
-            gain_ok = comparison.delta >= config.min_delta
-            shown = comparison.delta_lower > 0
-            auc_ok = gain_ok and shown
-            details["auc_rule"] = "delta >= min_delta and delta_lower > 0"
-            if not gain_ok:
-                reasons.append(
-                    f"{delta_text} ({ci_text}), below the required gain {_signed(config.min_delta)}"
-                )
-            elif not shown:
-                reasons.append(
-                    f"the gain is not shown to be real: {delta_text} ({ci_text}); the "
-                    "interval's lower bound is not above 0"
-                )
-        regressed = _regressed_slices(slice_deltas, config, details)
-        if regressed:
-            listed = ", ".join(f"{n} {_signed(d)}" for n, d in sorted(regressed.items()))
-            reasons.append(
-                f"{len(regressed)} slice(s) lost more than {config.slice_tolerance:.3f} AUC "
-                f"({listed})"
-            )
-
+    auc_ok = _apply_auc_rule(comparison, config, details, reasons)
+    if config.mode != "point":
+        reasons.extend(_slice_reasons(slice_deltas, config, details))
     details["auc_rule_passed"] = bool(auc_ok)
     power = (
         f" The holdout ({comparison.n} rows) detects a gain of {_signed(mdg)} with "
@@ -277,24 +220,107 @@ def decide(
             details,
             mdg,
         )
+    return Decision(True, _promote_reason(comparison, config) + power, config.mode, details, mdg)
+
+
+def _no_champion(checks_passed: bool, details: dict[str, Any]) -> Decision:
+    """The decision without a champion: promote the challenger if its checks passed."""
+    details["champion"] = None
+    if checks_passed:
+        return Decision(
+            True,
+            "Promote: no champion yet, and the challenger passed its checks.",
+            "no_champion",
+            details,
+        )
+    return Decision(
+        False,
+        "Keep: there is no champion yet, but the challenger failed its checks, "
+        "so nothing is promoted.",
+        "no_champion",
+        details,
+    )
+
+
+def _delta_texts(comparison: PairedComparison) -> tuple[str, str]:
+    """The AUC delta and its confidence interval, as the reasons quote them."""
+    delta_text = (
+        f"AUC {comparison.auc_challenger:.4f} vs champion {comparison.auc_champion:.4f}, "
+        f"delta {_signed(comparison.delta)}"
+    )
+    ci_text = (
+        f"{comparison.level:.0%} CI {_signed(comparison.delta_lower)} to "
+        f"{_signed(comparison.delta_upper)}"
+    )
+    return delta_text, ci_text
+
+
+def _apply_auc_rule(
+    comparison: PairedComparison, config: GateConfig, details: dict[str, Any], reasons: list[str]
+) -> bool:
+    """Whether the AUC delta passes ``config.mode``'s rule; the rule goes into ``details``
+    and, when it fails, why into ``reasons``."""
+    delta_text, ci_text = _delta_texts(comparison)
+    if config.mode == "point":
+        auc_ok = comparison.delta >= config.min_delta
+        details["auc_rule"] = "delta >= min_delta"
+        details["slice_rule"] = "not applied in point mode (the seed's rule)"
+        if not auc_ok:
+            reasons.append(f"{delta_text}, below the required {_signed(config.min_delta)}")
+        return auc_ok
     if config.mode == "interval":
-        reason = (
+        auc_ok = comparison.delta_lower >= config.min_delta
+        details["auc_rule"] = "delta_lower >= min_delta"
+        if not auc_ok:
+            reasons.append(
+                f"the gain is not established: {delta_text} ({ci_text}); the lower bound "
+                f"is below the required {_signed(config.min_delta)}"
+            )
+        return auc_ok
+    gain_ok = comparison.delta >= config.min_delta
+    shown = comparison.delta_lower > 0
+    details["auc_rule"] = "delta >= min_delta and delta_lower > 0"
+    if not gain_ok:
+        reasons.append(
+            f"{delta_text} ({ci_text}), below the required gain {_signed(config.min_delta)}"
+        )
+    elif not shown:
+        reasons.append(
+            f"the gain is not shown to be real: {delta_text} ({ci_text}); the "
+            "interval's lower bound is not above 0"
+        )
+    return gain_ok and shown
+
+
+def _slice_reasons(
+    slice_deltas: Mapping[str, float | None], config: GateConfig, details: dict[str, Any]
+) -> list[str]:
+    """The slice rule's reason to keep, if any slice lost more than the tolerance."""
+    regressed = _regressed_slices(slice_deltas, config, details)
+    if not regressed:
+        return []
+    listed = ", ".join(f"{n} {_signed(d)}" for n, d in sorted(regressed.items()))
+    return [f"{len(regressed)} slice(s) lost more than {config.slice_tolerance:.3f} AUC ({listed})"]
+
+
+def _promote_reason(comparison: PairedComparison, config: GateConfig) -> str:
+    """Why the challenger is promoted, in the words of ``config.mode``'s rule."""
+    delta_text, ci_text = _delta_texts(comparison)
+    if config.mode == "interval":
+        return (
             f"Promote: {delta_text} ({ci_text}); the lower bound clears "
             f"{_signed(config.min_delta)}, checks passed and no slice lost more than "
             f"{config.slice_tolerance:.3f} AUC."
         )
-    elif config.mode == "gain_and_interval":
-        reason = (
+    if config.mode == "gain_and_interval":
+        return (
             f"Promote: {delta_text} reaches the required {_signed(config.min_delta)} and the "
             f"{ci_text} excludes 0; checks passed and no slice lost more than "
             f"{config.slice_tolerance:.3f} AUC."
         )
-    else:
-        reason = (
-            f"Promote: {delta_text} reaches the required {_signed(config.min_delta)} "
-            "and checks passed."
-        )
-    return Decision(True, reason + power, config.mode, details, mdg)
+    return (
+        f"Promote: {delta_text} reaches the required {_signed(config.min_delta)} and checks passed."
+    )
 
 
 def keep_unscored_champion(

@@ -34,7 +34,7 @@ from numpy.typing import ArrayLike
 from scipy import stats
 
 from churn_platform.core import schema as s
-from churn_platform.core.spec import Spec, default_spec, slice_values
+from churn_platform.core.spec import Spec, slice_values
 
 # ---------------------------------------------------------------------------------------
 # validation helpers
@@ -615,7 +615,7 @@ def _value_mask(values: pd.Series, kind: str, wanted: object) -> np.ndarray:
     return (values.astype("string") == str(wanted)).fillna(False).to_numpy(dtype=bool)
 
 
-def default_slices(frame: pd.DataFrame, spec: Spec | None = None) -> dict[str, np.ndarray]:
+def default_slices(frame: pd.DataFrame, spec: Spec) -> dict[str, np.ndarray]:
     """The spec's evaluation slices of a validated frame, as boolean masks named
     ``spec.slice_names()``.
 
@@ -626,7 +626,6 @@ def default_slices(frame: pd.DataFrame, spec: Spec | None = None) -> dict[str, n
     "tenure:12-24m" [12, 24), "tenure:24m+" [24, inf). Rows with a missing value fall in
     no slice of that column.
     """
-    spec = spec or default_spec()
     wanted = list(dict.fromkeys(sl.column for sl in spec.slices))
     missing = [c for c in wanted if c not in frame.columns]
     if missing:

@@ -26,7 +26,14 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from churn_platform.core.canary import CanaryConfig, CanaryResult, Transition, run_canary
+from churn_platform.core.canary import (
+    CanaryConfig,
+    CanaryResult,
+    Collaborators,
+    Rollout,
+    Transition,
+    run_canary,
+)
 from churn_platform.core.model_checks import CheckOutcome
 from churn_platform.core.records import (
     CHAMPION,
@@ -333,14 +340,9 @@ def release(
     try:
         with (during_canary or (lambda state: nullcontext()))(target.state(environment)):
             outcome = run_canary(
-                target,
-                metrics,
-                environment,
-                candidate,
-                champion,
+                Collaborators(target, metrics, sleep=sleep, clock=clock),
+                Rollout(environment, candidate, champion),
                 config,
-                sleep=sleep,
-                clock=clock,
                 on_transition=on_transition,
             )
         finished = True
