@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from churn_platform.core.drift_monitor import DriftSettings
-from churn_platform.core.spec import Spec, SpecError, load_spec
 from churn_platform.core.synthetic import SyntheticSpec
 
 if TYPE_CHECKING:
@@ -503,16 +502,6 @@ def storage_is_remote(environ: Mapping[str, str] | None = None) -> bool:
     return urlsplit(storage_url(environ)).scheme in REMOTE_SCHEMES
 
 
-def default_artifact_location() -> str:
-    """Artifact root of a database-backed MLflow store: ``<CHURN_STORAGE_URL>/mlflow`` on an
-    object store, else a folder beside the local database."""
-    if storage_is_remote():
-        return storage_url() + "/mlflow"
-    folder = Path(storage_url()) / "mlflow" / "artifacts"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder.as_uri()
-
-
 def drift_settings(environ: Mapping[str, str] | None = None) -> DriftSettings:
     """The drift sensor's threshold and minimum window, read now (each tick)."""
     return DriftSettings(
@@ -524,20 +513,6 @@ def drift_settings(environ: Mapping[str, str] | None = None) -> DriftSettings:
 def auto_release(environ: Mapping[str, str] | None = None) -> bool:
     """Whether the retraining job also releases to production (``CHURN_AUTO_RELEASE``)."""
     return bool(get("CHURN_AUTO_RELEASE", environ))
-
-
-def current_spec(environ: Mapping[str, str] | None = None) -> Spec:
-    """The table spec in effect: ``CHURN_SPEC`` or the shipped churn spec.
-
-    Raises ``SettingsError`` naming ``CHURN_SPEC`` and the spec's own message (key, line
-    and fix) when the file is missing or invalid.
-    """
-    path = get("CHURN_SPEC", environ)
-    try:
-        return load_spec(path or None)
-    except SpecError as exc:
-        where = f"CHURN_SPEC={path!r}" if path else "the shipped spec"
-        raise SettingsError(f"{where}: {exc}") from None
 
 
 def kubernetes_settings_from_env(environ: Mapping[str, str] | None = None) -> KubernetesSettings:

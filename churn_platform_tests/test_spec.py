@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from churn_platform import settings
+from churn_platform.config import load_config
 from churn_platform.core import schema as s
 from churn_platform.core.spec import (
     SpecError,
@@ -87,6 +88,7 @@ def test_the_target_map_and_differences_are_described() -> None:
 def test_chosen_by_one_setting_with_an_error_naming_it(tmp_path) -> None:
     path = tmp_path / "mine.yaml"
     path.write_text(BASE)
-    assert settings.current_spec({"CHURN_SPEC": str(path)}).feature_names == ("plan", "spend")
+    spec = load_config({"CHURN_SPEC": str(path), "CHURN_HOME": str(tmp_path)}).model().spec
+    assert spec.feature_names == ("plan", "spend")
     with pytest.raises(settings.SettingsError, match="CHURN_SPEC=.*nope.yaml.*cannot be read"):
-        settings.current_spec({"CHURN_SPEC": str(tmp_path / "nope.yaml")})
+        load_config({"CHURN_SPEC": str(tmp_path / "nope.yaml"), "CHURN_HOME": str(tmp_path)})
