@@ -9,7 +9,6 @@ from typing import Any
 
 import dagster as dg
 import pandas as pd
-from dagster._core.definitions.data_version import CODE_VERSION_TAG
 
 from churn_platform.config import ModelConfig, PlatformConfig
 from churn_platform.core import drift
@@ -40,6 +39,9 @@ from churn_platform.resources.mlflow_registry import MlflowRegistry
 from churn_platform.resources.notify import DRIFT, NotificationError, Notifier
 from churn_platform.resources.storage import StorageResource
 
+# the tag Dagster puts on a materialisation of an asset with a code version (its value is part
+# of Dagster's stored event format; test_code_and_file_triggers reads it back from a real one)
+CODE_VERSION_TAG = "dagster/code_version"
 RETRAINING_JOB = "churn_retraining"  # the default model's job names: <model>_<job>
 RETRAINING_ASSETS = [
     "churn_snapshot",

@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 import dagster as dg
-from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetCheckEvaluation
 
 from churn_platform.config import ModelConfig
 from churn_platform.defs.common import asset_key
@@ -71,7 +70,7 @@ def failed_blocking_checks(instance: dg.DagsterInstance, run_id: str) -> list[An
     return [
         e
         for e in evaluations
-        if isinstance(e, AssetCheckEvaluation) and not e.passed and e.blocking
+        if isinstance(e, dg.AssetCheckEvaluation) and not e.passed and e.blocking
     ]
 
 
