@@ -48,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ is not a
 import _common as common  # noqa: E402
 
 from churn_platform.core.canary import CanaryConfig, CanaryState, run_canary  # noqa: E402
-from churn_platform.resources.metrics import PrometheusMetrics  # noqa: E402
+from churn_platform.resources.metrics_source import PrometheusMetrics  # noqa: E402
 from churn_platform.targets.local import LocalProcessTarget  # noqa: E402
 from churn_platform.testing import (  # noqa: E402
     PROMETHEUS_BIN,

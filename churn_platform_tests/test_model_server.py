@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
 from churn_platform.core.spec import default_spec
-from churn_platform.resources.metrics import ScrapeMetrics
+from churn_platform.resources.metrics_source import ScrapeMetrics
 from churn_platform.serving.model_server.app import create_app
 from churn_platform.serving.model_server.schema import InputSchema
 from churn_platform.serving.server_settings import ServerSettings
