@@ -207,7 +207,7 @@ def render(
         f"- date: {common.utc_now()}",
         f"- command: `{command}`",
         f"- machine: {os.cpu_count()} cores visible ({platform.processor() or platform.machine()})"
-        f", shared with other jobs; load average before {common.load_text(load_before)}"
+        f"; load average before {common.load_text(load_before)}"
         f", after {common.load_text()}",
         f"- python {platform.python_version()}, {prometheus_version}, "
         + common.versions_text("prometheus-api-client", "httpx", "uvicorn", "prometheus-client"),

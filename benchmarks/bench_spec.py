@@ -367,8 +367,8 @@ def main() -> None:
         f"- inferred: {len(spec.features)} features ("
         + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
         + f"); target positive {list(spec.target.positive)}; left out: email",
-        f"- machine: {machine_before} (before); {common.machine(load=True)} (after). Shared with "
-        "other jobs: absolute times move with the load.",
+        f"- machine: {machine_before} (before); {common.machine(load=True)} (after). Absolute times move "
+        "with the load average.",
         f"- python {platform.python_version()}, "
         + common.versions_text("pandas", "numpy", "pyarrow", "great_expectations"),
         "",
