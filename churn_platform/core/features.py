@@ -262,11 +262,19 @@ def plan_feature_steps(spec: Spec | None = None, *, native: bool = True) -> list
     numeric and integer features pass through as floats. Missing values stay NaN.
     """
     spec = spec or default_spec()
-    steps: list[FeatureStep] = []
+    return [
+        *_cyclical_steps(spec),
+        *_categorical_steps(spec, native),
+        *_date_boolean_numeric_steps(spec),
+    ]
 
+
+def _cyclical_steps(spec: Spec) -> list[FeatureStep]:
+    """One sin/cos step per period of the cyclical features."""
     periods: dict[float, list[str]] = {}
     for name in spec.of_kind("cyclical"):
         periods.setdefault(float(spec.features[name].period or 0), []).append(name)
+    steps = []
     for period, cols in periods.items():
         columns = tuple(cols)
         generic = "cyclical" if len(periods) == 1 else f"cyclical_{period:g}"
@@ -281,7 +289,11 @@ def plan_feature_steps(spec: Spec | None = None, *, native: bool = True) -> list
                 {o: (-1.0, 1.0) for o in outputs},
             )
         )
+    return steps
 
+
+def _categorical_steps(spec: Spec, native: bool) -> list[FeatureStep]:
+    """One-hot, frequency and native-code steps over the categoricals that ask for each."""
     categorical = spec.of_kind("categorical")
 
     def encoded(how: str) -> tuple[str, ...]:
@@ -295,26 +307,9 @@ def plan_feature_steps(spec: Spec | None = None, *, native: bool = True) -> list
     )
     frequency = encoded("frequency")
     native_cols = encoded("native") if native else ()
+    steps = []
     if onehot:
-        categories = _categories(spec, onehot)
-        outputs = tuple(
-            f"{c}_{v}" for c, values in zip(onehot, categories, strict=True) for v in values
-        )
-        steps.append(
-            _step(
-                "onehot",
-                "onehot",
-                make_pipeline(
-                    StringCategories(),
-                    OneHotEncoder(
-                        categories=categories, handle_unknown="ignore", sparse_output=False
-                    ),
-                ),
-                onehot,
-                outputs,
-                {o: (0.0, 1.0) for o in outputs},
-            )
-        )
+        steps.append(_onehot_step(spec, onehot))
     if frequency:
         outputs = tuple(f"{c}_freq" for c in frequency)
         steps.append(
@@ -328,25 +323,53 @@ def plan_feature_steps(spec: Spec | None = None, *, native: bool = True) -> list
             )
         )
     if native_cols:
-        categories = _categories(spec, native_cols)
-        steps.append(
-            _step(
-                "native",
-                "native_categories",
-                make_pipeline(
-                    StringCategories(),
-                    OrdinalEncoder(
-                        categories=categories,
-                        handle_unknown="use_encoded_value",
-                        unknown_value=np.nan,
-                        encoded_missing_value=np.nan,
-                    ),
-                ),
-                native_cols,
-                native_cols,
-                {c: (0.0, float(len(v) - 1)) for c, v in zip(native_cols, categories, strict=True)},
-            )
-        )
+        steps.append(_native_step(spec, native_cols))
+    return steps
+
+
+def _onehot_step(spec: Spec, columns: tuple[str, ...]) -> FeatureStep:
+    """One 0/1 column per allowed value of each of ``columns`` (unknown -> all zero)."""
+    categories = _categories(spec, columns)
+    outputs = tuple(
+        f"{c}_{v}" for c, values in zip(columns, categories, strict=True) for v in values
+    )
+    return _step(
+        "onehot",
+        "onehot",
+        make_pipeline(
+            StringCategories(),
+            OneHotEncoder(categories=categories, handle_unknown="ignore", sparse_output=False),
+        ),
+        columns,
+        outputs,
+        {o: (0.0, 1.0) for o in outputs},
+    )
+
+
+def _native_step(spec: Spec, columns: tuple[str, ...]) -> FeatureStep:
+    """An ordinal code per allowed value of each of ``columns`` (unknown or missing -> NaN)."""
+    categories = _categories(spec, columns)
+    return _step(
+        "native",
+        "native_categories",
+        make_pipeline(
+            StringCategories(),
+            OrdinalEncoder(
+                categories=categories,
+                handle_unknown="use_encoded_value",
+                unknown_value=np.nan,
+                encoded_missing_value=np.nan,
+            ),
+        ),
+        columns,
+        columns,
+        {c: (0.0, float(len(v) - 1)) for c, v in zip(columns, categories, strict=True)},
+    )
+
+
+def _date_boolean_numeric_steps(spec: Spec) -> list[FeatureStep]:
+    """Days since the newest date seen at fit; booleans as 0/1; numbers passed through."""
+    steps = []
     dates = spec.of_kind("date")
     if dates:
         steps.append(

@@ -580,6 +580,31 @@ def render_spec(inferred: InferredSpec) -> str:
         (f for f in inferred.features if f.entry["kind"] in ("numeric", "integer")), None
     )
     out = [
+        *_columns_lines(inferred),
+        *_threshold_lines(inferred),
+        "",
+        "# named slices of the holdout, each with its own AUC check; e.g.",
+        *_example_slice_lines(first_categorical, first_number),
+        "slices: []",
+        "",
+        "# behavioural checks: changing one feature must move churn in a stated direction; e.g.",
+        *_example_invariance_lines(first_categorical),
+        "invariances: []",
+        "",
+        "drift:",
+        _line(2, "threshold", 0.2, "PSI above this on any watched feature is drift"),
+        "",
+        "holdout:",
+        _line(2, "fraction", 0.2),
+        _line(2, "salt", f"{inferred.name}-holdout-v1", "change it to draw a new holdout"),
+        "",
+    ]
+    return "\n".join(out)
+
+
+def _columns_lines(inferred: InferredSpec) -> list[str]:
+    """The header, the id, the target and the features (with the columns left out)."""
+    out = [
         f"# Starter spec written by `python -m churn_platform spec infer` from {inferred.origin or 'a table'}",
         f"# ({inferred.rows:,} rows). Every inferred value says where it came from; edit what is",
         "# wrong, add slices and invariances, then check it: python -m churn_platform spec check DATA",
@@ -608,7 +633,12 @@ def render_spec(inferred: InferredSpec) -> str:
         out.append("  # left out (not features):")
         for col in inferred.left_out:
             out.append(f"  #   {col.source}: {col.left_out}")
-    out += [
+    return out
+
+
+def _threshold_lines(inferred: InferredSpec) -> list[str]:
+    """The dataset and model thresholds, the row floor scaled to the rows observed."""
+    return [
         "",
         "dataset:",
         _line(
@@ -625,9 +655,14 @@ def render_spec(inferred: InferredSpec) -> str:
         _line(
             2, "min_slice_rows", 30, "slices with fewer holdout rows are skipped, with the reason"
         ),
-        "",
-        "# named slices of the holdout, each with its own AUC check; e.g.",
     ]
+
+
+def _example_slice_lines(
+    first_categorical: Inferred | None, first_number: Inferred | None
+) -> list[str]:
+    """Commented-out slices over the first categorical and the first numeric feature."""
+    out = []
     if first_categorical is not None:
         out += [
             f"#  - name: {first_categorical.name}",
@@ -642,33 +677,22 @@ def render_spec(inferred: InferredSpec) -> str:
             f"#    column: {first_number.name}",
             f"#    bands: {{low: [{_y(low)}, {_y(mid)}], high: [{_y(mid)}, null]}}",
         ]
-    out += [
-        "slices: []",
-        "",
-        "# behavioural checks: changing one feature must move churn in a stated direction; e.g.",
+    return out
+
+
+def _example_invariance_lines(first_categorical: Inferred | None) -> list[str]:
+    """A commented-out invariance from the first to the last value of a categorical."""
+    if first_categorical is None:
+        return []
+    allowed = first_categorical.entry["allowed"]
+    return [
+        f"#  - name: {first_categorical.name}_invariance",
+        f"#    feature: {first_categorical.name}",
+        f"#    from: {_y(allowed[0])}",
+        f"#    to: {_y(allowed[-1])}",
+        "#    direction: decrease",
+        "#    min_fraction: 0.9",
     ]
-    if first_categorical is not None:
-        allowed = first_categorical.entry["allowed"]
-        out += [
-            f"#  - name: {first_categorical.name}_invariance",
-            f"#    feature: {first_categorical.name}",
-            f"#    from: {_y(allowed[0])}",
-            f"#    to: {_y(allowed[-1])}",
-            "#    direction: decrease",
-            "#    min_fraction: 0.9",
-        ]
-    out += [
-        "invariances: []",
-        "",
-        "drift:",
-        _line(2, "threshold", 0.2, "PSI above this on any watched feature is drift"),
-        "",
-        "holdout:",
-        _line(2, "fraction", 0.2),
-        _line(2, "salt", f"{inferred.name}-holdout-v1", "change it to draw a new holdout"),
-        "",
-    ]
-    return "\n".join(out)
 
 
 def infer_spec_text(
