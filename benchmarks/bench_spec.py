@@ -12,7 +12,7 @@ holds it. It is written to a temporary Parquet file (and CSV), which each measur
 reads in its own process, so the peak RSS of each process is its own.
 
 What each row measures:
-* ours, in process: ``core.spec_infer.infer_spec_text`` on the in-memory table (kinds on a
+* ours, in process: ``core.spec_starter.infer_spec_text`` on the in-memory table (kinds on a
   sample of distinct values, ranges / null rates / allowed sets on a full pass).
 * ours, the command: ``python -m churn_platform spec infer table.parquet|csv -o spec.yaml``
   end to end (start-up, reading the file as the data source does, inference, writing).
@@ -53,7 +53,7 @@ import _common as common  # noqa: E402
 from churn_platform.core import contract  # noqa: E402
 from churn_platform.core.mapping import apply_mapping  # noqa: E402
 from churn_platform.core.spec import Spec  # noqa: E402
-from churn_platform.core.spec_infer import infer_spec_text  # noqa: E402
+from churn_platform.core.spec_starter import infer_spec_text  # noqa: E402
 
 RESULTS = common.result_path(__file__)
 ID, TARGET = "customer_ref", "churned"
