@@ -236,8 +236,8 @@ def main() -> None:
         f"--repeats {args.repeats} --ge-repeats {args.ge_repeats}`",
         f"- rows: {args.rows:,}; defects: 0.1% null ids, 100 duplicated ids, 50/50/20/10 "
         "out-of-range tenure/spend/hour/tickets, 30 unknown contract types, 1% null regions",
-        f"- machine: {machine_before} (before); {common.machine(load=True)} (after). The machine is shared "
-        "with other jobs: absolute times move with the load, the ratios much less.",
+        f"- machine: {machine_before} (before); {common.machine(load=True)} (after). Absolute times move "
+        "with the load average, the ratios much less.",
         f"- python {platform.python_version()}, "
         + common.versions_text("pandas", "numpy", "pandera", "great_expectations"),
         "",

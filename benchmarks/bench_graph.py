@@ -315,7 +315,7 @@ def render(runs: list[GraphRun], args: argparse.Namespace, command: str) -> str:
         "",
         f"- date: {common.utc_now()}",
         f"- command: `{command}`",
-        f"- machine: {common.machine(memory=True)}; shared with other jobs (load average per run below)",
+        f"- machine: {common.machine(memory=True)}; load average per run below",
         f"- python {platform.python_version()}, "
         + common.versions_text("dagster", "mlflow", "scikit-learn", "pandas", "numpy", "pyarrow"),
         f"- each run: fresh temporary `CHURN_HOME`, `CHURN_SYNTHETIC_ROWS`=rows, synthetic "

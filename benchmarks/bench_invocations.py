@@ -1,6 +1,6 @@
 """MLflow's scoring protocol costs nothing extra: ``/invocations`` vs ``/predict`` on one server.
 
-One model server (the lead's pipeline, registered with ``MlflowRegistry``) answers the same
+One model server (the shipped training pipeline, registered with ``MlflowRegistry``) answers the same
 ``{"dataframe_records": [...]}`` body on both paths (``/predict`` accepts that shape too), so
 the only difference is the protocol handling. Closed loop, ``--concurrency`` keep-alive
 connections, interleaved rounds; the best round per (path, payload) counts. Target (issue 15):

@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
         f"Peak RSS of the whole benchmark process: {peak_mb:.0f} MB (ours processes resamples "
         "in chunks of about 6.4M row-resample cells, ~25 MB per int32 matrix).",
         "",
-        f"Machine: {common.platform_text()}, shared with other work (load average at the end "
+        f"Machine: {common.platform_text()} (load average at the end "
         f"{load}); single-threaded numpy code. Python {platform.python_version()}, "
         f"{common.versions_text('numpy', 'scipy', 'scikit-learn')}.",
         "",

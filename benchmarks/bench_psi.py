@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
         "columns (equal-width bins put most rows in a few bins) and on strongly shifted "
         "columns, where the treatment of nearly empty bins dominates the sum.",
         "",
-        f"Machine: {common.platform_text()} (shared with other work; load average at the end "
+        f"Machine: {common.platform_text()} (load average at the end "
         f"{common.load_text()}), Python {platform.python_version()}, "
         f"{common.versions_text('numpy', 'pandas', 'evidently')}.",
         "",

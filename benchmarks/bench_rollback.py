@@ -54,7 +54,7 @@ from churn_platform.core.canary import (  # noqa: E402
     Rollout,
     run_canary,
 )
-from churn_platform.resources.metrics import PrometheusMetrics  # noqa: E402
+from churn_platform.resources.metrics_source import PrometheusMetrics  # noqa: E402
 from churn_platform.targets.local import LocalProcessTarget  # noqa: E402
 from churn_platform.testing import (  # noqa: E402
     PROMETHEUS_BIN,
@@ -215,7 +215,7 @@ def render(
         f"- date: {common.utc_now()}",
         f"- command: `{command}`",
         f"- machine: {os.cpu_count()} cores visible ({platform.processor() or platform.machine()})"
-        f", shared with other jobs; load average before {common.load_text(load_before)}"
+        f"; load average before {common.load_text(load_before)}"
         f", after {common.load_text()}",
         f"- python {platform.python_version()}, {prometheus_version}, "
         + common.versions_text("prometheus-api-client", "httpx", "uvicorn", "prometheus-client"),

@@ -56,7 +56,7 @@ the same for 1 row as for 100) dominates, and our server micro-batches: requests
 the model is busy are scored together in the next `predict_proba` call, in a worker thread, while
 the event loop parses the next requests. mlflow's server also runs pyfunc schema enforcement per
 request. A lone request is not delayed (batching only happens under concurrency), so at
-concurrency 1 expect the two to be much closer. The machine is shared: rounds vary by ~30%,
+concurrency 1 expect the two to be much closer. Rounds vary by ~30% with the load on the 2 cores,
 which is why every round is listed.
 """
 
@@ -157,7 +157,7 @@ def register_model(kind: str, root: Path) -> tuple[str, str, str]:
             trained.pipeline, canonical, config.params(), {}, {}, {}, "bench", spec=spec
         )
         what = (
-            "the lead's pipeline (core.training.train, HistGradientBoosting "
+            "the shipped training pipeline (core.training.train, HistGradientBoosting "
             f"max_iter={config.max_iter}, core.features transformer), logged with "
             "MlflowRegistry.log_and_register"
         )
@@ -248,7 +248,7 @@ def render(
         "",
         f"Model: {what}, registered as `churn_model` v1 in a temporary SQLite store; both servers "
         "load the same `models:/churn_model/1`.",
-        f"Machine: {os.cpu_count()} cores (shared with other jobs), Python {platform.python_version()}, "
+        f"Machine: {os.cpu_count()} cores, Python {platform.python_version()}, "
         + common.versions_text(
             "mlflow", "scikit-learn", "starlette", "uvicorn", "prometheus-client", "numpy", "pandas"
         )

@@ -12,7 +12,7 @@ holds it. It is written to a temporary Parquet file (and CSV), which each measur
 reads in its own process, so the peak RSS of each process is its own.
 
 What each row measures:
-* ours, in process: ``core.spec_infer.infer_spec_text`` on the in-memory table (kinds on a
+* ours, in process: ``core.spec_starter.infer_spec_text`` on the in-memory table (kinds on a
   sample of distinct values, ranges / null rates / allowed sets on a full pass).
 * ours, the command: ``python -m churn_platform spec infer table.parquet|csv -o spec.yaml``
   end to end (start-up, reading the file as the data source does, inference, writing).
@@ -53,7 +53,7 @@ import _common as common  # noqa: E402
 from churn_platform.core import contract  # noqa: E402
 from churn_platform.core.mapping import apply_mapping  # noqa: E402
 from churn_platform.core.spec import Spec  # noqa: E402
-from churn_platform.core.spec_infer import infer_spec_text  # noqa: E402
+from churn_platform.core.spec_starter import infer_spec_text  # noqa: E402
 
 RESULTS = common.result_path(__file__)
 ID, TARGET = "customer_ref", "churned"
@@ -367,8 +367,8 @@ def main() -> None:
         f"- inferred: {len(spec.features)} features ("
         + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
         + f"); target positive {list(spec.target.positive)}; left out: email",
-        f"- machine: {machine_before} (before); {common.machine(load=True)} (after). Shared with "
-        "other jobs: absolute times move with the load.",
+        f"- machine: {machine_before} (before); {common.machine(load=True)} (after). Absolute times move "
+        "with the load average.",
         f"- python {platform.python_version()}, "
         + common.versions_text("pandas", "numpy", "pyarrow", "great_expectations"),
         "",

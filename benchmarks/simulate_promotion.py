@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     lines += [
         "",
-        f"Machine: {common.platform_text()} shared with other work (load average at the end "
+        f"Machine: {common.platform_text()} (load average at the end "
         f"{os.getloadavg()[0]:.2f}), Python {platform.python_version()}, "
         f"{common.versions_text('numpy', 'scipy')}. Total time {sum(r.seconds for r in results):.1f} s.",
         "",

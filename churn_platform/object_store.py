@@ -3,7 +3,7 @@
 ``CHURN_STORAGE_URL`` names the place (``settings.storage_url``). A local place is a plain
 ``pathlib.Path`` (the local code paths keep their fsync-and-rename atomic writes); an
 ``s3://`` place is a ``UPath`` on s3fs. No Dagster here: the model servers use it too; the
-Dagster resources pass their credentials (``resources.object_store.S3Credentials``) as
+Dagster resources pass their credentials (``resources.s3_credentials.S3Credentials``) as
 s3fs options, and processes outside Dagster read the usual AWS variables
 (``options_from_env``).
 """

@@ -40,7 +40,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import dagster as dg
-from dagster._core.errors import DagsterExecutionInterruptedError
+
+from churn_platform import dagster_private
 
 PID_TAG = "churn/pid"
 HOST_TAG = "churn/host"
@@ -196,13 +197,6 @@ def slot_waits(instance: dg.DagsterInstance, run_id: str) -> list[SlotWait]:
     return waits
 
 
-def _sqlite_instance(instance: dg.DagsterInstance) -> bool:
-    """Whether the instance keeps its pools in SQLite (the local default)."""
-    from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
-
-    return isinstance(instance.event_log_storage, SqliteEventLogStorage)
-
-
 def pool_lock_path(instance: dg.DagsterInstance, pool: str) -> Path:
     """The file :func:`exclusive_step` locks for ``pool`` on a SQLite instance."""
     return Path(instance.storage_directory()) / "pools" / f"{pool}.lock"
@@ -229,7 +223,7 @@ def exclusive_step(
     process wrote it). PostgreSQL and MySQL storages claim with ``SELECT ... FOR UPDATE``;
     there (and on an in-memory instance, one process) this is a no-op.
     """
-    if not _sqlite_instance(instance):
+    if not dagster_private.is_sqlite_instance(instance):
         yield
         return
     path = pool_lock_path(instance, pool)
@@ -340,10 +334,8 @@ def _progress(
 
 def quiet_warnings() -> None:
     """Hide Dagster's beta/preview warnings and MLflow's integer-schema hint in this process."""
-    from dagster._utils.warnings import BetaWarning, PreviewWarning
-
-    warnings.filterwarnings("ignore", category=BetaWarning)
-    warnings.filterwarnings("ignore", category=PreviewWarning)
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)
+    warnings.filterwarnings("ignore", category=dg.PreviewWarning)
     warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
 
 
@@ -351,30 +343,16 @@ class Interrupted(Exception):
     """Ctrl-C (or SIGTERM) stopped a run while it waited for a pool slot; the run is canceled."""
 
 
-def _interrupt_captured() -> bool:
-    # During a run Dagster replaces the SIGINT handler with one that only records the signal
-    # and acts on it at its next checkpoint; its loop that waits for a pool slot has none, so
-    # the watcher reads that record (there is no public accessor).
-    from dagster._utils.interrupts import check_captured_interrupt
-
-    return check_captured_interrupt()
-
-
 def _raise_in_thread(thread_id: int, error: type[BaseException]) -> None:
     """Raise ``error`` in another Python thread at its next bytecode."""
     ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(error))
-
-
-# Where Dagster's in-process executor sleeps between two tries of a pool claim
-# (``ActiveExecution.sleep_til_ready``).
-_CLAIM_SLEEP = "sleep_til_ready"
 
 
 def _raise_when_waiting(
     thread_id: int,
     error: type[BaseException],
     *,
-    waiting_in: str = _CLAIM_SLEEP,
+    waiting_in: str = dagster_private.CLAIM_SLEEP,
     tries: int = 400,
     pause_s: float = 0.005,
 ) -> None:
@@ -421,14 +399,14 @@ def _slot_wait_watcher(
                 continue
             now = time.monotonic()
             waiting_since = waiting_since or now
-            if _interrupt_captured():
+            if dagster_private.interrupt_captured():
                 interrupted[:] = [str(wait) for wait in waits]
                 run = instance.get_run_by_id(run_id)
                 if run is not None:
                     instance.report_run_canceling(
                         run, message="Ctrl-C/SIGTERM while " + str(waits[0])
                     )
-                _raise_when_waiting(main, DagsterExecutionInterruptedError)
+                _raise_when_waiting(main, dg.DagsterExecutionInterruptedError)
                 return
             if now - last_message >= WAIT_MESSAGE_EVERY_S:
                 last_message = now
@@ -449,6 +427,11 @@ def _slot_wait_watcher(
 # handled). Freed memory is handed back to the system there, so one step's peak does not
 # become the floor of the next.
 _RELEASE_AFTER = frozenset({"STEP_START", "LOADED_INPUT", "HANDLED_OUTPUT", "STEP_SUCCESS"})
+
+
+def _release_after(event: dg.DagsterEvent) -> None:
+    if event.event_type_value in _RELEASE_AFTER:
+        release_memory()
 
 
 def release_memory() -> None:
@@ -490,81 +473,6 @@ def _holds_rows(value: Any) -> bool:
     )
 
 
-def _execute_in_process(
-    job: dg.JobDefinition,
-    instance: dg.DagsterInstance,
-    run_config: dict[str, Any],
-    run_id: str,
-    tags: dict[str, str],
-) -> dg.ExecuteInProcessResult:
-    """``job.execute_in_process`` (no selection, no partition) with ``_RecordOutputs`` as
-    its output capture. It uses Dagster internals (pinned in constraints.txt); if they move,
-    it falls back to the public call, which only costs memory."""
-    try:
-        from dagster._core.definitions.job_base import InMemoryJob
-        from dagster._core.execution.api import (
-            ExecuteRunWithPlanIterable,
-            create_execution_plan,
-            job_execution_iterator,
-        )
-        from dagster._core.execution.context_creation_job import (
-            PlanOrchestrationContextManager,
-            orchestration_context_event_generator,
-        )
-        from dagster._core.execution.execute_in_process import merge_run_tags
-    except ImportError:
-        return job.execute_in_process(
-            instance=instance, run_config=run_config, raise_on_error=False, run_id=run_id, tags=tags
-        )
-    wrapped = InMemoryJob(job_def=job.as_ephemeral_job(resource_defs={}, input_values={}))
-    job_def = wrapped.get_definition()
-    plan = create_execution_plan(
-        wrapped,
-        run_config=run_config,
-        instance_ref=instance.get_ref() if instance.is_persistent else None,
-    )
-    run_tags = merge_run_tags(
-        job_def=job,
-        partition_key=None,
-        tags=tags,
-        asset_selection=None,
-        instance=instance,
-        run_config=run_config,
-    )
-    run = instance.create_run_for_job(
-        job_def=job_def,
-        run_config=run_config,
-        tags={**job_def.run_tags, **run_tags},
-        run_id=run_id,
-        execution_plan=plan,
-    )
-    capture = _RecordOutputs()
-    events = []
-    for event in ExecuteRunWithPlanIterable(
-        execution_plan=plan,
-        iterator=job_execution_iterator,
-        execution_context_manager=PlanOrchestrationContextManager(
-            context_event_generator=orchestration_context_event_generator,
-            job=wrapped,
-            execution_plan=plan,
-            dagster_run=run,
-            instance=instance,
-            run_config=run_config,
-            executor_defs=None,
-            output_capture=capture,
-            raise_on_error=False,
-        ),
-    ):
-        events.append(event)
-        if event.event_type_value in _RELEASE_AFTER:
-            release_memory()
-    finished = instance.get_run_by_id(run_id)
-    assert finished is not None
-    return dg.ExecuteInProcessResult(
-        job_def=job_def, event_list=events, dagster_run=finished, output_capture=capture
-    )
-
-
 def execute(
     job: dg.JobDefinition,
     instance: dg.DagsterInstance,
@@ -584,10 +492,16 @@ def execute(
     steps = _progress(instance, run_id, out) if progress else nullcontext()
     with steps, _slot_wait_watcher(instance, run_id, out, interrupted):
         try:
-            result = _execute_in_process(
-                job, instance, dict(run_config or {}), run_id, {**(tags or {}), **process_tags()}
+            result = dagster_private.execute_in_process(
+                job,
+                instance,
+                dict(run_config or {}),
+                run_id,
+                {**(tags or {}), **process_tags()},
+                output_capture=_RecordOutputs(),
+                on_event=_release_after,
             )
-        except DagsterExecutionInterruptedError:
+        except dg.DagsterExecutionInterruptedError:
             if not interrupted:
                 raise
             result = None

@@ -2,7 +2,8 @@
 
 ``spec infer DATA --target COL --id COL [-o spec.yaml]`` profiles DATA (a CSV/Parquet file or
 folder, or a SQLAlchemy URL with ``--table``/``--query``, read exactly as the pipeline's data
-source reads it) and writes a commented spec a person edits (``core.spec_infer``).
+source reads it) and writes a commented spec a person edits (``core.spec_infer`` infers it,
+``core.spec_starter`` writes it).
 
 ``spec check [DATA] [--spec PATH]`` validates the spec in effect (``--spec``, else
 ``CHURN_SPEC``, else the shipped one) and prints what it declares; given DATA, it maps the
@@ -88,7 +89,8 @@ def _data_name(data: str, table: str | None) -> str:
 def infer(args: argparse.Namespace) -> int:
     """``spec infer``: write the starter spec; 2 with the reason when it cannot."""
     from churn_platform.core.mapping import DataSourceError
-    from churn_platform.core.spec_infer import InferOptions, SpecInferError, infer_spec_text
+    from churn_platform.core.spec_infer import InferOptions, SpecInferError
+    from churn_platform.core.spec_starter import infer_spec_text
 
     out = Path(args.output) if args.output else None
     if out is not None and out.exists() and not args.force:

@@ -8,7 +8,7 @@ import dagster as dg
 import pytest
 
 from churn_platform.definitions import build_definitions
-from churn_platform.resources.deployment import (
+from churn_platform.resources.deployment_target import (
     KubernetesDeploymentResource,
     LocalDeploymentResource,
 )

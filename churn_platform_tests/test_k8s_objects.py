@@ -683,9 +683,15 @@ def test_the_cluster_instance_keeps_one_deployment_at_a_time_like_the_local_one(
     from churn_platform.defs.deployment import DEPLOYMENT_POOL
 
     values = yaml.safe_load((DEPLOY / "helm/dagster-values.yaml").read_text())
-    (tmp_path / "dagster.yaml").write_text(yaml.safe_dump(chart_instance_config(values)))
-    cluster = dg.DagsterInstance.from_config(str(tmp_path))
-    local = dg.DagsterInstance.from_config(str(DEPLOY / "local"))
+    # each instance writes its SQLite storage beside its dagster.yaml: both in tmp_path
+    (tmp_path / "cluster").mkdir()
+    (tmp_path / "cluster" / "dagster.yaml").write_text(
+        yaml.safe_dump(chart_instance_config(values))
+    )
+    (tmp_path / "local").mkdir()
+    shutil.copy(DEPLOY / "local" / "dagster.yaml", tmp_path / "local" / "dagster.yaml")
+    cluster = dg.DagsterInstance.from_config(str(tmp_path / "cluster"))
+    local = dg.DagsterInstance.from_config(str(tmp_path / "local"))
     try:
         ours, theirs = cluster.get_concurrency_config(), local.get_concurrency_config()
         assert ours.pool_config.default_pool_limit == theirs.pool_config.default_pool_limit == 1

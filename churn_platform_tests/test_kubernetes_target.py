@@ -38,7 +38,7 @@ from churn_platform.core.canary import (
     run_canary,
 )
 from churn_platform.core.rollout import DeploymentTarget, ErrorRate
-from churn_platform.resources.deployment import KubernetesDeploymentResource
+from churn_platform.resources.deployment_target import KubernetesDeploymentResource
 from churn_platform.targets.kubernetes import (
     GATEWAY_GROUP,
     HTTPROUTE_PLURAL,

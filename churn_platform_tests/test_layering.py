@@ -279,3 +279,18 @@ def test_the_size_rules_would_see_a_long_module_and_function() -> None:
     node = tree.body[0]
     assert isinstance(node, ast.FunctionDef)
     assert (node.end_lineno or 0) - node.lineno + 1 > MAX_FUNCTION_LINES
+
+
+LAYERS = ("core", "defs", "resources", "serving", "targets")
+
+
+def test_each_module_file_name_says_one_thing():
+    """No two modules of the package or of its layers share a file name (``metrics.py`` in
+    ``core/`` and ``resources/`` read as one thing). A sub-package qualifies the names in it
+    (``serving/router/app.py``); ``__init__`` and ``__main__`` are Python's own names."""
+    seen: dict[str, list[str]] = {}
+    folders = [PACKAGE, *(PACKAGE / layer for layer in LAYERS)]
+    for path in sorted(p for folder in folders for p in folder.glob("*.py")):
+        if path.stem not in ("__init__", "__main__"):
+            seen.setdefault(path.name, []).append(str(path.relative_to(PACKAGE)))
+    assert {name: paths for name, paths in seen.items() if len(paths) > 1} == {}

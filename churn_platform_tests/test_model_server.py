@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
 from churn_platform.core.spec import default_spec
-from churn_platform.resources.metrics import ScrapeMetrics
+from churn_platform.resources.metrics_source import ScrapeMetrics
 from churn_platform.serving.model_server.app import create_app
 from churn_platform.serving.model_server.schema import InputSchema
 from churn_platform.serving.server_settings import ServerSettings
@@ -285,7 +285,7 @@ def test_missing_value_the_model_cannot_impute_is_a_422(
     server: RunningServer,
     registered_models: RegisteredModels,
 ) -> None:
-    # the fixture's logistic regression has no imputer; the lead's pipeline has one
+    # the fixture's logistic regression has no imputer; the shipped training pipeline has one
     record = to_records(registered_models.rows.head(1))[0]
     r = httpx.post(server.url + "/predict", json={"records": [{**record, "monthly_spend": None}]})
     assert r.status_code == 422, r.text

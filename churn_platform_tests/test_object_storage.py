@@ -23,7 +23,7 @@ from churn_platform.core.spec import default_spec
 from churn_platform.core.synthetic import SyntheticSpec, generate
 from churn_platform.object_store import open_location, options_from_env, path_is_remote
 from churn_platform.resources import io_manager
-from churn_platform.resources.inference_log import InferenceLogResource
+from churn_platform.resources.inference_log_reader import InferenceLogResource
 from churn_platform.resources.io_manager import (
     POINTER,
     DataIOManager,
@@ -31,7 +31,7 @@ from churn_platform.resources.io_manager import (
     read_value,
     write_value,
 )
-from churn_platform.resources.object_store import S3Credentials
+from churn_platform.resources.s3_credentials import S3Credentials
 from churn_platform.resources.storage import StorageResource
 from churn_platform.serving.inference_log import (
     ObjectInferenceLog,

@@ -29,7 +29,7 @@ from churn_platform.core.canary import (
     run_canary,
 )
 from churn_platform.core.spec import default_spec
-from churn_platform.resources.metrics import (
+from churn_platform.resources.metrics_source import (
     MetricsResource,
     PrometheusMetrics,
     ScrapeMetrics,

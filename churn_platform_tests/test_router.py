@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from churn_platform.resources.metrics import ScrapeMetrics
+from churn_platform.resources.metrics_source import ScrapeMetrics
 from churn_platform.serving.router.table import Backend, SmoothWeightedRoundRobin
 from churn_platform.targets.local import (
     bind_socket,

@@ -12,7 +12,8 @@ import pytest
 
 from churn_platform import cli
 from churn_platform.core.spec import default_spec, load_spec, parse_spec
-from churn_platform.core.spec_infer import InferOptions, infer_spec_text, widen
+from churn_platform.core.spec_infer import InferOptions, widen
+from churn_platform.core.spec_starter import infer_spec_text
 from churn_platform.core.synthetic import SyntheticSpec, generate
 from churn_platform.testing import SECOND_TABLE_BLANKS, second_table
 

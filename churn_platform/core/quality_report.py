@@ -1,8 +1,8 @@
 """A readable data-quality report per snapshot (markdown).
 
 ``profile_frame`` summarises the columns; ``render_quality_report`` puts the contract
-results, that profile and the failure samples on one page. The lead stores it as a
-file beside the snapshot and links it from the asset metadata.
+results, that profile and the failure samples on one page. The ``validated_churn_data``
+step stores it as a file beside the snapshot and links it from the asset metadata.
 """
 
 from __future__ import annotations

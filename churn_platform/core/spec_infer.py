@@ -14,9 +14,7 @@
 Kinds are decided on a sample of each column's distinct values; ranges, null rates and
 allowed sets come from a full pass. Every column is factorised once and the work is done on
 its distinct values weighted by their counts, so 1M rows cost one ``pd.factorize`` per
-column. ``render_spec`` writes the YAML with a comment on every inferred value saying where
-it came from ("observed 0..118, margin 10%", "12 distinct values", "3.1% blank"); the text
-always loads with ``core.spec.parse_spec`` (``infer_spec_text`` checks that before returning).
+column. ``core.spec_starter`` writes the result as commented YAML.
 """
 
 from __future__ import annotations
@@ -31,10 +29,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import yaml
 
 from churn_platform.core.mapping import FALSE_TOKENS, NULL_TOKENS, TRUE_TOKENS
-from churn_platform.core.spec import Spec, parse_spec
 
 # target values that mean churned / stayed (compared lower-case, stripped)
 POSITIVE_TOKENS: frozenset[str] = frozenset(
@@ -545,144 +541,3 @@ def _unique_names(columns: Sequence[str]) -> dict[str, str]:
         c: (s if snakes.count(s) == 1 and (s == c or s not in columns) else c)
         for c, s in zip(columns, snakes, strict=True)
     }
-
-
-# -- rendering -------------------------------------------------------------------------------
-
-
-def _y(value: Any) -> str:
-    """One YAML scalar or flow list (quoted where YAML would misread it: 'yes', '01')."""
-    text = yaml.safe_dump(value, default_flow_style=True, width=10_000, allow_unicode=True)
-    return text.strip().removesuffix("...").strip()
-
-
-def _line(indent: int, key: str, value: Any, note: str = "") -> str:
-    text = f"{' ' * indent}{_y(key)}: {_y(value)}"
-    return f"{text}  # {note}" if note else text
-
-
-def _entry_lines(col: Inferred, indent: int) -> list[str]:
-    lines = []
-    for key, value in col.entry.items():
-        lines.append(_line(indent, key, value, col.notes.get(key, "")))
-    for key, note in col.notes.items():
-        if key not in col.entry:
-            lines.append(f"{' ' * indent}# {note}")
-    return lines
-
-
-def render_spec(inferred: InferredSpec) -> str:
-    """The commented YAML a person edits; loads with ``core.spec.parse_spec``."""
-    first_categorical = next(
-        (f for f in inferred.features if f.entry["kind"] == "categorical"), None
-    )
-    first_number = next(
-        (f for f in inferred.features if f.entry["kind"] in ("numeric", "integer")), None
-    )
-    out = [
-        f"# Starter spec written by `python -m churn_platform spec infer` from {inferred.origin or 'a table'}",
-        f"# ({inferred.rows:,} rows). Every inferred value says where it came from; edit what is",
-        "# wrong, add slices and invariances, then check it: python -m churn_platform spec check DATA",
-        "version: 1",
-        _line(0, "name", inferred.name),
-        _line(
-            0, "description", f"{inferred.name} table, spec inferred from {inferred.rows:,} rows"
-        ),
-        "",
-        f"entity_id:  # {inferred.id_column.headline}",
-        _line(2, "column", inferred.id_column.name),
-        *_entry_lines(inferred.id_column, 2),
-        "",
-        "target:",
-        _line(2, "column", inferred.target.name),
-        *_entry_lines(inferred.target, 2),
-        "",
-        "features:",
-    ]
-    for col in inferred.features:
-        if col.headline:
-            out.append(f"  # {col.headline}")
-        out.append(f"  {_y(col.name)}:")
-        out += _entry_lines(col, 4)
-    if inferred.left_out:
-        out.append("  # left out (not features):")
-        for col in inferred.left_out:
-            out.append(f"  #   {col.source}: {col.left_out}")
-    out += [
-        "",
-        "dataset:",
-        _line(
-            2,
-            "min_rows",
-            max(1, inferred.rows // 10),
-            f"a tenth of the {inferred.rows:,} rows observed: a much smaller snapshot is refused",
-        ),
-        _line(2, "max_null_rate", 0.05, "for features without their own max_null_rate"),
-        "",
-        "model:",
-        _line(2, "min_auc", 0.80, "the holdout AUC (lower end of its interval) must reach this"),
-        _line(2, "min_slice_auc", 0.74),
-        _line(
-            2, "min_slice_rows", 30, "slices with fewer holdout rows are skipped, with the reason"
-        ),
-        "",
-        "# named slices of the holdout, each with its own AUC check; e.g.",
-    ]
-    if first_categorical is not None:
-        out += [
-            f"#  - name: {first_categorical.name}",
-            f"#    column: {first_categorical.name}",
-            "#    values: all            # one slice per allowed value",
-        ]
-    if first_number is not None:
-        low, high = first_number.entry["range"]
-        mid = _number(round((low + high) / 2))
-        out += [
-            f"#  - name: {first_number.name}",
-            f"#    column: {first_number.name}",
-            f"#    bands: {{low: [{_y(low)}, {_y(mid)}], high: [{_y(mid)}, null]}}",
-        ]
-    out += [
-        "slices: []",
-        "",
-        "# behavioural checks: changing one feature must move churn in a stated direction; e.g.",
-    ]
-    if first_categorical is not None:
-        allowed = first_categorical.entry["allowed"]
-        out += [
-            f"#  - name: {first_categorical.name}_invariance",
-            f"#    feature: {first_categorical.name}",
-            f"#    from: {_y(allowed[0])}",
-            f"#    to: {_y(allowed[-1])}",
-            "#    direction: decrease",
-            "#    min_fraction: 0.9",
-        ]
-    out += [
-        "invariances: []",
-        "",
-        "drift:",
-        _line(2, "threshold", 0.2, "PSI above this on any watched feature is drift"),
-        "",
-        "holdout:",
-        _line(2, "fraction", 0.2),
-        _line(2, "salt", f"{inferred.name}-holdout-v1", "change it to draw a new holdout"),
-        "",
-    ]
-    return "\n".join(out)
-
-
-def infer_spec_text(
-    frame: pd.DataFrame,
-    *,
-    target: str,
-    id_column: str,
-    name: str = "churn",
-    origin: str = "",
-    options: InferOptions | None = None,
-) -> tuple[str, Spec]:
-    """``render_spec(infer_spec(...))`` and the ``Spec`` it loads as (checked, never invalid)."""
-    inferred = infer_spec(
-        frame, target=target, id_column=id_column, name=name, origin=origin, options=options
-    )
-    text = render_spec(inferred)
-    return text, parse_spec(text, where="<inferred spec>")

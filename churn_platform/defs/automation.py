@@ -34,7 +34,7 @@ from churn_platform.resources.data_source import (
     DataSourceResource,
     FileSourceResource,
 )
-from churn_platform.resources.inference_log import InferenceLogResource
+from churn_platform.resources.inference_log_reader import InferenceLogResource
 from churn_platform.resources.mlflow_registry import MlflowRegistry
 from churn_platform.resources.notify import DRIFT, NotificationError, Notifier
 from churn_platform.resources.storage import StorageResource

@@ -23,7 +23,7 @@ from churn_platform.defs.common import (
     model_resource_keys,
 )
 from churn_platform.resources.bases import DeploymentResource
-from churn_platform.resources.metrics import MetricsResource, PrometheusMetrics
+from churn_platform.resources.metrics_source import MetricsResource, PrometheusMetrics
 from churn_platform.resources.mlflow_registry import MlflowRegistry
 from churn_platform.resources.release_probes import ReleaseProbes
 

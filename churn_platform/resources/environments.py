@@ -22,14 +22,14 @@ from churn_platform.resources.data_source import (
     SqlSourceResource,
     SyntheticSourceResource,
 )
-from churn_platform.resources.deployment import LocalDeploymentResource
-from churn_platform.resources.inference_log import InferenceLogResource
+from churn_platform.resources.deployment_target import LocalDeploymentResource
+from churn_platform.resources.inference_log_reader import InferenceLogResource
 from churn_platform.resources.io_manager import DataIOManager
-from churn_platform.resources.metrics import MetricsResource
+from churn_platform.resources.metrics_source import MetricsResource
 from churn_platform.resources.mlflow_registry import MlflowRegistry
 from churn_platform.resources.notify import Notifier
-from churn_platform.resources.object_store import S3Credentials
 from churn_platform.resources.release_probes import ReleaseProbes
+from churn_platform.resources.s3_credentials import S3Credentials
 from churn_platform.resources.storage import StorageResource
 
 DATA_SOURCE = "data_source"
@@ -88,7 +88,7 @@ def deployment_for(config: PlatformConfig, model: ModelConfig) -> Any:
             production_router_port=model.production_port,
             inference_log_dir=str(_log_dir(config, model)) if model.prefixed else "",
         )
-    from churn_platform.resources.deployment import KubernetesDeploymentResource
+    from churn_platform.resources.deployment_target import KubernetesDeploymentResource
 
     return KubernetesDeploymentResource.from_settings(
         config.kubernetes, model_name=model.registered_model

@@ -49,7 +49,7 @@ import pandas as pd
 
 from churn_platform.core import records
 from churn_platform.core.mapping import ColumnConversion, MappedFrame
-from churn_platform.resources.object_store import (
+from churn_platform.resources.s3_credentials import (
     S3Credentials,
     open_location,
     path_is_remote,

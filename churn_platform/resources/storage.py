@@ -21,7 +21,7 @@ from pathlib import Path, PurePosixPath
 import dagster as dg
 import pandas as pd
 
-from churn_platform.resources.object_store import S3Credentials, open_location, path_is_remote
+from churn_platform.resources.s3_credentials import S3Credentials, open_location, path_is_remote
 
 PRIVATE_DIR = 0o700  # folders the platform creates for customer rows
 PRIVATE_FILE = 0o600  # files holding customer rows (tempfile.mkstemp creates them so too)

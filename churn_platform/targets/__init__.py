@@ -11,7 +11,7 @@ so ``core.canary.run_canary`` drives either one:
   (``targets.kubernetes.workloads``) and a route part (``targets.kubernetes.routes``).
 
 No Dagster here: the Dagster resources that configure these targets are in
-``resources/deployment.py``. A new target is a class with the four protocol methods,
+``resources/deployment_target.py``. A new target is a class with the four protocol methods,
 beside these, plus a resource there. Nothing is imported at package level, so the CLI
 does not pay for the Kubernetes client.
 """

@@ -1,7 +1,7 @@
 """``KubernetesSettings``: everything that configures a ``KubernetesTarget``, declared once.
 
 Each field carries its default and a description (``metadata["description"]``); the Dagster
-resource (``resources/deployment.py``) takes both from here, and
+resource (``resources/deployment_target.py``) takes both from here, and
 ``churn_platform.settings.kubernetes_settings_from_env`` fills it from the environment
 variables the Helm values set. An empty string means "not given" for the optional texts
 (``kubeconfig``, ``kube_context``, ``gateway_namespace``, ``endpoint``), as in the resource.

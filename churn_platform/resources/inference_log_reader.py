@@ -8,7 +8,7 @@ import dagster as dg
 import pandas as pd
 
 from churn_platform.core.spec import Spec
-from churn_platform.resources.object_store import S3Credentials, open_location
+from churn_platform.resources.s3_credentials import S3Credentials, open_location
 from churn_platform.serving.inference_log import (
     read_inference_log,
     read_object_log,
