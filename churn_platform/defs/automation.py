@@ -178,15 +178,22 @@ def _windows(
     return {SOURCE_WINDOW: source, "inference_log": inference_log}, []
 
 
+def _retraining_sensor(model: ModelConfig, base: str) -> dict[str, Any]:
+    """What ``model``'s retraining sensors share: name, job, interval, RUNNING by default."""
+    return {
+        "name": model.named(base),
+        "job_name": model.job("retraining"),
+        "minimum_interval_seconds": 60,
+        "default_status": dg.DefaultSensorStatus.RUNNING,
+    }
+
+
 def build_psi_drift_sensor(model: ModelConfig, config: PlatformConfig) -> dg.SensorDefinition:
     """``model``'s drift sensor, judging with ``config.drift`` (threshold, minimum window)."""
     settings = config.drift
 
     @dg.sensor(
-        name=model.named("psi_drift_sensor"),
-        job_name=model.job("retraining"),
-        minimum_interval_seconds=60,
-        default_status=dg.DefaultSensorStatus.RUNNING,
+        **_retraining_sensor(model, "psi_drift_sensor"),
         description="Retrain when PSI of any drift feature of the champion's spec against its "
         f"reference profile exceeds CHURN_PSI_THRESHOLD ({settings.threshold}; default "
         f"{DriftSettings.threshold}), on the newest snapshot of the source or on the requests "
@@ -275,10 +282,7 @@ def build_code_version_sensor(model: ModelConfig) -> dg.SensorDefinition:
     current = training_code_version(model.spec)
 
     @dg.sensor(
-        name=model.named("code_version_sensor"),
-        job_name=model.job("retraining"),
-        minimum_interval_seconds=60,
-        default_status=dg.DefaultSensorStatus.RUNNING,
+        **_retraining_sensor(model, "code_version_sensor"),
         description="Retrain once per new code version of challenger_model (a hash of the "
         "feature, training and model-check code, the schema, the data contract and the spec): "
         "when the deployed code differs from the code the newest model was trained with.",
@@ -325,10 +329,7 @@ def build_new_file_sensor(model: ModelConfig) -> dg.SensorDefinition:
     """``model``'s new-file sensor (a folder source)."""
 
     @dg.sensor(
-        name=model.named("new_file_sensor"),
-        job_name=model.job("retraining"),
-        minimum_interval_seconds=60,
-        default_status=dg.DefaultSensorStatus.RUNNING,
+        **_retraining_sensor(model, "new_file_sensor"),
         description="Retrain once per new (or rewritten) file in a folder source (a file source "
         "whose path is a folder). The files present at its first tick are the baseline.",
         required_resource_keys=model_resource_keys(model, "data_source"),
