@@ -77,9 +77,9 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         pass
     monkeypatch.setenv("CHURN_HOME", str(home))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    from churn_platform.resources.mlflow_registry import MlflowRegistry
+    from churn_platform_tests.pipeline import resource
 
-    MlflowRegistry().aliases()  # creates the store
+    resource("mlflow_registry").aliases()  # creates the store
     yield home
     LocalProcessTarget(home / "deployments").stop_all()
 

@@ -24,7 +24,16 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from churn_platform.config import load_config
 from churn_platform.testing import dagster_webserver, free_port
+
+
+def _code_version() -> str:
+    """The training code version the code location computes for the default model."""
+    from churn_platform.defs.model import training_code_version
+
+    return training_code_version(load_config({}).model().spec)
+
 
 pytestmark = pytest.mark.integration
 
@@ -90,7 +99,7 @@ def _launched(done: subprocess.CompletedProcess[str]) -> tuple[str, str]:
 def test_trigger_launches_churn_retraining_with_the_commit_and_reason(
     dagster: tuple[str, Path],
 ) -> None:
-    from churn_platform.defs.model import CODE_VERSION
+    code_version = _code_version()
 
     url, home = dagster
     _runs(home, clear=True)
@@ -102,7 +111,7 @@ def test_trigger_launches_churn_retraining_with_the_commit_and_reason(
     assert run.job_name == "churn_retraining"
     assert run.tags["churn/trigger"] == "code"
     assert run.tags["churn/commit"] == SHA
-    assert run.tags["churn/code_version"] == CODE_VERSION  # the location's training code
+    assert run.tags["churn/code_version"] == code_version  # the location's training code
     # the job's own tags are kept beside the trigger's
     assert run.tags["churn/pipeline"] == "retraining"
 
@@ -136,7 +145,7 @@ def test_one_push_gets_one_run_whoever_asks_again(dagster: tuple[str, Path]) -> 
     assert [r.run_id for r in _runs(home)] == [run_id]
 
     cursor = _graphql(url, SENSOR_CURSOR)["sensorOrError"]["sensorState"]["typeSpecificData"]
-    assert cursor["lastCursor"] == model.CODE_VERSION
+    assert cursor["lastCursor"] == _code_version()
     # the sensor, seeing a model trained with older code, does not ask for a second run
 
     @dg.asset(name=model.ASSET, code_version="older-code")
@@ -145,7 +154,7 @@ def test_one_push_gets_one_run_whoever_asks_again(dagster: tuple[str, Path]) -> 
 
     with dg.DagsterInstance.ephemeral() as instance:
         dg.materialize([challenger_model], instance=instance)
-        tick = automation.code_version_sensor.evaluate_tick(
+        tick = automation.build_code_version_sensor(load_config({}).model()).evaluate_tick(
             dg.build_sensor_context(instance=instance, cursor=cursor["lastCursor"])
         )
     assert not tick.run_requests and "already requested" in (tick.skip_message or "")
@@ -154,14 +163,14 @@ def test_one_push_gets_one_run_whoever_asks_again(dagster: tuple[str, Path]) -> 
 def test_a_run_the_sensor_launched_first_is_the_pushs_run(dagster: tuple[str, Path]) -> None:
     from dagster_graphql import DagsterGraphQLClient
 
-    from churn_platform.defs.model import CODE_VERSION
+    code_version = _code_version()
 
     url, home = dagster
     _runs(home, clear=True)
     host, port = url.removeprefix("http://").split(":")
     sensor_run = DagsterGraphQLClient(host, port_number=int(port)).submit_job_execution(
         "churn_retraining",
-        tags={"dagster/sensor_name": "code_version_sensor", "churn/code_version": CODE_VERSION},
+        tags={"dagster/sensor_name": "code_version_sensor", "churn/code_version": code_version},
     )
     done = _trigger("--url", url, "--reason", "code", "--commit", SHA)
     assert done.returncode == 0, done.stderr
