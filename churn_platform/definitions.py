@@ -8,15 +8,13 @@ executor of its environment. ``dagster dev -w workspace.yaml`` loads ``defs``.
 
 from __future__ import annotations
 
-from typing import Any
-
 import dagster as dg
 
 from churn_platform import settings
 from churn_platform.config import ModelConfig, PlatformConfig, load_config
 from churn_platform.core.spec import SpecError
 from churn_platform.defs import automation, data, deployment, evaluation, model, notifications
-from churn_platform.resources.environments import platform_resources
+from churn_platform.resources.environments import executor_for, platform_resources
 
 
 class InvalidSettingsError(settings.SettingsError, dg.DagsterError):
@@ -64,35 +62,6 @@ def build_definitions(config: PlatformConfig | None = None) -> dg.Definitions:
             executor=executor_for(config),
         ),
     )
-
-
-def executor_for(config: PlatformConfig) -> dg.ExecutorDefinition:
-    """In-process locally (about 4x faster than a process per step); on Kubernetes a pod per
-    step (``k8s_job_executor``), the training step sized by its ``dagster-k8s/config`` tag.
-    With an object store the step pods mount nothing (credentials come from the run's
-    Secret); with local storage every pod mounts the shared ``churn-home`` claim at
-    ``CHURN_HOME``, where the IO manager writes."""
-    if config.environment == "local":
-        return dg.in_process_executor
-    from dagster_k8s import k8s_job_executor
-
-    return k8s_job_executor.configured(k8s_executor_config(config), name="churn_k8s_executor")
-
-
-def k8s_executor_config(config: PlatformConfig) -> dict[str, Any]:
-    """The step pods' config: environment, and the ``churn-home`` claim unless artefacts go to
-    an object store."""
-    home = str(config.home)
-    env_vars = [f"CHURN_HOME={home}", "CHURN_ENV=kubernetes"]
-    if config.platform_file:
-        env_vars.append(f"CHURN_PLATFORM={config.platform_file}")
-    if config.storage_remote:
-        return {"env_vars": [*env_vars, f"{settings.STORAGE_VAR}={config.storage_url}"]}
-    return {
-        "env_vars": env_vars,
-        "volumes": [{"name": "churn-home", "persistentVolumeClaim": {"claimName": "churn-home"}}],
-        "volume_mounts": [{"name": "churn-home", "mountPath": home}],
-    }
 
 
 try:

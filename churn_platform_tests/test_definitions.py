@@ -67,7 +67,7 @@ def test_unknown_environment_is_named_with_the_choices(churn_home, monkeypatch):
 
 def test_k8s_step_pods_mount_the_claim_only_for_local_storage(churn_home, monkeypatch):
     from churn_platform.config import load_config
-    from churn_platform.definitions import k8s_executor_config
+    from churn_platform.resources.environments import k8s_executor_config
     from churn_platform.settings import kubernetes_settings_from_env
 
     monkeypatch.setenv("CHURN_ENV", "kubernetes")

@@ -1,10 +1,11 @@
-"""Resources built from the platform configuration, one set per environment.
+"""Resources and the executor built from the platform configuration, per environment.
 
 ``platform_resources(config)`` is the one place that turns a ``PlatformConfig`` into Dagster
 resources: the shared ones (IO manager, storage, notifier, metrics, probes, code version,
 inference logs) once, and per model its data source, MLflow registry and deployment target
 under the model's resource keys (``ModelConfig.resource_key``). The environment
-(``local`` or ``kubernetes``) picks the deployment target here and nowhere else. Secrets are
+(``local`` or ``kubernetes``) picks the deployment target and the executor here and nowhere
+else. Secrets are
 passed as ``dg.EnvVar`` so the UI shows the variables' names, never their values.
 """
 
@@ -31,6 +32,7 @@ from churn_platform.resources.notify import Notifier
 from churn_platform.resources.release_probes import ReleaseProbes
 from churn_platform.resources.s3_credentials import S3Credentials
 from churn_platform.resources.storage import StorageResource
+from churn_platform.settings import STORAGE_VAR
 
 DATA_SOURCE = "data_source"
 REGISTRY = "mlflow_registry"
@@ -152,3 +154,32 @@ def resources_for_environment(env: str | None = None) -> dict[str, Any]:
 
         config = replace(config, environment=env)
     return platform_resources(config)
+
+
+def executor_for(config: PlatformConfig) -> dg.ExecutorDefinition:
+    """In-process locally (about 4x faster than a process per step); on Kubernetes a pod per
+    step (``k8s_job_executor``), the training step sized by its ``dagster-k8s/config`` tag.
+    With an object store the step pods mount nothing (credentials come from the run's
+    Secret); with local storage every pod mounts the shared ``churn-home`` claim at
+    ``CHURN_HOME``, where the IO manager writes."""
+    if config.environment == "local":
+        return dg.in_process_executor
+    from dagster_k8s import k8s_job_executor
+
+    return k8s_job_executor.configured(k8s_executor_config(config), name="churn_k8s_executor")
+
+
+def k8s_executor_config(config: PlatformConfig) -> dict[str, Any]:
+    """The step pods' config: environment, and the ``churn-home`` claim unless artefacts go to
+    an object store."""
+    home = str(config.home)
+    env_vars = [f"CHURN_HOME={home}", "CHURN_ENV=kubernetes"]
+    if config.platform_file:
+        env_vars.append(f"CHURN_PLATFORM={config.platform_file}")
+    if config.storage_remote:
+        return {"env_vars": [*env_vars, f"{STORAGE_VAR}={config.storage_url}"]}
+    return {
+        "env_vars": env_vars,
+        "volumes": [{"name": "churn-home", "persistentVolumeClaim": {"claimName": "churn-home"}}],
+        "volume_mounts": [{"name": "churn-home", "mountPath": home}],
+    }
