@@ -350,6 +350,29 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=1024,
     ),
     Setting(
+        "CHURN_BODY_READ_TIMEOUT_SECONDS",
+        "float",
+        30.0,
+        "seconds a model server or router waits for a request body; then 408 and the "
+        "connection closed (a stalled client holds nothing longer)",
+        minimum=0.0,
+        exclusive_minimum=True,
+    ),
+    Setting(
+        "CHURN_SERVER_LOG_MAX_BYTES",
+        "int",
+        10_000_000,
+        "a model server's or router's own log file is rotated (<file>.1, .2, ...) at this size",
+        minimum=1024,
+    ),
+    Setting(
+        "CHURN_SERVER_LOG_BACKUPS",
+        "int",
+        3,
+        "rotated log files kept per model server or router (older ones are deleted)",
+        minimum=1,
+    ),
+    Setting(
         "CHURN_ROUTER_ADMIN_TOKEN",
         "str",
         "",

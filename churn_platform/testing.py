@@ -179,6 +179,26 @@ def start_model_server(
         stop_process(pid)
 
 
+@contextlib.contextmanager
+def start_router(
+    state_file: Path,
+    extra_env: dict[str, str] | None = None,
+    port: int = 0,
+    args: tuple[str, ...] = (),
+) -> Iterator[str]:
+    """Run ``python -m churn_platform.serving router`` on ``port`` (0: a free one), its log
+    next to ``state_file``; yield its URL and stop it after."""
+    sock = bind_socket(port=port)
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    log = state_file.with_suffix(".log")
+    pid = spawn(["router", "--state-file", str(state_file), *args], log, sock, child_env(extra_env))
+    try:
+        wait_healthy(url + "/-/health", pid, log, 30.0, "router")
+        yield url
+    finally:
+        stop_process(pid)
+
+
 def free_port() -> int:
     """A port nobody listens on right now (for programs that cannot take a socket)."""
     with socket.socket() as sock:

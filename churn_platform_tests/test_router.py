@@ -13,14 +13,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from churn_platform import testing
 from churn_platform.resources.metrics_source import ScrapeMetrics
 from churn_platform.serving.router.table import Backend, SmoothWeightedRoundRobin
 from churn_platform.targets.local import (
     bind_socket,
-    child_env,
-    spawn,
-    stop_process,
-    wait_healthy,
 )
 from churn_platform.testing import (
     RegisteredModels,
@@ -48,18 +45,8 @@ def servers(
         yield {"1": one, "2": two}
 
 
-@contextlib.contextmanager
-def start_router(state_file: Path, port: int = 0) -> Iterator[str]:
-    sock = bind_socket(port=port)
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    log = state_file.with_suffix(".log")
-    env = child_env({"CHURN_ROUTER_ADMIN_TOKEN": TOKEN})
-    pid = spawn(["router", "--state-file", str(state_file)], log, sock, env)
-    try:
-        wait_healthy(url + "/-/health", pid, log, 30.0, "router")
-        yield url
-    finally:
-        stop_process(pid)
+def start_router(state_file: Path, port: int = 0) -> contextlib.AbstractContextManager[str]:
+    return testing.start_router(state_file, {"CHURN_ROUTER_ADMIN_TOKEN": TOKEN}, port)
 
 
 def table(servers: dict[str, RunningServer], w1: int, w2: int) -> dict:

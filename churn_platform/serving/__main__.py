@@ -43,9 +43,17 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("PROMETHEUS_DISABLE_CREATED_SERIES", "True")
 
 
-def _serve(app: object, args: argparse.Namespace) -> None:
+def _serve(app: object, args: argparse.Namespace, served: ServerSettings) -> None:
     import uvicorn
 
+    log_options: dict[str, object] = {}
+    if args.log_file:
+        from churn_platform.serving.process_log import log_to_file
+
+        log_to_file(
+            args.log_file, served.server_log_max_bytes, served.server_log_backups, args.log_level
+        )
+        log_options["log_config"] = None  # uvicorn's records go to the root logger's file
     config = uvicorn.Config(
         app,  # type: ignore[arg-type]
         host=args.host,
@@ -53,6 +61,7 @@ def _serve(app: object, args: argparse.Namespace) -> None:
         log_level=args.log_level,
         access_log=False,
         timeout_graceful_shutdown=10,
+        **log_options,  # type: ignore[arg-type]
     )
     server = uvicorn.Server(config)
     if args.fd is not None:
@@ -67,6 +76,11 @@ def _listen_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=0, help="0 = a free port (printed in the log)")
     p.add_argument("--fd", type=int, default=None, help="serve on this inherited socket")
     p.add_argument("--log-level", default="warning")
+    p.add_argument(
+        "--log-file",
+        default=None,
+        help="this process's log (also its stdout/stderr), rotated at CHURN_SERVER_LOG_MAX_BYTES",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -124,12 +138,13 @@ def main(argv: list[str] | None = None) -> int:
             settings=served,
             inference_log_path=args.inference_log,
         )
-        _serve(app, args)
+        _serve(app, args, served)
         return 0
     if args.command == "router":
         from churn_platform.serving.router.app import create_router_app
 
-        _serve(create_router_app(args.state_file, settings=server_settings()), args)
+        served = server_settings()
+        _serve(create_router_app(args.state_file, settings=served), args, served)
         return 0
 
     from churn_platform.config import load_config
@@ -176,6 +191,9 @@ def server_settings(environ: Mapping[str, str] | None = None) -> ServerSettings:
         fault_rate=float(settings.get("CHURN_FAULT_RATE", environ)),
         fault_seed=None if seed is None else int(seed),
         max_body_bytes=int(settings.get("CHURN_MAX_BODY_BYTES", environ)),
+        body_read_timeout_seconds=float(settings.get("CHURN_BODY_READ_TIMEOUT_SECONDS", environ)),
+        server_log_max_bytes=int(settings.get("CHURN_SERVER_LOG_MAX_BYTES", environ)),
+        server_log_backups=int(settings.get("CHURN_SERVER_LOG_BACKUPS", environ)),
         inference_log_max_bytes=int(settings.get("CHURN_INFERENCE_LOG_MAX_BYTES", environ)),
         inference_log_backups=int(settings.get("CHURN_INFERENCE_LOG_BACKUPS", environ)),
         storage_url=storage,

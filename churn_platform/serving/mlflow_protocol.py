@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import Mapping
 from typing import Any
 
+from churn_platform.serving.http_limits import parse_json
 from churn_platform.serving.model_server.schema import MAX_RECORDS, InputError, InputSchema, quote
 
 DF_RECORDS = "dataframe_records"
@@ -106,8 +106,8 @@ def _content_type(content_type: str | None) -> tuple[str, dict[str, str]]:
 
 def _json_records(body: bytes, schema: InputSchema) -> list[Mapping[str, Any]]:
     try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+        payload = parse_json(body)
+    except ValueError as exc:  # UnicodeDecodeError and too deep included
         raise ProtocolError(
             f"Ensure that input is a valid JSON formatted string. Error: {quote(str(exc))}"
         ) from None

@@ -19,6 +19,9 @@ from churn_platform.object_store import is_remote, open_location
 DEFAULT_MAX_BODY_BYTES = 10_000_000
 DEFAULT_LOG_MAX_BYTES = 100_000_000
 DEFAULT_LOG_BACKUPS = 5
+DEFAULT_BODY_READ_TIMEOUT_SECONDS = 30.0
+DEFAULT_SERVER_LOG_MAX_BYTES = 10_000_000
+DEFAULT_SERVER_LOG_BACKUPS = 3
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,10 @@ class ServerSettings:
     - ``tracking_uri``: ``MLFLOW_TRACKING_URI`` (None: MLflow's own default).
     - ``fault_rate`` / ``fault_seed``: ``CHURN_FAULT_RATE`` / ``CHURN_FAULT_SEED``.
     - ``max_body_bytes``: ``CHURN_MAX_BODY_BYTES``.
+    - ``body_read_timeout_seconds``: ``CHURN_BODY_READ_TIMEOUT_SECONDS``, how long a
+      request body may take to arrive (then 408 and the connection closed).
+    - ``server_log_max_bytes`` / ``server_log_backups``: ``CHURN_SERVER_LOG_MAX_BYTES`` /
+      ``CHURN_SERVER_LOG_BACKUPS``, the rotation of the process's own log (``--log-file``).
     - ``inference_log_max_bytes`` / ``inference_log_backups``:
       ``CHURN_INFERENCE_LOG_MAX_BYTES`` / ``CHURN_INFERENCE_LOG_BACKUPS``.
     - ``storage_url``: ``CHURN_STORAGE_URL`` ("" : ``home``), with ``storage_options`` the
@@ -46,6 +53,9 @@ class ServerSettings:
     fault_rate: float = 0.0
     fault_seed: int | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    body_read_timeout_seconds: float = DEFAULT_BODY_READ_TIMEOUT_SECONDS
+    server_log_max_bytes: int = DEFAULT_SERVER_LOG_MAX_BYTES
+    server_log_backups: int = DEFAULT_SERVER_LOG_BACKUPS
     inference_log_max_bytes: int = DEFAULT_LOG_MAX_BYTES
     inference_log_backups: int = DEFAULT_LOG_BACKUPS
     storage_url: str = ""

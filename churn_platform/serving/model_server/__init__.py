@@ -22,11 +22,15 @@
   ``spec_hash`` and ``inputs``, the columns a request must hold); 503 with
   ``"loading"`` before, or ``"failed"`` and the error if loading failed.
 - ``GET /metrics``: Prometheus text. ``http_requests_total{path, status, model_version}``
-  counts ``/predict`` and ``/invocations`` answers only, so health checks and scrapes never
-  dilute the error rate the canary reads; ``http_request_duration_seconds`` (latency
-  histogram) and ``churn_prediction_score`` (histogram of predicted probabilities).
+  counts ``/predict`` and ``/invocations`` answers (and an unexpected 500 on any path), so
+  health checks and scrapes never dilute the error rate the canary reads;
+  ``http_request_duration_seconds`` (latency histogram) and ``churn_prediction_score``
+  (histogram of predicted probabilities).
 - A request body over ``CHURN_MAX_BODY_BYTES`` (default 10 MB) is a 413, refused before it
-  is read (``http_limits``).
+  is read; one not all there after ``CHURN_BODY_READ_TIMEOUT_SECONDS`` is a 408 and its
+  connection closed; JSON nested deeper than 64 levels is a 400 (``http_limits``).
+- Every request passes ``serving.request_guard``: an unexpected exception is answered and
+  counted as a 500, a client hanging up mid-body counted as 499 (one info line).
 
 The variables are read once, by ``python -m churn_platform.serving``, into a
 ``ServerSettings`` that ``create_app`` takes.

@@ -9,16 +9,18 @@ as ``{"error", "model_version"}``); ``/invocations`` is MLflow's scoring protoco
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from churn_platform.serving.http_limits import BodyTooLarge
+from churn_platform.serving.http_limits import BodyTimeout, BodyTooLarge, parse_json
 from churn_platform.serving.mlflow_protocol import error_body, records_from_invocation
 from churn_platform.serving.model_server.schema import InputError, InputSchema, quote
 from churn_platform.serving.model_server.scoring import Scored
+
+# a 408 closes the connection: the rest of the body may still be on its way
+CLOSE = {"connection": "close"}
 
 
 class Answer(NamedTuple):
@@ -46,7 +48,7 @@ class PredictAnswers:
     ) -> list[Mapping[str, Any]]:
         """The records of a request body, or an ``InputError`` saying what to send."""
         try:
-            payload = json.loads(body)
+            payload = parse_json(body)
         except ValueError as exc:
             raise InputError(
                 f"body is not valid JSON ({quote(str(exc))}); send "
@@ -65,6 +67,11 @@ class PredictAnswers:
     def too_large(self, exc: BodyTooLarge) -> Answer:
         """The body is over the limit."""
         return self._error(413, str(exc))
+
+    def timed_out(self, exc: BodyTimeout) -> Answer:
+        """The body did not arrive in time: 408, and the connection is closed."""
+        body = {"error": str(exc), "model_version": self.version}
+        return Answer(408, body, dict(CLOSE))
 
     def refused(self, exc: InputError) -> Answer:
         """The input is not what the model takes."""
@@ -103,6 +110,11 @@ class InvocationAnswers:
     def too_large(self, exc: BodyTooLarge) -> Answer:
         """The body is over the limit."""
         return self._error(413, "RESOURCE_LIMIT_EXCEEDED", str(exc))
+
+    def timed_out(self, exc: BodyTimeout) -> Answer:
+        """The body did not arrive in time: 408, and the connection is closed."""
+        body = {"error_code": "REQUEST_TIMEOUT", "message": str(exc)}
+        return Answer(408, body, {**self.headers, **CLOSE})
 
     def refused(self, exc: InputError) -> Answer:
         """MLflow answers every input problem with 400 BAD_REQUEST; so do we."""

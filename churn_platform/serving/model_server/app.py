@@ -13,11 +13,12 @@ from typing import Any
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from churn_platform.serving.http_limits import BodyTooLarge, read_body
+from churn_platform.serving.http_limits import BodyTimeout, BodyTooLarge, read_body
 from churn_platform.serving.inference_log import open_inference_log
 from churn_platform.serving.mlflow_protocol import mlflow_version_text
 from churn_platform.serving.model_server.answers import (
@@ -30,6 +31,7 @@ from churn_platform.serving.model_server.faults import FaultInjector
 from churn_platform.serving.model_server.instruments import ServerMetrics
 from churn_platform.serving.model_server.schema import InputError, InputSchema
 from churn_platform.serving.model_server.service import ModelService
+from churn_platform.serving.request_guard import RequestGuard
 from churn_platform.serving.responses import json_response
 from churn_platform.serving.server_settings import ServerSettings
 
@@ -76,9 +78,13 @@ def create_app(
         finally:
             await service.stop()
 
-    app = Starlette(routes=ROUTES, lifespan=lifespan)
+    def count(path: str, status: int, seconds: float) -> None:
+        service.metrics.observe(status, seconds, path=path)
+
+    guard = Middleware(RequestGuard, count=count)
+    app = Starlette(routes=ROUTES, lifespan=lifespan, middleware=[guard])
     app.state.service = service
-    app.state.max_body_bytes = settings.max_body_bytes
+    app.state.settings = settings
     app.state.metrics = service.metrics
     app.state.inference_log = log
     app.state.version = version
@@ -104,11 +110,14 @@ async def _answer(
         return answers.unavailable(detail)
     schema = service.input_schema()
     try:
-        body = await read_body(request, request.app.state.max_body_bytes)
+        settings: ServerSettings = request.app.state.settings
+        body = await read_body(request, settings.max_body_bytes, settings.body_read_timeout_seconds)
         records = answers.records(body, request.headers.get("content-type"), schema)
         values = schema.check(records)
     except BodyTooLarge as exc:
         return answers.too_large(exc)
+    except BodyTimeout as exc:
+        return answers.timed_out(exc)
     except InputError as exc:
         return answers.refused(exc)
     return answers.scored(await service.score(records, values))

@@ -20,7 +20,11 @@ and any window of 100 requests follows the weights to within one request).
 - ``GET /health``, ``GET /ping``: 200 while some version carries traffic, else 503;
   ``GET /version``: the MLflow version (what ``mlflow models serve`` answers).
 - ``GET /-/health``: 200 with the table (the process is up, whatever the weights).
-- Request bodies above ``CHURN_MAX_BODY_BYTES`` get 413 before they are read.
+- Request bodies above ``CHURN_MAX_BODY_BYTES`` get 413 before they are read; a body not all
+  there after ``CHURN_BODY_READ_TIMEOUT_SECONDS`` gets 408 and its connection is closed.
+- Every request passes ``serving.request_guard``: an unexpected exception is a 500 counted as
+  ``router_requests_total{backend="none", status="500"}``, a client hanging up mid-body a
+  499 there (one info line, no traceback).
 - ``GET /metrics``: ``router_requests_total{backend, status}``, the configured
   ``churn_traffic_weight{model_version}`` and the drift sensor's latest
   ``churn_feature_psi{feature, window, model_version}`` (see ``serving/monitoring.py``).
@@ -30,5 +34,7 @@ request to the upstream model server), ``admin`` (the token and ``PUT /-/weights
 ``app`` (the factory and its routes); the gauges are in ``serving.monitoring``.
 
 A backend that cannot be reached answers 502 with the reason; the router does not retry
-on another version, so a broken canary shows up as errors instead of being hidden.
+on another version, so a broken canary shows up as errors instead of being hidden. It does
+send a request once more to the same version when the pooled connection it used turns out
+dead before any byte of the answer (the backend had closed it while idle).
 """

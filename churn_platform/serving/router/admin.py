@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import hmac
-import json
 from collections.abc import Mapping
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from churn_platform.serving.http_limits import BodyTooLarge, read_body
+from churn_platform.serving.http_limits import BodyTimeout, BodyTooLarge, parse_json, read_body
 from churn_platform.serving.responses import json_response
 from churn_platform.serving.router.table import Backend, parse_table
 
@@ -44,13 +43,16 @@ def refused(request: Request, token: str) -> Response | None:
 
 
 async def requested_table(
-    request: Request, current: Mapping[str, Backend]
+    request: Request, current: Mapping[str, Backend], timeout: float
 ) -> dict[str, Backend] | Response:
-    """The table a ``PUT /-/weights`` asks for, or the 413/400/422 answer saying why not."""
+    """The table a ``PUT /-/weights`` asks for, or the 413/408/400/422 answer saying why
+    not (``timeout``: seconds the body may take to arrive)."""
     try:
-        payload = json.loads(await read_body(request, ADMIN_BODY_BYTES))
+        payload = parse_json(await read_body(request, ADMIN_BODY_BYTES, timeout))
     except BodyTooLarge as exc:
         return json_response({"error": str(exc)}, 413)
+    except BodyTimeout as exc:
+        return json_response({"error": str(exc)}, 408, {"connection": "close"})
     except ValueError as exc:
         return json_response({"error": f"body is not valid JSON: {exc}"}, 400)
     try:

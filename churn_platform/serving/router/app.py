@@ -10,13 +10,15 @@ import httpx
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from churn_platform.serving.http_limits import BodyTooLarge, read_body
+from churn_platform.serving.http_limits import BodyTimeout, BodyTooLarge, read_body
 from churn_platform.serving.mlflow_protocol import mlflow_version_text
 from churn_platform.serving.monitoring import RouterGauges, default_psi_location, read_psi_text
+from churn_platform.serving.request_guard import RequestGuard
 from churn_platform.serving.responses import json_response
 from churn_platform.serving.router import admin, forwarding
 from churn_platform.serving.router.table import (
@@ -104,7 +106,11 @@ def create_router_app(
         finally:
             await router.client.aclose()
 
-    app = Starlette(routes=ROUTES, lifespan=lifespan)
+    def count(path: str, status: int, seconds: float) -> None:
+        router.routed.labels("none", str(status)).inc()
+
+    guard = Middleware(RequestGuard, count=count)
+    app = Starlette(routes=ROUTES, lifespan=lifespan, middleware=[guard])
     app.state.router = router
     return app
 
@@ -115,11 +121,15 @@ async def _forward(request: Request, path: str) -> Response:
     if backend is None:
         router.routed.labels("none", "503").inc()
         return forwarding.no_traffic(path)
+    settings = router.settings
     try:
-        body = await read_body(request, router.settings.max_body_bytes)
+        body = await read_body(request, settings.max_body_bytes, settings.body_read_timeout_seconds)
     except BodyTooLarge as exc:
         router.routed.labels(backend.version, "413").inc()
         return forwarding.too_large(path, str(exc))
+    except BodyTimeout as exc:
+        router.routed.labels(backend.version, "408").inc()
+        return forwarding.timed_out(path, str(exc))
     assert router.client is not None
     status, answer = await forwarding.forward(router.client, backend, path, request, body)
     router.routed.labels(backend.version, status).inc()
@@ -167,7 +177,9 @@ async def put_weights(request: Request) -> Response:
     denied = admin.refused(request, router.settings.router_admin_token)
     if denied is not None:
         return denied
-    table = await admin.requested_table(request, router.balancer.backends)
+    table = await admin.requested_table(
+        request, router.balancer.backends, router.settings.body_read_timeout_seconds
+    )
     if isinstance(table, Response):
         return table
     if router.state_file is not None:

@@ -62,12 +62,16 @@ def child_env(
 
 
 def spawn(args: list[str], log_path: Path, sock: socket.socket, env: Mapping[str, str]) -> int:
-    """Start ``python -m churn_platform.serving <args> --fd N`` detached; return its pid."""
+    """Start ``python -m churn_platform.serving <args> --fd N --log-file <log_path>``
+    detached (its output appended to ``log_path``, which it rotates); return its pid."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     fd = sock.fileno()
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "churn_platform.serving", *args, "--fd", str(fd)],
+            [
+                *(sys.executable, "-m", "churn_platform.serving", *args, "--fd", str(fd)),
+                *("--log-file", str(log_path)),  # rotated by the process itself
+            ],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
