@@ -121,8 +121,20 @@ def _serving_lines(registry: Any, target: Any) -> list[str]:
     problem = traffic_disagreement(champion, live) if champion and endpoint else None
     if problem:
         lines.append(f"DISAGREEMENT: {problem}")
+    if champion:
+        lines.append(_champion_quality(registry, champion))
     lines.append(f"registry aliases: {aliases or 'none'} ({registry.uri()})")
     return lines
+
+
+def _champion_quality(registry: Any, champion: str) -> str:
+    """The champion's holdout AUC and interval from its registered run's metrics."""
+    from churn_platform.core.model_step import quality_line
+
+    try:
+        return quality_line(champion, registry.version_metrics(champion))
+    except Exception as exc:  # noqa: BLE001 - the summary must print whatever failed
+        return f"champion v{champion}: metrics unreadable ({type(exc).__name__}: {str(exc)[:200]})"
 
 
 def job_base(job_name: str) -> str:
