@@ -125,11 +125,12 @@ def tick(name: str, model_name: str | None, commit: bool) -> int:
     """Evaluate one tick of sensor ``name`` and print it; 2 on a configuration error."""
     import dagster as dg
 
-    from churn_platform import dagster_private
+    from churn_platform import dagster_private, runs
     from churn_platform.cli import ensure_dagster_home
     from churn_platform.config import load_config
     from churn_platform.definitions import build_definitions
 
+    runs.quiet_warnings()
     try:
         home = ensure_dagster_home()
         config = load_config()
