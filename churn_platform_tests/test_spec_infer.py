@@ -19,7 +19,7 @@ from churn_platform.config import load_config
 from churn_platform.core.mapping import DataSourceError
 from churn_platform.core.spec import default_spec, load_spec, parse_spec
 from churn_platform.core.spec_infer import InferOptions, widen
-from churn_platform.core.spec_starter import infer_spec_text
+from churn_platform.core.spec_starter import infer_spec_text, protected_like
 from churn_platform.core.synthetic import SyntheticSpec, generate
 from churn_platform.resources.data_source import SyntheticSourceResource
 from churn_platform.resources.environments import platform_resources
@@ -348,3 +348,31 @@ def test_check_piped_into_a_reader_that_stops_exits_quietly(tmp_path: Path):
     finally:
         os.close(write)
     assert done.stderr == "" and done.returncode == 141, done.stderr[-2000:]
+
+
+@pytest.mark.parametrize(
+    ("name", "protected"),
+    [
+        ("Gender", True),
+        ("sex", True),
+        ("Age", True),
+        ("CustomerAge", True),
+        ("SeniorCitizen", True),
+        ("Race", True),
+        ("Religion", True),
+        ("usage_hours", False),
+        ("trace_id", False),
+        ("Tenure", False),
+    ],
+)
+def test_protected_attribute_like_names(name: str, protected: bool):
+    assert protected_like(name) is protected
+
+
+def test_an_inactivity_feature_is_proposed_to_raise_churn():
+    frame = (
+        bank_table().drop(columns=["Tenure"]).assign(DaysInactive=lambda f: f["CreditScore"] % 90)
+    )
+    text, _ = infer_spec_text(frame, target="Exited", id_column="CustomerId")
+    assert "#    feature: days_inactive" in text or "#    feature: daysinactive" in text
+    assert "#    direction: increase" in text

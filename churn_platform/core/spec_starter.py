@@ -151,13 +151,15 @@ def _example_slice_lines(
 # columns like a protected attribute (compared on the lower-cased name): an invariance on one
 # would write a bias into the model's checks, so none is ever proposed there
 PROTECTED = (
-    r"gender|sex|(^|_)age($|_)|(^|_)race($|_)|ethnic|religio|national|citizen|marital|married"
-    r"|disab|pregnan|orientation|birth|(^|_)dob($|_)|senior|caste|veteran"
+    r"gender|sex|(^|_)age($|_)|(^|_)race($|_)|ethnic|religio|nationality|citizen|marital"
+    r"|married|disab|pregnan|orientation|birth|(^|_)dob($|_)|senior|caste|veteran"
 )
+_CAMEL_AGE = r"(^|[a-z_])Age([A-Z_]|$)"  # CustomerAge, AgeBand (snake_case is lower-cased)
 # plausibly causal features by name: (pattern, direction when the feature grows / turns true,
 # why); the first feature that matches one (and no protected pattern) is the example
 CAUSAL: tuple[tuple[str, str, str], ...] = (
     (r"complain|ticket|support_?call|incident|dispute", "increase", "more trouble, more churn"),
+    (r"inactiv|days_?since", "increase", "a longer silence must raise churn"),
     (r"tenure|loyal", "decrease", "a longer relationship must lower churn"),
     (r"active|login|engag|usage", "decrease", "more use must lower churn"),
 )
@@ -165,7 +167,7 @@ CAUSAL: tuple[tuple[str, str, str], ...] = (
 
 def protected_like(name: str) -> bool:
     """Whether a column's name looks like a protected attribute (gender, age, race, ...)."""
-    return re.search(PROTECTED, name.lower()) is not None
+    return bool(re.search(PROTECTED, name.lower()) or re.search(_CAMEL_AGE, name))
 
 
 def _causal_change(col: Inferred) -> tuple[str, str, str] | None:
