@@ -109,12 +109,16 @@ def _store(instance: Any, name: str, result: Any) -> list[str]:
     if not dagster_private.store_sensor_cursor(instance, name, result.cursor):
         # the daemon keys a sensor's state by its code location: the public command makes it
         command = ["dagster", "sensor", "cursor", name, "--set", result.cursor]
-        done = subprocess.run(
-            [sys.executable, "-m", *command, "-w", str(_WORKSPACE)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        try:
+            done = subprocess.run(
+                [sys.executable, "-m", *command, "-w", str(_WORKSPACE)],
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=600,  # loading the code location; a hung one must not hang us
+            )
+        except subprocess.TimeoutExpired:
+            return [*lines, f"could not store the cursor: {' '.join(command[:3])} took > 600 s"]
         if done.returncode != 0:
             tail = (done.stderr or done.stdout).strip().splitlines()[-1:]
             return [*lines, f"could not store the cursor ({' '.join(command[:3])}): {tail}"]
