@@ -6,7 +6,9 @@
 * its kind: integer or numeric (also numbers stored as text, blanks counted as nulls),
   boolean (yes/no, true/false, 0/1), date (parseable dates), cyclical (a column named like
   an hour with values in 0..23, a weekday in 0..6), categorical (low-cardinality text, with
-  its allowed set), or left out (high-cardinality text other than the id, an empty column);
+  its allowed set), or left out (high-cardinality text other than the id, an empty column, a
+  row index or numeric identifier: distinct whole numbers 1..n, increasing down the table, or
+  named like an id);
 * its range (observed, widened by a margin and rounded outward) and its null rate (with
   headroom) as ``max_null_rate``;
 * for the target, which of its values mean churned (yes/no, 1/0, true/false, churned/active...).
@@ -305,7 +307,8 @@ def index_reason(prof: ColumnProfile, numbers: np.ndarray, counts: np.ndarray | 
     identifier rather than a feature, or "" when they may be a feature: consecutive
     (1..n in any order), increasing down the table, or unique and named like an id. A model
     that learns from a row number learns the order the file was written in."""
-    if prof.missing or len(numbers) < 3 or prof.distinct != prof.rows:
+    # a few rows of distinct small numbers say nothing (24 rows of hours 0..23 are hours)
+    if prof.missing or prof.rows < 100 or prof.distinct != prof.rows:
         return ""
     if counts is not None and np.any(counts != 1):
         return ""
