@@ -1,7 +1,8 @@
 """``python -m churn_platform run``: run a job on the local instance and end with a summary;
 ``python -m churn_platform settings``: every setting, its value and where it came from;
 ``python -m churn_platform demo``: five weeks of retraining, drift, failures and releases;
-``python -m churn_platform spec infer|check``: write a starter table spec, or validate one.
+``python -m churn_platform spec infer|check``: write a starter table spec, or validate one;
+``python -m churn_platform sensors tick NAME``: one sensor tick's figures, decision and cursor.
 
 The summary is what a person acts on: did it succeed, what did the gate decide, which
 model version serves production and where, and where to look in the UI. A failure prints
@@ -121,8 +122,20 @@ def _serving_lines(registry: Any, target: Any) -> list[str]:
     problem = traffic_disagreement(champion, live) if champion and endpoint else None
     if problem:
         lines.append(f"DISAGREEMENT: {problem}")
+    if champion:
+        lines.append(_champion_quality(registry, champion))
     lines.append(f"registry aliases: {aliases or 'none'} ({registry.uri()})")
     return lines
+
+
+def _champion_quality(registry: Any, champion: str) -> str:
+    """The champion's holdout AUC and interval from its registered run's metrics."""
+    from churn_platform.core.model_step import quality_line
+
+    try:
+        return quality_line(champion, registry.version_metrics(champion))
+    except Exception as exc:  # noqa: BLE001 - the summary must print whatever failed
+        return f"champion v{champion}: metrics unreadable ({type(exc).__name__}: {str(exc)[:200]})"
 
 
 def job_base(job_name: str) -> str:
@@ -220,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser(
         "settings", help="list every setting, its value and where it came from (secrets masked)"
     )
-    from churn_platform import rollback, spec_cli, trigger
+    from churn_platform import rollback, sensor_tick, spec_cli, trigger
 
     trigger.add_arguments(sub.add_parser("trigger", help=trigger.HELP))
     demo_parser = sub.add_parser(
@@ -230,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     demo_parser.add_argument("--home", help="an empty or new folder (default: a new temp folder)")
     rollback.add_arguments(sub.add_parser("rollback", help=rollback.HELP))
     spec_cli.add_arguments(sub.add_parser("spec", help=spec_cli.HELP))
+    sensor_tick.add_arguments(sub.add_parser("sensors", help=sensor_tick.HELP))
     args = parser.parse_args(argv)
     if args.command == "settings":
         return show_settings()
@@ -243,4 +257,6 @@ def main(argv: list[str] | None = None) -> int:
         return rollback.run_from_args(args)
     if args.command == "spec":
         return spec_cli.run_from_args(args)
+    if args.command == "sensors":
+        return sensor_tick.run_from_args(args)
     return run(args.job, args.config, args.verbose, model_name=args.model)

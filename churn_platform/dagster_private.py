@@ -50,6 +50,10 @@ USED: dict[str, tuple[str, ...]] = {
         "executor_defs",
         "output_capture",
     ),
+    # public class, undocumented methods: the daemon's stored state of each sensor
+    "dagster:DagsterInstance.all_instigator_state": ("self",),
+    "dagster:DagsterInstance.update_instigator_state": ("self", "state"),
+    "dagster._core.scheduler.instigation:InstigatorState.with_data": ("self", "instigator_data"),
     # public class, undocumented method: what ``JobDefinition.execute_in_process`` runs
     "dagster:JobDefinition.as_ephemeral_job": ("self", "resource_defs", "input_values"),
 }
@@ -157,3 +161,39 @@ def execute_in_process(
     return dg.ExecuteInProcessResult(
         job_def=job_def, event_list=events, dagster_run=finished, output_capture=output_capture
     )
+
+
+def _sensor_state(instance: dg.DagsterInstance, name: str) -> Any | None:
+    """The daemon's stored state of sensor ``name`` (None: it never ticked on ``instance``)."""
+    states = [
+        state
+        for state in instance.all_instigator_state()
+        if state.name == name and state.instigator_type.value == "SENSOR"
+    ]
+    # one per code location that ever held the sensor: the running one is the daemon's
+    states.sort(key=lambda state: not state.is_running)
+    return states[0] if states else None
+
+
+def stored_sensor_cursor(instance: dg.DagsterInstance, name: str) -> tuple[bool, str | None]:
+    """Whether the daemon keeps a state for sensor ``name`` on ``instance``, and its cursor.
+
+    The daemon keys that state by the code location's origin, which only a loaded workspace
+    knows; the instance lists the states it holds, each with its sensor's name. No public
+    API reads a sensor's cursor.
+    """
+    state = _sensor_state(instance, name)
+    if state is None:
+        return False, None
+    return True, state.instigator_data.cursor
+
+
+def store_sensor_cursor(instance: dg.DagsterInstance, name: str, cursor: str | None) -> bool:
+    """Replace the stored cursor of sensor ``name`` as the daemon does after a tick; False
+    when the instance holds no state for it (then only the workspace can create one: the
+    public ``dagster sensor cursor --set``)."""
+    state = _sensor_state(instance, name)
+    if state is None:
+        return False
+    instance.update_instigator_state(state.with_data(state.instigator_data._replace(cursor=cursor)))
+    return True

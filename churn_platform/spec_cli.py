@@ -16,6 +16,7 @@ Nothing else runs: no Dagster instance, no MLflow, no server.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -123,8 +124,27 @@ def infer(args: argparse.Namespace) -> int:
         where = f"{args.data}" + (f" --table {args.table}" if args.table else "")
         print(f"wrote {out}: {len(spec.features)} features ({summary})")
         print(f"edit it, then: python -m churn_platform spec check {where} --spec {out}")
-        print(f"and run with it: CHURN_SPEC={out} python -m churn_platform run")
+        print("\n".join(run_hint(args, out, spec.name)))
     return 0
+
+
+def run_hint(args: argparse.Namespace, out: Path, name: str) -> list[str]:
+    """How to run the pipeline on DATA with the spec at ``out``: the source settings (the
+    default source is the synthetic example, which has none of this table's columns) and
+    the same in a platform file."""
+    if args.table or args.query or "://" in args.data:
+        what = f"CHURN_SOURCE_TABLE={args.table}" if args.table else "CHURN_SOURCE_QUERY='...'"
+        env = f"CHURN_SOURCE=sql CHURN_SOURCE_URL='<the URL>' {what}"
+        pick = f"table: {args.table}" if args.table else "query: '...'"
+        source = f"{{kind: sql, url_env: CHURN_SOURCE_URL, {pick}}}"
+    else:
+        env = f"CHURN_SOURCE=file CHURN_SOURCE_PATH={args.data}"
+        source = f"{{kind: file, path: {args.data}}}"
+    return [
+        f"and run with it on your data: {env} CHURN_SPEC={out} python -m churn_platform run",
+        f"or in a platform file (CHURN_PLATFORM=platform.yaml): models: [{{name: {name}, "
+        f"spec: {out}, source: {source}}}]",
+    ]
 
 
 def describe_spec(spec: Any) -> list[str]:
@@ -283,5 +303,13 @@ def check(args: argparse.Namespace) -> int:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    """Dispatch ``spec infer`` / ``spec check``."""
-    return infer(args) if args.spec_command == "infer" else check(args)
+    """Dispatch ``spec infer`` / ``spec check``. A reader that stops early (``| head``) ends
+    the command quietly, with the shell's code for a closed pipe (141), not a traceback."""
+    try:
+        code = infer(args) if args.spec_command == "infer" else check(args)
+        sys.stdout.flush()  # a closed pipe shows here when the last lines were buffered
+    except BrokenPipeError:
+        # whatever is still buffered would fail again at exit: send it nowhere
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    return code

@@ -22,8 +22,10 @@ import pandas as pd
 from sklearn.linear_model import LogisticRegression
 
 from churn_platform import settings
+from churn_platform.config import load_config
 from churn_platform.core import drift
-from churn_platform.core.spec import MODEL_METADATA_KEY, parse_spec
+from churn_platform.core.mapping import apply_mapping
+from churn_platform.core.spec import MODEL_METADATA_KEY, Spec, parse_spec
 from churn_platform.defs.automation import PROFILE_ARTIFACT
 from churn_platform.resources.data_source import SyntheticSourceResource
 from churn_platform.resources.mlflow_registry import _fluent_store
@@ -58,10 +60,11 @@ def frame(n: int, seed: int, api_calls: np.ndarray | None = None) -> pd.DataFram
     )
 
 
-def register_champion(train: pd.DataFrame) -> str:
-    """Log a model with SPEC in its metadata and the SPEC profile in its run; alias champion."""
+def register_champion(train: pd.DataFrame, spec: Spec = SPEC) -> str:
+    """Log a model with ``spec`` in its metadata and the ``spec`` profile of ``train`` (its
+    columns mapped) in its run; alias champion."""
     registry = resource("mlflow_registry")
-    profile = drift.build_reference_profile(train, SPEC)
+    profile = drift.build_reference_profile(train, spec)
     with (
         _fluent_store(registry.uri()),
         mlflow.start_run(experiment_id=registry.experiment_id()),
@@ -71,9 +74,9 @@ def register_champion(train: pd.DataFrame) -> str:
         path.write_text(json.dumps(profile))
         mlflow.log_artifact(str(path))
         info = mlflow.sklearn.log_model(
-            LogisticRegression().fit(train[["seats"]], train["seats"] > 0),
+            LogisticRegression().fit(train.iloc[:, :1], np.arange(len(train)) % 2),
             name="model",
-            metadata={MODEL_METADATA_KEY: SPEC.to_dict()},
+            metadata={MODEL_METADATA_KEY: spec.to_dict()},
             serialization_format="cloudpickle",
         )
     with _fluent_store(registry.uri()):
@@ -90,11 +93,12 @@ def log_requests(version: str, rows: pd.DataFrame) -> None:
     log.flush()
 
 
-def tick() -> Any:
+def tick(data_source: Any = None) -> Any:
+    """One tick of the default model's drift sensor (default source: 2,000 synthetic rows)."""
     context = dg.build_sensor_context(
         resources={
             "mlflow_registry": resource("mlflow_registry"),
-            "data_source": SyntheticSourceResource(n_rows=2_000, seed=7),
+            "data_source": data_source or SyntheticSourceResource(n_rows=2_000, seed=7),
             "inference_log": resource("inference_log"),
             "notifier": Notifier(),
             "storage": resource("storage"),
@@ -126,3 +130,56 @@ def test_the_sensor_watches_the_champions_spec_features(churn_home):
     assert [r.run_key for r in fired.run_requests] == ["drift-episode-1"]
     assert fired.run_requests[0].tags["churn/drift_feature"] == "api_calls"
     assert fired.run_requests[0].tags["churn/drift_window"] == "inference_log"
+
+
+BANK = {
+    "entity_id": {"column": "customer_id", "source": "CustomerId"},
+    "target": {"column": "exited", "source": "Exited", "positive": [1], "negative": [0]},
+    "features": {
+        "creditscore": {"kind": "integer", "source": "CreditScore"},
+        "estimatedsalary": {"kind": "numeric", "source": "EstimatedSalary"},
+    },
+}
+
+
+def bank_rows(n: int, seed: int, salary_factor: float = 1.0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(
+        {
+            "CustomerId": np.arange(n) + 15_600_000,
+            "CreditScore": rng.integers(350, 851, n),
+            "EstimatedSalary": rng.uniform(10_000, 200_000, n) * salary_factor,
+            "Exited": rng.choice([0, 1], n, p=[0.8, 0.2]),
+        }
+    )
+
+
+def test_after_a_spec_change_the_sensor_still_watches_the_champions_dropped_feature(
+    churn_home, tmp_path, monkeypatch
+):
+    """The champion was trained on a spec with ``estimatedsalary``; the current spec dropped
+    it; the source file now holds it x3: the sensor maps the file through the champion's
+    spec and sees the drift (it once scored 0.000, "lacks champion drift feature(s)")."""
+    champion_spec = parse_spec(BANK)
+    current = {**BANK, "features": {"creditscore": BANK["features"]["creditscore"]}}
+    (tmp_path / "current.yaml").write_text(json.dumps(current))
+    source = tmp_path / "bank.csv"
+    bank_rows(2_000, seed=2, salary_factor=3.0).to_csv(source, index=False)
+    for name, value in (
+        ("CHURN_SPEC", str(tmp_path / "current.yaml")),
+        ("CHURN_SOURCE", "file"),
+        ("CHURN_SOURCE_PATH", str(source)),
+    ):
+        monkeypatch.setenv(name, value)
+    assert "estimatedsalary" not in load_config().model().spec.features
+    train = apply_mapping(bank_rows(3_000, seed=1), required=(), spec=champion_spec).frame
+    register_champion(train, champion_spec)
+
+    fired = tick(resource("data_source"))
+    window = [
+        e for e in fired.asset_events if e.metadata["drift_window"].value == "source_snapshot"
+    ]
+    psi = {k: v.value for k, v in window[0].metadata.items() if k.startswith("psi_")}
+    assert psi["psi_estimatedsalary"] > 2.0, psi  # the issue's table scored 6.62
+    assert psi["psi_creditscore"] < 0.1, psi
+    assert [r.tags["churn/drift_feature"] for r in fired.run_requests] == ["estimatedsalary"]

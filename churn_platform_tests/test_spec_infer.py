@@ -4,17 +4,25 @@ the key, line or column to fix."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from churn_platform import cli
+from churn_platform.config import load_config
+from churn_platform.core.mapping import DataSourceError
 from churn_platform.core.spec import default_spec, load_spec, parse_spec
 from churn_platform.core.spec_infer import InferOptions, widen
-from churn_platform.core.spec_starter import infer_spec_text
+from churn_platform.core.spec_starter import infer_spec_text, protected_like
 from churn_platform.core.synthetic import SyntheticSpec, generate
+from churn_platform.resources.data_source import SyntheticSourceResource
+from churn_platform.resources.environments import platform_resources
 from churn_platform.testing import SECOND_TABLE_BLANKS, second_table
 
 
@@ -90,7 +98,7 @@ def test_the_example_table_is_read_back_to_the_shipped_kinds(tmp_path: Path):
     ],
 )
 def test_the_target_is_recognised_or_guessed_saying_so(values, positive, negative, guessed):
-    frame = pd.DataFrame({"id": [f"c{i}" for i in range(300)], "x": range(300)})
+    frame = pd.DataFrame({"id": [f"c{i}" for i in range(300)], "x": [i % 17 for i in range(300)]})
     frame["y"] = (values * 100)[:300]
     text, spec = infer_spec_text(frame, target="y", id_column="id")
     assert spec.target.positive == (positive,) and spec.target.negative == (negative,)
@@ -211,3 +219,160 @@ def test_check_runs_the_contract_and_lists_what_the_data_fails(accounts: Path, t
 def test_infer_options_are_validated():
     with pytest.raises(ValueError, match="margin must be in"):
         InferOptions(margin=-1)
+
+
+def bank_table(n: int = 600, seed: int = 3, blank_rows: int = 0) -> pd.DataFrame:
+    """A bank-churn-like table: a row index, a customer id, surnames, a protected attribute,
+    plausible features and ``Exited`` 0/1 (``blank_rows`` rows lack a balance)."""
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(
+        {
+            "RowNumber": np.arange(1, n + 1),
+            "CustomerId": 15_600_000 + rng.permutation(n * 10)[:n],
+            "Surname": [f"name{i}" for i in rng.integers(0, n // 2, n)],
+            "CreditScore": rng.integers(350, 851, n),
+            "Gender": rng.choice(["Female", "Male"], n),
+            "Geography": rng.choice(["France", "Germany", "Spain"], n),
+            "Tenure": rng.integers(0, 11, n),
+            "Balance": np.round(rng.exponential(80_000, n), 2),
+            "Exited": rng.choice([0, 1], n, p=[0.8, 0.2]),
+        }
+    )
+    frame.loc[: blank_rows - 1, "Balance"] = np.nan
+    return frame
+
+
+def test_a_row_index_is_left_out_with_the_reason_and_never_sliced():
+    for frame in (bank_table(), bank_table().astype(str)):  # typed and all text (CSV)
+        text, spec = infer_spec_text(frame, target="Exited", id_column="CustomerId")
+        assert "rownumber" not in spec.features
+        assert "RowNumber: the consecutive whole numbers 1..600, one per row: a row index" in text
+        assert "column: rownumber" not in text  # no slice proposed on it
+        assert spec.features["creditscore"].kind == "integer"  # a real integer stays
+    shuffled = bank_table().sample(frac=1.0, random_state=1)  # an index in any order
+    text, spec = infer_spec_text(shuffled, target="Exited", id_column="CustomerId")
+    assert "rownumber" not in spec.features
+    # unique whole numbers named like an id (not the entity id) are left out too
+    frame = bank_table().assign(AccountNo=lambda f: f["CustomerId"] * 7)
+    text, spec = infer_spec_text(frame, target="Exited", id_column="CustomerId")
+    assert "account_no" not in spec.features and "accountno" not in spec.features
+    assert "named like an identifier" in text
+
+
+def test_the_example_invariance_is_never_on_a_protected_attribute():
+    text, spec = infer_spec_text(bank_table(), target="Exited", id_column="CustomerId")
+    assert "feature: gender" not in text and "from: Female" not in text
+    assert "#  - name: tenure_invariance" in text and "#    direction: decrease" in text
+    # the proposal loads once uncommented
+    block = text[text.index("#  - name: tenure_invariance") : text.index("invariances: []")]
+    proposed = "\n".join(line.removeprefix("#") for line in block.splitlines())
+    edited = text.replace("invariances: []", "invariances:\n" + proposed)
+    assert [i.feature for i in parse_spec(edited).invariances] == ["tenure"]
+    # no plausible cause by name: none proposed, said; still never gender or age
+    plain = bank_table().drop(columns=["Tenure"]).assign(Age=lambda f: f["CreditScore"] % 60 + 18)
+    text, _ = infer_spec_text(plain, target="Exited", id_column="CustomerId")
+    assert "none proposed" in text
+    assert "feature: gender" not in text and "feature: age" not in text
+
+
+def test_the_null_rate_comment_says_the_rule_that_set_the_limit():
+    # 1 blank in 600 rows: the +1 point floor sets the limit, not x1.5
+    text, spec = infer_spec_text(bank_table(blank_rows=1), target="Exited", id_column="CustomerId")
+    limit = spec.features["balance"].max_null_rate
+    assert limit == 0.012
+    line = next(x for x in text.splitlines() if "max_null_rate: 0.012" in x)
+    assert "headroom x1.5" not in line and "headroom +1 point (7.2x the observed rate)" in line
+    # 120 blanks in 600 rows: x1.5 sets it, and says so
+    text, spec = infer_spec_text(
+        bank_table(blank_rows=120), target="Exited", id_column="CustomerId"
+    )
+    assert spec.features["balance"].max_null_rate == 0.3
+    assert "20.0% blank (120 of 600 rows), headroom x1.5" in text
+
+
+def test_the_closing_hint_names_the_source_and_following_it_reads_the_data(
+    tmp_path: Path, capsys, monkeypatch
+):
+    data, out = tmp_path / "bank.csv", tmp_path / "bank.yaml"
+    bank_table().to_csv(data, index=False)
+    assert (
+        spec_cli("infer", str(data), "--target", "Exited", "--id", "CustomerId", "-o", str(out))
+        == 0
+    )
+    said = capsys.readouterr().out
+    run_line = next(x for x in said.splitlines() if "python -m churn_platform run" in x)
+    assert f"CHURN_SOURCE=file CHURN_SOURCE_PATH={data} CHURN_SPEC={out}" in run_line
+    assert f"source: {{kind: file, path: {data}}}" in said  # the platform-file form
+    # the settings the hint names load the table through the spec (the pipeline's reader)
+    for name, value in (("CHURN_SOURCE", "file"), ("CHURN_SOURCE_PATH", str(data))):
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("CHURN_SPEC", str(out))
+    model = load_config().model(None)
+    mapped, _ = platform_resources(load_config())["data_source"].snapshot(spec=model.spec)
+    assert len(mapped.frame) == 600
+
+
+def test_the_synthetic_source_says_it_is_not_your_table_in_one_short_line():
+    _, spec = infer_spec_text(bank_table(), target="Exited", id_column="CustomerId")
+    with pytest.raises(DataSourceError) as caught:
+        SyntheticSourceResource(n_rows=200).snapshot(spec=spec)
+    message = str(caught.value)
+    assert "CHURN_SOURCE=file CHURN_SOURCE_PATH=" in message and "CHURN_SOURCE=synthetic" in message
+    assert "'CustomerId'" in message and len(message) < 500, len(message)
+
+
+def test_check_piped_into_a_reader_that_stops_exits_quietly(tmp_path: Path):
+    data, out = tmp_path / "bank.csv", tmp_path / "bank.yaml"
+    bank_table().to_csv(data, index=False)
+    out.write_text(infer_spec_text(bank_table(), target="Exited", id_column="CustomerId")[0])
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first line: every write breaks the pipe
+    try:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "churn_platform",
+                "spec",
+                "check",
+                str(data),
+                "--spec",
+                str(out),
+            ],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        os.close(write)
+    assert done.stderr == "" and done.returncode == 141, done.stderr[-2000:]
+
+
+@pytest.mark.parametrize(
+    ("name", "protected"),
+    [
+        ("Gender", True),
+        ("sex", True),
+        ("Age", True),
+        ("CustomerAge", True),
+        ("SeniorCitizen", True),
+        ("Race", True),
+        ("Religion", True),
+        ("usage_hours", False),
+        ("trace_id", False),
+        ("Tenure", False),
+    ],
+)
+def test_protected_attribute_like_names(name: str, protected: bool):
+    assert protected_like(name) is protected
+
+
+def test_an_inactivity_feature_is_proposed_to_raise_churn():
+    frame = (
+        bank_table().drop(columns=["Tenure"]).assign(DaysInactive=lambda f: f["CreditScore"] % 90)
+    )
+    text, _ = infer_spec_text(frame, target="Exited", id_column="CustomerId")
+    assert "#    feature: days_inactive" in text or "#    feature: daysinactive" in text
+    assert "#    direction: increase" in text

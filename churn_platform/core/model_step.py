@@ -9,7 +9,7 @@ MLflow.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Protocol
 
@@ -182,3 +182,26 @@ def model_metadata(model: ChallengerModel, estimator: str, spec: Spec) -> dict[s
         "fit_seconds": round(m["fit_seconds"], 2),
         "data_version": model.data_version,
     }
+
+
+def holdout_quality(metrics: Mapping[str, float]) -> dict[str, Any] | None:
+    """A registered version's holdout AUC and its interval from its logged ``metrics``
+    (None when they were not logged, e.g. a model registered by hand)."""
+    names = ("holdout_auc", "holdout_auc_ci_lower", "holdout_auc_ci_upper")
+    if not all(name in metrics for name in names):
+        return None
+    auc, lower, upper = (round(float(metrics[name]), 4) for name in names)
+    return {"holdout_auc": auc, "holdout_auc_interval": [lower, upper]}
+
+
+def quality_line(version: str, metrics: Mapping[str, float]) -> str:
+    """``champion v3: holdout AUC 0.8441, interval [0.8222, 0.8658]`` (what a person asks
+    first about the model that serves), or says the metrics are missing."""
+    quality = holdout_quality(metrics)
+    if quality is None:
+        return f"champion v{version}: no holdout AUC logged with this version"
+    lower, upper = quality["holdout_auc_interval"]
+    return (
+        f"champion v{version}: holdout AUC {quality['holdout_auc']:.4f}, "
+        f"interval [{lower:.4f}, {upper:.4f}]"
+    )

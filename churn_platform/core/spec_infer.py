@@ -6,7 +6,9 @@
 * its kind: integer or numeric (also numbers stored as text, blanks counted as nulls),
   boolean (yes/no, true/false, 0/1), date (parseable dates), cyclical (a column named like
   an hour with values in 0..23, a weekday in 0..6), categorical (low-cardinality text, with
-  its allowed set), or left out (high-cardinality text other than the id, an empty column);
+  its allowed set), or left out (high-cardinality text other than the id, an empty column, a
+  row index or numeric identifier: distinct whole numbers 1..n, increasing down the table, or
+  named like an id);
 * its range (observed, widened by a margin and rounded outward) and its null rate (with
   headroom) as ``max_null_rate``;
 * for the target, which of its values mean churned (yes/no, 1/0, true/false, churned/active...).
@@ -258,17 +260,30 @@ def widen(low: float, high: float, margin: float, integer: bool) -> tuple[float,
     return float(new_low), float(new_high)
 
 
+def null_limit(rate: float, headroom: float) -> tuple[float, str]:
+    """A ``max_null_rate`` above the observed ``rate`` and the rule that set it, said truly:
+    ``rate x headroom``, or one point above the rate when that is larger (a rare blank must
+    not fail the next snapshot); capped at 1, rounded up to 0.1 point."""
+    scaled, floor = rate * headroom, rate + 0.01
+    # rounded first: 0.2 x 1.5 is 0.30000000000000004 in floats, and must give 0.3
+    limit = math.ceil(round(min(1.0, max(scaled, floor)) * 1000, 6)) / 1000
+    if limit >= 1.0:
+        return limit, "capped at 100%"
+    if scaled >= floor:
+        return limit, f"headroom x{headroom:g}"
+    return limit, f"headroom +1 point ({limit / rate:.1f}x the observed rate)"
+
+
 def _nulls(col: Inferred, prof: ColumnProfile, options: InferOptions) -> None:
     """``max_null_rate`` with headroom when the column has blanks; a comment either way."""
     rate = prof.null_rate
     if rate == 0:
         col.notes["kind"] = (col.notes.get("kind", "") + "; no blanks").lstrip("; ")
         return
-    limit = min(1.0, max(rate * options.null_headroom, rate + 0.01))
-    limit = math.ceil(limit * 1000) / 1000
+    limit, rule = null_limit(rate, options.null_headroom)
     col.entry["max_null_rate"] = limit
     col.notes["max_null_rate"] = (
-        f"{_pct(rate)} blank ({prof.missing:,} of {prof.rows:,} rows), headroom x{options.null_headroom:g}"
+        f"{_pct(rate)} blank ({prof.missing:,} of {prof.rows:,} rows), {rule}"
     )
 
 
@@ -282,11 +297,47 @@ def _as_numbers(prof: ColumnProfile) -> tuple[np.ndarray, np.ndarray | None, int
     return numbers, prof.counts[ok], int(prof.counts[~ok].sum())
 
 
+# a name that says "row index" or "identifier": a last word (snake_case, spaced or CamelCase)
+_INDEX_WORDS = r"(^|[_\s])(id|idx|index|row|rownum|rownumber|row_number|no|num|number|key|seq)$"
+_INDEX_CAMEL = r"[a-z](Id|ID|Idx|Index|Number|No|Num|Key)$"
+
+
+def index_reason(prof: ColumnProfile, numbers: np.ndarray, counts: np.ndarray | None) -> str:
+    """Why whole ``numbers`` (one per row, every one distinct) are a row index or an
+    identifier rather than a feature, or "" when they may be a feature: consecutive
+    (1..n in any order), increasing down the table, or unique and named like an id. A model
+    that learns from a row number learns the order the file was written in."""
+    # a few rows of distinct small numbers say nothing (24 rows of hours 0..23 are hours)
+    if prof.missing or prof.rows < 100 or prof.distinct != prof.rows:
+        return ""
+    if counts is not None and np.any(counts != 1):
+        return ""
+    low, high = float(numbers.min()), float(numbers.max())
+    if high - low == prof.rows - 1:
+        how = f"the consecutive whole numbers {_number(low)}..{_number(high)}, one per row"
+    elif counts is None and bool(np.all(np.diff(numbers) > 0)):
+        how = f"{prof.rows:,} whole numbers increasing down the table"
+    elif re.search(_INDEX_WORDS, prof.name.strip().lower()) or re.search(
+        _INDEX_CAMEL, prof.name.strip()
+    ):
+        how = f"{prof.rows:,} distinct whole numbers named like an identifier"
+    else:
+        return ""
+    return (
+        f"{how}: a row index or identifier, not a feature (a model would learn the order the "
+        "rows were written in; add it yourself if it really carries meaning)"
+    )
+
+
 def _numeric(col: Inferred, prof: ColumnProfile, options: InferOptions, stored: str) -> None:
     numbers, counts, unparseable = _as_numbers(prof)
     low, high = float(numbers.min()), float(numbers.max())
     whole = bool(np.all(numbers == np.round(numbers)))
     distinct = len(numbers) if counts is not None else prof.distinct
+    if whole and not unparseable:
+        col.left_out = index_reason(prof, numbers, counts)
+        if col.left_out:
+            return
     if whole and low in (0.0, 1.0) and high in (0.0, 1.0) and low != high:
         col.entry["kind"] = "boolean"
         col.notes["kind"] = f"only 0 and 1 observed{stored}"
@@ -404,6 +455,8 @@ def infer_column(prof: ColumnProfile, options: InferOptions, name: str) -> Infer
                 "an identifier, not a feature (map it to a categorical yourself if it is one)"
             )
             return col
+    if col.left_out:  # a numeric row index or identifier
+        return col
     _nulls(col, prof, options)
     return col
 
@@ -438,9 +491,9 @@ def infer_target(prof: ColumnProfile, name: str) -> Inferred:
     col.notes["positive"] = f"means churned: {how}; {_pct(rate)} of rows"
     col.notes["negative"] = "means stayed"
     if prof.missing:
-        limit = math.ceil(min(1.0, prof.null_rate * 1.5 + 0.001) * 1000) / 1000
+        limit, rule = null_limit(prof.null_rate, 1.5)
         col.entry["max_null_rate"] = limit
-        col.notes["max_null_rate"] = f"{_pct(prof.null_rate)} blank ({prof.missing:,} rows)"
+        col.notes["max_null_rate"] = f"{_pct(prof.null_rate)} blank ({prof.missing:,} rows), {rule}"
     return col
 
 

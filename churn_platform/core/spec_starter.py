@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pandas as pd
@@ -55,7 +56,7 @@ def render_spec(inferred: InferredSpec) -> str:
         "slices: []",
         "",
         "# behavioural checks: changing one feature must move churn in a stated direction; e.g.",
-        *_example_invariance_lines(first_categorical),
+        *_example_invariance_lines(inferred.features),
         "invariances: []",
         "",
         "drift:",
@@ -147,18 +148,66 @@ def _example_slice_lines(
     return out
 
 
-def _example_invariance_lines(first_categorical: Inferred | None) -> list[str]:
-    """A commented-out invariance from the first to the last value of a categorical."""
-    if first_categorical is None:
-        return []
-    allowed = first_categorical.entry["allowed"]
+# columns like a protected attribute (compared on the lower-cased name): an invariance on one
+# would write a bias into the model's checks, so none is ever proposed there
+PROTECTED = (
+    r"gender|sex|(^|_)age($|_)|(^|_)race($|_)|ethnic|religio|nationality|citizen|marital"
+    r"|married|disab|pregnan|orientation|birth|(^|_)dob($|_)|senior|caste|veteran"
+)
+_CAMEL_AGE = r"(^|[a-z_])Age([A-Z_]|$)"  # CustomerAge, AgeBand (snake_case is lower-cased)
+# plausibly causal features by name: (pattern, direction when the feature grows / turns true,
+# why); the first feature that matches one (and no protected pattern) is the example
+CAUSAL: tuple[tuple[str, str, str], ...] = (
+    (r"complain|ticket|support_?call|incident|dispute", "increase", "more trouble, more churn"),
+    (r"inactiv|days_?since", "increase", "a longer silence must raise churn"),
+    (r"tenure|loyal", "decrease", "a longer relationship must lower churn"),
+    (r"active|login|engag|usage", "decrease", "more use must lower churn"),
+)
+
+
+def protected_like(name: str) -> bool:
+    """Whether a column's name looks like a protected attribute (gender, age, race, ...)."""
+    return bool(re.search(PROTECTED, name.lower()) or re.search(_CAMEL_AGE, name))
+
+
+def _causal_change(col: Inferred) -> tuple[str, str, str] | None:
+    """(change lines, direction, why) when ``col`` is a plausible cause of churn by name."""
+    if protected_like(col.name) or protected_like(col.source):
+        return None
+    kind = col.entry["kind"]
+    for pattern, direction, why in CAUSAL:
+        if not re.search(pattern, col.name.lower()):
+            continue
+        if kind == "boolean":
+            return "#    from: false\n#    to: true", direction, why
+        if kind in ("numeric", "integer"):
+            low, high = col.entry["range"]
+            span = (high - low) / 10  # a tenth of the range: a move the model should feel
+            step = max(1, round(span)) if kind == "integer" else float(f"{span:.2g}")
+            return f"#    step: {_y(step)}", direction, why
+    return None
+
+
+def _example_invariance_lines(features: list[Inferred]) -> list[str]:
+    """A commented-out invariance on the first plausibly causal feature (by name), never on
+    a protected-attribute-like column; none, said, when no feature is one."""
+    for col in features:
+        change = _causal_change(col)
+        if change is None:
+            continue
+        lines, direction, why = change
+        return [
+            f"#  - name: {col.name}_invariance",
+            f"#    feature: {col.name}",
+            *lines.split("\n"),
+            f"#    direction: {direction}   # {why}: check it holds for your customers",
+            "#    min_fraction: 0.9",
+        ]
     return [
-        f"#  - name: {first_categorical.name}_invariance",
-        f"#    feature: {first_categorical.name}",
-        f"#    from: {_y(allowed[0])}",
-        f"#    to: {_y(allowed[-1])}",
-        "#    direction: decrease",
-        "#    min_fraction: 0.9",
+        "#  (none proposed: no feature is a plausible cause of churn by its name. Pick one",
+        "#  whose change should move churn, e.g. a longer contract must lower it; never a",
+        "#  protected attribute such as gender or age)",
+        "#  - {name: NAME, feature: FEATURE, from: VALUE, to: VALUE, direction: decrease}",
     ]
 
 

@@ -36,7 +36,7 @@ from sqlalchemy.engine import make_url
 
 from churn_platform.core import schema as s
 from churn_platform.core.mapping import ColumnMapping, DataSourceError, MappedFrame, apply_mapping
-from churn_platform.core.spec import Spec
+from churn_platform.core.spec import Spec, columns_missing
 from churn_platform.core.synthetic import (
     DEFAULT_CONTRACT_MIX,
     SyntheticSpec,
@@ -99,10 +99,28 @@ def load_snapshot(
     try:
         mapped = apply_mapping(raw.frame, mapping, required=required, spec=spec)
     except DataSourceError as exc:
+        if raw.description.get("kind") == "synthetic":
+            _not_the_example_table(spec, raw.frame, exc)
         raise DataSourceError(f"{raw.description['location']}: {exc}") from exc
     # how long reading and mapping took, for the snapshot's metadata and the benchmarks
     timings = {"load": loaded - start, "map": time.perf_counter() - loaded}
     return mapped, {**raw.description, "timings_s": timings}
+
+
+def _not_the_example_table(spec: Spec, frame: pd.DataFrame, exc: DataSourceError) -> None:
+    """Raise a short error naming ``CHURN_SOURCE`` when ``spec`` describes another table than
+    the synthetic example the default source draws (the mapping's own message would list
+    every column of both and suggest renames between unrelated tables)."""
+    missing = columns_missing(spec, [str(c) for c in frame.columns])
+    if not missing:
+        return
+    shown = missing[:5] + ([f"... {len(missing) - 5} more"] if len(missing) > 5 else [])
+    raise DataSourceError(
+        f"the source is the synthetic example table (CHURN_SOURCE=synthetic, the default), "
+        f"which lacks spec {spec.name!r}'s column(s) {shown}: read your data with "
+        "CHURN_SOURCE=file CHURN_SOURCE_PATH=<file or folder> (or CHURN_SOURCE=sql), or "
+        "source: {kind: file, path: ...} for the model in the platform file"
+    ) from exc
 
 
 def _describe(kind: str, location: str, frame: pd.DataFrame, **extra: Any) -> dict[str, Any]:

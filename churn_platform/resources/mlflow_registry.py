@@ -252,6 +252,11 @@ class MlflowRegistry(dg.ConfigurableResource):
         """The registry's record of a version (run id, tags, source)."""
         return self.client().get_model_version(self.model_name, version)
 
+    def version_metrics(self, version: str) -> dict[str, float]:
+        """The metrics logged in the run that registered ``version`` (holdout AUC and its
+        interval, training figures)."""
+        return dict(self.client().get_run(self.version_info(version).run_id).data.metrics)
+
     def _model_ref(self, version: str) -> str:
         """``models:/<name>/<version>`` or ``models:/<name>@<alias>`` for ``@alias``."""
         return f"models:/{self.model_name}{version if version.startswith('@') else '/' + version}"

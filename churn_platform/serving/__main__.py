@@ -10,7 +10,8 @@
 ``model-server`` and ``router`` listen on ``--host/--port`` or on an inherited socket
 (``--fd``, how ``LocalProcessTarget`` starts them). ``status``/``stop`` read the state
 ``LocalProcessTarget`` keeps (default ``$CHURN_HOME/deployments``); ``status`` adds the
-weights each running router applies and the registry's aliases, and flags a disagreement.
+weights each running router applies, the registry's aliases and the champion's holdout
+AUC with its interval (from its registered run's metrics), and flags a disagreement.
 ``restore`` (after a reboot, or every server killed) restarts what the state files
 record, routers at their recorded ports, so every endpoint URL stays the same; every
 deployment runs it first. With ``CHURN_ENV=kubernetes`` it re-applies, in the serving
@@ -31,7 +32,7 @@ import socket
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from churn_platform.serving.server_settings import ServerSettings
@@ -227,8 +228,25 @@ def _status(
                 entry["disagreement"] = problem
     if aliases is not None:
         status["registry_aliases"] = aliases
+    if aliases and aliases.get(CHAMPION):
+        status["champion"] = _champion_quality(tracking_uri, model_name, aliases[CHAMPION])
     print(json.dumps(status, indent=2))
     return 0
+
+
+def _champion_quality(tracking_uri: str, model_name: str, version: str) -> dict[str, Any]:
+    """The champion's version with its holdout AUC and interval (the metrics its registered
+    run logged), or why they are missing."""
+    from churn_platform.core.model_step import holdout_quality
+
+    try:
+        from churn_platform.resources.mlflow_registry import MlflowRegistry
+
+        registry = MlflowRegistry(tracking_uri=tracking_uri, model_name=model_name)
+        quality = holdout_quality(registry.version_metrics(version))
+    except Exception as exc:  # noqa: BLE001 - status must work with the registry down
+        return {"version": version, "error": f"metrics unreadable: {type(exc).__name__}"}
+    return {"version": version, **(quality or {"error": "no holdout AUC logged"})}
 
 
 def _restore_kubernetes(environment: str | None, tracking_uri: str, model_name: str) -> int:
