@@ -386,6 +386,12 @@ def slice_table(
     return table
 
 
+def _ci_header(intervals: Sequence[ModelInterval]) -> str:
+    """The models table's interval column: its level when every row shares it."""
+    levels = {found.interval.level for found in intervals}
+    return f"{levels.pop():.0%} CI" if len(levels) == 1 else "CI (level per row)"
+
+
 def render(
     y: np.ndarray,
     decision: gate.Decision,
@@ -411,13 +417,15 @@ def render(
         "",
         "## Models",
         "",
-        "| model | AUC | interval | MLflow run |",
+        f"| model | AUC | {_ci_header(intervals)} | MLflow run |",
         "|---|---|---|---|",
     ]
+    one_level = len({found.interval.level for found in intervals}) == 1
     for found in intervals:
         m, ci = found.model, found.interval
+        level = "" if one_level else f" ({ci.level:.0%})"
         lines.append(
-            f"| {m.label} | {ci.point:.4f} | {ci.lower:.4f} - {ci.upper:.4f} ({ci.level:.0%}) "
+            f"| {m.label} | {ci.point:.4f} | {ci.lower:.4f} - {ci.upper:.4f}{level} "
             f"| [run]({m.run_url}) |"
         )
     if comparison is not None:
