@@ -128,3 +128,42 @@ def test_a_challenger_without_its_columns_stops_the_step(holdout):
 def test_fitted_columns_fall_back_to_the_spec():
     assert step.fitted_columns(object(), parse_spec(OLD)) == ["a", "c"]
     assert step.fitted_columns(Fitted(["c", "a"]), parse_spec(OLD)) == ["c", "a"]
+
+
+def test_the_report_shows_the_interval_the_check_computed(tmp_path):
+    """Issue 26.8: one bootstrap per model. The challenger's AUC interval in the report is the
+    one its holdout_auc check computed at training (seeded by the training seed), not a
+    second bootstrap with the gate's seed."""
+    from types import SimpleNamespace
+
+    from churn_platform.core import holdout as split
+    from churn_platform.core import model_checks, model_step, records, training
+    from churn_platform.core.spec import default_spec
+    from churn_platform.core.synthetic import SyntheticSpec, generate
+
+    spec = default_spec()
+    train_rows, rows = split.split(generate(SyntheticSpec(n_rows=6_000, seed=3)), spec=spec)
+    train_cfg = training.TrainingConfig(max_iter=40)
+    # the Dagster config feeds one seed to training and to the checks' bootstrap (42)
+    check_cfg = model_checks.ModelCheckConfig(n_resamples=300, seed=train_cfg.seed)
+    checked = model_checks.train_and_check(train_rows, rows, train_cfg, check_cfg, spec)
+    registered = SimpleNamespace(
+        name="m", version="2", model_uri="models:/m/2", run_id="r", experiment_id="0"
+    )
+    lineage = model_step.Lineage("dv", "hh", "git", "run")
+    model = model_step.challenger(registered, checked, train_cfg, lineage)
+
+    class Registry(Store):
+        def load_model(self, version: str) -> Any:
+            return checked.trained.pipeline
+
+    store = Registry({"2": (spec, [])}, champion=None)
+    scoring = step.score_models(store, rows, spec, "2", no_rows)
+    found = step.judge(rows, spec, model, scoring, gate.GateConfig(n_resamples=300))
+    check = {o.name: o for o in checked.outcomes}[records.HOLDOUT_AUC].metadata
+    shown = f"{check['auc']:.4f} | {check['auc_ci_lower']:.4f} - {check['auc_ci_upper']:.4f}"
+    assert f"| challenger v2 | {shown} |" in found.markdown and "| 95% CI |" in found.markdown
+    assert (model.metrics["holdout_auc_ci_lower"], model.metrics["holdout_auc_ci_upper"]) == (
+        check["auc_ci_lower"],
+        check["auc_ci_upper"],
+    )

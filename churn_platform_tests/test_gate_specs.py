@@ -16,7 +16,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
 
-from churn_platform.core import gate, metrics, report
+from churn_platform.core import gate, report, slices
 from churn_platform.core.records import ChallengerModel
 from churn_platform.core.spec import parse_spec
 from churn_platform_tests.pipeline import resource
@@ -126,7 +126,7 @@ def test_each_model_is_scored_with_its_own_columns_on_the_same_rows(world):
         challenger_record(),
         challenger,
         champion,
-        metrics.default_slices(holdout, new),
+        slices.default_slices(holdout, new),
         cfg,
         specs,
     )
@@ -168,7 +168,7 @@ def test_a_champion_whose_columns_cannot_be_produced_is_kept_with_the_reason(wor
         challenger_record(),
         challenger,
         None,
-        metrics.default_slices(holdout, new),
+        slices.default_slices(holdout, new),
         gate.GateConfig(n_resamples=50),
         specs,
         unscored_champion="1",

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from scipy import stats
 from sklearn.metrics import roc_auc_score
 
-from churn_platform.core import metrics
+from churn_platform.core import metrics, slices
 from churn_platform.core import schema as s
 from churn_platform.core.spec import default_spec
 from churn_platform.core.synthetic import SyntheticSpec, generate
@@ -249,7 +249,7 @@ def test_slice_aucs_computes_and_skips_with_reasons():
     few = np.zeros(y.size, dtype=bool)
     few[:10] = True
     negatives = y == 0
-    results = metrics.slice_aucs(
+    results = slices.slice_aucs(
         (y, x), {"all": all_rows, "few": few, "negatives": negatives}, min_rows=30
     )
     by_name = {r.name: r for r in results}
@@ -264,18 +264,18 @@ def test_slice_aucs_computes_and_skips_with_reasons():
 def test_slice_aucs_accepts_a_frame_and_rejects_bad_masks():
     y, x = binormal(200, 0.8, 0.3, seed=4)
     frame = pd.DataFrame({s.TARGET: y, "score": x})
-    res = metrics.slice_aucs(frame, {"all": np.ones(200, dtype=bool)})
+    res = slices.slice_aucs(frame, {"all": np.ones(200, dtype=bool)})
     assert res[0].auc == pytest.approx(roc_auc_score(y, x), abs=1e-12)
     with pytest.raises(ValueError, match="boolean mask of length 200"):
-        metrics.slice_aucs(frame, {"bad": np.ones(10, dtype=bool)})
+        slices.slice_aucs(frame, {"bad": np.ones(10, dtype=bool)})
     with pytest.raises(ValueError, match="no column 'proba'"):
-        metrics.slice_aucs(frame, {"all": np.ones(200, dtype=bool)}, score_column="proba")
+        slices.slice_aucs(frame, {"all": np.ones(200, dtype=bool)}, score_column="proba")
 
 
 def test_default_slices_on_synthetic_data():
     frame = generate(SyntheticSpec(n_rows=3_000, seed=3))
-    slices = metrics.default_slices(frame, default_spec())
-    assert list(slices) == [
+    masks = slices.default_slices(frame, default_spec())
+    assert list(masks) == [
         "enterprise",
         "contract:monthly",
         "contract:annual",
@@ -284,13 +284,13 @@ def test_default_slices_on_synthetic_data():
         "tenure:12-24m",
         "tenure:24m+",
     ]
-    assert slices["enterprise"].sum() == frame[s.IS_ENTERPRISE].sum()
-    contract_total = sum(slices[f"contract:{c}"].sum() for c in s.CONTRACT_TYPES)
+    assert masks["enterprise"].sum() == frame[s.IS_ENTERPRISE].sum()
+    contract_total = sum(masks[f"contract:{c}"].sum() for c in s.CONTRACT_TYPES)
     assert contract_total == len(frame)
     tenure = frame[s.TENURE_MONTHS].to_numpy()
-    assert slices["tenure:0-12m"].sum() == (tenure < 12).sum()
-    assert slices["tenure:24m+"].sum() == (tenure >= 24).sum()
-    bands = slices["tenure:0-12m"] ^ slices["tenure:12-24m"] ^ slices["tenure:24m+"]
+    assert masks["tenure:0-12m"].sum() == (tenure < 12).sum()
+    assert masks["tenure:24m+"].sum() == (tenure >= 24).sum()
+    bands = masks["tenure:0-12m"] ^ masks["tenure:12-24m"] ^ masks["tenure:24m+"]
     assert bands.all()  # every row in exactly one band
 
 
@@ -298,11 +298,11 @@ def test_default_slices_leave_missing_values_out():
     frame = generate(
         SyntheticSpec(n_rows=2_000, seed=3, null_rate={s.TENURE_MONTHS: 0.1, s.IS_ENTERPRISE: 0.1})
     )
-    slices = metrics.default_slices(frame, default_spec())
+    masks = slices.default_slices(frame, default_spec())
     null_tenure = frame[s.TENURE_MONTHS].isna().to_numpy()
-    in_a_band = slices["tenure:0-12m"] | slices["tenure:12-24m"] | slices["tenure:24m+"]
+    in_a_band = masks["tenure:0-12m"] | masks["tenure:12-24m"] | masks["tenure:24m+"]
     assert not in_a_band[null_tenure].any() and in_a_band[~null_tenure].all()
-    assert not slices["enterprise"][frame[s.IS_ENTERPRISE].isna().to_numpy()].any()
+    assert not masks["enterprise"][frame[s.IS_ENTERPRISE].isna().to_numpy()].any()
 
 
 def test_detectable_gain_is_the_textbook_minimum_detectable_effect():
@@ -315,3 +315,29 @@ def test_detectable_gain_is_the_textbook_minimum_detectable_effect():
         metrics.detectable_gain(float("nan"), 0.0)
     with pytest.raises(ValueError, match="power"):
         metrics.detectable_gain(0.01, 0.0, power=1.0)
+
+
+def test_a_slice_with_too_few_of_a_class_is_not_enough_evidence():
+    # issue 26.7: rows are not evidence, churners are: 200 rows with 6 churners say little
+    y = np.r_[np.ones(6, dtype=int), np.zeros(194, dtype=int)]
+    x = np.random.default_rng(1).normal(size=y.size) + y
+    every = {"all": np.ones(y.size, dtype=bool)}
+    (thin,) = slices.slice_aucs((y, x), every, min_rows=30, min_per_class=10)
+    assert thin.auc is None and thin.skipped_reason is not None
+    assert thin.skipped_reason.startswith("not enough evidence: 6 churners and 194 non-churners")
+    (judged,) = slices.slice_aucs((y, x), every, min_rows=30, min_per_class=5)
+    assert judged.auc == pytest.approx(roc_auc_score(y, x), abs=1e-12)
+    (delta,) = slices.paired_slice_deltas(y, x, x, every, (100, 0.9, 0), min_per_class=10)
+    assert delta.delta is None and delta.skipped_reason == thin.skipped_reason
+
+
+def test_slice_intervals_are_the_bootstrap_of_the_slice_rows():
+    y, x = binormal(600, 0.8, 0.3, seed=5)
+    _, x_old = binormal(600, 0.8, 0.3, seed=6)
+    half = np.arange(y.size) < 300
+    (res,) = slices.slice_aucs((y, x), {"half": half}, interval=(200, 0.95, 3))
+    ci = metrics.bootstrap_auc_ci(y[half], x[half], n_resamples=200, level=0.95, seed=3)
+    assert (res.auc, res.lower, res.upper) == (ci.point, ci.lower, ci.upper)
+    (d,) = slices.paired_slice_deltas(y, x, x_old, {"half": half}, (200, 0.9, 3))
+    cmp = metrics.paired_bootstrap_auc_delta(y[half], x[half], x_old[half], 200, 0.9, 3)
+    assert (d.delta, d.lower, d.upper) == (cmp.delta, cmp.delta_lower, cmp.delta_upper)

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from churn_platform.core import features, metrics, model_checks, records, training
+from churn_platform.core import features, model_checks, records, slices, training
 from churn_platform.core.spec import MODEL_METADATA_KEY, default_spec, parse_spec
 
 SPEC = parse_spec(
@@ -219,7 +219,7 @@ def test_spec_slices_and_invariances_are_evaluated_and_named_from_the_spec(frame
             "usage:high",
         ]
     )
-    masks = metrics.default_slices(holdout, SPEC)
+    masks = slices.default_slices(holdout, SPEC)
     assert int(masks["addon"].sum()) == int(holdout["has_addon"].sum())
     assert int(masks["usage:low"].sum()) == int((holdout["usage"] < 20).sum())
     assert (

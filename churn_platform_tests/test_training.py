@@ -158,3 +158,35 @@ def test_bad_cap_and_early_stopping_settings_are_named():
         training.TrainingConfig(early_stopping="sometimes")
     with pytest.raises(ValueError, match="validation_fraction must be in"):
         training.TrainingConfig(validation_fraction=1.0)
+
+
+def test_slice_check_fails_only_a_slice_shown_below_the_floor(data, fitted):
+    # issue 26.7: the floor is judged on the slice AUC interval's upper bound
+    _, test = data
+    scores = training.predict_proba(fitted.pipeline, test)
+    cfg = model_checks.ModelCheckConfig(n_resamples=200, min_slice_auc=0.5)
+    table = model_checks.slice_auc_check(test, scores, cfg, SHIPPED).table.set_index("slice")
+    row = table.loc["enterprise"]
+    assert row["ci_lower"] < row["auc"] < row["ci_upper"]
+    # a floor between the point AUC and the upper bound: below the floor, but not shown
+    between = model_checks.ModelCheckConfig(
+        n_resamples=200, min_slice_auc=round((row["auc"] + row["ci_upper"]) / 2, 4)
+    )
+    outcome = model_checks.slice_auc_check(test, scores, between, SHIPPED)
+    status = outcome.table.set_index("slice").loc["enterprise", "status"]
+    assert status == "pass (below the floor, not shown)"
+    above = model_checks.ModelCheckConfig(n_resamples=200, min_slice_auc=row["ci_upper"] + 0.001)
+    failed = model_checks.slice_auc_check(test, scores, above, SHIPPED)
+    assert not failed.passed and "enterprise" in str(failed.metadata["failing_slices"])
+
+
+def test_slice_check_reports_a_slice_with_few_churners_and_does_not_fail_it(data, fitted):
+    _, test = data
+    scores = training.predict_proba(fitted.pipeline, test)
+    cfg = model_checks.ModelCheckConfig(
+        n_resamples=100, min_slice_auc=0.99, min_slice_per_class=10**6
+    )
+    outcome = model_checks.slice_auc_check(test, scores, cfg, SHIPPED)
+    assert outcome.passed  # nothing can be judged, so nothing fails
+    assert set(outcome.table["status"]) == {"not enough evidence"}
+    assert "enterprise" in str(outcome.metadata["slices_not_enough_evidence"])

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 import pandas as pd
 
-from churn_platform.core import gate, metrics, report, training
+from churn_platform.core import gate, report, slices, training
 from churn_platform.core.records import CHALLENGER, CHAMPION, ChallengerModel
 from churn_platform.core.spec import Spec
 
@@ -143,7 +143,7 @@ def judge(
         model,
         scoring.challenger,
         scoring.champion,
-        metrics.default_slices(holdout, current),
+        slices.default_slices(holdout, current),
         cfg,
         specs=scoring.specs,
         unscored_champion=scoring.unscored_champion,

@@ -4,10 +4,13 @@ Three rules, chosen by ``GateConfig.mode``:
 
 * ``"gain_and_interval"`` (default): promote when the challenger's point gain
   AUC(challenger) - AUC(champion) is at least ``min_delta`` (the seed's bar) **and** the
-  paired bootstrap interval shows it is really better (lower bound > 0), its checks
-  passed, and no slice lost more than ``slice_tolerance`` AUC. On a 4,000-row holdout it
-  promotes an equally good model about 1-2% of the time and a +0.01 better one over 80%
-  (``benchmarks/simulate_promotion.py``).
+  paired bootstrap shows it is really better (lower bound > 0), its checks passed, and no
+  slice is shown to have lost more than ``slice_tolerance`` AUC. The lower bound is the
+  one-sided ``level`` (95%) bound by default (``bound``): the whole 5% error budget is spent
+  on the one error that promotes a model that is not better. On a 4,000-row holdout that
+  promotes an equally good model under 5% of the time and a +0.01 better one over 80%
+  (``benchmarks/simulate_promotion.py``); the two-sided interval's lower end (2.5% budget)
+  stays below 80% power there.
 * ``"interval"``: the interval's *lower* bound must be at least ``min_delta`` (plus the
   checks and slices). Much stricter: it rarely promotes a +0.01 gain on 4,000 rows.
 * ``"point"``: the seed project's rule, kept for comparison: AUC(challenger) >=
@@ -25,19 +28,24 @@ Losing the gate is a normal outcome, not an error: ``decide`` always returns a
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from numpy.typing import ArrayLike
+
 from churn_platform.core.metrics import (
     PairedComparison,
-    SliceResult,
     detectable_gain,
     normal_quantile,
+    paired_bootstrap_auc_delta,
 )
+from churn_platform.core.slices import SliceDelta
 
 GateMode = Literal["gain_and_interval", "interval", "point"]
 GATE_MODES: tuple[str, ...] = ("gain_and_interval", "interval", "point")
+GateBound = Literal["one_sided", "two_sided"]
+GATE_BOUNDS: tuple[str, ...] = ("one_sided", "two_sided")
 
 
 @dataclass(frozen=True)
@@ -72,12 +80,25 @@ class GateConfig:
         default=0.02,
         metadata={
             "description": "Largest AUC loss allowed on any slice ('gain_and_interval' and "
-            "'interval')."
+            "'interval'): a slice fails when the upper bound of its paired delta is below "
+            "-slice_tolerance (the loss is shown, not just observed)."
         },
     )
     level: float = field(
         default=0.95,
-        metadata={"description": "Confidence level of the paired bootstrap interval."},
+        metadata={
+            "description": "Confidence of each bound the gate reads (see 'bound'): 0.95 with "
+            "'one_sided' is the one-sided 95% lower bound of the gain (5% error budget)."
+        },
+    )
+    bound: GateBound = field(
+        default="one_sided",
+        metadata={
+            "description": "'one_sided' (default): the lower bound of the gain is the one-sided "
+            "'level' bound, the 1 - level quantile of the paired bootstrap (5% at 0.95); "
+            "'two_sided': the lower end of the two-sided 'level' interval ((1 - level) / 2, "
+            "2.5% at 0.95). Decided by benchmarks/simulate_promotion.py."
+        },
     )
     n_resamples: int = field(default=1000, metadata={"description": "Paired bootstrap resamples."})
     seed: int = field(default=0, metadata={"description": "Seed of the bootstrap resampling."})
@@ -96,14 +117,45 @@ class GateConfig:
             raise ValueError(f"min_delta must be a finite AUC difference, got {self.min_delta}")
         if not math.isfinite(self.slice_tolerance) or not 0.0 <= self.slice_tolerance < 1.0:
             raise ValueError(f"slice_tolerance must be in [0, 1), got {self.slice_tolerance}")
-        if not 0.0 < self.level < 1.0:
-            raise ValueError(f"level must be in (0, 1), got {self.level}")
+        if not 0.5 < self.level < 1.0:
+            raise ValueError(f"level must be in (0.5, 1), got {self.level}")
+        if self.bound not in GATE_BOUNDS:
+            raise ValueError(f"bound must be one of {GATE_BOUNDS}, got {self.bound!r}")
         if isinstance(self.n_resamples, bool) or not isinstance(self.n_resamples, int):
             raise ValueError(f"n_resamples must be an integer, got {self.n_resamples!r}")
         if self.n_resamples < 1:
             raise ValueError(f"n_resamples must be >= 1, got {self.n_resamples}")
         if not 0.5 <= self.power < 1.0:
             raise ValueError(f"power must be in [0.5, 1), e.g. 0.8, got {self.power}")
+
+    @property
+    def error_budget(self) -> float:
+        """The chance the gate's lower bound allows of being above the true gain: 1 - level
+        one-sided (0.05 by default), half of it two-sided."""
+        return (1.0 - self.level) * (1.0 if self.bound == "one_sided" else 0.5)
+
+    @property
+    def interval_level(self) -> float:
+        """Level of the two-sided paired interval whose ends are the gate's bounds: the
+        interval's lower end is the ``error_budget`` quantile (0.90 by default)."""
+        # rounded so that 0.95 one-sided reads exactly the 0.90 interval's quantiles
+        return round(1.0 - 2.0 * self.error_budget, 12)
+
+    @property
+    def bootstrap(self) -> tuple[int, float, int]:
+        """(n_resamples, interval_level, seed): how every paired interval is drawn."""
+        return self.n_resamples, self.interval_level, self.seed
+
+
+def compare(
+    y: ArrayLike, scores_challenger: ArrayLike, scores_champion: ArrayLike, config: GateConfig
+) -> PairedComparison:
+    """The paired comparison the gate reads: its ``delta_lower`` is the gate's lower bound
+    (the ``config.error_budget`` quantile of the paired bootstrap deltas)."""
+    n_resamples, level, seed = config.bootstrap
+    return paired_bootstrap_auc_delta(
+        y, scores_challenger, scores_champion, n_resamples=n_resamples, level=level, seed=seed
+    )
 
 
 @dataclass(frozen=True)
@@ -137,34 +189,18 @@ class Decision:
 def promotion_threshold(comparison: PairedComparison, config: GateConfig) -> float:
     """The smallest observed AUC delta the AUC part of ``config.mode`` accepts.
 
-    With z the two-sided normal quantile of ``config.level`` and se the paired standard
-    error: 'gain_and_interval' needs delta >= min_delta and delta > z * se; 'interval'
+    With z the normal quantile at 1 - ``config.error_budget`` (1.645 by default, 1.96
+    two-sided) and se the paired standard error: 'gain_and_interval' needs delta >= min_delta and delta > z * se; 'interval'
     needs delta - z * se >= min_delta; 'point' needs delta >= min_delta (the bootstrap
     interval is treated as normal here, which is what the simulation shows it is).
     """
-    z = normal_quantile(0.5 + config.level / 2)
+    z = normal_quantile(1.0 - config.error_budget)
     se = comparison.delong_se
     if config.mode == "gain_and_interval":
         return max(config.min_delta, z * se)
     if config.mode == "interval":
         return config.min_delta + z * se
     return config.min_delta
-
-
-def slice_auc_deltas(
-    challenger: Sequence[SliceResult], champion: Sequence[SliceResult]
-) -> dict[str, float | None]:
-    """Per slice name, challenger AUC minus champion AUC; None where either is missing.
-
-    Slices are matched by name; a slice present in only one list maps to None.
-    """
-    new = {r.name: r.auc for r in challenger}
-    old = {r.name: r.auc for r in champion}
-    out: dict[str, float | None] = {}
-    for name in [*new, *(n for n in old if n not in new)]:
-        a, b = new.get(name), old.get(name)
-        out[name] = None if a is None or b is None else float(a - b)
-    return out
 
 
 def _signed(x: float) -> str:
@@ -174,14 +210,16 @@ def _signed(x: float) -> str:
 def decide(
     comparison: PairedComparison | None,
     checks_passed: bool,
-    slice_deltas: Mapping[str, float | None],
+    slice_deltas: Sequence[SliceDelta],
     config: GateConfig | None = None,
 ) -> Decision:
     """Promote or keep, per ``config.mode`` (see the module docstring).
 
     ``comparison`` is None when there is no champion: the challenger is promoted if its
-    checks passed. ``slice_deltas`` maps slice name to challenger AUC minus champion AUC
-    (None: not computed on that slice, ignored but listed). Every keep names each
+    checks passed. ``slice_deltas`` are the challenger-minus-champion AUCs per slice with
+    their paired intervals (``slices.paired_slice_deltas``); a slice fails only when its
+    upper bound is below ``-slice_tolerance``, and one without a delta (too little
+    evidence) is listed, never failed. Every keep names each
     reason, with the numbers; every decision with a champion states the minimum
     detectable gain of the holdout under the rule.
     """
@@ -242,17 +280,17 @@ def _no_champion(checks_passed: bool, details: dict[str, Any]) -> Decision:
     )
 
 
-def _delta_texts(comparison: PairedComparison) -> tuple[str, str]:
-    """The AUC delta and its confidence interval, as the reasons quote them."""
+def _delta_texts(comparison: PairedComparison, config: GateConfig) -> tuple[str, str]:
+    """The AUC delta and its bounds, as the reasons quote them: the ends of the interval
+    are one-sided ``config.level`` bounds by default (``config.bound``)."""
     delta_text = (
         f"AUC {comparison.auc_challenger:.4f} vs champion {comparison.auc_champion:.4f}, "
         f"delta {_signed(comparison.delta)}"
     )
-    ci_text = (
-        f"{comparison.level:.0%} CI {_signed(comparison.delta_lower)} to "
-        f"{_signed(comparison.delta_upper)}"
-    )
-    return delta_text, ci_text
+    lower, upper = _signed(comparison.delta_lower), _signed(comparison.delta_upper)
+    if config.bound == "one_sided":
+        return delta_text, f"one-sided {config.level:.0%} bounds {lower} and {upper}"
+    return delta_text, f"{comparison.level:.0%} CI {lower} to {upper}"
 
 
 def _apply_auc_rule(
@@ -260,7 +298,7 @@ def _apply_auc_rule(
 ) -> bool:
     """Whether the AUC delta passes ``config.mode``'s rule; the rule goes into ``details``
     and, when it fails, why into ``reasons``."""
-    delta_text, ci_text = _delta_texts(comparison)
+    delta_text, ci_text = _delta_texts(comparison, config)
     if config.mode == "point":
         auc_ok = comparison.delta >= config.min_delta
         details["auc_rule"] = "delta >= min_delta"
@@ -287,36 +325,43 @@ def _apply_auc_rule(
     elif not shown:
         reasons.append(
             f"the gain is not shown to be real: {delta_text} ({ci_text}); the "
-            "interval's lower bound is not above 0"
+            "lower bound is not above 0"
         )
     return gain_ok and shown
 
 
 def _slice_reasons(
-    slice_deltas: Mapping[str, float | None], config: GateConfig, details: dict[str, Any]
+    slice_deltas: Sequence[SliceDelta], config: GateConfig, details: dict[str, Any]
 ) -> list[str]:
-    """The slice rule's reason to keep, if any slice lost more than the tolerance."""
+    """The slice rule's reason to keep, if any slice is shown to have lost more than the
+    tolerance."""
     regressed = _regressed_slices(slice_deltas, config, details)
     if not regressed:
         return []
-    listed = ", ".join(f"{n} {_signed(d)}" for n, d in sorted(regressed.items()))
-    return [f"{len(regressed)} slice(s) lost more than {config.slice_tolerance:.3f} AUC ({listed})"]
+    listed = ", ".join(
+        f"{d.name} {_signed(d.delta or 0.0)} (upper bound {_signed(d.upper or 0.0)})"
+        for d in sorted(regressed, key=lambda d: d.name)
+    )
+    return [
+        f"{len(regressed)} slice(s) shown to lose more than {config.slice_tolerance:.3f} AUC "
+        f"({listed})"
+    ]
 
 
 def _promote_reason(comparison: PairedComparison, config: GateConfig) -> str:
     """Why the challenger is promoted, in the words of ``config.mode``'s rule."""
-    delta_text, ci_text = _delta_texts(comparison)
+    delta_text, ci_text = _delta_texts(comparison, config)
     if config.mode == "interval":
         return (
             f"Promote: {delta_text} ({ci_text}); the lower bound clears "
-            f"{_signed(config.min_delta)}, checks passed and no slice lost more than "
-            f"{config.slice_tolerance:.3f} AUC."
+            f"{_signed(config.min_delta)}, checks passed and no slice is shown to lose more "
+            f"than {config.slice_tolerance:.3f} AUC."
         )
     if config.mode == "gain_and_interval":
         return (
             f"Promote: {delta_text} reaches the required {_signed(config.min_delta)} and the "
-            f"{ci_text} excludes 0; checks passed and no slice lost more than "
-            f"{config.slice_tolerance:.3f} AUC."
+            f"gain is shown ({ci_text}: the lower one is above 0); checks passed and no "
+            f"slice is shown to lose more than {config.slice_tolerance:.3f} AUC."
         )
     return (
         f"Promote: {delta_text} reaches the required {_signed(config.min_delta)} and checks passed."
@@ -348,19 +393,24 @@ def keep_unscored_champion(
     )
 
 
+def slice_failures(slice_deltas: Sequence[SliceDelta], config: GateConfig) -> list[SliceDelta]:
+    """The slices the gate fails: those whose paired delta's upper bound is below
+    ``-config.slice_tolerance``. A slice without a delta (not enough evidence) never fails."""
+    return [d for d in slice_deltas if d.upper is not None and d.upper < -config.slice_tolerance]
+
+
 def _regressed_slices(
-    slice_deltas: Mapping[str, float | None], config: GateConfig, details: dict[str, Any]
-) -> dict[str, float]:
-    """Slices that lost more than the tolerance; records the slice evidence in ``details``."""
-    # None or NaN (a frame's empty cell) means the slice had no AUC on one side
-    deltas = {
-        name: None if d is None or not math.isfinite(d) else float(d)
-        for name, d in slice_deltas.items()
+    slice_deltas: Sequence[SliceDelta], config: GateConfig, details: dict[str, Any]
+) -> list[SliceDelta]:
+    """Slices whose paired delta's upper bound is below -tolerance (the evidence shows the
+    loss); records the slice evidence in ``details``."""
+    compared = [d for d in slice_deltas if d.delta is not None and d.upper is not None]
+    regressed = slice_failures(compared, config)
+    details["slice_rule"] = "delta_upper < -slice_tolerance fails a slice"
+    details["slice_deltas"] = {d.name: d.delta for d in compared}
+    details["slice_delta_upper"] = {d.name: d.upper for d in compared}
+    details["regressed_slices"] = {d.name: d.delta for d in regressed}
+    details["slices_not_compared"] = {
+        d.name: d.skipped_reason or "no delta" for d in slice_deltas if d not in compared
     }
-    regressed = {
-        name: d for name, d in deltas.items() if d is not None and d < -config.slice_tolerance
-    }
-    details["slice_deltas"] = deltas
-    details["regressed_slices"] = regressed
-    details["slices_not_compared"] = [n for n, d in deltas.items() if d is None]
     return regressed

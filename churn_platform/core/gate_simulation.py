@@ -10,8 +10,14 @@ class, so the population AUC is exactly Phi(mu / sqrt(2)), i.e. mu = sqrt(2) *
 Phi^-1(AUC). The two models' noises share a component: corr(e_challenger, e_champion) =
 ``rho`` in both classes.
 
-One implementation for the gate's tests (``test_gate.py``) and the benchmark that
-measures the error rates (``benchmarks/simulate_promotion.py``). Pure numpy/scipy.
+``simulate_slices`` does the same for one evaluation slice: the model check's floor rule
+(the slice AUC interval's upper bound below ``min_slice_auc``) and the gate's slice rule
+(the paired slice delta's upper bound below ``-slice_tolerance``), each beside the point
+rule it replaced.
+
+One implementation for the gate's tests (``test_gate.py``) and the benchmarks that
+measure the error rates (``benchmarks/simulate_promotion.py``,
+``benchmarks/simulate_slices.py``). Pure numpy/scipy.
 """
 
 from __future__ import annotations
@@ -24,17 +30,33 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from churn_platform.core import gate, metrics
+from churn_platform.core import gate, metrics, slices
 
-__all__ = ["DEFAULT_RULE", "RULES", "SimulationResult", "paired_scores", "simulate_rules"]
+__all__ = [
+    "DEFAULT_RULE",
+    "RULES",
+    "SLICE_RULES",
+    "SimulationResult",
+    "SliceSimulationResult",
+    "paired_scores",
+    "simulate_rules",
+    "simulate_slices",
+]
 
-# name -> gate config factory (min_delta, n_resamples, seed filled per trial)
-DEFAULT_RULE = "gain and interval (default): AUC_new >= AUC_old + min_delta and CI lower > 0"
+# name -> gate config overrides (min_delta, n_resamples, seed filled per trial)
+DEFAULT_RULE = (
+    "gain and one-sided bound (default): AUC_new >= AUC_old + min_delta and one-sided 95% "
+    "lower bound > 0"
+)
+TWO_SIDED_RULE = (
+    "gain and two-sided interval (earlier default): AUC_new >= AUC_old + min_delta and "
+    "95% CI lower > 0"
+)
 RULES: dict[str, dict[str, Any]] = {
-    DEFAULT_RULE: {"mode": "gain_and_interval"},
+    DEFAULT_RULE: {"mode": "gain_and_interval", "bound": "one_sided"},
+    TWO_SIDED_RULE: {"mode": "gain_and_interval", "bound": "two_sided"},
     "point (seed): AUC_new >= AUC_old + min_delta": {"mode": "point"},
-    "interval: CI lower >= min_delta": {"mode": "interval"},
-    "interval, min_delta=0: CI lower >= 0": {"mode": "interval", "min_delta": 0.0},
+    "interval: 95% CI lower >= min_delta": {"mode": "interval", "bound": "two_sided"},
 }
 
 
@@ -59,12 +81,22 @@ def paired_scores(
     if not 0.0 < prevalence < 1.0:
         raise ValueError(f"prevalence must be in (0, 1), got {prevalence}")
     y = (rng.random(n_rows) < prevalence).astype(np.int8)
+    new, old = scores_for_labels(y, auc_challenger, auc_champion, rho, rng)
+    return y, new, old
+
+
+def scores_for_labels(
+    y: np.ndarray, auc_challenger: float, auc_champion: float, rho: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """(challenger, champion) binormal scores of the rows labelled ``y`` (see
+    ``paired_scores``)."""
+    n_rows = y.size
     shared = rng.standard_normal(n_rows)
     noise = rng.standard_normal((2, n_rows))
     e = math.sqrt(rho) * shared + math.sqrt(1.0 - rho) * noise
     mu_new = math.sqrt(2.0) * stats.norm.ppf(auc_challenger)
     mu_old = math.sqrt(2.0) * stats.norm.ppf(auc_champion)
-    return y, mu_new * y + e[0], mu_old * y + e[1]
+    return mu_new * y + e[0], mu_old * y + e[1]
 
 
 @dataclass
@@ -108,17 +140,20 @@ def simulate_rules(
     start = time.perf_counter()
     for trial in range(n_trials):
         y, new, old = paired_scores(n_rows, base_auc + true_delta, base_auc, rho, prevalence, rng)
-        cmp = metrics.paired_bootstrap_auc_delta(
-            y, new, old, n_resamples=n_resamples, seed=seed * 100_003 + trial
-        )
-        se_sum += cmp.delong_se
-        width_sum += cmp.delta_upper - cmp.delta_lower
+        # one bootstrap seed per trial: the rules read quantiles of the same resamples
+        by_level: dict[float, Any] = {}
         for name, overrides in RULES.items():
             params = {"min_delta": min_delta, "n_resamples": n_resamples, **overrides}
-            decision = gate.decide(cmp, True, {}, gate.GateConfig(**params))
+            config = gate.GateConfig(**params, seed=seed * 100_003 + trial)
+            if config.interval_level not in by_level:
+                by_level[config.interval_level] = gate.compare(y, new, old, config)
+            cmp = by_level[config.interval_level]
+            decision = gate.decide(cmp, True, [], config)
             promotions[name] += decision.promote
-            if name == DEFAULT_RULE and decision.minimum_detectable_gain is not None:
-                mdg_sum += decision.minimum_detectable_gain
+            if name == DEFAULT_RULE:
+                se_sum += cmp.delong_se
+                width_sum += cmp.delta_upper - cmp.delta_lower
+                mdg_sum += decision.minimum_detectable_gain or 0.0
     return SimulationResult(
         true_delta=true_delta,
         n_trials=n_trials,
@@ -126,5 +161,97 @@ def simulate_rules(
         mean_delong_se=se_sum / n_trials,
         mean_ci_width=width_sum / n_trials,
         mean_detectable_gain=mdg_sum / n_trials,
+        seconds=time.perf_counter() - start,
+    )
+
+
+SLICE_RULES: dict[str, str] = {
+    "check, interval (default): slice AUC 95% CI upper < floor": "check_interval",
+    "check, point (earlier): slice AUC < floor": "check_point",
+    "gate, interval (default): one-sided 95% upper bound of the delta < -tolerance": (
+        "gate_interval"
+    ),
+    "gate, point (earlier): delta < -tolerance": "gate_point",
+}
+
+
+@dataclass
+class SliceSimulationResult:
+    """Failure rate per slice rule for one scenario (slice size and true slice AUCs)."""
+
+    n_pos: int
+    n_neg: int
+    auc_challenger: float
+    auc_champion: float
+    n_trials: int
+    failures: dict[str, int]
+    not_enough_evidence: int
+    seconds: float
+    rates: dict[str, float] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.rates = {k: v / self.n_trials for k, v in self.failures.items()}
+
+
+def simulate_slices(
+    n_trials: int = 300,
+    n_pos: int = 38,
+    n_neg: int = 150,
+    auc_challenger: float = 0.80,
+    auc_champion: float = 0.80,
+    floor: float = 0.74,
+    rho: float = 0.9,
+    gate_config: gate.GateConfig | None = None,
+    check_level: float = 0.95,
+    min_per_class: int = slices.MIN_SLICE_CLASS_ROWS,
+    seed: int = 0,
+) -> SliceSimulationResult:
+    """Run ``n_trials`` slice judgements on a fresh slice of ``n_pos`` churners and ``n_neg``
+    non-churners whose true AUCs are known: the check's floor rule on the challenger
+    (fails when the slice AUC interval's upper bound is below ``floor``) and the gate's
+    slice rule (fails when the paired delta's upper bound is below -tolerance), each beside
+    the point rule it replaced. A slice under ``min_per_class`` is "not enough evidence" and
+    fails no interval rule. Every failure is a false one when the truth is at or above the
+    floor (check) or the models are equal (gate).
+    """
+    if n_trials < 1:
+        raise ValueError(f"n_trials must be >= 1, got {n_trials}")
+    config = gate_config or gate.GateConfig()
+    rng = np.random.default_rng(seed)
+    failures = dict.fromkeys(SLICE_RULES, 0)
+    not_enough = 0
+    y = np.r_[np.ones(n_pos, dtype=np.int8), np.zeros(n_neg, dtype=np.int8)]
+    mask = {"slice": np.ones(y.size, dtype=bool)}
+    start = time.perf_counter()
+    for trial in range(n_trials):
+        new, old = scores_for_labels(y, auc_challenger, auc_champion, rho, rng)
+        trial_seed = seed * 100_003 + trial
+        (check,) = slices.slice_aucs(
+            (y, new), mask, 1, min_per_class=min_per_class,
+            interval=(config.n_resamples, check_level, trial_seed),
+        )  # fmt: skip
+        (delta,) = slices.paired_slice_deltas(
+            y, new, old, mask, (config.n_resamples, config.interval_level, trial_seed), 1,
+            min_per_class,
+        )  # fmt: skip
+        point = metrics.auc(y, new)
+        point_delta = point - metrics.auc(y, old)
+        not_enough += check.auc is None
+        verdicts = {
+            "check_interval": check.upper is not None and check.upper < floor,
+            "check_point": point < floor,
+            "gate_interval": bool(gate.slice_failures([delta], config)),
+            "gate_point": point_delta < -config.slice_tolerance,
+        }
+        for name, key in SLICE_RULES.items():
+            failures[name] += verdicts[key]
+    return SliceSimulationResult(
+        n_pos=n_pos,
+        n_neg=n_neg,
+        auc_challenger=auc_challenger,
+        auc_champion=auc_champion,
+        n_trials=n_trials,
+        failures=failures,
+        not_enough_evidence=not_enough,
         seconds=time.perf_counter() - start,
     )

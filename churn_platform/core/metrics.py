@@ -25,16 +25,13 @@ same ``sample_weight`` up to the final division.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 from scipy import stats
-
-from churn_platform.core import schema as s
-from churn_platform.core.spec import Spec, slice_values
 
 # ---------------------------------------------------------------------------------------
 # validation helpers
@@ -523,129 +520,3 @@ def paired_bootstrap_auc_delta(
         n_resamples=int(values.shape[0]),
         n_skipped=skipped,
     )
-
-
-# ---------------------------------------------------------------------------------------
-# slices
-
-
-# A slice smaller than this gets no AUC (too noisy to judge); one default for checks and gate.
-MIN_SLICE_ROWS = 30
-
-
-@dataclass(frozen=True)
-class SliceResult:
-    """AUC on one slice of the evaluation rows, or why it was not computed."""
-
-    name: str
-    n: int
-    n_pos: int
-    auc: float | None
-    skipped_reason: str | None = None
-
-
-def slice_aucs(
-    frame_or_arrays: pd.DataFrame | tuple[ArrayLike, ArrayLike],
-    slices: Mapping[str, ArrayLike],
-    min_rows: int = MIN_SLICE_ROWS,
-    score_column: str = "score",
-    target_column: str = s.TARGET,
-) -> list[SliceResult]:
-    """AUC per slice (a boolean row mask per name), in the order of ``slices``.
-
-    ``frame_or_arrays`` is either ``(y_true, scores)`` or a frame with ``target_column``
-    and ``score_column``. A slice with fewer than ``min_rows`` rows is skipped with reason
-    "fewer than {min_rows} rows"; one with a single class with "only one class".
-    """
-    if isinstance(min_rows, bool) or not isinstance(min_rows, (int, np.integer)) or min_rows < 1:
-        raise ValueError(f"min_rows must be a positive integer, got {min_rows!r}")
-    if isinstance(frame_or_arrays, pd.DataFrame):
-        for col in (target_column, score_column):
-            if col not in frame_or_arrays.columns:
-                raise ValueError(
-                    f"frame_or_arrays has no column {col!r}; columns: "
-                    f"{list(frame_or_arrays.columns)}"
-                )
-        y_raw, score_raw = frame_or_arrays[target_column], frame_or_arrays[score_column]
-    else:
-        if len(frame_or_arrays) != 2:
-            raise ValueError("frame_or_arrays must be a DataFrame or a (y_true, scores) pair")
-        y_raw, score_raw = frame_or_arrays
-    y = _as_binary_labels(y_raw)
-    x = _as_scores(score_raw, y.size, "scores")
-    results = []
-    for name, mask_like in slices.items():
-        mask = np.asarray(mask_like)
-        if mask.dtype != bool or mask.shape != y.shape:
-            raise ValueError(
-                f"slice {name!r} must be a boolean mask of length {y.size}, "
-                f"got dtype {mask.dtype} and shape {mask.shape}"
-            )
-        ys = y[mask]
-        n, n_pos = int(ys.size), int(ys.sum())
-        if n < min_rows:
-            results.append(SliceResult(name, n, n_pos, None, f"fewer than {min_rows} rows"))
-        elif n_pos in (0, n):
-            results.append(SliceResult(name, n, n_pos, None, "only one class"))
-        else:
-            results.append(SliceResult(name, n, n_pos, auc(ys, x[mask])))
-    return results
-
-
-TENURE_BANDS: tuple[tuple[str, float, float], ...] = (
-    ("tenure:0-12m", 0.0, 12.0),
-    ("tenure:12-24m", 12.0, 24.0),
-    ("tenure:24m+", 24.0, math.inf),
-)
-"""The shipped spec's tenure bands (``slices`` in ``specs/churn.yaml`` is where they live)."""
-
-
-def _boolean_mask(values: pd.Series, wanted: object) -> np.ndarray:
-    flag = str(wanted).strip().lower() == "true"
-    as_bool = values.astype("boolean")
-    return (as_bool == flag).fillna(False).to_numpy(dtype=bool)
-
-
-def _value_mask(values: pd.Series, kind: str, wanted: object) -> np.ndarray:
-    if kind == "boolean":
-        return _boolean_mask(values, wanted)
-    if kind in ("numeric", "integer", "cyclical"):
-        numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
-        return numbers == float(str(wanted))
-    return (values.astype("string") == str(wanted)).fillna(False).to_numpy(dtype=bool)
-
-
-def default_slices(frame: pd.DataFrame, spec: Spec) -> dict[str, np.ndarray]:
-    """The spec's evaluation slices of a validated frame, as boolean masks named
-    ``spec.slice_names()``.
-
-    ``equals`` gives one slice (rows where the column equals the value), ``values`` one per
-    value (``name:value``), ``bands`` one per band (``name:label``, low inclusive, high
-    exclusive, null an open side). For the shipped spec: "enterprise" (is_enterprise true),
-    "contract:<type>" per contract type, and tenure bands "tenure:0-12m" [0, 12),
-    "tenure:12-24m" [12, 24), "tenure:24m+" [24, inf). Rows with a missing value fall in
-    no slice of that column.
-    """
-    wanted = list(dict.fromkeys(sl.column for sl in spec.slices))
-    missing = [c for c in wanted if c not in frame.columns]
-    if missing:
-        raise ValueError(
-            f"frame lacks slice columns {missing} (the spec's 'slices'); it has {list(frame.columns)}"
-        )
-    out: dict[str, np.ndarray] = {}
-    for sl in spec.slices:
-        kind = spec.features[sl.column].kind
-        values = frame[sl.column]
-        if sl.equals is not None:
-            out[sl.name] = _value_mask(values, kind, sl.equals)
-        elif sl.bands is not None:
-            numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
-            with np.errstate(invalid="ignore"):
-                for label, (low, high) in sl.bands.items():
-                    lo = -math.inf if low is None else float(low)
-                    hi = math.inf if high is None else float(high)
-                    out[f"{sl.name}:{label}"] = (numbers >= lo) & (numbers < hi)
-        else:
-            for value in slice_values(spec, sl):
-                out[f"{sl.name}:{value}"] = _value_mask(values, kind, value)
-    return out

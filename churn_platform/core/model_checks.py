@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from sklearn.pipeline import Pipeline
 
-from churn_platform.core import metrics, records
+from churn_platform.core import metrics, records, slices
 from churn_platform.core.features import feature_ranges, nan_allowed_sources
 from churn_platform.core.spec import Invariance, Spec
 from churn_platform.core.training import (
@@ -37,10 +37,12 @@ class ModelCheckConfig:
     min_auc: the holdout AUC must reach this (empty: the spec's model.min_auc).
     auc_pass_on: "lower": the bootstrap interval's lower bound must reach min_auc;
         "point": the point estimate must.
-    min_slice_auc: every slice with enough rows must reach this AUC (empty: the spec's
-        model.min_slice_auc).
+    min_slice_auc: a slice fails when the upper bound of its AUC interval is below this
+        (the evidence shows it below; empty: the spec's model.min_slice_auc).
     min_slice_rows: slices with fewer holdout rows get no AUC (skipped, with the reason;
         empty: the spec's model.min_slice_rows).
+    min_slice_per_class: slices with fewer churners or non-churners than this are reported
+        as "not enough evidence" and never fail.
     min_invariance_fraction: share of rows whose predicted churn must move the stated way
         in every invariance (empty: each invariance's min_fraction from the spec).
     n_resamples: bootstrap resamples of the AUC interval.
@@ -52,6 +54,7 @@ class ModelCheckConfig:
     auc_pass_on: str = "lower"
     min_slice_auc: float | None = None
     min_slice_rows: int | None = None
+    min_slice_per_class: int = slices.MIN_SLICE_CLASS_ROWS
     min_invariance_fraction: float | None = None
     n_resamples: int = 1000
     level: float = 0.95
@@ -66,6 +69,8 @@ class ModelCheckConfig:
                 raise ValueError(f"{name} must be in [0, 1], got {value!r}")
         if self.min_slice_rows is not None and self.min_slice_rows < 1:
             raise ValueError(f"min_slice_rows must be >= 1, got {self.min_slice_rows!r}")
+        if self.min_slice_per_class < 1:
+            raise ValueError(f"min_slice_per_class must be >= 1, got {self.min_slice_per_class!r}")
 
     def resolved(self, spec: Spec) -> ModelCheckConfig:
         """This config with every empty threshold taken from the spec's ``model`` section.
@@ -123,10 +128,11 @@ def auc_check(
             f"the {'lower bound' if config.auc_pass_on == 'lower' else 'point estimate'} "
             f"{'clears' if passed else 'misses'} {config.min_auc}"
         ),
+        # unrounded: the evaluation report quotes these very numbers (one bootstrap per model)
         metadata={
-            "auc": round(ci.point, 5),
-            "auc_ci_lower": round(ci.lower, 5),
-            "auc_ci_upper": round(ci.upper, 5),
+            "auc": ci.point,
+            "auc_ci_lower": ci.lower,
+            "auc_ci_upper": ci.upper,
             "ci_level": config.level,
             "n_resamples": config.n_resamples,
             "threshold": config.min_auc,
@@ -139,55 +145,72 @@ def auc_check(
 def slice_auc_check(
     frame: pd.DataFrame, scores: np.ndarray, config: ModelCheckConfig, spec: Spec
 ) -> CheckOutcome:
-    """AUC on each slice of the spec (shipped spec: enterprise, contract types, tenure bands)
-    >= ``min_slice_auc``.
+    """Each slice of the spec (shipped spec: enterprise, contract types, tenure bands) is not
+    shown to be below ``min_slice_auc``: a slice fails when the upper bound of its bootstrap
+    AUC interval (``level``) is below the floor, not when its point AUC is.
 
-    A slice with fewer than ``min_slice_rows`` rows or one class is skipped with the reason,
-    and does not fail the check.
+    A slice with fewer than ``min_slice_rows`` rows or one class is skipped, and one with
+    fewer than ``min_slice_per_class`` churners or non-churners is "not enough evidence";
+    neither fails the check.
     """
     config = config.resolved(spec)
     assert config.min_slice_auc is not None and config.min_slice_rows is not None  # resolved
+    floor = config.min_slice_auc
     y = frame[spec.target_column].astype(int).to_numpy()
-    results = metrics.slice_aucs(
-        (y, scores), metrics.default_slices(frame, spec), min_rows=config.min_slice_rows
+    results = slices.slice_aucs(
+        (y, scores),
+        slices.default_slices(frame, spec),
+        min_rows=config.min_slice_rows,
+        min_per_class=config.min_slice_per_class,
+        interval=(config.n_resamples, config.level, config.seed),
     )
-    rows = []
-    failing = []
-    for r in results:
-        status = (
-            "skipped" if r.auc is None else ("pass" if r.auc >= config.min_slice_auc else "FAIL")
-        )
-        if status == "FAIL":
-            failing.append(r.name)
-        rows.append(
-            {
-                "slice": r.name,
-                "rows": r.n,
-                "churners": r.n_pos,
-                "auc": None if r.auc is None else round(r.auc, 4),
-                "status": status,
-                "note": r.skipped_reason or "",
-            }
-        )
-    table = pd.DataFrame(rows)
+    rows = [_slice_row(r, floor) for r in results]
+    failing = [row["slice"] for row in rows if row["status"] == "FAIL"]
+    thin = [row["slice"] for row in rows if row["status"] == "not enough evidence"]
     evaluated = [r.auc for r in results if r.auc is not None]
     return CheckOutcome(
         name=records.SLICE_AUC,
         passed=not failing,
         description=(
-            f"every evaluated slice has AUC >= {config.min_slice_auc}"
+            f"no evaluated slice is shown below AUC {floor} (the upper bound of its "
+            f"{config.level:.0%} interval)"
             if not failing
-            else f"slice(s) {', '.join(failing)} below {config.min_slice_auc}"
+            else f"slice(s) {', '.join(failing)} shown below {floor}: the upper bound of their "
+            f"{config.level:.0%} AUC interval is below it"
         ),
         metadata={
-            "threshold": config.min_slice_auc,
+            "threshold": floor,
+            "rule": "fail when the slice AUC interval's upper bound < threshold",
             "min_slice_auc_observed": round(min(evaluated), 5) if evaluated else None,
             "slices_evaluated": len(evaluated),
             "slices_skipped": len(results) - len(evaluated),
+            "slices_not_enough_evidence": ", ".join(thin) or "none",
+            "min_slice_per_class": config.min_slice_per_class,
             "failing_slices": ", ".join(failing) or "none",
         },
-        table=table,
+        table=pd.DataFrame(rows),
     )
+
+
+def _slice_row(r: slices.SliceResult, floor: float) -> dict[str, Any]:
+    """One slice's row of the check's table: its AUC, interval and verdict."""
+    if r.auc is None:
+        reason = r.skipped_reason or ""
+        status = "not enough evidence" if reason.startswith("not enough evidence") else "skipped"
+    elif r.upper is not None and r.upper < floor:
+        status = "FAIL"
+    else:
+        status = "pass" if r.auc >= floor else "pass (below the floor, not shown)"
+    return {
+        "slice": r.name,
+        "rows": r.n,
+        "churners": r.n_pos,
+        "auc": None if r.auc is None else round(r.auc, 4),
+        "ci_lower": None if r.lower is None else round(r.lower, 4),
+        "ci_upper": None if r.upper is None else round(r.upper, 4),
+        "status": status,
+        "note": r.skipped_reason or "",
+    }
 
 
 def _sample(frame: pd.DataFrame, rows: np.ndarray, spec: Spec) -> pd.DataFrame:
@@ -512,7 +535,8 @@ def train_and_check(
 
     Training is capped at ``training_config.max_training_rows`` (a stratified sample of
     those rows); the checks use every holdout row. ``train_rows`` are the rows fitted.
-    The metrics are the holdout AUC and its interval, the train AUC (on the fitted rows),
+    The metrics are the holdout AUC and its interval (unrounded, with its level: the
+    evaluation report quotes them rather than drawing another bootstrap), the train AUC (on the fitted rows),
     the invariance fraction (the spec's first invariance; ``invariance_fraction/<name>`` for
     the others), the fit time, the fitted and available row counts and the boosting
     iterations run.
@@ -538,6 +562,7 @@ def train_and_check(
             "holdout_auc": float(auc["auc"]),
             "holdout_auc_ci_lower": float(auc["auc_ci_lower"]),
             "holdout_auc_ci_upper": float(auc["auc_ci_upper"]),
+            "holdout_auc_ci_level": float(auc["ci_level"]),
             "train_auc": metrics.auc(y, predict_proba(trained.pipeline, train_rows)),
             **invariances,
             "fit_seconds": trained.fit_seconds,

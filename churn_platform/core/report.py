@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from churn_platform.core import gate, metrics
+from churn_platform.core import gate, metrics, slices
 from churn_platform.core.mapping import _map_values, convert_column
 from churn_platform.core.quality_report import markdown_table
 from churn_platform.core.records import ChallengerModel, EvaluationDecision
@@ -257,7 +257,7 @@ def evaluate(
     model: ChallengerModel,
     challenger: ScoredModel,
     champion: ScoredModel | None,
-    slices: Mapping[str, np.ndarray],
+    masks: Mapping[str, np.ndarray],
     cfg: gate.GateConfig,
     specs: SpecComparison | None = None,
     unscored_champion: str | None = None,
@@ -265,16 +265,23 @@ def evaluate(
     """Compare the challenger (``model``, scored as ``challenger``) with the champion on the
     same rows, decide, and write the report.
 
-    The AUC difference gets a paired-bootstrap interval and DeLong's test; each slice
-    gets both models' AUC and the delta; ``gate.decide`` reads those numbers.
+    The AUC difference gets a paired-bootstrap interval and DeLong's test (``gate.compare``);
+    each slice gets both models' AUC and the delta with its paired interval;
+    ``gate.decide`` reads those numbers. The challenger's own AUC interval is the one its
+    check computed at training (``model.metrics``), not a second bootstrap.
     ``unscored_champion`` is the version of a champion that could not be scored
     (``specs.champion_problem`` says why): the champion is kept. ``specs`` adds the
     "Specs" section (hashes, and how the two specs differ).
     """
     scored = [challenger] if champion is None else [challenger, champion]
-    table = slice_table(y, scored, slices)
+    deltas = (
+        []
+        if champion is None
+        else slices.paired_slice_deltas(y, challenger.scores, champion.scores, masks, cfg.bootstrap)
+    )
+    table = slice_table(y, scored, masks, deltas)
+    intervals = model_intervals(y, model, scored, cfg)
     comparison = None
-    slice_deltas: dict[str, float | None] = {}
     if unscored_champion is not None and champion is None:
         problem = (specs.champion_problem if specs else None) or "no scores"
         decision = gate.keep_unscored_champion(unscored_champion, problem, model.checks_passed, cfg)
@@ -287,19 +294,11 @@ def evaluate(
             holdout_hash=model.holdout_hash,
             rule=cfg.mode,
         )
-        text = render(y, decision, None, scored, table, model.holdout_hash, cfg, specs)
+        text = render(y, decision, None, intervals, table, model.holdout_hash, cfg, specs)
         return Evaluation(record, decision, None, table, text, plots_png(y, scored))
     if champion is not None:
-        comparison = metrics.paired_bootstrap_auc_delta(
-            y,
-            challenger.scores,
-            champion.scores,
-            n_resamples=cfg.n_resamples,
-            level=cfg.level,
-            seed=cfg.seed,
-        )
-        slice_deltas = dict(zip(table["slice"], table["delta"], strict=True))
-    decision = gate.decide(comparison, model.checks_passed, slice_deltas, cfg)
+        comparison = gate.compare(y, challenger.scores, champion.scores, cfg)
+    decision = gate.decide(comparison, model.checks_passed, deltas, cfg)
     record = EvaluationDecision(
         promote=decision.promote,
         reason=decision.reason,
@@ -309,36 +308,95 @@ def evaluate(
         holdout_hash=model.holdout_hash,
         rule=cfg.mode,
     )
-    text = render(y, decision, comparison, scored, table, model.holdout_hash, cfg, specs)
+    text = render(y, decision, comparison, intervals, table, model.holdout_hash, cfg, specs)
     return Evaluation(record, decision, comparison, table, text, plots_png(y, scored))
 
 
+@dataclass(frozen=True)
+class ModelInterval:
+    """A model's holdout AUC interval as the report shows it, and where it came from."""
+
+    model: ScoredModel
+    interval: metrics.AucInterval
+
+
+def logged_interval(
+    model: ChallengerModel, y: np.ndarray, scores: np.ndarray
+) -> metrics.AucInterval | None:
+    """The challenger's holdout AUC interval as its check computed it at training (logged
+    with the model), when that was on these rows: its AUC equals these scores' AUC.
+
+    None when the model carries no interval (logged before it did) or another holdout's.
+    """
+    m = model.metrics
+    keys = ("holdout_auc", "holdout_auc_ci_lower", "holdout_auc_ci_upper", "holdout_auc_ci_level")
+    if not all(k in m for k in keys) or abs(m["holdout_auc"] - metrics.auc(y, scores)) > 1e-9:
+        return None
+    return metrics.AucInterval(
+        point=m["holdout_auc"],
+        lower=m["holdout_auc_ci_lower"],
+        upper=m["holdout_auc_ci_upper"],
+        n_resamples=0,  # not logged; the model's check_n_resamples parameter says
+        level=m["holdout_auc_ci_level"],
+        method="the model check's bootstrap, logged at training",
+    )
+
+
+def model_intervals(
+    y: np.ndarray, model: ChallengerModel, scored: Sequence[ScoredModel], cfg: gate.GateConfig
+) -> list[ModelInterval]:
+    """Each scored model's AUC interval: the challenger's from its training check (one
+    bootstrap per model), else drawn here with the gate's resamples and seed."""
+    out = []
+    for i, m in enumerate(scored):
+        ci = logged_interval(model, y, m.scores) if i == 0 else None
+        if ci is None:
+            ci = metrics.bootstrap_auc_ci(
+                y, m.scores, n_resamples=cfg.n_resamples, level=cfg.level, seed=cfg.seed
+            )
+        out.append(ModelInterval(m, ci))
+    return out
+
+
 def slice_table(
-    y: np.ndarray, scored: list[ScoredModel], slices: Mapping[str, np.ndarray]
+    y: np.ndarray,
+    scored: list[ScoredModel],
+    masks: Mapping[str, np.ndarray],
+    deltas: Sequence[slices.SliceDelta] = (),
 ) -> pd.DataFrame:
-    """AUC per slice for each model, and the challenger-minus-champion delta."""
-    results = [metrics.slice_aucs((y, m.scores), slices) for m in scored]
+    """AUC per slice for each model, and the challenger-minus-champion delta with the
+    upper bound of its paired interval (the number the gate's slice rule reads)."""
+    results = [slices.slice_aucs((y, m.scores), masks) for m in scored]
     table = pd.DataFrame(
         {
             "slice": [r.name for r in results[0]],
             "rows": [r.n for r in results[0]],
+            "churners": [r.n_pos for r in results[0]],
             "challenger_auc": [r.auc for r in results[0]],
         }
     )
     if len(results) == 2:
+        by_name = {d.name: d for d in deltas}
         table["champion_auc"] = [r.auc for r in results[1]]
-        table["delta"] = table["slice"].map(gate.slice_auc_deltas(results[0], results[1]))
+        table["delta"] = [getattr(by_name.get(r.name), "delta", None) for r in results[0]]
+        table["delta_upper"] = [getattr(by_name.get(r.name), "upper", None) for r in results[0]]
     else:
         table["delta"] = None
     table["note"] = [r.skipped_reason or "" for r in results[0]]
     return table
 
 
+def _ci_header(intervals: Sequence[ModelInterval]) -> str:
+    """The models table's interval column: its level when every row shares it."""
+    levels = {found.interval.level for found in intervals}
+    return f"{levels.pop():.0%} CI" if len(levels) == 1 else "CI (level per row)"
+
+
 def render(
     y: np.ndarray,
     decision: gate.Decision,
     comparison: metrics.PairedComparison | None,
-    scored: list[ScoredModel],
+    intervals: Sequence[ModelInterval],
     slice_table: pd.DataFrame,
     holdout_hash: str,
     cfg: gate.GateConfig,
@@ -352,30 +410,33 @@ def render(
         f"**Decision:** {verdict}. {decision.reason}",
         "",
         f"Rule: `{cfg.mode}` (min_delta {cfg.min_delta}, slice tolerance {cfg.slice_tolerance}, "
-        f"{cfg.level:.0%} interval, {cfg.n_resamples} resamples).",
+        f"{cfg.bound.replace('_', '-')} {cfg.level:.0%} bounds, {cfg.n_resamples} resamples).",
         decision.power_text(),
         f"Holdout: {len(y)} rows, {int(y.sum())} churners, hash `{holdout_hash[:16]}`; "
         "both models scored in this run on the same rows.",
         "",
         "## Models",
         "",
-        f"| model | AUC | {cfg.level:.0%} CI | MLflow run |",
+        f"| model | AUC | {_ci_header(intervals)} | MLflow run |",
         "|---|---|---|---|",
     ]
-    for m in scored:
-        ci = metrics.bootstrap_auc_ci(
-            y, m.scores, n_resamples=cfg.n_resamples, level=cfg.level, seed=cfg.seed
-        )
+    one_level = len({found.interval.level for found in intervals}) == 1
+    for found in intervals:
+        m, ci = found.model, found.interval
+        level = "" if one_level else f" ({ci.level:.0%})"
         lines.append(
-            f"| {m.label} | {ci.point:.4f} | {ci.lower:.4f} - {ci.upper:.4f} | [run]({m.run_url}) |"
+            f"| {m.label} | {ci.point:.4f} | {ci.lower:.4f} - {ci.upper:.4f}{level} "
+            f"| [run]({m.run_url}) |"
         )
     if comparison is not None:
         lines += [
             "",
             "## Paired comparison (challenger - champion)",
             "",
-            f"- AUC delta **{comparison.delta:+.4f}**, {cfg.level:.0%} paired-bootstrap interval "
-            f"**[{comparison.delta_lower:+.4f}, {comparison.delta_upper:+.4f}]**",
+            f"- AUC delta **{comparison.delta:+.4f}**, {comparison.level:.0%} paired-bootstrap "
+            f"interval **[{comparison.delta_lower:+.4f}, {comparison.delta_upper:+.4f}]** "
+            f"(each end a {'one-sided' if cfg.bound == 'one_sided' else 'two-sided'} "
+            f"{cfg.level:.0%} bound: the gate promotes only when the lower one is above 0)",
             f"- DeLong: z = {comparison.delong_z:.3f}, two-sided p = {comparison.delong_p_value:.4g}",
         ]
     elif specs is None or specs.champion_problem is None:
