@@ -59,7 +59,10 @@ def build_definitions(config: PlatformConfig | None = None) -> dg.Definitions:
     return dg.Definitions.merge(
         *(model_definitions(config, m) for m in config.models),
         dg.Definitions(
-            sensors=[notifications.blocking_check_notification],
+            sensors=[
+                notifications.run_failure_notification,
+                notifications.notification_outbox,
+            ],
             resources=platform_resources(config),
             executor=executor_for(config),
         ),
