@@ -5,6 +5,7 @@
     python -m churn_platform.serving status [--environment production] [--state-dir DIR]
     python -m churn_platform.serving stop   [--environment production] [--state-dir DIR]
     python -m churn_platform.serving restore [--environment production] [--state-dir DIR]
+    python -m churn_platform.serving exporter [--port 9108] [--environment production]
     python -m churn_platform.serving prometheus [--listen 127.0.0.1:9090] [--render-only]
                                                 [--alertmanager [--alertmanager-listen ADDR]]
 
@@ -39,6 +40,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from churn_platform.config import ModelConfig, PlatformConfig
+    from churn_platform.core.rollout import DeploymentTarget
     from churn_platform.serving.server_settings import ServerSettings
     from churn_platform.targets.local import LocalProcessTarget
 
@@ -99,6 +102,13 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--state-dir", default="", help="default: the model's deployment folder")
         p.add_argument("--model", help="which model of the platform file (default: the first)")
 
+    ex = sub.add_parser(
+        "exporter", help="serve churn_traffic_weight and churn_feature_psi (a cluster's router)"
+    )
+    ex.add_argument("--environment", default="production", help="whose route weights to export")
+    ex.add_argument("--model", help="which model of the platform file (default: the first)")
+    _listen_args(ex)
+
     pm = sub.add_parser("prometheus", help="render the local Prometheus config and run it")
     pm.add_argument("--state-dir", default="", help="default: the model's deployment folder")
     pm.add_argument("--model", help="which model of the platform file (default: the first)")
@@ -150,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
 
     config = load_config()
     model = config.model(args.model)
+    if args.command == "exporter":
+        _serve(_exporter_app(config, model, args.environment), args)
+        return 0
     if args.command == "restore" and config.environment == "kubernetes":
         return _restore_kubernetes(args.environment, config.mlflow_uri, model.registered_model)
 
@@ -225,6 +238,28 @@ def _status(
         status["registry_aliases"] = aliases
     print(json.dumps(status, indent=2))
     return 0
+
+
+def _exporter_app(config: PlatformConfig, model: ModelConfig, environment: str) -> object:
+    """The exporter of ``model``: the weights of ``environment``'s route (the HTTPRoute on
+    Kubernetes, the router's table locally) and the drift sensor's PSI document."""
+    from churn_platform import settings
+    from churn_platform.defs.automation import psi_export_key
+    from churn_platform.serving.exporter import exporter_app
+    from churn_platform.serving.monitoring import read_psi_text
+    from churn_platform.targets.local import LocalProcessTarget
+
+    target: DeploymentTarget
+    if config.environment == "kubernetes":
+        from churn_platform.targets.kubernetes import KubernetesTarget
+
+        target = KubernetesTarget(settings.kubernetes_settings_from_env())
+    else:
+        target = LocalProcessTarget(model.state_dir(config.home))
+    location = server_settings().storage_root() / psi_export_key(model)
+    return exporter_app(
+        lambda: target.state(environment).weights(), lambda: read_psi_text(location)
+    )
 
 
 def _restore_kubernetes(environment: str | None, tracking_uri: str, model_name: str) -> int:
