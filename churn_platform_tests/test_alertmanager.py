@@ -10,9 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -26,7 +24,7 @@ from churn_platform.serving.alertmanager import (
     render_alertmanager_config,
 )
 from churn_platform.testing import free_port
-from churn_platform_tests.test_notifications import Receiver
+from churn_platform_tests.http_receiver import Receiver
 
 REPO = Path(__file__).resolve().parents[1]
 K8S_ALERTMANAGER = REPO / "deploy" / "k8s" / "alertmanager"
@@ -93,17 +91,6 @@ def test_the_cluster_containers_start_script_renders_a_config_amtool_accepts(
     prometheus = yaml.safe_load((REPO / "deploy/k8s/prometheus/prometheus.yml").read_text())
     [target] = prometheus["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"]
     assert target == "alertmanager.churn-monitoring.svc:9093"
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    rec = Receiver()
-    thread = threading.Thread(target=rec.server.serve_forever, daemon=True)
-    thread.start()
-    yield rec
-    rec.server.shutdown()
-    rec.server.server_close()
-    thread.join()
 
 
 def _wait(what: str, ready, proc: subprocess.Popen, log: Path, seconds: float = 90) -> None:

@@ -38,6 +38,7 @@ def test_local_definitions_hold_the_graph_checks_schedule_and_sensor(churn_home)
     assert [s.name for s in defs.schedules] == ["weekly_retraining"]
     assert sorted(s.name for s in defs.sensors) == [
         "code_version_sensor",
+        "freshness_notification",
         "new_file_sensor",
         "notification_outbox",
         "psi_drift_sensor",

@@ -5,13 +5,8 @@ through dagster-slack's client when a token is set."""
 
 from __future__ import annotations
 
-import json
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
 
 import dagster as dg
 import pytest
@@ -21,64 +16,11 @@ from churn_platform.defs import notifications
 from churn_platform.resources.data_source import SyntheticSourceResource
 from churn_platform.resources.notify import NotificationError, Notifier, pending_messages
 from churn_platform.resources.storage import StorageResource
+from churn_platform_tests.http_receiver import Receiver
 from churn_platform_tests.pipeline import resource, sensor
 from churn_platform_tests.test_automation import SHIFTED, register
 
 UI = "http://dagster.example:3000"
-
-
-class Receiver:
-    """Records every POST: path, headers and parsed body (JSON or form)."""
-
-    def __init__(self) -> None:
-        self.posts: list[dict[str, Any]] = []
-        self.refuse = 0  # answer the next N posts with 503 (and record nothing)
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                raw = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
-                if receiver.refuse > 0:
-                    receiver.refuse -= 1
-                    self.send_response(503)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                kind = self.headers.get("Content-Type", "")
-                body = (
-                    json.loads(raw)
-                    if "json" in kind
-                    else {k: v[0] for k, v in parse_qs(raw).items()}
-                )
-                receiver.posts.append(
-                    {"path": self.path, "headers": dict(self.headers), "body": body}
-                )
-                answer = json.dumps({"ok": True}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def bodies(self) -> list[dict[str, Any]]:
-        return [p["body"] for p in self.posts]
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    rec = Receiver()
-    thread = threading.Thread(target=rec.server.serve_forever, daemon=True)
-    thread.start()
-    yield rec
-    rec.server.shutdown()
-    rec.server.server_close()
-    thread.join()
 
 
 def notifier(receiver: Receiver) -> Notifier:
