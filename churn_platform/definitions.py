@@ -13,7 +13,15 @@ import dagster as dg
 from churn_platform import settings
 from churn_platform.config import ModelConfig, PlatformConfig, load_config
 from churn_platform.core.spec import SpecError
-from churn_platform.defs import automation, data, deployment, evaluation, model, notifications
+from churn_platform.defs import (
+    automation,
+    data,
+    deployment,
+    evaluation,
+    freshness,
+    model,
+    notifications,
+)
 from churn_platform.resources.environments import executor_for, platform_resources
 
 
@@ -42,8 +50,13 @@ def model_definitions(config: PlatformConfig, model_config: ModelConfig) -> dg.D
     once, for the whole platform)."""
     return dg.Definitions.merge(
         dg.Definitions(
-            assets=model_assets(model_config),
-            sensors=[notifications.build_rollback_notification(model_config)],
+            assets=freshness.with_policies(
+                model_assets(model_config), model_config, config.freshness
+            ),
+            sensors=[
+                notifications.build_rollback_notification(model_config),
+                freshness.build_freshness_notification(model_config, config.freshness),
+            ],
         ),
         automation.build(model_config, config),
     )
@@ -57,7 +70,10 @@ def build_definitions(config: PlatformConfig | None = None) -> dg.Definitions:
     return dg.Definitions.merge(
         *(model_definitions(config, m) for m in config.models),
         dg.Definitions(
-            sensors=[notifications.blocking_check_notification],
+            sensors=[
+                notifications.run_failure_notification,
+                notifications.notification_outbox,
+            ],
             resources=platform_resources(config),
             executor=executor_for(config),
         ),

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from churn_platform.core.drift_monitor import DriftSettings
+from churn_platform.core.freshness_rules import FreshnessSettings
 from churn_platform.core.synthetic import SyntheticSpec
 
 if TYPE_CHECKING:
@@ -269,6 +270,38 @@ SETTINGS: tuple[Setting, ...] = (
         DriftSettings.min_rows,
         "smallest window (rows) the drift sensor judges",
         minimum=1,
+    ),
+    Setting(
+        "CHURN_SNAPSHOT_WARN_DAYS",
+        "float",
+        FreshnessSettings.snapshot_warn_days,
+        "churn_snapshot's freshness warns when its newest materialisation is older (days)",
+        minimum=0,
+        exclusive_minimum=True,
+    ),
+    Setting(
+        "CHURN_SNAPSHOT_FAIL_DAYS",
+        "float",
+        FreshnessSettings.snapshot_fail_days,
+        "churn_snapshot's freshness fails, and notifies, when older (days)",
+        minimum=0,
+        exclusive_minimum=True,
+    ),
+    Setting(
+        "CHURN_CHAMPION_WARN_DAYS",
+        "float",
+        FreshnessSettings.champion_warn_days,
+        "the champion's freshness (production_deployment) warns when older (days)",
+        minimum=0,
+        exclusive_minimum=True,
+    ),
+    Setting(
+        "CHURN_CHAMPION_FAIL_DAYS",
+        "float",
+        FreshnessSettings.champion_fail_days,
+        "the champion's freshness fails, and notifies, when older (days)",
+        minimum=0,
+        exclusive_minimum=True,
     ),
     Setting(
         "CHURN_FAULT_RATE",
@@ -531,6 +564,22 @@ def drift_settings(environ: Mapping[str, str] | None = None) -> DriftSettings:
         threshold=float(get("CHURN_PSI_THRESHOLD", environ)),
         min_rows=int(get("CHURN_DRIFT_MIN_ROWS", environ)),
     )
+
+
+def freshness_settings(environ: Mapping[str, str] | None = None) -> FreshnessSettings:
+    """The freshness windows of the snapshot and the champion (``CHURN_*_WARN_DAYS``,
+    ``CHURN_*_FAIL_DAYS``); a warning window not shorter than its failure window is refused."""
+    windows = FreshnessSettings(
+        snapshot_warn_days=float(get("CHURN_SNAPSHOT_WARN_DAYS", environ)),
+        snapshot_fail_days=float(get("CHURN_SNAPSHOT_FAIL_DAYS", environ)),
+        champion_warn_days=float(get("CHURN_CHAMPION_WARN_DAYS", environ)),
+        champion_fail_days=float(get("CHURN_CHAMPION_FAIL_DAYS", environ)),
+    )
+    if windows.problems():
+        raise SettingsError(
+            "; ".join(windows.problems()) + ": set CHURN_*_WARN_DAYS below CHURN_*_FAIL_DAYS"
+        )
+    return windows
 
 
 def auto_release(environ: Mapping[str, str] | None = None) -> bool:

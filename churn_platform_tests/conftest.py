@@ -1,13 +1,16 @@
-"""Shared fixtures: every test gets its own CHURN_HOME and MLflow store, never the repo's data/."""
+"""Shared fixtures: every test gets its own CHURN_HOME and MLflow store, never the repo's data/;
+a real HTTP receiver (`receiver`) for the notification and alerting tests."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from churn_platform.testing import RegisteredModels, make_registered_models
+from churn_platform_tests.http_receiver import Receiver, running_receiver
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 pytest_plugins = ["churn_platform_tests.skip_summary"]  # what was skipped, and how to enable it
@@ -72,3 +75,10 @@ def registered_models(tmp_path_factory: pytest.TempPathFactory) -> RegisteredMod
         return make_registered_models(root)
     finally:
         os.chdir(cwd)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A real HTTP receiver on 127.0.0.1 (``http_receiver.Receiver``)."""
+    with running_receiver() as rec:
+        yield rec

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pytest
@@ -14,6 +15,8 @@ from churn_platform.core import features, training
 from churn_platform.core.spec import default_spec
 from churn_platform.defs import automation, model
 from churn_platform.resources.data_source import FileSourceResource, SyntheticSourceResource
+from churn_platform.resources.notify import Notifier
+from churn_platform_tests.pipeline import resource
 
 MODEL = load_config({}).model()
 CODE_VERSION = model.training_code_version(default_spec())
@@ -30,9 +33,14 @@ def stand_in(code_version: str) -> dg.AssetsDefinition:
     return challenger_model
 
 
+def telling() -> dict[str, Any]:
+    """The resources every sensor tells its errors through (no channel configured)."""
+    return {"notifier": Notifier(), "storage": resource("storage")}
+
+
 def code_tick(instance: dg.DagsterInstance, cursor: str | None) -> dg.SensorExecutionData:
     """One tick of the code-version sensor as the definitions build it now."""
-    context = dg.build_sensor_context(instance=instance, cursor=cursor)
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources=telling())
     return automation.build_code_version_sensor(MODEL).evaluate_tick(context)
 
 
@@ -77,7 +85,7 @@ def file_tick(
     source: dg.ConfigurableResource, instance: dg.DagsterInstance, cursor: str | None
 ) -> dg.SensorExecutionData:
     context = dg.build_sensor_context(
-        instance=instance, cursor=cursor, resources={"data_source": source}
+        instance=instance, cursor=cursor, resources={"data_source": source, **telling()}
     )
     return automation.build_new_file_sensor(MODEL).evaluate_tick(context)
 

@@ -37,11 +37,13 @@ def test_local_definitions_hold_the_graph_checks_schedule_and_sensor(churn_home)
     assert {a for a, _ in checks} == ASSETS
     assert [s.name for s in defs.schedules] == ["weekly_retraining"]
     assert sorted(s.name for s in defs.sensors) == [
-        "blocking_check_notification",
         "code_version_sensor",
+        "freshness_notification",
         "new_file_sensor",
+        "notification_outbox",
         "psi_drift_sensor",
         "rollback_notification",
+        "run_failure_notification",
     ]
     assert defs.resolve_job_def("churn_end_to_end").executor_def.name == "in_process"
     assert isinstance(defs.resources["deployment"], LocalDeploymentResource)

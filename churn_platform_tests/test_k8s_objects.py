@@ -315,6 +315,7 @@ NOT_MANIFESTS = {
     "prometheus/prometheus.yml": "promtool check config (test_prometheus_config_passes_promtool)",
     "prometheus/churn-alerts.rules.yml": "promtool check rules",
     "prometheus/churn-alerts.test.yml": "promtool test rules",
+    "alertmanager/alertmanager.yml": "amtool check-config (test_alertmanager.py)",
 }
 
 
@@ -405,7 +406,9 @@ def test_prometheus_config_passes_promtool(tmp_path: Path) -> None:
     """
     folder = K8S_DIR / "prometheus"
     config = yaml.safe_load((folder / "prometheus.yml").read_text())
-    (job,) = config["scrape_configs"]
+    jobs = {j["job_name"]: j for j in config["scrape_configs"]}
+    assert set(jobs) == {"churn-model-servers", "churn-exporter"}
+    job = jobs["churn-model-servers"]
     assert job["kubernetes_sd_configs"][0]["role"] == "pod"
     assert set(job["kubernetes_sd_configs"][0]["namespaces"]["names"]) == {
         "churn-staging",
@@ -707,3 +710,53 @@ def test_the_cluster_instance_keeps_one_deployment_at_a_time_like_the_local_one(
     finally:
         cluster.dispose()
         local.dispose()
+
+
+def test_the_exporter_serves_the_router_gauges_where_the_cluster_prometheus_scrapes() -> None:
+    """deploy/k8s/exporter: its command parses with the real CLI, its Service is the target
+    of the Prometheus job churn-exporter, and the app it runs exports the weights of the
+    route and the drift sensor's PSI (the series ChurnFeatureDrift and the panels read)."""
+    from starlette.testclient import TestClient
+
+    from churn_platform.core import drift
+    from churn_platform.core.drift_monitor import psi_export
+    from churn_platform.serving.exporter import exporter_app
+
+    serving_main = pytest.importorskip("churn_platform.serving.__main__")
+    dep, svc = yaml.safe_load_all((K8S_DIR / "exporter" / "deployment.yaml").read_text())
+    container = dep["spec"]["template"]["spec"]["containers"][0]
+    with pytest.raises(SystemExit) as exit_info:
+        serving_main.main(container["command"][3:] + container["args"] + ["--help"])
+    assert exit_info.value.code == 0
+    assert svc["spec"]["selector"].items() <= dep["spec"]["template"]["metadata"]["labels"].items()
+    assert dep["spec"]["template"]["spec"]["serviceAccountName"] == "churn-dagster"  # reads routes
+    config = yaml.safe_load((K8S_DIR / "prometheus" / "prometheus.yml").read_text())
+    [job] = [j for j in config["scrape_configs"] if j["job_name"] == "churn-exporter"]
+    port = svc["spec"]["ports"][0]["port"]
+    assert job["static_configs"][0]["targets"] == [f"churn-exporter.churn-dagster.svc:{port}"]
+    assert container["ports"][0]["containerPort"] == port and f"{port}" in container["args"]
+
+    result = drift.PsiResult(
+        psi={"monthly_spend": 0.35},
+        n_rows=500,
+        max_feature="monthly_spend",
+        max_psi=0.35,
+        unseen_counts={},
+        missing_counts={},
+    )
+    document = psi_export("3", {"source_snapshot": result}, 0.2, 1_700_000_000.0)
+
+    def broken() -> dict[str, int]:
+        raise ConnectionError("API down")
+
+    text = (
+        TestClient(exporter_app(lambda: {"3": 90, "4": 10}, lambda: document)).get("/metrics").text
+    )
+    assert 'churn_traffic_weight{model_version="4"} 10.0' in text
+    assert (
+        'churn_feature_psi{feature="monthly_spend",model_version="3",window="source_snapshot"} 0.35'
+        in text
+    )
+    # the API down: no weights, the PSI still scraped
+    text = TestClient(exporter_app(broken, lambda: document)).get("/metrics").text
+    assert "churn_traffic_weight{" not in text and "churn_feature_psi{" in text

@@ -1,16 +1,12 @@
-"""Notifications against a real HTTP receiver on 127.0.0.1: one message per rollback, per run
-stopped by a failed blocking check and per drift episode, each with version, reason and link;
-Slack through dagster-slack's client when a token is set."""
+"""Notifications against a real HTTP receiver on 127.0.0.1: one message per rollback, per failed
+run (a failed blocking check named), per drift episode and per sensor error, each with
+version, reason and link; a refused message is sent again on the outbox's next tick; Slack
+through dagster-slack's client when a token is set."""
 
 from __future__ import annotations
 
-import json
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
 
 import dagster as dg
 import pytest
@@ -18,58 +14,13 @@ import pytest
 from churn_platform.core.synthetic import SyntheticSpec, generate
 from churn_platform.defs import notifications
 from churn_platform.resources.data_source import SyntheticSourceResource
-from churn_platform.resources.notify import NotificationError, Notifier
+from churn_platform.resources.notify import NotificationError, Notifier, pending_messages
+from churn_platform.resources.storage import StorageResource
+from churn_platform_tests.http_receiver import Receiver
 from churn_platform_tests.pipeline import resource, sensor
 from churn_platform_tests.test_automation import SHIFTED, register
 
 UI = "http://dagster.example:3000"
-
-
-class Receiver:
-    """Records every POST: path, headers and parsed body (JSON or form)."""
-
-    def __init__(self) -> None:
-        self.posts: list[dict[str, Any]] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                raw = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
-                kind = self.headers.get("Content-Type", "")
-                body = (
-                    json.loads(raw)
-                    if "json" in kind
-                    else {k: v[0] for k, v in parse_qs(raw).items()}
-                )
-                receiver.posts.append(
-                    {"path": self.path, "headers": dict(self.headers), "body": body}
-                )
-                answer = json.dumps({"ok": True}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def bodies(self) -> list[dict[str, Any]]:
-        return [p["body"] for p in self.posts]
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    rec = Receiver()
-    thread = threading.Thread(target=rec.server.serve_forever, daemon=True)
-    thread.start()
-    yield rec
-    rec.server.shutdown()
-    rec.server.server_close()
-    thread.join()
 
 
 def notifier(receiver: Receiver) -> Notifier:
@@ -94,8 +45,8 @@ def production_stand_in(outcome: str) -> dg.AssetsDefinition:
     return production_deployment
 
 
-def test_one_message_per_rollback(receiver: Receiver) -> None:
-    resources = {"notifier": notifier(receiver)}
+def test_one_message_per_rollback(receiver: Receiver, tmp_path: Path) -> None:
+    resources = {"notifier": notifier(receiver), "storage": StorageResource(base_url=str(tmp_path))}
     with dg.DagsterInstance.ephemeral() as instance:
         promoted = dg.materialize([production_stand_in("succeeded")], instance=instance)
         tick = sensor("rollback_notification").evaluate_tick(
@@ -149,31 +100,36 @@ def broken_snapshot() -> int:
     raise RuntimeError("source unreachable")
 
 
-def failure_tick(instance: dg.DagsterInstance, result: Any, resources: dict[str, Any]) -> None:
-    run = instance.get_run_by_id(result.run_id)
+def failure_tick(instance: dg.DagsterInstance, run_id: str, resources: dict[str, Any]) -> None:
+    run = instance.get_run_by_id(run_id)
     assert run is not None and run.status == dg.DagsterRunStatus.FAILURE
-    [failure] = [e for e in result.all_events if e.event_type == dg.DagsterEventType.RUN_FAILURE]
+    [failure] = [
+        r.event_log_entry.dagster_event
+        for r in instance.get_records_for_run(
+            run_id, of_type=dg.DagsterEventType.RUN_FAILURE
+        ).records
+    ]
     context = dg.build_run_status_sensor_context(
-        sensor_name="blocking_check_notification",
+        sensor_name="run_failure_notification",
         dagster_event=failure,
         dagster_instance=instance,
         dagster_run=run,
         resources=resources,
     ).for_run_failure()
-    notifications.blocking_check_notification(context)
+    notifications.run_failure_notification(context)
 
 
-def test_one_message_per_failed_blocking_check(receiver: Receiver) -> None:
-    resources = {"notifier": notifier(receiver)}
+def storage_and_notifier(receiver: Receiver, tmp_path: Path) -> dict[str, Any]:
+    return {"notifier": notifier(receiver), "storage": StorageResource(base_url=str(tmp_path))}
+
+
+def test_one_message_per_failed_blocking_check(receiver: Receiver, tmp_path: Path) -> None:
+    resources = storage_and_notifier(receiver, tmp_path)
     with dg.DagsterInstance.ephemeral() as instance:
-        other = dg.materialize([broken_snapshot], instance=instance, raise_on_error=False)
-        failure_tick(instance, other, resources)
-        assert receiver.posts == []  # a failure without a failed check is the run page's
-
         failed = dg.materialize(
             [checked_stand_in(passed=False)], instance=instance, raise_on_error=False
         )
-        failure_tick(instance, failed, resources)
+        failure_tick(instance, failed.run_id, resources)
     [body] = receiver.bodies()
     assert body["event"] == "blocking_check_failed"
     assert body["model_version"] == "12"
@@ -181,16 +137,111 @@ def test_one_message_per_failed_blocking_check(receiver: Receiver) -> None:
     assert body["link"] == f"{UI}/runs/{failed.run_id}"
 
 
-def test_one_message_per_drift_episode(churn_home: Path, receiver: Receiver) -> None:
+def test_every_failed_run_notifies_an_unreadable_source_and_a_crash(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    resources = storage_and_notifier(receiver, tmp_path)
+    with dg.DagsterInstance.ephemeral() as instance:
+        unreadable = dg.materialize([broken_snapshot], instance=instance, raise_on_error=False)
+        failure_tick(instance, unreadable.run_id, resources)
+        # a run whose process died: run monitoring marks it failed, no step failed
+        crashed = instance.add_run(
+            dg.DagsterRun(job_name="churn_retraining", status=dg.DagsterRunStatus.STARTED)
+        )
+        instance.report_run_failed(crashed, message="run worker exited unexpectedly")
+        failure_tick(instance, crashed.run_id, resources)
+    first, second = receiver.bodies()
+    assert first["event"] == "run_failed"
+    assert "churn_snapshot: " in first["reason"] and "source unreachable" in first["reason"]
+    assert first["link"] == f"{UI}/runs/{unreadable.run_id}"
+    assert second["event"] == "run_failed" and "exited unexpectedly" in second["reason"]
+    assert second["link"] == f"{UI}/runs/{crashed.run_id}"
+
+
+def drift_resources(receiver: Receiver) -> dict[str, Any]:
+    """The drift sensor's resources with a champion whose reference the shifted source
+    drifts from."""
     version, _ = register(generate(SyntheticSpec(n_rows=3_000, seed=3)))
     resource("mlflow_registry").set_alias("champion", version)
-    resources = {
+    return {
         "mlflow_registry": resource("mlflow_registry"),
         "data_source": SyntheticSourceResource(**SHIFTED),
         "inference_log": resource("inference_log"),
         "notifier": notifier(receiver),
         "storage": resource("storage"),
     }
+
+
+def test_a_refused_drift_notification_is_sent_on_the_next_tick(
+    churn_home: Path, receiver: Receiver
+) -> None:
+    resources = drift_resources(receiver)
+    receiver.refuse = 1
+    with dg.DagsterInstance.ephemeral() as instance:
+        data = sensor("psi_drift_sensor").evaluate_tick(
+            dg.build_sensor_context(instance=instance, resources=resources)
+        )
+        assert len(data.run_requests) == 1  # the retraining does not wait for the message
+        assert receiver.posts == []
+        [waiting] = pending_messages(resources["storage"])
+        assert waiting.event == "drift"
+        outbox = {"notifier": resources["notifier"], "storage": resources["storage"]}
+        for _ in range(2):  # delivered once, then nothing is owed
+            sensor("notification_outbox").evaluate_tick(
+                dg.build_sensor_context(instance=instance, resources=outbox)
+            )
+    [body] = receiver.bodies()
+    assert body["event"] == "drift" and "monthly_spend" in body["reason"]
+    assert pending_messages(resources["storage"]) == []
+
+
+def test_the_outbox_keeps_a_message_until_the_channel_takes_it(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    resources = storage_and_notifier(receiver, tmp_path)
+    receiver.refuse = 3  # both ticks of the run, then the first retry
+    with dg.DagsterInstance.ephemeral() as instance:
+        failed = dg.materialize([broken_snapshot], instance=instance, raise_on_error=False)
+        failure_tick(instance, failed.run_id, resources)
+        failure_tick(instance, failed.run_id, resources)  # the same run again: still one owed
+        assert len(pending_messages(resources["storage"])) == 1
+        context = dg.build_sensor_context(instance=instance, resources=resources)
+        with pytest.raises(Exception, match="1 notification\\(s\\) still pending"):
+            sensor("notification_outbox").evaluate_tick(context)
+        sensor("notification_outbox").evaluate_tick(context)
+    [body] = receiver.bodies()
+    assert body["event"] == "run_failed" and body["link"] == f"{UI}/runs/{failed.run_id}"
+
+
+class BrokenRegistry:
+    """A registry that cannot be reached."""
+
+    def alias_version(self, alias: str) -> str:
+        raise ConnectionError(f"registry unreachable while reading alias {alias}")
+
+
+def test_a_sensor_error_notifies_once_per_error(receiver: Receiver, churn_home: Path) -> None:
+    resources = {
+        "mlflow_registry": BrokenRegistry(),
+        "data_source": SyntheticSourceResource(**SHIFTED),
+        "inference_log": resource("inference_log"),
+        "notifier": notifier(receiver),
+        "storage": resource("storage"),
+    }
+    with dg.DagsterInstance.ephemeral() as instance:
+        for _ in range(2):  # the same error on two ticks: one message
+            with pytest.raises(Exception, match="registry unreachable"):
+                sensor("psi_drift_sensor").evaluate_tick(
+                    dg.build_sensor_context(instance=instance, resources=resources)
+                )
+    [body] = receiver.bodies()
+    assert body["event"] == "sensor_error"
+    assert body["reason"].startswith("psi_drift_sensor: ConnectionError: registry unreachable")
+
+
+def test_one_message_per_drift_episode(churn_home: Path, receiver: Receiver) -> None:
+    resources = drift_resources(receiver)
+    version = resources["mlflow_registry"].alias_version("champion")
     cursor = None
     requested = 0
     with dg.DagsterInstance.ephemeral() as instance:

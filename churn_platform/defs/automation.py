@@ -29,6 +29,7 @@ from churn_platform.defs.common import asset_key, model_resource, model_resource
 from churn_platform.defs.data import next_synthetic_week
 from churn_platform.defs.model import ASSET as MODEL_ASSET
 from churn_platform.defs.model import training_code_version
+from churn_platform.defs.notifications import guarded
 from churn_platform.resources.data_source import (
     DataSourceError,
     DataSourceResource,
@@ -36,7 +37,7 @@ from churn_platform.resources.data_source import (
 )
 from churn_platform.resources.inference_log_reader import InferenceLogResource
 from churn_platform.resources.mlflow_registry import MlflowRegistry
-from churn_platform.resources.notify import DRIFT, NotificationError, Notifier
+from churn_platform.resources.notify import DRIFT, Message, Notifier, deliver
 from churn_platform.resources.storage import StorageResource
 
 # the tag Dagster puts on a materialisation of an asset with a code version (its value is part
@@ -210,7 +211,9 @@ def build_psi_drift_sensor(model: ModelConfig, config: PlatformConfig) -> dg.Sen
         """Compare current data with the champion's reference profile; one run request (and
         one notification) per drift episode. Every tick that computed PSI writes it to the
         storage (the router's ``churn_feature_psi`` gauges)."""
-        return _drift_tick(context, model, settings)
+        return guarded(
+            context, model.named("psi_drift_sensor"), lambda: _drift_tick(context, model, settings)
+        )
 
     return psi_drift_sensor
 
@@ -253,15 +256,11 @@ def _drift_tick(context: dg.SensorEvaluationContext, model: ModelConfig, setting
             asset_events=observations,
             cursor=decision.state.dumps(),
         )
-    try:
-        notifier.notify(
-            DRIFT,
-            champion,
-            drift_reason(decision, settings.threshold),
-            notifier.runs_with_tag_url("dagster/run_key", decision.run_key or ""),
-        )
-    except NotificationError as exc:  # the retraining matters more than the message
-        context.log.warning(str(exc))
+    link = notifier.runs_with_tag_url("dagster/run_key", decision.run_key or "")
+    message = Message(DRIFT, champion, drift_reason(decision, settings.threshold), link)
+    # a refused message waits in the storage for notification_outbox: the run goes ahead
+    told = deliver(notifier, context.resources.storage, message, f"drift-{decision.run_key}")
+    context.log.info(f"drift notification: {told}")
     return dg.SensorResult(
         run_requests=[dg.RunRequest(run_key=decision.run_key, tags=run_tags(decision, champion))],
         asset_events=observations,
@@ -286,10 +285,12 @@ def build_code_version_sensor(model: ModelConfig) -> dg.SensorDefinition:
         description="Retrain once per new code version of challenger_model (a hash of the "
         "feature, training and model-check code, the schema, the data contract and the spec): "
         "when the deployed code differs from the code the newest model was trained with.",
+        required_resource_keys={"notifier", "storage"},
     )
     def code_version_sensor(context: dg.SensorEvaluationContext):
         """One retraining run per code version that differs from the last trained one."""
-        return _code_tick(context, model, current)
+        name = model.named("code_version_sensor")
+        return guarded(context, name, lambda: _code_tick(context, model, current))
 
     return code_version_sensor
 
@@ -332,11 +333,15 @@ def build_new_file_sensor(model: ModelConfig) -> dg.SensorDefinition:
         **_retraining_sensor(model, "new_file_sensor"),
         description="Retrain once per new (or rewritten) file in a folder source (a file source "
         "whose path is a folder). The files present at its first tick are the baseline.",
-        required_resource_keys=model_resource_keys(model, "data_source"),
+        required_resource_keys={"notifier", "storage", *model_resource_keys(model, "data_source")},
     )
     def new_file_sensor(context: dg.SensorEvaluationContext):
         """One retraining run per file that appeared in the source folder since the last tick."""
-        return _file_tick(context, model_resource(context, model, "data_source"))
+        return guarded(
+            context,
+            model.named("new_file_sensor"),
+            lambda: _file_tick(context, model_resource(context, model, "data_source")),
+        )
 
     return new_file_sensor
 

@@ -1,21 +1,39 @@
-"""Sensors that tell people: a production rollback (one sensor per model) and a failed
-blocking check (one for the platform: it watches every run).
+"""Sensors that tell people: a production rollback (one sensor per model), a failed run
+(one for the platform: it watches every run; a failed blocking check is named as such), an
+error in any of the platform's sensors (``guarded``), and the outbox that retries what a
+channel refused.
 
-The third notification, a drift episode, is sent by ``psi_drift_sensor`` itself when it
-requests the retraining. Messages go through the ``notifier`` resource
-(``churn_platform.resources.notify``). A channel that cannot be reached fails the tick, so
-Dagster evaluates the same event again on the next one instead of losing it.
+A drift episode is told by ``psi_drift_sensor`` itself when it requests the retraining, a
+stale asset by ``freshness_notification`` (``defs/freshness.py``). Messages go through the
+``notifier`` resource (``churn_platform.resources.notify``) by ``deliver``: a channel that
+cannot be reached leaves the message pending in the storage, and ``notification_outbox``
+sends it again on its next tick (Dagster's run-failure sensor moves its cursor past a run
+whose tick raised, so failing the tick would lose the message).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import dagster as dg
 
 from churn_platform.config import ModelConfig
 from churn_platform.defs.common import asset_key
-from churn_platform.resources.notify import BLOCKING_CHECK_FAILED, ROLLBACK, Notifier
+from churn_platform.resources.notify import (
+    BLOCKING_CHECK_FAILED,
+    ROLLBACK,
+    RUN_FAILED,
+    SENSOR_ERROR,
+    Message,
+    Notifier,
+    deliver,
+    retry_pending,
+)
+from churn_platform.resources.storage import StorageResource
+
+T = TypeVar("T")
+SENSOR_ERRORS = "notifications/sensor_errors"
 
 PRODUCTION = "production_deployment"
 ROLLBACK_OUTCOMES = ("rolled_back", "aborted")
@@ -37,15 +55,20 @@ def build_rollback_notification(model: ModelConfig) -> dg.SensorDefinition:
         "back (metadata outcome rolled_back or aborted): candidate version, reason, run link.",
     )
     def rollback_notification(
-        context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry, notifier: Notifier
+        context: dg.SensorEvaluationContext,
+        asset_event: dg.EventLogEntry,
+        notifier: Notifier,
+        storage: StorageResource,
     ):
         """Notify when a production release ended with the champion still serving."""
-        return _notify_rollback(asset_event, notifier)
+        return _notify_rollback(asset_event, notifier, storage)
 
     return rollback_notification
 
 
-def _notify_rollback(asset_event: dg.EventLogEntry, notifier: Notifier) -> dg.SkipReason:
+def _notify_rollback(
+    asset_event: dg.EventLogEntry, notifier: Notifier, storage: StorageResource
+) -> dg.SkipReason:
     materialization = asset_event.asset_materialization
     meta = _values(materialization.metadata if materialization else {})
     outcome = str(meta.get("outcome", ""))
@@ -53,8 +76,9 @@ def _notify_rollback(asset_event: dg.EventLogEntry, notifier: Notifier) -> dg.Sk
         return dg.SkipReason(f"production_deployment outcome {outcome or 'none'}: no rollback")
     version = str(meta.get("candidate_version", "n/a"))
     reason = f"{outcome}: {meta.get('reason', 'no reason recorded')}"
-    notifier.notify(ROLLBACK, version, reason, notifier.run_url(asset_event.run_id))
-    return dg.SkipReason(f"notified: v{version} {outcome}")
+    message = Message(ROLLBACK, version, reason, notifier.run_url(asset_event.run_id))
+    told = deliver(notifier, storage, message, f"{ROLLBACK}-{asset_event.run_id}")
+    return dg.SkipReason(f"v{version} {outcome}: {told}")
 
 
 def failed_blocking_checks(instance: dg.DagsterInstance, run_id: str) -> list[Any]:
@@ -90,28 +114,97 @@ def _failure_version(context: dg.RunFailureSensorContext, checks: list[Any]) -> 
     return "n/a"
 
 
-@dg.run_failure_sensor(
-    name="blocking_check_notification",
-    minimum_interval_seconds=30,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="One message per run that failed on a blocking asset check (data contract, "
-    "model checks, staging checks): version, the failed checks, run link.",
-)
-def blocking_check_notification(context: dg.RunFailureSensorContext, notifier: Notifier):
-    """Notify when a run stopped because a blocking check failed (other failures are the
-    run's own page)."""
+def _step_errors(context: dg.RunFailureSensorContext) -> str:
+    """The failed steps and their errors' first lines; else the run's failure message (a run
+    that crashed, or was marked failed by run monitoring, has no step failure)."""
+    failures = []
+    for event in context.get_step_failure_events():
+        error = event.step_failure_data.error if event.step_failure_data else None
+        while error is not None and error.cause is not None:  # Dagster's wrapper, then the cause
+            error = error.cause
+        first = (error.message.strip().splitlines() or [""])[0] if error else ""
+        failures.append(f"{event.step_key}: {first or 'failed'}")
+    return "; ".join(failures) or (context.failure_event.message or "the run failed")
+
+
+def failure_message(context: dg.RunFailureSensorContext, notifier: Notifier) -> Message:
+    """The run's message: its failed blocking checks when one stopped it, else its errors."""
     run_id = context.dagster_run.run_id
     checks = failed_blocking_checks(context.instance, run_id)
     if not checks:
-        return
+        job = context.dagster_run.job_name
+        return Message(
+            RUN_FAILED,
+            _failure_version(context, []),
+            f"{job}: {_step_errors(context)}",
+            notifier.run_url(run_id),
+        )
     reason = "; ".join(
         f"{c.asset_key.to_user_string()}.{c.check_name} failed"
         + (f" ({c.description})" if c.description else "")
         for c in checks
     )
-    notifier.notify(
-        BLOCKING_CHECK_FAILED,
-        _failure_version(context, checks),
-        reason,
-        notifier.run_url(run_id),
+    return Message(
+        BLOCKING_CHECK_FAILED, _failure_version(context, checks), reason, notifier.run_url(run_id)
     )
+
+
+@dg.run_failure_sensor(
+    name="run_failure_notification",
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="One message per failed run of the platform: the failed blocking checks "
+    "(data contract, model checks, staging checks) when one stopped it, else the failed steps "
+    "and their errors (a source that cannot be read, a crash); version, reason, run link. A "
+    "message a channel refuses waits for notification_outbox.",
+)
+def run_failure_notification(
+    context: dg.RunFailureSensorContext, notifier: Notifier, storage: StorageResource
+):
+    """Notify once per failed run (Dagster calls this once per run; the outbox retries)."""
+    message = failure_message(context, notifier)
+    told = deliver(notifier, storage, message, f"run-{context.dagster_run.run_id}")
+    return dg.SkipReason(f"run {context.dagster_run.run_id}: {told}")
+
+
+@dg.sensor(
+    name="notification_outbox",
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Sends again every notification a channel refused (kept in the storage under "
+    "notifications/pending/) until it arrives; a delivered one is removed.",
+)
+def notification_outbox(
+    context: dg.SensorEvaluationContext, notifier: Notifier, storage: StorageResource
+):
+    """Retry the pending notifications; the tick fails (and shows red) while one is refused."""
+    delivered, errors = retry_pending(notifier, storage)
+    if errors:
+        raise RuntimeError(f"{len(errors)} notification(s) still pending: " + "; ".join(errors))
+    return dg.SkipReason(f"{delivered} pending notification(s) delivered")
+
+
+def guarded(context: dg.SensorEvaluationContext, name: str, tick: Callable[[], T]) -> T:
+    """Run a sensor's tick; when it raises, tell people once per distinct error (kept in the
+    storage until a tick succeeds again), then raise it so that Dagster shows the failed tick.
+    The sensor needs the ``notifier`` and ``storage`` resources."""
+    storage: StorageResource = context.resources.storage
+    marker = storage.path(f"{SENSOR_ERRORS}/{name}.txt")
+    try:
+        result = tick()
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"
+        if not marker.exists() or marker.read_text() != error:
+            notifier: Notifier = context.resources.notifier
+            link = f"{notifier.ui_url.rstrip('/')}/automation"
+            deliver(
+                notifier,
+                storage,
+                Message(SENSOR_ERROR, "n/a", f"{name}: {error}", link),
+                f"sensor-{name}",
+            )
+            storage.write_text(f"{SENSOR_ERRORS}/{name}.txt", error)
+        raise
+    if marker.exists():
+        marker.unlink()
+    return result

@@ -5,7 +5,9 @@
     python -m churn_platform.serving status [--environment production] [--state-dir DIR]
     python -m churn_platform.serving stop   [--environment production] [--state-dir DIR]
     python -m churn_platform.serving restore [--environment production] [--state-dir DIR]
+    python -m churn_platform.serving exporter [--port 9108] [--environment production]
     python -m churn_platform.serving prometheus [--listen 127.0.0.1:9090] [--render-only]
+                                                [--alertmanager [--alertmanager-listen ADDR]]
 
 ``model-server`` and ``router`` listen on ``--host/--port`` or on an inherited socket
 (``--fd``, how ``LocalProcessTarget`` starts them). ``status``/``stop`` read the state
@@ -19,7 +21,11 @@ namespaces, the Deployments, Services and HTTPRoute that the route and the regis
 ``champion``/``previous`` describe (``KubernetesTarget.restore``). ``prometheus``
 renders ``deploy/local/prometheus.yml`` for those deployments (file-based discovery of
 every model server, the alert rules of ``deploy/k8s/prometheus``) into
-``$CHURN_HOME/prometheus/prometheus.yml`` and replaces itself with ``prometheus``.
+``$CHURN_HOME/prometheus/prometheus.yml`` and replaces itself with ``prometheus``; with
+``--alertmanager`` it also renders ``deploy/k8s/alertmanager/alertmanager.yml`` (the
+platform's webhook and Slack, ``CHURN_WEBHOOK_URL``/``CHURN_SLACK_TOKEN``) into
+``$CHURN_HOME/prometheus/alertmanager.yml``, points Prometheus at it and runs both until
+either exits or it is stopped (SIGTERM stops both).
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from churn_platform.config import ModelConfig, PlatformConfig
+    from churn_platform.core.rollout import DeploymentTarget
     from churn_platform.serving.server_settings import ServerSettings
     from churn_platform.targets.local import LocalProcessTarget
 
@@ -109,6 +117,13 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--state-dir", default="", help="default: the model's deployment folder")
         p.add_argument("--model", help="which model of the platform file (default: the first)")
 
+    ex = sub.add_parser(
+        "exporter", help="serve churn_traffic_weight and churn_feature_psi (a cluster's router)"
+    )
+    ex.add_argument("--environment", default="production", help="whose route weights to export")
+    ex.add_argument("--model", help="which model of the platform file (default: the first)")
+    _listen_args(ex)
+
     pm = sub.add_parser("prometheus", help="render the local Prometheus config and run it")
     pm.add_argument("--state-dir", default="", help="default: the model's deployment folder")
     pm.add_argument("--model", help="which model of the platform file (default: the first)")
@@ -120,6 +135,15 @@ def _parser() -> argparse.ArgumentParser:
     pm.add_argument(
         "--render-only", "--print", action="store_true", help="write and print the config only"
     )
+    pm.add_argument(
+        "--alertmanager", action="store_true", help="also run Alertmanager and send it the alerts"
+    )
+    pm.add_argument("--alertmanager-listen", default="127.0.0.1:9093")
+    pm.add_argument("--alertmanager-binary", default="", help="default: alertmanager on PATH")
+    pm.add_argument(
+        "--alertmanager-group-wait", default="", help="wait before the first message of a group"
+    )
+    pm.add_argument("--slack-api-url", default="", help="default: Slack's chat.postMessage")
     return parser
 
 
@@ -152,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
 
     config = load_config()
     model = config.model(args.model)
+    if args.command == "exporter":
+        _serve(_exporter_app(config, model, args.environment), args, server_settings())
+        return 0
     if args.command == "restore" and config.environment == "kubernetes":
         return _restore_kubernetes(args.environment, config.mlflow_uri, model.registered_model)
 
@@ -249,6 +276,28 @@ def _champion_quality(tracking_uri: str, model_name: str, version: str) -> dict[
     return {"version": version, **(quality or {"error": "no holdout AUC logged"})}
 
 
+def _exporter_app(config: PlatformConfig, model: ModelConfig, environment: str) -> object:
+    """The exporter of ``model``: the weights of ``environment``'s route (the HTTPRoute on
+    Kubernetes, the router's table locally) and the drift sensor's PSI document."""
+    from churn_platform import settings
+    from churn_platform.defs.automation import psi_export_key
+    from churn_platform.serving.exporter import exporter_app
+    from churn_platform.serving.monitoring import read_psi_text
+    from churn_platform.targets.local import LocalProcessTarget
+
+    target: DeploymentTarget
+    if config.environment == "kubernetes":
+        from churn_platform.targets.kubernetes import KubernetesTarget
+
+        target = KubernetesTarget(settings.kubernetes_settings_from_env())
+    else:
+        target = LocalProcessTarget(model.state_dir(config.home))
+    location = server_settings().storage_root() / psi_export_key(model)
+    return exporter_app(
+        lambda: target.state(environment).weights(), lambda: read_psi_text(location)
+    )
+
+
 def _restore_kubernetes(environment: str | None, tracking_uri: str, model_name: str) -> int:
     """``restore`` on Kubernetes: each environment's objects and route as the route and the
     registry describe them; 1 when something could not be restored."""
@@ -285,7 +334,8 @@ def _registry_aliases(tracking_uri: str, model_name: str) -> dict[str, str] | No
 
 
 def _prometheus(target: LocalProcessTarget, args: argparse.Namespace) -> int:
-    """Render the config, then exec prometheus (its PID is ours: stop it by that PID)."""
+    """Render the config, then exec prometheus (its PID is ours: stop it by that PID), or with
+    ``--alertmanager`` run both under this process."""
     import shutil
 
     from churn_platform.settings import churn_home
@@ -294,15 +344,17 @@ def _prometheus(target: LocalProcessTarget, args: argparse.Namespace) -> int:
     config = Path(args.config) if args.config else folder / "prometheus.yml"
     config.parent.mkdir(parents=True, exist_ok=True)
     target.write_prometheus_config(config, args.scrape_interval)
+    manager = _alertmanager_argv(folder, config, args) if args.alertmanager else None
     if args.render_only:
         print(config.read_text(), end="")
         print(f"# written to {config}", file=sys.stderr)
         return 0
     binary = shutil.which(args.prometheus)
-    if binary is None:
+    if binary is None or manager == []:
+        missing = "alertmanager" if binary else repr(args.prometheus)
         print(
-            f"prometheus binary {args.prometheus!r} not found: apt-get install prometheus "
-            "(or pass --prometheus PATH)",
+            f"{missing} binary not found: apt-get install prometheus prometheus-alertmanager "
+            "(or pass --prometheus / --alertmanager-binary PATH)",
             file=sys.stderr,
         )
         return 2
@@ -316,8 +368,44 @@ def _prometheus(target: LocalProcessTarget, args: argparse.Namespace) -> int:
         "--web.enable-lifecycle",
     ]
     print(f"prometheus on http://{args.listen} with {config}", file=sys.stderr, flush=True)
+    if manager:
+        from churn_platform.serving.alertmanager import supervise
+
+        print(f"alertmanager on http://{args.alertmanager_listen}", file=sys.stderr, flush=True)
+        return supervise(argv, manager)
     os.execv(binary, argv)
     return 0  # not reached
+
+
+def _alertmanager_argv(
+    folder: Path, prometheus_config: Path, args: argparse.Namespace
+) -> list[str]:
+    """Render Alertmanager's config (the platform's channels), add the alerting section to
+    Prometheus' config; the command line to run it ([] when no binary is found)."""
+    from churn_platform import settings
+    from churn_platform.serving import alertmanager as am
+
+    token = str(settings.get("CHURN_SLACK_TOKEN") or "")
+    token_file = folder / "slack-token"
+    if token:
+        token_file.write_text(token)
+        token_file.chmod(0o600)
+    channels = am.Channels(
+        webhook_url=str(settings.get("CHURN_WEBHOOK_URL") or ""),
+        slack_token_file=str(token_file) if token else "",
+        slack_channel=str(settings.get("CHURN_SLACK_CHANNEL")),
+        slack_api_url=args.slack_api_url or am.SLACK_API_URL,
+    )
+    config = folder / "alertmanager.yml"
+    config.write_text(am.render_alertmanager_config(channels, args.alertmanager_group_wait))
+    with prometheus_config.open("a") as out:
+        out.write("\n" + am.alerting_section(args.alertmanager_listen))
+    binary = am.find_binary(args.alertmanager_binary)
+    if binary is None:
+        return []
+    storage = folder / "alertmanager-data"
+    storage.mkdir(parents=True, exist_ok=True)
+    return am.alertmanager_argv(binary, config, storage, args.alertmanager_listen)
 
 
 if __name__ == "__main__":

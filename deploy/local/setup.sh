@@ -10,6 +10,8 @@ PYTHON=${PYTHON:-python3}
 
 need_apt=()
 command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
+# Alertmanager and amtool: prometheus --alertmanager and the routing test
+command -v amtool >/dev/null 2>&1 || need_apt+=(prometheus-alertmanager)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v bwrap >/dev/null 2>&1 || need_apt+=(bubblewrap)  # the pod-start test's read-only root
@@ -21,7 +23,7 @@ if ((${#need_apt[@]})); then
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
     # the Debian packages start their own services; the platform starts its own on demand
-    for svc in prometheus postgresql; do $SUDO service "$svc" stop >/dev/null 2>&1 || true; done
+    for svc in prometheus prometheus-alertmanager postgresql; do $SUDO service "$svc" stop >/dev/null 2>&1 || true; done
   else
     echo "warning: no apt-get; install ${need_apt[*]} yourself for the integration tests" >&2
   fi
