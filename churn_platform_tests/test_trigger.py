@@ -25,7 +25,9 @@ import dagster as dg
 import pytest
 
 from churn_platform.config import load_config
+from churn_platform.resources.notify import Notifier
 from churn_platform.testing import dagster_webserver, free_port
+from churn_platform_tests.pipeline import resource
 
 
 def _code_version() -> str:
@@ -155,7 +157,11 @@ def test_one_push_gets_one_run_whoever_asks_again(dagster: tuple[str, Path]) -> 
     with dg.DagsterInstance.ephemeral() as instance:
         dg.materialize([challenger_model], instance=instance)
         tick = automation.build_code_version_sensor(load_config({}).model()).evaluate_tick(
-            dg.build_sensor_context(instance=instance, cursor=cursor["lastCursor"])
+            dg.build_sensor_context(
+                instance=instance,
+                cursor=cursor["lastCursor"],
+                resources={"notifier": Notifier(), "storage": resource("storage")},
+            )
         )
     assert not tick.run_requests and "already requested" in (tick.skip_message or "")
 
