@@ -105,7 +105,9 @@ class Repair:
     freed: tuple[str, ...] = field(default=())  # "pool/step" of the slots freed
 
     def __str__(self) -> str:
-        slots = f", freed its slot in {', '.join(self.freed)}" if self.freed else ""
+        # a slot claimed twice (SQLite's non-atomic claim) is still one slot to the reader
+        freed = list(dict.fromkeys(self.freed))
+        slots = f", freed its slot in {', '.join(freed)}" if freed else ""
         if self.marked_failed:
             return f"run {self.run_id} ({self.job_name}): its process is gone, marked failed{slots}"
         return f"run {self.run_id} ({self.job_name}) had finished{slots}"

@@ -109,11 +109,30 @@ def log_and_register(pipeline: Any, frame: pd.DataFrame, tracking_uri: str) -> s
                 signature=infer_signature(X, churn_flavor.ChurnProbability(pipeline).predict(X)),
                 input_example=X.head(2),
                 pip_requirements=[f"scikit-learn=={sklearn.__version__}", "pandas"],
-                registered_model_name=MODEL_NAME,
             )
-        return str(info.registered_model_version)
+        return register_verified(info.model_uri, MODEL_NAME, tracking_uri)
     finally:
         mlflow.set_tracking_uri(previous)
+
+
+def register_verified(model_uri: str, name: str, tracking_uri: str) -> str:
+    """Register a logged model as the platform does, with its artefact's digest (a server
+    refuses a version without it); return the version."""
+    import mlflow
+
+    from churn_platform.serving.model_server.loading import (
+        ARTIFACT_DIGEST_TAG,
+        logged_model_digest,
+    )
+
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        digest = logged_model_digest(model_uri, tracking_uri)
+        created = mlflow.register_model(model_uri, name, tags={ARTIFACT_DIGEST_TAG: digest})
+    finally:
+        mlflow.set_tracking_uri(previous)
+    return str(created.version)
 
 
 def canonical(frame: pd.DataFrame) -> pd.DataFrame:

@@ -30,8 +30,9 @@ def test_a_snapshot_without_rows_or_spec_columns_stops_with_the_columns_found():
 
 
 def test_snapshot_key_and_timings():
-    key = data_step.snapshot_key("abcdef0123456789", pd.Timestamp("2026-01-02T03:04:05Z"))
-    assert key == "snapshots/snapshot_20260102T030405_abcdef012345.parquet"
+    now = pd.Timestamp("2026-01-02T03:04:05Z")
+    key = data_step.snapshot_key("abcdef0123456789", now, "0badcafe-1234")
+    assert key == "snapshots/snapshot_20260102T030405_abcdef012345_0badcafe.parquet"
     timings = data_step.Timings({"read": 0.12345})
     with timings.measure("hash"):
         pass

@@ -170,3 +170,17 @@ def test_traffic_that_disagrees_with_the_champion_alias_is_flagged_with_the_fix(
     assert problem and "router sends v12 100%" in problem
     assert "python -m churn_platform rollback --to 12" in problem
     assert "serving restore" in (traffic_disagreement("11", None) or "")
+    # issue 27.8: an interrupted canary (champion still leads) gets two distinct commands
+    canary = traffic_disagreement("11", {"11": 95, "12": 5}) or ""
+    commands = [part.split(": ", 1)[1] for part in canary.split("; ")[1:]]
+    assert commands == [
+        "python -m churn_platform rollback --to 12",
+        "python -m churn_platform rollback --to 11",
+    ]
+
+
+def test_the_repaired_line_lists_a_slot_once():
+    from churn_platform.runs import Repair
+
+    line = str(Repair("r1", "job", True, ("churn_deployment/step", "churn_deployment/step")))
+    assert line.count("churn_deployment/step") == 1

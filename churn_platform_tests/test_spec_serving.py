@@ -27,7 +27,12 @@ from churn_platform.serving.inference_log import read_inference_log
 from churn_platform.serving.model_server.loading import load_model, model_spec
 from churn_platform.serving.model_server.schema import InputError, InputSchema
 from churn_platform.settings import MODEL_NAME
-from churn_platform.testing import RegisteredModels, RunningServer, start_model_server
+from churn_platform.testing import (
+    RegisteredModels,
+    RunningServer,
+    register_verified,
+    start_model_server,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -119,9 +124,8 @@ def log_model(pipeline: Any, X: pd.DataFrame, tracking_uri: str, root: Path, spe
                 signature=infer_signature(X, pipeline.predict_proba(X)[:, 1]),
                 metadata={MODEL_METADATA_KEY: spec.to_dict()},
                 pip_requirements=[f"scikit-learn=={sklearn.__version__}", "pandas"],
-                registered_model_name=MODEL_NAME,
             )
-        return str(info.registered_model_version)
+        return register_verified(info.model_uri, MODEL_NAME, tracking_uri)
     finally:
         mlflow.set_tracking_uri(previous)
 

@@ -3,6 +3,8 @@ mechanism, the same week always gives the same rows, and a second run's gate see
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from pathlib import Path
 
 import dagster as dg
@@ -136,3 +138,47 @@ def test_a_second_run_draws_next_week_and_its_gate_sees_a_nonzero_delta(
     assert pinned.success, step_error(pinned)
     assert snapshot_meta(instance)["synthetic_week"] == 0
     assert snapshot_meta(instance)["data_version"] == week_zero["data_version"]
+
+
+@pytest.mark.integration
+def test_two_runs_snapshotting_at_the_same_instant_draw_different_weeks_and_files(
+    synthetic_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Issue #27.7: each run claims its week. Both threads pass a barrier and then read the
+    week; without the claim both read week 0 at the barrier and draw the same rows."""
+    from churn_platform.defs import data
+
+    (tmp_path / "dagster").mkdir()
+    instance = dg.DagsterInstance.local_temp(str(tmp_path / "dagster"))  # SQLite, as the CLI
+    read = data.next_synthetic_week
+    meeting = threading.Barrier(2, timeout=5)
+
+    def read_then_meet(instance: dg.DagsterInstance, model: object) -> int:
+        week = read(instance, model)  # type: ignore[arg-type]
+        with contextlib.suppress(threading.BrokenBarrierError):
+            meeting.wait()  # a claimed week makes the other wait at the lock, not here
+        return week
+
+    monkeypatch.setattr(data, "next_synthetic_week", read_then_meet)
+    start = threading.Barrier(2, timeout=60)
+    results: list[dg.ExecuteInJobResult] = []
+
+    def run() -> None:
+        start.wait()
+        results.append(materialize(["churn_snapshot"], instance))
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert len(results) == 2 and all(r.success for r in results), [step_error(r) for r in results]
+    metas = []
+    for result in results:
+        [event] = result.get_asset_materialization_events()
+        materialization = event.step_materialization_data.materialization
+        metas.append({k: v.value for k, v in materialization.metadata.items()})
+    assert sorted(m["synthetic_week"] for m in metas) == [0, 1]
+    assert metas[0]["data_version"] != metas[1]["data_version"]
+    assert metas[0]["parquet"] != metas[1]["parquet"]
+    instance.dispose()

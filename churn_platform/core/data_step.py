@@ -78,9 +78,10 @@ def snapshot_problem(
     return f"{location}: {problem}. Columns found: {list(frame.columns)}. {UNTOUCHED}"
 
 
-def snapshot_key(version: str, now: pd.Timestamp) -> str:
-    """The storage key of a snapshot's Parquet file."""
-    return f"snapshots/snapshot_{now:%Y%m%dT%H%M%S}_{version[:12]}.parquet"
+def snapshot_key(version: str, now: pd.Timestamp, run_id: str) -> str:
+    """The storage key of a snapshot's Parquet file: unique per run, so two runs drawing the
+    same data in the same second never write one file."""
+    return f"snapshots/snapshot_{now:%Y%m%dT%H%M%S}_{version[:12]}_{run_id[:8]}.parquet"
 
 
 def snapshot_metadata(mapped: MappedFrame, description: dict[str, Any]) -> dict[str, Any]:

@@ -220,11 +220,16 @@ def traffic_disagreement(champion: str, live: dict[str, int] | None) -> str | No
         )
     if live.get(champion) != 100:
         serving = ", ".join(f"v{v} {w}%" for v, w in live.items() if w) or "nothing"
-        leader = max(live, key=lambda v: live[v]) if live else champion
+        back = f"to put all traffic back on v{champion}: python -m churn_platform rollback --to {champion}"
+        others = {v: w for v, w in live.items() if v != champion and w}
+        if not others:
+            return f"champion alias names v{champion} but the router sends {serving}; {back}"
+        # one command per intent: the other version is never the champion itself
+        leader = max(others, key=lambda v: others[v])
         return (
             f"champion alias names v{champion} but the router sends {serving}; "
             f"to make v{leader} the champion: python -m churn_platform rollback --to {leader}; "
-            f"to put traffic back on v{champion}: python -m churn_platform rollback --to {champion}"
+            f"{back}"
         )
     return None
 

@@ -8,6 +8,7 @@ import dagster as dg
 import pandas as pd
 import pydantic
 
+from churn_platform import runs
 from churn_platform.config import ModelConfig
 from churn_platform.core import contract, data_step, holdout
 from churn_platform.core.data_step import WEEK_KEY
@@ -38,13 +39,27 @@ def next_synthetic_week(instance: dg.DagsterInstance, model: ModelConfig) -> int
     on ``instance`` (0 when there is none, or it did not come from the synthetic source).
 
     This is the synthetic source's clock: every run draws next week's customers, so a
-    second run trains on new rows. ``CHURN_SYNTHETIC_AS_OF`` pins a week instead.
+    second run trains on new rows. ``CHURN_SYNTHETIC_AS_OF`` pins a week instead. Read under
+    ``week_claim`` only: otherwise two runs starting together read the same week.
     """
     event = instance.get_latest_materialization_event(asset_key(model, SNAPSHOT_ASSET))
     if event is None or event.asset_materialization is None:
         return 0
     week = event.asset_materialization.metadata.get(WEEK_KEY)
     return week.value + 1 if week is not None and isinstance(week.value, int) else 0
+
+
+def week_claim(context: dg.AssetExecutionContext, model: ModelConfig):
+    """Hold ``model``'s synthetic week alone from reading the newest snapshot's week until
+    this snapshot's materialisation is recorded, so two concurrent runs draw different weeks
+    (an exclusive lock per SQLite instance, ``runs.exclusive_step``; the kernel drops it
+    when the process dies)."""
+    return runs.exclusive_step(
+        context.instance,
+        f"{model.name}_synthetic_week",
+        {"run": context.run.run_id, "asset": context.asset_key.to_user_string()},
+        context.log.info,
+    )
 
 
 HOLDOUT_CHECKS = {
@@ -129,7 +144,8 @@ def build_churn_snapshot(model: ModelConfig) -> dg.AssetsDefinition:
         a content hash of every row, so every model traces to the exact data it saw. Missing
         columns (naming the spec key that reads them) and an empty table stop here.
         """
-        yield from _snapshot(context, model)
+        with week_claim(context, model):
+            yield from _snapshot(context, model)
 
     return churn_snapshot
 
@@ -157,7 +173,7 @@ def _snapshot(context: dg.AssetExecutionContext, model: ModelConfig):
             description=problem,
             metadata={"missing_columns": ", ".join(missing), "rows": len(frame)},
         )
-    key = data_step.snapshot_key(version, pd.Timestamp.now(tz="UTC"))
+    key = data_step.snapshot_key(version, pd.Timestamp.now(tz="UTC"), context.run.run_id)
     with timings.measure("write_parquet"):
         path = storage.write_frame(key, frame, index=False)
     meta = data_step.snapshot_metadata(mapped, description)

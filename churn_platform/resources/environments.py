@@ -88,7 +88,7 @@ def deployment_for(config: PlatformConfig, model: ModelConfig) -> Any:
             tracking_uri=config.mlflow_uri,
             staging_router_port=model.staging_port,
             production_router_port=model.production_port,
-            inference_log_dir=str(_log_dir(config, model)) if model.prefixed else "",
+            inference_log_dir=str(_log_dir(config, model)),
         )
     from churn_platform.resources.deployment_target import KubernetesDeploymentResource
 

@@ -306,9 +306,16 @@ def _write_synced(path: Path, data: bytes) -> None:
 
 def _current(folder: Path, name: str = POINTER) -> str | None:
     try:
-        text = (folder / name).read_text()
+        data = (folder / name).read_bytes()
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
         return None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:  # said as the refusal it is, not as a decoding accident
+        raise StoredValueError(
+            f"{folder / name} is not a version pointer written by this IO manager (binary "
+            "content, e.g. a pickle); it is never loaded. Delete it and re-materialise the asset"
+        ) from None
     return text.strip() or None
 
 

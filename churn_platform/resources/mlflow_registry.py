@@ -32,6 +32,7 @@ from mlflow.models import infer_signature
 from churn_platform.core import records
 from churn_platform.core.spec import MODEL_METADATA_KEY, Spec, spec_of_model_metadata
 from churn_platform.resources import churn_flavor
+from churn_platform.serving.model_server.loading import ARTIFACT_DIGEST_TAG, logged_model_digest
 from churn_platform.settings import MODEL_NAME
 
 # Requirements pinned to the versions training ran with: the serving environment is the
@@ -68,6 +69,19 @@ def _fluent_store(uri: str) -> Iterator[None]:
 def _is_database_uri(uri: str) -> bool:
     """Whether ``uri`` is a database-backed store (artefacts are then ours to place)."""
     return uri.split(":", 1)[0].split("+", 1)[0] in ("sqlite", "postgresql", "mysql", "mssql")
+
+
+def owner_only_sqlite(uri: str) -> None:
+    """Create a ``sqlite:///`` store's file readable by its owner only (0600), or narrow an
+    existing one: the store holds every run's parameters and tags. SQLite gives its journal
+    files the database's mode, and takes an empty file as a new database."""
+    if not uri.startswith("sqlite:///"):
+        return
+    path = Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o600)
 
 
 def pinned_requirements() -> list[str]:
@@ -108,7 +122,9 @@ class MlflowRegistry(dg.ConfigurableResource):
         return self.tracking_uri
 
     def client(self) -> MlflowClient:
-        """An MLflow client bound to this store (tracking and registry)."""
+        """An MLflow client bound to this store (tracking and registry); a SQLite store's
+        file is created owner-only first (``owner_only_sqlite``)."""
+        owner_only_sqlite(self.uri())
         return MlflowClient(tracking_uri=self.uri(), registry_uri=self.uri())
 
     def experiment_id(self) -> str:
@@ -160,7 +176,8 @@ class MlflowRegistry(dg.ConfigurableResource):
         pinned requirements, the skops trusted types it needs and its spec in the MLmodel
         metadata (``churn_spec``; read it back with ``spec_of_version``): a model carries its
         own spec. The run and the version are tagged ``spec_hash``; the run also keeps the
-        spec as ``spec.yaml``. ``json_artifacts`` (name -> JSON-able) are stored beside it. No alias is set here: aliases move only
+        spec as ``spec.yaml``; the version also records the SHA-256 of its skops file
+        (``ARTIFACT_DIGEST_TAG``), which a server verifies before loading. ``json_artifacts`` (name -> JSON-able) are stored beside it. No alias is set here: aliases move only
         after the step that justifies them. Its pyfunc flavour answers P(churn) per row
         (``churn_flavor``); the sklearn flavour is MLflow's own.
         """
@@ -209,8 +226,12 @@ class MlflowRegistry(dg.ConfigurableResource):
                 metadata={MODEL_METADATA_KEY: json.dumps(spec.to_dict())},
             )
             run_id = run.info.run_id
+        # what a server checks the artefact against before loading it (serving.model_server.loading)
         with _fluent_store(self.uri()):
-            version = mlflow.register_model(info.model_uri, self.model_name, tags=tags)
+            digest = logged_model_digest(info.model_uri, self.uri())
+            version = mlflow.register_model(
+                info.model_uri, self.model_name, tags={**tags, ARTIFACT_DIGEST_TAG: digest}
+            )
         return RegisteredModel(
             name=self.model_name,
             version=str(version.version),

@@ -101,6 +101,9 @@ def _parser() -> argparse.ArgumentParser:
     ms.add_argument("--version", required=True, help="version label for metrics and answers")
     ms.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI")
     ms.add_argument("--inference-log", default=None, help="JSON-lines file of scored records")
+    ms.add_argument(
+        "--environment", default="", help="staging or production: picks its own inference log"
+    )
     _listen_args(ms)
 
     rt = sub.add_parser("router", help="serve the weighted router")
@@ -154,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "model-server":
         from churn_platform.serving.model_server.app import create_app
 
-        served = server_settings()
+        served = dataclasses.replace(server_settings(), environment=args.environment)
         if args.tracking_uri:
             served = dataclasses.replace(served, tracking_uri=args.tracking_uri)
         app = create_app(

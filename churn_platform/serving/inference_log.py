@@ -6,6 +6,13 @@ batched Parquet objects ``<url>/inference_log/<version>/<time_ns>-<id>.parquet``
 (``ObjectInferenceLog``, read with ``read_object_log``). Each batch is one PUT, atomic per
 object, so a reader sees whole batches or none; replicas of one version write side by side.
 
+Each environment has its own log, so staging checks never reach the drift sensor's input
+and one process owns each file: production's (and a server started without an
+environment) is ``inference_log/<version>.jsonl`` (``inference_log/<version>/`` on an
+object store), what the drift sensor reads; any other environment's is
+``inference_log/<environment>/<version>.jsonl`` (``inference_log/<environment>/<version>/``).
+A log file holds customer rows: it is created readable by its owner only (0600).
+
 A logged line is the record as the server accepted it, so it holds the features of the
 served model's own spec; readers given that ``spec`` return a frame with every one of its
 features as a column (None where a line lacks it).
@@ -40,6 +47,9 @@ from churn_platform.serving.server_settings import (
 LOG_FLUSH_RECORDS = 512
 LOG_FLUSH_SECONDS = 1.0
 LOG_PREFIX = "inference_log"
+#: The environment whose log keeps the unprefixed path the drift sensor reads.
+DRIFT_ENVIRONMENT = "production"
+_LOG_FILE_MODE = 0o600
 # a batch object holds at most this many rows however the flush thresholds are set
 MAX_BUFFERED_ROWS = 100_000
 
@@ -100,7 +110,8 @@ class InferenceLog:
             self._last_flush = time.monotonic()
         if lines:
             with self._write_lock:  # one writer appends and rotates at a time
-                with self.path.open("a", encoding="utf-8") as f:
+                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, _LOG_FILE_MODE)
+                with open(fd, "a", encoding="utf-8") as f:
                     f.write("\n".join(lines) + "\n")
                     size = f.tell()
                 if size >= self.max_bytes:
@@ -125,12 +136,43 @@ def rotated_path(path: Path, n: int) -> Path:
     return path.with_name(f"{path.name}.{n}")
 
 
+def environment_folder(folder: Path, environment: str) -> Path:
+    """Where ``environment``'s logs go under an inference-log ``folder``: the folder itself
+    for production (or no environment), else its ``<environment>`` subfolder."""
+    if not environment or environment == DRIFT_ENVIRONMENT:
+        return folder
+    if "/" in environment or environment.startswith("."):
+        raise ValueError(f"environment {environment!r} cannot name an inference log folder")
+    return folder / environment
+
+
+def inference_log_file(folder: Path, version: str, environment: str = "") -> Path:
+    """The JSON-lines log of ``version`` in ``environment`` under ``folder``."""
+    return environment_folder(Path(folder), environment) / f"{version}.jsonl"
+
+
+def remove_inference_log(path: Path) -> list[Path]:
+    """Delete a log file and its rotated files (a retired version's); return what was removed."""
+    candidates = [path, *path.parent.glob(f"{path.name}.*")] if path.parent.is_dir() else []
+    removed = []
+    for candidate in candidates:
+        suffix = candidate.name[len(path.name) :]
+        if candidate == path or suffix[1:].isdigit():
+            try:
+                candidate.unlink()
+            except FileNotFoundError:
+                continue
+            removed.append(candidate)
+    return removed
+
+
 def default_inference_log_path(version: str, settings: ServerSettings) -> Path:
     """``settings.inference_log`` (``CHURN_INFERENCE_LOG``) if set, else
-    ``<home>/inference_log/<version>.jsonl``."""
+    ``<home>/inference_log/<version>.jsonl`` for production (``settings.environment``) and
+    ``<home>/inference_log/<environment>/<version>.jsonl`` for another environment."""
     if settings.inference_log is not None:
         return settings.inference_log
-    return settings.home / "inference_log" / f"{version}.jsonl"
+    return inference_log_file(settings.home / LOG_PREFIX, version, settings.environment)
 
 
 def read_inference_log(path: Path, spec: Spec, max_rows: int = 5000) -> pd.DataFrame:
@@ -178,11 +220,11 @@ def _tail_rows(log: Path, max_rows: int) -> list[dict[str, Any]]:
     return rows
 
 
-def object_log_folder(root: Path, version: str) -> Path:
-    """Where ``version``'s batches go under the storage root."""
+def object_log_folder(root: Path, version: str, environment: str = "") -> Path:
+    """Where ``version``'s batches in ``environment`` go under the storage root."""
     if not version or "/" in version or version.startswith("."):
         raise ValueError(f"model version {version!r} cannot name an inference log folder")
-    return root / LOG_PREFIX / version
+    return environment_folder(root / LOG_PREFIX, environment) / version
 
 
 class ObjectInferenceLog:
@@ -199,10 +241,11 @@ class ObjectInferenceLog:
         root: Path,
         version: str,
         *,
+        environment: str = "",
         flush_records: int = LOG_FLUSH_RECORDS,
         flush_seconds: float = LOG_FLUSH_SECONDS,
     ) -> None:
-        self.folder = object_log_folder(root, version)
+        self.folder = object_log_folder(root, version, environment)
         self.version = version
         self._rows: list[dict[str, Any]] = []
         self._flush_records = flush_records
@@ -297,7 +340,8 @@ def open_inference_log(
 ) -> InferenceLog | ObjectInferenceLog:
     """A model server's log: the file ``path`` if given; else batch objects under the
     storage when it is an object store; else the JSON-lines file
-    ``default_inference_log_path(version, settings)``."""
+    ``default_inference_log_path(version, settings)``; each in ``settings.environment``'s
+    place, never another environment's."""
     rotation = {
         "max_bytes": settings.inference_log_max_bytes,
         "backups": settings.inference_log_backups,
@@ -305,5 +349,7 @@ def open_inference_log(
     if path:
         return InferenceLog(Path(path), version, **rotation)
     if settings.storage_is_remote:
-        return ObjectInferenceLog(settings.storage_root(), version)
+        return ObjectInferenceLog(
+            settings.storage_root(), version, environment=settings.environment
+        )
     return InferenceLog(default_inference_log_path(version, settings), version, **rotation)

@@ -45,6 +45,8 @@ class ServerSettings:
       the variable is unusable, raised when the storage is first used (a router with a
       bad one keeps routing and only loses its PSI gauges).
     - ``router_admin_token``: ``CHURN_ROUTER_ADMIN_TOKEN`` ("" : admin changes refused).
+    - ``environment``: the deployment environment a model server runs in (its
+      ``--environment``; "" : production's), which picks its own inference log.
     """
 
     home: Path = Path("data")
@@ -62,6 +64,7 @@ class ServerSettings:
     storage_options: Mapping[str, Any] = field(default_factory=dict)
     storage_error: str = ""
     router_admin_token: str = ""
+    environment: str = ""
 
     def _storage(self) -> str:
         if self.storage_error:

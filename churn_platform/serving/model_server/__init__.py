@@ -36,8 +36,10 @@ The variables are read once, by ``python -m churn_platform.serving``, into a
 ``ServerSettings`` that ``create_app`` takes.
 
 Every scored record is appended, with its probability, to a JSON-lines inference log
-(default ``$CHURN_HOME/inference_log/<version>.jsonl``) that the drift sensor reads;
-``serving.inference_log`` buffers, flushes and rotates it.
+(default ``$CHURN_HOME/inference_log/<version>.jsonl`` in production, which the drift
+sensor reads; ``$CHURN_HOME/inference_log/<environment>/<version>.jsonl`` for a server
+started with another ``--environment``); ``serving.inference_log`` buffers, flushes and
+rotates it.
 
 Fault injection (tests and demos): ``CHURN_FAULT_RATE=0.5`` makes that fraction of
 ``/predict`` requests fail deliberately with a 500 (counted as 5xx like a real

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 
 from churn_platform.core.rollout import EnvironmentState, ServedVersion
+from churn_platform.serving.inference_log import inference_log_file, remove_inference_log
 from churn_platform.targets.local.process import bind_socket, is_running, stop_process
 from churn_platform.targets.local.prometheus import FileSdTargets
 from churn_platform.targets.local.router import RouterManager
@@ -126,8 +127,12 @@ class LocalProcessTarget:
             tracking_uri = self.tracking_uri or (existing or {}).get("tracking_uri")
             if tracking_uri:
                 env["MLFLOW_TRACKING_URI"] = tracking_uri
-            if self.inference_log_dir:
-                args += ["--inference-log", str(self.inference_log_dir / f"{version}.jsonl")]
+            # each environment its own log: staging checks stay out of production's drift
+            # input, and no two processes append to (and rotate) one file
+            args += ["--environment", environment]
+            log = self._inference_log(environment, version, existing)
+            if log:
+                args += ["--inference-log", log]
             record = self.supervisor.start(
                 args,
                 bind_socket(self.host, 0),
@@ -138,7 +143,11 @@ class LocalProcessTarget:
             )
             record.model_uri = model_uri
             record.weight = existing["weight"] if existing else 0
-            state["versions"][version] = {**record.__dict__, "tracking_uri": tracking_uri or ""}
+            state["versions"][version] = {
+                **record.__dict__,
+                "tracking_uri": tracking_uri or "",
+                "inference_log": log,
+            }
             self.routers.push_table(router["url"], state)
             return self._served(version, state["versions"][version])
 
@@ -181,7 +190,8 @@ class LocalProcessTarget:
         return EnvironmentState(environment, endpoint, versions)
 
     def retire(self, environment: str, version: str) -> None:
-        """Stop ``version``'s server; it must carry 0% of the traffic."""
+        """Stop ``version``'s server and delete its inference log in ``environment`` (raw
+        customer rows nobody reads once it is retired); it must carry 0% of the traffic."""
         version = str(version)
         with self._locked(environment) as state:
             rec = state["versions"].get(version)
@@ -197,6 +207,8 @@ class LocalProcessTarget:
             if router and is_running(router.get("pid")):
                 self.routers.push_table(router["url"], state)
             stop_process(rec["pid"])
+            if rec.get("inference_log"):
+                remove_inference_log(Path(rec["inference_log"]))
 
     # -------- beyond the protocol
 
@@ -300,6 +312,16 @@ class LocalProcessTarget:
         return out
 
     # -------- internals
+
+    def _inference_log(
+        self, environment: str, version: str, existing: Mapping[str, Any] | None
+    ) -> str:
+        """The log file ``version``'s server in ``environment`` writes: under
+        ``inference_log_dir``, else the one recorded when it was first deployed (``restore``
+        from another process), else "" (the server's default for its environment)."""
+        if self.inference_log_dir:
+            return str(inference_log_file(self.inference_log_dir, version, environment))
+        return str((existing or {}).get("inference_log") or "")
 
     def _served(self, version: str, rec: Mapping[str, Any]) -> ServedVersion:
         return ServedVersion(version, rec["model_uri"], rec["url"], int(rec["weight"]))

@@ -1,0 +1,55 @@
+"""Values outside the spec's ranges, counted per field (issue #27, point 8).
+
+A scored record may carry a value the model was never trained on (``last_login_hour: 99``):
+the model still answers, so the server counts it rather than refusing it. The request path
+calls ``out_of_range_counts(records, spec)`` after the schema check and, for each field,
+increments ``OutOfRangeCounter.counter`` (``churn_out_of_range_values_total{field}``) and
+adds the counts to the inference-log line (``out_of_range``). A null is not out of range
+(the spec's null rules say what nulls may be); a value of the wrong type is the schema's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter
+
+from churn_platform.core.spec import Spec
+
+OUT_OF_RANGE_METRIC = "churn_out_of_range_values"
+
+
+def out_of_range_counts(records: Sequence[Mapping[str, Any]], spec: Spec) -> dict[str, int]:
+    """Field -> how many of ``records`` hold a number outside its ``range`` in ``spec``
+    (fields without a range, nulls and non-numbers are not counted; zero counts left out)."""
+    bounded = {
+        name: feature.range for name, feature in spec.features.items() if feature.range is not None
+    }
+    counts: dict[str, int] = {}
+    for record in records:
+        for name, (low, high) in bounded.items():
+            value = record.get(name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                continue
+            if (low is not None and value < low) or (high is not None and value > high):
+                counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+class OutOfRangeCounter:
+    """The Prometheus counter of out-of-range values per field, in a server's registry."""
+
+    def __init__(self, registry: CollectorRegistry, version: str) -> None:
+        self.counter = Counter(
+            OUT_OF_RANGE_METRIC,
+            "Scored values outside the range of the model's spec, per field",
+            ["model_version", "field"],
+            registry=registry,
+        )
+        self.version = version
+
+    def count(self, counts: Mapping[str, int]) -> None:
+        """Add one request's ``out_of_range_counts``."""
+        for field, n in counts.items():
+            self.counter.labels(self.version, field).inc(n)
