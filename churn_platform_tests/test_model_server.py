@@ -332,3 +332,21 @@ def test_the_cli_reads_the_serving_variables_once_into_server_settings(
     bad = server_settings({**env, "CHURN_STORAGE_URL": "ftp://host/x"})
     with pytest.raises(ValueError, match="CHURN_STORAGE_URL"):
         bad.storage_root()
+
+
+def test_a_value_outside_the_specs_range_is_scored_and_counted(
+    server: RunningServer,
+    registered_models: RegisteredModels,
+) -> None:
+    """``last_login_hour: 99`` is outside the spec's range: the model still answers, and the
+    server counts it per field (it used to score it silently)."""
+    key = (
+        "churn_out_of_range_values_total",
+        (("field", "last_login_hour"), ("model_version", "1")),
+    )
+    before = samples(server.url).get(key, 0.0)
+    records = to_records(registered_models.rows.head(2))
+    records[0]["last_login_hour"] = 99
+    answer = httpx.post(server.url + "/predict", json={"records": records})
+    assert answer.status_code == 200 and len(answer.json()["probabilities"]) == 2
+    assert samples(server.url).get(key, 0.0) == before + 1

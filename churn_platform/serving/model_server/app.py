@@ -29,6 +29,7 @@ from churn_platform.serving.model_server.answers import (
 from churn_platform.serving.model_server.batching import MAX_BATCH_ROWS
 from churn_platform.serving.model_server.faults import FaultInjector
 from churn_platform.serving.model_server.instruments import ServerMetrics
+from churn_platform.serving.model_server.ranges import out_of_range_counts
 from churn_platform.serving.model_server.schema import InputError, InputSchema
 from churn_platform.serving.model_server.service import ModelService
 from churn_platform.serving.request_guard import RequestGuard
@@ -120,6 +121,8 @@ async def _answer(
         return answers.timed_out(exc)
     except InputError as exc:
         return answers.refused(exc)
+    if schema.ranges is not None:  # scored, but counted: values the model was never trained on
+        service.out_of_range.count(out_of_range_counts(records, schema.ranges))
     return answers.scored(await service.score(records, values))
 
 

@@ -2,9 +2,8 @@
 
 A scored record may carry a value the model was never trained on (``last_login_hour: 99``):
 the model still answers, so the server counts it rather than refusing it. The request path
-calls ``out_of_range_counts(records, spec)`` after the schema check and, for each field,
-increments ``OutOfRangeCounter.counter`` (``churn_out_of_range_values_total{field}``) and
-adds the counts to the inference-log line (``out_of_range``). A null is not out of range
+(``model_server.app``) calls ``out_of_range_counts(records, spec)`` after the schema check
+and adds them to ``OutOfRangeCounter`` (``churn_out_of_range_values_total{field}``). A null is not out of range
 (the spec's null rules say what nulls may be); a value of the wrong type is the schema's.
 """
 

@@ -76,15 +76,20 @@ class InputSchema:
     """Checks JSON records and turns them into the DataFrame the model was trained on.
 
     ``spec`` is the table spec the columns came from (None when built from a signature
-    or by hand); the server reports its hash on ``/health``.
+    or by hand); the server reports its hash on ``/health``. ``ranges`` is the spec whose
+    feature ranges the served values are counted against (default ``spec``; for a model
+    logged before specs, the spec it was trained on).
     """
 
-    def __init__(self, columns: Sequence[Column], spec: Spec | None = None) -> None:
+    def __init__(
+        self, columns: Sequence[Column], spec: Spec | None = None, ranges: Spec | None = None
+    ) -> None:
         if not columns:
             raise ValueError("InputSchema needs at least one column")
         self.columns = tuple(columns)
         self.by_name = {c.name: c for c in self.columns}
         self.spec = spec
+        self.ranges = ranges or spec
         self._expected = ", ".join(c.describe() for c in self.columns)
 
     @classmethod
@@ -130,7 +135,7 @@ class InputSchema:
         order = names + [c.name for c in self.columns if c.name not in set(names)]
         if order == [c.name for c in self.columns]:
             return self
-        return InputSchema([self.by_name[n] for n in order], self.spec)
+        return InputSchema([self.by_name[n] for n in order], self.spec, self.ranges)
 
     def example_field(self) -> tuple[str, str]:
         """(a real column, a JSON value it takes): what error messages show as an example."""
@@ -174,7 +179,7 @@ class InputSchema:
                 )
             kind, dtype = _SIGNATURE_KINDS[type_name]
             columns.append(Column(column.name, kind, dtype))
-        return cls(columns)
+        return cls(columns, ranges=spec)
 
     def records_from_payload(self, payload: Any) -> list[Mapping[str, Any]]:
         """The list of records in a parsed JSON body, or an ``InputError`` saying what to send."""

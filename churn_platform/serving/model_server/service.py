@@ -11,6 +11,7 @@ from churn_platform.serving.model_server.batching import MicroBatcher
 from churn_platform.serving.model_server.faults import FaultInjector
 from churn_platform.serving.model_server.instruments import ServerMetrics
 from churn_platform.serving.model_server.loading import load_model
+from churn_platform.serving.model_server.ranges import OutOfRangeCounter
 from churn_platform.serving.model_server.schema import InputSchema
 from churn_platform.serving.model_server.scoring import Scored, scoring_failure
 
@@ -41,6 +42,7 @@ class ModelService:
         self.model_uri = model_uri
         self.version = version
         self.metrics = metrics
+        self.out_of_range = OutOfRangeCounter(metrics.registry, metrics.version)
         self.log = log
         self.faults = faults
         self.max_batch_rows = max_batch_rows
