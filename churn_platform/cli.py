@@ -16,6 +16,7 @@ import dataclasses
 import os
 import shutil
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +64,10 @@ def summary(
     result: Any, registry: Any, target: Any, run_id: str, model: ModelConfig | None = None
 ) -> list[str]:
     """The closing lines of a run of ``model``'s job (default: the unprefixed churn model)."""
-    names = ("evaluation_report", "production_deployment")
-    report_key, release_key = ("/".join(model.key(a)) for a in names) if model else names
+    names = ("evaluation_report", "staging_deployment", "production_deployment")
+    report_key, staging_key, release_key = (
+        ("/".join(model.key(a)) for a in names) if model else names
+    )
     lines = [f"run {run_id}: {'SUCCESS' if result.success else 'FAILED'}"]
     done = sorted(
         {
@@ -81,6 +84,9 @@ def summary(
         lines.append(
             f"gate decision: {verdict} (challenger v{report.challenger_version}): {report.reason}"
         )
+    if staging_key in done:
+        staged = result.output_for_node(staging_key.replace("/", "__"))
+        lines += staging_lines(staged.candidate, target.state(r.STAGING).weights())
     if release_key in done:
         release = result.output_for_node(release_key.replace("/", "__"))
         lines.append(canary.release_line(dataclasses.asdict(release)))
@@ -89,6 +95,20 @@ def summary(
     lines.append(f"MLflow UI: mlflow ui --backend-store-uri {registry.uri()}")
     lines.append("stop the model servers: python -m churn_platform.serving stop")
     return lines
+
+
+def staging_lines(staged: str | None, now: Mapping[str, int]) -> list[str]:
+    """What the run staged, said against what staging holds now (``now``: version -> weight):
+    a later run may have replaced the candidate since."""
+    if not staged:
+        return []
+    if staged in now:
+        return [f"staged: v{staged} (staging holds {', '.join('v' + v for v in now)})"]
+    held = ", ".join("v" + v for v in now) or "nothing"
+    return [
+        f"staged: v{staged}, no longer in staging (staging now holds {held}: a later run "
+        "replaced it; the production step releases this run's own version or says why not)"
+    ]
 
 
 def _serving_lines(registry: Any, target: Any) -> list[str]:

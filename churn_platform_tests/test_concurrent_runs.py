@@ -134,6 +134,11 @@ def test_two_concurrent_runs_each_release_their_own_model_or_say_why_not(home: P
             report = _materialization(instance, run, "evaluation_report")
             assert str(report["challenger_version"]) == own, out
             staging = _materialization(instance, run, "staging_deployment")
+            # the summary says what the run staged, against what staging holds when it ends
+            # (a later run may have replaced it), and staging's notes name a newer candidate
+            if staging.get("candidate_version"):
+                assert re.search(rf"^  staged: v{staging['candidate_version']}\b", out, re.M), out
+                assert "notes" in staging, staging
             production = _materialization(instance, run, "production_deployment")
             candidate = str(production["candidate_version"])
             if candidate == "none":  # nothing shipped: the run says why

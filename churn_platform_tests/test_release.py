@@ -270,3 +270,30 @@ def test_a_champion_that_is_not_running_is_started_before_the_canary():
 @pytest.mark.parametrize("promote", [True, False])
 def test_evaluation_decision_names_its_verdict(promote):
     assert decision("2", promote).verdict == ("promote" if promote else "keep")
+
+
+def test_staging_an_older_candidate_notes_the_newer_one_it_replaced():
+    """Two runs at once (issue 27, point 7): the run whose older v2 stages after another run
+    staged v3 says so in its notes instead of replacing v3 silently."""
+    target = MemoryTarget(staging={"1": 100, "3": 0})
+    registry = MemoryRegistry(champion="1", challenger="3")
+    staged = stage(target, registry, decision("2"), passing)
+    assert target.envs[r.STAGING] == {"1": 100, "2": 0}
+    assert len(staged.notes) == 2, staged.notes
+    assert "replaced v3 in staging, newer than this run's v2" in staged.notes[0]
+    assert "challenger alias names v3" in staged.notes[1]
+
+
+def test_staging_the_newest_candidate_has_no_notes():
+    target = MemoryTarget(staging={"1": 100, "2": 0})
+    registry = MemoryRegistry(champion="1", challenger="3")
+    assert stage(target, registry, decision("3"), passing).notes == ()
+
+
+def test_the_run_summary_says_when_its_staged_version_left_staging():
+    from churn_platform.cli import staging_lines
+
+    assert staging_lines("2", {"1": 100, "2": 0}) == ["staged: v2 (staging holds v1, v2)"]
+    (line,) = staging_lines("2", {"1": 100, "3": 0})
+    assert line.startswith("staged: v2, no longer in staging (staging now holds v1, v3")
+    assert staging_lines(None, {"1": 100}) == []

@@ -58,6 +58,7 @@ def staging_metadata(staged: release.Staging) -> dict[str, Any]:
         "staging_endpoint": staged.state.endpoint,
         "weights": str(staged.state.weights()),
         "repaired": lines(staged.repairs),
+        "notes": lines(staged.notes),
     }
 
 

@@ -36,6 +36,7 @@ from churn_platform.core.canary import (
 )
 from churn_platform.core.model_checks import CheckOutcome
 from churn_platform.core.records import (
+    CHALLENGER,
     CHAMPION,
     DEPLOY,
     NO_ACTION,
@@ -115,6 +116,7 @@ class Staging:
     outcomes: tuple[CheckOutcome, ...]
     state: EnvironmentState
     repairs: tuple[str, ...] = ()  # what ``reconcile`` fixed before staging
+    notes: tuple[str, ...] = ()  # a newer candidate (another run's) replaced or waiting
 
     @property
     def failed(self) -> list[str]:
@@ -268,9 +270,10 @@ def stage(
         _ensure_running(target, registry, environment, champion)
     served = target.deploy(environment, candidate, decision.challenger_model_uri)
     target.set_weights(environment, {champion: 100, candidate: 0} if champion else {candidate: 100})
-    for version in target.state(environment).weights():
-        if version not in (champion, candidate):
-            target.retire(environment, version)
+    replaced = [v for v in target.state(environment).weights() if v not in (champion, candidate)]
+    for version in replaced:
+        target.retire(environment, version)
+    notes = staging_notes(candidate, replaced, registry.alias_version(CHALLENGER))
     try:
         outcomes = tuple(verify(served))
     except BaseException:
@@ -280,7 +283,27 @@ def stage(
         if champion:
             target.set_weights(environment, {champion: 100})
         target.retire(environment, candidate)
-    return Staging(served, champion, outcomes, target.state(environment), repairs)
+    return Staging(served, champion, outcomes, target.state(environment), repairs, notes)
+
+
+def staging_notes(
+    candidate: str, replaced: Sequence[str], challenger: str | None
+) -> tuple[str, ...]:
+    """Notes for a staging that is not about the newest candidate: ``replaced`` are the
+    versions this staging retired (an older candidate, or another run's newer one), and
+    ``challenger`` is the registry's challenger alias now."""
+    notes = [
+        f"replaced v{v} in staging, newer than this run's v{candidate} (another run staged it); "
+        f"run churn_retraining/churn_release for v{v}"
+        for v in replaced
+        if _newer(v, candidate)
+    ]
+    if challenger and challenger != candidate and _newer(challenger, candidate):
+        notes.append(
+            f"the challenger alias names v{challenger}, newer than the v{candidate} staged here; "
+            "this run does not ship it"
+        )
+    return tuple(notes)
 
 
 def nothing_to_release(staged: StagingResult, champion: str | None) -> str | None:
