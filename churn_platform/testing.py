@@ -77,7 +77,12 @@ def train_logistic(frame: pd.DataFrame, c: float) -> Any:
     return pipeline.fit(frame[list(s.MODEL_INPUT_COLUMNS)], frame[s.TARGET])
 
 
-def log_and_register(pipeline: Any, frame: pd.DataFrame, tracking_uri: str) -> str:
+def log_and_register(
+    pipeline: Any,
+    frame: pd.DataFrame,
+    tracking_uri: str,
+    pip_requirements: list[str] | None = None,
+) -> str:
     """Log ``pipeline`` as the platform does (``churn_flavor``: pyfunc answers P(churn)) with a
     signature and register it as ``churn_model``; return the version.
 
@@ -108,7 +113,8 @@ def log_and_register(pipeline: Any, frame: pd.DataFrame, tracking_uri: str) -> s
                 name="model",
                 signature=infer_signature(X, churn_flavor.ChurnProbability(pipeline).predict(X)),
                 input_example=X.head(2),
-                pip_requirements=[f"scikit-learn=={sklearn.__version__}", "pandas"],
+                pip_requirements=pip_requirements
+                or [f"scikit-learn=={sklearn.__version__}", "pandas"],
             )
         return register_verified(info.model_uri, MODEL_NAME, tracking_uri)
     finally:

@@ -47,7 +47,8 @@ def test_first_release_then_a_faulty_canary_rolls_back_to_the_running_champion(
     first = release_graph(instance, WEAK_MODEL, CANARY)
     found = checks(first)
     assert all(
-        found[("staging_deployment", n)].passed for n in ("health", "api_contract", "latency")
+        found[("staging_deployment", n)].passed
+        for n in ("health", "environment_parity", "api_contract", "latency")
     )
     parity = found[("staging_deployment", "online_offline_parity")]
     assert parity.passed and parity.metadata["max_abs_diff"].value <= 1e-9

@@ -41,6 +41,7 @@ def deployment_pool(model: ModelConfig) -> str:
 TRAFFIC_ROWS = 500  # holdout rows replayed as synthetic canary traffic (they cycle)
 STAGING_CHECKS = {
     r.HEALTH: "GET /health answers 200 once the model is loaded.",
+    r.ENVIRONMENT_PARITY: "The server's Python and packages match the model's logged pins.",
     r.API_CONTRACT: "Valid records get probabilities; a missing column gets a 4xx naming it.",
     r.LATENCY: "p95 latency of single-row predictions stays under the bound.",
     r.ONLINE_OFFLINE_PARITY: "The server's probabilities equal the offline pipeline's for the same rows.",
@@ -151,6 +152,7 @@ def _stage(
                 offline,
                 bounds,
                 release_probes.model_spec(served.model_uri, mlflow_registry.uri()),
+                release_probes.model_environment(served.model_uri, mlflow_registry.uri()),
             ),
         )
         for outcome in staged.outcomes:

@@ -30,6 +30,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 
 from churn_platform.core import records
+from churn_platform.core.environment import PINNED_PACKAGES
 from churn_platform.core.spec import MODEL_METADATA_KEY, Spec, spec_of_model_metadata
 from churn_platform.resources import churn_flavor
 from churn_platform.serving.model_server.loading import ARTIFACT_DIGEST_TAG, logged_model_digest
@@ -37,7 +38,6 @@ from churn_platform.settings import MODEL_NAME
 
 # Requirements pinned to the versions training ran with: the serving environment is the
 # training environment. Passing them also skips MLflow's slow requirement inference.
-_PINNED_PACKAGES = ("scikit-learn", "pandas", "numpy", "scipy", "skops", "mlflow", "pyarrow")
 
 
 @contextmanager
@@ -86,7 +86,7 @@ def owner_only_sqlite(uri: str) -> None:
 
 def pinned_requirements() -> list[str]:
     """``name==version`` for every package the saved pipeline needs to load and predict."""
-    return [f"{name}=={metadata.version(name)}" for name in _PINNED_PACKAGES]
+    return [f"{name}=={metadata.version(name)}" for name in PINNED_PACKAGES]
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from churn_platform.core.release import StagingChecks
 from churn_platform.core.spec import Spec
 from churn_platform.resources.mlflow_registry import _fluent_store
 from churn_platform.serving import integration
-from churn_platform.serving.model_server.loading import model_spec
+from churn_platform.serving.model_server.loading import model_requirements, model_spec
 from churn_platform.serving.traffic import TrafficGenerator
 
 
@@ -29,6 +29,14 @@ class ReleaseProbes(dg.ConfigurableResource):
         with _fluent_store(tracking_uri):
             return model_spec(model_uri)
 
+    def model_environment(
+        self, model_uri: str, tracking_uri: str
+    ) -> tuple[dict[str, str], str | None]:
+        """The package pins and Python ``model_uri`` was logged with (read from the store
+        at ``tracking_uri``)."""
+        with _fluent_store(tracking_uri):
+            return model_requirements(model_uri)
+
     def integration_checks(
         self,
         url: str,
@@ -36,14 +44,18 @@ class ReleaseProbes(dg.ConfigurableResource):
         offline: np.ndarray,
         bounds: StagingChecks,
         spec: Spec,
+        environment: tuple[dict[str, str], str | None] = ({}, None),
     ) -> list[CheckOutcome]:
-        """Health, API contract, latency and online/offline parity of the server at ``url``.
+        """Health, environment parity, API contract, latency and online/offline parity of
+        the server at ``url``.
 
         ``offline`` holds the offline pipeline's probabilities for ``rows``; requests hold
-        ``spec``'s features (the served model's spec).
+        ``spec``'s features (the served model's spec); ``environment`` is the model's
+        pins and Python (``model_environment``).
         """
         return [
             integration.health_check(url),
+            integration.environment_parity_check(url, *environment),
             integration.api_contract_check(url, rows, spec=spec),
             integration.latency_check(
                 url, rows, bounds.latency_requests, bounds.latency_p95_ms, spec=spec

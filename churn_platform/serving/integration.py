@@ -15,6 +15,7 @@ import httpx
 import numpy as np
 import pandas as pd
 
+from churn_platform.core.environment import parity_problems
 from churn_platform.core.model_checks import CheckOutcome
 from churn_platform.core.spec import Spec
 
@@ -53,6 +54,36 @@ def health_check(url: str, timeout: float = 5.0) -> CheckOutcome:
         passed=status == 200,
         description=f"GET {url}/health -> {status}",
         metadata={"status": status, "body": body, "url": url},
+    )
+
+
+def environment_parity_check(
+    url: str, required: dict[str, str], python: str | None, timeout: float = 5.0
+) -> CheckOutcome:
+    """The server's Python and packages (its ``/health`` ``environment``) match the model's
+    logged pins (``required``) and the Python it was trained on (``python``)."""
+    try:
+        response = httpx.get(f"{url}/health", timeout=timeout)
+        served = response.json().get("environment") or {}
+    except (httpx.HTTPError, ValueError, AttributeError) as exc:
+        served = {}
+        problems = [f"GET {url}/health gave no environment: {type(exc).__name__}: {exc}"]
+    else:
+        problems = parity_problems(required, python, served) if served else []
+        if not served:
+            problems = [f"GET {url}/health reports no environment (a server of another build?)"]
+    return CheckOutcome(
+        name="environment_parity",
+        passed=not problems,
+        description="; ".join(problems)
+        or f"server matches the model's {len(required)} pinned package(s) and Python {python}",
+        metadata={
+            "required": ", ".join(f"{k}=={v}" for k, v in sorted(required.items())),
+            "served": ", ".join(
+                f"{k}=={v}" for k, v in sorted((served.get("packages") or {}).items())
+            ),
+            "python": f"model {python}, server {served.get('python')}",
+        },
     )
 
 

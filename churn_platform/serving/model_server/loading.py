@@ -171,3 +171,27 @@ def load_model(model_uri: str, tracking_uri: str | None = None) -> tuple[Any, In
         pipeline = verified_pipeline(local, label, expected)
         info = Model.load(str(local)).get_model_info()
     return pipeline, schema_of_model_info(info).in_model_order(pipeline)
+
+
+def model_requirements(model_uri: str) -> tuple[dict[str, str], str | None]:
+    """The ``name==version`` pins of a logged model's ``requirements.txt`` and the Python of
+    its ``python_env.yaml`` (None when the model has none), read from the current MLflow
+    store."""
+    import mlflow
+    import yaml
+
+    from churn_platform.core.environment import parse_requirements
+
+    with tempfile.TemporaryDirectory(prefix="churn-env-") as dst:
+        path = mlflow.artifacts.download_artifacts(
+            artifact_uri=f"{model_uri.rstrip('/')}/requirements.txt", dst_path=dst
+        )
+        pins = parse_requirements(Path(path).read_text().splitlines())
+        try:
+            env = mlflow.artifacts.download_artifacts(
+                artifact_uri=f"{model_uri.rstrip('/')}/python_env.yaml", dst_path=dst
+            )
+        except Exception:  # noqa: BLE001 - a model logged without one: no Python to compare
+            return pins, None
+        python = (yaml.safe_load(Path(env).read_text()) or {}).get("python")
+    return pins, str(python) if python else None

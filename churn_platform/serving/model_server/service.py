@@ -7,6 +7,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from churn_platform.core.environment import environment_report
 from churn_platform.serving.model_server.batching import MicroBatcher
 from churn_platform.serving.model_server.faults import FaultInjector
 from churn_platform.serving.model_server.instruments import ServerMetrics
@@ -51,6 +52,7 @@ class ModelService:
         self.error = ""
         self.loaded = threading.Event()
         self.batcher: MicroBatcher | None = None
+        self.environment = environment_report()  # this process's Python and pinned packages
 
     def load(
         self,
@@ -119,4 +121,5 @@ class ModelService:
             "model_uri": self.model_uri,
             "spec_hash": schema.spec.short_hash if schema.spec is not None else None,
             "inputs": [c.name for c in schema.columns],
+            "environment": self.environment,
         }
