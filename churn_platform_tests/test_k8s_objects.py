@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import re
 import shutil
@@ -173,6 +174,48 @@ def test_deployment_command_matches_the_model_server_cli() -> None:
     with pytest.raises(SystemExit) as exit_info:
         serving_main.main(argv)  # argparse validates every option before --help exits
     assert exit_info.value.code == 0
+
+
+@pytest.mark.parametrize("storage", ["file", "object store"])
+def test_staging_and_production_pods_are_told_their_environment_and_log_apart(
+    storage: str, tmp_path: Path
+) -> None:
+    """Issue #27: a pod is told its environment as the local target tells its servers
+    (``--environment``), so the server it starts writes its inference log in that
+    environment's own place: a staging pod never into production's log, the drift
+    sensor's input, on a file or on the object store."""
+    from churn_platform.serving import __main__ as serving_main
+    from churn_platform.serving.inference_log import ObjectInferenceLog, default_inference_log_path
+    from churn_platform.serving.server_settings import ServerSettings
+
+    places = {}
+    for environment in ("staging", "production"):
+        dep, _ = _objects("4", environment)
+        (container,) = dep["spec"]["template"]["spec"]["containers"]
+        args = container["args"]
+        assert args[args.index("--environment") + 1] == environment
+        env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+        # what the pod's server does with its command line: the CLI's own parser
+        parsed = serving_main._parser().parse_args(container["command"][3:] + args)
+        assert parsed.environment == environment
+        settings = ServerSettings(home=tmp_path, environment=parsed.environment)
+        if storage == "file":
+            given = dataclasses.replace(settings, inference_log=Path(env["CHURN_INFERENCE_LOG"]))
+            places[environment] = str(default_inference_log_path(parsed.version, given))
+        else:  # batches on the object store, as open_inference_log opens them there
+            # (a folder stands in for the bucket)
+            log = ObjectInferenceLog(
+                tmp_path / "bucket", parsed.version, environment=settings.environment
+            )
+            places[environment] = str(log.folder.relative_to(tmp_path / "bucket"))
+            log.close()
+    if storage == "file":
+        assert places == {
+            "production": "/tmp/inference_log/4.jsonl",
+            "staging": "/tmp/inference_log/staging/4.jsonl",
+        }
+    else:
+        assert places == {"production": "inference_log/4", "staging": "inference_log/staging/4"}
 
 
 def test_deployment_meets_pod_security_restricted_and_has_a_startup_probe() -> None:

@@ -382,3 +382,46 @@ def test_a_model_server_logs_its_requests_to_the_bucket_and_the_sensor_window_se
         [float(r[s.MONTHLY_SPEND]) for r in records]
     )
     assert not (churn_home / "inference_log").exists()
+
+
+def test_a_model_server_logs_the_entity_and_request_ids_to_the_bucket(s3_url, moto_endpoint):
+    """Issue #23: each batch row carries the record's entity id (null without one) and its
+    request's id, beside the probability, version and served time; the sensor's window
+    reads them back as columns, the customer id never as a feature."""
+    from starlette.testclient import TestClient
+
+    from churn_platform.core import training
+    from churn_platform.serving.model_server.app import create_app
+    from churn_platform.serving.model_server.schema import InputSchema
+
+    rows = generate(SyntheticSpec(n_rows=600, seed=3))
+    pipeline = training.train(rows, training.TrainingConfig(max_iter=10), default_spec()).pipeline
+    app = create_app(
+        "models:/churn_model/5",
+        "5",
+        settings=_server_settings(s3_url),
+        model=pipeline,
+        input_schema=InputSchema.from_spec(default_spec()),
+    )
+    ids = [str(i) for i in rows[s.CUSTOMER_ID].head(6)]
+    records = [{s.CUSTOMER_ID: i, **r} for i, r in zip(ids, to_records(rows.head(6)), strict=True)]
+    records[5].pop(s.CUSTOMER_ID)
+    with TestClient(app) as client:
+        _wait_until(lambda: client.get("/health").status_code == 200, "the model")
+        given = client.post(
+            "/predict", json={"records": records[:3]}, headers={"X-Request-Id": "bucket-1"}
+        )
+        made = client.post("/invocations", json={"dataframe_records": records[3:]})
+        assert given.status_code == made.status_code == 200, (given.text, made.text)
+    made_id = made.headers["x-request-id"]
+    assert made.json()["request_id"] == made_id and made.json()["entity_ids"] == [*ids[3:5], None]
+    credentials = S3Credentials(
+        key=ACCESS_KEY_ID, secret=SECRET_ACCESS_KEY, endpoint_url=moto_endpoint, region=REGION
+    )
+    window = InferenceLogResource(storage_url=s3_url, s3=credentials).window("5", default_spec())
+    assert window["entity_id"].tolist() == [*ids[:5], None]
+    assert window["request_id"].tolist() == ["bucket-1"] * 3 + [made_id] * 3
+    scores = [*given.json()["probabilities"], *made.json()["predictions"]]
+    assert window["probability"].tolist() == pytest.approx(scores)
+    assert set(window["model_version"]) == {"5"} and window["ts"].notna().all()
+    assert s.CUSTOMER_ID not in window.columns

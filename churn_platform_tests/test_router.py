@@ -247,7 +247,7 @@ def test_router_speaks_mlflow_protocol_for_its_environment(
         ours = httpx.post(url + "/predict", json={"records": records}).json()["probabilities"]
         r = httpx.post(url + "/invocations", json={"dataframe_records": records})
         assert r.status_code == 200 and r.headers["x-model-version"] == "1"
-        assert r.json() == {"predictions": ours}
+        assert r.json() == {"predictions": ours, "request_id": r.headers["x-request-id"]}
         bad = httpx.post(url + "/invocations", json={"records": records})
         assert bad.status_code == 400 and bad.json()["error_code"] == "BAD_REQUEST"
 

@@ -311,7 +311,7 @@ def test_the_inference_log_holds_the_specs_columns(
     assert not {"signup_date", "tenure_months", "region"} & set(frame.columns)
     assert set(frame["plan"]) <= {"basic", "pro", "team"}
     empty = read_inference_log(server.inference_log.with_name("none"), spec)
-    assert list(empty.columns) == list(spec.feature_names)
+    assert list(empty.columns) == [*spec.feature_names, "entity_id", "request_id"]
 
 
 def test_input_schema_from_spec_takes_any_spec(spec: Spec) -> None:

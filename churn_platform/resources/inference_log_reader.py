@@ -32,7 +32,9 @@ class InferenceLogResource(dg.ConfigurableResource):
 
     def window(self, version: str, spec: Spec) -> pd.DataFrame:
         """The newest ``max_rows`` requests ``version`` scored (an empty frame when none),
-        with a column per feature of ``spec`` (``version``'s own spec)."""
+        with a column per feature of ``spec`` (``version``'s own spec) and the ids that join
+        a prediction to its outcome: ``entity_id`` (None where the request carried none)
+        and ``request_id``, beside ``probability``, ``model_version`` and ``ts``."""
         if self.storage_url:
             root = open_location(self.storage_url, self.s3.storage_options())
             return read_object_log(root, version, spec, self.max_rows)

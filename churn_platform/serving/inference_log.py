@@ -13,9 +13,14 @@ object store), what the drift sensor reads; any other environment's is
 ``inference_log/<environment>/<version>.jsonl`` (``inference_log/<environment>/<version>/``).
 A log file holds customer rows: it is created readable by its owner only (0600).
 
-A logged line is the record as the server accepted it, so it holds the features of the
-served model's own spec; readers given that ``spec`` return a frame with every one of its
-features as a column (None where a line lacks it).
+A logged line (or row) is the record as the server accepted it, so it holds the features
+of the served model's own spec, plus ``entity_id`` (the record's entity id as a string,
+null when it carried none; taken out of the record, never a model input), ``request_id``
+(the request's ``X-Request-Id``, given or generated, always set), ``probability``,
+``model_version`` and ``ts`` (the served time, Unix seconds): what joins a prediction to
+its outcome. Readers given that ``spec`` return a frame with every one of its features as
+a column (None where a line lacks it) and the ``entity_id`` and ``request_id`` columns
+(None in lines written before the ids were logged).
 
 The file log is buffered and flushed every ``LOG_FLUSH_RECORDS`` records, every
 ``LOG_FLUSH_SECONDS`` seconds, and at shutdown. A file reaching
@@ -38,6 +43,7 @@ from typing import Any
 import pandas as pd
 
 from churn_platform.core.spec import Spec
+from churn_platform.serving.request_ids import new_request_id
 from churn_platform.serving.server_settings import (
     DEFAULT_LOG_BACKUPS,
     DEFAULT_LOG_MAX_BYTES,
@@ -53,14 +59,46 @@ _LOG_FILE_MODE = 0o600
 # a batch object holds at most this many rows however the flush thresholds are set
 MAX_BUFFERED_ROWS = 100_000
 
-_TAIL_BYTES_PER_ROW = 400
+# a line is about 350 bytes with the shipped spec and the ids; the margin keeps max_rows whole
+_TAIL_BYTES_PER_ROW = 600
+#: The id columns of every logged row (beside ``probability``, ``model_version``, ``ts``).
+ID_COLUMNS = ("entity_id", "request_id")
+
+
+def _logged_rows(
+    records: Sequence[Mapping[str, Any]],
+    probabilities: Sequence[float],
+    version: str,
+    request_id: str | None,
+    entity_ids: Sequence[str | None] | None,
+) -> list[dict[str, Any]]:
+    """One row per record: its fields, its ids, its probability, the version and the time.
+    ``request_id`` None (a caller outside a server) gets a fresh one for this call;
+    ``entity_ids`` None means no record carried one."""
+    ts = round(time.time(), 3)
+    request = request_id or new_request_id()
+    ids = list(entity_ids) if entity_ids is not None else [None] * len(records)
+    if len(ids) != len(records):
+        raise ValueError(f"{len(ids)} entity ids for {len(records)} records")
+    return [
+        {
+            **r,
+            "entity_id": e,
+            "request_id": request,
+            "probability": p,
+            "model_version": version,
+            "ts": ts,
+        }
+        for r, p, e in zip(records, probabilities, ids, strict=True)
+    ]
 
 
 class InferenceLog:
     """Buffered JSON-lines log of scored records (what the drift sensor reads).
 
-    Each line is the record as received plus ``probability``, ``model_version`` and
-    ``ts`` (Unix seconds). Appends are in memory; the file is written in chunks.
+    Each line is the record as received plus ``entity_id``, ``request_id``,
+    ``probability``, ``model_version`` and ``ts`` (Unix seconds). Appends are in memory;
+    the file is written in chunks.
     """
 
     def __init__(
@@ -87,13 +125,18 @@ class InferenceLog:
         self._write_lock = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True)
 
-    def append(self, records: Sequence[Mapping[str, Any]], probabilities: Sequence[float]) -> None:
-        """Buffer one line per record; flush when the buffer is big or old enough."""
-        ts = round(time.time(), 3)
-        lines = [
-            json.dumps({**r, "probability": p, "model_version": self.version, "ts": ts})
-            for r, p in zip(records, probabilities, strict=True)
-        ]
+    def append(
+        self,
+        records: Sequence[Mapping[str, Any]],
+        probabilities: Sequence[float],
+        *,
+        request_id: str | None = None,
+        entity_ids: Sequence[str | None] | None = None,
+    ) -> None:
+        """Buffer one line per record of one request; flush when the buffer is big or old
+        enough."""
+        rows = _logged_rows(records, probabilities, self.version, request_id, entity_ids)
+        lines = [json.dumps(row) for row in rows]
         with self._lock:
             self._buffer.extend(lines)
             due = (
@@ -177,7 +220,8 @@ def default_inference_log_path(version: str, settings: ServerSettings) -> Path:
 
 def read_inference_log(path: Path, spec: Spec, max_rows: int = 5000) -> pd.DataFrame:
     """The newest ``max_rows`` scored requests in the log file ``path`` (an empty frame when
-    there are none), with a column per feature of ``spec`` (the served model's).
+    there are none), with a column per feature of ``spec`` (the served model's) and the
+    ``entity_id`` and ``request_id`` columns.
 
     Only the file's tail is read, so a sensor tick costs the same however long the log grew.
     A torn last line (a server mid-write) is ignored.
@@ -190,8 +234,9 @@ def read_inference_log(path: Path, spec: Spec, max_rows: int = 5000) -> pd.DataF
 
 
 def _with_features(frame: pd.DataFrame, spec: Spec) -> pd.DataFrame:
-    """``frame`` with a column for every feature of ``spec`` (None-filled where absent)."""
-    names = spec.feature_names
+    """``frame`` with a column for every feature of ``spec`` and each of ``ID_COLUMNS``
+    (None-filled where absent)."""
+    names = [*spec.feature_names, *ID_COLUMNS]
     if frame.empty and not len(frame.columns):
         return pd.DataFrame(columns=list(names))
     for col in names:
@@ -230,8 +275,8 @@ def object_log_folder(root: Path, version: str, environment: str = "") -> Path:
 class ObjectInferenceLog:
     """Scored records of one version as Parquet batch objects on an object store.
 
-    ``append`` buffers rows (the record as received plus ``probability``, ``model_version``
-    and ``ts``); a background thread writes the buffer as one object every ``flush_records``
+    ``append`` buffers rows (the record as received plus ``entity_id``, ``request_id``,
+    ``probability``, ``model_version`` and ``ts``); a background thread writes the buffer as one object every ``flush_records``
     rows or every ``flush_seconds`` seconds, whichever comes first, so a request never waits
     for a PUT. ``flush`` writes what is buffered now (the server calls it at shutdown).
     """
@@ -260,13 +305,17 @@ class ObjectInferenceLog:
         )
         self._thread.start()
 
-    def append(self, records: Sequence[Mapping[str, Any]], probabilities: Sequence[float]) -> None:
-        """Buffer one row per record; wake the writer when ``flush_records`` are waiting."""
-        ts = round(time.time(), 3)
-        rows = [
-            {**r, "probability": p, "model_version": self.version, "ts": ts}
-            for r, p in zip(records, probabilities, strict=True)
-        ]
+    def append(
+        self,
+        records: Sequence[Mapping[str, Any]],
+        probabilities: Sequence[float],
+        *,
+        request_id: str | None = None,
+        entity_ids: Sequence[str | None] | None = None,
+    ) -> None:
+        """Buffer one row per record of one request; wake the writer when
+        ``flush_records`` are waiting."""
+        rows = _logged_rows(records, probabilities, self.version, request_id, entity_ids)
         with self._lock:
             self._rows.extend(rows)
             due = len(self._rows) >= self._flush_records
@@ -310,8 +359,8 @@ class ObjectInferenceLog:
 
 def read_object_log(root: Path, version: str, spec: Spec, max_rows: int = 5000) -> pd.DataFrame:
     """The newest ``max_rows`` rows ``version``'s servers logged under ``root`` (empty frame
-    when none), with a column per feature of ``spec`` (the served model's). Only the
-    newest batches are read, so a tick costs the same however many batches there are
+    when none), with a column per feature of ``spec`` (the served model's) and the
+    ``entity_id`` and ``request_id`` columns. Only the newest batches are read, so a tick costs the same however many batches there are
     (apart from listing them)."""
     folder = object_log_folder(root, version)
     try:

@@ -18,6 +18,12 @@
   refuses bad input with MLflow's ``{"error_code": "BAD_REQUEST", "message": ...}`` (400,
   naming the field). See ``mlflow_protocol``. ``GET /ping`` and ``GET /version`` answer
   as MLflow's server does.
+- Ids (``serving.request_ids``): both scoring routes take an optional ``X-Request-Id``
+  header (else generate one) and answer it as ``X-Request-Id`` (and ``request_id`` in a
+  scored body); a record may carry the spec's entity id column (``customer_id``), taken
+  out before the check so it never reaches the model, echoed as ``entity_ids`` (one per
+  prediction, null for a record without one) when some record carried one. A bad request
+  id is a 400 naming the header, a bad entity id a 4xx naming the record and field.
 - ``GET /health``: 200 ``{"status": "ok"}`` once the model is loaded (with the model's
   ``spec_hash`` and ``inputs``, the columns a request must hold); 503 with
   ``"loading"`` before, or ``"failed"`` and the error if loading failed.
@@ -35,7 +41,8 @@
 The variables are read once, by ``python -m churn_platform.serving``, into a
 ``ServerSettings`` that ``create_app`` takes.
 
-Every scored record is appended, with its probability, to a JSON-lines inference log
+Every scored record is appended, with its entity id, request id and probability, to a
+JSON-lines inference log
 (default ``$CHURN_HOME/inference_log/<version>.jsonl`` in production, which the drift
 sensor reads; ``$CHURN_HOME/inference_log/<environment>/<version>.jsonl`` for a server
 started with another ``--environment``); ``serving.inference_log`` buffers, flushes and

@@ -31,8 +31,9 @@ from churn_platform.serving.model_server.faults import FaultInjector
 from churn_platform.serving.model_server.instruments import ServerMetrics
 from churn_platform.serving.model_server.ranges import out_of_range_counts
 from churn_platform.serving.model_server.schema import InputError, InputSchema
-from churn_platform.serving.model_server.service import ModelService
+from churn_platform.serving.model_server.service import Identity, ModelService
 from churn_platform.serving.request_guard import RequestGuard
+from churn_platform.serving.request_ids import request_id_of
 from churn_platform.serving.responses import json_response
 from churn_platform.serving.server_settings import ServerSettings
 
@@ -92,11 +93,20 @@ def create_app(
     return app
 
 
-async def _score(request: Request, answers: PredictAnswers | InvocationAnswers) -> Response:
-    """One scoring request: read, check, score, count and answer in ``answers``' protocol."""
+async def _score(
+    request: Request, protocol: type[PredictAnswers] | type[InvocationAnswers]
+) -> Response:
+    """One scoring request: read, check, score, count and answer in ``protocol``."""
     start = time.perf_counter()
     service: ModelService = request.app.state.service
-    answer = await _answer(request, service, answers)
+    try:
+        request_id = request_id_of(request.headers)
+    except ValueError as exc:
+        answers = protocol(service.version)
+        answer = answers.refused(InputError(str(exc), 400))
+    else:
+        answers = protocol(service.version, request_id)
+        answer = await _answer(request, service, answers, request_id)
     seconds = time.perf_counter() - start
     status = answer.status if answer.observed is None else answer.observed
     service.metrics.observe(status, seconds, answer.scores, path=answers.path)
@@ -104,7 +114,10 @@ async def _score(request: Request, answers: PredictAnswers | InvocationAnswers) 
 
 
 async def _answer(
-    request: Request, service: ModelService, answers: PredictAnswers | InvocationAnswers
+    request: Request,
+    service: ModelService,
+    answers: PredictAnswers | InvocationAnswers,
+    request_id: str,
 ) -> Answer:
     detail = service.not_ready()
     if detail:
@@ -113,7 +126,8 @@ async def _answer(
     try:
         settings: ServerSettings = request.app.state.settings
         body = await read_body(request, settings.max_body_bytes, settings.body_read_timeout_seconds)
-        records = answers.records(body, request.headers.get("content-type"), schema)
+        received = answers.records(body, request.headers.get("content-type"), schema)
+        records, entity_ids = schema.split_entity_ids(received)  # ids are never model inputs
         values = schema.check(records)
     except BodyTooLarge as exc:
         return answers.too_large(exc)
@@ -123,17 +137,18 @@ async def _answer(
         return answers.refused(exc)
     if schema.ranges is not None:  # scored, but counted: values the model was never trained on
         service.out_of_range.count(out_of_range_counts(records, schema.ranges))
-    return answers.scored(await service.score(records, values))
+    scored = await service.score(records, values, Identity(request_id, entity_ids))
+    return answers.scored(scored, entity_ids)
 
 
 async def predict(request: Request) -> Response:
     """``POST /predict``."""
-    return await _score(request, PredictAnswers(request.app.state.version))
+    return await _score(request, PredictAnswers)
 
 
 async def invocations(request: Request) -> Response:
     """``POST /invocations``: MLflow's protocol over the same model, validation and log."""
-    return await _score(request, InvocationAnswers(request.app.state.version))
+    return await _score(request, InvocationAnswers)
 
 
 async def health(request: Request) -> Response:

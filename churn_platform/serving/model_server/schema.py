@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from churn_platform.core.spec import Spec
+from churn_platform.serving.request_ids import entity_id_value
 
 MAX_RECORDS = 10_000
 
@@ -78,7 +79,9 @@ class InputSchema:
     ``spec`` is the table spec the columns came from (None when built from a signature
     or by hand); the server reports its hash on ``/health``. ``ranges`` is the spec whose
     feature ranges the served values are counted against (default ``spec``; for a model
-    logged before specs, the spec it was trained on).
+    logged before specs, the spec it was trained on). That spec's entity id column
+    (``entity_column``) is accepted in a record beside the model's inputs, never as one:
+    ``split_entity_ids`` takes it out before ``check``.
     """
 
     def __init__(
@@ -90,7 +93,16 @@ class InputSchema:
         self.by_name = {c.name: c for c in self.columns}
         self.spec = spec
         self.ranges = ranges or spec
+        source = self.ranges
+        # a model input of the same name (an old signature's) stays an input, not an id
+        self.entity_column = (
+            source.id_column
+            if source is not None and source.id_column not in self.by_name
+            else None
+        )
         self._expected = ", ".join(c.describe() for c in self.columns)
+        if self.entity_column:
+            self._expected += f", and optionally the entity id {self.entity_column}"
 
     @classmethod
     def from_spec(cls, spec: Spec) -> InputSchema:
@@ -215,6 +227,28 @@ class InputSchema:
                 413,
             )
         return records
+
+    def split_entity_ids(self, records: Sequence[Any]) -> tuple[list[Any], list[str | None]]:
+        """``records`` without the entity id field, and each record's entity id (a string,
+        or None where it has none); an id that is not a string or whole number is an
+        ``InputError`` naming the record and field. A record that is not an object is
+        passed on unchanged (``check`` refuses it)."""
+        column = self.entity_column
+        if column is None:
+            return list(records), [None] * len(records)
+        stripped: list[Any] = []
+        ids: list[str | None] = []
+        for i, record in enumerate(records):
+            if not isinstance(record, dict) or column not in record:
+                stripped.append(record)
+                ids.append(None)
+                continue
+            try:
+                ids.append(entity_id_value(record[column], f"records[{i}].{column}"))
+            except ValueError as exc:
+                raise InputError(str(exc)) from None
+            stripped.append({k: v for k, v in record.items() if k != column})
+        return stripped, ids
 
     def check(self, records: Sequence[Any]) -> dict[str, list[Any]]:
         """Validate ``records``; return their values column by column (checked, converted)."""

@@ -4,8 +4,8 @@ micro-batcher, fault injection and the inference log; what the routes call."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
-from typing import Any, Protocol
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple, Protocol
 
 from churn_platform.core.environment import environment_report
 from churn_platform.serving.model_server.batching import MicroBatcher
@@ -17,11 +17,25 @@ from churn_platform.serving.model_server.schema import InputSchema
 from churn_platform.serving.model_server.scoring import Scored, scoring_failure
 
 
+class Identity(NamedTuple):
+    """Who a request is about: its request id and each record's entity id (None: none)."""
+
+    request_id: str
+    entity_ids: list[str | None]
+
+
 class ScoredLog(Protocol):
     """Where scored records go (a JSON-lines file, or batch objects on an object store)."""
 
-    def append(self, records: list[Mapping[str, Any]], probabilities: list[float]) -> None:
-        """Take one request's records and their probabilities."""
+    def append(
+        self,
+        records: list[Mapping[str, Any]],
+        probabilities: list[float],
+        *,
+        request_id: str | None = None,
+        entity_ids: Sequence[str | None] | None = None,
+    ) -> None:
+        """Take one request's records, their probabilities and ids."""
 
     def flush(self) -> None:
         """Write what is buffered."""
@@ -85,8 +99,11 @@ class ModelService:
         assert self.schema is not None
         return self.schema
 
-    async def score(self, records: list[Mapping[str, Any]], values: dict[str, list[Any]]) -> Scored:
-        """Score checked records (injected faults first), and log what was scored."""
+    async def score(
+        self, records: list[Mapping[str, Any]], values: dict[str, list[Any]], identity: Identity
+    ) -> Scored:
+        """Score checked records (injected faults first), and log what was scored with the
+        request's ``identity``."""
         fault = self.faults.fault()
         if fault is not None:
             return Scored(None, 500, fault)
@@ -99,7 +116,12 @@ class ModelService:
             scores = await self.batcher.score(values, len(records))
         except Exception as exc:
             return scoring_failure(exc, values, self.version)
-        self.log.append(records, scores.tolist())
+        self.log.append(
+            records,
+            scores.tolist(),
+            request_id=identity.request_id,
+            entity_ids=identity.entity_ids,
+        )
         return Scored(scores)
 
     async def stop(self) -> None:

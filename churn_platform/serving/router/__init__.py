@@ -17,6 +17,9 @@ and any window of 100 requests follows the weights to within one request).
   generates one per environment into its state file, mode 0600): without it the answer is
   401 (403 when the router has no token) and the table is unchanged.
 - ``POST /invocations``: MLflow's scoring protocol, forwarded like ``/predict``.
+- Both scoring routes forward the client's ``X-Request-Id`` (checked: a bad one is a 400
+  naming the header) or one the router generates to the model server, and answer it as
+  ``X-Request-Id``, so the server's inference log and the router's answer agree.
 - ``GET /health``, ``GET /ping``: 200 while some version carries traffic, else 503;
   ``GET /version``: the MLflow version (what ``mlflow models serve`` answers).
 - ``GET /-/health``: 200 with the table (the process is up, whatever the weights).

@@ -19,6 +19,7 @@ from churn_platform.serving.http_limits import BodyTimeout, BodyTooLarge, read_b
 from churn_platform.serving.mlflow_protocol import mlflow_version_text
 from churn_platform.serving.monitoring import RouterGauges, default_psi_location, read_psi_text
 from churn_platform.serving.request_guard import RequestGuard
+from churn_platform.serving.request_ids import request_id_of
 from churn_platform.serving.responses import json_response
 from churn_platform.serving.router import admin, forwarding
 from churn_platform.serving.router.table import (
@@ -117,21 +118,28 @@ def create_router_app(
 
 async def _forward(request: Request, path: str) -> Response:
     router: RouterState = request.app.state.router
+    try:  # the client's id, or a new one: the server logs the request under it
+        request_id = request_id_of(request.headers)
+    except ValueError as exc:
+        router.routed.labels("none", "400").inc()
+        return forwarding.bad_request_id(path, str(exc))
     backend = router.balancer.pick()
     if backend is None:
         router.routed.labels("none", "503").inc()
-        return forwarding.no_traffic(path)
+        return forwarding.no_traffic(path, request_id)
     settings = router.settings
     try:
         body = await read_body(request, settings.max_body_bytes, settings.body_read_timeout_seconds)
     except BodyTooLarge as exc:
         router.routed.labels(backend.version, "413").inc()
-        return forwarding.too_large(path, str(exc))
+        return forwarding.too_large(path, str(exc), request_id)
     except BodyTimeout as exc:
         router.routed.labels(backend.version, "408").inc()
-        return forwarding.timed_out(path, str(exc))
+        return forwarding.timed_out(path, str(exc), request_id)
     assert router.client is not None
-    status, answer = await forwarding.forward(router.client, backend, path, request, body)
+    status, answer = await forwarding.forward(
+        router.client, backend, path, request, body, request_id
+    )
     router.routed.labels(backend.version, status).inc()
     return answer
 

@@ -12,6 +12,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+
+from churn_platform.serving.inference_log import inference_log_file
 
 __all__ = [
     "APP_NAME",
@@ -110,22 +113,40 @@ STORAGE_SECRET_KEYS = (
 )
 
 
-def writable_env(version: str) -> dict[str, str]:
-    """Environment pointing everything the server writes at ``/tmp`` (the only writable path)."""
+def writable_env(version: str, environment: str) -> dict[str, str]:
+    """Environment pointing everything the server writes at ``/tmp`` (the only writable path).
+
+    The inference log file is ``environment``'s own, as on the local target
+    (``/tmp/inference_log/<version>.jsonl`` in production, the drift sensor's place,
+    ``/tmp/inference_log/<environment>/<version>.jsonl`` elsewhere).
+    """
+    log = inference_log_file(
+        Path(WRITABLE_DIR) / "inference_log", validate_version(version), environment
+    )
     return {
         "HOME": WRITABLE_DIR,
         "CHURN_HOME": f"{WRITABLE_DIR}/churn",
-        "CHURN_INFERENCE_LOG": f"{WRITABLE_DIR}/inference_log/{validate_version(version)}.jsonl",
+        "CHURN_INFERENCE_LOG": str(log),
     }
 
 
-def server_args(model_uri: str, version: str, port: int = HTTP_PORT) -> list[str]:
-    """Options for ``python -m churn_platform.serving model-server`` in the container."""
+def server_args(
+    model_uri: str, version: str, *, environment: str, port: int = HTTP_PORT
+) -> list[str]:
+    """Options for ``python -m churn_platform.serving model-server`` in the container.
+
+    ``--environment`` tells the server where it runs, as the local target does: a staging
+    server's inference log (a file, or batches on the object store) never lands in
+    production's, which the drift sensor reads.
+    """
+    _check_dns_label("environment", environment)
     return [
         "--model-uri",
         model_uri,
         "--version",
         version,
+        "--environment",
+        environment,
         "--host",
         "0.0.0.0",
         "--port",
@@ -194,7 +215,7 @@ def _labels(version: str, environment: str, model_name: str, name: str) -> dict[
     }
 
 
-def _container_env(version: str, model_uri: str, spec: ServingSpec) -> list[dict]:
+def _container_env(version: str, model_uri: str, spec: ServingSpec, environment: str) -> list[dict]:
     """The model-server container's environment: store, model, writable paths, extras and
     the optional object-store credentials (each key optional in the Secret)."""
     return [
@@ -202,7 +223,7 @@ def _container_env(version: str, model_uri: str, spec: ServingSpec) -> list[dict
         {"name": "OMP_NUM_THREADS", "value": "1"},
         {"name": "MODEL_URI", "value": model_uri},
         {"name": "MODEL_VERSION", "value": version},
-        *({"name": k, "value": v} for k, v in writable_env(version).items()),
+        *({"name": k, "value": v} for k, v in writable_env(version, environment).items()),
         *({"name": k, "value": str(v)} for k, v in sorted(spec.extra_env.items())),
         *(
             {
@@ -225,15 +246,15 @@ def _probe(period_seconds: int, failure_threshold: int) -> dict:
     }
 
 
-def _container(version: str, model_uri: str, spec: ServingSpec) -> dict:
+def _container(version: str, model_uri: str, spec: ServingSpec, environment: str) -> dict:
     """The model-server container: probes on ``/health``, resources, a read-only root."""
     return {
         "name": "model-server",
         "image": spec.image,
         "imagePullPolicy": spec.image_pull_policy,
         "command": list(SERVER_COMMAND),
-        "args": server_args(model_uri, version),
-        "env": _container_env(version, model_uri, spec),
+        "args": server_args(model_uri, version, environment=environment),
+        "env": _container_env(version, model_uri, spec, environment),
         "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}],
         # Liveness and readiness start only once this succeeds, so a slow model load
         # (artefacts downloaded from MLflow) is not killed by the liveness probe.
@@ -326,7 +347,7 @@ def deployment(
                         ANNOTATION_MODEL_URI: model_uri,
                     },
                 },
-                "spec": _pod_spec(_container(version, model_uri, spec), spec),
+                "spec": _pod_spec(_container(version, model_uri, spec, environment), spec),
             },
         },
     }
