@@ -78,3 +78,18 @@ def test_calibrator_round_trips_as_json_and_rejects_bad_artefacts() -> None:
         cbpe.IsotonicCalibrator.from_dict({"kind": "isotonic", "x": [0.1]})
     with pytest.raises(ValueError, match="scores must be finite"):
         cal.apply(np.array([0.2, np.nan]))
+
+
+def test_the_binned_estimate_stays_within_its_bound_of_the_exact_one() -> None:
+    rng = np.random.default_rng(5)
+    c = rng.beta(2, 5, 50_000)
+    s = np.clip(c + rng.normal(0, 0.05, c.size), 0, 1)
+    for scores in (None, s):
+        exact = cbpe.estimate_auc(c, scores)
+        for bins in (16, 1024, 2**16):
+            binned, bound = cbpe.estimate_auc_binned(c, scores, bins)
+            assert exact is not None and binned is not None
+            assert abs(binned - exact) <= bound + 1e-12
+        assert bound < 1e-4  # 65,536 bins
+    coarse, coarse_bound = cbpe.estimate_auc_binned(c, None, 4)
+    assert coarse_bound > 0.01 and coarse is not None

@@ -234,3 +234,17 @@ def test_bad_settings_name_the_setting() -> None:
         perf.PerformanceSettings(label_delay_days=-1)
     with pytest.raises(ValueError, match="min_match_rate"):
         perf.PerformanceSettings(min_match_rate=2.0)
+
+
+def test_the_grouped_delong_interval_equals_the_textbook_one() -> None:
+    from churn_platform.core.metrics import _structural_components
+
+    rng = np.random.default_rng(4)
+    y = (rng.random(3000) < 0.3).astype(int)
+    p = np.round(0.3 * y + rng.random(3000), 2)  # many ties
+    aucs, v_pos, v_neg = _structural_components(y.astype(bool), p[None, :])
+    var = np.var(v_pos[0], ddof=1) / v_pos.shape[1] + np.var(v_neg[0], ddof=1) / v_neg.shape[1]
+    half = 1.959963984540054 * np.sqrt(var)
+    lower, upper = perf.delong_interval(y, p, 0.95)
+    assert lower == pytest.approx(aucs[0] - half, abs=1e-12)
+    assert upper == pytest.approx(aucs[0] + half, abs=1e-12)

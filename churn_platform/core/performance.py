@@ -37,7 +37,7 @@ import pandas as pd
 from scipy import stats
 from sklearn.metrics import roc_auc_score
 
-from churn_platform.core.metrics import _structural_components, bootstrap_auc_ci
+from churn_platform.core.metrics import bootstrap_auc_ci
 from churn_platform.core.slices import SliceResult, default_slices, slice_aucs
 from churn_platform.core.spec import Spec
 
@@ -136,7 +136,7 @@ def outcomes_frame(frame: pd.DataFrame) -> pd.DataFrame:
         )
     return pd.DataFrame(
         {
-            "entity_id": frame["entity_id"].astype(str).to_numpy(),
+            "entity_id": _as_text_or_null(frame["entity_id"]).reset_index(drop=True),
             "outcome": outcome.to_numpy(dtype=np.int8),
             "known_ts": _unix_seconds(frame["known_ts"], "outcomes column 'known_ts'"),
         }
@@ -178,31 +178,82 @@ class Joined:
     n_without_id: int  # of those, without an entity id (never joinable)
 
 
+def _is_arrow_text(values: pd.Series) -> bool:
+    dtype = values.dtype
+    return (isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow") or (
+        isinstance(dtype, pd.ArrowDtype) and "string" in str(dtype)
+    )
+
+
+def _codes(*columns: pd.Series) -> list[np.ndarray]:
+    """One integer code per distinct text across ``columns`` (int64, -1 for null), one array
+    per column. Arrow strings are encoded by Arrow (no Python objects); others by pandas."""
+    if all(_is_arrow_text(c) for c in columns):
+        import pyarrow as pa
+
+        chunks = [
+            chunk.cast(pa.string())
+            for c in columns
+            for chunk in c.array.__arrow_array__().chunks  # type: ignore[union-attr]
+        ]
+        encoded = pa.chunked_array(chunks, type=pa.string()).dictionary_encode()
+        indices = pa.chunked_array([ch.indices for ch in encoded.chunks]).combine_chunks()
+        codes = indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+    else:
+        joined = (
+            np.concatenate([c.to_numpy(dtype=object, na_value=None) for c in columns])
+            if len(columns) > 1
+            else columns[0].to_numpy(dtype=object, na_value=None)
+        )
+        as_text = pd.Series(joined, dtype=object)
+        as_text = as_text.where(as_text.isna(), as_text.astype(str))
+        codes = pd.factorize(as_text, sort=False)[0].astype(np.int64)
+    out, at = [], 0
+    for c in columns:
+        out.append(codes[at : at + len(c)])
+        at += len(c)
+    return out
+
+
+def _latest(
+    predictions: pd.DataFrame, entity: np.ndarray, start: int, end: int
+) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """Positions (sorted) of the latest prediction per version and customer in [start, end),
+    their Unix times, the predictions logged in the week and those without an id."""
+    _require(predictions, PREDICTION_COLUMNS, "the predictions")
+    ts = _unix_seconds(predictions["ts"], "predictions column 'ts'")
+    in_week = (ts >= start) & (ts < end)
+    has_id = entity >= 0
+    n_logged, n_without_id = int(in_week.sum()), int((in_week & ~has_id).sum())
+    idx = np.flatnonzero(in_week & has_id)
+    ent = entity[idx]
+    (ver,) = _codes(_as_text_or_null(predictions["model_version"].iloc[idx]))
+    ver = np.where(ver < 0, int(ver.max(initial=0)) + 1, ver)  # a null version: its own
+    n_ent = max(int(ent.max(initial=-1)) + 1, 1)
+    group = ver * n_ent + ent
+    # pack (version, entity, time within the week) so one argsort orders them all
+    key = group * (WEEK_SECONDS + 1) + (ts[idx] - start)
+    order = np.argsort(key, kind="stable")  # stable: equal times keep log order
+    grouped = group[order]
+    last = np.ones(order.size, dtype=bool)
+    last[:-1] = grouped[1:] != grouped[:-1]
+    keep = idx[np.sort(order[last])]
+    return keep, ts[keep], n_logged, n_without_id
+
+
+def _rows(predictions: pd.DataFrame, keep: np.ndarray, ts: np.ndarray) -> pd.DataFrame:
+    rows = predictions.iloc[keep].reset_index(drop=True)
+    rows["ts"] = ts
+    return rows
+
+
 def latest_per_entity(predictions: pd.DataFrame, start: int, end: int) -> Joined:
     """The predictions with ``ts`` in [start, end), reduced to the latest per version and
     customer (ties on time: the later row). Rows without ``entity_id`` are dropped, counted."""
     _require(predictions, PREDICTION_COLUMNS, "the predictions")
-    ts = _unix_seconds(predictions["ts"], "predictions column 'ts'")
-    in_week = (ts >= start) & (ts < end)
-    week = predictions.loc[in_week]
-    ts = ts[in_week]
-    has_id = week["entity_id"].notna().to_numpy()
-    n_logged, n_without_id = int(in_week.sum()), int((~has_id).sum())
-    week, ts = week.loc[has_id], ts[has_id]
-    ent, _ = pd.factorize(week["entity_id"].astype(str), sort=False)
-    ver, _ = pd.factorize(week["model_version"].astype(str), sort=False)
-    n_ent = max(int(ent.max(initial=-1)) + 1, 1)
-    # pack (version, entity, time within the week, position) so one argsort orders them all
-    offset = (ts - start).astype(np.int64)
-    key = (ver.astype(np.int64) * n_ent + ent) * (WEEK_SECONDS + 1) + offset
-    order = np.argsort(key, kind="stable")  # stable: equal times keep log order
-    group = (ver.astype(np.int64) * n_ent + ent)[order]
-    last = np.ones(order.size, dtype=bool)
-    last[:-1] = group[1:] != group[:-1]
-    keep = np.sort(order[last])
-    rows = week.iloc[keep].reset_index(drop=True)
-    rows["ts"] = ts[keep]
-    return Joined(rows, n_logged, n_without_id)
+    (entity,) = _codes(predictions["entity_id"])
+    keep, ts, n_logged, n_without_id = _latest(predictions, entity, start, end)
+    return Joined(_rows(predictions, keep, ts), n_logged, n_without_id)
 
 
 def join_outcomes(
@@ -215,34 +266,51 @@ def join_outcomes(
     outcome of the customer known in [ts, ts + label_delay_days] (``outcome`` -1 and
     ``matched`` False when there is none). See the module docstring for the rules."""
     start, end = week_bounds(week_start)
-    latest = latest_per_entity(predictions, start, end)
-    rows = latest.rows
+    _require(predictions, PREDICTION_COLUMNS, "the predictions")
     out = outcomes_frame(outcomes)
-    ids, _ = pd.factorize(
-        np.concatenate([rows["entity_id"].astype(str).to_numpy(), out["entity_id"].to_numpy()])
-    )
-    pred_ent, out_ent = ids[: len(rows)].astype(np.int64), ids[len(rows) :].astype(np.int64)
-    pred_ts = rows["ts"].to_numpy(dtype=np.int64)
+    entity, out_ent = _codes(_as_text_or_null(predictions["entity_id"]), out["entity_id"])
+    keep, pred_ts, n_logged, n_without_id = _latest(predictions, entity, start, end)
+    pred_ent = entity[keep]
     out_ts = out["known_ts"].to_numpy(dtype=np.int64)
+    outcome = _first_outcome(
+        pred_ent, pred_ts, out_ent, out_ts, out["outcome"].to_numpy(), label_delay_days
+    )
+    rows = _rows(predictions, keep, pred_ts).assign(outcome=outcome, matched=outcome >= 0)
+    return Joined(rows, n_logged, n_without_id)
+
+
+def _as_text_or_null(values: pd.Series) -> pd.Series:
+    """Ids as text, nulls kept (Arrow strings untouched)."""
+    if _is_arrow_text(values):
+        return values
+    return values.astype("string[pyarrow]")
+
+
+def _first_outcome(
+    pred_ent: np.ndarray,
+    pred_ts: np.ndarray,
+    out_ent: np.ndarray,
+    out_ts: np.ndarray,
+    out_value: np.ndarray,
+    label_delay_days: int,
+) -> np.ndarray:
+    """Per prediction, the outcome (0/1) of its entity's first outcome known in
+    [ts, ts + delay], or -1: one ``searchsorted`` of packed (entity, time) keys."""
+    if out_ent.size == 0:
+        return np.full(pred_ent.size, -1, dtype=np.int8)
     t0 = min(int(pred_ts.min(initial=0)), int(out_ts.min(initial=0)))
     span = 2**32
     if max(int(pred_ts.max(initial=0)), int(out_ts.max(initial=0))) - t0 >= span:
         raise ValueError("prediction and outcome times span more than 136 years; check their units")
     out_key = out_ent * span + (out_ts - t0)
     order = np.argsort(out_key, kind="stable")
-    out_key = out_key[order]
-    pos = np.searchsorted(out_key, pred_ent * span + (pred_ts - t0), side="left")
-    found = pos < out_key.size
-    pos_c = np.minimum(pos, max(out_key.size - 1, 0))
-    if out_key.size:
-        hit = order[pos_c]
-        delay = int(label_delay_days) * SECONDS_PER_DAY
-        found &= (out_ent[hit] == pred_ent) & (out_ts[hit] - pred_ts <= delay)
-        outcome = np.where(found, out["outcome"].to_numpy()[hit], -1).astype(np.int8)
-    else:
-        outcome = np.full(len(rows), -1, dtype=np.int8)
-    rows = rows.assign(outcome=outcome, matched=outcome >= 0)
-    return Joined(rows, latest.n_logged, latest.n_without_id)
+    sorted_key = out_key[order]
+    pos = np.searchsorted(sorted_key, pred_ent * span + (pred_ts - t0), side="left")
+    found = pos < sorted_key.size
+    hit = order[np.minimum(pos, sorted_key.size - 1)]
+    delay = int(label_delay_days) * SECONDS_PER_DAY
+    found &= (out_ent[hit] == pred_ent) & (out_ts[hit] - pred_ts <= delay)
+    return np.where(found, out_value[hit], -1).astype(np.int8)
 
 
 # ---------------------------------------------------------------------------------------
@@ -282,13 +350,24 @@ class VersionPerformance:
 
 
 def delong_interval(y: np.ndarray, p: np.ndarray, level: float) -> tuple[float, float]:
-    """The AUC's normal interval with DeLong's variance (one sort; for large weeks)."""
-    aucs, v_pos, v_neg = _structural_components(y.astype(bool), p[None, :])
-    var = float(
-        np.var(v_pos[0], ddof=1) / v_pos.shape[1] + np.var(v_neg[0], ddof=1) / v_neg.shape[1]
-    )
+    """The AUC's normal interval with DeLong's variance, from one sort: rows tied on the
+    score share their placement values, so every sum runs over the distinct scores."""
+    order = np.argsort(p, kind="stable")
+    s, pos = p[order], y[order].astype(bool)
+    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
+    n_pos_g = np.add.reduceat(pos.astype(np.int64), starts)
+    n_g = np.diff(np.r_[starts, s.size])
+    n_neg_g = n_g - n_pos_g
+    n_pos, n_neg = int(n_pos_g.sum()), int(n_neg_g.sum())
+    # a churner's share of stayers below it (ties 1/2); a stayer's share of churners above
+    v_pos = (np.cumsum(n_neg_g) - n_neg_g + 0.5 * n_neg_g) / n_neg
+    v_neg = (n_pos - np.cumsum(n_pos_g) + 0.5 * n_pos_g) / n_pos
+    auc_ = float((n_pos_g * v_pos).sum() / n_pos)
+    var_pos = float((n_pos_g * (v_pos - auc_) ** 2).sum() / max(n_pos - 1, 1))
+    var_neg = float((n_neg_g * (v_neg - auc_) ** 2).sum() / max(n_neg - 1, 1))
+    var = var_pos / n_pos + var_neg / n_neg
     half = float(stats.norm.ppf(0.5 + level / 2.0)) * math.sqrt(max(var, 0.0))
-    return float(aucs[0]) - half, float(aucs[0]) + half
+    return auc_ - half, auc_ + half
 
 
 def reliability_bins(
