@@ -192,11 +192,11 @@ def _codes(*columns: pd.Series) -> list[np.ndarray]:
         import pyarrow as pa
 
         chunks = [
-            chunk.cast(pa.string())
+            chunk.cast(pa.large_string())
             for c in columns
-            for chunk in c.array.__arrow_array__().chunks  # type: ignore[union-attr]
+            for chunk in c.array.__arrow_array__().chunks
         ]
-        encoded = pa.chunked_array(chunks, type=pa.string()).dictionary_encode()
+        encoded = pa.chunked_array(chunks, type=pa.large_string()).dictionary_encode()
         indices = pa.chunked_array([ch.indices for ch in encoded.chunks]).combine_chunks()
         codes = indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
     else:

@@ -60,7 +60,12 @@ class MonitorSettings:
     def __post_init__(self) -> None:
         if self.trigger not in TRIGGERS:
             raise ValueError(f"trigger must be one of {TRIGGERS}, got {self.trigger!r}")
-        pd.Timestamp(self.start_date)  # raises naming the value
+        try:
+            pd.Timestamp(self.start_date)
+        except ValueError as exc:
+            raise ValueError(
+                f"start_date must be a date YYYY-MM-DD, got {self.start_date!r}"
+            ) from exc
 
     def performance(self, label_delay_days: int) -> perf.PerformanceSettings:
         """The ``core.performance`` settings for a spec's ``label_delay_days``."""
