@@ -146,6 +146,7 @@ def test_a_mature_week_is_scored_per_version_and_estimated(champion):
     assert meta["estimate_error_v1"] == pytest.approx(meta["estimated_auc_v1"] - want, abs=1e-4)
     assert "concept drift" in meta["what_cbpe_cannot_see"]
     assert "tenure:0-12m" in meta["slices"] and "| 0.0-0.1 |" in meta["reliability"]
+    assert "data:image/png;base64," in meta["reliability"]  # the reliability plot
     assert set(checks) == {
         "realized_auc_consistent",
         "calibration_within_bound",

@@ -10,6 +10,7 @@ Nothing here imports Dagster or MLflow.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from collections.abc import Mapping
@@ -21,6 +22,7 @@ import pandas as pd
 from churn_platform.core import cbpe
 from churn_platform.core import performance as perf
 from churn_platform.core.markdown import markdown_table
+from churn_platform.core.report import embed_png
 from churn_platform.core.spec import Spec
 
 REALIZED_AUC_CHECK = "realized_auc_consistent"
@@ -218,10 +220,46 @@ def versions_table(report: WeekReport) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def reliability_png(report: WeekReport) -> bytes | None:
+    """The reliability diagram of every scored version (mean predicted vs observed churn per
+    bin) as PNG bytes; None when no version was scored."""
+    scored = [v for v in report.versions if v.performance is not None]
+    if not scored:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.5, 4.2), dpi=90)
+    for v in scored:
+        assert v.performance is not None
+        bins = [b for b in v.performance.reliability if b.n]
+        ax.plot(
+            [float(b.mean_probability or 0.0) for b in bins],
+            [float(b.churn_rate or 0.0) for b in bins],
+            marker="o",
+            label=f"v{v.version}",
+        )
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+    ax.set(
+        xlabel="mean predicted churn",
+        ylabel="observed churn rate",
+        title=f"Reliability, week {report.week.week_start}",
+    )
+    ax.legend(loc="upper left")
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
 def reliability_markdown(report: WeekReport) -> str:
-    """The reliability diagram of each scored version as a table with a text bar per bin
-    (predicted vs observed churn rate)."""
-    parts = []
+    """The reliability diagram of the scored versions (an inline PNG), then each version's
+    bins as a table with a text bar (predicted vs observed churn rate)."""
+    png = reliability_png(report)
+    parts = [] if png is None else [embed_png(png, "reliability diagram")]
     for v in report.versions:
         if v.performance is None:
             continue
