@@ -174,7 +174,8 @@ def _synthetic_knobs(context: dg.AssetExecutionContext, model: ModelConfig) -> d
     source = model_resource(context, model, "data_source")
     if not isinstance(source, SyntheticSourceResource):
         return {}
-    return {name: getattr(source, name) for name in ("n_rows", "seed", "contract_mix")}
+    # every knob of the draw (as_of aside: the week is the partition's)
+    return {name: getattr(source, name) for name in type(source).model_fields if name != "as_of"}
 
 
 def build_sensor(model: ModelConfig, config: PlatformConfig) -> dg.SensorDefinition:
