@@ -14,6 +14,7 @@ from churn_platform import settings
 from churn_platform.config import ModelConfig, PlatformConfig, load_config
 from churn_platform.core.spec import SpecError
 from churn_platform.defs import (
+    after_release,
     automation,
     data,
     deployment,
@@ -59,6 +60,7 @@ def model_definitions(config: PlatformConfig, model_config: ModelConfig) -> dg.D
             ],
         ),
         automation.build(model_config, config),
+        after_release.build(model_config, config),
     )
 
 

@@ -93,8 +93,26 @@ def _resources(defs: Any, commit: bool, scratch: str) -> dict[str, Any]:
     resources = dict(defs.resources or {})
     resources["notifier"] = Notifier()
     if not commit:
+        real = resources.get("storage")
         resources["storage"] = StorageResource(base_url=scratch)
+        if isinstance(real, StorageResource):
+            _copy_performance_exports(real, resources["storage"])
     return resources
+
+
+def _copy_performance_exports(real: Any, scratch: Any) -> None:
+    """The figures ``model_performance`` wrote, copied into the dry run's storage: the
+    performance sensor reads them there (the default model's and each platform-file model's)."""
+    from churn_platform.core.performance_step import PERFORMANCE_EXPORT_KEY
+
+    keys = [PERFORMANCE_EXPORT_KEY]
+    models = real.path("models")
+    if models.is_dir():
+        keys += [f"models/{m.name}/{PERFORMANCE_EXPORT_KEY}" for m in models.iterdir()]
+    for key in keys:
+        source = real.path(key)
+        if source.is_file():
+            scratch.write_text(key, source.read_text())
 
 
 def _store(instance: Any, name: str, result: Any) -> list[str]:

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from churn_platform.core.drift_monitor import DriftSettings
 from churn_platform.core.freshness_rules import FreshnessSettings
+from churn_platform.core.performance_step import TRIGGERS, MonitorSettings
 from churn_platform.core.synthetic import SyntheticSpec
 
 if TYPE_CHECKING:
@@ -270,6 +271,44 @@ SETTINGS: tuple[Setting, ...] = (
         DriftSettings.min_rows,
         "smallest window (rows) the drift sensor judges",
         minimum=1,
+    ),
+    Setting(
+        "CHURN_PERFORMANCE_START",
+        "date",
+        MonitorSettings.start_date,
+        "first prediction week of model_performance (a Sunday; weeks run Sunday-Saturday UTC)",
+    ),
+    Setting(
+        "CHURN_PERFORMANCE_AUC_TOLERANCE",
+        "float",
+        MonitorSettings.auc_tolerance,
+        "realized AUC check and performance_sensor: the drop below the holdout AUC tolerated",
+        minimum=0,
+        maximum=1,
+    ),
+    Setting(
+        "CHURN_PERFORMANCE_MAX_CALIBRATION_ERROR",
+        "float",
+        MonitorSettings.max_calibration_error,
+        "model_performance's calibration check: the largest expected calibration error",
+        minimum=0,
+        maximum=1,
+    ),
+    Setting(
+        "CHURN_PERFORMANCE_MIN_MATCH_RATE",
+        "float",
+        MonitorSettings.min_match_rate,
+        "model_performance's match-rate check: the smallest share of predictions with an outcome",
+        minimum=0,
+        maximum=1,
+    ),
+    Setting(
+        "CHURN_PERFORMANCE_TRIGGER",
+        "choice",
+        MonitorSettings.trigger,
+        "what performance_sensor judges: realized (matured weeks) or estimate (CBPE, earlier, "
+        "blind to concept drift)",
+        choices=TRIGGERS,
     ),
     Setting(
         "CHURN_SNAPSHOT_WARN_DAYS",
@@ -563,6 +602,17 @@ def drift_settings(environ: Mapping[str, str] | None = None) -> DriftSettings:
     return DriftSettings(
         threshold=float(get("CHURN_PSI_THRESHOLD", environ)),
         min_rows=int(get("CHURN_DRIFT_MIN_ROWS", environ)),
+    )
+
+
+def performance_settings(environ: Mapping[str, str] | None = None) -> MonitorSettings:
+    """How model_performance and performance_sensor judge (``CHURN_PERFORMANCE_*``)."""
+    return MonitorSettings(
+        start_date=str(get("CHURN_PERFORMANCE_START", environ) or MonitorSettings.start_date),
+        auc_tolerance=float(get("CHURN_PERFORMANCE_AUC_TOLERANCE", environ)),
+        max_calibration_error=float(get("CHURN_PERFORMANCE_MAX_CALIBRATION_ERROR", environ)),
+        min_match_rate=float(get("CHURN_PERFORMANCE_MIN_MATCH_RATE", environ)),
+        trigger=str(get("CHURN_PERFORMANCE_TRIGGER", environ)),
     )
 
 

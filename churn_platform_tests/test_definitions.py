@@ -21,6 +21,7 @@ ASSETS = {
     "evaluation_report",
     "staging_deployment",
     "production_deployment",
+    "model_performance",
 }
 
 
@@ -41,6 +42,7 @@ def test_local_definitions_hold_the_graph_checks_schedule_and_sensor(churn_home)
         "freshness_notification",
         "new_file_sensor",
         "notification_outbox",
+        "performance_sensor",
         "psi_drift_sensor",
         "rollback_notification",
         "run_failure_notification",

@@ -168,6 +168,7 @@ SETTINGS_READERS = {
     "storage_is_remote",
     "default_mlflow_uri",
     "drift_settings",
+    "performance_settings",
     "auto_release",
     "kubernetes_settings_from_env",
 }

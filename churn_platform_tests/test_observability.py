@@ -31,6 +31,7 @@ import yaml
 
 from churn_platform.core import drift
 from churn_platform.core.drift_monitor import PSI_EXPORT_KEY, psi_export
+from churn_platform.core.performance_step import PERFORMANCE_EXPORT_KEY
 from churn_platform.targets.local import LocalProcessTarget
 from churn_platform.testing import RegisteredModels, free_port, start_prometheus, to_records
 
@@ -156,6 +157,8 @@ def test_dashboard_covers_what_a_team_watches() -> None:
         "churn_model_loaded",
         "churn_traffic_weight",
         "churn_feature_psi",
+        "churn_model_auc_realized",
+        "churn_model_auc_estimated",
     ):
         assert metric in text, metric
     ids = [p["id"] for p in dashboard["panels"]]
@@ -231,11 +234,28 @@ def _psi_document(home: Path) -> None:
     document.write_text(psi_export("1", {"source_snapshot": result}, 0.2, 1_700_000_000.0))
 
 
+def _performance_document(home: Path) -> None:
+    """model_performance's document, as the asset writes it into the storage (CHURN_HOME)."""
+    entry = {
+        "holdout_auc": 0.85,
+        "realized_week": "2026-11-15",
+        "realized_auc": 0.71,
+        "realized_lower": 0.69,
+        "realized_upper": 0.73,
+        "estimate_week": "2026-12-06",
+        "estimated_auc": 0.84,
+    }
+    document = home / PERFORMANCE_EXPORT_KEY
+    document.parent.mkdir(parents=True, exist_ok=True)
+    document.write_text(json.dumps({"updated": 1_700_000_500.0, "versions": {"1": entry}}))
+
+
 @requires_prometheus
 def test_every_dashboard_metric_is_exported_and_scraped_by_the_local_prometheus(
     registered_models: RegisteredModels, churn_home: Path, tmp_path: Path
 ) -> None:
     _psi_document(churn_home)
+    _performance_document(churn_home)
     target = LocalProcessTarget(
         churn_home / "deployments",
         registered_models.tracking_uri,
@@ -257,6 +277,7 @@ def test_every_dashboard_metric_is_exported_and_scraped_by_the_local_prometheus(
             queries = (
                 'churn_traffic_weight{environment="production"}',
                 'churn_feature_psi{environment="production", feature="monthly_spend"}',
+                'churn_model_auc_realized{environment="production", model_version="1"}',
             )
             deadline = time.monotonic() + 120
             while True:
@@ -269,7 +290,8 @@ def test_every_dashboard_metric_is_exported_and_scraped_by_the_local_prometheus(
                     break
                 assert time.monotonic() < deadline, f"never scraped: {prom.log.read_text()[-2000:]}"
                 time.sleep(0.5)
-        (weight,), (psi,) = (f["data"]["result"] for f in found)
+        (weight,), (psi,), (realized,) = (f["data"]["result"] for f in found)
+        assert float(realized["value"][1]) == 0.71
         assert weight["metric"]["job"] == psi["metric"]["job"] == "churn-routers"
         assert float(weight["value"][1]) == 100.0 and float(psi["value"][1]) == 0.31
     finally:
@@ -278,6 +300,14 @@ def test_every_dashboard_metric_is_exported_and_scraped_by_the_local_prometheus(
     labels = {"feature": "monthly_spend", "window": "source_snapshot", "model_version": "1"}
     assert ("churn_feature_psi", labels, 0.31) in router
     assert ("churn_feature_psi_updated_timestamp_seconds", {}, 1.7e9) in router
+    for name, value in (
+        ("churn_model_auc_realized", 0.71),
+        ("churn_model_auc_realized_upper", 0.73),
+        ("churn_model_auc_estimated", 0.84),
+        ("churn_model_auc_holdout", 0.85),
+    ):
+        assert (name, {"model_version": "1"}, value) in router
+    assert ("churn_model_performance_updated_timestamp_seconds", {}, 1_700_000_500.0) in router
     named = {(title, name) for title, expr in _expressions() for name in metric_names(expr)}
     assert {name for _, name in named} >= {"churn_feature_psi", "churn_traffic_weight"}
     missing = sorted((title, name) for title, name in named if name not in exported)

@@ -173,6 +173,11 @@ def test_registered_model_has_lineage_and_reloads_identically_in_a_fresh_process
     assert reg.alias_version("challenger") == "1"
     profile = reg.load_json_artifact(version.run_id, "reference_profile.json")
     assert set(profile["features"]) >= {s.MONTHLY_SPEND, s.CONTRACT_TYPE}
+    # the CBPE calibrator travels with the version, fitted on its holdout
+    calibrator = reg.calibrator_of_version("1")
+    assert calibrator is not None
+    assert calibrator.n_fit == len(read_value(churn_home / "storage" / "holdout_set"))
+    assert np.all(np.diff(calibrator.apply(np.linspace(0, 1, 11))) >= 0)
 
     # What the MLflow UI shows comes from the tracking server's REST API: serve this store.
     with mlflow_server(reg.uri(), churn_home) as api:

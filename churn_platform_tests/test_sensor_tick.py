@@ -64,3 +64,18 @@ def test_an_unknown_sensor_is_named_with_the_ones_there(churn_home: Path, monkey
     assert cli.main(["sensors", "tick", "no_such_sensor"]) == 2
     err = capsys.readouterr().err
     assert "no sensor 'no_such_sensor'" in err and "psi_drift_sensor" in err
+
+
+def test_the_performance_sensor_reads_model_performances_figures_in_a_dry_run(
+    churn_home: Path, monkeypatch, capsys
+):
+    monkeypatch.setenv("DAGSTER_HOME", str(churn_home / "dagster"))
+    version = register_champion(frame(3_000, seed=1))
+    entry = {"holdout_auc": 0.85, "realized_auc": 0.70, "realized_upper": 0.72}
+    document = churn_home / "monitoring" / "model_performance.json"
+    document.parent.mkdir(parents=True, exist_ok=True)
+    document.write_text(json.dumps({"updated": 1.0, "versions": {version: entry}}))
+    assert cli.main(["sensors", "tick", "performance_sensor"]) == 0
+    out = capsys.readouterr().out
+    assert f"  run key performance-v{version}-episode-1" in out
+    assert '"churn/trigger": "performance"' in out

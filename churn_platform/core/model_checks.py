@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from sklearn.pipeline import Pipeline
 
-from churn_platform.core import metrics, records, slices
+from churn_platform.core import cbpe, metrics, records, slices
 from churn_platform.core.features import feature_ranges, nan_allowed_sources
 from churn_platform.core.spec import Invariance, Spec
 from churn_platform.core.training import (
@@ -517,6 +517,8 @@ class CheckedModel:
     train_rows: pd.DataFrame
     outcomes: list[CheckOutcome]
     metrics: dict[str, float]
+    # the CBPE calibrator fitted on the holdout (``cbpe.CALIBRATOR_ARTIFACT``); None: none
+    calibrator: cbpe.IsotonicCalibrator | None = None
 
     @property
     def failed(self) -> list[str]:
@@ -554,6 +556,10 @@ def train_and_check(
         key = "invariance_fraction" if i == 0 else f"invariance_fraction/{_metric_safe(inv.name)}"
         invariances[key] = invariance_fraction(by_name[inv.name])
     extra = {} if trained.n_iter is None else {"n_iter": float(trained.n_iter)}
+    calibrator = cbpe.fit_calibrator(
+        holdout[spec.target_column].astype(int).to_numpy(),
+        predict_proba(trained.pipeline, holdout),
+    )
     return CheckedModel(
         trained,
         train_rows,
@@ -570,6 +576,7 @@ def train_and_check(
             "n_available_rows": trained.n_available_rows,
             **extra,
         },
+        calibrator,
     )
 
 

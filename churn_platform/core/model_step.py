@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import pandas as pd
 
-from churn_platform.core import drift, model_checks, training
+from churn_platform.core import cbpe, drift, model_checks, training
 from churn_platform.core.model_checks import CheckedModel, CheckOutcome, ModelCheckConfig
 from churn_platform.core.records import CHALLENGER, TAG_MODEL_CHECKS, ChallengerModel
 from churn_platform.core.spec import Spec
@@ -110,7 +110,8 @@ def registration(
     lineage: Lineage,
 ) -> Registration:
     """What is logged with the model: training and check parameters, metrics, lineage
-    tags, the drift reference profile and the check outcomes."""
+    tags, the drift reference profile, the check outcomes and the CBPE calibrator fitted
+    on the holdout (``cbpe_calibrator.json``: the estimate of a week before its outcomes)."""
     return Registration(
         pipeline=checked.trained.pipeline,
         spec=spec,
@@ -130,6 +131,11 @@ def registration(
         json_artifacts={
             "reference_profile.json": drift.build_reference_profile(checked.train_rows, spec),
             "model_checks.json": [o.as_dict() for o in checked.outcomes],
+            **(
+                {}
+                if checked.calibrator is None
+                else {cbpe.CALIBRATOR_ARTIFACT: checked.calibrator.to_dict()}
+            ),
         },
         run_name=f"challenger-{lineage.run_id[:8]}",
     )

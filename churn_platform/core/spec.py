@@ -241,6 +241,69 @@ class HoldoutSpec(_Strict):
     salt: str = "churn-holdout-v1"
 
 
+OUTCOME_SOURCE_KEYS: dict[str, tuple[str, ...]] = {
+    "file": ("path",),
+    "sql": ("url", "table", "query", "db_schema"),
+    "synthetic": ("concept_drift",),
+}
+
+
+class OutcomeSource(_Strict):
+    """Where outcomes come from: a file or folder, a SQL table or query, or the synthetic
+    world (the customers the synthetic source drew, from the same mechanism)."""
+
+    kind: Literal["file", "sql", "synthetic"]
+    path: str | None = Field(default=None, description="file: a CSV/Parquet file or folder")
+    url: str | None = Field(default=None, description="sql: a SQLAlchemy URL")
+    table: str | None = Field(default=None, description="sql: a table (or use query)")
+    query: str | None = Field(default=None, description="sql: a query (or use table)")
+    db_schema: str | None = Field(default=None, description="sql: the table's schema")
+    concept_drift: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="synthetic: 0 keeps the mechanism; 1 reverses the contract and tenure "
+        "effects (feature distributions unchanged)",
+    )
+
+    @model_validator(mode="after")
+    def _kind_keys(self) -> OutcomeSource:
+        allowed = OUTCOME_SOURCE_KEYS[self.kind]
+        given = [k for k in ("path", "url", "table", "query", "db_schema") if getattr(self, k)]
+        if self.concept_drift:
+            given.append("concept_drift")
+        stray = [k for k in given if k not in allowed]
+        if stray:
+            raise ValueError(
+                f"outcomes.source kind {self.kind!r} takes {list(allowed)}, not {stray}: "
+                "remove them or change 'kind'"
+            )
+        if self.kind == "file" and not self.path:
+            raise ValueError("outcomes.source kind 'file' needs 'path' (a file or folder)")
+        if self.kind == "sql" and (not self.url or bool(self.table) == bool(self.query)):
+            raise ValueError("outcomes.source kind 'sql' needs 'url' and one of 'table', 'query'")
+        return self
+
+
+class Outcomes(_Strict):
+    """What each customer did after being scored: the source, its columns and the delay."""
+
+    source: OutcomeSource
+    id_column: str | None = Field(
+        default=None, description="the outcomes' customer id column (default: the entity id's)"
+    )
+    outcome_column: str | None = Field(
+        default=None,
+        description="the outcome column (default: the target's), mapped with the target's values",
+    )
+    known_at_column: str = Field(
+        default="known_at", description="the date (or Unix seconds) the outcome became known"
+    )
+    label_delay_days: int = Field(
+        default=30, ge=0, description="days after a prediction until its outcome is final"
+    )
+
+
 class Spec(_Strict):
     """A whole table spec. Build with ``load_spec`` / ``parse_spec``; never mutate."""
 
@@ -256,6 +319,7 @@ class Spec(_Strict):
     invariances: tuple[Invariance, ...] = ()
     drift: Drift = Drift()
     holdout: HoldoutSpec = HoldoutSpec()
+    outcomes: Outcomes | None = None
 
     @model_validator(mode="after")
     def _references(self) -> Spec:
@@ -285,6 +349,21 @@ class Spec(_Strict):
         return self
 
     # -- derived views -----------------------------------------------------------------
+
+    def outcome_columns(self) -> tuple[str, str, str]:
+        """The outcomes' (id, outcome, known-at) source columns; ``SpecError`` without an
+        ``outcomes`` section."""
+        if self.outcomes is None:
+            raise SpecError(
+                f"spec {self.name!r} has no 'outcomes' section: add one (source, columns, "
+                "label_delay_days) to measure the served versions' realized performance"
+            )
+        o = self.outcomes
+        return (
+            o.id_column or self.source_of(self.id_column),
+            o.outcome_column or self.source_of(self.target_column),
+            o.known_at_column,
+        )
 
     @property
     def id_column(self) -> str:

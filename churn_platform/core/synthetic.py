@@ -6,8 +6,11 @@ support tickets, high spend and night-time logins raise it. A gradient-boosting
 model reaches a holdout AUC of about 0.85 on it.
 
 Knobs exist for demos and tests: size and seed, injected drift (spend shift,
-contract mix), an inverted contract effect (annual churns *more*), and injected
-defects (nulls, duplicate ids, out-of-range values).
+contract mix), an inverted contract effect (annual churns *more*), concept drift
+(``concept_drift`` in [0, 1] turns the contract and tenure effects around; the features
+are drawn before the label, so their distributions do not change), and injected
+defects (nulls, duplicate ids, out-of-range values). ``outcomes`` gives what the drawn
+customers did and when it became known, for the realized performance of served models.
 
 Time: ``as_of`` picks a week, counted from ``BASE_AS_OF`` (week 0). Each week draws its own
 customers (the random stream is seeded by seed and week) from the same mechanism, so two
@@ -64,6 +67,7 @@ class SyntheticSpec:
     spend_shift: float = 0.0
     contract_mix: tuple[float, float, float] = DEFAULT_CONTRACT_MIX
     invert_contract_effect: bool = False
+    concept_drift: float = 0.0
     null_rate: dict[str, float] = field(default_factory=dict)
     duplicate_ids: int = 0
     out_of_range: dict[str, int] = field(default_factory=dict)
@@ -92,6 +96,8 @@ class SyntheticSpec:
                     f"out_of_range names {col!r}; only numeric columns "
                     f"{s.NUMERIC_FEATURES} can be pushed out of range"
                 )
+        if not 0.0 <= self.concept_drift <= 1.0:
+            raise ValueError(f"concept_drift must be in [0, 1], got {self.concept_drift}")
         if self.duplicate_ids < 0 or self.duplicate_ids >= self.n_rows:
             raise ValueError(f"duplicate_ids must be in [0, n_rows), got {self.duplicate_ids}")
 
@@ -101,9 +107,16 @@ class SyntheticSpec:
         return week_of(self.as_of)
 
 
-def churn_log_odds(frame: pd.DataFrame, invert_contract_effect: bool = False) -> np.ndarray:
-    """The true log-odds of churn for canonical rows (the generator's mechanism)."""
-    sign = -1.0 if invert_contract_effect else 1.0
+def churn_log_odds(
+    frame: pd.DataFrame, invert_contract_effect: bool = False, concept_drift: float = 0.0
+) -> np.ndarray:
+    """The true log-odds of churn for canonical rows (the generator's mechanism).
+
+    ``concept_drift`` k scales the contract and tenure effects by 1 - 2k: 0 keeps them,
+    0.5 removes them, 1 reverses them (long-tenure annual customers churn most).
+    """
+    turn = 1.0 - 2.0 * float(concept_drift)
+    sign = (-1.0 if invert_contract_effect else 1.0) * turn
     contract = frame[s.CONTRACT_TYPE].map(CONTRACT_EFFECT).to_numpy(dtype=float) * sign
     tenure = frame[s.TENURE_MONTHS].to_numpy(dtype=float)
     spend = frame[s.MONTHLY_SPEND].to_numpy(dtype=float)
@@ -115,7 +128,7 @@ def churn_log_odds(frame: pd.DataFrame, invert_contract_effect: bool = False) ->
     return (
         0.4
         + contract
-        - 3.0 * np.log1p(tenure) / np.log1p(72)
+        - 3.0 * turn * np.log1p(tenure) / np.log1p(72)
         + 0.8 * tickets
         + 1.5 * (spend - 120.0) / 100.0
         + 1.15 * night
@@ -158,9 +171,29 @@ def generate(spec: SyntheticSpec | None = None) -> pd.DataFrame:
             s.LAST_LOGIN_HOUR: hour,
         }
     )
-    logit = churn_log_odds(frame, spec.invert_contract_effect)
+    logit = churn_log_odds(frame, spec.invert_contract_effect, spec.concept_drift)
     frame[s.TARGET] = (rng.random(n) < 1.0 / (1.0 + np.exp(-logit))).astype(int)
     return inject_defects(frame, spec, rng)
+
+
+def outcomes(spec: SyntheticSpec, label_delay_days: int) -> pd.DataFrame:
+    """What the customers of ``spec``'s week did: ``customer_id``, ``churned`` (drawn by
+    ``generate``, so ``spec.concept_drift`` applies) and ``known_at``, a day after the week
+    ends and at most ``label_delay_days`` after the week starts (so inside the delay of
+    every prediction made in the week)."""
+    frame = generate(spec)
+    rng = np.random.default_rng([spec.seed, spec.week % 2**32, 0x0C])
+    start = pd.Timestamp(week_start(spec.week))
+    late = max(int(label_delay_days) - DAYS_PER_WEEK, 0)
+    days = DAYS_PER_WEEK + rng.integers(0, late + 1, size=len(frame))
+    known = start + pd.to_timedelta(days, unit="D")
+    return pd.DataFrame(
+        {
+            s.CUSTOMER_ID: frame[s.CUSTOMER_ID].to_numpy(),
+            s.TARGET: frame[s.TARGET].to_numpy(),
+            "known_at": known,
+        }
+    )
 
 
 def spend_shift_amount(shift: float) -> float:

@@ -92,7 +92,9 @@ def build_jobs(model: ModelConfig, auto_release: bool) -> list[Any]:
         ),
         dg.define_asset_job(
             model.job("end_to_end"),
-            selection=dg.AssetSelection.groups(model.group),
+            # model_performance is weekly-partitioned: its own runs (one per week)
+            selection=dg.AssetSelection.groups(model.group)
+            - dg.AssetSelection.assets(asset_key(model, "model_performance")),
             description="The whole graph in one run, approval included (the README's first "
             "command).",
             tags={**deploying, "churn/model": model.name},

@@ -29,6 +29,7 @@ from churn_platform.resources.io_manager import DataIOManager
 from churn_platform.resources.metrics_source import MetricsResource
 from churn_platform.resources.mlflow_registry import MlflowRegistry
 from churn_platform.resources.notify import Notifier
+from churn_platform.resources.outcome_source import OutcomeSourceResource
 from churn_platform.resources.release_probes import ReleaseProbes
 from churn_platform.resources.s3_credentials import S3Credentials
 from churn_platform.resources.storage import StorageResource
@@ -140,6 +141,7 @@ def platform_resources(config: PlatformConfig | None = None) -> dict[str, Any]:
         "release_probes": ReleaseProbes(),
         "code_version": CodeVersion(commit=config.git_commit),
         "notifier": notifier_for(config),
+        "outcome_source": OutcomeSourceResource(),
     }
     for model in config.models:
         shared.update(model_resources(config, model, s3))

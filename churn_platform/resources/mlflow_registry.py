@@ -30,6 +30,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 
 from churn_platform.core import records
+from churn_platform.core.cbpe import CALIBRATOR_ARTIFACT, IsotonicCalibrator
 from churn_platform.core.environment import PINNED_PACKAGES
 from churn_platform.core.spec import MODEL_METADATA_KEY, Spec, spec_of_model_metadata
 from churn_platform.resources import churn_flavor
@@ -311,6 +312,12 @@ class MlflowRegistry(dg.ConfigurableResource):
             return self.load_json_artifact(run_id, name)
         except MlflowException:
             return None
+
+    def calibrator_of_version(self, version: str) -> IsotonicCalibrator | None:
+        """The CBPE calibrator logged with ``version`` (fitted on its holdout at training
+        time), or None for a version logged without one."""
+        found = self.find_json_artifact(self.version_info(version).run_id, CALIBRATOR_ARTIFACT)
+        return None if found is None else IsotonicCalibrator.from_dict(found)
 
     def log_run_artifact(self, run_id: str, name: str, content: str | bytes) -> None:
         """Attach a file to an existing run (the evaluation report to the challenger's run)."""

@@ -34,6 +34,7 @@ DRIFT = "drift"
 RUN_FAILED = "run_failed"
 SENSOR_ERROR = "sensor_error"
 NOT_FRESH = "not_fresh"
+PERFORMANCE = "performance"
 TITLES = {
     ROLLBACK: "production canary rolled back",
     BLOCKING_CHECK_FAILED: "blocking check failed",
@@ -41,6 +42,7 @@ TITLES = {
     RUN_FAILED: "run failed",
     SENSOR_ERROR: "sensor error",
     NOT_FRESH: "asset is not fresh",
+    PERFORMANCE: "performance below the holdout AUC, retraining requested",
 }
 WEBHOOK, SLACK = "webhook", "slack"
 PENDING = "notifications/pending"

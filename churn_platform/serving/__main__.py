@@ -286,6 +286,7 @@ def _exporter_app(config: PlatformConfig, model: ModelConfig, environment: str) 
     from churn_platform.defs.automation import psi_export_key
     from churn_platform.serving.exporter import exporter_app
     from churn_platform.serving.monitoring import read_psi_text
+    from churn_platform.serving.performance_gauges import performance_location, read_text
     from churn_platform.targets.local import LocalProcessTarget
 
     target: DeploymentTarget
@@ -296,8 +297,11 @@ def _exporter_app(config: PlatformConfig, model: ModelConfig, environment: str) 
     else:
         target = LocalProcessTarget(model.state_dir(config.home))
     location = server_settings().storage_root() / psi_export_key(model)
+    performance = performance_location(location)
     return exporter_app(
-        lambda: target.state(environment).weights(), lambda: read_psi_text(location)
+        lambda: target.state(environment).weights(),
+        lambda: read_psi_text(location),
+        lambda: read_text(performance),
     )
 
 

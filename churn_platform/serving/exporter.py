@@ -17,6 +17,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, make_asgi_app
 
 from churn_platform.serving.monitoring import RouterGauges
+from churn_platform.serving.performance_gauges import PerformanceGauges
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +37,15 @@ def guarded_weights(weights: Callable[[], Mapping[str, int]]) -> Callable[[], Ma
 
 
 def exporter_app(
-    weights: Callable[[], Mapping[str, int]], psi_text: Callable[[], str | None]
+    weights: Callable[[], Mapping[str, int]],
+    psi_text: Callable[[], str | None],
+    performance_text: Callable[[], str | None] | None = None,
 ) -> Any:
-    """An ASGI app serving the gauges (and only them) on every path, ``/metrics`` included."""
+    """An ASGI app serving the gauges (and only them) on every path, ``/metrics`` included;
+    ``performance_text`` adds the realized / estimated AUC per version
+    (``serving/performance_gauges.py``)."""
     registry = CollectorRegistry(auto_describe=True)
     registry.register(RouterGauges(guarded_weights(weights), psi_text))
+    if performance_text is not None:
+        registry.register(PerformanceGauges(performance_text))
     return make_asgi_app(registry)

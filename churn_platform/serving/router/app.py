@@ -18,6 +18,11 @@ from starlette.routing import Route
 from churn_platform.serving.http_limits import BodyTimeout, BodyTooLarge, read_body
 from churn_platform.serving.mlflow_protocol import mlflow_version_text
 from churn_platform.serving.monitoring import RouterGauges, default_psi_location, read_psi_text
+from churn_platform.serving.performance_gauges import (
+    PerformanceGauges,
+    performance_location,
+    read_text,
+)
 from churn_platform.serving.request_guard import RequestGuard
 from churn_platform.serving.request_ids import request_id_of
 from churn_platform.serving.responses import json_response
@@ -95,6 +100,13 @@ def create_router_app(
         return read_psi_text(psi_location[0])
 
     router.registry.register(RouterGauges(router.weights, psi_text))
+
+    def performance_text() -> str | None:
+        if not psi_location:
+            psi_location.append(default_psi_location(settings))
+        return read_text(performance_location(psi_location[0]))
+
+    router.registry.register(PerformanceGauges(performance_text))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
