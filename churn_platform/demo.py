@@ -398,7 +398,7 @@ def _release_outcome(result: Any) -> tuple[str, str]:
     if outcome == "succeeded":
         return (
             "promoted",
-            f"canary 5 -> 25 -> 100% succeeded: v{meta['champion_version']} is champion, v{meta['previous_version']} previous",
+            f"shadow, then canary 5 -> 25 -> 100% succeeded: v{meta['champion_version']} is champion, v{meta['previous_version']} previous",
         )
     if outcome in ("rolled_back", "aborted"):
         return outcome, f"canary {outcome.replace('_', ' ')}: {meta.get('reason')}"

@@ -101,6 +101,9 @@ class ShadowObservations:
     champion_latency_seconds: tuple[float, ...] = ()
     candidate_latency_seconds: tuple[float, ...] = ()
     dropped: int = 0  # copies not sent because too many were under way
+    # False when the target mirrors without seeing the copies' answers (a Gateway's
+    # RequestMirror filter): no scores to compare, the metrics source judges alone
+    scores_paired: bool = True
 
 
 @runtime_checkable

@@ -13,8 +13,6 @@ from scipy import stats
 from churn_platform.core.canary.config import CanaryConfig
 from churn_platform.core.rollout import ShadowObservations
 
-PSI_FLOOR = 1e-4  # an empty bin's share, so the log stays finite
-
 
 @dataclass(frozen=True)
 class ShadowReading:
@@ -29,6 +27,7 @@ class ShadowReading:
     rank_correlation: float | None
     top_decile_agreement: float | None
     dropped: int
+    scores_paired: bool = True  # False: the target cannot see the copies' answers
 
     def as_dict(self) -> dict[str, float | int | None]:
         """A JSON-friendly view, for the transitions' metadata."""
@@ -39,6 +38,9 @@ class ShadowReading:
 
         def num(value: float | None, spec: str) -> str:
             return "n/a" if value is None else format(value, spec)
+
+        if not self.scores_paired:
+            return "mirrored by the Gateway: no paired answers, the metrics source judges"
 
         p95 = (
             f"p95 {num(_ms(self.candidate_p95_seconds), '.0f')} vs "
@@ -66,8 +68,10 @@ def score_psi(baseline: np.ndarray, candidate: np.ndarray) -> float:
     bins = len(edges) + 1
     ours = np.bincount(np.searchsorted(edges, baseline, side="right"), minlength=bins)
     theirs = np.bincount(np.searchsorted(edges, candidate, side="right"), minlength=bins)
-    p = np.maximum(ours / len(baseline), PSI_FLOOR)
-    q = np.maximum(theirs / len(candidate), PSI_FLOOR)
+    # half a request added to every bin: an empty bin in a few hundred scores is sampling,
+    # not an infinite shift
+    p = (ours + 0.5) / (len(baseline) + 0.5 * bins)
+    q = (theirs + 0.5) / (len(candidate) + 0.5 * bins)
     return float(np.sum((q - p) * np.log(q / p)))
 
 
@@ -116,6 +120,7 @@ def compare(observed: ShadowObservations, min_pairs: int) -> ShadowReading:
         rank_correlation=rho,
         top_decile_agreement=top,
         dropped=observed.dropped,
+        scores_paired=observed.scores_paired,
     )
 
 

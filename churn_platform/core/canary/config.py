@@ -118,7 +118,7 @@ class CanaryConfig:
         metadata={"description": "Share of client requests mirrored to the candidate, percent."},
     )
     shadow_min_pairs: int = field(
-        default=100,
+        default=200,
         metadata={
             "description": "Scores paired by request (both versions answered) needed before "
             "the shadow's score checks run and it can pass."

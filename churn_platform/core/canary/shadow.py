@@ -6,9 +6,12 @@ since the shadow began from the metrics source (the candidate's counters hold on
 mirrored requests, at up to the full traffic rate) and feeds the candidate's to the same
 sequential test as a canary step; and it compares the two versions on the same requests
 from the mirror's record (``comparison``): p95 latency, score PSI, rank correlation and
-top-decile agreement. The shadow fails (``rolled_back``: the candidate is shown bad, no
+top-decile agreement (a target that mirrors without seeing the answers, a Gateway's
+``RequestMirror``, gives no pairs: the counters and their p95 judge alone). The shadow fails (``rolled_back``: the candidate is shown bad, no
 client saw it) when the test shows the rate above the bound and the baseline does not
-fail as much, or a score or latency threshold is broken; it passes once the test shows the
+fail as much (both see the same requests: while the two rates cannot be told apart the step
+reads on, and it aborts only when the test shows the baseline's rate above the bound too),
+or a score or latency threshold is broken; it passes once the test shows the
 rate below the bound with ``shadow_min_pairs`` paired scores and nothing broken; it aborts
 when undecided after ``analysis_window_seconds``. Every reading is a transition.
 """
@@ -25,6 +28,7 @@ from churn_platform.core.canary.config import CanaryConfig
 from churn_platform.core.canary.report import Recorder
 from churn_platform.core.canary.state import CanaryState
 from churn_platform.core.canary.statistics import Sprt, Verdict, blames_candidate
+from churn_platform.core.canary.statistics import latency_problem as metrics_latency_problem
 from churn_platform.core.canary.step import (
     StepContext,
     StepOutcome,
@@ -64,15 +68,24 @@ def _judge(
                 f"the bound {config.max_error_rate:.2%} (rate {test.p0:.2%} vs {test.p1:.2%}); "
                 f"baseline {describe(base)}"
             )
-        return CanaryState.ABORTED, (
-            f"not blaming the candidate in shadow: the baseline fails as much "
-            f"({describe(base)} vs candidate {describe(reading)}); a shared dependency may "
-            "be down"
-        )
+        # both versions see the same requests, so the two rates are equally uncertain: only
+        # a baseline shown bad by the same test is a shared dependency; else read on
+        if base.error_rate is not None and (
+            test.verdict(base.request_count, base.error_count) is Verdict.BAD
+        ):
+            return CanaryState.ABORTED, (
+                f"not blaming the candidate in shadow: the baseline fails as much "
+                f"({describe(base)} vs candidate {describe(reading)}); a shared dependency "
+                "may be down"
+            )
     problem = score_problem(shadow, config) or latency_problem(shadow, config)
     if problem:
         return CanaryState.ROLLED_BACK, f"shadow failed: {problem}"
-    if verdict is Verdict.HEALTHY and shadow.pairs >= config.shadow_min_pairs:
+    enough = shadow.pairs >= config.shadow_min_pairs or not shadow.scores_paired
+    if verdict is Verdict.HEALTHY and enough:
+        slow = metrics_latency_problem(reading, base, config)
+        if slow:
+            return CanaryState.ROLLED_BACK, f"shadow failed: {slow}"
         return None, (
             f"shadow passed: {describe(reading)} on mirrored requests shows a rate below the "
             f"bound {config.max_error_rate:.2%}; {shadow.cell()}"
