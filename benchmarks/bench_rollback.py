@@ -125,6 +125,7 @@ class Trial:
     to_candidate: int
     failed: int
     failed_in_release: int  # client errors from the release's start to its end
+    requests_in_release: int  # client requests from the release's start to its end
     expected_failed: float  # step share x fault rate x requests
     failed_after_rollback: int  # after rollback + IN_FLIGHT_S, until the client stopped
     load: float
@@ -200,6 +201,7 @@ def run_trial(
         to_candidate=sum(1 for _, _, v in during if v == candidate),
         failed=sum(1 for _, s, _ in during if s != 200),
         failed_in_release=sum(1 for t, s, _ in load.results if s != 200 and start <= t <= end),
+        requests_in_release=sum(1 for t, _, _ in load.results if start <= t <= end),
         expected_failed=expected,
         failed_after_rollback=sum(
             1 for t, s, _ in load.results if s != 200 and t > end + IN_FLIGHT_S
@@ -265,22 +267,24 @@ def render(
         lines += [
             f"## `{name}` configuration: {what}",
             "",
-            f"Steps {' -> '.join(f'{s}%' for s in config.steps)}, analysis `{config.analysis}`, "
+            f"{'Shadow step (all requests mirrored), then s' if config.shadow else 'S'}teps "
+            f"{' -> '.join(f'{s}%' for s in config.steps)}, analysis `{config.analysis}`, "
             f"step time {config.analysis_window_seconds:g} s, a reading every "
             f"{config.interval_seconds:g} s, bound {config.max_error_rate:.0%}; client {rate:g} "
             f"requests/s. {len(mine)} trials, {rolled} rolled back.",
             "",
             "| measure | median s | max s | seed's bar (< 60 s) | target (< 10 s) |",
             "|---|---:|---:|---|---|",
-            f"| (a) breach onset -> 100% back on the champion | {a[0]} | {a[1]} | "
+            f"| (a) breach onset -> release ended on the champion only | {a[0]} | {a[1]} | "
             f"{'met' if worst < SEED_BAR_S else 'NOT met'} (max) | "
             f"{'met' if worst < TARGET_S else 'NOT met'} (max) |",
-            f"| (b) rollback decision -> weights restored | {b[0]} | {b[1]} | | |",
+            f"| (b) rollback decision -> weights restored (shadow: mirror off) | {b[0]} "
+            f"| {b[1]} | | |",
             f"| (c) last 5xx seen by clients, after onset | {c[0]} | {c[1]} | | |",
             "",
             f"Errors seen by the clients from the release's start to its end: "
             f"{sum(t.failed_in_release for t in mine)} of "
-            f"{sum(t.requests for t in mine)} requests; breach in the shadow step: "
+            f"{sum(t.requests_in_release for t in mine)} requests; breach in the shadow step: "
             f"{sum(t.breach_step == 0 for t in mine)} of {len(mine)} trials.",
             "",
             "| trial | candidate | outcome | (a) s | (b) ms | (c) s | first 5xx s | breach "

@@ -140,10 +140,11 @@ async def _forward(request: Request, path: str) -> Response:
     started = time.perf_counter()
     status, answer = await forwarding.forward(router.client, backend, path, request, body)
     router.routed.labels(backend.version, status).inc()
-    # the copy leaves after the client's answer is ready and never changes it
-    headers = {k: v for k, v in request.headers.items() if k in forwarding.FORWARDED_HEADERS}
-    primary = (int(status), time.perf_counter() - started, bytes(answer.body))
-    router.mirroring.maybe_copy(backend.version, path, body, headers, primary)
+    if router.mirroring.log is not None:
+        # the copy leaves after the client's answer is ready and never changes it
+        headers = {k: v for k, v in request.headers.items() if k in forwarding.FORWARDED_HEADERS}
+        primary = (int(status), time.perf_counter() - started, bytes(answer.body))
+        router.mirroring.maybe_copy(backend.version, path, body, headers, primary)
     return answer
 
 
