@@ -9,6 +9,7 @@ the rank correlation; a healthy one passes the shadow and is released through th
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 
 import httpx
@@ -194,4 +195,43 @@ def test_the_mirror_endpoint_refuses_without_the_token_or_for_an_unknown_version
         assert bad.status_code == 422 and "not in the backend table" in bad.json()["error"]
         assert mirror_state(target, env) == {"mirror": None, "record": None}
     finally:
+        target.stop_all(env)
+
+
+def test_a_hung_candidate_never_holds_up_clients_and_excess_copies_are_dropped(
+    target: LocalProcessTarget, registered_models: RegisteredModels
+) -> None:
+    """The mirror's version accepts connections and never answers: every client still gets
+    the champion's 200, and beyond the bound of copies under way they are dropped, counted."""
+    env = "shadow-hung"
+    hung = socket.socket()
+    hung.bind(("127.0.0.1", 0))
+    hung.listen(1024)  # the kernel completes the connections; nothing ever reads or answers
+    try:
+        target.deploy(env, "1", registered_models.model_uris["1"])
+        state = target.set_weights(env, {"1": 100})
+        assert state.endpoint is not None
+        headers = {"authorization": f"Bearer {admin_token(target.store.read(env))}"}
+        url = f"http://127.0.0.1:{hung.getsockname()[1]}"
+        table = {"backends": {"9": {"url": url, "weight": 0}, "1": {"weight": 100}}}
+        assert httpx.put(state.endpoint + "/-/weights", json=table, headers=headers).is_success
+        mirror = {"mirror": {"version": "9", "percent": 100}}
+        assert httpx.put(state.endpoint + "/-/mirror", json=mirror, headers=headers).is_success
+        rows = to_records(registered_models.rows.head(20))
+        with httpx.Client(base_url=state.endpoint, timeout=20) as client:
+            answers = [
+                client.post("/predict", json={"records": [rows[i % len(rows)]]}) for i in range(150)
+            ]
+            metrics = client.get("/metrics").text
+        assert {a.status_code for a in answers} == {200}
+        assert {a.headers["x-model-version"] for a in answers} == {"1"}
+        dropped = [
+            line for line in metrics.splitlines()
+            if line.startswith('router_shadow_dropped_total{backend="9"}')
+        ]  # fmt: skip
+        assert dropped and float(dropped[0].split()[-1]) >= 50, dropped
+        record = mirror_state(target, env)["record"]
+        assert isinstance(record, dict) and record["dropped"] >= 50
+    finally:
+        hung.close()
         target.stop_all(env)
