@@ -145,7 +145,7 @@ def test_canary_promotes_a_healthy_version_and_rolls_back_a_failing_one(
     metrics = PrometheusMetrics(stack.prometheus.url, label_filters={"environment": env})
     # the default sequential analysis; the step time is only a bound, the counts decide.
     # No shadow step: this test is about the canary's own steps (test_shadow.py and
-    # benchmarks/bench_rollback.py run the shadow against real servers and Prometheus)
+    # the rollback benchmark run the shadow against real servers and Prometheus)
     config = CanaryConfig(
         steps=(10, 50, 100), analysis_window_seconds=120, interval_seconds=1, shadow=False
     )

@@ -102,6 +102,7 @@ def shadow_step(
     start = ctx.tools.clock()
     unreachable = 0
     reading: ErrorRate | None = None
+    ctx.tools.sleep(config.interval_seconds)  # the first reading has copies to read
     while True:
         dead = process_problem(ctx)
         if dead:

@@ -243,28 +243,11 @@ class Routes:
                 state.mirror = mirror[0]
             if state.mirror is not None and state.mirror[0] in before - set(state.backends):
                 state.mirror = None  # its version was just removed from the route
-            zero_since = {v: t for v, t in state.zero_since.items() if v in state.backends}
             if not state.backends and not state.foreign:
                 if current is not None:
                     self._delete(ns, name, current)
                 return
-            desired = k8s.http_route(
-                name=name,
-                namespace=ns,
-                environment=environment,
-                gateway_name=self.gateway_name,
-                gateway_namespace=self.gateway_namespace,
-                backends=[
-                    (self.naming.object_name(environment, v), w)
-                    for v, w in sorted(state.backends.items(), key=lambda kv: version_key(kv[0]))
-                ],
-                hostnames=self.hostnames,
-                annotations={k8s.ANNOTATION_ZERO_WEIGHT_SINCE: json.dumps(zero_since)},
-                mirror=None
-                if state.mirror is None
-                else (self.naming.object_name(environment, state.mirror[0]), state.mirror[1]),
-            )
-            desired["spec"]["rules"][0]["backendRefs"].extend(state.foreign)
+            desired = self._desired(environment, state)
             try:
                 if current is None:
                     self._create(ns, name, action, desired)
@@ -296,6 +279,31 @@ class Routes:
             "(another writer keeps changing it); weights unchanged",
             409,
         )
+
+    def _desired(self, environment: str, state: RouteState) -> dict:
+        """The route object for ``state``: our versions by weight, then the foreign
+        backends, the 0%-since annotation and the mirror filter."""
+        naming = self.naming
+        zero_since = {v: t for v, t in state.zero_since.items() if v in state.backends}
+        mirror = state.mirror
+        desired = k8s.http_route(
+            name=naming.route_name(environment),
+            namespace=naming.namespace_for(environment),
+            environment=environment,
+            gateway_name=self.gateway_name,
+            gateway_namespace=self.gateway_namespace,
+            backends=[
+                (naming.object_name(environment, v), w)
+                for v, w in sorted(state.backends.items(), key=lambda kv: version_key(kv[0]))
+            ],
+            hostnames=self.hostnames,
+            annotations={k8s.ANNOTATION_ZERO_WEIGHT_SINCE: json.dumps(zero_since)},
+            mirror=None
+            if mirror is None
+            else (naming.object_name(environment, mirror[0]), mirror[1]),
+        )
+        desired["spec"]["rules"][0]["backendRefs"].extend(state.foreign)
+        return desired
 
     def _create(self, namespace: str, name: str, action: str, desired: dict) -> None:
         api = self.api
