@@ -3,30 +3,35 @@
 Per trial: a healthy champion serves 100% of a local ``production`` environment
 (``LocalProcessTarget``: real model-server and router processes); a candidate that answers
 ``--fault-rate`` (default 20%) of ``/predict`` with a 500 (``CHURN_FAULT_RATE``) is deployed
-beside it; a paced client sends single-record predictions through the router; and the real
-controller, ``core.canary.run_canary`` with ``PrometheusMetrics``, rolls the candidate out
-until it breaches and rolls back. Each trial registers a fresh candidate version so no
-earlier trial's series is inside the analysis window.
+beside it; a paced client sends single-record predictions (200 holdout rows, cycling)
+through the router; and the real controller, ``core.canary.run_canary`` with
+``PrometheusMetrics``, rolls the candidate out until it breaches and rolls back. Each trial
+registers a fresh candidate version so no earlier trial's series is inside the analysis
+window.
 
 Measured per trial (all on ``time.monotonic``):
-(a) breach onset -> baseline restored: from the candidate's first traffic (the first
-    ``progressing`` transition, after its weights were set) to the ``rolled_back``
-    transition, recorded after the router confirmed 100% on the champion;
+(a) breach onset -> release ended on the champion only: from the candidate's first
+    requests (the first ``shadowing`` transition, once the router mirrors to it; without a
+    shadow step the first ``progressing`` transition, after its weights were set) to the
+    ``rolled_back`` transition, recorded after the router confirmed the mirror off (shadow)
+    or 100% on the champion (canary step);
 (b) rollback decision -> weights restored (``CanaryResult.rollback_seconds``);
 (c) last 5xx seen by the clients, after onset;
 and the requests that failed through the router during the canary (onset -> rollback),
 against what the canary's traffic share predicts (step% x fault rate x requests).
 
-Two canary configurations, both at the local synthetic load of 25 requests/s:
-* ``sequential`` (default): ``CanaryConfig()``, the sequential test (steps 5 -> 25 -> 100,
-  1 s readings, 5% bound, decided on the counts, 90 s per step at most);
+Three canary configurations, all at the local synthetic load of 25 requests/s:
+* ``shadow`` (default): ``CanaryConfig()``, the shadow step (all requests mirrored to the
+  candidate, clients answered by the champion) and then the sequential test at steps
+  5 -> 25 -> 100 (1 s readings, 5% bound, decided on the counts, 90 s per step at most);
+* ``sequential``: the same without the shadow step (``shadow=False``), the default before it;
 * ``count``: the earlier count rule with the values the asset shipped (15 s window,
-  a breach needs >= 5 requests, a pass >= 20).
+  a breach needs >= 5 requests, a pass >= 20), no shadow.
 
 Prometheus, the registered models, the paced client and the Prometheus starter are the
 tests' own harness (``churn_platform.testing``).
 
-Run:  .venv/bin/python benchmarks/bench_rollback.py [--trials 5] [--config sequential count]
+Run:  .venv/bin/python benchmarks/bench_rollback.py [--trials 5] [--config shadow sequential count]
 Writes benchmarks/results/bench_rollback.md.
 """
 
@@ -77,13 +82,19 @@ IN_FLIGHT_S = 0.5  # a request sent just before the switch may still reach the c
 def configs() -> dict[str, tuple[CanaryConfig, float, str]]:
     """name -> (canary config, client requests/s, description)."""
     return {
-        "sequential": (
+        "shadow": (
             CanaryConfig(),
             LOCAL_RPS,
-            "`CanaryConfig()` defaults: the sequential test",
+            "`CanaryConfig()` defaults: the shadow step, then the sequential test",
+        ),
+        "sequential": (
+            CanaryConfig(shadow=False),
+            LOCAL_RPS,
+            "the sequential test without the shadow step (the default before it)",
         ),
         "count": (
             CanaryConfig(
+                shadow=False,
                 analysis="count",
                 analysis_window_seconds=15.0,
                 min_requests=20,
@@ -113,6 +124,8 @@ class Trial:
     requests: int  # through the router from onset to rollback (+ in-flight margin)
     to_candidate: int
     failed: int
+    failed_in_release: int  # client errors from the release's start to its end
+    requests_in_release: int  # client requests from the release's start to its end
     expected_failed: float  # step share x fault rate x requests
     failed_after_rollback: int  # after rollback + IN_FLIGHT_S, until the client stopped
     load: float
@@ -141,8 +154,8 @@ def run_trial(
     try:
         if not metrics.wait_until_scraped(candidate):
             raise RuntimeError(f"Prometheus did not scrape candidate v{candidate} within 30 s")
-        record = to_records(models.rows.head(1))
-        with PacedLoad(state.endpoint, record, rate=rate) as load:
+        rows = to_records(models.rows.head(200))
+        with PacedLoad(state.endpoint, rows, rate=rate, one_by_one=True) as load:
             result = run_canary(
                 Collaborators(target, metrics), Rollout(ENV, candidate, baseline), config
             )
@@ -152,8 +165,13 @@ def run_trial(
         target.retire(ENV, candidate)
     if weights.get(baseline) != 100:
         raise RuntimeError(f"after the canary the weights are {weights}, not 100% on {baseline}")
-    onset = next(t.at for t in result.transitions if t.to_state is CanaryState.PROGRESSING)
-    end = result.transitions[-1].at
+    # the candidate's first requests: the mirror's start, else its first traffic share
+    onset = next(
+        t.at
+        for t in result.transitions
+        if t.to_state in (CanaryState.SHADOWING, CanaryState.PROGRESSING)
+    )
+    start, end = result.transitions[0].at, result.transitions[-1].at
     breach = result.breach
     during = [(t, s, v) for t, s, v in load.results if onset <= t <= end + IN_FLIGHT_S]
     errors = [t for t, s, _ in load.results if s != 200 and t >= onset]
@@ -182,6 +200,8 @@ def run_trial(
         requests=len(during),
         to_candidate=sum(1 for _, _, v in during if v == candidate),
         failed=sum(1 for _, s, _ in during if s != 200),
+        failed_in_release=sum(1 for t, s, _ in load.results if s != 200 and start <= t <= end),
+        requests_in_release=sum(1 for t, _, _ in load.results if start <= t <= end),
         expected_failed=expected,
         failed_after_rollback=sum(
             1 for t, s, _ in load.results if s != 200 and t > end + IN_FLIGHT_S
@@ -195,6 +215,12 @@ def _stats(values: list[float | None]) -> tuple[str, str]:
     if not real:
         return "n/a", "n/a"
     return f"{statistics.median(real):.2f}", f"{max(real):.2f}"
+
+
+def _step_text(step: int | None) -> str:
+    if step is None:
+        return "n/a"
+    return "shadow" if step == 0 else f"{step}%"
 
 
 def _fmt(value: float | None, spec: str = ".2f") -> str:
@@ -222,8 +248,8 @@ def render(
         f"- set-up: `/usr/bin/prometheus`, scrape interval 1 s, file_sd targets written by "
         f"`LocalProcessTarget`; champion: logistic pipeline v1 (healthy); candidate: a fresh "
         f"registration of pipeline 2 per trial with `CHURN_FAULT_RATE={args.fault_rate}`; "
-        "single-record `/predict` requests through the local router from a paced client "
-        "(`churn_platform.testing.PacedLoad`); `core.canary.run_canary` with `PrometheusMetrics` "
+        "single-record `/predict` requests (200 holdout rows, cycling) through the local router "
+        "from a paced client (`churn_platform.testing.PacedLoad`); `core.canary.run_canary` with `PrometheusMetrics` "
         "(`environment=production`); the candidate had been scraped >= 3 times before each "
         "canary (`wait_until_scraped`, as the asset does).",
         "",
@@ -241,18 +267,25 @@ def render(
         lines += [
             f"## `{name}` configuration: {what}",
             "",
-            f"Steps {' -> '.join(f'{s}%' for s in config.steps)}, analysis `{config.analysis}`, "
+            f"{'Shadow step (all requests mirrored), then s' if config.shadow else 'S'}teps "
+            f"{' -> '.join(f'{s}%' for s in config.steps)}, analysis `{config.analysis}`, "
             f"step time {config.analysis_window_seconds:g} s, a reading every "
             f"{config.interval_seconds:g} s, bound {config.max_error_rate:.0%}; client {rate:g} "
             f"requests/s. {len(mine)} trials, {rolled} rolled back.",
             "",
             "| measure | median s | max s | seed's bar (< 60 s) | target (< 10 s) |",
             "|---|---:|---:|---|---|",
-            f"| (a) breach onset -> 100% back on the champion | {a[0]} | {a[1]} | "
+            f"| (a) breach onset -> release ended on the champion only | {a[0]} | {a[1]} | "
             f"{'met' if worst < SEED_BAR_S else 'NOT met'} (max) | "
             f"{'met' if worst < TARGET_S else 'NOT met'} (max) |",
-            f"| (b) rollback decision -> weights restored | {b[0]} | {b[1]} | | |",
+            f"| (b) rollback decision -> weights restored (shadow: mirror off) | {b[0]} "
+            f"| {b[1]} | | |",
             f"| (c) last 5xx seen by clients, after onset | {c[0]} | {c[1]} | | |",
+            "",
+            f"Errors seen by the clients from the release's start to its end: "
+            f"{sum(t.failed_in_release for t in mine)} of "
+            f"{sum(t.requests_in_release for t in mine)} requests; breach in the shadow step: "
+            f"{sum(t.breach_step == 0 for t in mine)} of {len(mine)} trials.",
             "",
             "| trial | candidate | outcome | (a) s | (b) ms | (c) s | first 5xx s | breach "
             "at step | breach reading | requests onset -> rollback (+0.5 s in flight) | to candidate | failed | "
@@ -273,7 +306,7 @@ def render(
             lines.append(
                 f"| {i} | v{t.candidate} | {t.status} | {_fmt(t.onset_to_restored_s)} | "
                 f"{decision_ms} | {_fmt(t.last_5xx_after_onset_s)} | "
-                f"{_fmt(t.first_5xx_after_onset_s)} | {t.breach_step or 'n/a'}% | {reading} | "
+                f"{_fmt(t.first_5xx_after_onset_s)} | {_step_text(t.breach_step)} | {reading} | "
                 f"{t.requests} | {t.to_candidate} | {t.failed} | {t.expected_failed:.1f} | "
                 f"{t.failed_after_rollback} | {t.load:.2f} |"
             )
@@ -290,11 +323,14 @@ def render(
             "",
         ]
     lines += [
-        "How to read it: (a) is what a user of the service lives through — it is dominated by "
-        "waiting for evidence (the candidate's first 500s at its small traffic share, then "
-        "enough requests in Prometheus for a reading to count), not by the switch itself, "
-        "which (b) shows takes milliseconds (one `PUT` to the router). With a 1 s scrape "
-        "interval the reading lags the requests by up to ~1-2 s (scrape + `rate()` needing two "
+        "How to read it: (a) is dominated by waiting for evidence (the candidate's first "
+        "500s, then enough requests in Prometheus for a reading to count), not by the switch "
+        "itself, which (b) shows takes milliseconds (one `PUT` to the router). In the shadow "
+        "step the candidate gets a copy of every request, so the evidence comes at the full "
+        "traffic rate instead of the 5% step's, and no client is answered by it: (a) is then "
+        "time with the mirror on, not time clients live through, and (c) is n/a. Without the "
+        "shadow (a) is what a user of the service lives through. With a 1 s scrape interval "
+        "the reading lags the requests by up to ~1-2 s (scrape + `rate()` needing two "
         "samples). (c) can exceed (a) by the in-flight requests only.",
         "",
     ]
@@ -305,15 +341,18 @@ def main(argv: list[str] | None = None) -> None:
     """Run the trials and write the markdown results."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=5, help="trials per configuration")
-    parser.add_argument("--quick", action="store_true", help="2 trials, sequential only")
+    parser.add_argument("--quick", action="store_true", help="2 trials, shadow only")
     parser.add_argument(
-        "--config", nargs="+", choices=("sequential", "count"), default=["sequential", "count"]
+        "--config",
+        nargs="+",
+        choices=("shadow", "sequential", "count"),
+        default=["shadow", "sequential", "count"],
     )
     parser.add_argument("--fault-rate", type=float, default=0.2)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if args.quick:
-        args.trials, args.config = 2, ["sequential"]
+        args.trials, args.config = 2, ["shadow"]
     command = common.command_line(__file__)
     if not Path(PROMETHEUS_BIN).exists():
         sys.exit(f"{PROMETHEUS_BIN} not found: apt-get install prometheus")

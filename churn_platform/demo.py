@@ -69,6 +69,7 @@ CLEARED = (
     "CHURN_SYNTHETIC_SPEND_SHIFT",
     "CHURN_AUTO_RELEASE",
     "CHURN_FAULT_RATE",
+    "CHURN_FAULT_MODE",
     "CHURN_INFERENCE_LOG",
     "CHURN_PSI_THRESHOLD",
     "CHURN_DRIFT_MIN_ROWS",
@@ -398,7 +399,7 @@ def _release_outcome(result: Any) -> tuple[str, str]:
     if outcome == "succeeded":
         return (
             "promoted",
-            f"canary 5 -> 25 -> 100% succeeded: v{meta['champion_version']} is champion, v{meta['previous_version']} previous",
+            f"shadow, then canary 5 -> 25 -> 100% succeeded: v{meta['champion_version']} is champion, v{meta['previous_version']} previous",
         )
     if outcome in ("rolled_back", "aborted"):
         return outcome, f"canary {outcome.replace('_', ' ')}: {meta.get('reason')}"

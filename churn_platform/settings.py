@@ -354,6 +354,14 @@ SETTINGS: tuple[Setting, ...] = (
         "CHURN_FAULT_SEED", "int", None, "seed of the fault sequence (unset: random)", minimum=0
     ),
     Setting(
+        "CHURN_FAULT_MODE",
+        "choice",
+        "error",
+        "what an injected fault does: 'error' answers 500, 'shuffle' answers other records' "
+        "scores (no error, order lost)",
+        choices=("error", "shuffle"),
+    ),
+    Setting(
         "CHURN_INFERENCE_LOG",
         "str",
         "",

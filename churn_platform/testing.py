@@ -320,12 +320,15 @@ class PacedLoad:
     """A paced client sending ``record`` to ``url``/predict ``rate`` times a second in a thread.
 
     ``results`` collects (monotonic time, HTTP status or -1, x-model-version) per request.
+    With ``one_by_one`` each request holds the next single record of ``record`` (cycling)
+    instead of all of them.
     """
 
     url: str
     record: list[dict]
     rate: float = 40.0
     results: list[tuple[float, int, str]] = field(default_factory=list)
+    one_by_one: bool = False
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
@@ -335,9 +338,12 @@ class PacedLoad:
         period = 1.0 / self.rate
         with httpx.Client(base_url=self.url, timeout=10) as client:
             next_at = time.monotonic()
+            sent = 0
             while not self._stop.is_set():
+                body = [self.record[sent % len(self.record)]] if self.one_by_one else self.record
+                sent += 1
                 try:
-                    r = client.post("/predict", json={"records": self.record})
+                    r = client.post("/predict", json={"records": body})
                     status, version = r.status_code, r.headers.get("x-model-version", "")
                 except httpx.HTTPError:
                     status, version = -1, ""

@@ -48,6 +48,7 @@ def local_platform(churn_home: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("CHURN_SOURCE", "file")
     monkeypatch.setenv("CHURN_SOURCE_PATH", str(path))
     monkeypatch.delenv("CHURN_FAULT_RATE", raising=False)
+    monkeypatch.delenv("CHURN_FAULT_MODE", raising=False)
     yield churn_home
     LocalProcessTarget(churn_home / "deployments").stop_all()
 

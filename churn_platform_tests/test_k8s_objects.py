@@ -310,6 +310,38 @@ def test_http_route_schema_rejects_what_the_gateway_api_rejects() -> None:
             validate_object(bad)
 
 
+def test_http_route_with_a_request_mirror_validates_and_bad_mirrors_do_not() -> None:
+    route = k8s.http_route(
+        name="churn-model",
+        namespace="churn-production",
+        environment="production",
+        gateway_name="churn-gateway",
+        backends=[("churn-model-v1", 100), ("churn-model-v2", 0)],
+        mirror=("churn-model-v2", 100),
+    )
+    validate_object(route)
+    assert route["spec"]["rules"][0]["filters"] == [
+        {
+            "type": "RequestMirror",
+            "requestMirror": {
+                "backendRef": {"kind": "Service", "name": "churn-model-v2", "port": 80},
+                "percent": 100,
+            },
+        }
+    ]
+    too_much = copy.deepcopy(route)
+    too_much["spec"]["rules"][0]["filters"][0]["requestMirror"]["percent"] = 101
+    typo = copy.deepcopy(route)
+    typo["spec"]["rules"][0]["filters"][0]["requestMirror"]["precent"] = 50
+    no_ref = copy.deepcopy(route)
+    del no_ref["spec"]["rules"][0]["filters"][0]["requestMirror"]["backendRef"]
+    for bad in (too_much, typo, no_ref):
+        with pytest.raises(jsonschema.ValidationError):
+            validate_object(bad)
+    with pytest.raises(ValueError, match="percent must be 1..100"):
+        k8s.mirror_filter("churn-model-v2", 0)
+
+
 def test_names_include_the_environment_only_when_asked() -> None:
     assert k8s.object_name("12") == "churn-model-v12"
     assert k8s.object_name("12", "staging") == "churn-model-staging-v12"

@@ -395,6 +395,68 @@ def test_breaching_canary_rolls_back_and_leaves_the_champion_untouched(cluster: 
     assert not cluster.exists("Deployment", "2") and not cluster.exists("Service", "2")
 
 
+def test_the_shadow_step_mirrors_through_the_route_and_a_failing_shadow_ends_before_5(
+    cluster: Cluster,
+) -> None:
+    target = cluster.target()
+    _champion(cluster, target)
+    target.deploy(ENV, "2", "models:/churn_model/2")
+    filters: list[object] = []
+
+    def on_transition(t: Transition) -> None:
+        if t.to_state is CanaryState.SHADOWING:
+            filters.append(cluster.route()["spec"]["rules"][0].get("filters"))
+
+    # the candidate fails every copy it gets; no client is ever routed to it
+    metrics = ScriptedMetrics(cluster, lambda weight: 1.0, failing="2")
+    result = run_canary(
+        Collaborators(target, metrics, sleep=cluster.clock.sleep, clock=cluster.clock),
+        Rollout(ENV, "2", "1"),
+        CANARY,
+        on_transition=on_transition,
+    )
+
+    assert result.status is CanaryState.ROLLED_BACK, result.as_markdown()
+    assert result.breach is not None and result.breach.step == 0
+    # while the shadow ran, the real route held the mirror filter (read back from the API
+    # server) and kept every client on the champion
+    mirror = {"backendRef": {"kind": "Service", "name": "churn-model-v2", "port": 80}}
+    assert filters and filters[-1] == [
+        {"type": "RequestMirror", "requestMirror": {**mirror, "percent": 100}}
+    ]
+    assert all(t.weights.get("2", 0) == 0 for t in result.transitions)
+    assert "filters" not in cluster.route()["spec"]["rules"][0]  # mirror off at the end
+    assert cluster.route_weights() == {"churn-model-v1": 100}  # never a weighted backend
+    assert target.shadow_observations(ENV) is None
+
+
+def test_the_mirror_filter_survives_weight_changes_and_the_crd_checks_it(cluster: Cluster) -> None:
+    target = cluster.target()
+    _champion(cluster, target)
+    target.deploy(ENV, "2", "models:/churn_model/2")
+    target.set_mirror(ENV, "2", 40)
+    observed = target.shadow_observations(ENV)
+    assert observed is not None and observed.version == "2" and not observed.scores_paired
+    target.set_weights(ENV, {"1": 95, "2": 5})  # the route is rewritten, the mirror kept
+    assert cluster.route()["spec"]["rules"][0]["filters"][0]["requestMirror"]["percent"] == 40
+    with pytest.raises(KubernetesTargetError, match=f"Service {cluster.ns}/churn-model-v9"):
+        target.set_mirror(ENV, "9", 100)  # never deployed
+
+    # the API server itself refuses a mirror percent over 100 (the CRD schema)
+    route = cluster.route()
+    route["spec"]["rules"][0]["filters"][0]["requestMirror"]["percent"] = 150
+    with pytest.raises(ApiException) as info:
+        cluster.custom.replace_namespaced_custom_object(
+            "gateway.networking.k8s.io", "v1", cluster.ns, "httproutes", "churn-model", route
+        )
+    assert info.value.status == 422 and "percent" in str(info.value.body)
+
+    target.set_weights(ENV, {"1": 100})
+    target.retire(ENV, "2")  # its version left the route: so did the mirror
+    assert "filters" not in cluster.route()["spec"]["rules"][0]
+    assert target.shadow_observations(ENV) is None
+
+
 # -- API errors --------------------------------------------------------------------------
 
 

@@ -143,8 +143,12 @@ def test_canary_promotes_a_healthy_version_and_rolls_back_a_failing_one(
     target, models = stack.target, stack.models
     env = "production"
     metrics = PrometheusMetrics(stack.prometheus.url, label_filters={"environment": env})
-    # the default sequential analysis; the step time is only a bound, the counts decide
-    config = CanaryConfig(steps=(10, 50, 100), analysis_window_seconds=120, interval_seconds=1)
+    # the default sequential analysis; the step time is only a bound, the counts decide.
+    # No shadow step: this test is about the canary's own steps (test_shadow.py and
+    # the rollback benchmark run the shadow against real servers and Prometheus)
+    config = CanaryConfig(
+        steps=(10, 50, 100), analysis_window_seconds=120, interval_seconds=1, shadow=False
+    )
     faulty_version = log_and_register(models.pipelines["2"], models.rows, models.tracking_uri)
     try:
         target.deploy(env, "1", models.model_uris["1"])

@@ -85,3 +85,36 @@ class MetricsSource(Protocol):
     def error_rate(self, version: str, window_seconds: float) -> ErrorRate:
         """The 5xx share of ``version``'s requests over the last ``window_seconds``."""
         ...
+
+
+@dataclass(frozen=True)
+class ShadowObservations:
+    """What a mirror session saw so far: the candidate answered copies of client requests
+    the baseline served. Scores are paired by request (both answered 200); latencies are
+    per mirrored request, the baseline's as the client saw it."""
+
+    version: str  # the mirrored (candidate) version
+    requests: int  # copies sent
+    candidate_errors: int  # copies answered 5xx or not delivered
+    champion_scores: tuple[float, ...] = ()
+    candidate_scores: tuple[float, ...] = ()
+    champion_latency_seconds: tuple[float, ...] = ()
+    candidate_latency_seconds: tuple[float, ...] = ()
+    dropped: int = 0  # copies not sent because too many were under way
+    # False when the target mirrors without seeing the copies' answers (a Gateway's
+    # RequestMirror filter): no scores to compare, the metrics source judges alone
+    scores_paired: bool = True
+
+
+@runtime_checkable
+class ShadowTarget(Protocol):
+    """A ``DeploymentTarget`` that can mirror client requests to a version (shadow)."""
+
+    def set_mirror(self, environment: str, version: str | None, percent: int = 100) -> None:
+        """Mirror ``percent`` of the requests to ``version`` from now on, with a fresh
+        record (None: stop mirroring). Clients are still answered by the weights only."""
+        ...
+
+    def shadow_observations(self, environment: str) -> ShadowObservations | None:
+        """What the current mirror session observed (None when nothing is mirrored)."""
+        ...

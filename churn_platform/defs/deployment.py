@@ -231,9 +231,12 @@ def build_production(model: ModelConfig) -> dg.AssetsDefinition:
         staging_deployment: r.StagingResult,
         holdout_set: pd.DataFrame,
     ):
-        """Production: the staged challenger through a canary, 5% -> 25% -> 100%.
+        """Production: the staged challenger through a shadow step, then a canary,
+        5% -> 25% -> 100%.
 
-        At each step an analysis window reads the canary's error rate (Prometheus when
+        In the shadow step the router copies client requests to the challenger and answers
+        every client with the champion; a challenger failing requests, slower, or ranking
+        customers unlike the champion stops there, before any client reaches it. At each step an analysis window reads the canary's error rate (Prometheus when
         configured, else the servers' own /metrics) and needs a minimum request count, so
         silence is not success. A breach, or no data, puts all traffic back on the champion,
         which never stopped running, and retires the canary; aliases stay as they were.

@@ -5,6 +5,8 @@ returns the failed share of ``version``'s ``/predict`` requests over the window 
 answers plus the router's 502s for it: a version the router cannot reach is failing, 4xx
 are the client's), how many requests it rests on and their p95 latency. Neither raises: an unreachable source or a window without data
 gives ``ErrorRate(error_rate=None, reason=...)``, and the canary then refuses to promote.
+A version in shadow (mirrored copies only) is read the same way: its server counts the
+copies, and the router's undelivered copies are its ``router_shadow_requests_total`` 502s.
 
 The Prometheus queries aggregate the counts before dividing::
 
@@ -36,6 +38,7 @@ from churn_platform.core.rollout import ErrorRate, MetricsSource
 REQUESTS_METRIC = "http_requests_total"
 LATENCY_METRIC = "http_request_duration_seconds"
 ROUTER_METRIC = "router_requests_total"
+SHADOW_METRIC = "router_shadow_requests_total"  # mirrored copies (shadow step)
 # what the router answers when it cannot reach a version: that version's failure
 ROUTER_FAILURE_STATUS = "502"
 LATENCY_QUANTILE = 0.95
@@ -50,6 +53,7 @@ def _selector(version: str, label_filters: Mapping[str, str], errors: bool) -> s
 
 
 def _router_selector(version: str, label_filters: Mapping[str, str]) -> str:
+    """The router's undelivered requests to ``version`` (client and mirrored counters)."""
     labels = [f'{k}="{v}"' for k, v in sorted(label_filters.items())]
     labels += [f'backend="{version}"', f'status="{ROUTER_FAILURE_STATUS}"']
     return "{" + ", ".join(labels) + "}"
@@ -67,11 +71,11 @@ def _count_query(
     served = f"sum(increase({REQUESTS_METRIC}{_selector(version, label_filters, errors)}[{w}]))"
     # requests the router could not deliver never reach the server's counters; `or
     # vector(0)` keeps the sum when the router is not scraped or never failed
-    failed = (
-        f"(sum(increase({ROUTER_METRIC}{_router_selector(version, label_filters)}[{w}])) "
-        "or vector(0))"
-    )
-    return f"{served} + {failed}"
+    router = _router_selector(version, label_filters)
+    failed = f"(sum(increase({ROUTER_METRIC}{router}[{w}])) or vector(0))"
+    # mirrored copies the router could not deliver (the shadow step) fail the same way
+    copies = f"(sum(increase({SHADOW_METRIC}{router}[{w}])) or vector(0))"
+    return f"{served} + {failed} + {copies}"
 
 
 def error_count_query(
@@ -234,12 +238,13 @@ def _read_counters(text: str, version: str) -> tuple[float, float, tuple[tuple[f
 
 
 def _router_failures(text: str, version: str) -> float:
-    """Requests the router could not deliver to ``version`` (its 502s), from its /metrics."""
+    """Requests the router could not deliver to ``version`` (its 502s, client requests and
+    mirrored copies), from its /metrics."""
     failed = 0.0
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if (
-                sample.name == ROUTER_METRIC
+                sample.name in (ROUTER_METRIC, SHADOW_METRIC)
                 and sample.labels.get("backend") == version
                 and sample.labels.get("status") == ROUTER_FAILURE_STATUS
             ):

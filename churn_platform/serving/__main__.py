@@ -221,6 +221,7 @@ def server_settings(environ: Mapping[str, str] | None = None) -> ServerSettings:
         tracking_uri=settings.get("MLFLOW_TRACKING_URI", environ) or None,
         fault_rate=float(settings.get("CHURN_FAULT_RATE", environ)),
         fault_seed=None if seed is None else int(seed),
+        fault_mode=str(settings.get("CHURN_FAULT_MODE", environ)),
         max_body_bytes=int(settings.get("CHURN_MAX_BODY_BYTES", environ)),
         body_read_timeout_seconds=float(settings.get("CHURN_BODY_READ_TIMEOUT_SECONDS", environ)),
         server_log_max_bytes=int(settings.get("CHURN_SERVER_LOG_MAX_BYTES", environ)),

@@ -32,7 +32,9 @@ class ServerSettings:
     - ``inference_log``: ``CHURN_INFERENCE_LOG``, one server's log file (None:
       ``<home>/inference_log/<version>.jsonl``).
     - ``tracking_uri``: ``MLFLOW_TRACKING_URI`` (None: MLflow's own default).
-    - ``fault_rate`` / ``fault_seed``: ``CHURN_FAULT_RATE`` / ``CHURN_FAULT_SEED``.
+    - ``fault_rate`` / ``fault_seed`` / ``fault_mode``: ``CHURN_FAULT_RATE`` /
+      ``CHURN_FAULT_SEED`` / ``CHURN_FAULT_MODE`` (``error``: 500s; ``shuffle``: other
+      records' scores).
     - ``max_body_bytes``: ``CHURN_MAX_BODY_BYTES``.
     - ``body_read_timeout_seconds``: ``CHURN_BODY_READ_TIMEOUT_SECONDS``, how long a
       request body may take to arrive (then 408 and the connection closed).
@@ -54,6 +56,7 @@ class ServerSettings:
     tracking_uri: str | None = None
     fault_rate: float = 0.0
     fault_seed: int | None = None
+    fault_mode: str = "error"
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     body_read_timeout_seconds: float = DEFAULT_BODY_READ_TIMEOUT_SECONDS
     server_log_max_bytes: int = DEFAULT_SERVER_LOG_MAX_BYTES

@@ -105,6 +105,46 @@ class CanaryConfig:
         default=5,
         metadata={"description": "'count' mode: requests a breaching reading must rest on."},
     )
+    shadow: bool = field(
+        default=True,
+        metadata={
+            "description": "Start with a shadow step: the router mirrors requests to the "
+            "candidate and answers every client with the baseline; a failing shadow ends "
+            "the release before the first step (targets that cannot mirror skip it)."
+        },
+    )
+    shadow_percent: int = field(
+        default=100,
+        metadata={"description": "Share of client requests mirrored to the candidate, percent."},
+    )
+    shadow_min_pairs: int = field(
+        default=200,
+        metadata={
+            "description": "Scores paired by request (both versions answered) needed before "
+            "the shadow's score checks run and it can pass."
+        },
+    )
+    shadow_min_rank_correlation: float = field(
+        default=0.7,
+        metadata={
+            "description": "Shadow fails below this Spearman rank correlation between the "
+            "candidate's and the baseline's scores on the same requests."
+        },
+    )
+    shadow_min_top_decile_agreement: float = field(
+        default=0.5,
+        metadata={
+            "description": "Shadow fails when fewer of the baseline's top-decile requests "
+            "are in the candidate's top decile (share, 0..1)."
+        },
+    )
+    shadow_max_score_psi: float = field(
+        default=0.25,
+        metadata={
+            "description": "Shadow fails above this PSI between the candidate's and the "
+            "baseline's score distributions (bins: the baseline's deciles)."
+        },
+    )
     max_unreachable_readings: int | None = field(
         default=5,
         metadata={
@@ -120,6 +160,7 @@ class CanaryConfig:
         _check_timing(self)
         _check_rates(self)
         _check_counts(self)
+        _check_shadow(self)
 
 
 def _check_steps(steps: Sequence[int]) -> None:
@@ -202,4 +243,26 @@ def _check_counts(config: CanaryConfig) -> None:
         raise ValueError(
             "CanaryConfig.max_unreachable_readings must be >= 1 or None, "
             f"got {config.max_unreachable_readings}"
+        )
+
+
+def _check_shadow(config: CanaryConfig) -> None:
+    """The shadow step's share, minimum and thresholds."""
+    p = config.shadow_percent
+    if isinstance(p, bool) or not isinstance(p, int) or not 1 <= p <= 100:
+        raise ValueError(
+            f"CanaryConfig.shadow_percent must be a whole percent in 1..100, got {p!r}"
+        )
+    if config.shadow_min_pairs < 2:
+        raise ValueError(
+            f"CanaryConfig.shadow_min_pairs must be >= 2 (a rank correlation needs pairs), "
+            f"got {config.shadow_min_pairs}"
+        )
+    for name in ("shadow_min_rank_correlation", "shadow_min_top_decile_agreement"):
+        value = getattr(config, name)
+        if not -1.0 <= value <= 1.0:
+            raise ValueError(f"CanaryConfig.{name} must be in [-1, 1], got {value!r}")
+    if not (config.shadow_max_score_psi > 0 and math.isfinite(config.shadow_max_score_psi)):
+        raise ValueError(
+            f"CanaryConfig.shadow_max_score_psi must be > 0, got {config.shadow_max_score_psi!r}"
         )

@@ -10,9 +10,15 @@ from churn_platform.core.canary.config import CanaryConfig
 from churn_platform.core.canary.count_rule import count_step
 from churn_platform.core.canary.report import CanaryResult, Recorder, Transition
 from churn_platform.core.canary.sequential import sequential_step
+from churn_platform.core.canary.shadow import SHADOW_STEP, shadow_step
 from churn_platform.core.canary.state import CanaryState
 from churn_platform.core.canary.step import Collaborators, StepContext, StepOutcome
-from churn_platform.core.rollout import DeploymentTarget, EnvironmentState, ServedVersion
+from churn_platform.core.rollout import (
+    DeploymentTarget,
+    EnvironmentState,
+    ServedVersion,
+    ShadowTarget,
+)
 
 
 @dataclass(frozen=True)
@@ -35,7 +41,10 @@ def run_canary(
 ) -> CanaryResult:
     """Roll ``rollout.candidate`` out step by step, rolling back on a breach.
 
-    Both versions must already be deployed (``tools.target.deploy``). At each step the
+    Both versions must already be deployed (``tools.target.deploy``). With
+    ``config.shadow`` and a target that can mirror (``ShadowTarget``) the rollout starts
+    with the shadow step (``core.canary.shadow``): no client request reaches the
+    candidate until it passes. At each step the
     weights become ``{candidate: step, baseline: 100 - step}`` and the step is analysed
     per ``config.analysis`` (package docstring): it ends in a pass, a rollback (the
     evidence shows the candidate is bad, or its server or the router died) or an abort
@@ -64,6 +73,11 @@ def run_canary(
         return _first_deployment(tools.target, environment, served, rec, health_check)
 
     has_router = state.endpoint is not None  # then a router that vanishes is a breach
+    target = tools.target
+    if config.shadow and isinstance(target, ShadowTarget):
+        ctx = StepContext(tools, environment, candidate, baseline, SHADOW_STEP, has_router)
+        if not _run_shadow(ctx, target, config, rec):
+            return result
     for step in config.steps:
         ctx = StepContext(tools, environment, candidate, baseline, step, has_router)
         if not _run_step(ctx, config, rec):
@@ -140,6 +154,71 @@ def _run_step(ctx: StepContext, config: CanaryConfig, rec: Recorder) -> bool:
         llr=outcome.llr,
     )
     return True
+
+
+def _run_shadow(
+    ctx: StepContext, target: ShadowTarget, config: CanaryConfig, rec: Recorder
+) -> bool:
+    """Mirror requests to the candidate, analyse, stop the mirror whatever happened and
+    record how the shadow ended; False when the release stops here."""
+    environment, candidate, baseline = ctx.environment, ctx.candidate, ctx.baseline
+    percent = config.shadow_percent
+    try:
+        target.set_mirror(environment, candidate, percent)
+    except Exception as exc:
+        rec.move(
+            CanaryState.ABORTED,
+            f"could not start the shadow (mirror {percent}% to {candidate}): "
+            f"{type(exc).__name__}: {exc}; traffic stays on {baseline}",
+            step=SHADOW_STEP,
+        )
+        return False
+    rec.move(
+        CanaryState.SHADOWING,
+        f"shadow: {percent}% of the requests mirrored to candidate {candidate}, every "
+        f"client answered by {baseline}; at most {config.analysis_window_seconds:g}s",
+        step=SHADOW_STEP,
+    )
+    outcome: StepOutcome | None = None
+    try:
+        outcome = shadow_step(ctx, target, config, rec)
+    finally:
+        decided = ctx.tools.clock()
+        stopped = _stop_mirror(target, environment, candidate)
+        if outcome is not None and outcome.to_state is not None:
+            rec.result.rollback_seconds = ctx.tools.clock() - decided
+    if outcome.to_state is not None:
+        rec.move(
+            outcome.to_state,
+            f"{outcome.reason}; {stopped}, no client request reached {candidate}",
+            reading=outcome.reading,
+            step=SHADOW_STEP,
+            baseline_reading=outcome.baseline_reading,
+            llr=outcome.llr,
+        )
+        return False
+    rec.move(
+        CanaryState.PROGRESSING,
+        f"{outcome.reason}; {stopped}",
+        reading=outcome.reading,
+        step=SHADOW_STEP,
+        baseline_reading=outcome.baseline_reading,
+        llr=outcome.llr,
+    )
+    return True
+
+
+def _stop_mirror(target: ShadowTarget, environment: str, candidate: str) -> str:
+    """Stop mirroring; what happened, for the reason (a failure leaves copies going to a
+    candidate no client hears, until it is retired and leaves the router's table)."""
+    try:
+        target.set_mirror(environment, None)
+    except Exception as exc:
+        return (
+            f"stopping the mirror failed ({type(exc).__name__}: {exc}); copies go to "
+            f"{candidate} until it is retired"
+        )
+    return "mirror off"
 
 
 def _roll_back(

@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from churn_platform.core.canary.comparison import ShadowReading
 from churn_platform.core.canary.state import CanaryState
 from churn_platform.core.rollout import ErrorRate
 
@@ -32,6 +33,7 @@ class Transition:
     step: int | None = None  # candidate percent of the step this belongs to
     baseline_reading: ErrorRate | None = None  # the baseline over the same window
     llr: float | None = None  # the sequential test's log likelihood ratio at this reading
+    shadow: ShadowReading | None = None  # the shadow comparison at this reading
 
     def as_dict(self) -> dict[str, object]:
         """A JSON-friendly view (for Dagster metadata and logs)."""
@@ -45,6 +47,7 @@ class Transition:
             "reading": _reading_dict(self.reading),
             "baseline_reading": _reading_dict(self.baseline_reading),
             "llr": self.llr,
+            "shadow": None if self.shadow is None else self.shadow.as_dict(),
             "reason": self.reason,
         }
 
@@ -109,8 +112,9 @@ class CanaryResult:
         """The transition log, every reading included, as a markdown table."""
         t0 = self.transitions[0].at if self.transitions else 0.0
         lines = [
-            "| t (s) | from | to | weights | candidate errors | baseline errors | LLR | reason |",
-            "|---:|---|---|---|---:|---:|---:|---|",
+            "| t (s) | from | to | weights | candidate errors | baseline errors | LLR "
+            "| shadow comparison | reason |",
+            "|---:|---|---|---|---:|---:|---:|---|---|",
         ]
         for t in self.transitions:
             weights = ", ".join(f"{v}: {w}%" for v, w in t.weights.items())
@@ -119,7 +123,7 @@ class CanaryResult:
             lines.append(
                 f"| {t.at - t0:.2f} | {t.from_state.value} | {t.to_state.value} | {weights} "
                 f"| {_rate_cell(t.reading)} | {_rate_cell(t.baseline_reading)} | {llr} "
-                f"| {reason} |"
+                f"| {'' if t.shadow is None else t.shadow.cell()} | {reason} |"
             )
         return "\n".join(lines)
 
@@ -172,6 +176,7 @@ class Recorder:
         step: int | None = None,
         baseline_reading: ErrorRate | None = None,
         llr: float | None = None,
+        shadow: ShadowReading | None = None,
     ) -> Transition:
         t = Transition(
             at=self._clock(),
@@ -184,6 +189,7 @@ class Recorder:
             step=step,
             baseline_reading=baseline_reading,
             llr=llr,
+            shadow=shadow,
         )
         self.state = to_state
         self.result.transitions.append(t)

@@ -43,6 +43,9 @@ def sequential_step(ctx: StepContext, config: CanaryConfig, rec: Recorder) -> St
     start = ctx.tools.clock()
     unreachable = 0
     look: _Look | None = None
+    # the first reading comes one interval in, so its look-back holds this step's requests
+    # only (not the shadow's mirrored copies at the full rate, nor the previous step's)
+    ctx.tools.sleep(config.interval_seconds)
     while True:
         dead = process_problem(ctx)
         if dead:

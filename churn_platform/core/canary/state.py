@@ -9,6 +9,7 @@ class CanaryState(enum.StrEnum):
     """Where a rollout is. The last three are terminal."""
 
     PENDING = "pending"
+    SHADOWING = "shadowing"
     PROGRESSING = "progressing"
     ANALYSING = "analysing"
     PROMOTING = "promoting"

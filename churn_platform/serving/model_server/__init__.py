@@ -50,7 +50,9 @@ rotates it.
 
 Fault injection (tests and demos): ``CHURN_FAULT_RATE=0.5`` makes that fraction of
 ``/predict`` requests fail deliberately with a 500 (counted as 5xx like a real
-failure) after their input passed validation; ``CHURN_FAULT_SEED`` fixes the sequence.
+failure) after their input passed validation; ``CHURN_FAULT_SEED`` fixes the sequence;
+``CHURN_FAULT_MODE=shuffle`` answers that fraction with other records' scores instead (no
+error, the ranking lost: what the shadow step's rank correlation catches).
 
 Scoring is micro-batched (``batching.MicroBatcher``): a pipeline call costs about the same for
 one row as for a hundred, so requests that arrive while the model is busy are scored

@@ -53,7 +53,7 @@ def create_app(
     The model is loaded from MLflow (``settings.tracking_uri``) in a background thread at
     startup, so ``/health`` answers 503 until it is ready. Pass ``model`` and its
     ``input_schema`` to serve an already-loaded model. ``settings`` (default
-    ``ServerSettings()``) gives the fault rate and seed, the body limit and where the
+    ``ServerSettings()``) gives the fault rate, seed and mode, the body limit and where the
     inference log goes (a file, or batch objects on an object store) unless
     ``inference_log_path`` names its file. Concurrent requests are scored together up to
     ``max_batch_rows`` rows per model call (``MicroBatcher``); 1 turns batching across
@@ -64,7 +64,7 @@ def create_app(
     if model is not None and input_schema is None:
         raise ValueError("create_app(model=...) needs the model's input_schema too")
     settings = settings or ServerSettings()
-    faults = FaultInjector(settings.fault_rate, settings.fault_seed)
+    faults = FaultInjector(settings.fault_rate, settings.fault_seed, settings.fault_mode)
     log = open_inference_log(version, settings, inference_log_path)
     service = ModelService(model_uri, version, ServerMetrics(version), log, faults, max_batch_rows)
 

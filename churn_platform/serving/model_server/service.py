@@ -116,6 +116,7 @@ class ModelService:
             scores = await self.batcher.score(values, len(records))
         except Exception as exc:
             return scoring_failure(exc, values, self.version)
+        scores = self.faults.shuffle(scores)
         self.log.append(
             records,
             scores.tolist(),

@@ -20,6 +20,9 @@ and any window of 100 requests follows the weights to within one request).
 - Both scoring routes forward the client's ``X-Request-Id`` (checked: a bad one is a 400
   naming the header) or one the router generates to the model server, and answer it as
   ``X-Request-Id``, so the server's inference log and the router's answer agree.
+- ``PUT /-/mirror`` / ``GET /-/mirror`` (admin token): the shadow step's mirror, copies of
+  client requests to one version whose answers reach no one, paired with the client's answer
+  (``mirror``); ``router_shadow_requests_total{backend, status}`` counts the copies.
 - ``GET /health``, ``GET /ping``: 200 while some version carries traffic, else 503;
   ``GET /version``: the MLflow version (what ``mlflow models serve`` answers).
 - ``GET /-/health``: 200 with the table (the process is up, whatever the weights).
@@ -33,7 +36,8 @@ and any window of 100 requests follows the weights to within one request).
   ``churn_feature_psi{feature, window, model_version}`` (see ``serving/monitoring.py``).
 
 The modules: ``table`` (the backend table and the weighted choice), ``forwarding`` (one
-request to the upstream model server), ``admin`` (the token and ``PUT /-/weights``),
+request to the upstream model server), ``mirror`` (the shadow copies and their record),
+``admin`` (the token and the admin bodies),
 ``app`` (the factory and its routes); the gauges are in ``serving.monitoring``.
 
 A backend that cannot be reached answers 502 with the reason; the router does not retry

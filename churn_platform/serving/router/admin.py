@@ -1,9 +1,11 @@
-"""The router's admin endpoint: the bearer token and the body of ``PUT /-/weights``."""
+"""The router's admin endpoints: the bearer token and the bodies of ``PUT /-/weights`` and
+``PUT /-/mirror``."""
 
 from __future__ import annotations
 
 import hmac
 from collections.abc import Mapping
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -42,19 +44,27 @@ def refused(request: Request, token: str) -> Response | None:
     return None
 
 
-async def requested_table(
-    request: Request, current: Mapping[str, Backend], timeout: float
-) -> dict[str, Backend] | Response:
-    """The table a ``PUT /-/weights`` asks for, or the 413/408/400/422 answer saying why
-    not (``timeout``: seconds the body may take to arrive)."""
+async def requested_json(request: Request, timeout: float) -> Any:
+    """An admin request's JSON body, or the 413/408/400 answer saying why not
+    (``timeout``: seconds the body may take to arrive)."""
     try:
-        payload = parse_json(await read_body(request, ADMIN_BODY_BYTES, timeout))
+        return parse_json(await read_body(request, ADMIN_BODY_BYTES, timeout))
     except BodyTooLarge as exc:
         return json_response({"error": str(exc)}, 413)
     except BodyTimeout as exc:
         return json_response({"error": str(exc)}, 408, {"connection": "close"})
     except ValueError as exc:
         return json_response({"error": f"body is not valid JSON: {exc}"}, 400)
+
+
+async def requested_table(
+    request: Request, current: Mapping[str, Backend], timeout: float
+) -> dict[str, Backend] | Response:
+    """The table a ``PUT /-/weights`` asks for, or the 413/408/400/422 answer saying why
+    not (``timeout``: seconds the body may take to arrive)."""
+    payload = await requested_json(request, timeout)
+    if isinstance(payload, Response):
+        return payload
     try:
         return parse_table(payload, current)
     except ValueError as exc:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import httpx
 from prometheus_client import CollectorRegistry, Counter, generate_latest
@@ -24,9 +26,10 @@ from churn_platform.serving.performance_gauges import (
     read_text,
 )
 from churn_platform.serving.request_guard import RequestGuard
-from churn_platform.serving.request_ids import request_id_of
+from churn_platform.serving.request_ids import REQUEST_ID_HEADER, request_id_of
 from churn_platform.serving.responses import json_response
 from churn_platform.serving.router import admin, forwarding
+from churn_platform.serving.router.mirror import Mirroring, parse_mirror
 from churn_platform.serving.router.table import (
     Backend,
     SmoothWeightedRoundRobin,
@@ -56,6 +59,7 @@ class RouterState:
             ["backend", "status"],
             registry=self.registry,
         )
+        self.mirroring = Mirroring(self.registry)
 
     def live(self) -> bool:
         """Whether some version carries traffic."""
@@ -114,9 +118,11 @@ def create_router_app(
             max_connections=max_connections, max_keepalive_connections=max_connections
         )
         router.client = httpx.AsyncClient(timeout=timeout_seconds, limits=limits)
+        router.mirroring.open(timeout_seconds)
         try:
             yield
         finally:
+            await router.mirroring.stop()
             await router.client.aclose()
 
     def count(path: str, status: int, seconds: float) -> None:
@@ -149,10 +155,17 @@ async def _forward(request: Request, path: str) -> Response:
         router.routed.labels(backend.version, "408").inc()
         return forwarding.timed_out(path, str(exc), request_id)
     assert router.client is not None
+    started = time.perf_counter()
     status, answer = await forwarding.forward(
         router.client, backend, path, request, body, request_id
     )
     router.routed.labels(backend.version, status).inc()
+    if router.mirroring.log is not None:
+        # the copy leaves after the client's answer is ready and never changes it
+        headers = {k: v for k, v in request.headers.items() if k in forwarding.FORWARDED_HEADERS}
+        headers[REQUEST_ID_HEADER] = request_id  # the shadow's log names the client's request
+        primary = (int(status), time.perf_counter() - started, bytes(answer.body))
+        router.mirroring.maybe_copy(backend.version, path, body, headers, primary)
     return answer
 
 
@@ -206,7 +219,42 @@ async def put_weights(request: Request) -> Response:
         save_table(router.state_file, table)
     # one assignment: a request either sees the old table or the new one
     router.balancer = SmoothWeightedRoundRobin(table)
+    router.mirroring.keep_if_listed(table)
     return json_response(table_json(table))
+
+
+def _mirror_json(router: RouterState) -> dict[str, Any]:
+    log = router.mirroring.log
+    if log is None:
+        return {"mirror": None, "record": None}
+    mirror = {"version": log.mirror.version, "percent": log.mirror.percent}
+    return {"mirror": mirror, "record": log.as_json()}
+
+
+async def get_mirror(request: Request) -> Response:
+    """``GET /-/mirror``: the mirror session and what it observed (admin token: scores)."""
+    router: RouterState = request.app.state.router
+    denied = admin.refused(request, router.settings.router_admin_token)
+    if denied is not None:
+        return denied
+    return json_response(_mirror_json(router))
+
+
+async def put_mirror(request: Request) -> Response:
+    """``PUT /-/mirror``: start a fresh mirror session, or stop mirroring."""
+    router: RouterState = request.app.state.router
+    denied = admin.refused(request, router.settings.router_admin_token)
+    if denied is not None:
+        return denied
+    payload = await admin.requested_json(request, router.settings.body_read_timeout_seconds)
+    if isinstance(payload, Response):
+        return payload
+    try:
+        mirror = parse_mirror(payload, router.balancer.backends)
+    except ValueError as exc:
+        return json_response({"error": str(exc)}, 422)
+    router.mirroring.start(mirror)
+    return json_response(_mirror_json(router))
 
 
 async def health(request: Request) -> Response:
@@ -229,6 +277,8 @@ ROUTES = [
     Route("/version", mlflow_version, methods=["GET"]),
     Route("/-/weights", get_weights, methods=["GET"]),
     Route("/-/weights", put_weights, methods=["PUT"]),
+    Route("/-/mirror", get_mirror, methods=["GET"]),
+    Route("/-/mirror", put_mirror, methods=["PUT"]),
     Route("/-/health", health, methods=["GET"]),
     Route("/metrics", prometheus, methods=["GET"]),
 ]

@@ -427,13 +427,29 @@ def _check_backends(where: str, backends: Sequence[tuple[str, int]]) -> None:
             )
 
 
+def mirror_filter(service: str, percent: int) -> dict:
+    """A Gateway API ``RequestMirror`` filter copying ``percent`` of the rule's requests to
+    ``service`` (the answers of the copies are discarded by the Gateway)."""
+    if isinstance(percent, bool) or not isinstance(percent, int) or not 1 <= percent <= 100:
+        raise ValueError(f"HTTPRoute mirror to {service}: percent must be 1..100, got {percent!r}")
+    return {
+        "type": "RequestMirror",
+        "requestMirror": {
+            "backendRef": {"kind": "Service", "name": service, "port": SERVICE_PORT},
+            "percent": percent,
+        },
+    }
+
+
 def _route_spec(
     gateway_name: str,
     gateway_namespace: str | None,
     backends: Sequence[tuple[str, int]],
     hostnames: Sequence[str],
+    mirror: tuple[str, int] | None = None,
 ) -> dict:
-    """The HTTPRoute's ``spec``: one rule sending ``/`` to the weighted Services."""
+    """The HTTPRoute's ``spec``: one rule sending ``/`` to the weighted Services (and, with
+    ``mirror`` = (Service, percent), a copy of that share of the requests to it)."""
     parent: dict = {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": gateway_name}
     if gateway_namespace:
         parent["namespace"] = gateway_namespace
@@ -456,6 +472,8 @@ def _route_spec(
             }
         ],
     }
+    if mirror is not None:
+        route_spec["rules"][0]["filters"] = [mirror_filter(*mirror)]
     if hostnames:
         route_spec["hostnames"] = list(hostnames)
     return route_spec
@@ -471,11 +489,13 @@ def http_route(
     gateway_namespace: str | None = None,
     hostnames: Sequence[str] = (),
     annotations: Mapping[str, str] | None = None,
+    mirror: tuple[str, int] | None = None,
 ) -> dict:
     """A Gateway API v1 HTTPRoute sending ``/`` to Services by weight.
 
     ``backends`` is ``[(service name, weight), ...]``; a weight of 0 keeps a Service
-    referenced (ready for an instant rollback) without sending it traffic.
+    referenced (ready for an instant rollback) without sending it traffic. ``mirror``
+    (Service, percent) adds a ``RequestMirror`` filter: the shadow step's copies.
     """
     if not gateway_name:
         raise ValueError(f"HTTPRoute {namespace}/{name}: gateway_name is empty")
@@ -495,7 +515,7 @@ def http_route(
         "apiVersion": "gateway.networking.k8s.io/v1",
         "kind": "HTTPRoute",
         "metadata": metadata,
-        "spec": _route_spec(gateway_name, gateway_namespace, backends, hostnames),
+        "spec": _route_spec(gateway_name, gateway_namespace, backends, hostnames, mirror),
     }
 
 

@@ -55,6 +55,7 @@ class RouteState:
     backends: dict[str, int] = field(default_factory=dict)  # version -> weight
     zero_since: dict[str, float] = field(default_factory=dict)  # version -> wall time
     foreign: list[dict] = field(default_factory=list)  # backendRefs that are not ours
+    mirror: tuple[str, int] | None = None  # (version, percent) of our RequestMirror filter
 
 
 class Routes:
@@ -112,6 +113,7 @@ class Routes:
         if route is None:
             return state
         for rule in (route.get("spec") or {}).get("rules") or []:
+            state.mirror = state.mirror or self._mirror_of(environment, rule)
             for ref in rule.get("backendRefs") or []:
                 version = self.naming.version_of(environment, ref.get("name", ""))
                 if version is None or ref.get("kind", "Service") != "Service":
@@ -126,6 +128,18 @@ class Routes:
         except (TypeError, ValueError, AttributeError):
             state.zero_since = {}
         return state
+
+    def _mirror_of(self, environment: str, rule: dict) -> tuple[str, int] | None:
+        """(version, percent) of the rule's RequestMirror filter to one of our Services."""
+        for item in rule.get("filters") or []:
+            mirror = item.get("requestMirror") or {}
+            if item.get("type") != "RequestMirror":
+                continue
+            ref = mirror.get("backendRef") or {}
+            version = self.naming.version_of(environment, ref.get("name", ""))
+            if version is not None:
+                return version, int(mirror.get("percent", 100))
+        return None
 
     def read(self, environment: str) -> RouteState:
         """The route's current state (empty when there is no route)."""
@@ -148,6 +162,23 @@ class Routes:
                     zero_since.setdefault(version, now)
 
         self.update(environment, apply, "set weights")
+
+    def set_mirror(self, environment: str, version: str | None, percent: int) -> None:
+        """Mirror ``percent`` of the route's requests to ``version``'s Service (the caller
+        checks it exists; it need not be among the weighted backends); None removes the
+        filter. The weights are unchanged; a route that does not exist is an error."""
+        ns = self.naming.namespace_for(environment)
+        route = self.naming.route_name(environment)
+        action = "stop mirroring" if version is None else f"mirror {percent}% to {version}"
+
+        def check(backends: dict[str, int], zero_since: dict[str, float]) -> None:
+            if version is not None and not backends:
+                raise KubernetesTargetError(
+                    "HTTPRoute", ns, route, action, "the route has no versions; set weights first"
+                )
+
+        mirror = None if version is None else (version, percent)
+        self.update(environment, check, action, create=False, mirror=(mirror,))
 
     def remove(self, environment: str, version: str) -> None:
         """Drop ``version`` from the route; refuses while it still carries traffic."""
@@ -181,9 +212,18 @@ class Routes:
         )
 
     def update(
-        self, environment: str, mutate: Mutation, action: str, *, create: bool = True
+        self,
+        environment: str,
+        mutate: Mutation,
+        action: str,
+        *,
+        create: bool = True,
+        mirror: tuple[tuple[str, int] | None] | None = None,
     ) -> None:
         """Read the route, apply ``mutate`` to its weights, write it at that resourceVersion.
+
+        ``mirror``: ``((version, percent),)`` or ``(None,)`` to set or remove the mirror
+        filter; None keeps the route's (dropped when this change removes its version).
 
         A 409 means someone changed the route in between: re-read and re-apply (bounded).
         A route left with no backends is deleted. Labels and annotations others put on
@@ -197,26 +237,17 @@ class Routes:
             if current is None and not create:
                 return
             state = self.parse(environment, current)
+            before = set(state.backends)
             mutate(state.backends, state.zero_since)
-            zero_since = {v: t for v, t in state.zero_since.items() if v in state.backends}
+            if mirror is not None:
+                state.mirror = mirror[0]
+            if state.mirror is not None and state.mirror[0] in before - set(state.backends):
+                state.mirror = None  # its version was just removed from the route
             if not state.backends and not state.foreign:
                 if current is not None:
                     self._delete(ns, name, current)
                 return
-            desired = k8s.http_route(
-                name=name,
-                namespace=ns,
-                environment=environment,
-                gateway_name=self.gateway_name,
-                gateway_namespace=self.gateway_namespace,
-                backends=[
-                    (self.naming.object_name(environment, v), w)
-                    for v, w in sorted(state.backends.items(), key=lambda kv: version_key(kv[0]))
-                ],
-                hostnames=self.hostnames,
-                annotations={k8s.ANNOTATION_ZERO_WEIGHT_SINCE: json.dumps(zero_since)},
-            )
-            desired["spec"]["rules"][0]["backendRefs"].extend(state.foreign)
+            desired = self._desired(environment, state)
             try:
                 if current is None:
                     self._create(ns, name, action, desired)
@@ -248,6 +279,31 @@ class Routes:
             "(another writer keeps changing it); weights unchanged",
             409,
         )
+
+    def _desired(self, environment: str, state: RouteState) -> dict:
+        """The route object for ``state``: our versions by weight, then the foreign
+        backends, the 0%-since annotation and the mirror filter."""
+        naming = self.naming
+        zero_since = {v: t for v, t in state.zero_since.items() if v in state.backends}
+        mirror = state.mirror
+        desired = k8s.http_route(
+            name=naming.route_name(environment),
+            namespace=naming.namespace_for(environment),
+            environment=environment,
+            gateway_name=self.gateway_name,
+            gateway_namespace=self.gateway_namespace,
+            backends=[
+                (naming.object_name(environment, v), w)
+                for v, w in sorted(state.backends.items(), key=lambda kv: version_key(kv[0]))
+            ],
+            hostnames=self.hostnames,
+            annotations={k8s.ANNOTATION_ZERO_WEIGHT_SINCE: json.dumps(zero_since)},
+            mirror=None
+            if mirror is None
+            else (naming.object_name(environment, mirror[0]), mirror[1]),
+        )
+        desired["spec"]["rules"][0]["backendRefs"].extend(state.foreign)
+        return desired
 
     def _create(self, namespace: str, name: str, action: str, desired: dict) -> None:
         api = self.api

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from churn_platform.core.rollout import EnvironmentState, ServedVersion
+from churn_platform.core.rollout import EnvironmentState, ServedVersion, ShadowObservations
 from churn_platform.targets.kubernetes import objects as k8s
 from churn_platform.targets.kubernetes.api import (
     KubeApi,
@@ -197,6 +197,28 @@ class KubernetesTarget:
         ordered = tuple(versions[v] for v in sorted(versions, key=version_key))
         endpoint = self.endpoint.replace("{environment}", environment) if self.endpoint else None
         return EnvironmentState(environment=environment, endpoint=endpoint, versions=ordered)
+
+    # -- shadow (ShadowTarget) -----------------------------------------------------
+
+    def set_mirror(self, environment: str, version: str | None, percent: int = 100) -> None:
+        """Add (or, with None, remove) the route's ``RequestMirror`` filter copying
+        ``percent`` of the requests to ``version``'s Service; the weights stay as they are.
+        ``version`` must have its Service and ready pods (``deploy`` did both)."""
+        if version is not None:
+            k8s.validate_version(version)
+            self.workloads.ensure_serving(environment, version, "mirror", pods=True)
+        self.routes.set_mirror(environment, version, percent)
+        log.info("%s mirror now %s", self.naming.route_name(environment), version)
+
+    def shadow_observations(self, environment: str) -> ShadowObservations | None:
+        """What the Gateway lets us see of a mirror: only that it is on. The Gateway
+        discards the copies' answers, so there are no paired scores
+        (``scores_paired=False``): the shadow step judges the candidate on its own
+        counters (error rate and p95 from the metrics source). None when not mirroring."""
+        mirror = self.routes.read(environment).mirror
+        if mirror is None:
+            return None
+        return ShadowObservations(mirror[0], 0, 0, scores_paired=False)
 
     def retire(self, environment: str, version: str) -> None:
         """Drop ``version`` from the route (it must be at 0%), then delete its objects."""

@@ -114,6 +114,31 @@ class RouterManager:
         if r.status_code != 200:
             raise RuntimeError(f"router at {router_url} refused the table {backends}: {r.text}")
 
+    def put_mirror(
+        self, router_url: str, state: dict[str, Any], version: str | None, percent: int
+    ) -> None:
+        """Start a fresh mirror session to ``version`` (None: stop mirroring)."""
+        mirror = None if version is None else {"version": version, "percent": percent}
+        r = httpx.put(
+            router_url + "/-/mirror",
+            json={"mirror": mirror},
+            headers={"authorization": f"Bearer {admin_token(state)}"},
+            timeout=10.0,
+        )
+        if r.status_code != 200:
+            raise RuntimeError(f"router at {router_url} refused the mirror {mirror}: {r.text}")
+
+    def mirror_record(self, router_url: str, state: dict[str, Any]) -> dict[str, Any] | None:
+        """The current mirror session's record (GET /-/mirror), None when none runs."""
+        r = httpx.get(
+            router_url + "/-/mirror",
+            headers={"authorization": f"Bearer {admin_token(state)}"},
+            timeout=10.0,
+        )
+        r.raise_for_status()
+        record = r.json().get("record")
+        return record if isinstance(record, dict) else None
+
     @staticmethod
     def live_weights(endpoint: str) -> dict[str, int] | None:
         """The weights the router at ``endpoint`` applies now (GET /-/weights), None when it

@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from churn_platform.core.rollout import EnvironmentState, ServedVersion
+from churn_platform.core.rollout import EnvironmentState, ServedVersion, ShadowObservations
 from churn_platform.serving.inference_log import inference_log_file, remove_inference_log
 from churn_platform.targets.local.process import bind_socket, is_running, stop_process
 from churn_platform.targets.local.prometheus import FileSdTargets
@@ -209,6 +209,47 @@ class LocalProcessTarget:
             stop_process(rec["pid"])
             if rec.get("inference_log"):
                 remove_inference_log(Path(rec["inference_log"]))
+
+    # -------- ShadowTarget
+
+    def set_mirror(self, environment: str, version: str | None, percent: int = 100) -> None:
+        """Have the router mirror ``percent`` of the requests to ``version`` (a running
+        version, usually at 0%) with a fresh record; None stops mirroring. Clients are
+        answered by the weights only."""
+        with self._locked(environment) as state:
+            router = state.get("router")
+            if version is None:
+                if router and is_running(router.get("pid")):
+                    self.routers.put_mirror(router["url"], state, None, percent)
+                return
+            if str(version) not in state["versions"]:
+                raise ValueError(
+                    f"cannot mirror to version {version} in {environment}: not running "
+                    f"(running: {sorted(state['versions']) or 'none'}); deploy it first"
+                )
+            router = self.routers.ensure(environment, state)
+            self.routers.put_mirror(router["url"], state, str(version), percent)
+
+    def shadow_observations(self, environment: str) -> ShadowObservations | None:
+        """What the router's mirror session observed so far (None: no session or no
+        router)."""
+        state = self.store.read(environment)
+        router = state.get("router")
+        if not router or not is_running(router.get("pid")):
+            return None
+        record = self.routers.mirror_record(router["url"], state)
+        if record is None:
+            return None
+        return ShadowObservations(
+            version=str(record["version"]),
+            requests=int(record["requests"]),
+            candidate_errors=int(record["candidate_errors"]),
+            champion_scores=tuple(record["champion_scores"]),
+            candidate_scores=tuple(record["candidate_scores"]),
+            champion_latency_seconds=tuple(record["champion_latency_seconds"]),
+            candidate_latency_seconds=tuple(record["candidate_latency_seconds"]),
+            dropped=int(record["dropped"]),
+        )
 
     # -------- beyond the protocol
 
