@@ -168,6 +168,7 @@ class PlatformConfig:
     platform_file: str = ""
     kubernetes: Any = None  # KubernetesSettings on Kubernetes (its client loads only there)
     freshness: FreshnessSettings = field(default_factory=FreshnessSettings)
+    watchdog_interval_seconds: int = settings.WATCHDOG_INTERVAL_SECONDS
 
     def model(self, name: str | None = None) -> ModelConfig:
         """The model called ``name`` (default: the first); an unknown name lists the known."""
@@ -217,6 +218,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> PlatformConfig:
         auto_release=settings.auto_release(env),
         drift=settings.drift_settings(env),
         freshness=settings.freshness_settings(env),
+        watchdog_interval_seconds=int(settings.get("CHURN_WATCHDOG_INTERVAL_SECONDS", env)),
         git_commit=str(settings.get("GIT_COMMIT", env)),
         notify=NotifyConfig(
             webhook_set=bool(settings.get("CHURN_WEBHOOK_URL", env)),

@@ -231,7 +231,10 @@ class LocalProcessTarget:
                 repairs.append(
                     f"router of {environment} was down; restarted at {locked['router']['url']}"
                 )
-        for version, rec in sorted(dead.items(), key=lambda kv: version_key(kv[0])):
+        # the versions that carry traffic first: the endpoint answers as soon as they run
+        for version, rec in sorted(
+            dead.items(), key=lambda kv: (-kv[1]["weight"], version_key(kv[0]))
+        ):
             try:
                 served = self.deploy(environment, version, rec["model_uri"])
             except (RuntimeError, ValueError, OSError) as exc:
@@ -248,6 +251,25 @@ class LocalProcessTarget:
             if locked.get("router") and total == 100:
                 self.routers.push_table(locked["router"]["url"], locked)
         return repairs
+
+    def down(self, environment: str) -> list[str]:
+        """What ``environment``'s state file records that is not running, one line each
+        (the router first, then the versions); empty when everything recorded runs."""
+        state = self.store.read(environment)
+        router = state.get("router")
+        lines = []
+        if router and not is_running(router.get("pid")):
+            lines.append(
+                f"router of {environment} (pid {router.get('pid')}, {router.get('url')}) "
+                "is not running"
+            )
+        for version, rec in sorted(state["versions"].items(), key=lambda kv: version_key(kv[0])):
+            if not is_running(rec.get("pid")):
+                lines.append(
+                    f"v{version} of {environment} (pid {rec.get('pid')}, {rec.get('weight', 0)}% "
+                    "of the traffic) is not running"
+                )
+        return lines
 
     def live_weights(self, environment: str) -> dict[str, int] | None:
         """The weights the running router applies now (GET /-/weights), None when it is down."""
