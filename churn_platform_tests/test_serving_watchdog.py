@@ -4,7 +4,7 @@ MLflow store, a SQLite Dagster instance and a real HTTP receiver for the notific
 
 * chaos: steady client traffic, then kill -9 of every serving process; the watchdog brings
   production back on the same URL and notifies once (the outage is printed, not asserted:
-  ``benchmarks/bench_watchdog.py`` measures it);
+  the watchdog benchmark measures it);
 * a 95/5 split left by no release goes back to the champion, notified once; while a
   deployment step holds the pool the watchdog leaves the split alone;
 * the episode logic with an in-memory target.
