@@ -267,3 +267,28 @@ def test_the_dead_deployment_alerts_name_the_local_prometheus_jobs() -> None:
         assert named, alert
         for job in (j for pattern in named for j in pattern.split("|")):
             assert job in jobs, f"{alert} names job {job}; the local config has {sorted(jobs)}"
+
+
+def test_sensors_tick_dry_run_of_the_watchdog_reports_and_touches_nothing(
+    churn_home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from churn_platform import cli
+
+    monkeypatch.setenv("DAGSTER_HOME", str(churn_home / "dagster"))
+    state_file = churn_home / "deployments" / r.PRODUCTION / "state.json"
+    state_file.parent.mkdir(parents=True)
+    gone = 2**22 + 7  # above every pid this machine hands out: no process
+    record = {"pid": gone, "port": 1, "url": "http://127.0.0.1:1", "log": "", "started_at": 0}
+    state = {
+        "environment": r.PRODUCTION,
+        "router": record,
+        "versions": {"2": {**record, "model_uri": "models:/churn_model/2", "weight": 100}},
+    }
+    state_file.write_text(json.dumps(state))
+
+    assert cli.main(["sensors", "tick", "serving_watchdog_sensor"]) == 0
+    out = capsys.readouterr().out
+    assert f"router of production (pid {gone}, http://127.0.0.1:1) is not running" in out
+    assert "v2 of production (pid" in out and "100% of the traffic) is not running" in out
+    assert "decision: a tick would repair this (dry run" in out
+    assert json.loads(state_file.read_text()) == state  # nothing restarted
