@@ -185,6 +185,36 @@ def test_a_split_no_release_holds_goes_back_to_the_champion_but_not_during_a_rel
     assert len(receiver.posts) == 2  # a new episode, told once
 
 
+def test_what_cannot_be_repaired_is_reported_with_the_commands_once(
+    models: RegisteredModels, tmp_path: Path, receiver: Receiver
+) -> None:
+    dog = Watchdog(models, tmp_path, receiver)
+    # the watchdog's target gives a new server 0.5 s to answer: the champion never starts
+    dog.resources["deployment"] = LocalDeploymentResource(
+        state_dir=str(tmp_path / "deployments"),
+        tracking_uri=models.tracking_uri,
+        health_timeout_seconds=0.5,
+    )
+    target = dog.deployment.target()
+    try:
+        target.deploy(r.PRODUCTION, "1", models.model_uris["1"])
+        target.set_weights(r.PRODUCTION, {"1": 100})
+        dog.registry.set_alias(r.CHAMPION, "2")  # a champion production never got
+        reasons = [dog.tick() for _ in range(3)]
+        for reason in reasons:
+            assert "the repair failed: RuntimeError" in reason
+            assert "STILL WRONG: production sends v1 100% with no release running" in reason
+            assert "python -m churn_platform rollback --to 1" in reason
+            assert "python -m churn_platform rollback --to 2" in reason
+        assert target.live_weights(r.PRODUCTION) == {"1": 100}  # still served meanwhile
+        assert len(receiver.posts) == 1  # one episode, told once
+        assert "STILL WRONG" in receiver.posts[0]["body"]["reason"]
+        assert WatchEpisode.parse(dog.cursor).ticks == 3
+    finally:
+        target.stop_all()
+        dog.instance.dispose()
+
+
 class MemoryTarget:
     """A ``DeploymentTarget`` in memory whose router can be "down"."""
 

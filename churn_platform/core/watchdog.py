@@ -132,7 +132,8 @@ def watch(
         else:
             repairs = []
     except Exception as exc:  # noqa: BLE001 - reported with the command; the next tick retries
-        repairs = [f"the repair failed: {type(exc).__name__}: {exc}"]
+        first = (str(exc).strip().splitlines() or [""])[0]  # not the log tail it may carry
+        repairs = [f"the repair failed: {type(exc).__name__}: {first}"]
     return WatchReport(
         environment,
         tuple(findings),
