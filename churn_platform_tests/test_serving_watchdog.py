@@ -4,7 +4,10 @@ MLflow store, a SQLite Dagster instance and a real HTTP receiver for the notific
 
 * chaos: steady client traffic, then kill -9 of every serving process; the watchdog brings
   production back on the same URL and notifies once (the outage is printed, not asserted:
-  the watchdog benchmark measures it);
+  the watchdog benchmark measures it); once with the ticks evaluated here, once by the real
+  ``dagster-daemon run`` on the platform's workspace;
+* what cannot be repaired (a champion that never starts) is reported with the commands, once;
+* ``sensors tick`` of the watchdog is a dry run that repairs nothing;
 * a 95/5 split left by no release goes back to the champion, notified once; while a
   deployment step holds the pool the watchdog leaves the split alone;
 * the episode logic with an in-memory target.
@@ -12,10 +15,13 @@ MLflow store, a SQLite Dagster instance and a real HTTP receiver for the notific
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,6 +50,7 @@ pytestmark = pytest.mark.integration
 
 CONFIG = load_config({})
 MODEL = CONFIG.model()
+REPO = Path(__file__).resolve().parent.parent
 DEADLINE_S = 240.0  # generous: a loaded 2-core machine starts a model server in seconds
 
 
@@ -322,3 +329,81 @@ def test_sensors_tick_dry_run_of_the_watchdog_reports_and_touches_nothing(
     assert "v2 of production (pid" in out and "100% of the traffic) is not running" in out
     assert "decision: a tick would repair this (dry run" in out
     assert json.loads(state_file.read_text()) == state  # nothing restarted
+
+
+def test_the_dagster_daemon_runs_the_watchdog_after_a_kill_9_of_everything(
+    models: RegisteredModels, tmp_path: Path, receiver: Receiver
+) -> None:
+    """The real ``dagster-daemon run -w workspace.yaml`` on the platform's definitions:
+    nothing but the daemon's own sensor loop brings production back and notifies."""
+    home, dagster_home = tmp_path / "home", tmp_path / "dagster"
+    home.mkdir()
+    dagster_home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CHURN_", "MLFLOW_"))}
+    env |= {
+        "CHURN_HOME": str(home),
+        "DAGSTER_HOME": str(dagster_home),
+        "MLFLOW_TRACKING_URI": models.tracking_uri,
+        "CHURN_WEBHOOK_URL": receiver.url + "/hook",
+        "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p),
+    }
+    MlflowRegistry(tracking_uri=models.tracking_uri).set_alias(r.CHAMPION, "2")
+    target = LocalProcessTarget(home / "deployments", models.tracking_uri)
+    log = tmp_path / "daemon.log"
+    daemon = None
+    try:
+        target.deploy(r.PRODUCTION, "2", models.model_uris["2"])
+        endpoint = target.set_weights(r.PRODUCTION, {"2": 100}).endpoint or ""
+        with log.open("wb") as out:
+            daemon = subprocess.Popen(
+                [
+                    str(Path(sys.executable).parent / "dagster-daemon"),
+                    "run",
+                    "-w",
+                    "workspace.yaml",
+                ],
+                cwd=REPO,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 600  # loading the code location on a loaded machine
+        while watchdog_ticks(log) < 1:
+            assert daemon.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.5)
+        with PacedLoad(endpoint, to_records(models.rows.head(1)), rate=10) as load:
+            pids = kill_all(target)
+            killed_at = time.monotonic()
+            while not any(t > killed_at and s == 200 for t, s, _ in list(load.results)):
+                assert time.monotonic() < killed_at + DEADLINE_S, log.read_text()[-3000:]
+                time.sleep(0.2)
+        first_ok = min(t for t, s, _ in load.results if t > killed_at and s == 200)
+        print(f"daemon: kill -9 -> first 200: {first_ok - killed_at:.2f} s")
+        assert not any(is_running(pid) for pid in pids)
+        assert target.state(r.PRODUCTION).endpoint == endpoint
+        after = watchdog_ticks(log)
+        while watchdog_ticks(log) < after + 2:  # two more ticks: the episode ends, untold
+            assert time.monotonic() < killed_at + 2 * DEADLINE_S, log.read_text()[-3000:]
+            time.sleep(0.5)
+        told = [p["body"] for p in receiver.posts if p["body"]["event"] == SERVING_UNHEALTHY]
+        assert len(told) == 1, told
+        assert "router of production" in told[0]["reason"] and endpoint in told[0]["reason"]
+    finally:
+        if daemon is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(daemon.pid, signal.SIGTERM)
+            try:
+                daemon.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(daemon.pid, signal.SIGKILL)
+                daemon.wait()
+        target.stop_all()
+
+
+def watchdog_ticks(log: Path) -> int:
+    """How many ticks of the watchdog the daemon has logged."""
+    text = log.read_text(errors="replace") if log.exists() else ""
+    return len(re.findall(r"Checking for new runs for sensor: serving_watchdog_sensor", text))
