@@ -270,18 +270,12 @@ def unless_held(
     """Hold ``pool`` for the body if nobody does, yielding None; else yield who holds it
     (and hold nothing): the watchdog's way not to fight a deployment step.
 
-    On a SQLite instance the holder is the process holding :func:`exclusive_step`'s lock; on
-    any instance, an unfinished run that claimed a slot of ``pool`` holds it too."""
-    for run_id, entries in _slots_by_run(instance).items():
-        slots = [e for e in entries if e.startswith(f"{pool}/") and not e.endswith("(pending)")]
-        if not slots:
-            continue
-        run = instance.get_run_by_id(run_id)
-        if run is not None and run.status in UNFINISHED and not process_is_gone(run.tags):
-            yield f"run {run_id} ({run.job_name}, {', '.join(slots)})"
-            return
+    On a SQLite instance the holder is the process holding :func:`exclusive_step`'s lock (the
+    kernel drops it the moment that process dies, so a killed release holds nothing). On
+    other storages, where the step takes no lock, an unfinished run that claimed a slot of
+    ``pool`` holds it (until run monitoring marks a dead one failed)."""
     if not dagster_private.is_sqlite_instance(instance):
-        yield None
+        yield _slot_holder(instance, pool)
         return
     path = pool_lock_path(instance, pool)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -303,6 +297,16 @@ def unless_held(
                 lock.seek(0)
                 lock.truncate()
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _slot_holder(instance: dg.DagsterInstance, pool: str) -> str | None:
+    """The unfinished run holding a claimed slot of ``pool`` (its process not known gone)."""
+    for run_id, entries in _slots_by_run(instance).items():
+        slots = [e for e in entries if e.startswith(f"{pool}/") and not e.endswith("(pending)")]
+        run = instance.get_run_by_id(run_id) if slots else None
+        if run is not None and run.status in UNFINISHED and not process_is_gone(run.tags):
+            return f"run {run_id} ({run.job_name}, {', '.join(slots)})"
+    return None
 
 
 STEP_EVENTS = {
