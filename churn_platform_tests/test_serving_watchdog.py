@@ -179,6 +179,8 @@ def test_a_split_no_release_holds_goes_back_to_the_champion_but_not_during_a_rel
     assert dog.tick() == "every deployment healthy"
     assert [p["body"]["event"] for p in receiver.posts] == [SERVING_UNHEALTHY]
     assert "v1 95%, v2 5%" in receiver.posts[0]["body"]["reason"]
+    # the other intent keeps its command: make the canary the champion instead
+    assert "python -m churn_platform rollback --to 2" in receiver.posts[0]["body"]["reason"]
 
     # a release holds the deployment pool: its canary split is not a leftover
     target.set_weights(r.PRODUCTION, {"1": 75, "2": 25})
@@ -210,7 +212,7 @@ def test_what_cannot_be_repaired_is_reported_with_the_commands_once(
         reasons = [dog.tick() for _ in range(3)]
         for reason in reasons:
             assert "the repair failed: RuntimeError" in reason
-            assert "STILL WRONG: production sends v1 100% with no release running" in reason
+            assert "STILL WRONG: champion alias names v2 but the router sends v1 100%" in reason
             assert "python -m churn_platform rollback --to 1" in reason
             assert "python -m churn_platform rollback --to 2" in reason
         assert target.live_weights(r.PRODUCTION) == {"1": 100}  # still served meanwhile

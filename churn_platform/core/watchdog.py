@@ -24,7 +24,13 @@ from dataclasses import asdict, dataclass
 from typing import Protocol, runtime_checkable
 
 from churn_platform.core.records import CHAMPION
-from churn_platform.core.release import ModelRegistry, Restorable, reconcile, traffic_disagreement
+from churn_platform.core.release import (
+    ModelRegistry,
+    Restorable,
+    reconcile,
+    repair_command,
+    traffic_disagreement,
+)
 from churn_platform.core.rollout import DeploymentTarget
 
 RESTORE_COMMAND = "python -m churn_platform.serving restore"
@@ -78,37 +84,49 @@ def _live(target: DeploymentTarget, environment: str) -> dict[str, int] | None:
     return state.weights() if state.endpoint else None
 
 
-def observe(target: DeploymentTarget, environment: str, champion: str | None) -> list[str]:
-    """What is wrong in ``environment`` now, one line each (empty: healthy, or nothing was
-    ever deployed there: the watchdog deploys nothing on its own)."""
+def _problems(
+    target: DeploymentTarget, environment: str, champion: str | None
+) -> tuple[list[str], str | None]:
+    """What is down (processes, a router that does not answer) and what is wrong with the
+    traffic (None: nothing), or nothing at all where nothing was ever deployed."""
     down = target.down(environment) if isinstance(target, Inspectable) else []
     state = target.state(environment)
     if not down and state.endpoint is None and not state.versions:
-        return []
-    findings = list(down)
+        return [], None
     live = _live(target, environment)
     if live is None:
         if not any(line.startswith("router of") for line in down):
-            findings.append(f"the router of {environment} does not answer")
-    elif champion is not None and live.get(champion) != 100:
-        serving = ", ".join(f"v{v} {w}%" for v, w in sorted(live.items()) if w) or "nothing"
-        findings.append(
-            f"{environment} sends {serving} with no release running; the champion alias "
-            f"names v{champion}"
-        )
-    return findings
+            down.append(f"the router of {environment} does not answer")
+        return down, None
+    if champion is None or live.get(champion) == 100:
+        return down, None
+    serving = ", ".join(f"v{v} {w}%" for v, w in sorted(live.items()) if w) or "nothing"
+    others = {v: w for v, w in live.items() if v != champion and w}
+    keep = ""
+    if others:  # the registry is the truth; the other intent has its own command
+        leader = max(others, key=lambda v: others[v])
+        keep = f" (to make v{leader} the champion instead: {repair_command(leader)})"
+    traffic = (
+        f"{environment} sends {serving} with no release running; the champion alias "
+        f"names v{champion}{keep}"
+    )
+    return down, traffic
+
+
+def observe(target: DeploymentTarget, environment: str, champion: str | None) -> list[str]:
+    """What is wrong in ``environment`` now, one line each (empty: healthy, or nothing was
+    ever deployed there: the watchdog deploys nothing on its own)."""
+    down, traffic = _problems(target, environment, champion)
+    return [*down, *([traffic] if traffic else [])]
 
 
 def _remaining(target: DeploymentTarget, environment: str, champion: str | None) -> list[str]:
     """What is still wrong after the repair, each with the command that fixes it."""
-    left = observe(target, environment, champion)
-    if not left:
-        return []
-    if champion is not None:
-        problem = traffic_disagreement(champion, _live(target, environment))
-        if problem:
-            return [*left, problem]
-    return [*left, f"run: {RESTORE_COMMAND}"]
+    down, traffic = _problems(target, environment, champion)
+    left = [*down, f"run: {RESTORE_COMMAND}"] if down else []
+    if traffic and champion is not None:
+        left.append(traffic_disagreement(champion, _live(target, environment)) or traffic)
+    return left
 
 
 def watch(
