@@ -275,7 +275,7 @@ def unless_held(
     other storages, where the step takes no lock, an unfinished run that claimed a slot of
     ``pool`` holds it (until run monitoring marks a dead one failed)."""
     if not dagster_private.is_sqlite_instance(instance):
-        yield _slot_holder(instance, pool)
+        yield slot_holder(instance, pool)
         return
     path = pool_lock_path(instance, pool)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -299,7 +299,7 @@ def unless_held(
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _slot_holder(instance: dg.DagsterInstance, pool: str) -> str | None:
+def slot_holder(instance: dg.DagsterInstance, pool: str) -> str | None:
     """The unfinished run holding a claimed slot of ``pool`` (its process not known gone)."""
     for run_id, entries in _slots_by_run(instance).items():
         slots = [e for e in entries if e.startswith(f"{pool}/") and not e.endswith("(pending)")]

@@ -19,6 +19,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -409,3 +410,25 @@ def watchdog_ticks(log: Path) -> int:
     """How many ticks of the watchdog the daemon has logged."""
     text = log.read_text(errors="replace") if log.exists() else ""
     return len(re.findall(r"Checking for new runs for sensor: serving_watchdog_sensor", text))
+
+
+def test_where_no_lock_is_taken_a_run_with_a_claimed_slot_holds_the_pool(tmp_path: Path) -> None:
+    """PostgreSQL/MySQL storages (Kubernetes): the watchdog reads the pool's slot claims."""
+    shutil.copy(REPO / "deploy/local/dagster.yaml", tmp_path / "dagster.yaml")
+    pool = deployment_pool(MODEL)
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        assert runs.slot_holder(instance, pool) is None
+        job = dg.GraphDefinition("churn_release").to_job()
+        run = instance.create_run_for_job(job, tags=runs.process_tags())
+        instance.handle_run_event(
+            run.run_id, dg.DagsterEvent(dg.DagsterEventType.RUN_START.value, job_name=run.job_name)
+        )
+        storage = instance.event_log_storage
+        storage.initialize_concurrency_limit_to_default(pool)
+        waiting = instance.create_run_for_job(job, tags=runs.process_tags())
+        assert storage.claim_concurrency_slot(pool, run.run_id, "production_deployment").is_claimed
+        assert not storage.claim_concurrency_slot(pool, waiting.run_id, "staging").is_claimed
+        holder = runs.slot_holder(instance, pool)
+        assert holder == f"run {run.run_id} (churn_release, {pool}/production_deployment)"
+        instance.report_run_failed(instance.get_run_by_id(run.run_id))  # finished: holds nothing
+        assert runs.slot_holder(instance, pool) is None
