@@ -432,3 +432,29 @@ def test_where_no_lock_is_taken_a_run_with_a_claimed_slot_holds_the_pool(tmp_pat
         assert holder == f"run {run.run_id} (churn_release, {pool}/production_deployment)"
         instance.report_run_failed(instance.get_run_by_id(run.run_id))  # finished: holds nothing
         assert runs.slot_holder(instance, pool) is None
+
+
+def test_restore_starts_the_router_beside_a_lead_version_that_cannot_start(
+    models: RegisteredModels, tmp_path: Path
+) -> None:
+    target = LocalProcessTarget(tmp_path / "deployments", models.tracking_uri)
+    try:
+        target.deploy(r.PRODUCTION, "1", models.model_uris["1"])
+        target.deploy(r.PRODUCTION, "2", models.model_uris["2"])
+        endpoint = target.set_weights(r.PRODUCTION, {"2": 100}).endpoint
+        pids = kill_all(target)
+        while any(is_running(pid) for pid in pids):
+            time.sleep(0.05)
+        state = json.loads(target.state_file(r.PRODUCTION).read_text())
+        state["versions"]["2"]["model_uri"] = "models:/churn_model/99"  # gone from the registry
+        target.state_file(r.PRODUCTION).write_text(json.dumps(state))
+
+        repairs = target.restore(r.PRODUCTION)
+        assert repairs[0] == f"router of production was down; restarted at {endpoint}"
+        assert repairs[1].startswith("v2 of production could not be restarted: ")
+        assert repairs[2].startswith("v1 of production was down; restarted at ")
+        assert target.state(r.PRODUCTION).endpoint == endpoint
+        assert target.state(r.PRODUCTION).weights() == {"1": 0}
+        assert target.live_weights(r.PRODUCTION) == {"1": 0}
+    finally:
+        target.stop_all()

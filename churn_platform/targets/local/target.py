@@ -268,37 +268,38 @@ class LocalProcessTarget:
         failure is raised, the version's reported. Returns the repair lines."""
         repairs: list[str] = []
         failure: list[BaseException] = []
+        served: dict[str, Any] | None = None
+        version = lead[0] if lead else ""
         with self._locked(environment) as locked:
             router = threading.Thread(
                 target=lambda: _capture(failure, self.routers.ensure, environment, locked)
             )
             if router_dead:
                 router.start()
-            started = None
-            if lead is not None:
-                version, rec = lead
-                try:
-                    self._start(environment, version, rec["model_uri"], locked)
-                    started = locked["versions"][version]
-                except (RuntimeError, ValueError, OSError) as exc:
-                    started = exc
+            try:
+                if lead is not None:
+                    try:
+                        self._start(environment, version, lead[1]["model_uri"], locked)
+                        served = locked["versions"][version]
+                    except (RuntimeError, ValueError, OSError) as exc:
+                        repairs.append(f"v{version} of {environment} could not be restarted: {exc}")
+            finally:  # the state is saved on leaving the lock: with the router recorded
+                if router_dead:
+                    router.join()
+            if failure:
+                raise failure[0]
+            if lead is not None and served is None:
+                locked["versions"].pop(version, None)  # after the join: the router read them
             if router_dead:
-                router.join()
-                if failure:
-                    raise failure[0]
+                url = locked["router"]["url"]
+                repairs.insert(0, f"router of {environment} was down; restarted at {url}")
+            if served is not None:
                 repairs.append(
-                    f"router of {environment} was down; restarted at {locked['router']['url']}"
+                    f"v{version} of {environment} was down; restarted at {served['url']} "
+                    f"({served['weight']}% of the traffic)"
                 )
-            if isinstance(started, BaseException) and lead is not None:
-                locked["versions"].pop(lead[0], None)  # after the join: the router reads them
-                repairs.append(f"v{lead[0]} of {environment} could not be restarted: {started}")
-            elif started is not None and lead is not None:
-                repairs.append(
-                    f"v{lead[0]} of {environment} was down; restarted at {started['url']} "
-                    f"({started['weight']}% of the traffic)"
-                )
-            if started is not None and locked.get("router"):
-                self.routers.push_table(locked["router"]["url"], locked)
+                if locked.get("router"):
+                    self.routers.push_table(locked["router"]["url"], locked)
         return repairs
 
     def down(self, environment: str) -> list[str]:
