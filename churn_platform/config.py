@@ -170,6 +170,7 @@ class PlatformConfig:
     kubernetes: Any = None  # KubernetesSettings on Kubernetes (its client loads only there)
     freshness: FreshnessSettings = field(default_factory=FreshnessSettings)
     performance: MonitorSettings = field(default_factory=MonitorSettings)
+    watchdog_interval_seconds: int = settings.WATCHDOG_INTERVAL_SECONDS
 
     def model(self, name: str | None = None) -> ModelConfig:
         """The model called ``name`` (default: the first); an unknown name lists the known."""
@@ -220,6 +221,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> PlatformConfig:
         drift=settings.drift_settings(env),
         freshness=settings.freshness_settings(env),
         performance=settings.performance_settings(env),
+        watchdog_interval_seconds=int(settings.get("CHURN_WATCHDOG_INTERVAL_SECONDS", env)),
         git_commit=str(settings.get("GIT_COMMIT", env)),
         notify=NotifyConfig(
             webhook_set=bool(settings.get("CHURN_WEBHOOK_URL", env)),

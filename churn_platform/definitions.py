@@ -22,6 +22,7 @@ from churn_platform.defs import (
     freshness,
     model,
     notifications,
+    serving_watchdog,
 )
 from churn_platform.resources.environments import executor_for, platform_resources
 
@@ -57,6 +58,7 @@ def model_definitions(config: PlatformConfig, model_config: ModelConfig) -> dg.D
             sensors=[
                 notifications.build_rollback_notification(model_config),
                 freshness.build_freshness_notification(model_config, config.freshness),
+                serving_watchdog.build_serving_watchdog(model_config, config),
             ],
         ),
         automation.build(model_config, config),

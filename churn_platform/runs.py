@@ -14,7 +14,8 @@ the pool (both deployment assets share ``churn_deployment``, limit 1) would wait
   then cancels the run within a second. Another thread prints one line per step as it starts
   and ends, with its duration, read from the run's events in the instance.
 - :func:`exclusive_step` makes a limit-1 pool exclusive across processes on a SQLite instance,
-  where Dagster's own slot claim is not atomic (two runs can both get the one slot).
+  where Dagster's own slot claim is not atomic (two runs can both get the one slot);
+  :func:`unless_held` takes it only when free (the serving watchdog yields to a deployment).
 - :func:`quiet_warnings` keeps Dagster's beta/preview warnings and MLflow's schema hints off
   the terminal (they speak to the platform's developers, not to whoever runs a job).
 """
@@ -260,6 +261,52 @@ def exclusive_step(
                 lock.seek(0)
                 lock.truncate()
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@contextmanager
+def unless_held(
+    instance: dg.DagsterInstance, pool: str, holder: Mapping[str, str]
+) -> Iterator[str | None]:
+    """Hold ``pool`` for the body if nobody does, yielding None; else yield who holds it
+    (and hold nothing): the watchdog's way not to fight a deployment step.
+
+    On a SQLite instance the holder is the process holding :func:`exclusive_step`'s lock (the
+    kernel drops it the moment that process dies, so a killed release holds nothing). On
+    other storages, where the step takes no lock, an unfinished run that claimed a slot of
+    ``pool`` holds it (until run monitoring marks a dead one failed)."""
+    if not dagster_private.is_sqlite_instance(instance):
+        yield slot_holder(instance, pool)
+        return
+    path = pool_lock_path(instance, pool)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            yield lock.read().strip() or "another process"
+            return
+        try:
+            lock.seek(0)
+            lock.truncate()
+            lock.write(json.dumps({**holder, "pid": str(os.getpid())}))
+            lock.flush()
+            yield None
+        finally:
+            with suppress(OSError):
+                lock.seek(0)
+                lock.truncate()
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def slot_holder(instance: dg.DagsterInstance, pool: str) -> str | None:
+    """The unfinished run holding a claimed slot of ``pool`` (its process not known gone)."""
+    for run_id, entries in _slots_by_run(instance).items():
+        slots = [e for e in entries if e.startswith(f"{pool}/") and not e.endswith("(pending)")]
+        run = instance.get_run_by_id(run_id) if slots else None
+        if run is not None and run.status in UNFINISHED and not process_is_gone(run.tags):
+            return f"run {run_id} ({run.job_name}, {', '.join(slots)})"
+    return None
 
 
 STEP_EVENTS = {

@@ -5,7 +5,8 @@ PSI of each feature, the rows and the threshold), its decision (the run it reque
 run key and tags, or why it skips) and the cursor before and after.
 
 A dry run (the default) changes nothing: no cursor is stored, no observation recorded, no
-notification sent, and the PSI export goes to a temporary folder. ``--commit`` stores the
+notification sent, and the PSI export goes to a temporary folder; the serving watchdog only
+says what it finds wrong (its tick would repair it). ``--commit`` stores the
 new cursor and records the tick's observations as the daemon would; it launches no run
 (the daemon does; the output says how to start one by hand) and sends no notification.
 """
@@ -22,6 +23,7 @@ from typing import Any
 
 HELP = "evaluate a sensor against the local instance: figures, decision, cursor (dry run)"
 _WORKSPACE = Path(__file__).resolve().parent.parent / "workspace.yaml"
+WATCHDOG = "serving_watchdog_sensor"  # repairs on a tick: its dry run only looks
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -143,6 +145,22 @@ def _store(instance: Any, name: str, result: Any) -> list[str]:
     return [*lines, "stored the cursor"]
 
 
+def watchdog_dry_run(context: Any, model: Any) -> list[str]:
+    """The serving watchdog's dry run: what it finds wrong in each deployment, repaired
+    nothing (a tick repairs; ``--commit`` runs it, without the notification)."""
+    from churn_platform.core.watchdog import watch
+    from churn_platform.defs.common import model_resource
+    from churn_platform.defs.serving_watchdog import WATCHED
+
+    target = model_resource(context, model, "deployment").target()
+    registry = model_resource(context, model, "mlflow_registry")
+    reports = [watch(target, registry, env, repair=False) for env in WATCHED]
+    lines = [f"  {r.text()}" for r in reports]
+    if all(r.healthy for r in reports):
+        return [*lines, "decision: nothing to repair"]
+    return [*lines, "decision: a tick would repair this (dry run: nothing was touched; --commit)"]
+
+
 def tick(name: str, model_name: str | None, commit: bool) -> int:
     """Evaluate one tick of sensor ``name`` and print it; 2 on a configuration error."""
     import dagster as dg
@@ -174,6 +192,9 @@ def tick(name: str, model_name: str | None, commit: bool) -> int:
             resources=_resources(defs, commit, scratch),
             definitions=defs,
         )
+        if not commit and name == config.model(model_name).named(WATCHDOG):
+            print("\n".join(watchdog_dry_run(context, config.model(model_name))))
+            return 0
         try:
             result = defs.get_sensor_def(name).evaluate_tick(context)
         except Exception as exc:  # noqa: BLE001 - the daemon would record it as the tick's error

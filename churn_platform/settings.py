@@ -26,6 +26,7 @@ from churn_platform.core.drift_monitor import DriftSettings
 from churn_platform.core.freshness_rules import FreshnessSettings
 from churn_platform.core.performance_step import TRIGGERS, MonitorSettings
 from churn_platform.core.synthetic import SyntheticSpec
+from churn_platform.core.watchdog import WATCHDOG_INTERVAL_SECONDS
 
 if TYPE_CHECKING:
     from churn_platform.targets.kubernetes.settings import KubernetesSettings
@@ -341,6 +342,14 @@ SETTINGS: tuple[Setting, ...] = (
         "the champion's freshness fails, and notifies, when older (days)",
         minimum=0,
         exclusive_minimum=True,
+    ),
+    Setting(
+        "CHURN_WATCHDOG_INTERVAL_SECONDS",
+        "int",
+        WATCHDOG_INTERVAL_SECONDS,
+        "how often serving_watchdog_sensor checks each deployment (seconds; at most 60)",
+        minimum=1,
+        maximum=60,
     ),
     Setting(
         "CHURN_FAULT_RATE",

@@ -46,6 +46,7 @@ def test_local_definitions_hold_the_graph_checks_schedule_and_sensor(churn_home)
         "psi_drift_sensor",
         "rollback_notification",
         "run_failure_notification",
+        "serving_watchdog_sensor",
     ]
     assert defs.resolve_job_def("churn_end_to_end").executor_def.name == "in_process"
     assert isinstance(defs.resources["deployment"], LocalDeploymentResource)

@@ -132,6 +132,8 @@ def test_the_command_runs_prometheus_with_the_alert_rules(prometheus: str) -> No
         "ChurnModelHighErrorRate",
         "ChurnModelHighLatencyP95",
         "ChurnModelVersionNotLoaded",
+        "ChurnServingTargetDown",
+        "ChurnServingAbsent",
     } <= alerts
 
 

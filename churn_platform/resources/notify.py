@@ -1,5 +1,6 @@
 """Notifications: one message per rollback, failed run (a failed blocking check says which),
-drift episode, sensor error and asset that is no longer fresh.
+drift episode, sensor error, asset that is no longer fresh and episode of an unhealthy
+deployment (the serving watchdog).
 
 Each message names the event, the model version, the reason and a link to the run in the
 Dagster UI. It goes to a webhook as JSON (``CHURN_WEBHOOK_URL``: the body has ``text`` for
@@ -35,6 +36,7 @@ RUN_FAILED = "run_failed"
 SENSOR_ERROR = "sensor_error"
 NOT_FRESH = "not_fresh"
 PERFORMANCE = "performance"
+SERVING_UNHEALTHY = "serving_unhealthy"
 TITLES = {
     ROLLBACK: "production canary rolled back",
     BLOCKING_CHECK_FAILED: "blocking check failed",
@@ -43,6 +45,7 @@ TITLES = {
     SENSOR_ERROR: "sensor error",
     NOT_FRESH: "asset is not fresh",
     PERFORMANCE: "performance below the holdout AUC, retraining requested",
+    SERVING_UNHEALTHY: "deployment found unhealthy by the serving watchdog",
 }
 WEBHOOK, SLACK = "webhook", "slack"
 PENDING = "notifications/pending"

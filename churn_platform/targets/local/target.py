@@ -11,6 +11,7 @@ processes, which otherwise outlive the run that started them.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -119,37 +120,50 @@ class LocalProcessTarget:
                         f"{existing['model_uri']}, not {model_uri}; retire it first"
                     )
                 return self._served(version, existing)
-            log_path = self.store.env_dir(environment) / "logs" / f"model-{version}.log"
-            args = ["model-server", "--model-uri", model_uri, "--version", version]
-            env: dict[str, str] = {**self.server_env, **(extra_env or {})}
-            # the store its model URI resolves in, kept so `restore` (another process, maybe
-            # with other settings) restarts the version from the same store
-            tracking_uri = self.tracking_uri or (existing or {}).get("tracking_uri")
-            if tracking_uri:
-                env["MLFLOW_TRACKING_URI"] = tracking_uri
-            # each environment its own log: staging checks stay out of production's drift
-            # input, and no two processes append to (and rotate) one file
-            args += ["--environment", environment]
-            log = self._inference_log(environment, version, existing)
-            if log:
-                args += ["--inference-log", log]
-            record = self.supervisor.start(
-                args,
-                bind_socket(self.host, 0),
-                log_path,
-                "/health",
-                lambda pid: f"model server for {model_uri} (version {version}, pid {pid})",
-                env,
-            )
-            record.model_uri = model_uri
-            record.weight = existing["weight"] if existing else 0
-            state["versions"][version] = {
-                **record.__dict__,
-                "tracking_uri": tracking_uri or "",
-                "inference_log": log,
-            }
+            self._start(environment, version, model_uri, state, extra_env)
             self.routers.push_table(router["url"], state)
             return self._served(version, state["versions"][version])
+
+    def _start(
+        self,
+        environment: str,
+        version: str,
+        model_uri: str,
+        state: dict[str, Any],
+        extra_env: Mapping[str, str] | None = None,
+    ) -> None:
+        """Start ``version``'s server, wait until healthy and record it in ``state`` (held
+        locked by the caller) at its recorded weight (0 when new)."""
+        existing = state["versions"].get(version)
+        log_path = self.store.env_dir(environment) / "logs" / f"model-{version}.log"
+        args = ["model-server", "--model-uri", model_uri, "--version", version]
+        env: dict[str, str] = {**self.server_env, **(extra_env or {})}
+        # the store its model URI resolves in, kept so `restore` (another process, maybe
+        # with other settings) restarts the version from the same store
+        tracking_uri = self.tracking_uri or (existing or {}).get("tracking_uri")
+        if tracking_uri:
+            env["MLFLOW_TRACKING_URI"] = tracking_uri
+        # each environment its own log: staging checks stay out of production's drift
+        # input, and no two processes append to (and rotate) one file
+        args += ["--environment", environment]
+        log = self._inference_log(environment, version, existing)
+        if log:
+            args += ["--inference-log", log]
+        record = self.supervisor.start(
+            args,
+            bind_socket(self.host, 0),
+            log_path,
+            "/health",
+            lambda pid: f"model server for {model_uri} (version {version}, pid {pid})",
+            env,
+        )
+        record.model_uri = model_uri
+        record.weight = existing["weight"] if existing else 0
+        state["versions"][version] = {
+            **record.__dict__,
+            "tracking_uri": tracking_uri or "",
+            "inference_log": log,
+        }
 
     def set_weights(self, environment: str, weights: dict[str, int]) -> EnvironmentState:
         """Split traffic between running versions (percents summing to 100); versions not
@@ -265,14 +279,11 @@ class LocalProcessTarget:
         router_dead = router is not None and not is_running(router.get("pid"))
         if not dead and not router_dead:
             return []
-        repairs = []
-        with self._locked(environment) as locked:
-            if router_dead:
-                self.routers.ensure(environment, locked)
-                repairs.append(
-                    f"router of {environment} was down; restarted at {locked['router']['url']}"
-                )
-        for version, rec in sorted(dead.items(), key=lambda kv: version_key(kv[0])):
+        # the versions that carry traffic first: the endpoint answers as soon as they run
+        order = sorted(dead.items(), key=lambda kv: (-kv[1]["weight"], version_key(kv[0])))
+        lead = order[0] if order and order[0][1]["weight"] > 0 else None
+        repairs = self._restore_front(environment, router_dead, lead)
+        for version, rec in order[1:] if lead else order:
             try:
                 served = self.deploy(environment, version, rec["model_uri"])
             except (RuntimeError, ValueError, OSError) as exc:
@@ -289,6 +300,67 @@ class LocalProcessTarget:
             if locked.get("router") and total == 100:
                 self.routers.push_table(locked["router"]["url"], locked)
         return repairs
+
+    def _restore_front(
+        self, environment: str, router_dead: bool, lead: tuple[str, dict[str, Any]] | None
+    ) -> list[str]:
+        """Restart the router and the heaviest dead version together (two processes starting
+        at once, so the endpoint answers after the slower one, not after both); the router's
+        failure is raised, the version's reported. Returns the repair lines."""
+        repairs: list[str] = []
+        failure: list[BaseException] = []
+        served: dict[str, Any] | None = None
+        version = lead[0] if lead else ""
+        with self._locked(environment) as locked:
+            router = threading.Thread(
+                target=lambda: _capture(failure, self.routers.ensure, environment, locked)
+            )
+            if router_dead:
+                router.start()
+            try:
+                if lead is not None:
+                    try:
+                        self._start(environment, version, lead[1]["model_uri"], locked)
+                        served = locked["versions"][version]
+                    except (RuntimeError, ValueError, OSError) as exc:
+                        repairs.append(f"v{version} of {environment} could not be restarted: {exc}")
+            finally:  # the state is saved on leaving the lock: with the router recorded
+                if router_dead:
+                    router.join()
+            if failure:
+                raise failure[0]
+            if lead is not None and served is None:
+                locked["versions"].pop(version, None)  # after the join: the router read them
+            if router_dead:
+                url = locked["router"]["url"]
+                repairs.insert(0, f"router of {environment} was down; restarted at {url}")
+            if served is not None:
+                repairs.append(
+                    f"v{version} of {environment} was down; restarted at {served['url']} "
+                    f"({served['weight']}% of the traffic)"
+                )
+                if locked.get("router"):
+                    self.routers.push_table(locked["router"]["url"], locked)
+        return repairs
+
+    def down(self, environment: str) -> list[str]:
+        """What ``environment``'s state file records that is not running, one line each
+        (the router first, then the versions); empty when everything recorded runs."""
+        state = self.store.read(environment)
+        router = state.get("router")
+        lines = []
+        if router and not is_running(router.get("pid")):
+            lines.append(
+                f"router of {environment} (pid {router.get('pid')}, {router.get('url')}) "
+                "is not running"
+            )
+        for version, rec in sorted(state["versions"].items(), key=lambda kv: version_key(kv[0])):
+            if not is_running(rec.get("pid")):
+                lines.append(
+                    f"v{version} of {environment} (pid {rec.get('pid')}, {rec.get('weight', 0)}% "
+                    "of the traffic) is not running"
+                )
+        return lines
 
     def live_weights(self, environment: str) -> dict[str, int] | None:
         """The weights the running router applies now (GET /-/weights), None when it is down."""
@@ -366,3 +438,11 @@ class LocalProcessTarget:
 
     def _served(self, version: str, rec: Mapping[str, Any]) -> ServedVersion:
         return ServedVersion(version, rec["model_uri"], rec["url"], int(rec["weight"]))
+
+
+def _capture(failures: list[BaseException], fn: Any, *args: Any) -> None:
+    """Call ``fn(*args)`` in a thread, keeping what it raised for the caller to raise."""
+    try:
+        fn(*args)
+    except BaseException as exc:  # noqa: BLE001 - re-raised by the thread that joins
+        failures.append(exc)
