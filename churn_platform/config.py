@@ -39,6 +39,7 @@ import yaml
 
 from churn_platform import settings
 from churn_platform.core.drift_monitor import DriftSettings
+from churn_platform.core.engines import EngineConfig
 from churn_platform.core.freshness_rules import FreshnessSettings
 from churn_platform.core.spec import DEFAULT_SPEC_PATH, Spec, SpecError, load_spec
 from churn_platform.settings import SettingsError
@@ -168,6 +169,7 @@ class PlatformConfig:
     platform_file: str = ""
     kubernetes: Any = None  # KubernetesSettings on Kubernetes (its client loads only there)
     freshness: FreshnessSettings = field(default_factory=FreshnessSettings)
+    engine: EngineConfig = field(default_factory=EngineConfig)  # CHURN_ENGINE, CHURN_SPARK_*
 
     def model(self, name: str | None = None) -> ModelConfig:
         """The model called ``name`` (default: the first); an unknown name lists the known."""
@@ -217,6 +219,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> PlatformConfig:
         auto_release=settings.auto_release(env),
         drift=settings.drift_settings(env),
         freshness=settings.freshness_settings(env),
+        engine=settings.engine_config(env),
         git_commit=str(settings.get("GIT_COMMIT", env)),
         notify=NotifyConfig(
             webhook_set=bool(settings.get("CHURN_WEBHOOK_URL", env)),

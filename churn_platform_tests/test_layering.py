@@ -170,6 +170,7 @@ SETTINGS_READERS = {
     "drift_settings",
     "auto_release",
     "kubernetes_settings_from_env",
+    "engine_config",
 }
 
 

@@ -1,0 +1,177 @@
+"""The engines of the heavy data steps: pandas in this process (the default) or Spark.
+
+``CHURN_ENGINE`` (``pandas`` | ``spark``) picks one; ``CHURN_SPARK_MASTER`` says where Spark
+runs (``local[*]``, ``spark://host:7077``, ``k8s://https://<api-server>``). Both engines take
+the same declared contract (``core.contract.contract_rules``: the same rule names, failing
+counts and pass/fail) and the same mapping (``core.mapping``); the Spark side is
+``spark_mapping`` (renames, value maps, blanks -> null, types), ``spark_contract`` (every rule
+kind as Spark aggregates, in one pass over the data plus one for uniqueness) and
+``spark_session`` (the session built from ``EngineConfig``).
+
+``validate(source, spec, config)`` is what a data asset calls: read the source (a DataFrame
+or a CSV/Parquet path), map it, version it and evaluate the contract, on the configured
+engine. Data versions differ between engines by design: the pandas engine hashes the rows
+in order (``core.contract.data_version``), the Spark engine hashes the rows as a multiset
+(``spark_contract.spark_data_version``: stable, independent of row order and partitioning).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from churn_platform.core.contract import ContractConfig, RuleResult, data_version
+from churn_platform.core.contract import evaluate_contract as evaluate_on_pandas
+from churn_platform.core.mapping import ColumnMapping, DataSourceError, apply_mapping
+from churn_platform.core.spec import Spec
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+ENGINE_VAR = "CHURN_ENGINE"
+ENGINES: tuple[str, ...] = ("pandas", "spark")
+PANDAS_VERSION_KIND = "sha256 of the rows in order (core.contract.data_version)"
+SPARK_VERSION_KIND = "sha256 of the row multiset (xxhash64 per row; order-independent)"
+
+
+class EngineError(ValueError):
+    """An engine cannot run what it was asked to; the message names the setting or rule."""
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Which engine runs the data steps, and how its Spark session is built.
+
+    ``engine``: ``pandas`` (default) or ``spark`` (``CHURN_ENGINE``). ``spark_master``: the
+    master URL (``CHURN_SPARK_MASTER``); ``spark_driver_memory`` (``CHURN_SPARK_DRIVER_MEMORY``);
+    ``shuffle_partitions``: ``spark.sql.shuffle.partitions``; ``spark_conf``: further
+    ``spark.*`` settings (a cluster's image, executors, ...).
+    """
+
+    engine: str = "pandas"
+    spark_master: str = "local[*]"
+    spark_driver_memory: str = "2g"
+    shuffle_partitions: int = 8
+    app_name: str = "churn-platform"
+    spark_conf: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise EngineError(
+                f"{ENGINE_VAR}={self.engine!r} is not a known engine; set {ENGINE_VAR} to one "
+                f"of {', '.join(ENGINES)} (default pandas)"
+            )
+        if not self.spark_master.strip():
+            raise EngineError("CHURN_SPARK_MASTER is empty; set a master URL such as local[*]")
+        if self.shuffle_partitions < 1:
+            raise EngineError("EngineConfig.shuffle_partitions must be >= 1")
+
+
+@dataclass(frozen=True, eq=False)
+class Validation:
+    """What ``validate`` found: the contract results, the data version and the mapped rows.
+
+    ``frame`` is a pandas DataFrame (pandas engine) or a Spark DataFrame (Spark engine) in the
+    spec's columns and types; ``summary`` is the mapping's account (``MappedFrame.summary``
+    shape); ``version_kind`` says how ``version`` was computed (it differs between engines).
+    """
+
+    engine: str
+    results: list[RuleResult]
+    version: str
+    version_kind: str
+    rows: int
+    frame: Any
+    summary: dict[str, Any]
+
+    @property
+    def blocking(self) -> list[RuleResult]:
+        """Failed rules of severity ERROR."""
+        return [r for r in self.results if r.blocking]
+
+
+def validate(
+    source: Any,
+    spec: Spec,
+    config: EngineConfig,
+    *,
+    mapping: ColumnMapping | dict[str, Any] | None = None,
+    contract: ContractConfig | None = None,
+    spark: SparkSession | None = None,
+) -> Validation:
+    """Map, version and check ``source`` against ``spec``'s contract on ``config.engine``.
+
+    ``source``: a pandas DataFrame, a Spark DataFrame (Spark engine), or the path of a CSV
+    (read as text, as ``FileSource`` does) or Parquet file. ``spark``: a session to reuse
+    (default: one built from ``config`` by ``spark_session.spark_session``). Missing spec
+    columns are reported by the contract (``required_columns_present``), not raised.
+    """
+    if config.engine == "pandas":
+        return _validate_pandas(source, spec, mapping, contract)
+    from churn_platform.core.engines import spark_contract, spark_mapping, spark_session
+
+    session = spark if spark is not None else spark_session.spark_session(config)
+    raw = spark_mapping.read_source(session, source)
+    mapped = spark_mapping.map_on_spark(raw, mapping, spec=spec, required=())
+    checked = spark_contract.evaluate_on_spark(mapped, contract, spec=spec)
+    return Validation(
+        "spark",
+        checked.results,
+        checked.version,
+        SPARK_VERSION_KIND,
+        checked.rows,
+        mapped.frame,
+        checked.summary,
+    )
+
+
+def _validate_pandas(
+    source: Any,
+    spec: Spec,
+    mapping: ColumnMapping | dict[str, Any] | None,
+    contract: ContractConfig | None,
+) -> Validation:
+    raw = read_pandas(source)
+    mapped = apply_mapping(raw, mapping, required=(), spec=spec)
+    results = evaluate_on_pandas(mapped, contract, spec=spec)
+    version = data_version(mapped)
+    return Validation(
+        "pandas",
+        results,
+        version,
+        PANDAS_VERSION_KIND,
+        len(mapped.frame),
+        mapped.frame,
+        mapped.summary(),
+    )
+
+
+def read_pandas(source: Any) -> pd.DataFrame:
+    """``source`` as a pandas frame: as is, or a CSV read as text / a Parquet file."""
+    if isinstance(source, pd.DataFrame):
+        return source
+    if not isinstance(source, str | Path):
+        raise EngineError(
+            f"the pandas engine reads a DataFrame or a file path, not {type(source).__name__}; "
+            "set CHURN_ENGINE=spark for a Spark DataFrame"
+        )
+    path = Path(source)
+    if path.suffix.lower() == ".csv":
+        return pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
+    if path.suffix.lower() in (".parquet", ".pq"):
+        return pd.read_parquet(path)
+    raise DataSourceError(f"{path}: the engines read .csv or .parquet files; convert it")
+
+
+__all__ = [
+    "ENGINES",
+    "ENGINE_VAR",
+    "EngineConfig",
+    "EngineError",
+    "Validation",
+    "read_pandas",
+    "validate",
+]
