@@ -116,7 +116,7 @@ def evaluate_on_spark(
     _version_aggs(agg, mapped.frame)
     checks: list[tuple[Rule, Any]] = []
     for rule in rules:
-        checker = _checker(rule, mapped, names)
+        checker = spark_check(rule, mapped, names)
         checker.prepare(agg)
         checks.append((rule, checker))
     agg.run(mapped.full)
@@ -519,7 +519,7 @@ _CHECKS: dict[type, type[_Check]] = {
 }
 
 
-def _checker(rule: Rule, mapped: SparkMapped, names: list[str]) -> _Check:
+def spark_check(rule: Rule, mapped: SparkMapped, names: list[str]) -> _Check:
     """The Spark form of ``rule``; rules reading no data (or a missing column) use their own
     pandas code on a row-less view."""
     spec_id = mapped.id_column

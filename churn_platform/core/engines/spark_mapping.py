@@ -58,10 +58,9 @@ def read_source(spark: SparkSession, source: Any) -> DataFrame:
         return spark.createDataFrame(source)
     path = Path(str(source))
     if path.suffix.lower() == ".csv":
-        # every cell as text, empty cells as "" (as FileSource reads them): mapping types them
-        return spark.read.csv(
-            str(path), header=True, inferSchema=False, nullValue="\u0000", emptyValue=""
-        )
+        # every cell as text and no nulls, empty cells "" (as FileSource reads a CSV): the
+        # mapping counts them as blanks and types them
+        return spark.read.csv(str(path), header=True, inferSchema=False).na.fill("")
     if path.suffix.lower() in (".parquet", ".pq"):
         return spark.read.parquet(str(path))
     raise DataSourceError(f"{path}: the Spark engine reads .csv or .parquet files; convert it")
