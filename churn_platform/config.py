@@ -39,7 +39,7 @@ import yaml
 
 from churn_platform import settings
 from churn_platform.core.drift_monitor import DriftSettings
-from churn_platform.core.engines import EngineConfig
+from churn_platform.core.engines.engine_config import EngineConfig
 from churn_platform.core.freshness_rules import FreshnessSettings
 from churn_platform.core.spec import DEFAULT_SPEC_PATH, Spec, SpecError, load_spec
 from churn_platform.settings import SettingsError

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from churn_platform.core.drift_monitor import DriftSettings
-from churn_platform.core.engines import ENGINE_VAR, ENGINES, EngineConfig
+from churn_platform.core.engines.engine_config import ENGINE_VAR, ENGINES, EngineConfig
 from churn_platform.core.freshness_rules import FreshnessSettings
 from churn_platform.core.synthetic import SyntheticSpec
 

@@ -40,7 +40,7 @@ from churn_platform.core.contract import (
     UniqueRule,
     contract_rules,
 )
-from churn_platform.core.engines import EngineError
+from churn_platform.core.engines.engine_config import EngineError
 from churn_platform.core.engines.spark_mapping import SparkMapped, quoted
 from churn_platform.core.mapping import ColumnConversion
 from churn_platform.core.spec import Spec

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from churn_platform.core.engines import EngineConfig
+from churn_platform.core.engines.engine_config import EngineConfig
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
