@@ -20,10 +20,11 @@ import pytest
 
 from churn_platform import settings
 from churn_platform.core.contract import RangeRule, RowRule
-from churn_platform.core.engines import EngineConfig, EngineError, Validation, validate
+from churn_platform.core.engines import EngineConfig, EngineError
 from churn_platform.core.engines.spark_contract import spark_check, spark_data_version
 from churn_platform.core.engines.spark_mapping import map_on_spark, read_source
 from churn_platform.core.engines.spark_session import spark_session
+from churn_platform.core.engines.validation import Validation, validate
 from churn_platform.core.mapping import ColumnMapping, apply_mapping
 from churn_platform.core.spec import default_spec
 from churn_platform.core.synthetic import SyntheticSpec, generate
