@@ -132,6 +132,9 @@ def test_engines_agree_on_planted_defects(spark: Any, tmp_path: Path) -> None:
     assert by_name["region_in_set"].observed == {"mars": 5, "pluto": 2}
     assert by_name["customer_id_unique"].observed == 1
     assert by_name["churned_in_set"].observed == {"maybe": 1}
+    for result in (a, b):  # the label as read, though typing lost it
+        lost = {r.name: r for r in result.results}["churned_in_set"].failure_cases
+        assert list(lost["churned"]) == ["maybe"]
     unique = by_name["customer_id_unique"].failure_cases
     assert set(unique["customer_id"]) == {with_defects(table()).loc[300, "customer_id"]}
     conversion = b.summary["conversion"]

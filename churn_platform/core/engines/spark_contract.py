@@ -303,13 +303,17 @@ class _RowCheck(_Check):
         cols = [quoted(spec_id).alias(spec_id)] if idc else []
         column = self.rule.column
         if column and column != spec_id:
-            cols.append(quoted(column).alias(column))
+            cols.append(self.value().alias(column))
         selected = self.mapped.full.where(where).select(*cols)
         if order and idc:
             selected = selected.orderBy(spec_id)
         rows = selected.limit(size).collect() if size > 0 and cols else []
         names = selected.columns
         return pd.DataFrame([[r[n] for n in names] for r in rows], columns=names)
+
+    def value(self) -> Column:
+        """The rule's column as its failure sample shows it."""
+        return quoted(self.rule.col)
 
     def empty(self) -> pd.DataFrame:
         names = [self.id_column]
@@ -397,6 +401,10 @@ class _Set(_RowCheck):
             outside = outside | quoted(SparkMapped.flag("lost", rule.col))
         return F.coalesce(outside, F.lit(False))
 
+    def value(self) -> Column:
+        """Values as text, the raw text where the mapping lost them (as the pandas rule)."""
+        return self.shown() if self.rule.col in self.mapped.lost else quoted(self.rule.col)
+
     def shown(self) -> Column:
         from pyspark.sql import functions as F
 
@@ -426,17 +434,11 @@ class _Set(_RowCheck):
         )
         observed = {str(r["v"]): int(r["count"]) for r in counts}
         values = ", ".join(repr(v) for v in observed)
-        cases = result.failure_cases
-        if self.rule.col in self.mapped.lost and len(cases):
-            cases = self.sample(self.violation(), sample)
-            shown = self.mapped.full.where(self.violation()).select(self.shown().alias("v"))
-            cases[self.rule.col] = [r["v"] for r in shown.limit(len(cases)).collect()]
         return with_fix(
             self.rule,
             replace(
                 result,
                 observed=observed,
-                failure_cases=cases,
                 message=f"{result.message}; values outside the set: {values}",
             ),
         )
