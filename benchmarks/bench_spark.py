@@ -178,7 +178,10 @@ def main() -> None:
     parser.add_argument("--shuffle-partitions", type=int, default=16)
     parser.add_argument("--work", default="", help="folder for the Parquet tables (default: temp)")
     parser.add_argument("--out", default=str(common.result_path(__file__)))
+    parser.add_argument("--quick", action="store_true", help="2M rows, pandas at 1M")
     args = parser.parse_args()
+    if args.quick:
+        args.rows, args.pandas_rows = 2_000_000, 1_000_000
     global SPARK
     SPARK = EngineConfig(
         engine="spark",
