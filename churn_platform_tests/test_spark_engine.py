@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 
 from churn_platform import settings
-from churn_platform.core.contract import RangeRule, RowRule
+from churn_platform.core.contract import ContractConfig, RangeRule, RowRule
 from churn_platform.core.engines import EngineConfig, EngineError
 from churn_platform.core.engines.spark_contract import spark_check, spark_data_version
 from churn_platform.core.engines.spark_mapping import map_on_spark, read_source
@@ -114,8 +114,11 @@ def test_engines_agree_on_planted_defects(spark: Any, tmp_path: Path) -> None:
     path = tmp_path / "defects.csv"
     with_defects(table()).to_csv(path, index=False)
     labels = {"values": {"churned": {"1": 1, "0": 0}}}  # "maybe" is a label it lacks
-    a, b = both(path, spark, mapping=labels)
+    config = ContractConfig(spec=SPEC, severities={"region_in_set": "WARN"}, failure_sample_size=3)
+    a, b = both(path, spark, mapping=labels, contract=config)
     assert_same_results(a, b)
+    assert "region_in_set" not in {r.name for r in b.blocking}
+    assert max(len(r.failure_cases) for r in b.results) == 3
     failed = {r.name: r.failing_rows for r in b.results if not r.passed}
     assert failed == {
         "values_parseable": 5,
