@@ -110,6 +110,18 @@ def test_engines_agree_on_a_clean_table(spark: Any) -> None:
     assert_same_results(a, b)
 
 
+def test_engines_read_a_parquet_file_written_by_pandas_alike(spark: Any, tmp_path: Path) -> None:
+    """pandas writes nanosecond timestamps, which Spark reads only as numbers: the engine
+    turns them back into the same dates."""
+    path = tmp_path / "snapshot.parquet"
+    table(800).to_parquet(path)
+    a, b = both(path, spark)
+    assert_same_results(a, b)
+    pd.testing.assert_frame_equal(
+        canonical_sorted(b.frame.toPandas()), canonical_sorted(a.frame), check_dtype=True
+    )
+
+
 def test_engines_agree_on_planted_defects(spark: Any, tmp_path: Path) -> None:
     path = tmp_path / "defects.csv"
     with_defects(table()).to_csv(path, index=False)

@@ -9,9 +9,10 @@ value map did not cover) whose counts ``spark_contract`` sums in its one pass ov
 Types: ``string`` -> StringType, ``Int64`` -> LongType, ``float64`` -> DoubleType,
 ``boolean`` -> BooleanType, dates -> TimestampType (UTC session time zone). Text is parsed as
 the pandas engine parses it (stripped; ``NULL_TOKENS`` blank; ``TRUE_TOKENS``/``FALSE_TOKENS``;
-a fraction in an integer column is unparseable). Known differences on exotic text: a date is
-read with Spark's ISO parser (pandas infers one format per column), and a double read as text
-prints as Java does (``1.0E20``).
+a fraction in an integer column is unparseable). Known differences on exotic input: a date is
+read with Spark's ISO parser (pandas infers one format per column); a double read as text
+prints as Java does (``1.0E20``); timestamps keep microseconds (Spark's precision); a CSV is
+read by Spark's reader with its defaults (no multi-line quoted cells, no ``read_options``).
 """
 
 from __future__ import annotations
@@ -62,8 +63,32 @@ def read_source(spark: SparkSession, source: Any) -> DataFrame:
         # mapping counts them as blanks and types them
         return spark.read.csv(str(path), header=True, inferSchema=False).na.fill("")
     if path.suffix.lower() in (".parquet", ".pq"):
-        return spark.read.parquet(str(path))
+        return _read_parquet(spark, path)
     raise DataSourceError(f"{path}: the Spark engine reads .csv or .parquet files; convert it")
+
+
+def _read_parquet(spark: SparkSession, path: Path) -> DataFrame:
+    """A Parquet file or folder; nanosecond timestamps (what pandas writes, which Spark cannot
+    read as timestamps) are read as numbers and turned into microsecond timestamps."""
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+    from pyspark.sql import functions as F
+
+    schema = ds.dataset(str(path), format="parquet").schema
+    nanos = {f.name for f in schema if pa.types.is_timestamp(f.type) and f.type.unit == "ns"}
+    if nanos:
+        spark.conf.set("spark.sql.legacy.parquet.nanosAsLong", "true")
+    frame = spark.read.parquet(str(path))
+    if not nanos:
+        return frame
+    cols = []
+    for name in frame.columns:
+        if name in nanos:
+            escaped = name.replace("`", "``")
+            cols.append(F.expr(f"timestamp_micros(`{escaped}` div 1000)").alias(name))
+        else:
+            cols.append(quoted(name))
+    return frame.select(*cols)
 
 
 @dataclass(frozen=True, eq=False)
