@@ -40,6 +40,7 @@ def scripts() -> list[Path]:
         "bench_serving": 5,
         "bench_rollback": 6,
         "bench_graph": 7,
+        "bench_spark": 8,
     }
     return sorted(found, key=lambda p: (order.get(p.stem, 99), p.stem))
 

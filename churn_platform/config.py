@@ -39,6 +39,7 @@ import yaml
 
 from churn_platform import settings
 from churn_platform.core.drift_monitor import DriftSettings
+from churn_platform.core.engines.engine_config import EngineConfig
 from churn_platform.core.freshness_rules import FreshnessSettings
 from churn_platform.core.performance_step import MonitorSettings
 from churn_platform.core.spec import DEFAULT_SPEC_PATH, Spec, SpecError, load_spec
@@ -171,6 +172,7 @@ class PlatformConfig:
     freshness: FreshnessSettings = field(default_factory=FreshnessSettings)
     performance: MonitorSettings = field(default_factory=MonitorSettings)
     watchdog_interval_seconds: int = settings.WATCHDOG_INTERVAL_SECONDS
+    engine: EngineConfig = field(default_factory=EngineConfig)  # CHURN_ENGINE, CHURN_SPARK_*
 
     def model(self, name: str | None = None) -> ModelConfig:
         """The model called ``name`` (default: the first); an unknown name lists the known."""
@@ -222,6 +224,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> PlatformConfig:
         freshness=settings.freshness_settings(env),
         performance=settings.performance_settings(env),
         watchdog_interval_seconds=int(settings.get("CHURN_WATCHDOG_INTERVAL_SECONDS", env)),
+        engine=settings.engine_config(env),
         git_commit=str(settings.get("GIT_COMMIT", env)),
         notify=NotifyConfig(
             webhook_set=bool(settings.get("CHURN_WEBHOOK_URL", env)),

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from churn_platform.core.drift_monitor import DriftSettings
+from churn_platform.core.engines.engine_config import ENGINE_VAR, ENGINES, EngineConfig
 from churn_platform.core.freshness_rules import FreshnessSettings
 from churn_platform.core.performance_step import TRIGGERS, MonitorSettings
 from churn_platform.core.synthetic import SyntheticSpec
@@ -221,6 +222,27 @@ SETTINGS: tuple[Setting, ...] = (
         "str",
         "",
         "YAML/JSON column mapping: columns, values, keep_extra_columns",
+    ),
+    Setting(
+        ENGINE_VAR,
+        "choice",
+        "pandas",
+        "engine of the heavy data steps (mapping, data version, contract, batch scoring): "
+        "pandas in this process, or Spark at CHURN_SPARK_MASTER",
+        choices=ENGINES,
+    ),
+    Setting(
+        "CHURN_SPARK_MASTER",
+        "str",
+        "local[*]",
+        "Spark master URL (CHURN_ENGINE=spark): local[*], spark://host:7077, "
+        "k8s://https://<api-server>:443, yarn",
+    ),
+    Setting(
+        "CHURN_SPARK_DRIVER_MEMORY",
+        "str",
+        "2g",
+        "spark.driver.memory of the Spark session (CHURN_ENGINE=spark), e.g. 2g, 3500m",
     ),
     Setting(
         "CHURN_SYNTHETIC_ROWS",
@@ -647,6 +669,15 @@ def freshness_settings(environ: Mapping[str, str] | None = None) -> FreshnessSet
             "; ".join(windows.problems()) + ": set CHURN_*_WARN_DAYS below CHURN_*_FAIL_DAYS"
         )
     return windows
+
+
+def engine_config(environ: Mapping[str, str] | None = None) -> EngineConfig:
+    """The data engine (``CHURN_ENGINE``) and its Spark session settings, read now."""
+    return EngineConfig(
+        engine=str(get(ENGINE_VAR, environ)),
+        spark_master=str(get("CHURN_SPARK_MASTER", environ)),
+        spark_driver_memory=str(get("CHURN_SPARK_DRIVER_MEMORY", environ)),
+    )
 
 
 def auto_release(environ: Mapping[str, str] | None = None) -> bool:

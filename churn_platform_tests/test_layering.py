@@ -171,6 +171,7 @@ SETTINGS_READERS = {
     "performance_settings",
     "auto_release",
     "kubernetes_settings_from_env",
+    "engine_config",
 }
 
 
