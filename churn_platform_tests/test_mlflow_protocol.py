@@ -279,3 +279,13 @@ def test_bad_values_are_a_400_naming_the_field(champion: Champion, ours: Running
     assert r.status_code == 400 and "tenure_months" in r.json()["message"]
     r = httpx.post(ours.url + "/invocations", content=b"x", headers={"content-type": "text/xml"})
     assert r.status_code == 415
+
+
+def test_a_csv_field_over_the_parser_limit_is_a_400_naming_the_line(ours: RunningServer) -> None:
+    body = b"tenure_months,region\n3,north\n4," + b"a" * 140_000 + b"\n"  # > field_size_limit
+    r = httpx.post(ours.url + "/invocations", content=body, headers={"content-type": "text/csv"})
+    assert r.status_code == 400, r.text
+    message = r.json()["message"]
+    assert r.json()["error_code"] == "BAD_REQUEST" and "line 3" in message, message
+    assert "DataFrame.to_csv" in message and len(message) < 400, message
+    assert httpx.get(ours.url + "/ping").status_code == 200  # the server is unharmed

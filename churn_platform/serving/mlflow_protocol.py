@@ -197,6 +197,18 @@ def _csv_records(body: bytes, schema: InputSchema) -> list[Mapping[str, Any]]:
             f"Ensure that input is a valid UTF-8 encoded string. Error: {exc}"
         ) from None
     reader = csv.reader(io.StringIO(text))
+    try:
+        return _csv_rows(reader, schema)
+    except csv.Error as exc:  # a field over csv.field_size_limit(), a NUL byte, a bad quote
+        raise ProtocolError(
+            f"CSV input could not be parsed at line {reader.line_num}: {exc}; send "
+            f"what DataFrame.to_csv(index=False) writes, each field under "
+            f"{csv.field_size_limit()} characters"
+        ) from None
+
+
+def _csv_rows(reader: Any, schema: InputSchema) -> list[Mapping[str, Any]]:
+    """The records of a CSV body's rows (``reader`` is a ``csv.reader``)."""
     header = next(reader, None)
     if not header:
         raise ProtocolError(
