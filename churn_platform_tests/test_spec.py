@@ -68,6 +68,10 @@ features:
             ["invariance 'i'", "['gold'] not allowed"],
         ),
         ("drift: {features: [nope]}\n", ["drift.features names 'nope'"]),
+        (
+            "  probability: {kind: numeric}\n",
+            ["['probability'] are reserved", "rename", "'source:'"],
+        ),
     ],
 )
 def test_a_bad_spec_names_the_key_and_the_fix(extra: str, expected: list[str]) -> None:

@@ -304,6 +304,11 @@ class Outcomes(_Strict):
     )
 
 
+#: Names a served prediction carries beside its inputs (answers and the inference log):
+#: no feature or target may take one.
+RESERVED_NAMES = frozenset({"entity_id", "request_id", "probability", "model_version", "ts"})
+
+
 class Spec(_Strict):
     """A whole table spec. Build with ``load_spec`` / ``parse_spec``; never mutate."""
 
@@ -325,6 +330,13 @@ class Spec(_Strict):
     def _references(self) -> Spec:
         if not self.features:
             raise ValueError("'features' needs at least one feature")
+        reserved = sorted(RESERVED_NAMES.intersection([self.target.column, *self.features]))
+        if reserved:
+            raise ValueError(
+                f"feature or target name(s) {reserved} are reserved: every served prediction "
+                f"carries {sorted(RESERVED_NAMES)} beside its inputs; rename them (keep the "
+                "source column through 'source:')"
+            )
         names = [self.entity_id.column, self.target.column, *self.features]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
