@@ -22,6 +22,7 @@ ASSETS = {
     "staging_deployment",
     "production_deployment",
     "model_performance",
+    "churn_scores",
 }
 
 

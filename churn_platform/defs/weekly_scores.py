@@ -46,7 +46,6 @@ def build(model: ModelConfig, config: PlatformConfig) -> dg.Definitions:
     job = dg.define_asset_job(
         model.job(JOB),
         selection=dg.AssetSelection.assets(asset_key(model, ASSET)),
-        partitions_def=partitions(config),
         description="Score one week's customers with the champion (a partition per week); "
         "a range of weeks: python -m churn_platform score --from DATE --to DATE.",
         tags={"churn/pipeline": "scores", "churn/model": model.name},
