@@ -1,9 +1,12 @@
 """``churn_scores`` through Dagster: a real MLflow SQLite store with a registered champion, the
 synthetic world's weeks (few rows), a 4-week backfill in process, re-scoring with a newer
-champion, the CLI, a week breaking the contract, and the upsert into a real PostgreSQL."""
+champion, the CLI, a week breaking the contract, the upsert into a real PostgreSQL, and the
+weeks on an object store (moto over HTTP)."""
 
 from __future__ import annotations
 
+import io
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,10 +23,12 @@ from churn_platform.core.spec import default_spec
 from churn_platform.core.synthetic import SyntheticSpec, generate
 from churn_platform.definitions import build_definitions
 from churn_platform.defs import weekly_scores
+from churn_platform.object_store import open_location, options_from_env
 from churn_platform.resources.data_source import SyntheticSourceResource
 from churn_platform.resources.scores_table import ScoresTableResource
 from churn_platform_tests.pipeline import resource, step_error
 from churn_platform_tests.postgres import PostgresServer, postgres_bin_dir, running_postgres
+from churn_platform_tests.s3 import aws_environment, create_bucket, list_keys, running_moto
 
 ROWS = 600
 WEEKS = ["2026-11-01", "2026-11-08", "2026-11-15", "2026-11-22"]
@@ -206,3 +211,36 @@ def test_scores_are_upserted_into_postgresql_and_read_back(
     smaller = week_scores(home, week).iloc[1:].assign(run_id="a-later-run")
     assert table.upsert("churn_scores", smaller) == ROWS - 1
     assert len(table.read_week("churn_scores", week)) == ROWS - 1
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with running_moto(tmp_path_factory.mktemp("moto")) as endpoint:
+        yield endpoint
+
+
+@pytest.mark.integration
+def test_the_weeks_go_to_the_object_store_and_the_psi_reads_the_previous_one_there(
+    home: Path, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
+):
+    for name in ("AWS_ENDPOINT_URL_S3", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in aws_environment(moto_endpoint).items():
+        monkeypatch.setenv(name, value)
+    bucket = f"churn-{uuid.uuid4().hex[:12]}"
+    create_bucket(moto_endpoint, bucket)
+    monkeypatch.setenv("CHURN_STORAGE_URL", f"s3://{bucket}/platform")
+    version = release_champion(seed=3)
+    with dg.DagsterInstance.ephemeral() as instance:
+        done = backfill(scores_job(), instance, WEEKS[:2], out=lambda _: None)
+        assert [w.success for w in done] == [True, True], [w.line for w in done]
+        psi = check_evaluations(instance, done[1].run_id)["score_psi_vs_previous_week"]
+    assert isinstance(psi.metadata["psi"].value, float)  # the previous week, read from S3
+    keys = list_keys(moto_endpoint, bucket, "platform/scores/")
+    assert keys == [f"platform/scores/week={w}.parquet" for w in WEEKS[:2]]
+    assert not (home / "scores").exists()
+    root = open_location(f"s3://{bucket}/platform", options_from_env())
+    stored = pd.read_parquet(
+        io.BytesIO((root / "scores" / f"week={WEEKS[1]}.parquet").read_bytes())
+    )
+    assert len(stored) == ROWS and set(stored["model_version"]) == {version}
