@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def weeks_between(partitions: dg.PartitionsDefinition, first: str, last: str = "") -> list[str]:
     """The partition keys (Sundays) of the weeks holding ``first`` through ``last``; a
     ``ValueError`` names a bad date or a week that is no partition (before the start, or
-    not complete yet)."""
+    after the current week)."""
     start, end = week_start_of(first), week_start_of(last or first)
     if end < start:
         raise ValueError(f"--to {last} is before --from {first}; give the earlier day first")
@@ -56,7 +56,7 @@ def weeks_between(partitions: dg.PartitionsDefinition, first: str, last: str = "
         span = f"{known[0]} to {known[-1]}" if known else "none yet"
         raise ValueError(
             f"week(s) {outside} are not partitions of churn_scores (weeks from "
-            f"CHURN_SCORES_START to the last complete week: {span}); pick weeks in that span "
+            f"CHURN_SCORES_START to the current week: {span}); pick weeks in that span "
             "or set CHURN_SCORES_START earlier"
         )
     return wanted

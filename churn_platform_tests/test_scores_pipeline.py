@@ -244,3 +244,15 @@ def test_the_weeks_go_to_the_object_store_and_the_psi_reads_the_previous_one_the
         io.BytesIO((root / "scores" / f"week={WEEKS[1]}.parquet").read_bytes())
     )
     assert len(stored) == ROWS and set(stored["model_version"]) == {version}
+
+
+def test_the_monday_schedule_requests_the_week_that_starts_the_day_before(home: Path):
+    import datetime as dt
+
+    schedule = build_definitions(load_config()).get_schedule_def("weekly_scoring")
+    monday = dt.datetime(2026, 11, 16, 4, 0, tzinfo=dt.UTC)
+    with dg.build_schedule_context(scheduled_execution_time=monday) as context:
+        result = schedule.evaluate_tick(context)
+    [request] = result.run_requests or []
+    assert request.partition_key == "2026-11-15"
+    assert schedule.cron_schedule == "0 4 * * 1"

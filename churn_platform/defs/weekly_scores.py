@@ -27,8 +27,9 @@ JOB = "weekly_scores"
 
 
 def partitions(config: PlatformConfig) -> dg.WeeklyPartitionsDefinition:
-    """Weeks from ``CHURN_SCORES_START``, Sunday to Saturday (UTC)."""
-    return dg.WeeklyPartitionsDefinition(start_date=config.scores.start_date)
+    """Weeks from ``CHURN_SCORES_START``, Sunday to Saturday (UTC), the current week included
+    (``end_offset=1``): this week's list can be made on its Monday."""
+    return dg.WeeklyPartitionsDefinition(start_date=config.scores.start_date, end_offset=1)
 
 
 def table_name(model: ModelConfig) -> str:
@@ -42,7 +43,7 @@ def storage_prefix(model: ModelConfig) -> str:
 
 
 def build(model: ModelConfig, config: PlatformConfig) -> dg.Definitions:
-    """``model``'s ``churn_scores`` asset and its job (one run per week)."""
+    """``model``'s ``churn_scores`` asset, its job (one run per week) and its schedule."""
     job = dg.define_asset_job(
         model.job(JOB),
         selection=dg.AssetSelection.assets(asset_key(model, ASSET)),
@@ -50,7 +51,17 @@ def build(model: ModelConfig, config: PlatformConfig) -> dg.Definitions:
         "a range of weeks: python -m churn_platform score --from DATE --to DATE.",
         tags={"churn/pipeline": "scores", "churn/model": model.name},
     )
-    return dg.Definitions(assets=[build_asset(model, config)], jobs=[job])
+    schedule = dg.build_schedule_from_partitioned_job(
+        job,
+        name=model.named("weekly_scoring"),
+        description="Mondays 04:00 UTC (after the retraining schedule): this week's scores "
+        "with the champion of the moment.",
+        minute_of_hour=0,
+        hour_of_day=4,
+        day_of_week=1,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+    )
+    return dg.Definitions(assets=[build_asset(model, config)], jobs=[job], schedules=[schedule])
 
 
 def build_asset(model: ModelConfig, config: PlatformConfig) -> dg.AssetsDefinition:
