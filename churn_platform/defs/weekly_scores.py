@@ -111,7 +111,10 @@ def build_asset(model: ModelConfig, config: PlatformConfig) -> dg.AssetsDefiniti
             yield check_result(outcome, key, warn or dg.AssetCheckSeverity.ERROR)
         if scored.failed:
             raise dg.Failure(description=step.failure_text(week, scored.failed))
-        yield dg.MaterializeResult(metadata=_publish(context, model, storage, scored))
+        meta = _publish(context, model, storage, scored)
+        # the week's scores change with its data or with the champion
+        version = f"{meta['data_version'][:16]}-v{meta['model_version']}"
+        yield dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(version))
 
     return churn_scores
 
