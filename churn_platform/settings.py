@@ -26,6 +26,7 @@ from churn_platform.core.drift_monitor import DriftSettings
 from churn_platform.core.engines.engine_config import ENGINE_VAR, ENGINES, EngineConfig
 from churn_platform.core.freshness_rules import FreshnessSettings
 from churn_platform.core.performance_step import TRIGGERS, MonitorSettings
+from churn_platform.core.scores import ScoresSettings
 from churn_platform.core.synthetic import SyntheticSpec
 from churn_platform.core.watchdog import WATCHDOG_INTERVAL_SECONDS
 
@@ -324,6 +325,27 @@ SETTINGS: tuple[Setting, ...] = (
         "model_performance's match-rate check: the smallest share of predictions with an outcome",
         minimum=0,
         maximum=1,
+    ),
+    Setting(
+        "CHURN_SCORES_START",
+        "date",
+        ScoresSettings.start_date,
+        "first week of churn_scores' weekly partitions (a Sunday; weeks run Sunday-Saturday UTC)",
+    ),
+    Setting(
+        "CHURN_SCORES_URL",
+        "str",
+        "",
+        "SQLAlchemy URL of a PostgreSQL or SQLite database: churn_scores also upserts each "
+        "week into table <model>_scores there (empty: Parquet only)",
+        secret=True,
+    ),
+    Setting(
+        "CHURN_SCORES_QUERY",
+        "str",
+        "",
+        "CHURN_SOURCE=sql: the query churn_scores runs per week, with :week_start and "
+        ":week_end (dates, [start, end)) as parameters",
     ),
     Setting(
         "CHURN_PERFORMANCE_TRIGGER",
