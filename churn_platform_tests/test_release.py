@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import numpy as np
 import pytest
 
 from churn_platform.core import records as r
@@ -297,3 +298,23 @@ def test_the_run_summary_says_when_its_staged_version_left_staging():
     (line,) = staging_lines("2", {"1": 100, "3": 0})
     assert line.startswith("staged: v2, no longer in staging (staging now holds v1, v3")
     assert staging_lines(None, {"1": 100}) == []
+
+
+def test_the_shadow_thresholds_follow_the_pair_on_the_holdout():
+    target = MemoryTarget(production={"1": 100})
+    registry = MemoryRegistry(champion="1", previous="0")
+    staged = r.StagingResult(r.DEPLOY, candidate="2", model_uri="models:/m/2", baseline="1")
+    asked: list[tuple[str, str]] = []
+    said: list[str] = []
+    rng = np.random.default_rng(0)
+    strong = rng.beta(2, 6, 300)
+    weak = np.clip(0.25 + 0.1 * strong + 0.02 * rng.standard_normal(300), 0, 1)
+
+    def offline(champion: str, candidate: str) -> tuple[np.ndarray, np.ndarray]:
+        asked.append((champion, candidate))
+        return weak, strong
+
+    done = run_release(target, registry, staged, offline_scores=offline, log=said.append)
+    assert done.record.action == r.PROMOTED
+    assert asked == [("1", "2")]  # the champion against this run's candidate
+    assert any("shadow thresholds from the holdout (300 rows" in line for line in said), said

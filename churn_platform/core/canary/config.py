@@ -145,6 +145,15 @@ class CanaryConfig:
             "baseline's score distributions (bins: the baseline's deciles)."
         },
     )
+    shadow_offline_margin: float = field(
+        default=0.1,
+        metadata={
+            "description": "How much worse than on the holdout the shadow's agreement may be: "
+            "the two models' rank correlation and top-decile agreement on the holdout rows, "
+            "minus this, lower the score thresholds (and their PSI plus "
+            "shadow_max_score_psi raises the PSI bound) when the candidate is meant to differ."
+        },
+    )
     max_unreachable_readings: int | None = field(
         default=5,
         metadata={
@@ -262,6 +271,11 @@ def _check_shadow(config: CanaryConfig) -> None:
         value = getattr(config, name)
         if not -1.0 <= value <= 1.0:
             raise ValueError(f"CanaryConfig.{name} must be in [-1, 1], got {value!r}")
+    if not 0.0 <= config.shadow_offline_margin <= 1.0:
+        raise ValueError(
+            "CanaryConfig.shadow_offline_margin must be in [0, 1], "
+            f"got {config.shadow_offline_margin!r}"
+        )
     if not (config.shadow_max_score_psi > 0 and math.isfinite(config.shadow_max_score_psi)):
         raise ValueError(
             f"CanaryConfig.shadow_max_score_psi must be > 0, got {config.shadow_max_score_psi!r}"
