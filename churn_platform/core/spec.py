@@ -26,6 +26,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from churn_platform.core.serving_rules import DEFAULT_SERVING_RULES, ServingRules
+
 SPECS_DIR = Path(__file__).resolve().parent.parent / "specs"
 DEFAULT_SPEC_PATH = SPECS_DIR / "churn.yaml"
 
@@ -320,6 +322,7 @@ class Spec(_Strict):
     drift: Drift = Drift()
     holdout: HoldoutSpec = HoldoutSpec()
     outcomes: Outcomes | None = None
+    serving: ServingRules = DEFAULT_SERVING_RULES
 
     @model_validator(mode="after")
     def _references(self) -> Spec:
@@ -449,8 +452,12 @@ class Spec(_Strict):
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-safe data that ``parse_spec`` reads back to an equal spec."""
-        return self.model_dump(mode="json", by_alias=True, exclude_defaults=False)
+        """Plain JSON-safe data that ``parse_spec`` reads back to an equal spec (a default
+        ``serving`` section is left out: specs without one keep their hash)."""
+        data = self.model_dump(mode="json", by_alias=True, exclude_defaults=False)
+        if self.serving == DEFAULT_SERVING_RULES:
+            del data["serving"]
+        return data
 
     def to_yaml(self) -> str:
         """The spec as YAML (no comments; ``spec infer`` writes the commented form)."""
@@ -671,6 +678,7 @@ def describe_difference(old: Spec, new: Spec) -> list[str]:
         "invariances",
         "drift",
         "holdout",
+        "serving",
     ):
         if getattr(old, part) != getattr(new, part):
             out.append(f"{part} changed")
