@@ -349,6 +349,8 @@ class InputSchema:
 # columns or the features' arithmetic and would turn a client's mistake into a 500
 MAX_ABS_NUMBER = 1e12
 QUOTE_CHARS = 40
+# an unseen category is scored and logged as sent; no real plan or region name is longer
+MAX_CATEGORY_CHARS = 256
 
 
 def quote(value: Any) -> str:
@@ -379,12 +381,19 @@ def check_value(column: Column, value: Any, i: int, refuse_unseen: bool = True) 
             raise InputError(f"{where} must be finite, got {quote(value)}")
     elif kind == "str":
         ok = isinstance(value, str)
-        if ok and refuse_unseen and column.categories and value not in column.categories:
-            raise InputError(
-                f"{where} is {quote(value)}; send one of "
-                + ", ".join(column.categories)
-                + " (the model's spec sets serving.unseen_categories: refuse)"
-            )
+        if ok and column.categories and value not in column.categories:
+            if refuse_unseen:
+                raise InputError(
+                    f"{where} is {quote(value)}; send one of "
+                    + ", ".join(column.categories)
+                    + " (the model's spec sets serving.unseen_categories: refuse)"
+                )
+            if len(value) > MAX_CATEGORY_CHARS:  # scored and logged as sent: bounded
+                raise InputError(
+                    f"{where} is {quote(value)}, longer than any category the model takes "
+                    f"({MAX_CATEGORY_CHARS} characters at most); send one of "
+                    + ", ".join(column.categories)
+                )
     elif kind == "bool":
         ok = isinstance(value, bool)
     elif kind == "datetime":
