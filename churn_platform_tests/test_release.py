@@ -88,9 +88,7 @@ class FixedMetrics:
     """Every reading: 100 requests; ``error_rate`` for the ``failing`` version (every version
     when None), 0 for the others (a healthy baseline, so the canary is the one to blame)."""
 
-    def __init__(
-        self, error_rate: float, failing: str | None = None, refused: float = 0.0
-    ) -> None:
+    def __init__(self, error_rate: float, failing: str | None = None, refused: float = 0.0) -> None:
         self.rate = error_rate
         self.failing = failing
         self.refused = refused  # the failing version's 4xx share

@@ -104,7 +104,10 @@ def test_the_serving_section_travels_in_the_spec_and_leaves_other_hashes_alone()
     strict = parse_spec(BASE + "serving: {unseen_categories: refuse}\n")
     assert strict.serving.refuses_unseen and not strict.serving.refuses_unknown
     assert strict.hash != plain.hash
-    assert strict.to_dict()["serving"] == {"unseen_categories": "refuse", "unknown_fields": "ignore"}
+    assert strict.to_dict()["serving"] == {
+        "unseen_categories": "refuse",
+        "unknown_fields": "ignore",
+    }
     again = spec_of_model_metadata({"churn_spec": strict.to_dict()})
     assert again == strict and again.hash == strict.hash
     assert describe_difference(plain, strict) == ["serving changed"]

@@ -452,12 +452,9 @@ class Spec(_Strict):
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-safe data that ``parse_spec`` reads back to an equal spec (a default
-        ``serving`` section is left out: specs without one keep their hash)."""
-        data = self.model_dump(mode="json", by_alias=True, exclude_defaults=False)
-        if self.serving == DEFAULT_SERVING_RULES:
-            del data["serving"]
-        return data
+        """Plain JSON-safe data that ``parse_spec`` reads back to an equal spec."""
+        skip = {"serving"} if self.serving == DEFAULT_SERVING_RULES else None  # old hashes kept
+        return self.model_dump(mode="json", by_alias=True, exclude_defaults=False, exclude=skip)
 
     def to_yaml(self) -> str:
         """The spec as YAML (no comments; ``spec infer`` writes the commented form)."""
