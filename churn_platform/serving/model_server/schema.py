@@ -282,8 +282,9 @@ class InputSchema:
         """Validate ``records`` under the spec's serving rules: undeclared fields dropped
         (or refused), values outside ``allowed`` kept (or refused), each counted."""
         checked = Checked([], {c.name: [] for c in self.columns})
-        names = self.by_name
+        names, values, notes, kept = self.by_name, checked.values, checked.notes, checked.records
         refuse_unseen = self.rules.refuses_unseen
+        categorical = [(c.name, c.categories) for c in self.columns if c.categories]
         for i, record in enumerate(records):
             if not isinstance(record, dict):
                 raise InputError(
@@ -294,13 +295,16 @@ class InputSchema:
             if len(record) != len(names) or any(k not in names for k in record):
                 record = self._declared(record, i, checked, note)
             for column in self.columns:
-                value = check_value(column, record[column.name], i, refuse_unseen)
-                checked.values[column.name].append(value)
-                if column.categories and value is not None and value not in column.categories:
-                    checked.unseen[column.name] = checked.unseen.get(column.name, 0) + 1
-                    note.setdefault("unseen_fields", []).append(column.name)
-            checked.records.append(record)
-            checked.notes.append(note)
+                values[column.name].append(
+                    check_value(column, record[column.name], i, refuse_unseen)
+                )
+            for name, allowed in categorical:  # checked strings (or None) by now
+                value = record[name]
+                if value is not None and value not in allowed:
+                    checked.unseen[name] = checked.unseen.get(name, 0) + 1
+                    note.setdefault("unseen_fields", []).append(name)
+            kept.append(record)
+            notes.append(note)
         return checked
 
     def _declared(
