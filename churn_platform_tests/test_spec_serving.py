@@ -314,7 +314,10 @@ def test_the_inference_log_holds_the_specs_columns(
     assert len(frame) >= 3
     assert set(spec.feature_names) <= set(frame.columns)
     assert not {"signup_date", "tenure_months", "region"} & set(frame.columns)
-    assert set(frame["plan"]) <= {"basic", "pro", "team"}
+    # an ignored field (tenure_months, sent above) is never logged; an unseen plan is, named
+    assert set(frame["plan"]) <= {"basic", "pro", "team", "enterprise"}
+    unseen = frame[frame["plan"] == "enterprise"]
+    assert all(fields == ["plan"] for fields in unseen.get("unseen_fields", []))
     empty = read_inference_log(server.inference_log.with_name("none"), spec)
     assert list(empty.columns) == [*spec.feature_names, "entity_id", "request_id"]
 
