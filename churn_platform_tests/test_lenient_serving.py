@@ -232,3 +232,49 @@ def test_the_canary_stops_a_candidate_refusing_what_the_champion_scores(
         assert target.state(env).weights() == {"1": 100, "2": 0}
     finally:
         target.stop_all()
+
+
+def test_a_pipeline_that_raises_on_an_unseen_category_answers_a_4xx_naming_it(
+    models: Models, tmp_path: Path
+) -> None:
+    """The platform's encoders all take an unknown value; a model whose encoder raises on
+    one (``handle_unknown="error"``) cannot score it, and that is the client's 422 naming
+    the field, not the server's 500."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+    from starlette.testclient import TestClient
+
+    from churn_platform.serving.model_server.app import create_app
+    from churn_platform.serving.model_server.schema import InputSchema
+    from churn_platform.serving.server_settings import ServerSettings
+
+    X = canonical(models.train)
+    features = ColumnTransformer(
+        [
+            ("categories", OneHotEncoder(handle_unknown="error"), [s.CONTRACT_TYPE, s.REGION]),
+            ("numbers", "passthrough", list(s.NUMERIC_FEATURES)),
+        ]
+    )
+    pipeline = Pipeline([("features", features), ("model", LogisticRegression(max_iter=2000))])
+    pipeline.fit(X, models.train[s.TARGET].astype(int))
+    schema = InputSchema.from_spec(default_spec()).in_model_order(pipeline)
+    app = create_app(
+        "models:/strict-encoder/1",
+        "7",
+        settings=ServerSettings(home=tmp_path),
+        inference_log_path=tmp_path / "log.jsonl",
+        model=pipeline,
+        input_schema=schema,
+    )
+    record = to_records(models.registered.rows.head(1))[0]
+    with TestClient(app) as client:
+        deadline = time.monotonic() + 60
+        while client.get("/health").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert client.post("/predict", json={"records": [record]}).status_code == 200
+        r = client.post("/predict", json={"records": [{**record, s.REGION: "central"}]})
+        assert r.status_code == 422, r.text
+        assert "cannot score values outside the allowed list of ['region']" in r.json()["error"]
+        assert "send an allowed value" in r.json()["error"]
