@@ -53,6 +53,11 @@ features:
 @pytest.mark.parametrize(
     ("extra", "expected"),
     [
+        (
+            "serving: {unseen_categories: drop}\n",
+            ["spec.yaml:6", "serving.unseen_categories", "'score' or 'refuse'"],
+        ),
+        ("serving: {extra_fields: ignore}\n", ["spec.yaml:6", "unknown key 'extra_fields'"]),
         ("  odd: {kind: texty}\n", ["spec.yaml:6", "features.odd.kind", "unknown kind 'texty'"]),
         ("  spend2: {kind: numeric, colour: red}\n", ["spec.yaml:6", "unknown key 'colour'"]),
         (
@@ -68,11 +73,6 @@ features:
             ["invariance 'i'", "['gold'] not allowed"],
         ),
         ("drift: {features: [nope]}\n", ["drift.features names 'nope'"]),
-        (
-            "serving: {unseen_categories: drop}\n",
-            ["spec.yaml:6", "serving.unseen_categories", "'score' or 'refuse'"],
-        ),
-        ("serving: {extra_fields: ignore}\n", ["spec.yaml:6", "unknown key 'extra_fields'"]),
     ],
 )
 def test_a_bad_spec_names_the_key_and_the_fix(extra: str, expected: list[str]) -> None:
