@@ -82,9 +82,11 @@ def log_and_register(
     frame: pd.DataFrame,
     tracking_uri: str,
     pip_requirements: list[str] | None = None,
+    metadata: dict[str, Any] | None = None,
 ) -> str:
     """Log ``pipeline`` as the platform does (``churn_flavor``: pyfunc answers P(churn)) with a
-    signature and register it as ``churn_model``; return the version.
+    signature (and MLmodel ``metadata``, e.g. the spec under ``churn_spec``) and register it
+    as ``churn_model``; return the version.
 
     Artefacts go to ``artifacts/`` beside a ``sqlite:///`` store's file (MLflow's default for
     a new store is ``./mlruns`` under the current directory).
@@ -115,6 +117,7 @@ def log_and_register(
                 input_example=X.head(2),
                 pip_requirements=pip_requirements
                 or [f"scikit-learn=={sklearn.__version__}", "pandas"],
+                metadata=metadata,
             )
         return register_verified(info.model_uri, MODEL_NAME, tracking_uri)
     finally:

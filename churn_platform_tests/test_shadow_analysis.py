@@ -79,6 +79,15 @@ class Healthy:
         return ErrorRate(version, 0.0, 50.0 * self.n, "scripted", "", 0.01)
 
 
+class Refusing(Healthy):
+    """Error-free, but the candidate answers a 4xx to every mirrored copy."""
+
+    def error_rate(self, version: str, window_seconds: float) -> ErrorRate:
+        reading = super().error_rate(version, window_seconds)
+        refused = 1.0 if version == "2" else 0.0
+        return ErrorRate(version, 0.0, reading.request_count, "scripted", "", 0.01, refused)
+
+
 def observations(candidate: np.ndarray, baseline: np.ndarray) -> ShadowObservations:
     n = len(baseline)
     return ShadowObservations(
@@ -200,3 +209,16 @@ def test_without_the_shadow_the_first_step_gets_traffic_at_once() -> None:
 def test_shadow_settings_are_validated(kwargs: dict[str, float], name: str) -> None:
     with pytest.raises(ValueError, match=f"CanaryConfig.{name}"):
         CanaryConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_a_candidate_refusing_the_copies_stops_the_release_in_shadow() -> None:
+    """It pairs no scores (every copy a 422), so the score checks never run; its 4xx share
+    on the same requests ends the release before any client request reaches it."""
+    target = MirrorTarget(ShadowObservations("2", 400, 0))
+    clock = Clock()
+    tools = Collaborators(target, Refusing(), sleep=clock.sleep, clock=clock)
+    result = run_canary(tools, Rollout("p", "2", "1"), CanaryConfig())
+    assert result.status is CanaryState.ABORTED, result.as_markdown()
+    assert result.reason.startswith("not promoting after the shadow: 4xx rate 100.00% over ")
+    assert "no client request reached 2" in result.reason and target.mirror == ["2", None]
+    assert all(t.weights == {"1": 100, "2": 0} for t in result.transitions)

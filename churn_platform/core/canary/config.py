@@ -94,6 +94,18 @@ class CanaryConfig:
         default=20,
         metadata={"description": "Canary requests needed before its p95 is compared."},
     )
+    max_client_error_increase: float = field(
+        default=0.02,
+        metadata={
+            "description": "4xx bound: a candidate whose 4xx share exceeds the baseline's by "
+            "more than this (and by baseline_z standard errors) is not promoted; checked "
+            "when a step or the shadow would pass (1 turns it off)."
+        },
+    )
+    client_error_min_requests: int = field(
+        default=20,
+        metadata={"description": "Candidate requests needed before its 4xx share is compared."},
+    )
     min_requests: int = field(
         default=0,
         metadata={
@@ -236,6 +248,12 @@ def _check_rates(config: CanaryConfig) -> None:
             "CanaryConfig.max_latency_ratio must be >= 0 (0 turns the latency check off), "
             f"got {config.max_latency_ratio!r}"
         )
+    if not 0.0 <= config.max_client_error_increase <= 1.0:
+        raise ValueError(
+            "CanaryConfig.max_client_error_increase is a share in [0, 1] (0.02 = 2 points above "
+            f"the baseline's 4xx share; 1 turns the check off), got "
+            f"{config.max_client_error_increase!r}"
+        )
     if not config.latency_slack_seconds >= 0:
         raise ValueError(
             f"CanaryConfig.latency_slack_seconds must be >= 0, got {config.latency_slack_seconds}"
@@ -244,7 +262,12 @@ def _check_rates(config: CanaryConfig) -> None:
 
 def _check_counts(config: CanaryConfig) -> None:
     """Request minimums >= 0; the unreachable-reading limit >= 1 or None."""
-    for name in ("min_requests", "breach_min_requests", "latency_min_requests"):
+    for name in (
+        "min_requests",
+        "breach_min_requests",
+        "latency_min_requests",
+        "client_error_min_requests",
+    ):
         value = getattr(config, name)
         if value < 0:
             raise ValueError(f"CanaryConfig.{name} must be >= 0, got {value}")
