@@ -20,6 +20,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+#: Names a served prediction carries beside its inputs (answers, inference log): no feature
+#: or target may take one.
+RESERVED_NAMES = frozenset(
+    {"entity_id", "request_id", "probability", "model_version", "ts"}
+    | {"unseen_fields", "ignored_fields"}  # a lenient server's notes on a logged line
+)
+
 
 class ServingRules(BaseModel):
     """How a model server treats values and fields the spec does not declare."""

@@ -26,7 +26,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from churn_platform.core.serving_rules import DEFAULT_SERVING_RULES, ServingRules
+from churn_platform.core.serving_rules import (
+    DEFAULT_SERVING_RULES,
+    RESERVED_NAMES,
+    ServingRules,
+)
 
 SPECS_DIR = Path(__file__).resolve().parent.parent / "specs"
 DEFAULT_SPEC_PATH = SPECS_DIR / "churn.yaml"
@@ -304,11 +308,6 @@ class Outcomes(_Strict):
     label_delay_days: int = Field(
         default=30, ge=0, description="days after a prediction until its outcome is final"
     )
-
-
-#: Names a served prediction carries beside its inputs (answers and the inference log):
-#: no feature or target may take one.
-RESERVED_NAMES = frozenset({"entity_id", "request_id", "probability", "model_version", "ts"})
 
 
 class Spec(_Strict):

@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from churn_platform.core.mapping import FALSE_TOKENS, NULL_TOKENS, TRUE_TOKENS
-from churn_platform.core.spec import RESERVED_NAMES
+from churn_platform.core.serving_rules import RESERVED_NAMES
 
 # target values that mean churned / stayed (compared lower-case, stripped)
 POSITIVE_TOKENS: frozenset[str] = frozenset(
