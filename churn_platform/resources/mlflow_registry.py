@@ -35,6 +35,7 @@ from churn_platform.core.environment import PINNED_PACKAGES
 from churn_platform.core.spec import MODEL_METADATA_KEY, Spec, spec_of_model_metadata
 from churn_platform.resources import churn_flavor
 from churn_platform.serving.model_server.loading import ARTIFACT_DIGEST_TAG, logged_model_digest
+from churn_platform.serving.model_server.raw_records import raw_column_names
 from churn_platform.settings import MODEL_NAME
 
 # Requirements pinned to the versions training ran with: the serving environment is the
@@ -173,7 +174,8 @@ class MlflowRegistry(dg.ConfigurableResource):
     ) -> RegisteredModel:
         """Log a fitted pipeline with its evidence in one MLflow run and register it as a new version.
 
-        The model is saved with its signature (the spec's feature columns), an input example,
+        The model is saved with its signature (the spec's feature columns, optional, and its
+        source-only columns: the pyfunc maps raw rows with the spec), an input example,
         pinned requirements, the skops trusted types it needs and its spec in the MLmodel
         metadata (``churn_spec``; read it back with ``spec_of_version``): a model carries its
         own spec. The run and the version are tagged ``spec_hash``; the run also keeps the
@@ -196,8 +198,11 @@ class MlflowRegistry(dg.ConfigurableResource):
         example = input_example[columns].head(5)
         # pyfunc (mlflow.pyfunc / spark_udf / mlflow models serve) answers P(churn) per row,
         # the number our servers answer (churn_flavor); the signature says so
-        signature = infer_signature(
-            example, churn_flavor.ChurnProbability(pipeline).predict(example)
+        # ... and takes rows as the source holds them too (raw_records), which the signature
+        # lets through: the features optional, each source-only column an optional Any
+        signature = churn_flavor.accepting_raw_columns(
+            infer_signature(example, churn_flavor.ChurnProbability(pipeline).predict(example)),
+            raw_column_names(spec),
         )
         trusted = sio.get_untrusted_types(data=sio.dumps(pipeline))
         with (
