@@ -17,8 +17,10 @@ column as an optional ``Any``, so MLflow's schema enforcement lets such a frame 
 
 The file is loaded where the platform may not be installed (a notebook, Spark, ``mlflow
 models serve`` in the model's own environment): it imports only MLflow and what the model's
-pinned requirements bring, and ``churn_platform`` only for a model that carries a spec, whose
-pipeline's feature steps are ``churn_platform`` classes that need it to load anyway.
+pinned requirements bring, and ``churn_platform`` only to map the rows of a model that carries
+a spec when the platform is installed (the platform's trainer builds its feature steps from
+``churn_platform`` classes, which need it to load anyway); without it, rows are scored as
+given, in the features' names and types.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ class ChurnProbability:
     def predict(self, data: Any, params: dict[str, Any] | None = None) -> Any:
         """P(churn) for each row of ``data``: column 1 of ``predict_proba``, as the platform's
         servers and ``core.training.predict_proba`` read it (the spec maps churned to 1)."""
-        if self.spec_json is not None:
+        if self.spec_json is not None and _platform_installed():
             data = self._mapped(data)
         return self.sklearn_model.predict_proba(data)[:, 1]
 
@@ -76,6 +78,18 @@ class ChurnProbability:
                 f"feature name or its source column name {sources} (spec {spec.name!r})"
             )
         return frame[fitted]
+
+
+def _platform_installed() -> bool:
+    """Whether ``churn_platform`` can be imported here: the raw-row mapping needs it; without
+    it (a plain scikit-learn pipeline loaded in a notebook) frames are scored as given, in
+    the features' names and types."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("churn_platform") is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def _model_metadata(path: str) -> dict[str, Any]:

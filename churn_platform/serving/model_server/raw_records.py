@@ -40,6 +40,11 @@ from churn_platform.core.mapping import (
 from churn_platform.core.spec import Spec
 from churn_platform.serving.model_server.schema import InputError, InputSchema
 
+#: Most mapped cells a ``RecordMapper`` remembers (then it starts afresh).
+MEMO_CELLS = 100_000
+_UNSEEN = object()
+_UNREADABLE = object()
+
 
 def raw_column_names(spec: Spec) -> list[str]:
     """The source column names of ``spec``'s features and entity id that are no column's
@@ -118,6 +123,7 @@ class RecordMapper:
         self.sources = {spec.source_of(c): c for c in columns if spec.source_of(c) != c}
         # a source name that is no column's name marks a record as raw
         self.raw_names = frozenset(raw_column_names(spec))
+        self._memo: dict[tuple[str, type, Any], Any] = {}
         self.map_keys = {
             c: frozenset(str(k) for k in self.mapping.values.get(c, {})) for c in self.kinds
         }
@@ -163,7 +169,27 @@ class RecordMapper:
 
     def _converted(self, records: list[Any], cells: Mapping[str, Mapping[int, Any]]) -> list[Any]:
         """``records`` with ``cells`` (column -> record index -> raw value) mapped and typed;
-        a cell the typing could not read keeps its raw value (the schema check refuses it)."""
+        a cell the typing could not read keeps its raw value (the schema check refuses it).
+
+        A cell's mapping depends on its column and value only, so results are remembered
+        (``MEMO_CELLS`` of them): a source's labels, flags and small numbers repeat, and a
+        request whose cells were all seen before costs no pandas call.
+        """
+        out = [dict(r) if isinstance(r, dict) else r for r in records]
+        unseen: dict[str, dict[int, Any]] = {}
+        for name, by_row in cells.items():
+            for i, raw in by_row.items():
+                found = self._memo.get((name, type(raw), raw), _UNSEEN)
+                if found is _UNSEEN:
+                    unseen.setdefault(name, {})[i] = raw
+                elif found is not _UNREADABLE:
+                    out[i][name] = found
+        if unseen:
+            self._map_unseen(out, unseen)
+        return out
+
+    def _map_unseen(self, out: list[Any], cells: Mapping[str, Mapping[int, Any]]) -> None:
+        """Map ``cells`` through ``core.mapping`` into ``out`` and remember each result."""
         rows = sorted({i for by_row in cells.values() for i in by_row})
         position = {i: p for p, i in enumerate(rows)}
         frame = pd.DataFrame(
@@ -173,7 +199,8 @@ class RecordMapper:
             }
         )
         typed = map_values_and_types(frame, self.spec, self.mapping).frame
-        out = [dict(r) if isinstance(r, dict) else r for r in records]
+        if len(self._memo) > MEMO_CELLS:
+            self._memo.clear()
         for name, by_row in cells.items():
             column = typed[name].astype(object).to_numpy()
             keys = self.map_keys[name]
@@ -181,6 +208,7 @@ class RecordMapper:
                 value = _json_value(column[position[i]])
                 blank = str(raw).strip().lower() in NULL_TOKENS
                 if value is None and not blank and str(raw) not in keys:
-                    continue  # unreadable: leave the raw value for the schema check to name
-                out[i][name] = value
-        return out
+                    value = _UNREADABLE  # leave the raw value for the schema check to name
+                else:
+                    out[i][name] = value
+                self._memo[(name, type(raw), raw)] = value
