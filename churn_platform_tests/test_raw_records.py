@@ -16,6 +16,7 @@ import io
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -35,6 +36,7 @@ from churn_platform.testing import (
     RegisteredModels,
     RunningServer,
     start_model_server,
+    start_router,
     telco_table,
 )
 
@@ -258,3 +260,25 @@ def test_raw_rows_score_through_the_pyfunc(telco: dict[str, Any], spec: Spec) ->
         "TotalCharges",
     }
     assert churn_flavor.SPEC_METADATA_KEY == MODEL_METADATA_KEY
+
+
+def test_raw_rows_score_through_a_router(
+    server: RunningServer, telco: dict[str, Any], tmp_path: Path
+) -> None:
+    """A router forwards the body as it came: the server behind it maps the raw rows."""
+    rows = scored_rows(telco)
+    token = "raw-records-admin"
+    state = tmp_path / "router.json"
+    with start_router(state, {"CHURN_ROUTER_ADMIN_TOKEN": token}) as url:
+        weights = {"backends": {telco["version"]: {"url": server.url, "weight": 100}}}
+        auth = {"authorization": f"Bearer {token}"}
+        httpx.put(url + "/-/weights", headers=auth, json=weights, timeout=30).raise_for_status()
+        r = httpx.post(url + "/predict", json={"records": raw_records(rows)}, timeout=60)
+        assert r.status_code == 200, r.text
+        np.testing.assert_allclose(r.json()["probabilities"], expected(telco, rows), atol=1e-12)
+        out = io.StringIO()
+        rows.drop(columns=["Churn"]).to_csv(out, index=False)
+        csv = {"Content-Type": "text/csv"}
+        r = httpx.post(url + "/invocations", content=out.getvalue(), headers=csv, timeout=60)
+        assert r.status_code == 200, r.text
+        np.testing.assert_allclose(r.json()["predictions"], expected(telco, rows), atol=1e-12)

@@ -86,6 +86,17 @@ def owner_only_sqlite(uri: str) -> None:
         path.chmod(0o600)
 
 
+def _pyfunc_signature(pipeline: Any, example: pd.DataFrame, spec: Spec) -> Any:
+    """The logged signature: pyfunc (mlflow.pyfunc / spark_udf / mlflow models serve) answers
+    P(churn) per row, the number the servers answer (``churn_flavor``), and takes rows as the
+    source holds them too (``raw_records``): the features optional, each source-only column
+    an optional ``Any``, so MLflow's schema enforcement lets such a frame through."""
+    answers = churn_flavor.ChurnProbability(pipeline).predict(example)
+    return churn_flavor.accepting_raw_columns(
+        infer_signature(example, answers), raw_column_names(spec)
+    )
+
+
 def pinned_requirements() -> list[str]:
     """``name==version`` for every package the saved pipeline needs to load and predict."""
     return [f"{name}=={metadata.version(name)}" for name in PINNED_PACKAGES]
@@ -196,14 +207,7 @@ class MlflowRegistry(dg.ConfigurableResource):
         tags = {**tags, records.TAG_SPEC_HASH: spec.hash}
         experiment_id = self.experiment_id()
         example = input_example[columns].head(5)
-        # pyfunc (mlflow.pyfunc / spark_udf / mlflow models serve) answers P(churn) per row,
-        # the number our servers answer (churn_flavor); the signature says so
-        # ... and takes rows as the source holds them too (raw_records), which the signature
-        # lets through: the features optional, each source-only column an optional Any
-        signature = churn_flavor.accepting_raw_columns(
-            infer_signature(example, churn_flavor.ChurnProbability(pipeline).predict(example)),
-            raw_column_names(spec),
-        )
+        signature = _pyfunc_signature(pipeline, example, spec)
         trusted = sio.get_untrusted_types(data=sio.dumps(pipeline))
         with (
             _fluent_store(self.uri()),
