@@ -282,3 +282,55 @@ def test_raw_rows_score_through_a_router(
         r = httpx.post(url + "/invocations", content=out.getvalue(), headers=csv, timeout=60)
         assert r.status_code == 200, r.text
         np.testing.assert_allclose(r.json()["predictions"], expected(telco, rows), atol=1e-12)
+
+
+def other_spec() -> Spec:
+    """The Telco spec as a later version might read it: ``Contract`` feeds ``term``, with
+    other labels. (Both read the same source columns: a column a spec does not read is an
+    undeclared field, refused or ignored by the schema check, not by the mapping.)"""
+    text = (
+        TELCO_SPEC.replace("  contract:\n", "  term:\n")
+        .replace(
+            '{"Month-to-month": monthly, "One year": annual, "Two year": two_year}',
+            '{"Month-to-month": m1, "One year": m12, "Two year": m24}',
+        )
+        .replace("allowed: [monthly, annual, two_year]", "allowed: [m1, m12, m24]")
+    )
+    changed = parse_spec(text, where="telco-v2.yaml")
+    assert "term" in changed.features and "contract" not in changed.features
+    return changed
+
+
+def test_a_rollback_reverts_the_mapping_with_the_model(
+    server: RunningServer, telco: dict[str, Any], tmp_path: Path
+) -> None:
+    """A client keeps sending the file's rows while the router moves from a version logged
+    with another spec back to the first: each answer is its own model's on its own mapping."""
+    changed = other_spec()
+    mapped = apply_mapping(telco["text"], spec=changed).frame
+    fitted = training.train(mapped, training.TrainingConfig(max_iter=40), changed).pipeline
+    models: RegisteredModels = telco["models"]
+    registry = MlflowRegistry(tracking_uri=models.tracking_uri)
+    second = registry.log_and_register(
+        fitted, training.model_inputs(mapped, changed), {}, {}, {}, {}, "telco-v2", spec=changed
+    )
+    models.model_uris[second.version] = second.model_uri
+    rows = scored_rows(telco)
+    body = {"records": raw_records(rows)}
+    want = {
+        second.version: training.predict_proba(fitted, mapped.loc[rows.index]),
+        telco["version"]: expected(telco, rows),
+    }
+    assert not np.allclose(want[second.version], want[telco["version"]])
+    token = "raw-records-rollback"
+    auth = {"authorization": f"Bearer {token}"}
+    with (
+        start_model_server(models, second.version, tmp_path) as newer,
+        start_router(tmp_path / "router.json", {"CHURN_ROUTER_ADMIN_TOKEN": token}) as url,
+    ):
+        for version, backend in ((second.version, newer), (telco["version"], server)):
+            weights = {"backends": {version: {"url": backend.url, "weight": 100}}}
+            httpx.put(url + "/-/weights", headers=auth, json=weights, timeout=30).raise_for_status()
+            r = httpx.post(url + "/predict", json=body, timeout=60)
+            assert r.status_code == 200 and r.json()["model_version"] == version, r.text
+            np.testing.assert_allclose(r.json()["probabilities"], want[version], atol=1e-12)
