@@ -27,6 +27,7 @@ import pytest
 from churn_platform.core import training
 from churn_platform.core.mapping import apply_mapping
 from churn_platform.core.spec import MODEL_METADATA_KEY, Spec, parse_spec
+from churn_platform.core.spec_starter import infer_spec_text
 from churn_platform.resources import churn_flavor
 from churn_platform.resources.mlflow_registry import MlflowRegistry, _fluent_store
 from churn_platform.serving.model_server.raw_records import RecordMapper
@@ -35,6 +36,7 @@ from churn_platform.testing import (
     TELCO_SPEC,
     RegisteredModels,
     RunningServer,
+    second_table,
     start_model_server,
     start_router,
     telco_table,
@@ -334,3 +336,25 @@ def test_a_rollback_reverts_the_mapping_with_the_model(
             r = httpx.post(url + "/predict", json=body, timeout=60)
             assert r.status_code == 200 and r.json()["model_version"] == version, r.text
             np.testing.assert_allclose(r.json()["probabilities"], want[version], atol=1e-12)
+
+
+def test_rows_named_like_the_features_are_mapped_cell_by_cell_as_the_snapshot_maps_them() -> None:
+    """A table whose columns already carry the features' names (``spec infer`` on
+    ``second_table``: ``yes``/``no`` and ``true``/``false`` flags, numbers as text, blank
+    cells) has no raw names to detect: each cell not in its JSON form is mapped, and every
+    record checks and builds into the frame ``apply_mapping`` gives for the same rows."""
+    raw = second_table(n_rows=400, seed=5)
+    _, inferred = infer_spec_text(raw, target="churn", id_column="account_id")
+    schema = InputSchema.from_spec(inferred)
+    mapper = RecordMapper.for_schema(schema)
+    assert mapper is not None and not mapper.raw_names
+    records = raw.drop(columns=["churn"]).to_dict("records")
+    unmapped, _ = schema.split_entity_ids(records)
+    with pytest.raises(InputError, match="must be"):  # "yes", "12.5": the check alone refuses
+        schema.check([{k: v for k, v in r.items() if k in schema.by_name} for r in unmapped])
+    canonical, ids = schema.split_entity_ids(mapper.canonical(records))
+    assert ids == list(raw["account_id"])
+    built = schema.frame([{k: v for k, v in r.items() if k in schema.by_name} for r in canonical])
+    snapshot = apply_mapping(raw, spec=inferred).frame[list(built.columns)]
+    assert snapshot.isna().any().any()  # blank cells became nulls in both
+    pd.testing.assert_frame_equal(built, snapshot, check_dtype=False)
