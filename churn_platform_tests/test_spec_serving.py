@@ -236,9 +236,18 @@ def test_predict_scores_a_plan_outside_the_specs_allowed_values(
     r = httpx.post(server.url + "/predict", json={"records": [record]})
     assert r.status_code == 200, r.text  # the model's one-hot ignores an unknown plan
     assert r.json()["probabilities"] == pytest.approx(offline(seats_model, spec, rows), abs=1e-12)
-    record = {**to_records(seats_model.rows.head(1), spec)[0], "is_annual": "yes"}
+    # "yes" is how a source holds a flag: the spec's mapping reads it (raw records, issue 25);
+    # text no reading turns into a boolean is still refused, naming the field
+    record = {**to_records(seats_model.rows.head(1), spec)[0], "is_annual": "maybe"}
     r = httpx.post(server.url + "/predict", json={"records": [record]})
     assert r.status_code == 422 and "records[0].is_annual must be true or false" in r.text
+    canonical = to_records(seats_model.rows.head(1), spec)[0]
+    scored = [
+        httpx.post(server.url + "/predict", json={"records": [{**canonical, "is_annual": v}]})
+        for v in (True, "yes")
+    ]
+    assert [r.status_code for r in scored] == [200, 200], [r.text for r in scored]
+    assert scored[0].json()["probabilities"] == scored[1].json()["probabilities"]
 
 
 def test_invocations_dataframe_split_and_csv_give_the_same_numbers(

@@ -65,7 +65,12 @@ one row as for a hundred, so requests that arrive while the model is busy are sc
 together in the next call, in one worker thread, while the event loop parses the next
 requests. Run one process per model version with ``OMP_NUM_THREADS=1`` (the CLI sets it).
 
-The modules, one job each: ``schema`` (request fields, checks, the model's input frame),
+A record as the source holds it (source column names, labels such as ``"Yes"``, numbers as
+text, blank cells) is mapped with the model's own spec before the check (``raw_records``);
+a canonical record passes unchanged.
+
+The modules, one job each: ``raw_records`` (records as the source holds them, mapped with
+the model's spec), ``schema`` (request fields, checks, the model's input frame),
 ``scoring`` (probabilities and scoring failures, no HTTP), ``answers`` (each protocol's
 bodies and statuses, no HTTP), ``batching``, ``faults``, ``instruments`` (Prometheus),
 ``loading`` (the model and its schema from MLflow), ``ranges`` and ``leniency`` (what was

@@ -127,6 +127,7 @@ async def _answer(
         settings: ServerSettings = request.app.state.settings
         body = await read_body(request, settings.max_body_bytes, settings.body_read_timeout_seconds)
         received = answers.records(body, request.headers.get("content-type"), schema)
+        received = service.canonical_records(received)  # raw records: the model's own mapping
         records, entity_ids = schema.split_entity_ids(received)  # ids are never model inputs
         checked = schema.admit(records)
     except BodyTooLarge as exc:

@@ -14,6 +14,7 @@ from churn_platform.serving.model_server.instruments import ServerMetrics
 from churn_platform.serving.model_server.leniency import LeniencyCounter
 from churn_platform.serving.model_server.loading import load_model
 from churn_platform.serving.model_server.ranges import OutOfRangeCounter
+from churn_platform.serving.model_server.raw_records import RecordMapper
 from churn_platform.serving.model_server.schema import Checked, InputSchema
 from churn_platform.serving.model_server.scoring import Scored, scoring_failure
 
@@ -66,6 +67,7 @@ class ModelService:
         self.max_batch_rows = max_batch_rows
         self.pipeline: Any = None
         self.schema: InputSchema | None = None
+        self.mapper: RecordMapper | None = None
         self.error = ""
         self.loaded = threading.Event()
         self.batcher: MicroBatcher | None = None
@@ -81,9 +83,13 @@ class ModelService:
         kept in ``error`` for ``/health`` and printed to the log."""
         try:
             if model is not None:
-                self.pipeline, self.schema = model, input_schema
+                pipeline, schema = model, input_schema
             else:
-                self.pipeline, self.schema = load_model(self.model_uri, tracking_uri)
+                pipeline, schema = load_model(self.model_uri, tracking_uri)
+            assert schema is not None
+            # the model's own spec maps records as the source holds them (raw_records)
+            self.schema, self.mapper = schema, RecordMapper.for_schema(schema)
+            self.pipeline = pipeline  # last: a set pipeline is what makes the server ready
             self.metrics.loaded.labels(self.version).set(1)
         except Exception as exc:  # reported on /health and in the log
             self.error = f"{type(exc).__name__}: {exc}"
@@ -101,6 +107,11 @@ class ModelService:
         """The schema of the loaded model (only once ``not_ready`` is None)."""
         assert self.schema is not None
         return self.schema
+
+    def canonical_records(self, records: list[Any]) -> list[Any]:
+        """``records`` mapped onto the model's features with its own spec's mapping
+        (``raw_records``): source column names, value maps, text typed, blanks null."""
+        return records if self.mapper is None else self.mapper.canonical(records)
 
     async def score(self, checked: Checked, identity: Identity) -> Scored:
         """Score checked records (injected faults first), and log what was scored with the
