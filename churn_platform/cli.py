@@ -2,7 +2,8 @@
 ``python -m churn_platform settings``: every setting, its value and where it came from;
 ``python -m churn_platform demo``: five weeks of retraining, drift, failures and releases;
 ``python -m churn_platform spec infer|check``: write a starter table spec, or validate one;
-``python -m churn_platform sensors tick NAME``: one sensor tick's figures, decision and cursor.
+``python -m churn_platform sensors tick NAME``: one sensor tick's figures, decision and cursor;
+``python -m churn_platform score --from DATE --to DATE``: the weekly scores of a range of weeks.
 
 The summary is what a person acts on: did it succeed, what did the gate decide, which
 model version serves production and where, and where to look in the UI. A failure prints
@@ -253,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser(
         "settings", help="list every setting, its value and where it came from (secrets masked)"
     )
-    from churn_platform import rollback, sensor_tick, spec_cli, trigger
+    from churn_platform import backfill, rollback, sensor_tick, spec_cli, trigger
 
     trigger.add_arguments(sub.add_parser("trigger", help=trigger.HELP))
     demo_parser = sub.add_parser(
@@ -264,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     rollback.add_arguments(sub.add_parser("rollback", help=rollback.HELP))
     spec_cli.add_arguments(sub.add_parser("spec", help=spec_cli.HELP))
     sensor_tick.add_arguments(sub.add_parser("sensors", help=sensor_tick.HELP))
+    backfill.add_arguments(sub.add_parser("score", help=backfill.HELP))
     args = parser.parse_args(argv)
     if args.command == "settings":
         return show_settings()
@@ -279,4 +281,6 @@ def main(argv: list[str] | None = None) -> int:
         return spec_cli.run_from_args(args)
     if args.command == "sensors":
         return sensor_tick.run_from_args(args)
+    if args.command == "score":
+        return backfill.run_from_args(args)
     return run(args.job, args.config, args.verbose, model_name=args.model)

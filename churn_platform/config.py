@@ -42,6 +42,7 @@ from churn_platform.core.drift_monitor import DriftSettings
 from churn_platform.core.engines.engine_config import EngineConfig
 from churn_platform.core.freshness_rules import FreshnessSettings
 from churn_platform.core.performance_step import MonitorSettings
+from churn_platform.core.scores import ScoresSettings
 from churn_platform.core.spec import DEFAULT_SPEC_PATH, Spec, SpecError, load_spec
 from churn_platform.settings import SettingsError
 
@@ -54,7 +55,7 @@ _MODEL_KEYS = {"name", "spec", "source", "ports", "schedule", "registered_model"
 _SOURCE_KEYS = {
     "synthetic": {"kind", "rows", "seed", "spend_shift", "as_of"},
     "file": {"kind", "path"},
-    "sql": {"kind", "url_env", "table", "query"},
+    "sql": {"kind", "url_env", "table", "query", "scores_query"},
 }
 
 
@@ -66,6 +67,8 @@ class SourceConfig:
     holding a SQL source's URL (the UI shows the name, never the URL). ``mapping`` is an
     explicit column mapping (``columns``, ``values``, ``keep_extra_columns``) merged over the
     spec's. The synthetic knobs are ``rows``, ``seed``, ``spend_shift`` and ``as_of``.
+    ``scores_query``: a SQL source's weekly query for ``churn_scores`` (``:week_start``,
+    ``:week_end``).
     """
 
     kind: str = "synthetic"
@@ -74,6 +77,7 @@ class SourceConfig:
     table: str = ""
     query: str = ""
     mapping: Mapping[str, Any] = field(default_factory=dict)
+    scores_query: str = ""
     rows: int = 20_000
     seed: int = 7
     spend_shift: float = 0.0
@@ -174,6 +178,7 @@ class PlatformConfig:
     performance: MonitorSettings = field(default_factory=MonitorSettings)
     watchdog_interval_seconds: int = settings.WATCHDOG_INTERVAL_SECONDS
     engine: EngineConfig = field(default_factory=EngineConfig)  # CHURN_ENGINE, CHURN_SPARK_*
+    scores: ScoresSettings = field(default_factory=ScoresSettings)  # CHURN_SCORES_*
 
     def model(self, name: str | None = None) -> ModelConfig:
         """The model called ``name`` (default: the first); an unknown name lists the known."""
@@ -228,6 +233,10 @@ def load_config(environ: Mapping[str, str] | None = None) -> PlatformConfig:
         performance=settings.performance_settings(env),
         watchdog_interval_seconds=int(settings.get("CHURN_WATCHDOG_INTERVAL_SECONDS", env)),
         engine=settings.engine_config(env),
+        scores=ScoresSettings(
+            start_date=str(settings.get("CHURN_SCORES_START", env) or ScoresSettings.start_date),
+            database_set=bool(settings.get("CHURN_SCORES_URL", env)),
+        ),
         git_commit=str(settings.get("GIT_COMMIT", env)),
         notify=NotifyConfig(
             webhook_set=bool(settings.get("CHURN_WEBHOOK_URL", env)),
@@ -283,6 +292,7 @@ def _source_from_env(env: Mapping[str, str], spec: Spec) -> SourceConfig:
         table=table,
         query=query,
         mapping=mapping,
+        scores_query=str(settings.get("CHURN_SCORES_QUERY", env)),
         rows=int(settings.get("CHURN_SYNTHETIC_ROWS", env)),
         seed=int(settings.get("CHURN_SYNTHETIC_SEED", env)),
         spend_shift=float(settings.get("CHURN_SYNTHETIC_SPEND_SHIFT", env)),
@@ -447,6 +457,7 @@ def _source_from_entry(entry: Any, base: Path, spec: Spec, at: str) -> SourceCon
             url_env=str(entry["url_env"]),
             table=str(entry.get("table") or ""),
             query=str(entry.get("query") or ""),
+            scores_query=str(entry.get("scores_query") or ""),
         )
     defaults = SourceConfig()
     return SourceConfig(

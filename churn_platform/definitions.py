@@ -23,6 +23,7 @@ from churn_platform.defs import (
     model,
     notifications,
     serving_watchdog,
+    weekly_scores,
 )
 from churn_platform.resources.environments import executor_for, platform_resources
 
@@ -63,6 +64,7 @@ def model_definitions(config: PlatformConfig, model_config: ModelConfig) -> dg.D
         ),
         automation.build(model_config, config),
         after_release.build(model_config, config),
+        weekly_scores.build(model_config, config),
     )
 
 

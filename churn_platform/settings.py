@@ -13,22 +13,22 @@ on Kubernetes, where the pods mount the shared volume).
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
-from datetime import date
+from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from churn_platform.core.canary.config import SCHEMA_CHANGE_MODES
 from churn_platform.core.drift_monitor import DriftSettings
 from churn_platform.core.engines.engine_config import ENGINE_VAR, ENGINES, EngineConfig
 from churn_platform.core.freshness_rules import FreshnessSettings
 from churn_platform.core.performance_step import TRIGGERS, MonitorSettings
+from churn_platform.core.scores import ScoresSettings
 from churn_platform.core.synthetic import SyntheticSpec
 from churn_platform.core.watchdog import WATCHDOG_INTERVAL_SECONDS
+from churn_platform.setting_kinds import Setting, SettingsError, mask
 
 if TYPE_CHECKING:
     from churn_platform.targets.kubernetes.settings import KubernetesSettings
@@ -43,105 +43,6 @@ MODEL_NAME = "churn_model"
 # the Secret with the bucket's credentials in each serving namespace (deploy/k8s/storage.yaml)
 STORAGE_SECRET = "churn-object-store"
 HOME_DEFAULTS = {"local": "data", "kubernetes": "/var/lib/churn"}
-_TRUE = ("1", "true", "yes", "on")
-_FALSE = ("0", "false", "no", "off")
-
-
-class SettingsError(ValueError):
-    """An environment variable holds a value the platform cannot use; the message names it."""
-
-
-@dataclass(frozen=True)
-class Setting:
-    """One environment variable: how to parse it and what it means.
-
-    ``kind`` is ``str``, ``int``, ``float``, ``bool``, ``choice`` or ``date`` (YYYY-MM-DD, kept
-    as that text; empty means "not given", as for ``str``). ``default`` is the value
-    when the variable is unset (a callable gets the environ, for defaults that depend on
-    another setting). ``minimum``/``maximum`` bound numbers (inclusive unless
-    ``exclusive_minimum``). ``secret`` masks the value when shown (URLs keep their host).
-    An empty value is an error for every kind but ``str`` and ``date``, where it means "not
-    given".
-    """
-
-    name: str
-    kind: str
-    default: Any
-    description: str
-    choices: tuple[str, ...] = ()
-    minimum: float | None = None
-    maximum: float | None = None
-    exclusive_minimum: bool = False
-    secret: bool = False
-
-    def accepted(self) -> str:
-        """What a valid value looks like, for error messages and the settings table."""
-        if self.kind == "choice":
-            return "one of " + ", ".join(self.choices)
-        if self.kind == "bool":
-            return "a boolean: 1/0, true/false, yes/no, on/off"
-        if self.kind == "date":
-            return "a date YYYY-MM-DD (empty: not given)"
-        if self.kind in ("int", "float"):
-            noun = "an integer" if self.kind == "int" else "a number"
-            low, high = self.minimum, self.maximum
-            if low is not None and high is not None:
-                return f"{noun} in {_num(low)}..{_num(high)}"
-            if low is not None:
-                return f"{noun} {'>' if self.exclusive_minimum else '>='} {_num(low)}"
-            return noun
-        return "any text"
-
-    def default_value(self, environ: Mapping[str, str]) -> Any:
-        """The value when the variable is unset."""
-        return self.default(environ) if callable(self.default) else self.default
-
-    def parse(self, raw: str) -> Any:
-        """``raw`` (the variable's text) as this setting's type, or ``SettingsError``."""
-        text = raw.strip()
-        if self.kind == "str" or (self.kind == "date" and not text):
-            return text
-        if self.kind == "date":
-            try:
-                return date.fromisoformat(text).isoformat()
-            except ValueError:
-                raise self._error(raw, "is not a date") from None
-        if not text:
-            raise self._error(raw, "is set but empty")
-        if self.kind == "choice":
-            if text not in self.choices:
-                raise self._error(raw, "is not a known value")
-            return text
-        if self.kind == "bool":
-            if text.lower() in _TRUE:
-                return True
-            if text.lower() in _FALSE:
-                return False
-            raise self._error(raw, "is not a boolean")
-        number: float
-        try:
-            number = int(text) if self.kind == "int" else float(text)
-        except ValueError:
-            raise self._error(
-                raw, "is not an integer" if self.kind == "int" else "is not a number"
-            ) from None
-        too_low = self.minimum is not None and (
-            number <= self.minimum if self.exclusive_minimum else number < self.minimum
-        )
-        too_high = self.maximum is not None and number > self.maximum
-        if not math.isfinite(number) or too_low or too_high:
-            raise self._error(raw, "is out of range")
-        return number
-
-    def _error(self, raw: str, problem: str) -> SettingsError:
-        shown = mask(raw) if self.secret else raw
-        default = None if callable(self.default) else self.default
-        hint = "" if default in (None, "") else f", or unset it for the default {default!r}"
-        return SettingsError(f"{self.name}={shown!r} {problem}; set {self.accepted()}{hint}")
-
-
-def _num(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else str(value)
 
 
 def _home_default(environ: Mapping[str, str]) -> str:
@@ -334,6 +235,27 @@ SETTINGS: tuple[Setting, ...] = (
         "model_performance's match-rate check: the smallest share of predictions with an outcome",
         minimum=0,
         maximum=1,
+    ),
+    Setting(
+        "CHURN_SCORES_START",
+        "date",
+        ScoresSettings.start_date,
+        "first week of churn_scores' weekly partitions (a Sunday; weeks run Sunday-Saturday UTC)",
+    ),
+    Setting(
+        "CHURN_SCORES_URL",
+        "str",
+        "",
+        "SQLAlchemy URL of a PostgreSQL or SQLite database: churn_scores also upserts each "
+        "week into table <model>_scores there (empty: Parquet only)",
+        secret=True,
+    ),
+    Setting(
+        "CHURN_SCORES_QUERY",
+        "str",
+        "",
+        "CHURN_SOURCE=sql: the query churn_scores runs per week, with :week_start and "
+        ":week_end (dates, [start, end)) as parameters",
     ),
     Setting(
         "CHURN_PERFORMANCE_TRIGGER",
@@ -545,23 +467,6 @@ def source(name: str, environ: Mapping[str, str] | None = None) -> str:
     if raw is None or (BY_NAME[name].kind in ("str", "date") and not raw.strip()):
         return "default"
     return "environment"
-
-
-def mask(value: str) -> str:
-    """A secret for display: a URL keeps scheme, host and path but loses user info and query
-    (passwords, tokens); anything else shows only its length."""
-    if not value:
-        return value
-    parts = urlsplit(value)
-    if parts.scheme and (parts.netloc or parts.path):
-        netloc = parts.netloc
-        if "@" not in netloc and not parts.query:
-            return value
-        if "@" in netloc:
-            netloc = "***@" + netloc.rsplit("@", 1)[1]
-        query = "***" if parts.query else ""
-        return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
-    return f"*** ({len(value)} characters)"
 
 
 def describe(environ: Mapping[str, str] | None = None) -> list[dict[str, str]]:

@@ -82,9 +82,11 @@ def log_and_register(
     frame: pd.DataFrame,
     tracking_uri: str,
     pip_requirements: list[str] | None = None,
+    metadata: dict[str, Any] | None = None,
 ) -> str:
     """Log ``pipeline`` as the platform does (``churn_flavor``: pyfunc answers P(churn)) with a
-    signature and register it as ``churn_model``; return the version.
+    signature (and MLmodel ``metadata``, e.g. the spec under ``churn_spec``) and register it
+    as ``churn_model``; return the version.
 
     Artefacts go to ``artifacts/`` beside a ``sqlite:///`` store's file (MLflow's default for
     a new store is ``./mlruns`` under the current directory).
@@ -115,6 +117,7 @@ def log_and_register(
                 input_example=X.head(2),
                 pip_requirements=pip_requirements
                 or [f"scikit-learn=={sklearn.__version__}", "pandas"],
+                metadata=metadata,
             )
         return register_verified(info.model_uri, MODEL_NAME, tracking_uri)
     finally:
@@ -499,3 +502,131 @@ def second_table(n_rows: int = 5_000, seed: int = 0) -> pd.DataFrame:
     for column, share in SECOND_TABLE_BLANKS.items():
         frame.loc[rng.random(n) < share, column] = ""
     return frame
+
+
+# -- a table shaped like the public IBM Telco customer churn export (issue 25: raw records) --
+
+TELCO_SPEC = """
+version: 1
+name: telco
+description: A table shaped like the public IBM Telco customer churn export.
+entity_id:
+  column: customer_id
+  source: customerID
+target:
+  column: churned
+  source: Churn
+  positive: ["Yes"]
+  negative: ["No"]
+features:
+  gender:                       # the source's own name
+    kind: categorical
+    allowed: [Female, Male]
+    encoding: [onehot]
+  senior_citizen:
+    kind: boolean
+    source: SeniorCitizen       # 0 / 1
+  has_partner:
+    kind: boolean
+    source: Partner             # Yes / No
+  tenure_months:
+    kind: integer
+    source: tenure
+    range: [0, 100]
+  internet_service:
+    kind: categorical
+    source: InternetService
+    values: {"Fiber optic": fiber, "DSL": dsl, "No": none}
+    allowed: [fiber, dsl, none]
+    encoding: [onehot]
+  contract:
+    kind: categorical
+    source: Contract
+    values: {"Month-to-month": monthly, "One year": annual, "Two year": two_year}
+    allowed: [monthly, annual, two_year]
+    encoding: [onehot]
+  paperless_billing:
+    kind: boolean
+    source: PaperlessBilling    # Yes / No
+  payment_method:
+    kind: categorical
+    source: PaymentMethod
+    values:
+      "Electronic check": electronic_check
+      "Mailed check": mailed_check
+      "Bank transfer (automatic)": bank_transfer
+      "Credit card (automatic)": credit_card
+    allowed: [electronic_check, mailed_check, bank_transfer, credit_card]
+    encoding: [onehot]
+  monthly_charges:
+    kind: numeric
+    source: MonthlyCharges
+    range: [0, 500]
+  total_charges:
+    kind: numeric
+    source: TotalCharges        # text; " " for a customer in their first month
+    range: [0, null]
+dataset:
+  max_null_rate: 0.2
+"""
+
+
+def telco_table(n_rows: int = 2_000, seed: int = 0) -> pd.DataFrame:
+    """Rows shaped like the IBM Telco churn export, every cell text as its CSV holds it.
+
+    ``customerID`` (``1234-ABCDE``), ``gender``, ``SeniorCitizen`` (0/1), ``Partner`` and
+    ``PaperlessBilling`` (Yes/No), ``tenure`` (months, 0-72), ``InternetService``,
+    ``Contract`` (``Month-to-month``/``One year``/``Two year``), ``PaymentMethod`` (the
+    export's four labels), ``MonthlyCharges``, ``TotalCharges`` (a single space for a
+    customer with tenure 0) and ``Churn`` (Yes/No). Month-to-month contracts, fiber, electronic
+    checks and short tenure churn more (``TELCO_SPEC`` maps it).
+    """
+    rng = np.random.default_rng(seed)
+    n = n_rows
+
+    def pick(values: tuple[str, ...], p: list[float]) -> np.ndarray:
+        return rng.choice(np.array(values, dtype=object), n, p=p)
+
+    contract = pick(("Month-to-month", "One year", "Two year"), [0.55, 0.25, 0.2])
+    internet = pick(("Fiber optic", "DSL", "No"), [0.45, 0.35, 0.2])
+    payment = pick(
+        (
+            "Electronic check",
+            "Mailed check",
+            "Bank transfer (automatic)",
+            "Credit card (automatic)",
+        ),
+        [0.35, 0.2, 0.22, 0.23],
+    )
+    tenure = rng.integers(0, 73, n)
+    monthly = np.round(rng.uniform(18.0, 119.0, n), 2)
+    total = np.where(tenure == 0, " ", np.round(monthly * tenure, 2).astype(str))
+    logit = (
+        -0.5
+        + 1.2 * (contract == "Month-to-month")
+        - 1.0 * (contract == "Two year")
+        + 0.7 * (internet == "Fiber optic")
+        + 0.5 * (payment == "Electronic check")
+        - 0.04 * tenure
+    )
+    churn = rng.random(n) < 1 / (1 + np.exp(-logit.astype(float)))
+    yes_no = np.array(["No", "Yes"], dtype=object)
+    letters = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZ"), dtype=object)
+    return pd.DataFrame(
+        {
+            "customerID": [
+                f"{rng.integers(1000, 9999)}-{''.join(rng.choice(letters, 5))}{i}" for i in range(n)
+            ],
+            "gender": pick(("Female", "Male"), [0.5, 0.5]),
+            "SeniorCitizen": (rng.random(n) < 0.16).astype(int).astype(str),
+            "Partner": yes_no[(rng.random(n) < 0.48).astype(int)],
+            "tenure": tenure.astype(str),
+            "InternetService": internet,
+            "Contract": contract,
+            "PaperlessBilling": yes_no[(rng.random(n) < 0.59).astype(int)],
+            "PaymentMethod": payment,
+            "MonthlyCharges": monthly.astype(str),
+            "TotalCharges": total,
+            "Churn": yes_no[churn.astype(int)],
+        }
+    )

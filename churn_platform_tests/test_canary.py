@@ -6,6 +6,7 @@ The integration run (real model servers, real Prometheus) lives in
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import pytest
@@ -354,6 +355,8 @@ def test_caller_mistakes_raise_with_what_to_do() -> None:
         ({"max_error_rate": 5}, r"\[0, 1\]"),
         ({"min_requests": -1}, "min_requests"),
         ({"max_unreachable_readings": 0}, "max_unreachable_readings"),
+        ({"max_client_error_increase": -0.1}, "max_client_error_increase"),
+        ({"client_error_min_requests": -1}, "client_error_min_requests"),
     ],
 )
 def test_config_is_validated(kwargs: dict, message: str) -> None:
@@ -578,4 +581,45 @@ def test_a_target_without_an_endpoint_is_not_judged_on_it() -> None:
         Rollout("production", "2", "1"),
         CanaryConfig(),
     )
+    assert result.status is CanaryState.SUCCEEDED, result.reason
+
+
+class RefusingMetrics(TrafficMetrics):
+    """``TrafficMetrics`` whose readings carry a 4xx share per version (``refused``)."""
+
+    def __init__(self, target, clock, refused: dict[str, float]) -> None:
+        super().__init__(target, clock, 25.0, lambda v, i: False)
+        self.refused = refused
+
+    def error_rate(self, version: str, window_seconds: float) -> ErrorRate:
+        reading = super().error_rate(version, window_seconds)
+        if reading.error_rate is None:
+            return reading
+        return dataclasses.replace(reading, client_error_rate=self.refused.get(version, 0.0))
+
+
+def test_a_candidate_refusing_what_the_baseline_scores_is_not_promoted() -> None:
+    """Issue 25: a 4xx never counts as an error, so a candidate answering 422 to a third of
+    the requests the baseline scores (a field it now requires) passed every step."""
+    result, target, _ = run_default(lambda t, c: RefusingMetrics(t, c, {"1": 0.01, "2": 0.33}))
+    assert result.status is CanaryState.ABORTED, result.reason
+    assert target.weights == {"1": 100, "2": 0}
+    assert result.reason.startswith("not promoting at step 5%: 4xx rate 33.00% over ")
+    assert "> baseline 1.00% over " in result.reason and "+ 2.00% (z " in result.reason
+    assert "refuses requests the baseline scores" in result.reason
+    assert result.as_dict()["transitions"][-1]["reading"]["client_error_rate"] == 0.33  # type: ignore[index]
+    assert "4xx 33.00%" in result.as_markdown()
+    # the earlier count rule compares them too
+    count = CanaryConfig(analysis="count", analysis_window_seconds=15, min_requests=5)
+    result, _, _ = run_default(lambda t, c: RefusingMetrics(t, c, {"1": 0.0, "2": 0.5}), count)
+    assert result.status is CanaryState.ABORTED and "4xx rate 50.00%" in result.reason
+
+
+def test_a_4xx_share_like_the_baselines_or_the_check_off_is_no_reason_to_stop() -> None:
+    same = {"1": 0.2, "2": 0.2}  # clients sending bad input to both versions alike
+    result, _, _ = run_default(lambda t, c: RefusingMetrics(t, c, same))
+    assert result.status is CanaryState.SUCCEEDED, result.reason
+    worse = {"1": 0.0, "2": 0.5}
+    off = CanaryConfig(max_client_error_increase=1.0)
+    result, _, _ = run_default(lambda t, c: RefusingMetrics(t, c, worse), off)
     assert result.status is CanaryState.SUCCEEDED, result.reason

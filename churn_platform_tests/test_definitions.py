@@ -22,6 +22,7 @@ ASSETS = {
     "staging_deployment",
     "production_deployment",
     "model_performance",
+    "churn_scores",
 }
 
 
@@ -36,7 +37,7 @@ def test_local_definitions_hold_the_graph_checks_schedule_and_sensor(churn_home)
     assert ("challenger_model", "contract_invariance") in checks
     assert ("production_deployment", "canary_analysis") in checks
     assert {a for a, _ in checks} == ASSETS
-    assert [s.name for s in defs.schedules] == ["weekly_retraining"]
+    assert sorted(s.name for s in defs.schedules) == ["weekly_retraining", "weekly_scoring"]
     assert sorted(s.name for s in defs.sensors) == [
         "code_version_sensor",
         "freshness_notification",

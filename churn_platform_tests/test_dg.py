@@ -1,7 +1,8 @@
 """``dg`` (dagster-dg-cli) works on the project through ``[tool.dg]`` in pyproject.toml.
 
-``dg check defs`` loads the code location and ``dg list defs`` lists the platform's seven
-assets, the same graph ``dagster definitions validate -w workspace.yaml`` loads.
+``dg check defs`` loads the code location and ``dg list defs`` lists the platform's assets
+(the seven of the release graph and the two weekly-partitioned ones), the same graph
+``dagster definitions validate -w workspace.yaml`` loads.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ ASSETS = {
     "evaluation_report",
     "staging_deployment",
     "production_deployment",
+    "model_performance",  # weekly partitions
+    "churn_scores",  # weekly partitions
 }
 
 

@@ -156,7 +156,10 @@ def test_ctrl_c_at_25_percent_leaves_the_real_router_on_the_champion(
                 registry,
                 InterruptAt(target, "2", 25),
                 staged,
-                CanaryConfig(steps=(5, 25, 100), analysis_window_seconds=2, interval_seconds=1),
+                # no shadow step: no traffic here to mirror, and the interrupt is at a step
+                CanaryConfig(
+                    steps=(5, 25, 100), analysis_window_seconds=2, interval_seconds=1, shadow=False
+                ),
                 sleep=lambda s: now.__setitem__(0, now[0] + s),
                 clock=lambda: now[0],
             )

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pandas as pd
 import pytest
 
 from churn_platform.core.spec import default_spec
@@ -274,9 +275,14 @@ def test_bad_values_are_a_400_naming_the_field(champion: Champion, ours: Running
     assert r.status_code == 400 and r.json()["error_code"] == "BAD_REQUEST"
     message = r.json()["message"]
     assert "records[1].region" in message and len(message) < 300, message
-    csv = b"tenure_months\nabc\n"
+    # a CSV cell no reading turns into its column's type (raw records: text the spec maps
+    # is read, e.g. " 12"): named by the check with the record and the value
+    row = pd.DataFrame([{**to_records(champion.models.rows.head(1))[0], "tenure_months": "abc"}])
+    csv = row.to_csv(index=False).encode()
     r = httpx.post(ours.url + "/invocations", content=csv, headers={"content-type": "text/csv"})
-    assert r.status_code == 400 and "tenure_months" in r.json()["message"]
+    message = r.json()["message"]
+    assert r.status_code == 400 and "records[0].tenure_months" in message, message
+    assert "'abc'" in message, message
     r = httpx.post(ours.url + "/invocations", content=b"x", headers={"content-type": "text/xml"})
     assert r.status_code == 415
 

@@ -123,6 +123,39 @@ def test_our_query_gives_the_true_error_rate_where_the_seeds_does_not(stack: Sta
         target.stop_all(env)
 
 
+def test_the_4xx_share_per_version_is_read_from_prometheus(stack: Stack) -> None:
+    """Issue 25: the canary compares 4xx shares, so the reading carries the version's; a
+    client's bad dates (422) are counted as requests, never as the server's errors."""
+    target, models = stack.target, stack.models
+    env = "qa-4xx"
+    try:
+        served = target.deploy(env, "1", models.model_uris["1"])
+        state = target.set_weights(env, {"1": 100})
+        metrics = PrometheusMetrics(stack.prometheus.url, label_filters={"environment": env})
+        assert metrics.wait_until_scraped("1")
+        scrape = ScrapeMetrics({"1": served.url})
+        scrape.error_rate("1", 8)  # the base scrape
+        good = to_records(models.rows.head(3))
+        mixed = [*good, {**good[0], "signup_date": "9999-12-31"}]  # one in four refused
+        deadline = time.monotonic() + 120
+        with PacedLoad(state.endpoint, mixed, rate=40, one_by_one=True) as load:
+            ours = metrics.error_rate("1", 8)
+            while ours.request_count < 150 and time.monotonic() < deadline:
+                time.sleep(0.5)  # until Prometheus holds 150 requests in the window
+                ours = metrics.error_rate("1", 8)
+            direct = scrape.error_rate("1", 60)
+        statuses = [st for _, st, _ in load.results]
+        assert set(statuses) == {200, 422}, set(statuses)
+        assert ours.request_count >= 150 and ours.error_rate == 0.0, ours
+        assert ours.client_error_rate is not None
+        assert abs(ours.client_error_rate - 0.25) < 0.08, ours
+        assert 'status=~"4..", status!="499"' in ours.query
+        assert direct.error_rate == 0.0 and direct.client_error_rate is not None
+        assert abs(direct.client_error_rate - 0.25) < 0.08, direct
+    finally:
+        target.stop_all(env)
+
+
 def test_unreachable_and_empty_prometheus_readings_say_why(stack: Stack) -> None:
     down = PrometheusMetrics(f"http://127.0.0.1:{free_port()}").error_rate("1", 5)
     assert down.error_rate is None and down.reason.startswith(UNREACHABLE)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import numpy as np
 import pytest
 
 from churn_platform.core import records as r
@@ -88,13 +89,16 @@ class FixedMetrics:
     """Every reading: 100 requests; ``error_rate`` for the ``failing`` version (every version
     when None), 0 for the others (a healthy baseline, so the canary is the one to blame)."""
 
-    def __init__(self, error_rate: float, failing: str | None = None) -> None:
+    def __init__(self, error_rate: float, failing: str | None = None, refused: float = 0.0) -> None:
         self.rate = error_rate
         self.failing = failing
+        self.refused = refused  # the failing version's 4xx share
 
     def error_rate(self, version: str, window_seconds: float) -> ErrorRate:
-        rate = self.rate if self.failing in (None, version) else 0.0
-        return ErrorRate(version, rate, 100.0, "fixed")
+        failing = self.failing in (None, version)
+        rate = self.rate if failing else 0.0
+        refused = self.refused if failing else 0.0
+        return ErrorRate(version, rate, 100.0, "fixed", client_error_rate=refused)
 
 
 class Clock:
@@ -124,12 +128,12 @@ def passing(served: ServedVersion) -> list[CheckOutcome]:
     return [CheckOutcome(r.HEALTH, True, "ok"), CheckOutcome(r.LATENCY, True, "fast")]
 
 
-def run_release(target, registry, staged, error_rate=0.0, **kwargs):
+def run_release(target, registry, staged, error_rate=0.0, refused=0.0, **kwargs):
     clock = Clock()
     return release(
         target,
         registry,
-        FixedMetrics(error_rate, failing=staged.candidate),
+        FixedMetrics(error_rate, failing=staged.candidate, refused=refused),
         staged,
         CANARY,
         sleep=clock.sleep,
@@ -247,6 +251,18 @@ def test_a_rolled_back_canary_leaves_the_aliases_and_retires_the_candidate():
     assert registry.tags["2"][r.TAG_DEPLOYMENT].startswith("rolled_back: breach")
 
 
+def test_a_canary_refusing_more_requests_than_the_champion_is_not_released():
+    target = MemoryTarget(production={"1": 100})
+    registry = MemoryRegistry(champion="1", previous="0")
+    staged = r.StagingResult(r.DEPLOY, candidate="2", model_uri="models:/m/2", baseline="1")
+    done = run_release(target, registry, staged, refused=0.4)
+    assert done.record.action == "aborted", done.record
+    assert done.canary is not None and not done.canary.promoted
+    assert "4xx rate 40.00% over 100 requests > baseline 0.00%" in done.record.reason
+    assert registry.aliases == {r.CHAMPION: "1", r.PREVIOUS: "0"}
+    assert target.envs[r.PRODUCTION] == {"1": 100}
+
+
 def test_a_champion_that_is_not_running_is_started_before_the_canary():
     target = MemoryTarget()  # production lost its servers (e.g. a machine restart)
     registry = MemoryRegistry(champion="1")
@@ -297,3 +313,23 @@ def test_the_run_summary_says_when_its_staged_version_left_staging():
     (line,) = staging_lines("2", {"1": 100, "3": 0})
     assert line.startswith("staged: v2, no longer in staging (staging now holds v1, v3")
     assert staging_lines(None, {"1": 100}) == []
+
+
+def test_the_shadow_thresholds_follow_the_pair_on_the_holdout():
+    target = MemoryTarget(production={"1": 100})
+    registry = MemoryRegistry(champion="1", previous="0")
+    staged = r.StagingResult(r.DEPLOY, candidate="2", model_uri="models:/m/2", baseline="1")
+    asked: list[tuple[str, str]] = []
+    said: list[str] = []
+    rng = np.random.default_rng(0)
+    strong = rng.beta(2, 6, 300)
+    weak = np.clip(0.25 + 0.1 * strong + 0.02 * rng.standard_normal(300), 0, 1)
+
+    def offline(champion: str, candidate: str) -> tuple[np.ndarray, np.ndarray]:
+        asked.append((champion, candidate))
+        return weak, strong
+
+    done = run_release(target, registry, staged, offline_scores=offline, log=said.append)
+    assert done.record.action == r.PROMOTED
+    assert asked == [("1", "2")]  # the champion against this run's candidate
+    assert any("shadow thresholds from the holdout (300 rows" in line for line in said), said

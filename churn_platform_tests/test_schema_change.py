@@ -71,6 +71,29 @@ def test_a_dropped_feature_or_a_nullable_change_requires_nothing_new_of_a_client
     assert field_breaks(BASE, feature_edit("tenure_months", range=[0, 100])) == ()
 
 
+def test_a_dropped_field_or_a_dropped_category_breaks_only_a_strict_candidate():
+    def strict(**rules: str) -> Any:
+        return lambda data: data.update(serving=rules)
+
+    narrowed = {"allowed": ["monthly", "annual"]}
+    lenient_drop = without("region")
+    strict_drop = edited(
+        lambda d: (d["features"].pop("region"), strict(unknown_fields="refuse")(d))
+    )
+    assert field_breaks(BASE, lenient_drop) == ()  # ignored (and counted) by default
+    (dropped,) = field_breaks(BASE, strict_drop)
+    assert dropped.field == "region" and "unknown_fields: refuse" in dropped.problem
+    assert field_breaks(BASE, feature_edit("contract_type", **narrowed)) == ()
+    refusing = edited(
+        lambda d: (
+            d["features"]["contract_type"].update(narrowed),
+            strict(unseen_categories="refuse")(d),
+        )
+    )
+    (category,) = field_breaks(BASE, refusing)
+    assert category.field == "contract_type" and "multi-year" in category.problem
+
+
 def test_a_kind_change_breaks_unless_it_widens_whole_numbers_to_numbers():
     narrowed = field_breaks(BASE, feature_edit("monthly_spend", kind="integer", mean_range=None))
     assert [b.field for b in narrowed] == ["monthly_spend"]

@@ -10,6 +10,7 @@ import pytest
 from churn_platform.core.canary import CanaryConfig, CanaryState, Collaborators, Rollout, run_canary
 from churn_platform.core.canary.comparison import (
     compare,
+    offline_thresholds,
     rank_correlation,
     score_problem,
     score_psi,
@@ -78,6 +79,15 @@ class Healthy:
         return ErrorRate(version, 0.0, 50.0 * self.n, "scripted", "", 0.01)
 
 
+class Refusing(Healthy):
+    """Error-free, but the candidate answers a 4xx to every mirrored copy."""
+
+    def error_rate(self, version: str, window_seconds: float) -> ErrorRate:
+        reading = super().error_rate(version, window_seconds)
+        refused = 1.0 if version == "2" else 0.0
+        return ErrorRate(version, 0.0, reading.request_count, "scripted", "", 0.01, refused)
+
+
 def observations(candidate: np.ndarray, baseline: np.ndarray) -> ShadowObservations:
     n = len(baseline)
     return ShadowObservations(
@@ -110,6 +120,25 @@ def test_the_statistics_tell_a_shuffled_ranking_from_a_faithful_one() -> None:
     assert "rank correlation" in score_problem(compare(observations(shuffled, BASE), 100), config)
     assert score_problem(compare(observations(BASE, BASE), 100), config) == ""
     assert compare(observations(shuffled, BASE), 500).rank_correlation is None  # too few pairs
+
+
+def test_a_candidate_meant_to_differ_passes_where_a_broken_one_still_fails() -> None:
+    """A retrained model beside a weak champion differs from it on the holdout already; the
+    thresholds follow that offline pair, and a shuffled copy of the candidate still fails."""
+    weak = np.clip(0.25 + 0.05 * (BASE - BASE.mean()) + 0.02 * RNG.standard_normal(len(BASE)), 0, 1)
+    config = CanaryConfig()
+    fixed = score_problem(compare(observations(BASE, weak), 100), config)
+    assert "score PSI" in fixed or "rank correlation" in fixed  # the fixed bounds stop it
+    loosened, note = offline_thresholds(config, weak, BASE)
+    assert "from the holdout" in note and "PSI" in note
+    assert loosened.shadow_max_score_psi > config.shadow_max_score_psi
+    assert score_problem(compare(observations(BASE, weak), 100), loosened) == ""
+    shuffled = RNG.permutation(BASE)
+    assert "rank correlation" in score_problem(compare(observations(shuffled, weak), 100), loosened)
+    # a pair that agrees offline keeps the configured bounds: they only ever loosen
+    same, _ = offline_thresholds(config, BASE, BASE * 0.9 + 0.01)
+    assert same.shadow_min_rank_correlation == config.shadow_min_rank_correlation
+    assert same.shadow_max_score_psi >= config.shadow_max_score_psi
 
 
 def test_a_healthy_shadow_passes_and_turns_the_mirror_off_before_the_first_step() -> None:
@@ -174,8 +203,22 @@ def test_without_the_shadow_the_first_step_gets_traffic_at_once() -> None:
         ({"shadow_min_pairs": 1}, "shadow_min_pairs"),
         ({"shadow_min_rank_correlation": 1.5}, "shadow_min_rank_correlation"),
         ({"shadow_max_score_psi": 0}, "shadow_max_score_psi"),
+        ({"shadow_offline_margin": -0.1}, "shadow_offline_margin"),
     ],
 )
 def test_shadow_settings_are_validated(kwargs: dict[str, float], name: str) -> None:
     with pytest.raises(ValueError, match=f"CanaryConfig.{name}"):
         CanaryConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_a_candidate_refusing_the_copies_stops_the_release_in_shadow() -> None:
+    """It pairs no scores (every copy a 422), so the score checks never run; its 4xx share
+    on the same requests ends the release before any client request reaches it."""
+    target = MirrorTarget(ShadowObservations("2", 400, 0))
+    clock = Clock()
+    tools = Collaborators(target, Refusing(), sleep=clock.sleep, clock=clock)
+    result = run_canary(tools, Rollout("p", "2", "1"), CanaryConfig())
+    assert result.status is CanaryState.ABORTED, result.as_markdown()
+    assert result.reason.startswith("not promoting after the shadow: 4xx rate 100.00% over ")
+    assert "no client request reached 2" in result.reason and target.mirror == ["2", None]
+    assert all(t.weights == {"1": 100, "2": 0} for t in result.transitions)

@@ -53,6 +53,11 @@ features:
 @pytest.mark.parametrize(
     ("extra", "expected"),
     [
+        (
+            "serving: {unseen_categories: drop}\n",
+            ["spec.yaml:6", "serving.unseen_categories", "'score' or 'refuse'"],
+        ),
+        ("serving: {extra_fields: ignore}\n", ["spec.yaml:6", "unknown key 'extra_fields'"]),
         ("  odd: {kind: texty}\n", ["spec.yaml:6", "features.odd.kind", "unknown kind 'texty'"]),
         ("  spend2: {kind: numeric, colour: red}\n", ["spec.yaml:6", "unknown key 'colour'"]),
         (
@@ -68,6 +73,10 @@ features:
             ["invariance 'i'", "['gold'] not allowed"],
         ),
         ("drift: {features: [nope]}\n", ["drift.features names 'nope'"]),
+        (
+            "  probability: {kind: numeric}\n",
+            ["['probability'] are reserved", "rename", "'source:'"],
+        ),
     ],
 )
 def test_a_bad_spec_names_the_key_and_the_fix(extra: str, expected: list[str]) -> None:
@@ -83,6 +92,29 @@ def test_the_target_map_and_differences_are_described() -> None:
     dropped = parse_spec(BASE.replace("  spend: {kind: numeric}\n", ""))
     assert describe_difference(spec, dropped) == ["features dropped: spend"]
     assert describe_difference(spec, spec) == []
+
+
+def test_the_serving_section_travels_in_the_spec_and_leaves_other_hashes_alone() -> None:
+    """The optional ``serving:`` section (issue 25): absent or at its defaults, the spec and
+    its hash are what they were before the section existed (no retraining by the
+    code-version sensor); a strict one is a different spec, logged with the model."""
+    plain = parse_spec(BASE)
+    assert (plain.serving.unseen_categories, plain.serving.unknown_fields) == ("score", "ignore")
+    assert "serving" not in plain.to_dict()
+    # the hash of this spec before the section existed (to_dict had no 'serving' key)
+    assert plain.hash == "a5f1443dc2a19cda49ad98d6cd82522012340f27179be8438177ac51c860ac0c"
+    defaults = parse_spec(BASE + "serving: {unseen_categories: score, unknown_fields: ignore}\n")
+    assert defaults.hash == plain.hash and defaults == plain
+    strict = parse_spec(BASE + "serving: {unseen_categories: refuse}\n")
+    assert strict.serving.refuses_unseen and not strict.serving.refuses_unknown
+    assert strict.hash != plain.hash
+    assert strict.to_dict()["serving"] == {
+        "unseen_categories": "refuse",
+        "unknown_fields": "ignore",
+    }
+    again = spec_of_model_metadata({"churn_spec": strict.to_dict()})
+    assert again == strict and again.hash == strict.hash
+    assert describe_difference(plain, strict) == ["serving changed"]
 
 
 def test_chosen_by_one_setting_with_an_error_naming_it(tmp_path) -> None:

@@ -113,6 +113,19 @@ def test_ranges_widen_by_the_margin_and_round_outward():
     assert low < 3.0 < high
 
 
+def test_a_column_named_like_a_prediction_field_is_renamed_and_keeps_its_source():
+    frame = pd.DataFrame(
+        {
+            "id": [str(i) for i in range(1000)],
+            "Probability": [i / 1000 for i in range(1000)],
+            "y": ["no", "yes"] * 500,
+        }
+    )
+    _, spec = infer_spec_text(frame, target="y", id_column="id")
+    assert "probability" not in spec.features
+    assert spec.source_of("probability_value") == "Probability"
+
+
 def test_text_numbers_with_junk_are_numeric_and_the_junk_is_named():
     values = [str(v) for v in range(1000)]
     values[7] = "?"

@@ -215,25 +215,39 @@ def test_predict_refuses_a_missing_column_by_name(
     assert "missing field(s) seats" in r.json()["error"]
 
 
-def test_predict_refuses_the_default_specs_columns(
+def test_predict_ignores_the_default_specs_columns_and_needs_its_own(
     server: RunningServer, seats_model: RegisteredModels, spec: Spec
 ) -> None:
-    record = {**to_records(seats_model.rows.head(1), spec)[0], "tenure_months": 3}
-    r = httpx.post(server.url + "/predict", json={"records": [record]})
-    assert r.status_code == 422
-    assert "unknown field(s) ['tenure_months']" in r.json()["error"]
+    record = to_records(seats_model.rows.head(1), spec)[0]
+    plain = httpx.post(server.url + "/predict", json={"records": [record]})
+    r = httpx.post(server.url + "/predict", json={"records": [{**record, "tenure_months": 3}]})
+    assert r.status_code == 200, r.text  # ignored, as MLflow does (and counted)
+    assert r.json()["probabilities"] == plain.json()["probabilities"]
+    del record["seats"]
+    r = httpx.post(server.url + "/predict", json={"records": [{**record, "tenure_months": 3}]})
+    assert r.status_code == 422 and "missing field(s) seats" in r.json()["error"]
 
 
-def test_predict_checks_the_specs_allowed_values(
+def test_predict_scores_a_plan_outside_the_specs_allowed_values(
     server: RunningServer, seats_model: RegisteredModels, spec: Spec
 ) -> None:
-    record = {**to_records(seats_model.rows.head(1), spec)[0], "plan": "enterprise"}
+    rows = seats_model.rows.head(1).assign(plan="enterprise")
+    record = to_records(rows, spec)[0]
     r = httpx.post(server.url + "/predict", json={"records": [record]})
-    assert r.status_code == 422
-    assert "records[0].plan is 'enterprise'; send one of basic, pro, team" in r.json()["error"]
-    record = {**to_records(seats_model.rows.head(1), spec)[0], "is_annual": "yes"}
+    assert r.status_code == 200, r.text  # the model's one-hot ignores an unknown plan
+    assert r.json()["probabilities"] == pytest.approx(offline(seats_model, spec, rows), abs=1e-12)
+    # "yes" is how a source holds a flag: the spec's mapping reads it (raw records, issue 25);
+    # text no reading turns into a boolean is still refused, naming the field
+    record = {**to_records(seats_model.rows.head(1), spec)[0], "is_annual": "maybe"}
     r = httpx.post(server.url + "/predict", json={"records": [record]})
     assert r.status_code == 422 and "records[0].is_annual must be true or false" in r.text
+    canonical = to_records(seats_model.rows.head(1), spec)[0]
+    scored = [
+        httpx.post(server.url + "/predict", json={"records": [{**canonical, "is_annual": v}]})
+        for v in (True, "yes")
+    ]
+    assert [r.status_code for r in scored] == [200, 200], [r.text for r in scored]
+    assert scored[0].json()["probabilities"] == scored[1].json()["probabilities"]
 
 
 def test_invocations_dataframe_split_and_csv_give_the_same_numbers(
@@ -289,7 +303,7 @@ def test_integration_checks_follow_the_served_models_spec(
     default_rows = generate(SyntheticSpec(n_rows=5, seed=1))
     wrong = integration.api_contract_check(server.url, default_rows, spec=default_spec())
     assert not wrong.passed and "valid request answered 422" in wrong.description
-    assert "unknown field(s)" in wrong.description
+    assert "missing field(s)" in wrong.description
 
 
 def test_the_inference_log_holds_the_specs_columns(
@@ -309,7 +323,10 @@ def test_the_inference_log_holds_the_specs_columns(
     assert len(frame) >= 3
     assert set(spec.feature_names) <= set(frame.columns)
     assert not {"signup_date", "tenure_months", "region"} & set(frame.columns)
-    assert set(frame["plan"]) <= {"basic", "pro", "team"}
+    # an ignored field (tenure_months, sent above) is never logged; an unseen plan is, named
+    assert set(frame["plan"]) <= {"basic", "pro", "team", "enterprise"}
+    unseen = frame[frame["plan"] == "enterprise"]
+    assert all(fields == ["plan"] for fields in unseen.get("unseen_fields", []))
     empty = read_inference_log(server.inference_log.with_name("none"), spec)
     assert list(empty.columns) == [*spec.feature_names, "entity_id", "request_id"]
 

@@ -225,6 +225,20 @@ def apply_mapping(
     return _converted(frame, mapping, spec, renamed, dropped)
 
 
+def map_values_and_types(
+    frame: pd.DataFrame, spec: Spec, mapping: ColumnMapping | None = None
+) -> MappedFrame:
+    """``frame``, already in the spec's column names, through the value maps and typing of
+    ``apply_mapping`` (its steps after renaming; ``frame`` is not changed).
+
+    For callers that resolve names themselves: the model server maps the cells of a
+    request's records this way. ``mapping`` is the merged mapping to apply (default: the
+    spec's own, ``ColumnMapping(spec=spec).over(spec)``; pass it in to build it once).
+    """
+    merged = mapping if mapping is not None else ColumnMapping(spec=spec).over(spec)
+    return _converted(frame.copy(), merged, spec, {}, [])
+
+
 def _renamed(
     raw: pd.DataFrame, mapping: ColumnMapping, spec: Spec
 ) -> tuple[pd.DataFrame, dict[str, str]]:

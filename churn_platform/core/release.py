@@ -31,6 +31,8 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from typing import Protocol, runtime_checkable
 
+import numpy as np
+
 from churn_platform.core.canary import (
     CanaryConfig,
     CanaryResult,
@@ -39,6 +41,7 @@ from churn_platform.core.canary import (
     Transition,
     run_canary,
 )
+from churn_platform.core.canary.comparison import offline_thresholds
 from churn_platform.core.model_checks import CheckOutcome
 from churn_platform.core.records import (
     CHALLENGER,
@@ -72,6 +75,8 @@ _TAG_LIMIT = 250
 ALIAS_ATTEMPTS = 3
 ALIAS_RETRY_SECONDS = 2.0
 ROLLBACK = "rollback"  # the action of a rollback on demand
+#: (champion, candidate) -> both versions' scores on the same rows (the holdout)
+OfflineScores = Callable[[str, str], tuple[np.ndarray, np.ndarray]]
 
 
 @runtime_checkable
@@ -366,8 +371,14 @@ def release(
     log: Callable[[str], None] = lambda message: None,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
+    offline_scores: OfflineScores | None = None,
 ) -> Release:
     """Take the staged candidate to production through a canary, or say why not.
+
+    ``offline_scores(champion, candidate)`` gives both versions' scores on the same rows
+    (the holdout): the shadow step's score thresholds then follow what the pair already
+    shows there (``comparison.offline_thresholds``), so a candidate meant to differ is not
+    stopped for differing.
 
     ``during_canary`` wraps the canary (e.g. synthetic load through the endpoint); it
     gets production's state once both versions run. ``log`` hears what the policy did
@@ -391,6 +402,9 @@ def release(
             return _refuse(target, registry, environment, change, refusal, repairs)
         config = replace(config, steps=(100,))
         log(f"{change.describe()}; cut-over: the shadow step, then 100% at once")
+    if offline_scores is not None and champion is not None and config.shadow:
+        config, note = offline_thresholds(config, *offline_scores(champion, candidate))
+        log(note)
     target.deploy(environment, candidate, model_uri)
     finished = False
     try:

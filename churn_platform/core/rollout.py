@@ -41,7 +41,9 @@ class ErrorRate:
 
     Errors are the server's failures: 5xx answers of the version, plus requests the
     router could not deliver to it (502, connection refused). A 4xx (the client sent bad
-    input) counts as a request, never as an error.
+    input) counts as a request, never as an error; its share is ``client_error_rate``,
+    which the canary compares with the baseline's (a candidate refusing requests the
+    baseline scores is not promoted).
     """
 
     version: str
@@ -50,11 +52,18 @@ class ErrorRate:
     query: str  # the query or method that produced it, recorded as evidence
     reason: str = ""  # why error_rate is None, when it is
     latency_p95_seconds: float | None = None  # p95 of /predict latency, when measured
+    client_error_rate: float | None = None  # 4xx share of the requests (499 left out)
 
     @property
     def error_count(self) -> float:
         """Failed requests in the window (0 without a rate)."""
         return 0.0 if self.error_rate is None else self.error_rate * self.request_count
+
+    @property
+    def client_error_count(self) -> float:
+        """Requests answered 4xx in the window (0 without a 4xx rate)."""
+        rate = self.client_error_rate
+        return 0.0 if rate is None else rate * self.request_count
 
 
 @runtime_checkable

@@ -15,12 +15,15 @@ the champion's clients do not send.
   a candidate reading another source column, or no longer mapping a label the champion
   maps, does not understand it.
 
+* the spec's ``serving:`` rules (``core/serving_rules.py``) decide the rest: a feature the
+  candidate drops is a field the champion's clients still send, refused only when the
+  candidate's spec sets ``unknown_fields: refuse``; a category the champion allows and the
+  candidate does not is refused only with ``unseen_categories: refuse`` (by default both are
+  scored or ignored, and counted).
+
 A null value is always taken (the pipeline imputes it) whatever ``nullable`` says:
 ``nullable: false`` and ``max_null_rate`` rule the training data (the data contract), not
-requests, so a feature that turned non-nullable requires nothing new of a client. A feature
-the candidate drops, and a category the candidate no longer lists in ``allowed``, are what
-the server's leniency rules decide (undeclared fields and unseen categories), not a field
-the candidate requires; they are not counted here.
+requests, so a feature that turned non-nullable requires nothing new of a client.
 """
 
 from __future__ import annotations
@@ -84,9 +87,23 @@ def field_breaks(champion: Spec, candidate: Spec) -> tuple[FieldBreak, ...]:
     breaks = []
     for name, feature in candidate.features.items():
         old = champion.features.get(name)
-        problem = _not_declared(name, champion) if old is None else _changed(old, feature)
+        problem = (
+            _not_declared(name, champion)
+            if old is None
+            else _changed(old, feature, candidate.serving.refuses_unseen)
+        )
         if problem:
             breaks.append(FieldBreak(name, problem))
+    if candidate.serving.refuses_unknown:
+        breaks += [
+            FieldBreak(
+                name,
+                "dropped by the candidate, whose spec refuses undeclared fields "
+                "(serving.unknown_fields: refuse): the champion's clients still send it",
+            )
+            for name in champion.features
+            if name not in candidate.features
+        ]
     return tuple(breaks)
 
 
@@ -108,11 +125,17 @@ def _not_declared(name: str, champion: Spec) -> str:
     return f"not declared by the champion: its clients do not send it{role}"
 
 
-def _changed(old: Feature, new: Feature) -> str:
+def _changed(old: Feature, new: Feature, refuses_unseen: bool) -> str:
     """Why clients of ``old`` break on ``new`` ('' when they do not)."""
     sent, taken = _REQUEST_KIND[old.kind], _REQUEST_KIND[new.kind]
     if sent != taken and (sent, taken) not in _WIDENINGS:
         return f"was {old.kind} (clients send a {sent}), now {new.kind} (takes a {taken})"
+    dropped = [v for v in old.allowed or () if v not in (new.allowed or ())]
+    if dropped and new.kind == "categorical" and refuses_unseen:
+        return (
+            f"value(s) {dropped} allowed by the champion are refused by the candidate "
+            "(serving.unseen_categories: refuse)"
+        )
     if (old.source or None) != (new.source or None):
         return (
             f"raw records: clients send source column {old.source or '(the feature name)'!r}, "

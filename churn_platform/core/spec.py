@@ -26,6 +26,12 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from churn_platform.core.serving_rules import (
+    DEFAULT_SERVING_RULES,
+    RESERVED_NAMES,
+    ServingRules,
+)
+
 SPECS_DIR = Path(__file__).resolve().parent.parent / "specs"
 DEFAULT_SPEC_PATH = SPECS_DIR / "churn.yaml"
 
@@ -320,11 +326,19 @@ class Spec(_Strict):
     drift: Drift = Drift()
     holdout: HoldoutSpec = HoldoutSpec()
     outcomes: Outcomes | None = None
+    serving: ServingRules = DEFAULT_SERVING_RULES
 
     @model_validator(mode="after")
     def _references(self) -> Spec:
         if not self.features:
             raise ValueError("'features' needs at least one feature")
+        reserved = sorted(RESERVED_NAMES.intersection([self.target.column, *self.features]))
+        if reserved:
+            raise ValueError(
+                f"feature or target name(s) {reserved} are reserved: every served prediction "
+                f"carries {sorted(RESERVED_NAMES)} beside its inputs; rename them (keep the "
+                "source column through 'source:')"
+            )
         names = [self.entity_id.column, self.target.column, *self.features]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -450,7 +464,8 @@ class Spec(_Strict):
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-safe data that ``parse_spec`` reads back to an equal spec."""
-        return self.model_dump(mode="json", by_alias=True, exclude_defaults=False)
+        skip = {"serving"} if self.serving == DEFAULT_SERVING_RULES else None  # old hashes kept
+        return self.model_dump(mode="json", by_alias=True, exclude_defaults=False, exclude=skip)
 
     def to_yaml(self) -> str:
         """The spec as YAML (no comments; ``spec infer`` writes the commented form)."""
@@ -671,6 +686,7 @@ def describe_difference(old: Spec, new: Spec) -> list[str]:
         "invariances",
         "drift",
         "holdout",
+        "serving",
     ):
         if getattr(old, part) != getattr(new, part):
             out.append(f"{part} changed")

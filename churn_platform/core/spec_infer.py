@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from churn_platform.core.mapping import FALSE_TOKENS, NULL_TOKENS, TRUE_TOKENS
+from churn_platform.core.serving_rules import RESERVED_NAMES
 
 # target values that mean churned / stayed (compared lower-case, stripped)
 POSITIVE_TOKENS: frozenset[str] = frozenset(
@@ -588,9 +589,19 @@ def _no_bools(series: pd.Series) -> pd.Series:
 
 
 def _unique_names(columns: Sequence[str]) -> dict[str, str]:
-    """Source column -> spec name: snake_case unless that would clash."""
+    """Source column -> spec name: snake_case unless that would clash; a name a served
+    prediction carries (``RESERVED_NAMES``, e.g. ``probability``) gets a ``_value`` suffix."""
     snakes = [_snake(c) for c in columns]
-    return {
+    names = {
         c: (s if snakes.count(s) == 1 and (s == c or s not in columns) else c)
         for c, s in zip(columns, snakes, strict=True)
     }
+    taken = set(names.values())
+    for column, name in names.items():
+        if name in RESERVED_NAMES:
+            renamed = f"{name}_value"
+            while renamed in taken:
+                renamed += "_"
+            names[column] = renamed
+            taken.add(renamed)
+    return names

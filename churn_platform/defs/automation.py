@@ -92,9 +92,11 @@ def build_jobs(model: ModelConfig, auto_release: bool) -> list[Any]:
         ),
         dg.define_asset_job(
             model.job("end_to_end"),
-            # model_performance is weekly-partitioned: its own runs (one per week)
+            # model_performance and churn_scores are weekly-partitioned: their own runs
             selection=dg.AssetSelection.groups(model.group)
-            - dg.AssetSelection.assets(asset_key(model, "model_performance")),
+            - dg.AssetSelection.assets(
+                asset_key(model, "model_performance"), asset_key(model, "churn_scores")
+            ),
             description="The whole graph in one run, approval included (the README's first "
             "command).",
             tags={**deploying, "churn/model": model.name},

@@ -382,6 +382,10 @@ def _release(
             f"canary {t.from_state} -> {t.to_state} weights={t.weights}: {t.reason}"
         ),
         log=context.log.warning,
+        offline_scores=lambda champion, candidate: (
+            _holdout_scores(registry, champion, holdout.head(TRAFFIC_ROWS)),
+            _holdout_scores(registry, candidate, holdout.head(TRAFFIC_ROWS)),
+        ),
     )
     done = replace(done, notes=notes)
     if done.canary is not None:
@@ -389,6 +393,11 @@ def _release(
     elif done.record.action == r.REFUSED:
         context.log.warning(f"release refused: {done.record.reason}")
     return done
+
+
+def _holdout_scores(registry: MlflowRegistry, version: str, rows: pd.DataFrame) -> Any:
+    """``version``'s churn probabilities on ``rows`` (the rows the canary's traffic replays)."""
+    return training.predict_proba(registry.load_model(version), rows)
 
 
 def _exclusive(

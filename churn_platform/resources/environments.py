@@ -32,6 +32,7 @@ from churn_platform.resources.notify import Notifier
 from churn_platform.resources.outcome_source import OutcomeSourceResource
 from churn_platform.resources.release_probes import ReleaseProbes
 from churn_platform.resources.s3_credentials import S3Credentials
+from churn_platform.resources.scores_table import ScoresTableResource
 from churn_platform.resources.storage import StorageResource
 from churn_platform.settings import STORAGE_VAR
 
@@ -142,6 +143,10 @@ def platform_resources(config: PlatformConfig | None = None) -> dict[str, Any]:
         "code_version": CodeVersion(commit=config.git_commit),
         "notifier": notifier_for(config),
         "outcome_source": OutcomeSourceResource(),
+        # as dg.EnvVar: the UI shows the variable's name, never the URL and its password
+        "scores_table": ScoresTableResource(
+            url=dg.EnvVar("CHURN_SCORES_URL") if config.scores.database_set else ""
+        ),
     }
     for model in config.models:
         shared.update(model_resources(config, model, s3))

@@ -3,7 +3,9 @@
 Both implement ``core.rollout.MetricsSource``: ``error_rate(version, window_seconds)``
 returns the failed share of ``version``'s ``/predict`` requests over the window (its 5xx
 answers plus the router's 502s for it: a version the router cannot reach is failing, 4xx
-are the client's), how many requests it rests on and their p95 latency. Neither raises: an unreachable source or a window without data
+are the client's), how many requests it rests on, their p95 latency and the 4xx share of
+the requests (``client_error_rate``; 499, a client that hung up, left out), which the
+canary compares with the baseline's. Neither raises: an unreachable source or a window without data
 gives ``ErrorRate(error_rate=None, reason=...)``, and the canary then refuses to promote.
 A version in shadow (mirrored copies only) is read the same way: its server counts the
 copies, and the router's undelivered copies are its ``router_shadow_requests_total`` 502s.
@@ -42,6 +44,8 @@ SHADOW_METRIC = "router_shadow_requests_total"  # mirrored copies (shadow step)
 # what the router answers when it cannot reach a version: that version's failure
 ROUTER_FAILURE_STATUS = "502"
 LATENCY_QUANTILE = 0.95
+# a client hanging up mid-body is neither version's doing
+CLIENT_GONE_STATUS = "499"
 
 
 def _selector(version: str, label_filters: Mapping[str, str], errors: bool) -> str:
@@ -50,6 +54,17 @@ def _selector(version: str, label_filters: Mapping[str, str], errors: bool) -> s
         labels.append('status=~"5.."')
     labels.append(f'model_version="{version}"')
     return "{" + ", ".join(labels) + "}"
+
+
+def client_error_query(
+    version: str, window_seconds: float, label_filters: Mapping[str, str] | None = None
+) -> str:
+    """PromQL for ``version``'s 4xx answers over the window (499 left out); over
+    ``request_count_query`` it is the version's 4xx share."""
+    labels = [f'{k}="{v}"' for k, v in sorted((label_filters or {}).items())]
+    labels += ['status=~"4.."', f'status!="{CLIENT_GONE_STATUS}"', f'model_version="{version}"']
+    selector = "{" + ", ".join(labels) + "}"
+    return f"sum(increase({REQUESTS_METRIC}{selector}[{_range(window_seconds)}]))"
 
 
 def _router_selector(version: str, label_filters: Mapping[str, str]) -> str:
@@ -169,15 +184,17 @@ class PrometheusMetrics:
 
     def error_rate(self, version: str, window_seconds: float) -> ErrorRate:
         """The failed share of ``version``'s requests over the last ``window_seconds``,
-        the count it rests on, and its p95 latency."""
+        the count it rests on, its p95 latency and its 4xx share."""
         errors_q = error_count_query(version, window_seconds, self.label_filters)
         count_q = request_count_query(version, window_seconds, self.label_filters)
         latency_q = latency_query(version, window_seconds, self.label_filters)
-        evidence = f"{errors_q} ; {count_q} ; {latency_q}"
+        client_q = client_error_query(version, window_seconds, self.label_filters)
+        evidence = f"{errors_q} ; {count_q} ; {latency_q} ; {client_q}"
         try:
             count = self.query(count_q)
             errors = self.query(errors_q)
             p95 = self.query(latency_q)
+            refused = self.query(client_q)
         except Exception as exc:  # connection refused, timeout, bad answer
             return ErrorRate(
                 version,
@@ -205,7 +222,8 @@ class PrometheusMetrics:
                 f"in {_range(window_seconds)}",
             )
         p95 = None if p95 is None or math.isinf(p95) else p95
-        return ErrorRate(version, min(errors / count, 1.0), count, evidence, "", p95)
+        client = min((refused or 0.0) / count, 1.0)  # no 4xx series: none refused
+        return ErrorRate(version, min(errors / count, 1.0), count, evidence, "", p95, client)
 
 
 @dataclass(frozen=True)
@@ -215,13 +233,16 @@ class _Counters:
     at: float
     total: float  # requests answered by the server plus requests the router failed
     errors: float  # 5xx answers plus requests the router failed
+    client_errors: float  # 4xx answers (499 left out)
     buckets: tuple[tuple[float, float], ...]  # latency histogram: (upper bound, count)
 
 
-def _read_counters(text: str, version: str) -> tuple[float, float, tuple[tuple[float, float], ...]]:
-    """(all requests, 5xx requests, /predict latency buckets) of ``version`` in a
-    model server's /metrics page."""
-    total = errors = 0.0
+def _read_counters(
+    text: str, version: str
+) -> tuple[float, float, float, tuple[tuple[float, float], ...]]:
+    """(all requests, 5xx requests, 4xx requests but 499, /predict latency buckets) of
+    ``version`` in a model server's /metrics page."""
+    total = errors = client = 0.0
     buckets: dict[float, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -229,12 +250,15 @@ def _read_counters(text: str, version: str) -> tuple[float, float, tuple[tuple[f
                 continue
             if sample.name == REQUESTS_METRIC:
                 total += sample.value
-                if sample.labels.get("status", "").startswith("5"):
+                status = sample.labels.get("status", "")
+                if status.startswith("5"):
                     errors += sample.value
+                elif status.startswith("4") and status != CLIENT_GONE_STATUS:
+                    client += sample.value
             elif sample.name == f"{LATENCY_METRIC}_bucket":
                 bound = float(sample.labels["le"])
                 buckets[bound] = buckets.get(bound, 0.0) + sample.value
-    return total, errors, tuple(sorted(buckets.items()))
+    return total, errors, client, tuple(sorted(buckets.items()))
 
 
 def _router_failures(text: str, version: str) -> float:
@@ -309,7 +333,7 @@ class ScrapeMetrics:
 
     def error_rate(self, version: str, window_seconds: float) -> ErrorRate:
         """The failed share of ``version``'s requests since the scrape ``window_seconds``
-        ago (5xx answers plus the router's 502s for it), and its p95 latency."""
+        ago (5xx answers plus the router's 502s for it), its p95 latency and 4xx share."""
         url = self._url(version)
         router = self._router_url()
         method = f"scrape {url}/metrics: delta of {REQUESTS_METRIC} over {window_seconds:g}s"
@@ -322,7 +346,7 @@ class ScrapeMetrics:
         try:
             response = httpx.get(url + "/metrics", timeout=self._timeout)
             response.raise_for_status()
-            total, errors, buckets = _read_counters(response.text, version)
+            total, errors, client, buckets = _read_counters(response.text, version)
             if router:
                 answer = httpx.get(router + "/metrics", timeout=self._timeout)
                 answer.raise_for_status()
@@ -338,7 +362,7 @@ class ScrapeMetrics:
                 base = snapshot
         if base is None and history:
             base = history[0]
-        current = _Counters(now, total, errors, buckets)
+        current = _Counters(now, total, errors, client, buckets)
         history.append(current)
         while len(history) > 2 and now - history[1].at >= window_seconds:
             history.popleft()  # keep one snapshot older than the window
@@ -364,7 +388,8 @@ class ScrapeMetrics:
         old = dict(base.buckets)
         delta = tuple((b, c - old.get(b, 0.0)) for b, c in buckets)
         p95 = histogram_quantile(LATENCY_QUANTILE, delta)
-        return ErrorRate(version, d_errors / d_total, d_total, method, "", p95)
+        d_client = max(client - base.client_errors, 0.0)
+        return ErrorRate(version, d_errors / d_total, d_total, method, "", p95, d_client / d_total)
 
 
 class MetricsResource(dg.ConfigurableResource):

@@ -35,6 +35,7 @@ from churn_platform.core.environment import PINNED_PACKAGES
 from churn_platform.core.spec import MODEL_METADATA_KEY, Spec, spec_of_model_metadata
 from churn_platform.resources import churn_flavor
 from churn_platform.serving.model_server.loading import ARTIFACT_DIGEST_TAG, logged_model_digest
+from churn_platform.serving.model_server.raw_records import raw_column_names
 from churn_platform.settings import MODEL_NAME
 
 # Requirements pinned to the versions training ran with: the serving environment is the
@@ -83,6 +84,17 @@ def owner_only_sqlite(uri: str) -> None:
     os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
     if path.stat().st_mode & 0o077:
         path.chmod(0o600)
+
+
+def _pyfunc_signature(pipeline: Any, example: pd.DataFrame, spec: Spec) -> Any:
+    """The logged signature: pyfunc (mlflow.pyfunc / spark_udf / mlflow models serve) answers
+    P(churn) per row, the number the servers answer (``churn_flavor``), and takes rows as the
+    source holds them too (``raw_records``): the features optional, each source-only column
+    an optional ``Any``, so MLflow's schema enforcement lets such a frame through."""
+    answers = churn_flavor.ChurnProbability(pipeline).predict(example)
+    return churn_flavor.accepting_raw_columns(
+        infer_signature(example, answers), raw_column_names(spec)
+    )
 
 
 def pinned_requirements() -> list[str]:
@@ -173,7 +185,8 @@ class MlflowRegistry(dg.ConfigurableResource):
     ) -> RegisteredModel:
         """Log a fitted pipeline with its evidence in one MLflow run and register it as a new version.
 
-        The model is saved with its signature (the spec's feature columns), an input example,
+        The model is saved with its signature (the spec's feature columns, optional, and its
+        source-only columns: the pyfunc maps raw rows with the spec), an input example,
         pinned requirements, the skops trusted types it needs and its spec in the MLmodel
         metadata (``churn_spec``; read it back with ``spec_of_version``): a model carries its
         own spec. The run and the version are tagged ``spec_hash``; the run also keeps the
@@ -194,11 +207,7 @@ class MlflowRegistry(dg.ConfigurableResource):
         tags = {**tags, records.TAG_SPEC_HASH: spec.hash}
         experiment_id = self.experiment_id()
         example = input_example[columns].head(5)
-        # pyfunc (mlflow.pyfunc / spark_udf / mlflow models serve) answers P(churn) per row,
-        # the number our servers answer (churn_flavor); the signature says so
-        signature = infer_signature(
-            example, churn_flavor.ChurnProbability(pipeline).predict(example)
-        )
+        signature = _pyfunc_signature(pipeline, example, spec)
         trusted = sio.get_untrusted_types(data=sio.dumps(pipeline))
         with (
             _fluent_store(self.uri()),

@@ -14,7 +14,10 @@ object store), what the drift sensor reads; any other environment's is
 A log file holds customer rows: it is created readable by its owner only (0600).
 
 A logged line (or row) is the record as the server accepted it, so it holds the features
-of the served model's own spec, plus ``entity_id`` (the record's entity id as a string,
+of the served model's own spec (a categorical value outside ``allowed`` as sent: the drift
+sensor's ``__unseen__`` bin counts it; undeclared fields dropped), plus ``unseen_fields``
+and ``ignored_fields`` (lists of field names, only on a line whose record had such a value
+or field), plus ``entity_id`` (the record's entity id as a string,
 null when it carried none; taken out of the record, never a model input), ``request_id``
 (the request's ``X-Request-Id``, given or generated, always set), ``probability``,
 ``model_version`` and ``ts`` (the served time, Unix seconds): what joins a prediction to
@@ -71,16 +74,18 @@ def _logged_rows(
     version: str,
     request_id: str | None,
     entity_ids: Sequence[str | None] | None,
+    notes: Sequence[Mapping[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
-    """One row per record: its fields, its ids, its probability, the version and the time.
-    ``request_id`` None (a caller outside a server) gets a fresh one for this call;
-    ``entity_ids`` None means no record carried one."""
+    """One row per record: its fields, its ids, its probability, the version, the time and
+    its ``notes`` (``unseen_fields`` / ``ignored_fields`` where a lenient server let a value
+    or a field through). ``request_id`` None (a caller outside a server) gets a fresh one
+    for this call; ``entity_ids`` None means no record carried one."""
     ts = round(time.time(), 3)
     request = request_id or new_request_id()
     ids = list(entity_ids) if entity_ids is not None else [None] * len(records)
     if len(ids) != len(records):
         raise ValueError(f"{len(ids)} entity ids for {len(records)} records")
-    return [
+    rows = [
         {
             **r,
             "entity_id": e,
@@ -91,6 +96,9 @@ def _logged_rows(
         }
         for r, p, e in zip(records, probabilities, ids, strict=True)
     ]
+    for row, note in zip(rows, notes or (), strict=False):
+        row.update(note)
+    return rows
 
 
 class InferenceLog:
@@ -132,10 +140,11 @@ class InferenceLog:
         *,
         request_id: str | None = None,
         entity_ids: Sequence[str | None] | None = None,
+        notes: Sequence[Mapping[str, Any]] | None = None,
     ) -> None:
-        """Buffer one line per record of one request; flush when the buffer is big or old
-        enough."""
-        rows = _logged_rows(records, probabilities, self.version, request_id, entity_ids)
+        """Buffer one line per record of one request (with its ``notes``: unseen and
+        ignored fields); flush when the buffer is big or old enough."""
+        rows = _logged_rows(records, probabilities, self.version, request_id, entity_ids, notes)
         lines = [json.dumps(row) for row in rows]
         with self._lock:
             self._buffer.extend(lines)
@@ -312,10 +321,11 @@ class ObjectInferenceLog:
         *,
         request_id: str | None = None,
         entity_ids: Sequence[str | None] | None = None,
+        notes: Sequence[Mapping[str, Any]] | None = None,
     ) -> None:
-        """Buffer one row per record of one request; wake the writer when
-        ``flush_records`` are waiting."""
-        rows = _logged_rows(records, probabilities, self.version, request_id, entity_ids)
+        """Buffer one row per record of one request (with its ``notes``); wake the writer
+        when ``flush_records`` are waiting."""
+        rows = _logged_rows(records, probabilities, self.version, request_id, entity_ids, notes)
         with self._lock:
             self._rows.extend(rows)
             due = len(self._rows) >= self._flush_records

@@ -231,28 +231,26 @@ def _csv_rows(reader: Any, schema: InputSchema) -> list[Mapping[str, Any]]:
 
 
 def _csv_value(schema: InputSchema, name: str, value: str, i: int) -> Any:
-    """A CSV cell converted to the JSON value ``/predict`` would get (validated later)."""
+    """A CSV cell converted to the JSON value ``/predict`` would get (validated later); a
+    cell it cannot read as its column's type stays text, which the model's spec mapping
+    reads as the source would hold it (``"Yes"``, ``" 12.5"``) or the check refuses."""
     column = schema.by_name.get(name)
     if value == "":
         return None
     if column is None or column.kind in ("str", "datetime"):
         return value
-    try:
-        if column.kind == "int":
+    if column.kind in ("int", "float"):
+        try:
             number = float(value)
-            return int(number) if number.is_integer() else number
-        if column.kind == "float":
-            return float(value)
-    except ValueError:
-        raise ProtocolError(
-            f"records[{i}].{name} must be a number, got {quote(value)} (CSV row {i + 1})"
-        ) from None
+        except ValueError:
+            return value
+        return int(number) if column.kind == "int" and number.is_integer() else number
     lowered = value.strip().lower()
     if lowered in ("true", "1"):
         return True
     if lowered in ("false", "0"):
         return False
-    raise ProtocolError(f"records[{i}].{name} must be true or false, got {quote(value)}")
+    return value
 
 
 def mlflow_version_text() -> str:

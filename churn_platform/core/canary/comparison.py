@@ -5,7 +5,7 @@ which of the configured thresholds they break."""
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 from scipy import stats
@@ -122,6 +122,52 @@ def compare(observed: ShadowObservations, min_pairs: int) -> ShadowReading:
         dropped=observed.dropped,
         scores_paired=observed.scores_paired,
     )
+
+
+def offline_thresholds(
+    config: CanaryConfig, baseline: np.ndarray, candidate: np.ndarray
+) -> tuple[CanaryConfig, str]:
+    """``config`` with the shadow's score thresholds set by what the two models already show
+    offline on the same rows (the holdout the gate compared them on), and a line saying so.
+
+    A candidate the gate promoted is meant to score differently: a retrained model beside a
+    weak champion can have a score PSI of 5 and a rank correlation of 0.6 on the holdout.
+    Live, on mirrored requests, the pair should agree about as well as it did there; a
+    broken candidate (scores shuffled, a feature lost in serving) agrees far less. So each
+    bound is the configured one or the offline figure loosened by
+    ``shadow_offline_margin``, whichever lets the offline pair pass."""
+    baseline = np.asarray(baseline, dtype=float)
+    candidate = np.asarray(candidate, dtype=float)
+    margin = config.shadow_offline_margin
+    rho = rank_correlation(baseline, candidate)
+    top = top_decile_agreement(baseline, candidate)
+    psi = score_psi(baseline, candidate)
+    loosened = replace(
+        config,
+        shadow_min_rank_correlation=(
+            config.shadow_min_rank_correlation
+            if rho is None
+            else max(-1.0, min(config.shadow_min_rank_correlation, rho - margin))
+        ),
+        shadow_min_top_decile_agreement=(
+            config.shadow_min_top_decile_agreement
+            if top is None
+            else max(0.0, min(config.shadow_min_top_decile_agreement, top - margin))
+        ),
+        shadow_max_score_psi=max(config.shadow_max_score_psi, psi + config.shadow_max_score_psi),
+    )
+
+    def num(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.3f}"
+
+    note = (
+        f"shadow thresholds from the holdout ({len(baseline)} rows scored by both): rho "
+        f"{num(rho)}, top-decile {num(top)}, PSI {psi:.3f}; the shadow fails below rho "
+        f"{loosened.shadow_min_rank_correlation:.3f} or top-decile "
+        f"{loosened.shadow_min_top_decile_agreement:.3f}, or above PSI "
+        f"{loosened.shadow_max_score_psi:.3f}"
+    )
+    return loosened, note
 
 
 def score_problem(reading: ShadowReading, config: CanaryConfig) -> str:

@@ -96,6 +96,18 @@ class CanaryConfig:
         default=20,
         metadata={"description": "Canary requests needed before its p95 is compared."},
     )
+    max_client_error_increase: float = field(
+        default=0.02,
+        metadata={
+            "description": "4xx bound: a candidate whose 4xx share exceeds the baseline's by "
+            "more than this (and by baseline_z standard errors) is not promoted; checked "
+            "when a step or the shadow would pass (1 turns it off)."
+        },
+    )
+    client_error_min_requests: int = field(
+        default=20,
+        metadata={"description": "Candidate requests needed before its 4xx share is compared."},
+    )
     min_requests: int = field(
         default=0,
         metadata={
@@ -145,6 +157,15 @@ class CanaryConfig:
         metadata={
             "description": "Shadow fails above this PSI between the candidate's and the "
             "baseline's score distributions (bins: the baseline's deciles)."
+        },
+    )
+    shadow_offline_margin: float = field(
+        default=0.1,
+        metadata={
+            "description": "How much worse than on the holdout the shadow's agreement may be: "
+            "the two models' rank correlation and top-decile agreement on the holdout rows, "
+            "minus this, lower the score thresholds (and their PSI plus "
+            "shadow_max_score_psi raises the PSI bound) when the candidate is meant to differ."
         },
     )
     schema_change: SchemaChangeMode = field(
@@ -243,6 +264,12 @@ def _check_rates(config: CanaryConfig) -> None:
             "CanaryConfig.max_latency_ratio must be >= 0 (0 turns the latency check off), "
             f"got {config.max_latency_ratio!r}"
         )
+    if not 0.0 <= config.max_client_error_increase <= 1.0:
+        raise ValueError(
+            "CanaryConfig.max_client_error_increase is a share in [0, 1] (0.02 = 2 points above "
+            f"the baseline's 4xx share; 1 turns the check off), got "
+            f"{config.max_client_error_increase!r}"
+        )
     if not config.latency_slack_seconds >= 0:
         raise ValueError(
             f"CanaryConfig.latency_slack_seconds must be >= 0, got {config.latency_slack_seconds}"
@@ -251,7 +278,12 @@ def _check_rates(config: CanaryConfig) -> None:
 
 def _check_counts(config: CanaryConfig) -> None:
     """Request minimums >= 0; the unreachable-reading limit >= 1 or None."""
-    for name in ("min_requests", "breach_min_requests", "latency_min_requests"):
+    for name in (
+        "min_requests",
+        "breach_min_requests",
+        "latency_min_requests",
+        "client_error_min_requests",
+    ):
         value = getattr(config, name)
         if value < 0:
             raise ValueError(f"CanaryConfig.{name} must be >= 0, got {value}")
@@ -278,6 +310,11 @@ def _check_shadow(config: CanaryConfig) -> None:
         value = getattr(config, name)
         if not -1.0 <= value <= 1.0:
             raise ValueError(f"CanaryConfig.{name} must be in [-1, 1], got {value!r}")
+    if not 0.0 <= config.shadow_offline_margin <= 1.0:
+        raise ValueError(
+            "CanaryConfig.shadow_offline_margin must be in [0, 1], "
+            f"got {config.shadow_offline_margin!r}"
+        )
     if not (config.shadow_max_score_psi > 0 and math.isfinite(config.shadow_max_score_psi)):
         raise ValueError(
             f"CanaryConfig.shadow_max_score_psi must be > 0, got {config.shadow_max_score_psi!r}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from churn_platform.core.canary.config import CanaryConfig
 from churn_platform.core.canary.state import CanaryState
+from churn_platform.core.canary.statistics import client_error_problem
 from churn_platform.core.canary.step import (
     StepContext,
     StepOutcome,
@@ -47,6 +48,9 @@ def count_step(ctx: StepContext, config: CanaryConfig) -> StepOutcome:
         if not wait_for_next_reading(ctx, config, start):
             break
     problem = _analysis_problem(reading, config)
+    if not problem and reading.client_error_rate is not None:
+        base = read_rate(ctx.tools.metrics, ctx.baseline, config.analysis_window_seconds)
+        problem = client_error_problem(reading, base, config)
     if problem:
         return StepOutcome(
             CanaryState.ABORTED, f"not promoting at step {step}%: {problem}", reading

@@ -60,6 +60,7 @@ def _reading_dict(reading: ErrorRate | None) -> dict[str, object] | None:
         "error_rate": reading.error_rate,
         "request_count": reading.request_count,
         "latency_p95_seconds": reading.latency_p95_seconds,
+        "client_error_rate": reading.client_error_rate,
         "query": reading.query,
         "reason": reading.reason,
     }
@@ -74,7 +75,8 @@ def _rate_cell(reading: ErrorRate | None) -> str:
         if reading.latency_p95_seconds is None
         else f", p95 {reading.latency_p95_seconds * 1000:.0f} ms"
     )
-    return f"{rate} of {reading.request_count:.0f}{p95}"
+    refused = f", 4xx {reading.client_error_rate:.2%}" if reading.client_error_rate else ""
+    return f"{rate} of {reading.request_count:.0f}{p95}{refused}"
 
 
 @dataclass

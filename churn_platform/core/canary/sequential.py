@@ -12,6 +12,7 @@ from churn_platform.core.canary.statistics import (
     Sprt,
     Verdict,
     blames_candidate,
+    client_error_problem,
     latency_problem,
 )
 from churn_platform.core.canary.step import (
@@ -120,6 +121,11 @@ def _judge(ctx: StepContext, config: CanaryConfig, test: Sprt, look: _Look) -> S
             llr,
         )
     if look.verdict is Verdict.HEALTHY and reading.request_count >= config.min_requests:
+        refused = client_error_problem(reading, base, config)
+        if refused:
+            return StepOutcome(
+                CanaryState.ABORTED, f"not promoting at step {step}%: {refused}", reading, base, llr
+            )
         slow = latency_problem(reading, base, config)
         if slow:
             return StepOutcome(

@@ -11,9 +11,10 @@ top-decile agreement (a target that mirrors without seeing the answers, a Gatewa
 client saw it) when the test shows the rate above the bound and the baseline does not
 fail as much (both see the same requests: while the two rates cannot be told apart the step
 reads on, and it aborts only when the test shows the baseline's rate above the bound too),
-or a score or latency threshold is broken; it passes once the test shows the
-rate below the bound with ``shadow_min_pairs`` paired scores and nothing broken; it aborts
-when undecided after ``analysis_window_seconds``. Every reading is a transition.
+or a score or latency threshold is broken; it aborts when the candidate's 4xx share on the
+same requests is worse than the baseline's (``client_error_problem``); it passes once the
+test shows the rate below the bound with ``shadow_min_pairs`` paired scores and nothing
+broken; it aborts when undecided after ``analysis_window_seconds``. Every reading is a transition.
 """
 
 from __future__ import annotations
@@ -27,7 +28,12 @@ from churn_platform.core.canary.comparison import (
 from churn_platform.core.canary.config import CanaryConfig
 from churn_platform.core.canary.report import Recorder
 from churn_platform.core.canary.state import CanaryState
-from churn_platform.core.canary.statistics import Sprt, Verdict, blames_candidate
+from churn_platform.core.canary.statistics import (
+    Sprt,
+    Verdict,
+    blames_candidate,
+    client_error_problem,
+)
 from churn_platform.core.canary.statistics import latency_problem as metrics_latency_problem
 from churn_platform.core.canary.step import (
     StepContext,
@@ -81,6 +87,10 @@ def _judge(
     problem = score_problem(shadow, config) or latency_problem(shadow, config)
     if problem:
         return CanaryState.ROLLED_BACK, f"shadow failed: {problem}"
+    # a candidate refusing the copies pairs no scores: judged once the error test is decided
+    refused = client_error_problem(reading, base, config) if verdict is Verdict.HEALTHY else ""
+    if refused:
+        return CanaryState.ABORTED, f"not promoting after the shadow: {refused}"
     enough = shadow.pairs >= config.shadow_min_pairs or not shadow.scores_paired
     if verdict is Verdict.HEALTHY and enough:
         slow = metrics_latency_problem(reading, base, config)

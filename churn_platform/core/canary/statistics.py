@@ -1,5 +1,6 @@
 """The statistics a canary step decides with: Wald's sequential test of the candidate's
-error rate (``Sprt``), the baseline comparison (``blames_candidate``) and the latency bound."""
+error rate (``Sprt``), the baseline comparison (``blames_candidate``), the latency bound
+and the 4xx comparison (``client_error_problem``)."""
 
 from __future__ import annotations
 
@@ -77,6 +78,13 @@ class Sprt:
         return math.ceil(self.lower / math.log((1.0 - self.p1) / (1.0 - self.p0)))
 
 
+def _z(e1: float, n1: float, e2: float, n2: float) -> float:
+    """One-sided two-proportion z statistic of rate e1/n1 above e2/n2."""
+    pooled = (e1 + e2) / (n1 + n2)
+    se = math.sqrt(max(pooled * (1.0 - pooled), 1e-12) * (1.0 / n1 + 1.0 / n2))
+    return (e1 / n1 - e2 / n2) / se
+
+
 def blames_candidate(candidate: ErrorRate, baseline: ErrorRate | None, z: float) -> bool:
     """True unless the baseline fails about as much as the candidate in the same window.
 
@@ -87,10 +95,7 @@ def blames_candidate(candidate: ErrorRate, baseline: ErrorRate | None, z: float)
     if baseline is None or baseline.error_rate is None or baseline.request_count <= 0:
         return True
     n1, n2 = candidate.request_count, baseline.request_count
-    e1, e2 = candidate.error_count, baseline.error_count
-    pooled = (e1 + e2) / (n1 + n2)
-    se = math.sqrt(max(pooled * (1.0 - pooled), 1e-12) * (1.0 / n1 + 1.0 / n2))
-    return (e1 / n1 - e2 / n2) / se >= z
+    return _z(candidate.error_count, n1, baseline.error_count, n2) >= z
 
 
 def latency_problem(candidate: ErrorRate, baseline: ErrorRate | None, config: CanaryConfig) -> str:
@@ -108,4 +113,33 @@ def latency_problem(candidate: ErrorRate, baseline: ErrorRate | None, config: Ca
         f"p95 latency {ours * 1000:.0f} ms > {bound * 1000:.0f} ms (baseline p95 "
         f"{theirs * 1000:.0f} ms x {config.max_latency_ratio:g} + "
         f"{config.latency_slack_seconds * 1000:.0f} ms)"
+    )
+
+
+def client_error_problem(
+    candidate: ErrorRate, baseline: ErrorRate | None, config: CanaryConfig
+) -> str:
+    """Why the candidate's 4xx share is worse than the baseline's ('' when it is not, or
+    cannot be compared: check off, too few requests, or a side without a 4xx share).
+
+    Worse means above the baseline's share by more than ``max_client_error_increase`` and
+    by ``baseline_z`` standard errors (the same one-sided two-proportion z test as
+    ``blames_candidate``): a candidate refusing requests the baseline scores (a field it
+    now requires, a value it now refuses) would fail those clients once promoted.
+    """
+    if config.max_client_error_increase >= 1.0 or baseline is None:
+        return ""
+    ours, theirs = candidate.client_error_rate, baseline.client_error_rate
+    n1, n2 = candidate.request_count, baseline.request_count
+    if ours is None or theirs is None or n2 <= 0 or n1 < config.client_error_min_requests:
+        return ""
+    if ours <= theirs + config.max_client_error_increase:
+        return ""
+    z = _z(candidate.client_error_count, n1, baseline.client_error_count, n2)
+    if z < config.baseline_z:
+        return ""
+    return (
+        f"4xx rate {ours:.2%} over {n1:.0f} requests > baseline {theirs:.2%} over "
+        f"{n2:.0f} + {config.max_client_error_increase:.2%} (z {z:.1f} >= "
+        f"{config.baseline_z:g}): the candidate refuses requests the baseline scores"
     )

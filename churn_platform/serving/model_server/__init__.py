@@ -8,10 +8,14 @@
   Input is checked against the spec the model was logged with (MLmodel metadata
   ``churn_spec``; a model logged before specs falls back to its signature, then to the
   shipped default spec), never against the spec that is current: the server takes the
-  columns its own model was trained on. Malformed JSON is a 400, a missing / unknown /
-  wrongly typed field, a value out of range (a date past 2262, a number beyond 1e12)
+  columns its own model was trained on. Malformed JSON is a 400, a missing or wrongly
+  typed field, a value out of range (a date past 2262, a number beyond 1e12)
   or an empty batch is a 422 whose message names the record, the field, a short prefix
-  of the value and what to send. A 500 means the server itself failed.
+  of the value and what to send. A 500 means the server itself failed. Lenient where
+  MLflow is (``leniency``): a categorical value outside the spec's ``allowed`` list is
+  scored as the model handles an unknown value and an undeclared field is ignored, both
+  counted per field on ``/metrics`` and named on the record's log line; the spec's
+  ``serving:`` section can refuse either (a 422 naming the field).
 - ``POST /invocations``: MLflow's scoring protocol (``mlflow models serve``): JSON with one
   of ``dataframe_split``, ``dataframe_records``, ``instances``, ``inputs``, or ``text/csv``;
   answers ``{"predictions": [p, ...]}`` (the churn probabilities ``/predict`` gives) and
@@ -31,7 +35,9 @@
   counts ``/predict`` and ``/invocations`` answers (and an unexpected 500 on any path), so
   health checks and scrapes never dilute the error rate the canary reads;
   ``http_request_duration_seconds`` (latency histogram) and ``churn_prediction_score``
-  (histogram of predicted probabilities).
+  (histogram of predicted probabilities); ``churn_out_of_range_values_total``,
+  ``churn_model_unseen_values_total`` and ``churn_model_ignored_fields_total`` (per
+  ``field``) count what was scored or ignored rather than refused.
 - A request body over ``CHURN_MAX_BODY_BYTES`` (default 10 MB) is a 413, refused before it
   is read; one not all there after ``CHURN_BODY_READ_TIMEOUT_SECONDS`` is a 408 and its
   connection closed; JSON nested deeper than 64 levels is a 400 (``http_limits``).
@@ -59,9 +65,15 @@ one row as for a hundred, so requests that arrive while the model is busy are sc
 together in the next call, in one worker thread, while the event loop parses the next
 requests. Run one process per model version with ``OMP_NUM_THREADS=1`` (the CLI sets it).
 
-The modules, one job each: ``schema`` (request fields, checks, the model's input frame),
+A record as the source holds it (source column names, labels such as ``"Yes"``, numbers as
+text, blank cells) is mapped with the model's own spec before the check (``raw_records``);
+a canonical record passes unchanged.
+
+The modules, one job each: ``raw_records`` (records as the source holds them, mapped with
+the model's spec), ``schema`` (request fields, checks, the model's input frame),
 ``scoring`` (probabilities and scoring failures, no HTTP), ``answers`` (each protocol's
 bodies and statuses, no HTTP), ``batching``, ``faults``, ``instruments`` (Prometheus),
-``loading`` (the model and its schema from MLflow), ``service`` (one served version) and
+``loading`` (the model and its schema from MLflow), ``ranges`` and ``leniency`` (what was
+let through, counted), ``service`` (one served version) and
 ``app`` (the factory and its thin routes).
 """

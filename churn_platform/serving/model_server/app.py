@@ -127,8 +127,9 @@ async def _answer(
         settings: ServerSettings = request.app.state.settings
         body = await read_body(request, settings.max_body_bytes, settings.body_read_timeout_seconds)
         received = answers.records(body, request.headers.get("content-type"), schema)
+        received = service.canonical_records(received)  # raw records: the model's own mapping
         records, entity_ids = schema.split_entity_ids(received)  # ids are never model inputs
-        values = schema.check(records)
+        checked = schema.admit(records)
     except BodyTooLarge as exc:
         return answers.too_large(exc)
     except BodyTimeout as exc:
@@ -136,8 +137,9 @@ async def _answer(
     except InputError as exc:
         return answers.refused(exc)
     if schema.ranges is not None:  # scored, but counted: values the model was never trained on
-        service.out_of_range.count(out_of_range_counts(records, schema.ranges))
-    scored = await service.score(records, values, Identity(request_id, entity_ids))
+        service.out_of_range.count(out_of_range_counts(checked.records, schema.ranges))
+    service.leniency.count(checked.unseen, checked.ignored)  # let through, counted per field
+    scored = await service.score(checked, Identity(request_id, entity_ids))
     return answers.scored(scored, entity_ids)
 
 

@@ -4,6 +4,11 @@
 the spec the model was logged with (or, for a model logged before specs, its MLflow
 signature). Anything the model cannot take is an ``InputError`` (a 4xx) whose message
 names the record, the field, a short prefix of the value and what to send.
+
+Lenient where MLflow is (the spec's ``serving`` rules, ``core.serving_rules``): by default
+a categorical value outside ``allowed`` is scored (the model's encoders treat it as
+unknown) and a field the spec does not declare is dropped; ``admit`` reports both per
+field and per record so the server counts and logs them.
 """
 
 from __future__ import annotations
@@ -12,12 +17,14 @@ import datetime as dt
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
+from churn_platform.core.serving_rules import DEFAULT_SERVING_RULES
 from churn_platform.core.spec import Spec
+from churn_platform.serving.model_server.leniency import MAX_IGNORED_NAMES, field_label
 from churn_platform.serving.request_ids import entity_id_value
 
 MAX_RECORDS = 10_000
@@ -73,6 +80,21 @@ class Column:
         return f"{self.name} ({hint})"
 
 
+@dataclass
+class Checked:
+    """Records admitted by ``InputSchema.admit``: the ``records`` without undeclared fields,
+    their checked ``values`` column by column, and what leniency let through: ``unseen``
+    (field -> values outside its ``allowed`` list, scored), ``ignored`` (undeclared field
+    -> records that carried it) and ``notes`` (per record, the fields of each kind; what
+    the inference log adds to the record's line, empty when the record had neither)."""
+
+    records: list[Mapping[str, Any]]
+    values: dict[str, list[Any]]
+    unseen: dict[str, int] = field(default_factory=dict)
+    ignored: dict[str, int] = field(default_factory=dict)
+    notes: list[dict[str, list[str]]] = field(default_factory=list)
+
+
 class InputSchema:
     """Checks JSON records and turns them into the DataFrame the model was trained on.
 
@@ -94,6 +116,7 @@ class InputSchema:
         self.spec = spec
         self.ranges = ranges or spec
         source = self.ranges
+        self.rules = source.serving if source is not None else DEFAULT_SERVING_RULES
         # a model input of the same name (an old signature's) stays an input, not an id
         self.entity_column = (
             source.id_column
@@ -107,7 +130,8 @@ class InputSchema:
     @classmethod
     def from_spec(cls, spec: Spec) -> InputSchema:
         """A spec's model inputs (``spec.feature_names``, in order) with its validated dtypes;
-        a categorical feature accepts only its ``allowed`` values."""
+        a categorical feature knows its ``allowed`` values (others are counted, or refused
+        under the spec's ``serving.unseen_categories: refuse``)."""
         dtypes = spec.dtypes
         return cls(
             [
@@ -252,27 +276,60 @@ class InputSchema:
 
     def check(self, records: Sequence[Any]) -> dict[str, list[Any]]:
         """Validate ``records``; return their values column by column (checked, converted)."""
-        values: dict[str, list[Any]] = {c.name: [] for c in self.columns}
-        names = self.by_name
+        return self.admit(records).values
+
+    def admit(self, records: Sequence[Any]) -> Checked:
+        """Validate ``records`` under the spec's serving rules: undeclared fields dropped
+        (or refused), values outside ``allowed`` kept (or refused), each counted."""
+        checked = Checked([], {c.name: [] for c in self.columns})
+        names, values, notes, kept = self.by_name, checked.values, checked.notes, checked.records
+        refuse_unseen = self.rules.refuses_unseen
+        categorical = [(c.name, c.categories) for c in self.columns if c.categories]
         for i, record in enumerate(records):
             if not isinstance(record, dict):
                 raise InputError(
                     f"records[{i}] must be an object of field: value, got "
                     f"{type(record).__name__}; expected fields: {self._expected}"
                 )
+            note: dict[str, list[str]] = {}
             if len(record) != len(names) or any(k not in names for k in record):
-                unknown = sorted(k for k in record if k not in names)
-                if unknown:
-                    raise InputError(
-                        f"records[{i}] has unknown field(s) {unknown}; send only: {self._expected}"
-                    )
-                missing = [c for c in self.columns if c.name not in record]
-                raise InputError(
-                    f"records[{i}] is missing field(s) " + ", ".join(c.describe() for c in missing)
-                )
+                record = self._declared(record, i, checked, note)
             for column in self.columns:
-                values[column.name].append(check_value(column, record[column.name], i))
-        return values
+                values[column.name].append(
+                    check_value(column, record[column.name], i, refuse_unseen)
+                )
+            for name, allowed in categorical:  # checked strings (or None) by now
+                value = record[name]
+                if value is not None and value not in allowed:
+                    checked.unseen[name] = checked.unseen.get(name, 0) + 1
+                    note.setdefault("unseen_fields", []).append(name)
+            kept.append(record)
+            notes.append(note)
+        return checked
+
+    def _declared(
+        self, record: dict[str, Any], i: int, checked: Checked, note: dict[str, list[str]]
+    ) -> dict[str, Any]:
+        """``record`` with its undeclared fields dropped (counted), or the ``InputError``
+        for a refused field or a missing one."""
+        names = self.by_name
+        unknown = [str(k) for k in record if k not in names]
+        if unknown and self.rules.refuses_unknown:
+            raise InputError(
+                f"records[{i}] has unknown field(s) {sorted(unknown)}; send only: "
+                f"{self._expected} (the model's spec sets serving.unknown_fields: refuse)"
+            )
+        if unknown:
+            record = {k: v for k, v in record.items() if k in names}
+            for name in unknown:
+                checked.ignored[name] = checked.ignored.get(name, 0) + 1
+            note["ignored_fields"] = [field_label(n) for n in unknown[:MAX_IGNORED_NAMES]]
+        missing = [c for c in self.columns if c.name not in record]
+        if missing:
+            raise InputError(
+                f"records[{i}] is missing field(s) " + ", ".join(c.describe() for c in missing)
+            )
+        return record
 
     def build(self, values: Mapping[str, list[Any]]) -> pd.DataFrame:
         """The model's input frame (schema order and dtypes) from checked column values."""
@@ -296,6 +353,8 @@ class InputSchema:
 # columns or the features' arithmetic and would turn a client's mistake into a 500
 MAX_ABS_NUMBER = 1e12
 QUOTE_CHARS = 40
+# an unseen category is scored and logged as sent; no real plan or region name is longer
+MAX_CATEGORY_CHARS = 256
 
 
 def quote(value: Any) -> str:
@@ -304,11 +363,12 @@ def quote(value: Any) -> str:
     return text if len(text) <= QUOTE_CHARS else text[:QUOTE_CHARS] + f"... ({len(text)} chars)"
 
 
-def check_value(column: Column, value: Any, i: int) -> Any:
+def check_value(column: Column, value: Any, i: int, refuse_unseen: bool = True) -> Any:
     """One value, checked and converted (None stays None: the pipeline imputes).
 
     Anything the model cannot take raises ``InputError`` (a 4xx) naming the record, the
-    field and a short prefix of the value, never an error deeper down that would be a 500.
+    field and a short prefix of the value, never an error deeper down that would be a 500;
+    so does a categorical value outside the column's categories when ``refuse_unseen``.
     """
     if value is None:
         return None
@@ -326,9 +386,18 @@ def check_value(column: Column, value: Any, i: int) -> Any:
     elif kind == "str":
         ok = isinstance(value, str)
         if ok and column.categories and value not in column.categories:
-            raise InputError(
-                f"{where} is {quote(value)}; send one of " + ", ".join(column.categories)
-            )
+            if refuse_unseen:
+                raise InputError(
+                    f"{where} is {quote(value)}; send one of "
+                    + ", ".join(column.categories)
+                    + " (the model's spec sets serving.unseen_categories: refuse)"
+                )
+            if len(value) > MAX_CATEGORY_CHARS:  # scored and logged as sent: bounded
+                raise InputError(
+                    f"{where} is {quote(value)}, longer than any category the model takes "
+                    f"({MAX_CATEGORY_CHARS} characters at most); send one of "
+                    + ", ".join(column.categories)
+                )
     elif kind == "bool":
         ok = isinstance(value, bool)
     elif kind == "datetime":

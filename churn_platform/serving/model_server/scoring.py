@@ -3,7 +3,7 @@ probabilities (or the error a client is answered with) out."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,9 +32,20 @@ class Scored:
     error: str = ""
 
 
-def scoring_failure(exc: Exception, values: Mapping[str, list[Any]], version: str) -> Scored:
+def scoring_failure(
+    exc: Exception, values: Mapping[str, list[Any]], version: str, unseen: Sequence[str] = ()
+) -> Scored:
     """What a failed ``predict_proba`` means for the client: missing values the model cannot
-    impute are the caller's to fix (422); anything else is the server's failure (500)."""
+    impute, or values outside a field's allowed list that it cannot take (a pipeline whose
+    encoder raises on unknown categories), are the caller's to fix (422); anything else is
+    the server's failure (500)."""
+    if unseen:
+        return Scored(
+            None,
+            422,
+            f"model version {version} cannot score values outside the allowed list of "
+            f"{list(unseen)} ({type(exc).__name__}: {quote(str(exc))}); send an allowed value",
+        )
     nulls = [name for name, col in values.items() if any(v is None for v in col)]
     if nulls:
         return Scored(

@@ -11,9 +11,11 @@ from churn_platform.core.environment import environment_report
 from churn_platform.serving.model_server.batching import MicroBatcher
 from churn_platform.serving.model_server.faults import FaultInjector
 from churn_platform.serving.model_server.instruments import ServerMetrics
+from churn_platform.serving.model_server.leniency import LeniencyCounter
 from churn_platform.serving.model_server.loading import load_model
 from churn_platform.serving.model_server.ranges import OutOfRangeCounter
-from churn_platform.serving.model_server.schema import InputSchema
+from churn_platform.serving.model_server.raw_records import RecordMapper
+from churn_platform.serving.model_server.schema import Checked, InputSchema
 from churn_platform.serving.model_server.scoring import Scored, scoring_failure
 
 
@@ -34,8 +36,9 @@ class ScoredLog(Protocol):
         *,
         request_id: str | None = None,
         entity_ids: Sequence[str | None] | None = None,
+        notes: Sequence[Mapping[str, Any]] | None = None,
     ) -> None:
-        """Take one request's records, their probabilities and ids."""
+        """Take one request's records, their probabilities, ids and per-record notes."""
 
     def flush(self) -> None:
         """Write what is buffered."""
@@ -58,11 +61,13 @@ class ModelService:
         self.version = version
         self.metrics = metrics
         self.out_of_range = OutOfRangeCounter(metrics.registry, metrics.version)
+        self.leniency = LeniencyCounter(metrics.registry, metrics.version)
         self.log = log
         self.faults = faults
         self.max_batch_rows = max_batch_rows
         self.pipeline: Any = None
         self.schema: InputSchema | None = None
+        self.mapper: RecordMapper | None = None
         self.error = ""
         self.loaded = threading.Event()
         self.batcher: MicroBatcher | None = None
@@ -78,9 +83,13 @@ class ModelService:
         kept in ``error`` for ``/health`` and printed to the log."""
         try:
             if model is not None:
-                self.pipeline, self.schema = model, input_schema
+                pipeline, schema = model, input_schema
             else:
-                self.pipeline, self.schema = load_model(self.model_uri, tracking_uri)
+                pipeline, schema = load_model(self.model_uri, tracking_uri)
+            assert schema is not None
+            # the model's own spec maps records as the source holds them (raw_records)
+            self.schema, self.mapper = schema, RecordMapper.for_schema(schema)
+            self.pipeline = pipeline  # last: a set pipeline is what makes the server ready
             self.metrics.loaded.labels(self.version).set(1)
         except Exception as exc:  # reported on /health and in the log
             self.error = f"{type(exc).__name__}: {exc}"
@@ -99,11 +108,15 @@ class ModelService:
         assert self.schema is not None
         return self.schema
 
-    async def score(
-        self, records: list[Mapping[str, Any]], values: dict[str, list[Any]], identity: Identity
-    ) -> Scored:
+    def canonical_records(self, records: list[Any]) -> list[Any]:
+        """``records`` mapped onto the model's features with its own spec's mapping
+        (``raw_records``): source column names, value maps, text typed, blanks null."""
+        return records if self.mapper is None else self.mapper.canonical(records)
+
+    async def score(self, checked: Checked, identity: Identity) -> Scored:
         """Score checked records (injected faults first), and log what was scored with the
-        request's ``identity``."""
+        request's ``identity`` and each record's unseen and ignored fields."""
+        records, values = checked.records, checked.values
         fault = self.faults.fault()
         if fault is not None:
             return Scored(None, 500, fault)
@@ -115,13 +128,14 @@ class ModelService:
         try:
             scores = await self.batcher.score(values, len(records))
         except Exception as exc:
-            return scoring_failure(exc, values, self.version)
+            return scoring_failure(exc, values, self.version, sorted(checked.unseen))
         scores = self.faults.shuffle(scores)
         self.log.append(
             records,
             scores.tolist(),
             request_id=identity.request_id,
             entity_ids=identity.entity_ids,
+            notes=checked.notes,
         )
         return Scored(scores)
 
