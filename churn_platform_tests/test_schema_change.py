@@ -364,3 +364,23 @@ def test_the_real_release_refuses_a_candidate_needing_a_field_the_champion_lacke
     deployments = LocalProcessTarget(local_platform / "deployments")
     assert deployments.state("production").weights() == {"1": 100}
     assert deployments.state("staging").weights() == {"1": 100, "2": 0}
+
+    # the clients send support_tickets now (the lenient champion ignores it): cut over
+    cutover = {
+        "schema_change": "cutover",
+        "analysis_window_seconds": 120.0,
+        "interval_seconds": 0.5,
+        "synthetic_traffic_rps": 60.0,
+    }
+    third = materialize(
+        ["production_deployment"], instance, {"production_deployment": {"config": cutover}}
+    )
+    assert third.success, step_error(third)
+    done = third.output_for_node("production_deployment")
+    analysis = checks(third)[("production_deployment", "canary_analysis")]
+    assert done.action == r.PROMOTED, analysis.metadata["reason"].value
+    assert done.reason.startswith("schema change cut-over (support_tickets): ")
+    table = analysis.metadata["transitions"].value
+    assert "shadowing" in table and "2: 5%" not in table and "2: 25%" not in table
+    assert reg.alias_version("champion") == "2" and reg.alias_version("previous") == "1"
+    assert deployments.state("production").weights().get("2") == 100
