@@ -31,7 +31,7 @@ import json
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +101,7 @@ class ModelConfig:
     staging_port: int = 0
     production_port: int = 0
     schedule: str = DEFAULT_SCHEDULE
+    schema_change: str = "refuse"  # CHURN_SCHEMA_CHANGE: production_deployment's default
 
     @property
     def group(self) -> str:
@@ -215,6 +216,8 @@ def load_config(environ: Mapping[str, str] | None = None) -> PlatformConfig:
     models = (
         _models_from_file(Path(platform_file), env) if platform_file else (_model_from_env(env),)
     )
+    schema_mode = str(settings.get("CHURN_SCHEMA_CHANGE", env))
+    models = tuple(replace(m, schema_change=schema_mode) for m in models)
     return PlatformConfig(
         environment=str(settings.get(settings.ENV_VAR, env)),
         home=home,

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from churn_platform.core.canary.config import SCHEMA_CHANGE_MODES
 from churn_platform.core.drift_monitor import DriftSettings
 from churn_platform.core.engines.engine_config import ENGINE_VAR, ENGINES, EngineConfig
 from churn_platform.core.freshness_rules import FreshnessSettings
@@ -180,6 +181,15 @@ SETTINGS: tuple[Setting, ...] = (
         "bool",
         False,
         "the retraining job (schedule, drift sensor) also runs the production canary",
+    ),
+    Setting(
+        "CHURN_SCHEMA_CHANGE",
+        "choice",
+        "refuse",
+        "a candidate requiring request fields the champion's clients do not send: refuse "
+        "(release nothing, name the fields) or cutover (shadow, then 100% at once); the "
+        "default of production_deployment's schema_change",
+        choices=SCHEMA_CHANGE_MODES,
     ),
     Setting(
         "CHURN_PSI_THRESHOLD",

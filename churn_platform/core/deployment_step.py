@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from churn_platform.core import release
-from churn_platform.core.records import DEPLOY, NO_ACTION, StagingResult
+from churn_platform.core.records import DEPLOY, NO_ACTION, REFUSED, StagingResult
 
 RELEASE_MODE, ROLLBACK_MODE = "release", "rollback"
 KEPT_CHAMPION = "nothing deployed: the gate kept the champion"
@@ -82,12 +82,34 @@ def staged_from_metadata(
 def canary_metadata(done: release.Release) -> dict[str, Any]:
     """The canary check's evidence (``transitions`` is markdown when there was a canary)."""
     if done.canary is None:
-        return {"outcome": "nothing to release", "reason": done.record.reason}
+        outcome = REFUSED if done.record.action == REFUSED else "nothing to release"
+        return {"outcome": outcome, "reason": done.record.reason, **schema_metadata(done)}
     return {
         "outcome": str(done.canary.status),
         "reason": done.canary.reason,
         "rollback_seconds": or_na(done.canary.rollback_seconds),
         "transitions": done.canary.as_markdown(),
+        **schema_metadata(done),
+    }
+
+
+def canary_passed(done: release.Release) -> bool:
+    """The canary check: passed when the canary promoted or there was nothing to release;
+    failed after a rollback, an abort or a refused schema change."""
+    if done.canary is None:
+        return done.record.action != REFUSED
+    return done.canary.promoted
+
+
+def schema_metadata(done: release.Release) -> dict[str, Any]:
+    """A schema change's fields and how the release handled it (empty when none)."""
+    change = done.schema_change
+    if change is None:
+        return {}
+    how = "refused" if done.record.action == REFUSED else "cut over: shadow, then 100% at once"
+    return {
+        "schema_change": f"{how}: {change.describe()}",
+        "schema_change_fields": ", ".join(change.fields),
     }
 
 
@@ -103,6 +125,9 @@ def release_metadata(
     ``production_endpoint`` the endpoint or None."""
     out = done.record
     metadata: dict[str, Any] = {"action": out.action, "reason": out.reason}
+    metadata |= schema_metadata(done)
+    if out.action == REFUSED:
+        metadata["outcome"] = REFUSED
     if done.canary is not None:
         metadata |= {
             "outcome": str(done.canary.status),

@@ -30,6 +30,7 @@ PRODUCTION = "production"
 DEPLOY = "deploy"
 NO_ACTION = "none"
 PROMOTED = "promoted"
+REFUSED = "refused"  # a schema-breaking candidate not released (core.schema_change)
 
 # Check names (the Dagster UI shows them; tests and code refer to these constants).
 FEATURE_INVARIANTS = "feature_invariants"
@@ -102,7 +103,8 @@ class StagingResult:
 class ProductionResult:
     """What the release did (``production_deployment``'s value).
 
-    action: ``NO_ACTION`` (nothing to release), ``PROMOTED``, or the canary's terminal
+    action: ``NO_ACTION`` (nothing to release), ``PROMOTED``, ``REFUSED`` (the candidate
+    requires request fields the champion's clients do not send), or the canary's terminal
     state when it did not promote (``rolled_back`` or ``aborted``). ``champion`` and
     ``previous`` are the registry aliases after the release.
     """

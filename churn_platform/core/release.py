@@ -14,6 +14,11 @@ before it and what moves after it:
   deployed at 0% and the canary runs. Success moves ``previous`` to the old champion and
   ``champion`` to the candidate, then retires every other version; a rollback retires
   the candidate, tags it with the reason and leaves every alias where it was.
+* schema changes: a candidate requiring request fields the champion's clients do not send
+  (``core.schema_change``, from the two versions' logged specs) is refused before anything
+  moves (``CanaryConfig.schema_change="refuse"``: nothing deployed, aliases untouched, the
+  candidate stays in staging and is tagged ``refused: ...``), or cut over
+  (``"cutover"``): the shadow step, then 100% at once, never a partial step.
 
 Nothing here imports Dagster, MLflow or Kubernetes.
 """
@@ -23,7 +28,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -46,6 +51,7 @@ from churn_platform.core.records import (
     PREVIOUS,
     PRODUCTION,
     PROMOTED,
+    REFUSED,
     STAGING,
     TAG_DEPLOYMENT,
     EvaluationDecision,
@@ -57,7 +63,10 @@ from churn_platform.core.rollout import (
     EnvironmentState,
     MetricsSource,
     ServedVersion,
+    ShadowTarget,
 )
+from churn_platform.core.schema_change import SchemaChange, schema_change
+from churn_platform.core.spec import Spec
 
 # MLflow limits a tag value to 250 characters (the reason is cut, never the run).
 _TAG_LIMIT = 250
@@ -88,6 +97,17 @@ class ModelRegistry(Protocol):
 
     def model_uri(self, version: str) -> str:
         """The URI a deployment target loads ``version`` from."""
+        ...
+
+
+@runtime_checkable
+class VersionSpecs(Protocol):
+    """A registry that gives the spec each version was logged with (the MLflow registry
+    does); the release compares the candidate's request schema with the champion's only
+    through it."""
+
+    def spec_of_version(self, version: str) -> Spec:
+        """The spec ``version`` was trained and logged with."""
         ...
 
 
@@ -330,6 +350,7 @@ class Release:
     repairs: tuple[str, ...] = ()  # what ``reconcile`` fixed before the release
     alias_error: str | None = None  # traffic moved but the registry did not follow
     notes: tuple[str, ...] = ()  # e.g. a newer candidate than the run's own, not shipped
+    schema_change: SchemaChange | None = None  # refused or cut over because of it
 
     @property
     def repair(self) -> str | None:
@@ -374,6 +395,13 @@ def release(
         )
         return Release(result, None, target.state(environment), repairs)
     candidate, model_uri = staged.candidate or "", staged.model_uri or ""
+    change = breaking_change(registry, champion, candidate)
+    if change is not None:
+        refusal = schema_refusal(change, config, target, environment)
+        if refusal is not None:
+            return _refuse(target, registry, environment, change, refusal, repairs)
+        config = replace(config, steps=(100,))
+        log(f"{change.describe()}; cut-over: the shadow step, then 100% at once")
     if offline_scores is not None and champion is not None and config.shadow:
         config, note = offline_thresholds(config, *offline_scores(champion, candidate))
         log(note)
@@ -392,7 +420,74 @@ def release(
         if not finished:  # interrupted mid-canary: production ends on the champion
             _restore_champion(target, environment, champion, candidate)
     record, alias_error = _conclude(target, registry, environment, outcome, sleep)
-    return Release(record, outcome, target.state(environment), repairs, alias_error)
+    if change is not None:
+        cut = f"schema change cut-over ({', '.join(change.fields)}): "
+        record = replace(record, reason=cut + record.reason)
+    return Release(
+        record, outcome, target.state(environment), repairs, alias_error, schema_change=change
+    )
+
+
+def breaking_change(
+    registry: ModelRegistry, champion: str | None, candidate: str
+) -> SchemaChange | None:
+    """The request fields ``candidate`` requires that the clients of ``champion`` do not
+    send (their logged specs compared), or None: no champion, no break, or a registry that
+    cannot give specs (``VersionSpecs``)."""
+    if not champion or not isinstance(registry, VersionSpecs):
+        return None
+    return schema_change(
+        champion, registry.spec_of_version(champion), candidate, registry.spec_of_version(candidate)
+    )
+
+
+def schema_refusal(
+    change: SchemaChange, config: CanaryConfig, target: DeploymentTarget, environment: str
+) -> str | None:
+    """Why a schema-breaking candidate is not released (None: it is cut over)."""
+    if config.schema_change == "refuse":
+        return (
+            f"{change.describe()}. Not released: a canary would send those clients to a "
+            f"version that answers them 422. Champion v{change.champion} keeps 100%, "
+            f"v{change.candidate} stays in staging. To release it once the clients send "
+            "these fields: run the release with schema_change: cutover (production_deployment "
+            "config, or CHURN_SCHEMA_CHANGE=cutover): a shadow step on mirrored requests, "
+            "then 100% at once; or retrain on a spec the clients already satisfy"
+        )
+    if not config.shadow:
+        return (
+            f"{change.describe()}. Not released: a cut-over needs the shadow step and the "
+            "config turns it off; set shadow: true"
+        )
+    if not isinstance(target, ShadowTarget):
+        return (
+            f"{change.describe()}. Not released: a cut-over needs the shadow step and the "
+            f"{environment} target cannot mirror requests; change the clients and the "
+            "model together by hand (python -m churn_platform rollback --to "
+            f"{change.candidate} switches at once)"
+        )
+    return None
+
+
+def _refuse(
+    target: DeploymentTarget,
+    registry: ModelRegistry,
+    environment: str,
+    change: SchemaChange,
+    reason: str,
+    repairs: tuple[str, ...],
+) -> Release:
+    """Release nothing: production and the aliases stay as they are; the candidate (still
+    in staging) is tagged with the reason."""
+    registry.set_version_tags(change.candidate, {TAG_DEPLOYMENT: f"refused: {reason}"[:_TAG_LIMIT]})
+    record = ProductionResult(
+        REFUSED,
+        change.candidate,
+        registry.alias_version(CHAMPION),
+        registry.alias_version(PREVIOUS),
+        reason,
+    )
+    return Release(record, None, target.state(environment), repairs, schema_change=change)
 
 
 def _conclude(

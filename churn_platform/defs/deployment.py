@@ -8,6 +8,7 @@ from typing import Any
 
 import dagster as dg
 import pandas as pd
+import pydantic
 
 from churn_platform import runs
 from churn_platform.config import ModelConfig
@@ -89,6 +90,21 @@ _PRODUCTION_FIELDS = config_from(
 class ProductionConfig(_PRODUCTION_FIELDS):  # type: ignore[misc,valid-type]
     """The canary (the fields of ``core.canary.CanaryConfig``), the local demo load, and
     rollback mode (``mode: rollback``, optional ``to_version`` and ``reason``)."""
+
+
+def production_config(model: ModelConfig) -> type[ProductionConfig]:
+    """``ProductionConfig`` with ``schema_change`` defaulting to ``model``'s setting
+    (``CHURN_SCHEMA_CHANGE``, read in config.py): the launchpad shows the default in effect."""
+    described = ProductionConfig.model_fields["schema_change"]
+    return pydantic.create_model(
+        f"ProductionConfig_{model.name}",
+        __base__=ProductionConfig,
+        __module__=__name__,
+        schema_change=(
+            canary.SchemaChangeMode,
+            pydantic.Field(default=model.schema_change, description=described.description),
+        ),
+    )
 
 
 def build_staging(model: ModelConfig) -> dg.AssetsDefinition:
@@ -200,6 +216,7 @@ def _nothing_staged(
 def build_production(model: ModelConfig) -> dg.AssetsDefinition:
     """``model``'s ``production_deployment`` asset."""
     key = asset_key(model, PRODUCTION)
+    config_type = production_config(model)
 
     @dg.asset(
         **asset_args(model, PRODUCTION, STAGING, "holdout_set"),
@@ -227,7 +244,7 @@ def build_production(model: ModelConfig) -> dg.AssetsDefinition:
     )
     def production_deployment(
         context: dg.AssetExecutionContext,
-        config: ProductionConfig,
+        config: config_type,  # type: ignore[valid-type]
         staging_deployment: r.StagingResult,
         holdout_set: pd.DataFrame,
     ):
@@ -253,6 +270,11 @@ def build_production(model: ModelConfig) -> dg.AssetsDefinition:
         registry; `disagreement` appears when they differ. Config `mode: rollback` (the
         `churn_rollback` job, `python -m churn_platform rollback [--to VERSION]`) skips the
         canary: all traffic to `previous` (or `to_version`) and the aliases swapped.
+
+        A challenger requiring request fields the champion's clients do not send (their
+        logged specs compared) is refused with the field names (`schema_change` metadata;
+        nothing moves), or with `schema_change: cutover` goes through the shadow step and
+        then to 100% at once.
         """
         yield from _produce(context, config, model, staging_deployment, holdout_set)
 
@@ -368,6 +390,8 @@ def _release(
     done = replace(done, notes=notes)
     if done.canary is not None:
         context.log.info(done.canary.summary())
+    elif done.record.action == r.REFUSED:
+        context.log.warning(f"release refused: {done.record.reason}")
     return done
 
 
@@ -475,7 +499,7 @@ def _canary_check(done: release.Release) -> dg.AssetCheckResult:
     metadata = _transitions_as_markdown(deployment_step.canary_metadata(done))
     return dg.AssetCheckResult(
         check_name=r.CANARY_ANALYSIS,
-        passed=done.canary is None or done.canary.promoted,
+        passed=deployment_step.canary_passed(done),
         metadata=metadata,
     )
 

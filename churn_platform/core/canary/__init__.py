@@ -37,7 +37,13 @@ sequential test, the baseline comparison, the latency bound), ``machine`` (``run
 (transitions, the result, their text).
 """
 
-from churn_platform.core.canary.config import ANALYSIS_MODES, AnalysisMode, CanaryConfig
+from churn_platform.core.canary.config import (
+    ANALYSIS_MODES,
+    SCHEMA_CHANGE_MODES,
+    AnalysisMode,
+    CanaryConfig,
+    SchemaChangeMode,
+)
 from churn_platform.core.canary.machine import Rollout, run_canary
 from churn_platform.core.canary.report import (
     CanaryResult,
@@ -56,6 +62,7 @@ from churn_platform.core.canary.step import UNREACHABLE, Collaborators
 
 __all__ = [
     "ANALYSIS_MODES",
+    "SCHEMA_CHANGE_MODES",
     "UNREACHABLE",
     "AnalysisMode",
     "CanaryConfig",
@@ -63,6 +70,7 @@ __all__ = [
     "CanaryState",
     "Collaborators",
     "Rollout",
+    "SchemaChangeMode",
     "Sprt",
     "Transition",
     "Verdict",

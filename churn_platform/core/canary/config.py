@@ -9,6 +9,8 @@ from typing import Literal
 
 AnalysisMode = Literal["sequential", "count"]
 ANALYSIS_MODES: tuple[str, ...] = ("sequential", "count")
+SchemaChangeMode = Literal["refuse", "cutover"]
+SCHEMA_CHANGE_MODES: tuple[str, ...] = ("refuse", "cutover")
 
 
 @dataclass(frozen=True)
@@ -166,6 +168,15 @@ class CanaryConfig:
             "shadow_max_score_psi raises the PSI bound) when the candidate is meant to differ."
         },
     )
+    schema_change: SchemaChangeMode = field(
+        default="refuse",
+        metadata={
+            "description": "A candidate requiring request fields the champion's clients do not "
+            "send (core.schema_change): 'refuse' (default) releases nothing and names the "
+            "fields; 'cutover' runs the shadow step, then moves 100% at once (no partial "
+            "steps: clients shaped for one version break on the other)."
+        },
+    )
     max_unreachable_readings: int | None = field(
         default=5,
         metadata={
@@ -229,6 +240,11 @@ def _check_rates(config: CanaryConfig) -> None:
     if config.analysis not in ANALYSIS_MODES:
         raise ValueError(
             f"CanaryConfig.analysis must be one of {ANALYSIS_MODES}, got {config.analysis!r}"
+        )
+    if config.schema_change not in SCHEMA_CHANGE_MODES:
+        raise ValueError(
+            f"CanaryConfig.schema_change must be one of {SCHEMA_CHANGE_MODES}, "
+            f"got {config.schema_change!r}"
         )
     if config.analysis == "sequential" and not 0.0 < config.max_error_rate < 0.5:
         raise ValueError(

@@ -209,6 +209,7 @@ _RELEASE_WORDS = {
     CanaryState.SUCCEEDED.value: "released",
     CanaryState.ROLLED_BACK.value: "ROLLED BACK",
     CanaryState.ABORTED.value: "ABORTED",
+    "refused": "REFUSED (schema change)",
     "none": "nothing released",
 }
 
