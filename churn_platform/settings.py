@@ -265,6 +265,15 @@ SETTINGS: tuple[Setting, ...] = (
         "added to monthly spend of synthetic rows (simulates drift)",
     ),
     Setting(
+        "CHURN_SYNTHETIC_CONCEPT_DRIFT",
+        "float",
+        _spec_default("concept_drift"),
+        "turns the synthetic churn mechanism (0 keeps it, 1 reverses the contract and tenure "
+        "effects) in snapshots and synthetic outcomes; feature distributions do not move",
+        minimum=0,
+        maximum=1,
+    ),
+    Setting(
         "CHURN_SYNTHETIC_AS_OF",
         "date",
         "",
