@@ -268,8 +268,8 @@ SETTINGS: tuple[Setting, ...] = (
         "CHURN_SYNTHETIC_CONCEPT_DRIFT",
         "float",
         _spec_default("concept_drift"),
-        "turns the synthetic churn mechanism (0 keeps it, 1 reverses the contract and tenure "
-        "effects) in snapshots and synthetic outcomes; feature distributions do not move",
+        "turns the synthetic churn mechanism in snapshots and outcomes (1 reverses the "
+        "contract and tenure effects); feature distributions do not move",
         minimum=0,
         maximum=1,
     ),
