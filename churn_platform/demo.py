@@ -1,4 +1,4 @@
-"""``python -m churn_platform demo``: five weeks of the platform's life, through the real jobs.
+"""``python -m churn_platform demo``: six weeks of the platform's life, through the real jobs.
 
 On a fresh ``CHURN_HOME`` (and its Dagster instance) the demo plays one synthetic week at a
 time; each week's snapshot draws that week's customers (see ``core.synthetic``):
