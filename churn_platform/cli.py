@@ -1,6 +1,6 @@
 """``python -m churn_platform run``: run a job on the local instance and end with a summary;
 ``python -m churn_platform settings``: every setting, its value and where it came from;
-``python -m churn_platform demo``: five weeks of retraining, drift, failures and releases;
+``python -m churn_platform demo``: six weeks of retraining, drift, failures and releases;
 ``python -m churn_platform spec infer|check``: write a starter table spec, or validate one;
 ``python -m churn_platform sensors tick NAME``: one sensor tick's figures, decision and cursor;
 ``python -m churn_platform score --from DATE --to DATE``: the weekly scores of a range of weeks.
@@ -258,9 +258,9 @@ def main(argv: list[str] | None = None) -> int:
 
     trigger.add_arguments(sub.add_parser("trigger", help=trigger.HELP))
     demo_parser = sub.add_parser(
-        "demo", help="play five weeks through the real jobs on a fresh home; ends with a table"
+        "demo", help="play six weeks through the real jobs on a fresh home; ends with a table"
     )
-    demo_parser.add_argument("--weeks", type=int, default=5, help="play the first N weeks (1-5)")
+    demo_parser.add_argument("--weeks", type=int, default=6, help="play the first N weeks (1-6)")
     demo_parser.add_argument("--home", help="an empty or new folder (default: a new temp folder)")
     rollback.add_arguments(sub.add_parser("rollback", help=rollback.HELP))
     spec_cli.add_arguments(sub.add_parser("spec", help=spec_cli.HELP))

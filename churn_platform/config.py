@@ -53,7 +53,7 @@ SHIPPED_SPECS = DEFAULT_SPEC_PATH.parent
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 _MODEL_KEYS = {"name", "spec", "source", "ports", "schedule", "registered_model", "mapping"}
 _SOURCE_KEYS = {
-    "synthetic": {"kind", "rows", "seed", "spend_shift", "as_of"},
+    "synthetic": {"kind", "rows", "seed", "spend_shift", "concept_drift", "as_of"},
     "file": {"kind", "path"},
     "sql": {"kind", "url_env", "table", "query", "scores_query"},
 }
@@ -66,9 +66,9 @@ class SourceConfig:
     ``kind`` is ``synthetic``, ``file`` or ``sql``. ``url_env`` names the environment variable
     holding a SQL source's URL (the UI shows the name, never the URL). ``mapping`` is an
     explicit column mapping (``columns``, ``values``, ``keep_extra_columns``) merged over the
-    spec's. The synthetic knobs are ``rows``, ``seed``, ``spend_shift`` and ``as_of``.
-    ``scores_query``: a SQL source's weekly query for ``churn_scores`` (``:week_start``,
-    ``:week_end``).
+    spec's. The synthetic knobs are ``rows``, ``seed``, ``spend_shift``, ``concept_drift`` and
+    ``as_of``. ``scores_query``: a SQL source's weekly query for ``churn_scores``
+    (``:week_start``, ``:week_end``).
     """
 
     kind: str = "synthetic"
@@ -81,6 +81,7 @@ class SourceConfig:
     rows: int = 20_000
     seed: int = 7
     spend_shift: float = 0.0
+    concept_drift: float = 0.0
     as_of: str = ""
 
 
@@ -296,6 +297,7 @@ def _source_from_env(env: Mapping[str, str], spec: Spec) -> SourceConfig:
         rows=int(settings.get("CHURN_SYNTHETIC_ROWS", env)),
         seed=int(settings.get("CHURN_SYNTHETIC_SEED", env)),
         spend_shift=float(settings.get("CHURN_SYNTHETIC_SPEND_SHIFT", env)),
+        concept_drift=float(settings.get("CHURN_SYNTHETIC_CONCEPT_DRIFT", env)),
         as_of=str(settings.get("CHURN_SYNTHETIC_AS_OF", env)),
     )
 
@@ -465,5 +467,6 @@ def _source_from_entry(entry: Any, base: Path, spec: Spec, at: str) -> SourceCon
         rows=int(entry.get("rows", defaults.rows)),
         seed=int(entry.get("seed", defaults.seed)),
         spend_shift=float(entry.get("spend_shift", defaults.spend_shift)),
+        concept_drift=float(entry.get("concept_drift", defaults.concept_drift)),
         as_of=str(entry.get("as_of", "")),
     )

@@ -167,6 +167,15 @@ SETTINGS: tuple[Setting, ...] = (
         "added to monthly spend of synthetic rows (simulates drift)",
     ),
     Setting(
+        "CHURN_SYNTHETIC_CONCEPT_DRIFT",
+        "float",
+        _spec_default("concept_drift"),
+        "turns the synthetic churn mechanism in snapshots and outcomes (1 reverses the "
+        "contract and tenure effects); feature distributions do not move",
+        minimum=0,
+        maximum=1,
+    ),
+    Setting(
         "CHURN_SYNTHETIC_AS_OF",
         "date",
         "",

@@ -93,3 +93,41 @@ def test_the_binned_estimate_stays_within_its_bound_of_the_exact_one() -> None:
         assert bound < 1e-4  # 65,536 bins
     coarse, coarse_bound = cbpe.estimate_auc_binned(c, None, 4)
     assert coarse_bound > 0.01 and coarse is not None
+
+
+def test_the_calibrated_estimate_is_nannymls_definition_within_its_bound() -> None:
+    """``estimate_auc_calibrated`` (counts per score bin, rows calibrated one by one only
+    where the calibrator rises) against the exact estimate of every row calibrated, ranked
+    by the calibrated value (NannyML's definition) and by the score."""
+    y_ref, s_ref = world(20_000, 1)
+    calibrator = cbpe.fit_calibrator(y_ref, s_ref)
+    _, s = world(60_000, 2, spend_shift=60.0)
+    c = calibrator.apply(s)
+    exact, by_score = cbpe.estimate_auc(c), cbpe.estimate_auc(c, s)
+    assert exact is not None and by_score is not None
+    assert by_score == pytest.approx(exact, abs=1e-9)  # a monotone calibrator: same ranking
+    for bins in (8, 256, 2**16):
+        fast, bound = cbpe.estimate_auc_calibrated(calibrator, s, bins)
+        assert fast is not None
+        assert abs(fast - exact) <= bound + 1e-12, (bins, fast, exact, bound)
+    assert bound < 1e-6 and abs(fast - exact) < 1e-6
+    coarse, coarse_bound = cbpe.estimate_auc_calibrated(calibrator, s, 8)
+    assert coarse_bound > 1e-3 and coarse is not None
+
+
+def test_the_calibrated_estimate_with_ramps_and_clipped_ends() -> None:
+    """A calibrator with long linear ramps (no flat run) and scores beyond its first and
+    last knot: the rows of every rising bin are calibrated one by one."""
+    calibrator = cbpe.IsotonicCalibrator((0.2, 0.5, 0.9), (0.05, 0.3, 0.95), 100)
+    rng = np.random.default_rng(3)
+    s = np.r_[rng.random(30_000), 0.0, 1.0]
+    fast, bound = cbpe.estimate_auc_calibrated(calibrator, s, 1024)
+    exact = cbpe.estimate_auc(calibrator.apply(s))
+    assert exact is not None and fast is not None
+    assert abs(fast - exact) <= bound + 1e-12 and bound < 1e-3
+    flat = cbpe.IsotonicCalibrator((0.5,), (0.0,), 10)
+    assert cbpe.estimate_auc_calibrated(flat, s) == (None, 0.0)  # no expected churner
+    with pytest.raises(ValueError, match="bins must be a positive integer"):
+        cbpe.estimate_auc_calibrated(calibrator, s, 0)
+    with pytest.raises(ValueError, match="scores must be finite probabilities"):
+        cbpe.estimate_auc_calibrated(calibrator, np.array([0.5, np.nan]))

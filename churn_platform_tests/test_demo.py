@@ -33,7 +33,7 @@ def processes_of(home: Path) -> list[int]:
 
 
 def test_a_bad_weeks_count_or_a_used_home_is_refused(tmp_path: Path):
-    with pytest.raises(ValueError, match=r"--weeks must be in 1\.\.5, got 9"):
+    with pytest.raises(ValueError, match=r"--weeks must be in 1\.\.6, got 9"):
         demo.play(tmp_path / "new", weeks=9)
     (tmp_path / "used").mkdir()
     (tmp_path / "used" / "keep.txt").write_text("mine")
@@ -64,7 +64,7 @@ def test_the_demo_plays_every_week_and_ends_with_the_table(tmp_path: Path):
         env=clean,
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=1500,
     )
     text = out.stdout
     assert out.returncode == 0, text[-4000:] + out.stderr[-4000:]
@@ -79,8 +79,25 @@ def test_the_demo_plays_every_week_and_ends_with_the_table(tmp_path: Path):
     assert "weekly_retraining" in rows[3] and "v1 100%" in rows[3]
     assert "**rolled_back**" in rows[4] and "v1 100% (champion v1)" in rows[4]
     assert "**promoted**" in rows[5] and "v5 100% (champion v5)" in rows[5]
+    # concept drift: PSI quiet, one performance run for the episode, the retrained model
+    # wins the gate and is released; the champion's realized AUC fell, the estimate did not
+    assert "**promoted**" in rows[6] and "v6 100% (champion v6)" in rows[6]
+    assert "performance_sensor: realized AUC" in rows[6] and "performance-v5-episode-1" in rows[6]
+    assert "psi_drift_sensor: PSI quiet" in rows[6] and "a second tick: no run" in rows[6]
+    assert "promote v6" in rows[6] and "vs v5" in rows[6]
+    assert "psi_drift_sensor: skipped" in text and "performance_sensor: skipped" in text
+    realized = re.search(r"\| (0\.\d+) \(v5\) \| (0\.\d+) \(blind", rows[6])
+    assert realized, rows[6]
+    assert float(realized.group(1)) < float(realized.group(2)) - 0.1
     # each week drew its own snapshot date
     dates = [re.match(r"\| \d \| (\S+) \|", rows[w]).group(1) for w in sorted(rows)]  # type: ignore[union-attr]
-    assert dates == ["2026-11-01", "2026-11-08", "2026-11-15", "2026-11-22", "2026-11-29"]
+    assert dates == [
+        "2026-11-01",
+        "2026-11-08",
+        "2026-11-15",
+        "2026-11-22",
+        "2026-11-29",
+        "2026-12-06",
+    ]
     assert f"demo home: {home}" in text and "dagster dev -w workspace.yaml" in text
     assert processes_of(home) == []  # every model server and router was stopped

@@ -106,6 +106,32 @@ def test_synthetic_outcomes_match_every_customer_drawn_that_week() -> None:
     assert not np.array_equal(drifted["outcome"], got["outcome"])
 
 
+def test_the_synthetic_worlds_concept_drift_reaches_snapshots_and_outcomes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """CHURN_SYNTHETIC_CONCEPT_DRIFT turns one world: the snapshot's labels and the outcomes
+    (unless the outcome source overrides it)."""
+    from churn_platform.config import load_config
+    from churn_platform.resources.environments import data_source_for
+
+    spec, week = default_spec(), week_start(3)
+    for name, value in {"CONCEPT_DRIFT": "1", "ROWS": "2000", "SEED": "9"}.items():
+        monkeypatch.setenv(f"CHURN_SYNTHETIC_{name}", value)
+    monkeypatch.delenv("CHURN_SYNTHETIC_SPEND_SHIFT", raising=False)
+    source = data_source_for(load_config().model().source)
+    knobs = {"n_rows": 2000, "seed": 9, "concept_drift": source.concept_drift}  # type: ignore[attr-defined]
+    assert knobs["concept_drift"] == 1.0
+    drifted = SyntheticSpec(n_rows=2000, seed=9, as_of=week, concept_drift=1.0)
+    frame = source.dated(3).snapshot(spec=spec)[0].frame
+    assert frame["churned"].tolist() == generate(drifted)["churned"].tolist()
+    from_world = load_outcomes(spec, week, knobs)
+    assert from_world["outcome"].tolist() == outcomes(drifted, 30)["churned"].tolist()
+    overridden = load_outcomes(spec, week, knobs, concept_drift=0.0)
+    plain = load_outcomes(spec, week, {"n_rows": 2000, "seed": 9})
+    assert overridden["outcome"].tolist() == plain["outcome"].tolist()
+    assert from_world["outcome"].tolist() != plain["outcome"].tolist()
+
+
 def _outcome_table(n: int = 50) -> pd.DataFrame:
     raw = outcomes(SyntheticSpec(n_rows=n, seed=2), 30)
     return pd.DataFrame(

@@ -61,7 +61,8 @@ def build_asset(model: ModelConfig, config: PlatformConfig) -> dg.AssetsDefiniti
     @dg.asset(
         **asset_args(model, ASSET),
         deps=[asset_key(model, "production_deployment")],
-        partitions_def=dg.WeeklyPartitionsDefinition(start_date=monitor.start_date),
+        # end_offset=1: the running week is a partition too (pending: its estimate only)
+        partitions_def=dg.WeeklyPartitionsDefinition(start_date=monitor.start_date, end_offset=1),
         kinds={"mlflow"},
         check_specs=check_specs(model, ASSET, step.CHECK_DESCRIPTIONS, blocking=False),
         required_resource_keys={

@@ -489,6 +489,7 @@ class SyntheticSourceResource(DataSourceResource):
     spend_shift: float = 0.0
     contract_mix: list[float] = list(DEFAULT_CONTRACT_MIX)
     invert_contract_effect: bool = False
+    concept_drift: float = 0.0
     null_rate: dict[str, float] = {}
     duplicate_ids: int = 0
     out_of_range: dict[str, int] = {}

@@ -51,6 +51,7 @@ def data_source_for(source: SourceConfig) -> DataSourceResource:
             n_rows=source.rows,
             seed=source.seed,
             spend_shift=source.spend_shift,
+            concept_drift=source.concept_drift,
             as_of=source.as_of,
             **mapping,
         )

@@ -8,7 +8,9 @@ failure the user can fix raises ``DataSourceError`` naming the source and the ke
 
 ``OutcomeSourceResource`` is the Dagster resource: it holds no location of its own (the
 spec says where), only ``concept_drift``, which overrides the spec's synthetic knob for a
-scenario or a demo without editing the spec.
+scenario or a demo without editing the spec. Unset, the synthetic world's mechanism is
+the synthetic data source's ``concept_drift`` (``CHURN_SYNTHETIC_CONCEPT_DRIFT``) when that is
+set, else the spec's: snapshots and outcomes come from one world.
 """
 
 from __future__ import annotations
@@ -35,7 +37,10 @@ def _synthetic(
     wanted = {k: v for k, v in knobs.items() if k in known and k != "as_of"}
     if "contract_mix" in wanted:
         wanted["contract_mix"] = tuple(wanted["contract_mix"])
-    drift = spec.outcomes.source.concept_drift if concept_drift is None else concept_drift
+    # the resource's override, else the synthetic data source's world, else the spec's
+    drift = concept_drift
+    if drift is None:
+        drift = wanted.pop("concept_drift", 0.0) or spec.outcomes.source.concept_drift
     try:
         world = SyntheticSpec(**{**wanted, "as_of": week_start, "concept_drift": float(drift)})
     except ValueError as exc:
