@@ -63,13 +63,9 @@ CANARY = {
     "analysis_window_seconds": 120.0,
     "interval_seconds": 0.5,
     "synthetic_traffic_rps": 60.0,
-    # the shadow's score checks ask the candidate to score like the champion; the launch
-    # model is a toy (5 boosting rounds, scores bunched near the base rate) and the concept-
-    # drift week's champion ranks by a mechanism that no longer holds, so the demo's shadow
-    # judges errors only (its rank-correlation, top-decile and score-PSI checks are off)
-    "shadow_min_rank_correlation": -1.0,
-    "shadow_min_top_decile_agreement": -1.0,
-    "shadow_max_score_psi": 1e9,
+    # the shadow's score checks keep their defaults: the launch model is a toy and the
+    # concept-drift week's champion ranks by a mechanism that no longer holds, and both
+    # pass because the bounds follow what the pair shows on the holdout first
 }
 # the demo decides these; anything else set in the caller's shell is left out of its runs
 CLEARED = (
