@@ -22,7 +22,7 @@ from sklearn.metrics import roc_auc_score
 
 from churn_platform import settings
 from churn_platform.config import load_config
-from churn_platform.core import cbpe, drift, training
+from churn_platform.core import cbpe, drift, scores, training
 from churn_platform.core import performance as perf
 from churn_platform.core.spec import default_spec
 from churn_platform.core.synthetic import SyntheticSpec, generate, week_start
@@ -155,6 +155,32 @@ def test_a_mature_week_is_scored_per_version_and_estimated(champion):
     assert all(passed for passed, _ in checks.values()), checks
     exported = json.loads((settings.churn_home() / perf_export()).read_text())
     assert exported["versions"]["1"]["realized_week"] == WEEK
+
+
+def test_the_weeks_batch_scores_join_their_outcomes_beside_the_served_ones(champion):
+    served = log_week(champion["version"], champion["pipeline"])
+    version = champion["version"]
+    rng = np.random.default_rng(2)
+    batch = np.clip(served["probability"] + rng.normal(0, 0.1, len(served)), 0, 1)
+    identity = scores.ScoreIdentity(WEEK, version, "data", "spec", "run-1", "2026-11-15")
+    table = scores.score_table(served["customer_id"], batch.to_numpy(), identity)
+    path = settings.churn_home() / scores.scores_key("", WEEK)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table.to_parquet(path)
+    meta, checks = outcome_of(run_week(MATURE))
+    label = f"{version}{scores.BATCH_SUFFIX}"
+    assert meta[f"realized_auc_v{label}"] == pytest.approx(
+        roc_auc_score(served["churned"], batch), abs=1e-5
+    )
+    # the served predictions of the same version are measured apart, unchanged
+    want = roc_auc_score(served["churned"], served["probability"])
+    assert meta[f"realized_auc_v{version}"] == pytest.approx(want, abs=1e-5)
+    assert label in meta["versions"]
+    assert set(checks) == {
+        "realized_auc_consistent",
+        "calibration_within_bound",
+        "match_rate_above_bound",
+    }
 
 
 def perf_export() -> str:

@@ -114,6 +114,31 @@ def scores_key(prefix: str, week: str) -> str:
     return f"{prefix}scores/week={week}.parquet"
 
 
+#: The version label of batch scores in ``model_performance``: ``<version>:batch``.
+BATCH_SUFFIX = ":batch"
+
+
+def batch_predictions(scores: pd.DataFrame, week_start_ts: int) -> pd.DataFrame:
+    """A week's scores as the predictions ``core.performance`` joins to outcomes, like the
+    servers' logged ones: entity id, the scoring run as request id, version
+    ``<version>:batch`` (measured beside the served predictions of the same version), the
+    week's start as the time (the list is as of that week) and the probability."""
+    return pd.DataFrame(
+        {
+            "entity_id": scores[ENTITY].astype(str).to_numpy(),
+            "request_id": scores["run_id"].astype(str).to_numpy(),
+            "model_version": (scores["model_version"].astype(str) + BATCH_SUFFIX).to_numpy(),
+            "ts": np.full(len(scores), float(week_start_ts)),
+            "probability": scores[PROBABILITY].astype(float).to_numpy(),
+        }
+    )
+
+
+def registered_version(label: str) -> str:
+    """The registry version behind a performance label (``7:batch`` -> ``7``)."""
+    return label.removesuffix(BATCH_SUFFIX)
+
+
 def score_table(
     ids: Sequence[object] | pd.Series, probabilities: np.ndarray, identity: ScoreIdentity
 ) -> pd.DataFrame:

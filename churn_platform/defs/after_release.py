@@ -3,6 +3,7 @@ week and version) and ``performance_sensor`` (the fourth retraining trigger).
 ``build(model, config)`` makes both; the logic is in ``core.performance``,
 ``core.cbpe`` and ``core.performance_step``."""
 
+import io
 import time
 from collections.abc import Callable
 from typing import Any
@@ -15,8 +16,10 @@ from churn_platform.config import ModelConfig, PlatformConfig
 from churn_platform.core import performance as perf
 from churn_platform.core import performance_step as step
 from churn_platform.core import records as r
+from churn_platform.core import scores
 from churn_platform.core.cbpe import IsotonicCalibrator
 from churn_platform.core.spec import Spec
+from churn_platform.defs import weekly_scores
 from churn_platform.defs.common import asset_args, asset_key, check_specs, model_resource
 from churn_platform.defs.common import model_resource_keys as keys
 from churn_platform.defs.notifications import guarded
@@ -115,12 +118,23 @@ def _spec_reader(registry: MlflowRegistry) -> Callable[[str], Spec]:
 def _served(
     registry: MlflowRegistry, versions: list[str], spec_of: Callable[[str], Spec]
 ) -> dict[str, tuple[Spec | None, float | None, Any]]:
-    """Each version's spec, holdout AUC and CBPE calibrator."""
+    """Each version's spec, holdout AUC and CBPE calibrator (``7:batch``: version 7's)."""
     served: dict[str, tuple[Spec | None, float | None, IsotonicCalibrator | None]] = {}
-    for version in versions:
+    for label in versions:
+        version = scores.registered_version(label)
         holdout = registry.version_metrics(version).get("holdout_auc")
-        served[version] = (spec_of(version), holdout, registry.calibrator_of_version(version))
+        served[label] = (spec_of(version), holdout, registry.calibrator_of_version(version))
     return served
+
+
+def _batch_scores(
+    storage: StorageResource, model: ModelConfig, week: str, start: int
+) -> pd.DataFrame:
+    """The week's ``churn_scores`` as predictions (empty when the week was not scored)."""
+    path = storage.path(scores.scores_key(weekly_scores.storage_prefix(model), week))
+    if not path.exists():
+        return pd.DataFrame(columns=list(perf.PREDICTION_COLUMNS))
+    return scores.batch_predictions(pd.read_parquet(io.BytesIO(path.read_bytes())), start)
 
 
 def _judge(
@@ -143,6 +157,10 @@ def _judge(
     spec_of = _spec_reader(registry)
     log = model_resource(context, model, "inference_log")
     predictions = week_predictions(log, spec_of, start, end)
+    storage: StorageResource = context.resources.storage
+    batch = _batch_scores(storage, model, week, start)
+    if len(batch):
+        predictions = pd.concat([predictions, batch], ignore_index=True)
     versions = sorted(set(predictions["model_version"].astype(str)))
     served = _served(registry, versions, spec_of)
     outcomes = pd.DataFrame(columns=list(perf.OUTCOME_COLUMNS))
@@ -150,7 +168,6 @@ def _judge(
         source: OutcomeSourceResource = context.resources.outcome_source
         outcomes = source.load(spec, week, _synthetic_knobs(context, model))
     report = step.evaluate_week(predictions, outcomes, week, now, settings, served)
-    storage: StorageResource = context.resources.storage
     key = export_key(model)
     existing = storage.path(key).read_text() if storage.path(key).exists() else None
     storage.write_text(key, step.export_week(existing, report, now))
