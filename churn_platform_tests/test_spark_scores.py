@@ -4,7 +4,9 @@ real local Spark session and a real MLflow SQLite store with a registered champi
 
 The two tables must hold the same customers with the same probabilities (within 1e-9), ranks
 and deciles, the same check outcomes and the same contract results; a week with planted
-contract defects must fail on both engines with the same rules and failing counts. Only the
+contract defects (in a file, or drawn by the synthetic world and handed to Spark) must fail on
+both engines with the same rules and failing counts, and only the Spark run starts Spark jobs.
+Only the
 data version differs, by design (the Spark engine hashes the rows as a multiset).
 
 One ``local[1]`` session for the module (Spark start-up dominates); a few hundred rows."""
@@ -29,7 +31,7 @@ from churn_platform.core.engines.validation import validate
 from churn_platform.core.spec import default_spec
 from churn_platform.core.synthetic import SyntheticSpec, generate
 from churn_platform.defs import weekly_scores
-from churn_platform.resources.data_source import FileSourceResource
+from churn_platform.resources.data_source import FileSourceResource, SyntheticSourceResource
 from churn_platform_tests.pipeline import resource, step_error
 from churn_platform_tests.test_scores_pipeline import release_champion
 
@@ -70,13 +72,16 @@ def write_week(folder: Path, frame: pd.DataFrame) -> Path:
     return path
 
 
-def materialise(config: PlatformConfig, folder: Path) -> dg.ExecuteInProcessResult:
+def materialise(config: PlatformConfig, source: Path | Any) -> dg.ExecuteInProcessResult:
+    """``churn_scores`` of ``WEEK`` from a folder of weekly files (or a source resource)."""
     return dg.materialize(
         [weekly_scores.build_asset(config.model(), config)],
         partition_key=WEEK,
         resources={
             **{k: resource(k) for k in ("storage", "mlflow_registry", "scores_table")},
-            "data_source": FileSourceResource(path=str(folder)),
+            "data_source": FileSourceResource(path=str(source))
+            if isinstance(source, Path)
+            else source,
         },
         instance=dg.DagsterInstance.ephemeral(),
         raise_on_error=False,
@@ -99,6 +104,17 @@ def failure(result: dg.ExecuteInProcessResult) -> str:
         if e.event_type_value == "STEP_FAILURE"
     ]
     return text
+
+
+def failures_on_both(source: Path | Any, spark: Any) -> dict[str, str]:
+    """The week's failure text on each engine; only the Spark run starts Spark jobs."""
+    tracker = spark.sparkContext.statusTracker()
+    before = len(tracker.getJobIdsForGroup(None))
+    texts = {"pandas": failure(materialise(on_engine(EngineConfig()), source))}
+    assert len(tracker.getJobIdsForGroup(None)) == before  # the pandas engine leaves Spark be
+    texts["spark"] = failure(materialise(on_engine(SPARK), source))
+    assert len(tracker.getJobIdsForGroup(None)) > before  # the contract ran as Spark jobs
+    return texts
 
 
 def test_both_engines_write_the_same_weekly_scores(home: Path, spark: Any) -> None:
@@ -148,12 +164,7 @@ def test_a_planted_contract_defect_fails_both_engines_with_the_same_rules_and_co
     rows.loc[20:21, "tenure_months"] = -4  # out of range (2 rows)
     path = str(write_week(folder, rows))
 
-    tracker = spark.sparkContext.statusTracker()
-    before = len(tracker.getJobIdsForGroup(None))
-    texts = {"pandas": failure(materialise(on_engine(EngineConfig()), folder))}
-    assert len(tracker.getJobIdsForGroup(None)) == before  # the pandas engine leaves Spark be
-    texts["spark"] = failure(materialise(on_engine(SPARK), folder))
-    assert len(tracker.getJobIdsForGroup(None)) > before  # the contract ran as Spark jobs
+    texts = failures_on_both(folder, spark)
     assert texts["spark"] == texts["pandas"]  # the same rules, messages and failing counts
     assert "2 blocking contract rule(s) failed" in texts["spark"], texts["spark"]
     assert "customer_id_unique" in texts["spark"] and "tenure_months_in_range" in texts["spark"]
@@ -163,3 +174,12 @@ def test_a_planted_contract_defect_fails_both_engines_with_the_same_rules_and_co
     assert spark_rules == pandas_rules
     assert (spark_rules["customer_id_unique"], spark_rules["tenure_months_in_range"]) == (4, 2)
     assert not (home / "scores" / f"week={WEEK}.parquet").exists()
+
+
+def test_a_synthetic_week_handed_to_spark_fails_alike(home: Path, spark: Any) -> None:
+    """The synthetic world's week is drawn in pandas and handed to Spark (no file to read)."""
+    source = SyntheticSourceResource(n_rows=ROWS, duplicate_ids=5)
+    texts = failures_on_both(source, spark)
+    assert texts["spark"] == texts["pandas"]
+    # 5 ids drawn twice: 10 rows share an id
+    assert "customer_id_unique (FAILED: 10 row(s)" in texts["spark"], texts["spark"]
