@@ -6,8 +6,7 @@ The two tables must hold the same customers with the same probabilities (within 
 and deciles, the same check outcomes and the same contract results; a week with planted
 contract defects (in a file, or drawn by the synthetic world and handed to Spark) must fail on
 both engines with the same rules and failing counts, and only the Spark run starts Spark jobs.
-Only the
-data version differs, by design (the Spark engine hashes the rows as a multiset).
+Only the data version differs, by design (the Spark engine hashes the rows as a multiset).
 
 One ``local[1]`` session for the module (Spark start-up dominates); a few hundred rows."""
 
