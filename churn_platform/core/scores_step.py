@@ -181,16 +181,16 @@ def score_week_on_spark(
     """``score_week`` for a week validated on Spark: the champion scores the Spark frame
     where it lies (``spark_udf``); the (id, probability) pairs and the validated ids come
     to the driver for the table and its checks; the serving-path sample is fetched by id."""
-    from pyspark.sql import functions as F
+    from churn_platform.core.engines.spark_mapping import quoted
 
     frame, id_column = week.frame, week.id_column
     _refuse_lacking(week, scorer, list(frame.columns))
     scored: pd.DataFrame = scorer.score_spark(frame).toPandas()
     ids = scored[id_column]
     probabilities = scored[sc.PROBABILITY].to_numpy(dtype=float)
-    validated_ids = frame.select(id_column).toPandas()[id_column]
+    validated_ids = frame.select(quoted(id_column)).toPandas()[id_column]
     picked = ids.sample(n=min(settings.serving_sample, len(ids)), random_state=0).tolist()
-    rows = frame.where(F.col(id_column).isin(picked)).toPandas()
+    rows = frame.where(quoted(id_column).isin(picked)).toPandas()
     rows = rows.set_index(rows[id_column].astype(str)).loc[[str(i) for i in picked]]
     served = np.asarray(scorer.score_as_served(rows.reset_index(drop=True)), dtype=float)
     batch = pd.Series(probabilities, index=ids.astype(str)).loc[[str(i) for i in picked]]
