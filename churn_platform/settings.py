@@ -129,8 +129,8 @@ SETTINGS: tuple[Setting, ...] = (
         ENGINE_VAR,
         "choice",
         "pandas",
-        "engine of the heavy data steps (mapping, data version, contract, batch scoring): "
-        "pandas in this process, or Spark at CHURN_SPARK_MASTER",
+        "engine of churn_scores' mapping, data version, contract and batch scoring: pandas "
+        "in this process, or Spark at CHURN_SPARK_MASTER (the other data assets stay pandas)",
         choices=ENGINES,
     ),
     Setting(

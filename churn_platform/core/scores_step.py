@@ -11,7 +11,7 @@ reads the source, writes the table and reports. Nothing here imports Dagster.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -22,6 +22,11 @@ from churn_platform.core.data_step import missing_columns
 from churn_platform.core.mapping import MappedFrame, describe_missing
 from churn_platform.core.model_checks import CheckOutcome
 from churn_platform.core.spec import Spec
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame as SparkFrame
+
+    from churn_platform.core.engines.validation import Validation
 
 NOT_SCORED = "The week is not scored; its earlier scores, if any, are untouched."
 
@@ -52,16 +57,29 @@ class Scorer(Protocol):
         ...
 
 
+class SparkScorer(Scorer, Protocol):
+    """A ``Scorer`` that also scores a Spark frame where it lies (``mlflow.pyfunc.spark_udf``)."""
+
+    def score_spark(self, frame: SparkFrame) -> SparkFrame:
+        """(entity id, ``probability``) of every row of a validated Spark frame."""
+        ...
+
+
 @dataclass(frozen=True, eq=False)
 class ValidatedWeek:
-    """A week's rows after the contract: typed frame, data version, every rule's result."""
+    """A week's rows after the contract: typed frame, data version, every rule's result.
+
+    ``frame`` is a pandas DataFrame (``engine`` pandas) or a Spark DataFrame (``engine``
+    spark, from ``core.engines.validation.validate``).
+    """
 
     week: str
-    frame: pd.DataFrame
+    frame: Any
     version: str
     results: list[contract.RuleResult]
     location: str
     id_column: str
+    engine: str = "pandas"
 
 
 def validate_week(mapped: MappedFrame, spec: Spec, week: str, location: str) -> ValidatedWeek:
@@ -78,6 +96,38 @@ def validate_week(mapped: MappedFrame, spec: Spec, week: str, location: str) -> 
             f"({describe_missing(spec, missing)}). {NOT_SCORED}"
         )
     results = contract.evaluate_contract(mapped, None, spec=spec)
+    _refuse_blocking(results, where)
+    typed = contract.validated_frame(mapped, None, results, spec=spec)
+    version = contract.data_version(mapped)
+    return ValidatedWeek(week, typed, version, results, location, spec.id_column)
+
+
+def validated_on_engine(checked: Validation, spec: Spec, week: str, location: str) -> ValidatedWeek:
+    """The week as ``core.engines.validation.validate`` checked it (the Spark engine: mapping,
+    data version and contract on Spark), refused as ``validate_week`` refuses: no rows, spec
+    columns missing, a blocking rule broken (the same texts and rule messages)."""
+    where = f"week {week} ({location})"
+    if checked.rows == 0:
+        raise ScoresError(f"{where}: no rows. {NOT_SCORED}")
+    missing = [c for c in spec.all_columns if c not in checked.frame.columns]
+    if missing:
+        raise ScoresError(
+            f"{where}: column(s) {missing} of spec {spec.name!r} are missing "
+            f"({describe_missing(spec, missing)}). {NOT_SCORED}"
+        )
+    _refuse_blocking(checked.results, where)
+    return ValidatedWeek(
+        week,
+        checked.frame,
+        checked.version,
+        checked.results,
+        location,
+        spec.id_column,
+        checked.engine,
+    )
+
+
+def _refuse_blocking(results: list[contract.RuleResult], where: str) -> None:
     blocking = contract.blocking_failures(results)
     if blocking:
         raise ScoresError(
@@ -85,9 +135,6 @@ def validate_week(mapped: MappedFrame, spec: Spec, week: str, location: str) -> 
             + "; ".join(f"{r.name} ({r.message})" for r in blocking)
             + f". {NOT_SCORED}"
         )
-    typed = contract.validated_frame(mapped, None, results, spec=spec)
-    version = contract.data_version(mapped)
-    return ValidatedWeek(week, typed, version, results, location, spec.id_column)
 
 
 @dataclass(frozen=True, eq=False)
@@ -113,31 +160,79 @@ def score_week(
 ) -> WeekScores:
     """Score every validated customer of ``week`` with ``scorer``; ``run`` is (run id, UTC
     time of scoring); ``previous`` the previous week's table (None when there is none)."""
-    frame, model_spec = week.frame, scorer.spec
-    lacking = [c for c in model_spec.feature_names if c not in frame.columns]
+    frame = week.frame
+    _refuse_lacking(week, scorer, list(frame.columns))
+    ids = frame[week.id_column]
+    probabilities = np.asarray(scorer.score(frame), dtype=float)
+    sample = frame.sample(n=min(settings.serving_sample, len(frame)), random_state=0)
+    positions = frame.index.get_indexer(sample.index)
+    served = np.asarray(scorer.score_as_served(sample), dtype=float)
+    parity = (list(ids.iloc[positions]), probabilities[positions], served)
+    return _checked(week, scorer, (ids, ids, probabilities), parity, run, previous, settings)
+
+
+def score_week_on_spark(
+    week: ValidatedWeek,
+    scorer: SparkScorer,
+    run: tuple[str, str],
+    previous: pd.DataFrame | None,
+    settings: sc.ScoresSettings,
+) -> WeekScores:
+    """``score_week`` for a week validated on Spark: the champion scores the Spark frame
+    where it lies (``spark_udf``); the (id, probability) pairs and the validated ids come
+    to the driver for the table and its checks; the serving-path sample is fetched by id."""
+    from churn_platform.core.engines.spark_mapping import quoted
+
+    frame, id_column = week.frame, week.id_column
+    _refuse_lacking(week, scorer, list(frame.columns))
+    scored: pd.DataFrame = scorer.score_spark(frame).toPandas()
+    ids = scored[id_column]
+    probabilities = scored[sc.PROBABILITY].to_numpy(dtype=float)
+    validated_ids = frame.select(quoted(id_column)).toPandas()[id_column]
+    picked = ids.sample(n=min(settings.serving_sample, len(ids)), random_state=0).tolist()
+    rows = frame.where(quoted(id_column).isin(picked)).toPandas()
+    rows = rows.set_index(rows[id_column].astype(str)).loc[[str(i) for i in picked]]
+    served = np.asarray(scorer.score_as_served(rows.reset_index(drop=True)), dtype=float)
+    batch = pd.Series(probabilities, index=ids.astype(str)).loc[[str(i) for i in picked]]
+    parity = (picked, batch.to_numpy(dtype=float), served)
+    return _checked(
+        week, scorer, (ids, validated_ids, probabilities), parity, run, previous, settings
+    )
+
+
+def _refuse_lacking(week: ValidatedWeek, scorer: Scorer, columns: list[str]) -> None:
+    model_spec = scorer.spec
+    lacking = [c for c in model_spec.feature_names if c not in columns]
     if lacking:
         raise ScoresError(
             f"week {week.week}: the champion v{scorer.version} takes column(s) {lacking} that "
             f"the week's validated rows lack (its spec {model_spec.short_hash}, trained on "
             f"another table?); release a champion trained on this spec. {NOT_SCORED}"
         )
-    ids = frame[week.id_column]
-    probabilities = np.asarray(scorer.score(frame), dtype=float)
+
+
+def _checked(
+    week: ValidatedWeek,
+    scorer: Scorer,
+    scores: tuple[pd.Series, pd.Series, np.ndarray],
+    parity: tuple[list[Any], np.ndarray, np.ndarray],
+    run: tuple[str, str],
+    previous: pd.DataFrame | None,
+    settings: sc.ScoresSettings,
+) -> WeekScores:
+    """The table of (scored ids, validated ids, probabilities) and its checks; ``parity``:
+    the sample's ids, batch and served probabilities."""
+    ids, validated_ids, probabilities = scores
     identity = sc.ScoreIdentity(
-        week.week, scorer.version, week.version, model_spec.short_hash, run[0], run[1]
+        week.week, scorer.version, week.version, scorer.spec.short_hash, run[0], run[1]
     )
     table = sc.score_table(ids, probabilities, identity)
-    sample = frame.sample(n=min(settings.serving_sample, len(frame)), random_state=0)
-    positions = frame.index.get_indexer(sample.index)
-    served = np.asarray(scorer.score_as_served(sample), dtype=float)
     last = None if previous is None else previous[sc.PROBABILITY].to_numpy(dtype=float)
     checks = [
-        sc.rows_check(table, ids),
+        sc.rows_check(table, validated_ids),
         sc.unique_check(table),
         sc.range_check(table),
-        sc.parity_check(
-            list(ids.iloc[positions]), probabilities[positions], served, settings.parity_tolerance
-        ),
+        sc.parity_check(*parity, settings.parity_tolerance),
         sc.psi_check(
             table[sc.PROBABILITY].to_numpy(),
             last,
@@ -153,6 +248,7 @@ def week_metadata(week: ValidatedWeek, table: pd.DataFrame, scorer: Scorer) -> d
     warned = [r.name for r in week.results if not r.passed]
     return {
         "week": week.week,
+        "engine": week.engine,
         "rows": len(table),
         "model_version": scorer.version,
         "data_version": week.version,

@@ -14,13 +14,14 @@ import pandas as pd
 from churn_platform.config import ModelConfig, PlatformConfig
 from churn_platform.core import scores as sc
 from churn_platform.core import scores_step as step
-from churn_platform.core.mapping import DataSourceError
+from churn_platform.core.engines import EngineConfig
+from churn_platform.core.mapping import ColumnMapping, DataSourceError
 from churn_platform.defs.common import asset_args, asset_key, check_result, md_table, model_resource
 from churn_platform.defs.common import model_resource_keys as keys
 from churn_platform.resources.champion_scorer import ChampionScorer
 from churn_platform.resources.data_source import load_snapshot
 from churn_platform.resources.storage import StorageResource
-from churn_platform.resources.week_source import week_source
+from churn_platform.resources.week_source import WeekFileSource, week_source
 
 ASSET = "churn_scores"
 JOB = "weekly_scores"
@@ -71,7 +72,7 @@ def build_asset(model: ModelConfig, config: PlatformConfig) -> dg.AssetsDefiniti
     @dg.asset(
         **asset_args(model, ASSET),
         partitions_def=partitions(config),
-        kinds={"pandas", "parquet"},
+        kinds={"spark" if config.engine.engine == "spark" else "pandas", "parquet"},
         check_specs=[
             dg.AssetCheckSpec(name, asset=key, blocking=name in sc.BLOCKING, description=text)
             for name, text in sc.CHECK_DESCRIPTIONS.items()
@@ -92,18 +93,26 @@ def build_asset(model: ModelConfig, config: PlatformConfig) -> dg.AssetsDefiniti
         through the model server's code gives the same numbers (a failure publishes
         nothing), and the score PSI against the previous week (WARN). Written as Parquet
         to the storage and, with `CHURN_SCORES_URL`, upserted into table `<model>_scores`.
+        With `CHURN_ENGINE=spark` the mapping, data version and contract run on Spark (a
+        week's file is read by Spark) and the champion scores there through `spark_udf`.
         """
         week, storage = context.partition_key, context.resources.storage
         try:
             source = model_resource(context, model, "data_source")
             raw = week_source(source, week, model.source.scores_query)
             mapping = source.column_mapping(model.spec)
-            mapped, seen = load_snapshot(raw, mapping, required=(), spec=model.spec)
-            checked = step.validate_week(mapped, model.spec, week, str(seen.get("location")))
+            if config.engine.engine == "spark":
+                checked = _validated_on_spark(raw, mapping, model, week, config.engine)
+            else:
+                mapped, seen = load_snapshot(raw, mapping, required=(), spec=model.spec)
+                checked = step.validate_week(mapped, model.spec, week, str(seen.get("location")))
             scorer = ChampionScorer.load(model_resource(context, model, "mlflow_registry"))
             run = (context.run.run_id, pd.Timestamp.now(tz="UTC").isoformat())
             previous = _previous(storage, model, week)
-            scored = step.score_week(checked, scorer, run, previous, settings)
+            if checked.engine == "spark":
+                scored = step.score_week_on_spark(checked, scorer, run, previous, settings)
+            else:
+                scored = step.score_week(checked, scorer, run, previous, settings)
         except (DataSourceError, step.ScoresError) as exc:
             raise dg.Failure(description=str(exc)) from exc
         for outcome in scored.checks:
@@ -117,6 +126,27 @@ def build_asset(model: ModelConfig, config: PlatformConfig) -> dg.AssetsDefiniti
         yield dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(version))
 
     return churn_scores
+
+
+def _validated_on_spark(
+    raw: Any, mapping: ColumnMapping, model: ModelConfig, week: str, engine: EngineConfig
+) -> step.ValidatedWeek:
+    """The week mapped, versioned and checked on Spark: a week's file read by Spark (when it
+    has no CSV read options, which only the pandas reader takes), other sources' rows moved
+    from their reader into Spark."""
+    from churn_platform.core.engines.validation import validate
+
+    if isinstance(raw, WeekFileSource) and not raw.read_options:
+        location = str(raw.resolve())
+        rows: Any = location
+    else:
+        loaded = raw.load()
+        rows, location = loaded.frame, str(loaded.description.get("location"))
+    try:
+        checked = validate(rows, model.spec, engine, mapping=mapping)
+    except DataSourceError as exc:
+        raise DataSourceError(f"{location}: {exc}") from exc
+    return step.validated_on_engine(checked, model.spec, week, location)
 
 
 def _previous(storage: StorageResource, model: ModelConfig, week: str) -> pd.DataFrame | None:

@@ -9,13 +9,15 @@ and loads that version (by number, so a move of the alias mid-run mixes nothing)
   verifies the skops artefact against its registered digest; the records go through the
   server's ``InputSchema`` as JSON, as a client sends them, and ``scoring.probabilities``).
 
-The weekly scores' parity check compares the two on a sample.
+The weekly scores' parity check compares the two on a sample. On the Spark engine
+(``CHURN_ENGINE=spark``) ``score_spark`` runs the same version as ``mlflow.pyfunc.spark_udf``
+over the Spark frame (``resources.spark_scoring.score_on_spark``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -29,6 +31,9 @@ from churn_platform.serving.model_server.loading import load_model
 from churn_platform.serving.model_server.schema import InputSchema
 from churn_platform.serving.model_server.scoring import probabilities
 
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame as SparkFrame
+
 
 @dataclass(frozen=True, eq=False)
 class ChampionScorer:
@@ -40,6 +45,7 @@ class ChampionScorer:
     pyfunc: Any
     pipeline: Any
     schema: InputSchema
+    tracking_uri: str
 
     @classmethod
     def load(cls, registry: MlflowRegistry) -> ChampionScorer:
@@ -57,12 +63,21 @@ class ChampionScorer:
         with _fluent_store(registry.uri()):
             pyfunc = mlflow.pyfunc.load_model(uri)
             pipeline, schema = load_model(uri, registry.uri())
-        return cls(version, registry.spec_of_version(version), uri, pyfunc, pipeline, schema)
+        spec = registry.spec_of_version(version)
+        return cls(version, spec, uri, pyfunc, pipeline, schema, registry.uri())
 
     def score(self, frame: pd.DataFrame) -> np.ndarray:
         """P(churn) per row through the registered model's pyfunc."""
         out = self.pyfunc.predict(frame[list(self.spec.feature_names)])
         return np.asarray(pd.Series(out).to_numpy(), dtype=float)
+
+    def score_spark(self, frame: SparkFrame) -> SparkFrame:
+        """(entity id, ``probability``) of every row of a Spark frame, through ``spark_udf`` of
+        the same version (``core.scores_step.SparkScorer``)."""
+        from churn_platform.resources.spark_scoring import score_on_spark
+
+        session = frame.sparkSession
+        return score_on_spark(session, frame, self.model_uri, self.spec, self.tracking_uri)
 
     def score_as_served(self, frame: pd.DataFrame) -> np.ndarray:
         """P(churn) per row sent as JSON records through the model server's schema and

@@ -1,0 +1,184 @@
+"""``churn_scores`` with ``CHURN_ENGINE=spark`` against the pandas engine: one week of a folder
+source (a CSV named by the week's Sunday) materialised through Dagster with each engine, on a
+real local Spark session and a real MLflow SQLite store with a registered champion.
+
+The two tables must hold the same customers with the same probabilities (within 1e-9), ranks
+and deciles, the same check outcomes and the same contract results; a week with planted
+contract defects (in a file, or drawn by the synthetic world and handed to Spark) must fail on
+both engines with the same rules and failing counts, and only the Spark run starts Spark jobs.
+Only the data version differs, by design (the Spark engine hashes the rows as a multiset).
+
+One ``local[1]`` session for the module (Spark start-up dominates); a few hundred rows."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pytest
+
+from churn_platform.config import PlatformConfig, load_config
+from churn_platform.core.engines import EngineConfig
+from churn_platform.core.engines.spark_session import spark_session
+from churn_platform.core.engines.validation import validate
+from churn_platform.core.spec import default_spec
+from churn_platform.core.synthetic import SyntheticSpec, generate
+from churn_platform.defs import weekly_scores
+from churn_platform.resources.data_source import FileSourceResource, SyntheticSourceResource
+from churn_platform_tests.pipeline import resource, step_error
+from churn_platform_tests.test_scores_pipeline import release_champion
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("java") is None, reason="no Java runtime for pyspark (default-jre-headless)"
+)
+WEEK = "2026-11-15"
+ROWS = 400
+SPEC = default_spec()
+SPARK = EngineConfig(
+    engine="spark", spark_master="local[1]", spark_driver_memory="1g", shuffle_partitions=1
+)
+# what may differ between the engines' tables: the data version (how it is hashed) and the run
+PER_RUN = ["data_version", "run_id", "scored_at"]
+
+
+@pytest.fixture(scope="module")
+def spark() -> Iterator[Any]:
+    session = spark_session(SPARK)
+    yield session
+    session.stop()
+
+
+@pytest.fixture
+def home(churn_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for var in ("CHURN_SCORES_URL", "CHURN_SCORES_START", "CHURN_ENGINE"):
+        monkeypatch.delenv(var, raising=False)
+    return churn_home
+
+
+def write_week(folder: Path, frame: pd.DataFrame) -> Path:
+    """The week's rows as a CSV export gives them (every cell text), named by its Sunday."""
+    folder.mkdir(exist_ok=True)
+    out = frame.astype(str)
+    out["signup_date"] = frame["signup_date"].dt.strftime("%Y-%m-%d")
+    path = folder / f"{WEEK}.csv"
+    out.to_csv(path, index=False)
+    return path
+
+
+def materialise(config: PlatformConfig, source: Path | Any) -> dg.ExecuteInProcessResult:
+    """``churn_scores`` of ``WEEK`` from a folder of weekly files (or a source resource)."""
+    return dg.materialize(
+        [weekly_scores.build_asset(config.model(), config)],
+        partition_key=WEEK,
+        resources={
+            **{k: resource(k) for k in ("storage", "mlflow_registry", "scores_table")},
+            "data_source": FileSourceResource(path=str(source))
+            if isinstance(source, Path)
+            else source,
+        },
+        instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=False,
+    )
+
+
+def on_engine(engine: EngineConfig) -> PlatformConfig:
+    return dataclasses.replace(load_config(), engine=engine)
+
+
+def outcomes(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
+    return {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+
+
+def failure(result: dg.ExecuteInProcessResult) -> str:
+    assert not result.success
+    [text] = [
+        e.event_specific_data.user_failure_data.description
+        for e in result.all_events
+        if e.event_type_value == "STEP_FAILURE"
+    ]
+    return text
+
+
+def failures_on_both(source: Path | Any, spark: Any) -> dict[str, str]:
+    """The week's failure text on each engine; only the Spark run starts Spark jobs."""
+    tracker = spark.sparkContext.statusTracker()
+    before = len(tracker.getJobIdsForGroup(None))
+    texts = {"pandas": failure(materialise(on_engine(EngineConfig()), source))}
+    assert len(tracker.getJobIdsForGroup(None)) == before  # the pandas engine leaves Spark be
+    texts["spark"] = failure(materialise(on_engine(SPARK), source))
+    assert len(tracker.getJobIdsForGroup(None)) > before  # the contract ran as Spark jobs
+    return texts
+
+
+def test_both_engines_write_the_same_weekly_scores(home: Path, spark: Any) -> None:
+    version = release_champion(seed=3)
+    folder = home / "weeks"
+    path = write_week(folder, generate(SyntheticSpec(n_rows=ROWS, as_of=WEEK, seed=2)))
+    written = home / "scores" / f"week={WEEK}.parquet"
+
+    on_pandas = materialise(on_engine(EngineConfig()), folder)
+    assert on_pandas.success, step_error(on_pandas)
+    pandas_table = pd.read_parquet(written)
+    written.unlink()
+    on_spark = materialise(on_engine(SPARK), folder)
+    assert on_spark.success, step_error(on_spark)
+    spark_table = pd.read_parquet(written)
+
+    assert len(spark_table) == len(pandas_table) == ROWS
+    assert set(spark_table["model_version"]) == {version}
+    pd.testing.assert_frame_equal(
+        spark_table.drop(columns=PER_RUN + ["probability"]),
+        pandas_table.drop(columns=PER_RUN + ["probability"]),
+    )  # the same ids in the same rank order, deciles, week, version, spec hash
+    np.testing.assert_allclose(
+        spark_table["probability"], pandas_table["probability"], rtol=0, atol=1e-9
+    )
+    assert outcomes(on_spark) == outcomes(on_pandas)
+    assert all(outcomes(on_spark).values()), outcomes(on_spark)
+    meta = {
+        name: on.asset_materializations_for_node("churn_scores")[0].metadata
+        for name, on in (("pandas", on_pandas), ("spark", on_spark))
+    }
+    for key in ("rows", "rules_passed", "warnings", "model_version", "spec_hash"):
+        assert meta["spark"][key] == meta["pandas"][key], key
+    assert (meta["pandas"]["engine"].value, meta["spark"]["engine"].value) == ("pandas", "spark")
+    # the data version is the Spark engine's (the row multiset read by Spark from the file)
+    spark_version = validate(str(path), SPEC, SPARK, spark=spark).version
+    assert set(spark_table["data_version"]) == {spark_version}
+    assert set(pandas_table["data_version"]) != {spark_version}
+
+
+def test_a_planted_contract_defect_fails_both_engines_with_the_same_rules_and_counts(
+    home: Path, spark: Any
+) -> None:
+    folder = home / "weeks"
+    rows = generate(SyntheticSpec(n_rows=ROWS, as_of=WEEK, seed=2))
+    rows.loc[10:12, "customer_id"] = rows.loc[50, "customer_id"]  # 4 rows share one id
+    rows.loc[20:21, "tenure_months"] = -4  # out of range (2 rows)
+    path = str(write_week(folder, rows))
+
+    texts = failures_on_both(folder, spark)
+    assert texts["spark"] == texts["pandas"]  # the same rules, messages and failing counts
+    assert "2 blocking contract rule(s) failed" in texts["spark"], texts["spark"]
+    assert "customer_id_unique" in texts["spark"] and "tenure_months_in_range" in texts["spark"]
+    assert "not scored" in texts["spark"]
+    pandas_rules = {r.name: r.failing_rows for r in validate(path, SPEC, EngineConfig()).results}
+    spark_rules = {r.name: r.failing_rows for r in validate(path, SPEC, SPARK, spark=spark).results}
+    assert spark_rules == pandas_rules
+    assert (spark_rules["customer_id_unique"], spark_rules["tenure_months_in_range"]) == (4, 2)
+    assert not (home / "scores" / f"week={WEEK}.parquet").exists()
+
+
+def test_a_synthetic_week_handed_to_spark_fails_alike(home: Path, spark: Any) -> None:
+    """The synthetic world's week is drawn in pandas and handed to Spark (no file to read)."""
+    source = SyntheticSourceResource(n_rows=ROWS, duplicate_ids=5)
+    texts = failures_on_both(source, spark)
+    assert texts["spark"] == texts["pandas"]
+    # 5 ids drawn twice: 10 rows share an id
+    assert "customer_id_unique (FAILED: 10 row(s)" in texts["spark"], texts["spark"]
