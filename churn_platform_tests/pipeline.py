@@ -7,6 +7,9 @@ from typing import Any
 import dagster as dg
 
 from churn_platform.config import load_config
+from churn_platform.core import training
+from churn_platform.core.spec import default_spec
+from churn_platform.core.synthetic import SyntheticSpec, generate
 from churn_platform.definitions import build_definitions, model_assets
 from churn_platform.resources.environments import resources_for_environment
 from churn_platform.resources.mlflow_registry import MlflowRegistry
@@ -115,3 +118,23 @@ def assets() -> list[dg.AssetsDefinition]:
 def sensor(name: str) -> Any:
     """The platform's sensor ``name`` as the definitions build it now."""
     return build_definitions().get_sensor_def(name)
+
+
+def release_champion(seed: int) -> str:
+    """Register a small model trained on ``seed``'s rows and point ``champion`` at it."""
+    spec = default_spec()
+    rows = generate(SyntheticSpec(n_rows=1500, seed=seed))
+    trained = training.train(rows, training.TrainingConfig(max_iter=15), spec)
+    registry = resource("mlflow_registry")
+    registered = registry.log_and_register(
+        trained.pipeline,
+        input_example=training.model_inputs(rows, spec),
+        params=trained.config.params(),
+        metrics={},
+        tags={"origin": "churn_platform_tests"},
+        json_artifacts={},
+        run_name=f"champion-{seed}",
+        spec=spec,
+    )
+    registry.set_alias("champion", registered.version)
+    return registered.version

@@ -18,15 +18,13 @@ import sqlalchemy as sa
 from churn_platform import cli
 from churn_platform.backfill import PARTITION_TAG, backfill, weeks_between
 from churn_platform.config import load_config
-from churn_platform.core import training
-from churn_platform.core.spec import default_spec
 from churn_platform.core.synthetic import SyntheticSpec, generate
 from churn_platform.definitions import build_definitions
 from churn_platform.defs import weekly_scores
 from churn_platform.object_store import open_location, options_from_env
 from churn_platform.resources.data_source import SyntheticSourceResource
 from churn_platform.resources.scores_table import ScoresTableResource
-from churn_platform_tests.pipeline import resource, step_error
+from churn_platform_tests.pipeline import release_champion, resource, step_error
 from churn_platform_tests.postgres import PostgresServer, postgres_bin_dir, running_postgres
 from churn_platform_tests.s3 import aws_environment, create_bucket, list_keys, running_moto
 
@@ -48,26 +46,6 @@ def postgres() -> Iterator[PostgresServer]:
         pytest.skip("PostgreSQL server binaries (initdb, pg_ctl, postgres) are not installed")
     with running_postgres() as server:
         yield server
-
-
-def release_champion(seed: int) -> str:
-    """Register a small model trained on ``seed``'s rows and point ``champion`` at it."""
-    spec = default_spec()
-    rows = generate(SyntheticSpec(n_rows=1500, seed=seed))
-    trained = training.train(rows, training.TrainingConfig(max_iter=15), spec)
-    registry = resource("mlflow_registry")
-    registered = registry.log_and_register(
-        trained.pipeline,
-        input_example=training.model_inputs(rows, spec),
-        params=trained.config.params(),
-        metrics={},
-        tags={"origin": "test_scores_pipeline"},
-        json_artifacts={},
-        run_name=f"champion-{seed}",
-        spec=spec,
-    )
-    registry.set_alias("champion", registered.version)
-    return registered.version
 
 
 def scores_job() -> dg.JobDefinition:

@@ -31,8 +31,7 @@ from churn_platform.core.spec import default_spec
 from churn_platform.core.synthetic import SyntheticSpec, generate
 from churn_platform.defs import weekly_scores
 from churn_platform.resources.data_source import FileSourceResource, SyntheticSourceResource
-from churn_platform_tests.pipeline import resource, step_error
-from churn_platform_tests.test_scores_pipeline import release_champion
+from churn_platform_tests.pipeline import release_champion, resource, step_error
 
 pytestmark = pytest.mark.skipif(
     shutil.which("java") is None, reason="no Java runtime for pyspark (default-jre-headless)"
