@@ -170,15 +170,16 @@ class RecordMapper:
             r if not isinstance(r, dict) or raw.isdisjoint(r) else self._renamed(r, i)
             for i, r in enumerate(records)
         ]
-        dicts = [(i, r) for i, r in enumerate(renamed) if isinstance(r, dict)]
+        rows = [i for i, r in enumerate(renamed) if isinstance(r, dict)]
+        dicts = [renamed[i] for i in rows]
         cells: dict[str, dict[int, Any]] = {}
         for name, kind in self.kinds.items():  # column by column: most columns need nothing
             keys = self.map_keys[name]
-            col = [r.get(name, None) for _, r in dicts]
+            col = [r.get(name) for r in dicts]  # None where absent: needs no mapping either
             if _in_json_form(kind, col, keys):
                 continue
-            for (i, record), value in zip(dicts, col, strict=True):
-                if name in record and _needs_mapping(kind, value, keys):
+            for i, value in zip(rows, col, strict=True):
+                if _needs_mapping(kind, value, keys):
                     cells.setdefault(name, {})[i] = value
         return self._converted(renamed, cells) if cells else renamed
 
