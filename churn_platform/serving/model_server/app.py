@@ -29,7 +29,7 @@ from churn_platform.serving.model_server.answers import (
 from churn_platform.serving.model_server.batching import MAX_BATCH_ROWS
 from churn_platform.serving.model_server.faults import FaultInjector
 from churn_platform.serving.model_server.instruments import ServerMetrics
-from churn_platform.serving.model_server.ranges import out_of_range_counts
+from churn_platform.serving.model_server.ranges import out_of_range_in_columns
 from churn_platform.serving.model_server.schema import InputError, InputSchema
 from churn_platform.serving.model_server.service import Identity, ModelService
 from churn_platform.serving.request_guard import RequestGuard
@@ -137,7 +137,7 @@ async def _answer(
     except InputError as exc:
         return answers.refused(exc)
     if schema.ranges is not None:  # scored, but counted: values the model was never trained on
-        service.out_of_range.count(out_of_range_counts(checked.records, schema.ranges))
+        service.out_of_range.count(out_of_range_in_columns(checked.values, schema.ranges))
     service.leniency.count(checked.unseen, checked.ignored)  # let through, counted per field
     scored = await service.score(checked, Identity(request_id, entity_ids))
     return answers.scored(scored, entity_ids)

@@ -79,5 +79,5 @@ class ServerMetrics:
         if scores is not None:
             self._records.inc(len(scores))
             observe = self._scores.observe
-            for p in scores:
-                observe(float(p))
+            for p in scores.tolist():  # Python floats: no NumPy scalar per score
+                observe(p)

@@ -2,7 +2,7 @@
 
 A scored record may carry a value the model was never trained on (``last_login_hour: 99``):
 the model still answers, so the server counts it rather than refusing it. The request path
-(``model_server.app``) calls ``out_of_range_counts(records, spec)`` after the schema check
+(``model_server.app``) calls ``out_of_range_in_columns(values, spec)`` after the schema check
 and adds them to ``OutOfRangeCounter`` (``churn_out_of_range_values_total{field}``). A null is not out of range
 (the spec's null rules say what nulls may be); a value of the wrong type is the schema's.
 """
@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, Counter
 from churn_platform.core.spec import Spec
 
 OUT_OF_RANGE_METRIC = "churn_out_of_range_values"
+_PLAIN = frozenset({int, float, type(None)})
 
 
 def out_of_range_counts(records: Sequence[Mapping[str, Any]], spec: Spec) -> dict[str, int]:
@@ -33,6 +34,30 @@ def out_of_range_counts(records: Sequence[Mapping[str, Any]], spec: Spec) -> dic
                 continue
             if (low is not None and value < low) or (high is not None and value > high):
                 counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def out_of_range_in_columns(values: Mapping[str, Sequence[Any]], spec: Spec) -> dict[str, int]:
+    """``out_of_range_counts`` of admitted records from their checked column values
+    (``schema.Checked.values``): the same counts, a column at a time."""
+    counts: dict[str, int] = {}
+    for name, feature in spec.features.items():
+        col = values.get(name)
+        if feature.range is None or not col:
+            continue
+        low, high = feature.range
+        if set(map(type, col)) <= _PLAIN:  # JSON numbers and nulls: no isinstance per value
+            numbers = [v for v in col if v is not None]
+        else:
+            numbers = [v for v in col if isinstance(v, int | float) and not isinstance(v, bool)]
+        if not numbers:
+            continue
+        # min/max skip a NaN that is not first; a NaN first makes the test fail: count then
+        if (low is None or min(numbers) >= low) and (high is None or max(numbers) <= high):
+            continue
+        n = sum((low is not None and v < low) or (high is not None and v > high) for v in numbers)
+        if n:
+            counts[name] = n
     return counts
 
 

@@ -99,6 +99,33 @@ def _needs_mapping(kind: str, value: Any, map_keys: frozenset[str]) -> bool:
     return False
 
 
+_NONE = type(None)
+_JSON_TYPES: dict[str, frozenset[type]] = {
+    "int": frozenset({int, float, bool, _NONE}),
+    "float": frozenset({int, float, bool, _NONE}),
+    "bool": frozenset({bool, _NONE}),
+    "str": frozenset({str, _NONE}),
+    "datetime": frozenset({str, _NONE}),
+}
+
+
+def _in_json_form(kind: str, col: list[Any], map_keys: frozenset[str]) -> bool:
+    """Whether no value of ``col`` (a column of ``kind``, None where absent) needs mapping:
+    ``_needs_mapping`` of each is False. True only on the common cases; False means
+    look value by value."""
+    types = set(map(type, col))
+    if not types <= _JSON_TYPES[kind]:
+        return False
+    if kind in ("int", "float"):
+        return not map_keys or types <= {bool, _NONE}
+    if kind == "bool":
+        return True
+    texts = [v for v in col if v is not None] if _NONE in types else col
+    if not map_keys.isdisjoint(texts) or not all(map(str.strip, texts)):
+        return False
+    return kind == "str" or all(map(_is_iso_date, texts))
+
+
 def _json_value(value: Any) -> Any:
     """A typed cell as the JSON value ``InputSchema.check`` takes (None for a null)."""
     if value is None or value is pd.NA or value is pd.NaT:
@@ -138,14 +165,21 @@ class RecordMapper:
     def canonical(self, records: Sequence[Any]) -> list[Any]:
         """``records`` in feature names and JSON-typed values (see the module doc); a
         canonical record comes back as the same object."""
-        renamed = [self._renamed(r, i) if isinstance(r, dict) else r for i, r in enumerate(records)]
+        raw = self.raw_names
+        renamed = [
+            r if not isinstance(r, dict) or raw.isdisjoint(r) else self._renamed(r, i)
+            for i, r in enumerate(records)
+        ]
+        rows = [i for i, r in enumerate(renamed) if isinstance(r, dict)]
+        dicts = [renamed[i] for i in rows]
         cells: dict[str, dict[int, Any]] = {}
-        for i, record in enumerate(renamed):
-            if not isinstance(record, dict):
+        for name, kind in self.kinds.items():  # column by column: most columns need nothing
+            keys = self.map_keys[name]
+            col = [r.get(name) for r in dicts]  # None where absent: needs no mapping either
+            if _in_json_form(kind, col, keys):
                 continue
-            for name, value in record.items():
-                kind = self.kinds.get(name)
-                if kind is not None and _needs_mapping(kind, value, self.map_keys[name]):
+            for i, value in zip(rows, col, strict=True):
+                if _needs_mapping(kind, value, keys):
                     cells.setdefault(name, {})[i] = value
         return self._converted(renamed, cells) if cells else renamed
 

@@ -25,6 +25,7 @@ import pandas as pd
 from churn_platform.core.serving_rules import DEFAULT_SERVING_RULES
 from churn_platform.core.spec import Spec
 from churn_platform.serving.model_server.leniency import MAX_IGNORED_NAMES, field_label
+from churn_platform.serving.model_server.plain_columns import plain_column, unseen_rows
 from churn_platform.serving.request_ids import entity_id_value
 
 MAX_RECORDS = 10_000
@@ -280,7 +281,44 @@ class InputSchema:
 
     def admit(self, records: Sequence[Any]) -> Checked:
         """Validate ``records`` under the spec's serving rules: undeclared fields dropped
-        (or refused), values outside ``allowed`` kept (or refused), each counted."""
+        (or refused), values outside ``allowed`` kept (or refused), each counted.
+
+        A plain request is checked column by column (``plain_columns``); any other is
+        checked record by record, which names the first problem."""
+        plain = self._admit_plain(records)
+        return plain if plain is not None else self._admit_each(records)
+
+    def _admit_plain(self, records: Sequence[Any]) -> Checked | None:
+        """``admit`` of records that are all objects with exactly the declared fields and
+        values ``check_value`` takes as they are; None for any other request."""
+        keys = self.by_name.keys()
+        if not all(type(r) is dict and r.keys() == keys for r in records):
+            return None
+        refuse_unseen = self.rules.refuses_unseen
+        checked = Checked(list(records), {}, notes=[{} for _ in records])
+        for column in self.columns:
+            name = column.name
+            col = [r[name] for r in records]
+            values = plain_column(
+                column.kind,
+                column.categories,
+                col,
+                refuse_unseen,
+                MAX_ABS_NUMBER,
+                MAX_CATEGORY_CHARS,
+            )
+            if values is None:
+                return None
+            checked.values[name] = values
+            outside = unseen_rows(col, column.categories) if column.categories else []
+            if outside:
+                checked.unseen[name] = len(outside)
+                for i in outside:
+                    checked.notes[i].setdefault("unseen_fields", []).append(name)
+        return checked
+
+    def _admit_each(self, records: Sequence[Any]) -> Checked:
+        """``admit``, record by record: the first problem raises its ``InputError``."""
         checked = Checked([], {c.name: [] for c in self.columns})
         names, values, notes, kept = self.by_name, checked.values, checked.notes, checked.records
         refuse_unseen = self.rules.refuses_unseen
