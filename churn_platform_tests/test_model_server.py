@@ -128,6 +128,19 @@ BAD_INPUTS = [
         422,
         ["records[0].monthly_spend", "-1e+300", "outside the range"],
     ),
+    # these two were 500s (OverflowError: an int beyond a float, year 1 minus an hour in UTC)
+    (
+        "whole number beyond a float",
+        lambda r: {"records": [{**r, "monthly_spend": 10**400}]},
+        422,
+        ["records[0].monthly_spend", "outside the range"],
+    ),
+    (
+        "date before year 1 in UTC",
+        lambda r: {"records": [{**r, "signup_date": "0001-01-01T00:00:00+01:00"}]},
+        422,
+        ["records[0].signup_date", "outside the dates"],
+    ),
     (
         "long bad string quoted by a prefix only",
         lambda r: {"records": [{**r, "region": "x" * 100_000}]},

@@ -26,6 +26,7 @@ it with its usual message naming the record, the field and the value.
 from __future__ import annotations
 
 import datetime as dt
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -42,6 +43,7 @@ from churn_platform.serving.model_server.schema import InputError, InputSchema
 
 #: Most mapped cells a ``RecordMapper`` remembers (then it starts afresh).
 MEMO_CELLS = 100_000
+_FLOAT_MAX = sys.float_info.max
 _UNSEEN = object()
 _UNREADABLE = object()
 
@@ -213,6 +215,8 @@ class RecordMapper:
         unseen: dict[str, dict[int, Any]] = {}
         for name, by_row in cells.items():
             for i, raw in by_row.items():
+                if isinstance(raw, int) and abs(raw) > _FLOAT_MAX:
+                    continue  # no reading of it exists (pandas would overflow): the check names it
                 found = self._memo.get((name, type(raw), raw), _UNSEEN)
                 if found is _UNSEEN:
                     unseen.setdefault(name, {})[i] = raw

@@ -419,7 +419,9 @@ def check_value(column: Column, value: Any, i: int, refuse_unseen: bool = True) 
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif kind == "float":
         ok = isinstance(value, int | float) and not isinstance(value, bool)
-        if ok and not math.isfinite(value):
+        # an int beyond a float's range gets the range error below (isfinite would overflow)
+        too_big = ok and isinstance(value, int) and abs(value) > MAX_ABS_NUMBER
+        if ok and not too_big and not math.isfinite(value):
             raise InputError(f"{where} must be finite, got {quote(value)}")
     elif kind == "str":
         ok = isinstance(value, str)
@@ -444,11 +446,13 @@ def check_value(column: Column, value: Any, i: int, refuse_unseen: bool = True) 
         else:
             try:
                 parsed = dt.datetime.fromisoformat(value)
+                if parsed.tzinfo is not None:  # year 1 minus an hour overflows: out of range
+                    parsed = parsed.astimezone(dt.UTC).replace(tzinfo=None)
             except ValueError:
                 ok = False
-            else:
-                if parsed.tzinfo is not None:
-                    parsed = parsed.astimezone(dt.UTC).replace(tzinfo=None)
+            except OverflowError:
+                parsed = dt.datetime.min
+            if ok:
                 if not pd.Timestamp.min < parsed < pd.Timestamp.max:
                     raise InputError(
                         f"{where} is {quote(value)}, outside the dates the model takes "
