@@ -135,13 +135,18 @@ def offline_thresholds(
     Live, on mirrored requests, the pair should agree about as well as it did there; a
     broken candidate (scores shuffled, a feature lost in serving) agrees far less. So each
     bound is the configured one or the offline figure loosened by
-    ``shadow_offline_margin``, whichever lets the offline pair pass."""
+    ``shadow_offline_margin`` (the PSI bound: twice the offline PSI plus the configured
+    bound), whichever lets the offline pair pass."""
     baseline = np.asarray(baseline, dtype=float)
     candidate = np.asarray(candidate, dtype=float)
     margin = config.shadow_offline_margin
     rho = rank_correlation(baseline, candidate)
     top = top_decile_agreement(baseline, candidate)
     psi = score_psi(baseline, candidate)
+    # the live top decile holds min_pairs / 10 requests: a share of ~20 is coarse, so the
+    # slack is at least three of its standard errors
+    k = max(1, math.ceil(config.shadow_min_pairs / 10))
+    top_slack = margin if top is None else max(margin, 3 * math.sqrt(top * (1 - top) / k))
     loosened = replace(
         config,
         shadow_min_rank_correlation=(
@@ -152,9 +157,13 @@ def offline_thresholds(
         shadow_min_top_decile_agreement=(
             config.shadow_min_top_decile_agreement
             if top is None
-            else max(0.0, min(config.shadow_min_top_decile_agreement, top - margin))
+            else max(0.0, min(config.shadow_min_top_decile_agreement, top - top_slack))
         ),
-        shadow_max_score_psi=max(config.shadow_max_score_psi, psi + config.shadow_max_score_psi),
+        # a PSI from a few hundred pairs is noisy in proportion to its size (6.7 offline read
+        # 7.0 live for the same healthy pair): twice the offline figure, plus the bound
+        shadow_max_score_psi=max(
+            config.shadow_max_score_psi, 2 * psi + config.shadow_max_score_psi
+        ),
     )
 
     def num(value: float | None) -> str:

@@ -164,7 +164,7 @@ class CanaryConfig:
         metadata={
             "description": "How much worse than on the holdout the shadow's agreement may be: "
             "the two models' rank correlation and top-decile agreement on the holdout rows, "
-            "minus this, lower the score thresholds (and their PSI plus "
+            "minus this, lower the score thresholds (and twice their PSI plus "
             "shadow_max_score_psi raises the PSI bound) when the candidate is meant to differ."
         },
     )
