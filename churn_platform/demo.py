@@ -204,18 +204,23 @@ class Demo:
         """The resources as they load now."""
         return self.definitions().resources or {}
 
-    def sensor_tick(self) -> Any:
-        """One evaluation of the real ``psi_drift_sensor`` against the real instance, with what
-        the sensor daemon does with it: observations recorded, cursor kept."""
+    def evaluate_sensor(self, name: str, cursor: str | None) -> Any:
+        """One evaluation of the real sensor ``name`` against the instance from ``cursor``,
+        with the resources it requires as they load now."""
         defs = self.definitions()
-        psi_drift_sensor = defs.get_sensor_def("psi_drift_sensor")
+        sensor = defs.get_sensor_def(name)
         resources = defs.resources or {}
         context = dg.build_sensor_context(
             instance=self.instance,
-            cursor=self.cursor,
-            resources={k: resources[k] for k in psi_drift_sensor.required_resource_keys},
+            cursor=cursor,
+            resources={k: resources[k] for k in sensor.required_resource_keys},
         )
-        data = psi_drift_sensor.evaluate_tick(context)
+        return sensor.evaluate_tick(context)
+
+    def sensor_tick(self) -> Any:
+        """One evaluation of the real ``psi_drift_sensor`` against the real instance, with what
+        the sensor daemon does with it: observations recorded, cursor kept."""
+        data = self.evaluate_sensor("psi_drift_sensor", self.cursor)
         for event in data.asset_events:
             self.instance.report_runless_asset_event(event)
         self.cursor = data.cursor

@@ -119,15 +119,7 @@ def judge_week(demo: Demo, week: str, as_of: str) -> tuple[bool, dict[str, Any]]
 def performance_tick(demo: Demo) -> Any:
     """One evaluation of the real ``performance_sensor`` against the instance, its cursor
     kept between ticks."""
-    defs = demo.definitions()
-    sensor = defs.get_sensor_def("performance_sensor")
-    resources = defs.resources or {}
-    context = dg.build_sensor_context(
-        instance=demo.instance,
-        cursor=demo.performance_cursor,
-        resources={k: resources[k] for k in sensor.required_resource_keys},
-    )
-    data = sensor.evaluate_tick(context)
+    data = demo.evaluate_sensor("performance_sensor", demo.performance_cursor)
     demo.performance_cursor = data.cursor
     if data.run_requests:
         request = data.run_requests[0]

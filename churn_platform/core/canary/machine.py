@@ -187,25 +187,17 @@ def _run_shadow(
         stopped = _stop_mirror(target, environment, candidate)
         if outcome is not None and outcome.to_state is not None:
             rec.result.rollback_seconds = ctx.tools.clock() - decided
-    if outcome.to_state is not None:
-        rec.move(
-            outcome.to_state,
-            f"{outcome.reason}; {stopped}, no client request reached {candidate}",
-            reading=outcome.reading,
-            step=SHADOW_STEP,
-            baseline_reading=outcome.baseline_reading,
-            llr=outcome.llr,
-        )
-        return False
+    failed = outcome.to_state is not None
     rec.move(
-        CanaryState.PROGRESSING,
-        f"{outcome.reason}; {stopped}",
+        outcome.to_state or CanaryState.PROGRESSING,
+        f"{outcome.reason}; {stopped}"
+        + (f", no client request reached {candidate}" if failed else ""),
         reading=outcome.reading,
         step=SHADOW_STEP,
         baseline_reading=outcome.baseline_reading,
         llr=outcome.llr,
     )
-    return True
+    return not failed
 
 
 def _stop_mirror(target: ShadowTarget, environment: str, candidate: str) -> str:
