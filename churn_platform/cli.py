@@ -159,6 +159,28 @@ def _champion_quality(registry: Any, champion: str) -> str:
         return f"champion v{champion}: metrics unreadable ({type(exc).__name__}: {str(exc)[:200]})"
 
 
+def job_week_tags(
+    job: Any, instance: Any, model: ModelConfig, week: str | None = None
+) -> dict[str, str]:
+    """The partition tag a run of ``job`` needs: none when the job holds no weekly asset;
+    ``week`` when given (a ``ValueError`` names the partitions when it is not one), else
+    ``week_runs.week_to_run``."""
+    from churn_platform.defs import week_runs
+
+    partitions = job.partitions_def
+    if partitions is None:
+        return {}
+    if week is None:
+        return week_runs.partition_tags(week_runs.week_to_run(instance, model))
+    if not partitions.has_partition_key(week):
+        keys = partitions.get_partition_keys()
+        raise ValueError(
+            f"--week {week} is not a week of {job.name}'s partitions ({keys[0]} .. {keys[-1]}, "
+            "each a Sunday YYYY-MM-DD)"
+        )
+    return week_runs.partition_tags(week)
+
+
 def job_base(job_name: str) -> str:
     """``end_to_end`` from ``end_to_end`` or the default model's ``churn_end_to_end``."""
     return job_name.removeprefix("churn_") if job_name in JOBS else job_name
@@ -170,10 +192,12 @@ def run(
     verbose: bool = False,
     run_config: dict[str, Any] | None = None,
     model_name: str | None = None,
+    week: str | None = None,
 ) -> int:
     """Execute ``job_name`` (a base name like ``end_to_end``, or a default model's job name)
     of model ``model_name`` (default: the first) on the persistent local instance
-    (``run_config``, else the YAML ``config_file``); print the summary; 0 on success."""
+    (``run_config``, else the YAML ``config_file``); print the summary; 0 on success. A job
+    with the weekly data runs partition ``week`` (default: ``week_runs.week_to_run``)."""
     import dagster as dg
 
     from churn_platform import runs
@@ -202,7 +226,14 @@ def run(
         for repair in runs.repair_dead_runs(instance):
             print(f"repaired: {repair}", flush=True)
         try:
-            result = runs.execute(job, instance, run_config)
+            tags = job_week_tags(job, instance, model, week)
+        except ValueError as exc:
+            print(f"configuration error: {exc}", file=sys.stderr)
+            return 2
+        if tags:
+            print(f"week {next(iter(tags.values()))} (partition of the weekly data)")
+        try:
+            result = runs.execute(job, instance, run_config, tags=tags)
         except runs.Interrupted as stopped:
             print(f"interrupted: {stopped}", file=sys.stderr)
             runs.exit_now(130, instance)
@@ -251,6 +282,11 @@ def main(argv: list[str] | None = None) -> int:
     run_parser.add_argument("--model", help="which model of the platform file (default: first)")
     run_parser.add_argument("--config", help="YAML run config (ops: {asset: {config: {...}}})")
     run_parser.add_argument("--verbose", action="store_true", help="print Dagster's step logs too")
+    run_parser.add_argument(
+        "--week",
+        help="the week (its Sunday, YYYY-MM-DD) of the weekly data to snapshot and train on "
+        "(default: this week; the synthetic world's next week)",
+    )
     sub.add_parser(
         "settings", help="list every setting, its value and where it came from (secrets masked)"
     )
@@ -266,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     spec_cli.add_arguments(sub.add_parser("spec", help=spec_cli.HELP))
     sensor_tick.add_arguments(sub.add_parser("sensors", help=sensor_tick.HELP))
     backfill.add_arguments(sub.add_parser("score", help=backfill.HELP))
+    backfill.add_arguments(sub.add_parser("data", help=backfill.DATA_HELP))
     args = parser.parse_args(argv)
     if args.command == "settings":
         return show_settings()
@@ -283,4 +320,6 @@ def main(argv: list[str] | None = None) -> int:
         return sensor_tick.run_from_args(args)
     if args.command == "score":
         return backfill.run_from_args(args)
-    return run(args.job, args.config, args.verbose, model_name=args.model)
+    if args.command == "data":
+        return backfill.run_from_args(args, backfill.DATA_JOB)
+    return run(args.job, args.config, args.verbose, model_name=args.model, week=args.week)

@@ -44,6 +44,7 @@ from churn_platform.core.freshness_rules import FreshnessSettings
 from churn_platform.core.performance_step import MonitorSettings
 from churn_platform.core.scores import ScoresSettings
 from churn_platform.core.spec import DEFAULT_SPEC_PATH, Spec, SpecError, load_spec
+from churn_platform.core.weeks import WeeksConfig
 from churn_platform.settings import SettingsError
 
 PLATFORM_VAR = "CHURN_PLATFORM"
@@ -103,6 +104,13 @@ class ModelConfig:
     production_port: int = 0
     schedule: str = DEFAULT_SCHEDULE
     schema_change: str = "refuse"  # CHURN_SCHEMA_CHANGE: production_deployment's default
+    weeks: WeeksConfig = field(default_factory=WeeksConfig)  # CHURN_WEEKS_START, _TRAINING_WEEKS
+
+    @property
+    def own_clock(self) -> bool:
+        """Whether the model's source keeps its own calendar (the synthetic world): a run
+        then snapshots the week after the newest one, not the week of today."""
+        return self.source.kind == "synthetic"
 
     @property
     def group(self) -> str:
@@ -218,7 +226,8 @@ def load_config(environ: Mapping[str, str] | None = None) -> PlatformConfig:
         _models_from_file(Path(platform_file), env) if platform_file else (_model_from_env(env),)
     )
     schema_mode = str(settings.get("CHURN_SCHEMA_CHANGE", env))
-    models = tuple(replace(m, schema_change=schema_mode) for m in models)
+    weeks = _weeks(env)
+    models = tuple(replace(m, schema_change=schema_mode, weeks=weeks) for m in models)
     return PlatformConfig(
         environment=str(settings.get(settings.ENV_VAR, env)),
         home=home,
@@ -251,6 +260,17 @@ def load_config(environ: Mapping[str, str] | None = None) -> PlatformConfig:
         if settings.get(settings.ENV_VAR, env) == "kubernetes"
         else None,
     )
+
+
+def _weeks(env: Mapping[str, str]) -> WeeksConfig:
+    """The weekly calendar from ``CHURN_WEEKS_START`` and ``CHURN_TRAINING_WEEKS``."""
+    try:
+        return WeeksConfig(
+            start_date=str(settings.get("CHURN_WEEKS_START", env) or WeeksConfig.start_date),
+            training_weeks=int(settings.get("CHURN_TRAINING_WEEKS", env)),
+        )
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from exc
 
 
 def _model_from_env(env: Mapping[str, str]) -> ModelConfig:

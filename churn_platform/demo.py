@@ -193,6 +193,11 @@ class Demo:
         }
         trigger = tags.get("dagster/run_key") or tags.get("dagster/schedule_name") or "by hand"
         self.out(f"  running {job_name} ({trigger}) ...")
+        if "dagster/partition" not in tags:  # the week a sensor or the schedule would take
+            from churn_platform.cli import job_week_tags
+            from churn_platform.config import load_config
+
+            tags = {**tags, **job_week_tags(job, self.instance, load_config().model())}
         result = runs.execute(job, self.instance, config, out=self.out, tags=tags)
         state = "SUCCESS" if result.success else "FAILED"
         self.out(f"  run {result.run_id}: {state}")
@@ -245,8 +250,10 @@ class Demo:
         context = dg.build_schedule_context(instance=self.instance, scheduled_execution_time=monday)
         data = weekly_retraining_schedule.evaluate_tick(context)
         request = data.run_requests[0]  # type: ignore[index]
+        week = {"dagster/partition": request.partition_key} if request.partition_key else {}
         return {
             **request.tags,
+            **week,
             "dagster/schedule_name": weekly_retraining_schedule.name,
             "churn/trigger": "schedule",
         }
@@ -262,9 +269,10 @@ class Demo:
     def week_number(self) -> int:
         """The synthetic week the next snapshot draws."""
         from churn_platform.config import load_config
-        from churn_platform.defs.data import next_synthetic_week
+        from churn_platform.core.synthetic import week_of
+        from churn_platform.defs.week_runs import week_to_run
 
-        return next_synthetic_week(self.instance, load_config().model())
+        return week_of(week_to_run(self.instance, load_config().model()))
 
     def set_env(self, name: str, value: str) -> None:
         """Set a setting for the rest of the demo (``play`` restores it at the end)."""

@@ -28,6 +28,7 @@ from churn_platform.core.performance_step import TRIGGERS, MonitorSettings
 from churn_platform.core.scores import ScoresSettings
 from churn_platform.core.synthetic import SyntheticSpec
 from churn_platform.core.watchdog import WATCHDOG_INTERVAL_SECONDS
+from churn_platform.core.weeks import SYNTHETIC_WEEKS, WeeksConfig
 from churn_platform.setting_kinds import Setting, SettingsError, mask
 
 if TYPE_CHECKING:
@@ -94,7 +95,9 @@ SETTINGS: tuple[Setting, ...] = (
         "CHURN_SOURCE_PATH",
         "str",
         "",
-        "CSV/Parquet file, or a folder whose newest file is the snapshot (CHURN_SOURCE=file)",
+        "CSV/Parquet file, or a folder: of weekly files named by the week's Sunday "
+        "(2026-11-15.parquet; each partition reads its week's), else its newest file is the "
+        "snapshot (CHURN_SOURCE=file)",
     ),
     Setting(
         "CHURN_SOURCE_URL",
@@ -246,6 +249,21 @@ SETTINGS: tuple[Setting, ...] = (
         maximum=1,
     ),
     Setting(
+        "CHURN_WEEKS_START",
+        "date",
+        WeeksConfig.start_date,
+        "first week of churn_snapshot's and validated_churn_data's weekly partitions (a "
+        "Sunday; weeks run Sunday-Saturday UTC); the synthetic world's calendar is the "
+        f"{SYNTHETIC_WEEKS} weeks from it",
+    ),
+    Setting(
+        "CHURN_TRAINING_WEEKS",
+        "int",
+        WeeksConfig.training_weeks,
+        "challenger_model trains on this many recent validated weeks, ending at the run's week",
+        minimum=1,
+    ),
+    Setting(
         "CHURN_SCORES_START",
         "date",
         ScoresSettings.start_date,
@@ -263,8 +281,8 @@ SETTINGS: tuple[Setting, ...] = (
         "CHURN_SCORES_QUERY",
         "str",
         "",
-        "CHURN_SOURCE=sql: the query churn_scores runs per week, with :week_start and "
-        ":week_end (dates, [start, end)) as parameters",
+        "CHURN_SOURCE=sql: the query churn_snapshot and churn_scores run per week, with "
+        ":week_start and :week_end (dates, [start, end)) as parameters",
     ),
     Setting(
         "CHURN_PERFORMANCE_TRIGGER",

@@ -11,6 +11,7 @@ from churn_platform.core import training
 from churn_platform.core.spec import default_spec
 from churn_platform.core.synthetic import SyntheticSpec, generate
 from churn_platform.definitions import build_definitions, model_assets
+from churn_platform.defs.week_runs import week_to_run
 from churn_platform.resources.environments import resources_for_environment
 from churn_platform.resources.mlflow_registry import MlflowRegistry
 
@@ -39,12 +40,18 @@ WEAK_MODEL = {
 }
 
 
+WEEKLY = {"churn_snapshot", "validated_churn_data"}
+
+
 def materialize(
     names: list[str],
     instance: dg.DagsterInstance,
     run_config: dict[str, Any] | None = None,
+    week: str | None = None,
 ) -> dg.ExecuteInJobResult:
-    """Materialise the named assets (others load from storage) with the environment's resources."""
+    """Materialise the named assets (others load from storage) with the environment's
+    resources. A selection holding the weekly data runs partition ``week``, by default the
+    one a run of the platform takes (``week_runs.week_to_run``: the synthetic world's next)."""
     return dg.materialize(
         assets(),
         selection=names,
@@ -52,7 +59,13 @@ def materialize(
         resources=resources_for_environment(),
         run_config={"ops": run_config or {}},
         raise_on_error=False,
+        partition_key=run_week(instance, week) if WEEKLY & set(names) else None,
     )
+
+
+def run_week(instance: dg.DagsterInstance, week: str | None = None) -> str:
+    """``week``, or the week a run of the default model takes now on ``instance``."""
+    return week or week_to_run(instance, load_config().model())
 
 
 def release_graph(

@@ -103,7 +103,10 @@ def test_last_good_validated_data_survives_a_bad_snapshot(file_source, churn_hom
     assert failed == {"customer_id_not_null"}
 
     assert validated_version(instance) == good_version
-    stored = read_value(churn_home / "storage" / "validated_churn_data")
+    # a file holds what it holds now: both runs took the current week, whose value stays
+    week = first.dagster_run.tags["dagster/partition"]
+    assert second.dagster_run.tags["dagster/partition"] == week
+    stored = read_value(churn_home / "storage" / "validated_churn_data" / week)
     assert len(stored) == len(good) and stored[s.CUSTOMER_ID].notna().all()
 
 

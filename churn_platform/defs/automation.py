@@ -25,11 +25,13 @@ from churn_platform.core.drift_monitor import (
     psi_export,
     run_tags,
 )
+from churn_platform.core.synthetic import week_of
+from churn_platform.core.weeks import sunday_of
 from churn_platform.defs.common import asset_key, model_resource, model_resource_keys
-from churn_platform.defs.data import next_synthetic_week
 from churn_platform.defs.model import ASSET as MODEL_ASSET
 from churn_platform.defs.model import training_code_version
 from churn_platform.defs.notifications import guarded
+from churn_platform.defs.week_runs import data_partitions, week_to_run
 from churn_platform.resources.data_source import (
     DataSourceError,
     DataSourceResource,
@@ -62,7 +64,7 @@ def retraining_selection(model: ModelConfig, auto_release: bool) -> dg.AssetSele
 
 
 def build_jobs(model: ModelConfig, auto_release: bool) -> list[Any]:
-    """``model``'s four jobs: retraining, release (the approval), rollback, end to end."""
+    """``model``'s jobs: retraining, release (the approval), rollback, weekly data, end to end."""
     production = dg.AssetSelection.assets(asset_key(model, PRODUCTION))
     deploying = {"churn/deployment": "production"}  # one production release at a time
     return [
@@ -91,6 +93,16 @@ def build_jobs(model: ModelConfig, auto_release: bool) -> list[Any]:
             config={"ops": {model.op(PRODUCTION): {"config": {"mode": "rollback"}}}},
         ),
         dg.define_asset_job(
+            model.job("weekly_data"),
+            selection=dg.AssetSelection.assets(
+                asset_key(model, "churn_snapshot"), asset_key(model, "validated_churn_data")
+            ),
+            description="One week's snapshot and its data contract (a partition per week): "
+            "backfill a range with python -m churn_platform data --from DATE --to DATE, or "
+            "from the UI's partitions view.",
+            tags={"churn/model": model.name},
+        ),
+        dg.define_asset_job(
             model.job("end_to_end"),
             # model_performance and churn_scores are weekly-partitioned: their own runs
             selection=dg.AssetSelection.groups(model.group)
@@ -106,15 +118,22 @@ def build_jobs(model: ModelConfig, auto_release: bool) -> list[Any]:
 
 def build_schedule(model: ModelConfig) -> dg.ScheduleDefinition:
     """``model``'s retraining schedule (Monday 02:00 UTC unless its ``schedule`` says)."""
-    return dg.ScheduleDefinition(
+
+    @dg.schedule(
         name=model.named("weekly_retraining"),
         job_name=model.job("retraining"),
         cron_schedule=model.schedule,
         execution_timezone="UTC",
         default_status=dg.DefaultScheduleStatus.RUNNING,
-        description=f"Retrain on '{model.schedule}' (UTC). RUNNING by default: it fires whenever "
-        "the Dagster daemon runs (dagster dev starts one); stop it in the UI to pause.",
+        description=f"Retrain on '{model.schedule}' (UTC), on the week's partition (the current "
+        "week; the synthetic world's next week). RUNNING by default: it fires whenever the "
+        "Dagster daemon runs (dagster dev starts one); stop it in the UI to pause.",
     )
+    def weekly_retraining(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+        """One retraining run of the week ``week_to_run`` names."""
+        return dg.RunRequest(partition_key=week_to_run(context.instance, model))
+
+    return weekly_retraining
 
 
 PROFILE_ARTIFACT = "reference_profile.json"
@@ -232,9 +251,8 @@ def _drift_tick(context: dg.SensorEvaluationContext, model: ModelConfig, setting
         return reference
     champion, profile = reference
     # the rows the next run would snapshot: for the synthetic source, next week's draw
-    data_source = model_resource(context, model, "data_source").dated(
-        next_synthetic_week(context.instance, model)
-    )
+    week = week_to_run(context.instance, model)
+    data_source = model_resource(context, model, "data_source").dated(week_of(week))
     try:  # the champion's own spec: its requests hold its features (profile: its drift ones)
         champion_spec = mlflow_registry.spec_of_version(champion)
     except ValueError as exc:  # a logged spec this code cannot read
@@ -266,7 +284,11 @@ def _drift_tick(context: dg.SensorEvaluationContext, model: ModelConfig, setting
     told = deliver(notifier, context.resources.storage, message, f"drift-{decision.run_key}")
     context.log.info(f"drift notification: {told}")
     return dg.SensorResult(
-        run_requests=[dg.RunRequest(run_key=decision.run_key, tags=run_tags(decision, champion))],
+        run_requests=[
+            dg.RunRequest(
+                run_key=decision.run_key, tags=run_tags(decision, champion), partition_key=week
+            )
+        ],
         asset_events=observations,
         cursor=decision.state.dumps(),
     )
@@ -314,6 +336,7 @@ def _code_tick(context: dg.SensorEvaluationContext, model: ModelConfig, current:
         run_requests=[
             dg.RunRequest(
                 run_key=current,
+                partition_key=week_to_run(context.instance, model),
                 tags={
                     "churn/trigger": "code",
                     "churn/code_version": current,
@@ -344,13 +367,28 @@ def build_new_file_sensor(model: ModelConfig) -> dg.SensorDefinition:
         return guarded(
             context,
             model.named("new_file_sensor"),
-            lambda: _file_tick(context, model_resource(context, model, "data_source")),
+            lambda: _file_tick(context, model, model_resource(context, model, "data_source")),
         )
 
     return new_file_sensor
 
 
-def _file_tick(context: dg.SensorEvaluationContext, data_source: DataSourceResource):
+def _file_week(name: str, model: ModelConfig, instance: dg.DagsterInstance) -> str:
+    """The partition a new file starts: the week its name names (``2026-11-15.parquet``,
+    a week of the calendar), else the week a run takes (``week_to_run``)."""
+    stem = Path(name).stem
+    try:
+        week = sunday_of(stem)
+    except ValueError:
+        week = ""
+    if week == stem and data_partitions(model).has_partition_key(week):
+        return week
+    return week_to_run(instance, model)
+
+
+def _file_tick(
+    context: dg.SensorEvaluationContext, model: ModelConfig, data_source: DataSourceResource
+):
     if not isinstance(data_source, FileSourceResource):
         return dg.SkipReason("the data source is not a folder (CHURN_SOURCE is not file)")
     files = data_source.source().folder_files()
@@ -374,7 +412,11 @@ def _file_tick(context: dg.SensorEvaluationContext, data_source: DataSourceResou
         return dg.SensorResult(skip_reason=dg.SkipReason("no new file"), cursor=cursor)
     return dg.SensorResult(
         run_requests=[
-            dg.RunRequest(run_key=key, tags={"churn/trigger": "new_data", "churn/file": keys[key]})
+            dg.RunRequest(
+                run_key=key,
+                partition_key=_file_week(keys[key], model, context.instance),
+                tags={"churn/trigger": "new_data", "churn/file": keys[key]},
+            )
             for key in new
         ],
         cursor=cursor,

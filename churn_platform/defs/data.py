@@ -8,12 +8,11 @@ import dagster as dg
 import pandas as pd
 import pydantic
 
-from churn_platform import runs
 from churn_platform.config import ModelConfig
 from churn_platform.core import contract, data_step, holdout
-from churn_platform.core.data_step import WEEK_KEY
 from churn_platform.core.mapping import DataSourceError, MappedFrame
 from churn_platform.core.spec import Spec
+from churn_platform.defs import week_runs
 from churn_platform.defs.common import (
     asset_args,
     asset_key,
@@ -22,8 +21,8 @@ from churn_platform.defs.common import (
     md_table,
     model_resource,
     model_resource_keys,
-    upstream_metadata,
 )
+from churn_platform.resources.week_source import snapshot_of_week
 
 SNAPSHOT_CHECKS = {
     "row_count_positive": "The snapshot has at least one row.",
@@ -32,34 +31,6 @@ SNAPSHOT_CHECKS = {
 SNAPSHOT_ASSET = "churn_snapshot"
 VALIDATED_ASSET = "validated_churn_data"
 HOLDOUT_ASSET = "holdout_set"
-
-
-def next_synthetic_week(instance: dg.DagsterInstance, model: ModelConfig) -> int:
-    """The synthetic week ``model``'s next snapshot draws: the week after its newest snapshot
-    on ``instance`` (0 when there is none, or it did not come from the synthetic source).
-
-    This is the synthetic source's clock: every run draws next week's customers, so a
-    second run trains on new rows. ``CHURN_SYNTHETIC_AS_OF`` pins a week instead. Read under
-    ``week_claim`` only: otherwise two runs starting together read the same week.
-    """
-    event = instance.get_latest_materialization_event(asset_key(model, SNAPSHOT_ASSET))
-    if event is None or event.asset_materialization is None:
-        return 0
-    week = event.asset_materialization.metadata.get(WEEK_KEY)
-    return week.value + 1 if week is not None and isinstance(week.value, int) else 0
-
-
-def week_claim(context: dg.AssetExecutionContext, model: ModelConfig):
-    """Hold ``model``'s synthetic week alone from reading the newest snapshot's week until
-    this snapshot's materialisation is recorded, so two concurrent runs draw different weeks
-    (an exclusive lock per SQLite instance, ``runs.exclusive_step``; the kernel drops it
-    when the process dies)."""
-    return runs.exclusive_step(
-        context.instance,
-        f"{model.name}_synthetic_week",
-        {"run": context.run.run_id, "asset": context.asset_key.to_user_string()},
-        context.log.info,
-    )
 
 
 HOLDOUT_CHECKS = {
@@ -127,25 +98,29 @@ def build_churn_snapshot(model: ModelConfig) -> dg.AssetsDefinition:
 
     @dg.asset(
         **asset_args(model, SNAPSHOT_ASSET),
+        partitions_def=week_runs.data_partitions(model),
         kinds={"pandas", "parquet"},
         check_specs=check_specs(model, SNAPSHOT_ASSET, SNAPSHOT_CHECKS),
         required_resource_keys={"storage", *model_resource_keys(model, "data_source")},
     )
     def churn_snapshot(context: dg.AssetExecutionContext):
-        """One dated snapshot of customer rows from the model's source, mapped onto its spec.
+        """One week's snapshot of customer rows from the model's source, mapped onto its spec.
 
-        The source is the synthetic generator by default (each run draws the next week's
-        customers, metadata `synthetic_week`; `CHURN_SYNTHETIC_AS_OF` pins a week), or a
-        CSV/Parquet file (or the newest file of a folder), or a SQL table or query, as the
-        model's configuration says (`CHURN_SOURCE`, or `source:` in the platform file). The
-        spec (metadata `spec_hash`, `spec_path`) renames source columns and translates values
-        (an explicit mapping file is merged over it). The rows are kept as Parquet under
-        `snapshots/` of the storage resource (`$CHURN_HOME` locally), and the data version is
-        a content hash of every row, so every model traces to the exact data it saw. Missing
-        columns (naming the spec key that reads them) and an empty table stop here.
+        Partitioned by week (Sunday to Saturday, UTC; `CHURN_WEEKS_START` is the first). The
+        source is the synthetic generator by default (a partition draws that week's
+        customers; `CHURN_SYNTHETIC_AS_OF` pins one week for all), or a CSV/Parquet file, a
+        folder of weekly files named by the week's Sunday (`2026-11-15.parquet`; a folder of
+        other names gives its newest file), or a SQL table or query (with
+        `CHURN_SCORES_QUERY` set, that query with the week's bounds `:week_start` and
+        `:week_end`), as the model's configuration says (`CHURN_SOURCE`, or `source:` in the
+        platform file). The spec (metadata `spec_hash`, `spec_path`) renames source columns
+        and translates values (an explicit mapping file is merged over it). The rows are kept
+        as Parquet under `snapshots/` of the storage resource (`$CHURN_HOME` locally), and the
+        data version is a content hash of every row, so every model traces to the exact data
+        it saw. Missing columns (naming the spec key that reads them) and an empty table stop
+        here.
         """
-        with week_claim(context, model):
-            yield from _snapshot(context, model)
+        yield from _snapshot(context, model)
 
     return churn_snapshot
 
@@ -153,9 +128,9 @@ def build_churn_snapshot(model: ModelConfig) -> dg.AssetsDefinition:
 def _snapshot(context: dg.AssetExecutionContext, model: ModelConfig):
     spec, storage = model.spec, context.resources.storage
     data_source = model_resource(context, model, "data_source")
-    source = data_source.dated(next_synthetic_week(context.instance, model))
+    week = context.partition_key
     try:
-        mapped, description = source.snapshot(required=(), spec=spec)
+        mapped, description = snapshot_of_week(data_source, week, spec, model.source.scores_query)
     except DataSourceError as exc:
         raise dg.Failure(description=f"{exc}. {data_step.UNTOUCHED}") from exc
     frame, location = mapped.frame, description.get("location")
@@ -184,6 +159,7 @@ def _snapshot(context: dg.AssetExecutionContext, model: ModelConfig):
             **frame_metadata(frame, version, spec),
             **spec_metadata(model),
             **meta,
+            "week": week,
             "parquet": dg.MetadataValue.path(path),
             "nulls_from_conversion": dg.MetadataValue.json(meta["nulls_from_conversion"]),
             "unmapped_values": dg.MetadataValue.json(meta["unmapped_values"]),
@@ -212,6 +188,7 @@ def build_validated_churn_data(model: ModelConfig) -> dg.AssetsDefinition:
 
     @dg.asset(
         **asset_args(model, VALIDATED_ASSET, SNAPSHOT_ASSET),
+        partitions_def=week_runs.data_partitions(model),
         kinds={"pandera", "pandas"},
         check_specs=[
             dg.AssetCheckSpec(
@@ -256,8 +233,8 @@ def _validate(
     with timings.measure("contract"):
         results = contract.evaluate_contract(churn_snapshot, cfg, spec=spec)
     # the snapshot already hashed these rows; hash again only when its record is missing
-    version = upstream_metadata(
-        context, asset_key(model, SNAPSHOT_ASSET), "data_version"
+    version = week_runs.week_metadata(
+        context, model, SNAPSHOT_ASSET, context.partition_key, "data_version"
     ) or contract.data_version(churn_snapshot)
     with timings.measure("quality_report"):
         report_text = data_step.quality_text(churn_snapshot, results, spec, version)
@@ -283,6 +260,7 @@ def _validate(
             **frame_metadata(typed, version, spec),
             **spec_metadata(model),
             **meta,
+            "week": context.partition_key,
             "quality_report": dg.MetadataValue.path(report_path),
             "timings_s": dg.MetadataValue.json(timings.rounded()),
         },
@@ -327,16 +305,17 @@ def build_holdout_set(model: ModelConfig) -> dg.AssetsDefinition:
     """``model``'s ``holdout_set`` asset."""
 
     @dg.asset(
-        **asset_args(model, HOLDOUT_ASSET, VALIDATED_ASSET),
+        **asset_args(model, HOLDOUT_ASSET),
+        deps=[asset_key(model, VALIDATED_ASSET)],
         kinds={"pandas"},
         check_specs=check_specs(model, HOLDOUT_ASSET, HOLDOUT_CHECKS),
+        required_resource_keys={"io_manager"},
     )
-    def holdout_set(
-        context: dg.AssetExecutionContext,
-        config: HoldoutSettings,
-        validated_churn_data: pd.DataFrame,
-    ):
+    def holdout_set(context: dg.AssetExecutionContext, config: HoldoutSettings):
         """Fixed evaluation rows: the customers whose salted entity-id hash falls in the holdout.
+
+        Drawn from the run's week of validated data (the run's partition; the newest
+        validated week when the run has none; metadata `week`).
 
         The entity id, the target, and the default `fraction` and `salt` come from the model's
         spec. A customer never moves between training and holdout across snapshots; the
@@ -348,6 +327,8 @@ def build_holdout_set(model: ModelConfig) -> dg.AssetsDefinition:
             cfg = config.holdout_config(spec)
         except ValueError as exc:
             raise dg.Failure(description=f"holdout config: {exc}") from exc
+        week = week_runs.run_week(context, model)
+        validated_churn_data = week_runs.load_week(context, model, VALIDATED_ASSET, week)
         # only the holdout rows are copied out: training reads the validated frame itself
         mask = holdout.holdout_mask(validated_churn_data[spec.id_column], cfg.fraction, cfg.salt)
         rows = validated_churn_data.loc[mask].reset_index(drop=True)
@@ -383,6 +364,7 @@ def build_holdout_set(model: ModelConfig) -> dg.AssetsDefinition:
                 "fraction": cfg.fraction,
                 "salt": cfg.salt,
                 "spec_hash": spec.short_hash,
+                "week": week,
             },
         )
 

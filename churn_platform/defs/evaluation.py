@@ -17,9 +17,10 @@ from churn_platform.defs.common import (
     model_resource_keys,
     upstream_metadata,
 )
-from churn_platform.defs.data import SNAPSHOT_ASSET, WEEK_KEY
+from churn_platform.defs.data import HOLDOUT_ASSET
 from churn_platform.resources.data_source import DataSourceResource
 from churn_platform.resources.mlflow_registry import MlflowRegistry
+from churn_platform.resources.week_source import partition_source
 
 ASSET = "evaluation_report"
 
@@ -124,12 +125,13 @@ def _store_report(registry: MlflowRegistry, run_id: str, found: report.Evaluatio
 def _source_rows(
     context: dg.AssetExecutionContext, data_source: DataSourceResource, model: ModelConfig
 ) -> Callable[[], pd.DataFrame]:
-    """Re-reads the raw rows of the snapshot the holdout came from (same synthetic week),
-    when called; ``report.inputs_for_spec`` checks they are the same rows before using them."""
+    """Re-reads the raw rows of the snapshot the holdout came from (its week), when called;
+    ``report.inputs_for_spec`` checks they are the same rows before using them."""
 
     def load() -> pd.DataFrame:
-        week = upstream_metadata(context, asset_key(model, SNAPSHOT_ASSET), WEEK_KEY)
-        source = data_source.dated(int(week)) if week and week.isdigit() else data_source
-        return source.load().frame
+        week = upstream_metadata(context, asset_key(model, HOLDOUT_ASSET), "week")
+        if not week:
+            return data_source.load().frame
+        return partition_source(data_source, week, model.source.scores_query).load().frame
 
     return load

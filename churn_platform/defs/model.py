@@ -13,6 +13,7 @@ from churn_platform.config import ModelConfig
 from churn_platform.core import contract, features, model_checks, model_step, schema, training
 from churn_platform.core import records as r
 from churn_platform.core.spec import Spec
+from churn_platform.defs import week_runs
 from churn_platform.defs.common import (
     asset_args,
     asset_key,
@@ -72,20 +73,27 @@ def build(model: ModelConfig) -> list[dg.AssetsDefinition]:
     checks = model_check_descriptions(model.spec)
 
     @dg.asset(
-        **asset_args(model, ASSET, "validated_churn_data", "holdout_set"),
+        **asset_args(model, ASSET, "holdout_set"),
+        deps=[asset_key(model, week_runs.VALIDATED_ASSET)],
         kinds={"scikitlearn", "mlflow"},
         code_version=training_code_version(model.spec),
         op_tags=training_op_tags(cpu="2", memory="4Gi"),  # its own pod size under k8s_job_executor
         check_specs=check_specs(model, ASSET, checks),
-        required_resource_keys={"code_version", *model_resource_keys(model, "mlflow_registry")},
+        required_resource_keys={
+            "code_version",
+            "io_manager",
+            *model_resource_keys(model, "mlflow_registry"),
+        },
     )
     def challenger_model(
-        context: dg.AssetExecutionContext,
-        config: ChallengerConfig,
-        validated_churn_data: pd.DataFrame,
-        holdout_set: pd.DataFrame,
+        context: dg.AssetExecutionContext, config: ChallengerConfig, holdout_set: pd.DataFrame
     ):
         """A scikit-learn pipeline (feature code + estimator) trained on the non-holdout rows.
+
+        Trains on `CHURN_TRAINING_WEEKS` recent validated weeks ending at the run's week
+        (the run's partition; the newest validated week when the run has none), stacked
+        (metadata `training_weeks`); a customer in the holdout is never trained on, in any
+        week. The data version is the week's own, or a hash of each week's.
 
         The features, slices, invariances and thresholds come from the model's spec.
         Logged to MLflow with its parameters, metrics, signature (the spec's features),
@@ -97,7 +105,8 @@ def build(model: ModelConfig) -> list[dg.AssetsDefinition]:
         passed. A failed check leaves the version registered (tagged
         `model_checks=failed`) without the alias, and stops the run here.
         """
-        yield from _train(context, config, model, validated_churn_data, holdout_set)
+        frame, weeks, version = week_runs.training_frame(context, model)
+        yield from _train(context, config, model, frame, holdout_set, (weeks, version))
 
     return [challenger_model]
 
@@ -108,8 +117,10 @@ def _train(
     model: ModelConfig,
     validated_churn_data: pd.DataFrame,
     holdout_set: pd.DataFrame,
+    window: tuple[list[str], str],
 ):
     spec = model.spec
+    weeks, data_version = window
     mlflow_registry: MlflowRegistry = model_resource(context, model, "mlflow_registry")
     train_cfg: training.TrainingConfig = config.to_core(training.TrainingConfig)
     check_cfg = config.to_core(model_checks.ModelCheckConfig).resolved(spec)
@@ -118,10 +129,7 @@ def _train(
     )
     context.log.info(model_step.fit_summary(train_cfg, checked))
     lineage = model_step.Lineage(
-        data_version=upstream_metadata(
-            context, asset_key(model, "validated_churn_data"), "data_version"
-        )
-        or "unknown",
+        data_version=data_version,
         holdout_hash=upstream_metadata(context, asset_key(model, "holdout_set"), "holdout_hash")
         or "unknown",
         git_commit=context.resources.code_version.git_commit(),
@@ -146,7 +154,11 @@ def _train(
         )
     value = model_step.challenger(registered, checked, train_cfg, lineage)
     yield dg.Output(
-        value, metadata=_model_metadata(value, mlflow_registry, train_cfg.estimator, spec)
+        value,
+        metadata={
+            **_model_metadata(value, mlflow_registry, train_cfg.estimator, spec),
+            "training_weeks": ", ".join(weeks),
+        },
     )
 
 

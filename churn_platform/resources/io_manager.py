@@ -437,6 +437,12 @@ class DataIOManager(dg.ConfigurableIOManager):
         write_value(folder, obj, label, context.run_id)
         context.add_output_metadata({"stored_at": dg.MetadataValue.path(str(folder))})
 
+    def read_partition(self, parts: list[str], label: str, run_id: str | None) -> Any:
+        """The value stored for asset key path + partition ``parts`` (``run_id``'s own when
+        that run wrote one), for a step that reads chosen partitions itself (training's
+        window of weeks)."""
+        return read_value(self._root().joinpath(*parts), label, run_id)
+
     def load_input(self, context: dg.InputContext) -> Any:
         """Read the upstream output's value."""
         upstream = context.upstream_output

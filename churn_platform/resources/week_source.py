@@ -26,7 +26,9 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 
-from churn_platform.core.mapping import DataSourceError
+from churn_platform.core.mapping import DataSourceError, MappedFrame
+from churn_platform.core.spec import Spec
+from churn_platform.core.synthetic import week_of
 from churn_platform.resources.data_source import (
     FILE_SUFFIXES,
     DataSource,
@@ -37,6 +39,7 @@ from churn_platform.resources.data_source import (
     SqlSource,
     SqlSourceResource,
     SyntheticSourceResource,
+    load_snapshot,
 )
 
 WEEK_PARAMETERS = ("week_start", "week_end")
@@ -62,6 +65,55 @@ def week_source(resource: DataSourceResource, week: str, scores_query: str = "")
         f"{type(resource).__name__} cannot read one week; churn_scores reads CHURN_SOURCE="
         "synthetic, file (a folder of weekly files) or sql (CHURN_SCORES_QUERY)"
     )
+
+
+def is_weekly_folder(path: str) -> bool:
+    """Whether ``path`` is a folder holding at least one file named by a week's Sunday
+    (``2026-11-15.parquet``): then ``churn_snapshot`` reads one week's file per partition."""
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        return False
+    for child in folder.iterdir():
+        stem, suffix = child.stem, child.suffix.lower()
+        if suffix in FILE_SUFFIXES and len(stem) == 10 and _is_date(stem):
+            return True
+    return False
+
+
+def _is_date(text: str) -> bool:
+    try:
+        dt.date.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
+
+
+def partition_source(resource: DataSourceResource, week: str, week_query: str = "") -> DataSource:
+    """What ``churn_snapshot`` reads for its partition ``week`` (a Sunday, YYYY-MM-DD):
+
+    * synthetic: that week's draw (``CHURN_SYNTHETIC_AS_OF`` still pins one for every week);
+    * file: a folder of weekly files (``is_weekly_folder``) gives the week's file (an error
+      names the expected file when it is missing); a single file, or a folder of files not
+      named by week, holds what it holds now (the file; the newest of the folder);
+    * sql: the weekly query (``week_query``, ``CHURN_SCORES_QUERY``) with the week's bounds
+      when one is set; else the table or query as it is now.
+    """
+    if isinstance(resource, SyntheticSourceResource):
+        return resource.dated(week_of(week)).source()
+    if isinstance(resource, FileSourceResource) and is_weekly_folder(resource.path):
+        return WeekFileSource(resource.path, week, dict(resource.read_options))
+    if isinstance(resource, SqlSourceResource) and week_query.strip():
+        return WeekSqlSource(resource.url, week_query, week, resource.table)
+    return resource.source()
+
+
+def snapshot_of_week(
+    resource: DataSourceResource, week: str, spec: Spec, week_query: str = ""
+) -> tuple[MappedFrame, dict[str, Any]]:
+    """Partition ``week``'s rows mapped onto ``spec`` (missing columns let through for the
+    snapshot's check to report): ``(MappedFrame, description)``."""
+    source = partition_source(resource, week, week_query)
+    return load_snapshot(source, resource.column_mapping(spec), required=(), spec=spec)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,115 @@
+"""Weeks on the Dagster instance: the data partitions of a model, the week a run snapshots,
+and the validated weeks training and the holdout read (see ``core.weeks``)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+
+from churn_platform.config import ModelConfig
+from churn_platform.core import weeks as w
+from churn_platform.defs.common import asset_key
+
+PARTITION_TAG = "dagster/partition"
+SNAPSHOT_ASSET = "churn_snapshot"
+VALIDATED_ASSET = "validated_churn_data"
+
+
+def data_partitions(model: ModelConfig) -> dg.WeeklyPartitionsDefinition:
+    """The weekly partitions of ``model``'s snapshot and validated data: from
+    ``CHURN_WEEKS_START`` to the current week for a real source; the synthetic world's
+    calendar (``core.weeks.SYNTHETIC_WEEKS`` weeks from the start) for the synthetic one,
+    whose clock is its own (the demo plays weeks ahead of today)."""
+    weeks = model.weeks
+    if model.own_clock:
+        return dg.WeeklyPartitionsDefinition(
+            start_date=weeks.start_date, end_date=weeks.synthetic_end
+        )
+    return dg.WeeklyPartitionsDefinition(start_date=weeks.start_date, end_offset=1)
+
+
+def week_to_run(
+    instance: dg.DagsterInstance, model: ModelConfig, today: dt.date | None = None
+) -> str:
+    """The partition a run of ``model``'s snapshot takes when none is named: the current
+    week, or for the synthetic world the week after its newest snapshot (``core.weeks``)."""
+    partitions = data_partitions(model)
+    last = partitions.get_last_partition_key()
+    assert last is not None  # the start is never in the future of its own calendar
+    snapshotted = instance.get_materialized_partitions(asset_key(model, SNAPSHOT_ASSET))
+    day = today or dt.datetime.now(dt.UTC).date()
+    return w.week_to_run(snapshotted, model.weeks, model.own_clock, day, last)
+
+
+def partition_tags(week: str) -> dict[str, str]:
+    """The run tags that make a run materialise partition ``week``."""
+    return {PARTITION_TAG: week}
+
+
+def run_week(context: dg.AssetExecutionContext, model: ModelConfig) -> str:
+    """The week an unpartitioned step of this run (holdout, training) reads: the run's
+    partition when it has one, else the newest validated week on the instance."""
+    tagged = context.run.tags.get(PARTITION_TAG)
+    if tagged:
+        return tagged
+    held = context.instance.get_materialized_partitions(asset_key(model, VALIDATED_ASSET))
+    if not held:
+        raise dg.Failure(
+            description="no week of validated_churn_data is materialised; run the retraining "
+            "job (or materialise churn_snapshot and validated_churn_data for a week) first"
+        )
+    return max(held)
+
+
+def week_metadata(
+    context: dg.AssetExecutionContext, model: ModelConfig, asset: str, week: str, key: str
+) -> str | None:
+    """A metadata entry of ``asset``'s newest materialisation of partition ``week``."""
+    found = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=asset_key(model, asset), asset_partitions=[week]), limit=1
+    ).records
+    if not found or found[0].asset_materialization is None:
+        return None
+    entry = found[0].asset_materialization.metadata.get(key)
+    return str(entry.value) if entry is not None else None
+
+
+def load_week(context: dg.AssetExecutionContext, model: ModelConfig, asset: str, week: str) -> Any:
+    """``asset``'s stored value for partition ``week`` (this run's own when it wrote one)."""
+    return context.resources.io_manager.read_partition(
+        [*model.key(asset), week],
+        f"{asset_key(model, asset).to_user_string()}[{week}]",
+        context.run.run_id,
+    )
+
+
+def training_weeks(context: dg.AssetExecutionContext, model: ModelConfig) -> list[str]:
+    """The validated weeks training reads for this run (``core.weeks.training_window``)."""
+    week = run_week(context, model)
+    held = context.instance.get_materialized_partitions(asset_key(model, VALIDATED_ASSET))
+    try:
+        return w.training_window(week, held, model.weeks.training_weeks)
+    except ValueError as exc:
+        raise dg.Failure(description=str(exc)) from exc
+
+
+def training_frame(
+    context: dg.AssetExecutionContext, model: ModelConfig
+) -> tuple[pd.DataFrame, list[str], str]:
+    """The validated rows of this run's training weeks stacked (oldest first), the weeks, and
+    their data version (the week's own for one week, else a hash of each week's)."""
+    weeks = training_weeks(context, model)
+    frames = [load_week(context, model, VALIDATED_ASSET, week) for week in weeks]
+    versions = [
+        week_metadata(context, model, VALIDATED_ASSET, week, "data_version") or "unknown"
+        for week in weeks
+    ]
+    frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    if len(weeks) == 1:
+        return frame, weeks, versions[0]
+    joined = ",".join(f"{week}:{version}" for week, version in zip(weeks, versions, strict=True))
+    return frame, weeks, hashlib.sha256(joined.encode()).hexdigest()[:16]
