@@ -219,6 +219,7 @@ class Demo:
             instance=self.instance,
             cursor=cursor,
             resources={k: resources[k] for k in sensor.required_resource_keys},
+            definitions=defs,  # a run request names a partition of a job of these definitions
         )
         return sensor.evaluate_tick(context)
 
@@ -243,17 +244,22 @@ class Demo:
     def schedule_tags(self, week: int) -> dict[str, str]:
         """The real ``weekly_retraining`` schedule's run request for this synthetic week's
         Monday 02:00 UTC, as tags."""
-        weekly_retraining_schedule = self.definitions().get_schedule_def("weekly_retraining")
+        defs = self.definitions()
+        weekly_retraining_schedule = defs.get_schedule_def("weekly_retraining")
         monday = datetime.fromisoformat(week_start(week)).replace(tzinfo=UTC) + timedelta(
             days=1, hours=2
         )
-        context = dg.build_schedule_context(instance=self.instance, scheduled_execution_time=monday)
+        context = dg.build_schedule_context(
+            instance=self.instance,
+            scheduled_execution_time=monday,
+            repository_def=defs.get_repository_def(),  # its request names a partition
+        )
         data = weekly_retraining_schedule.evaluate_tick(context)
         request = data.run_requests[0]  # type: ignore[index]
-        week = {"dagster/partition": request.partition_key} if request.partition_key else {}
+        partition = {"dagster/partition": request.partition_key} if request.partition_key else {}
         return {
             **request.tags,
-            **week,
+            **partition,
             "dagster/schedule_name": weekly_retraining_schedule.name,
             "churn/trigger": "schedule",
         }

@@ -108,6 +108,7 @@ def tick(
 ) -> Any:
     """One evaluation of the sensor as the daemon runs it (resources passed by key)."""
     context = dg.build_sensor_context(
+        definitions=build_definitions(),
         cursor=cursor,
         resources={
             "mlflow_registry": resource("mlflow_registry"),
@@ -348,12 +349,17 @@ def test_weekly_schedule_is_monday_0200_utc_and_requests_the_retraining_job(home
         datetime(2026, 12, 7, 2, 0, tzinfo=UTC),
     ]
 
-    context = dg.build_schedule_context(
-        scheduled_execution_time=datetime(2026, 11, 30, 2, 0, tzinfo=UTC)
-    )
-    data = schedule.evaluate_tick(context)
+    with dg.instance_for_test() as instance:
+        context = dg.build_schedule_context(
+            instance=instance,
+            scheduled_execution_time=datetime(2026, 11, 30, 2, 0, tzinfo=UTC),
+            repository_def=build_definitions().get_repository_def(),
+        )
+        data = schedule.evaluate_tick(context)
     assert len(data.run_requests) == 1
     assert data.run_requests[0].job_name in (None, "churn_retraining")
+    # the synthetic world's first week on a fresh instance (a real source: the current week)
+    assert data.run_requests[0].partition_key == "2026-11-01"
 
     six = {
         "churn_snapshot",

@@ -13,6 +13,7 @@ import pytest
 from churn_platform.config import load_config
 from churn_platform.core import features, training
 from churn_platform.core.spec import default_spec
+from churn_platform.definitions import build_definitions
 from churn_platform.defs import automation, model
 from churn_platform.resources.data_source import FileSourceResource, SyntheticSourceResource
 from churn_platform.resources.notify import Notifier
@@ -40,7 +41,9 @@ def telling() -> dict[str, Any]:
 
 def code_tick(instance: dg.DagsterInstance, cursor: str | None) -> dg.SensorExecutionData:
     """One tick of the code-version sensor as the definitions build it now."""
-    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources=telling())
+    context = dg.build_sensor_context(
+        definitions=build_definitions(), instance=instance, cursor=cursor, resources=telling()
+    )
     return automation.build_code_version_sensor(MODEL).evaluate_tick(context)
 
 
@@ -85,7 +88,10 @@ def file_tick(
     source: dg.ConfigurableResource, instance: dg.DagsterInstance, cursor: str | None
 ) -> dg.SensorExecutionData:
     context = dg.build_sensor_context(
-        instance=instance, cursor=cursor, resources={"data_source": source, **telling()}
+        definitions=build_definitions(),
+        instance=instance,
+        cursor=cursor,
+        resources={"data_source": source, **telling()},
     )
     return automation.build_new_file_sensor(MODEL).evaluate_tick(context)
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
 from churn_platform import demo
@@ -99,5 +100,9 @@ def test_the_demo_plays_every_week_and_ends_with_the_table(tmp_path: Path):
         "2026-11-29",
         "2026-12-06",
     ]
+    # ... as a partition of the weekly data, each validated by its own run's contract
+    with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
+        validated = instance.get_materialized_partitions(dg.AssetKey("validated_churn_data"))
+    assert set(dates) <= validated, sorted(validated)
     assert f"demo home: {home}" in text and "dagster dev -w workspace.yaml" in text
     assert processes_of(home) == []  # every model server and router was stopped

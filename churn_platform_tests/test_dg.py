@@ -61,10 +61,20 @@ def test_dg_list_defs_shows_the_seven_assets(tmp_path: Path) -> None:
 def test_dg_launch_materializes_the_snapshot_and_runs_the_contract(tmp_path: Path) -> None:
     from dagster import AssetKey, DagsterInstance, DagsterRunStatus
 
-    done = _dg("launch", "--assets", "churn_snapshot,validated_churn_data", home=tmp_path)
+    week = "2026-11-08"  # the weekly data is partitioned: dg launch names the week
+    done = _dg(
+        "launch",
+        "--assets",
+        "churn_snapshot,validated_churn_data",
+        "--partition",
+        week,
+        home=tmp_path,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     with DagsterInstance.from_config(str(tmp_path / "dagster")) as instance:
         (run,) = instance.get_runs()
         assert run.status == DagsterRunStatus.SUCCESS
         event = instance.get_latest_materialization_event(AssetKey("validated_churn_data"))
         assert event is not None and event.run_id == run.run_id
+        assert event.asset_materialization is not None
+        assert event.asset_materialization.partition == week

@@ -26,6 +26,7 @@ from churn_platform.config import PlatformConfig, load_config
 from churn_platform.core.mapping import apply_mapping
 from churn_platform.core.synthetic import SyntheticSpec, generate
 from churn_platform.definitions import build_definitions
+from churn_platform.defs.week_runs import week_to_run
 from churn_platform.resources.environments import platform_resources
 from churn_platform.serving.integration import records
 from churn_platform.targets.local import LocalProcessTarget
@@ -77,8 +78,10 @@ def _run(config: PlatformConfig, model_name: str, job: str, instance: Any, ops: 
     model = config.model(model_name)
     defs = build_definitions(config)
     run_config = {"ops": {model.op(asset): {"config": cfg} for asset, cfg in ops.items()}}
-    result = defs.resolve_job_def(model.job(job)).execute_in_process(
-        run_config=run_config, instance=instance, raise_on_error=False
+    definition = defs.resolve_job_def(model.job(job))
+    week = week_to_run(instance, model) if definition.partitions_def is not None else None
+    result = definition.execute_in_process(
+        run_config=run_config, instance=instance, raise_on_error=False, partition_key=week
     )
     assert result.success, step_error(result)
     return result

@@ -12,6 +12,7 @@ import dagster as dg
 import pytest
 
 from churn_platform.core.synthetic import SyntheticSpec, generate
+from churn_platform.definitions import build_definitions
 from churn_platform.defs import notifications
 from churn_platform.resources.data_source import SyntheticSourceResource
 from churn_platform.resources.notify import NotificationError, Notifier, pending_messages
@@ -50,16 +51,28 @@ def test_one_message_per_rollback(receiver: Receiver, tmp_path: Path) -> None:
     with dg.DagsterInstance.ephemeral() as instance:
         promoted = dg.materialize([production_stand_in("succeeded")], instance=instance)
         tick = sensor("rollback_notification").evaluate_tick(
-            dg.build_sensor_context(instance=instance, resources=resources)
+            dg.build_sensor_context(
+                definitions=build_definitions(), instance=instance, resources=resources
+            )
         )
         assert receiver.posts == []
         rolled = dg.materialize([production_stand_in("rolled_back")], instance=instance)
         tick = sensor("rollback_notification").evaluate_tick(
-            dg.build_sensor_context(instance=instance, cursor=tick.cursor, resources=resources)
+            dg.build_sensor_context(
+                definitions=build_definitions(),
+                instance=instance,
+                cursor=tick.cursor,
+                resources=resources,
+            )
         )
         # the same materialisation on the next tick: no second message
         sensor("rollback_notification").evaluate_tick(
-            dg.build_sensor_context(instance=instance, cursor=tick.cursor, resources=resources)
+            dg.build_sensor_context(
+                definitions=build_definitions(),
+                instance=instance,
+                cursor=tick.cursor,
+                resources=resources,
+            )
         )
     assert "no rollback" not in (tick.skip_message or "")
     [body] = receiver.bodies()
@@ -179,7 +192,9 @@ def test_a_refused_drift_notification_is_sent_on_the_next_tick(
     receiver.refuse = 1
     with dg.DagsterInstance.ephemeral() as instance:
         data = sensor("psi_drift_sensor").evaluate_tick(
-            dg.build_sensor_context(instance=instance, resources=resources)
+            dg.build_sensor_context(
+                definitions=build_definitions(), instance=instance, resources=resources
+            )
         )
         assert len(data.run_requests) == 1  # the retraining does not wait for the message
         assert receiver.posts == []
@@ -188,7 +203,9 @@ def test_a_refused_drift_notification_is_sent_on_the_next_tick(
         outbox = {"notifier": resources["notifier"], "storage": resources["storage"]}
         for _ in range(2):  # delivered once, then nothing is owed
             sensor("notification_outbox").evaluate_tick(
-                dg.build_sensor_context(instance=instance, resources=outbox)
+                dg.build_sensor_context(
+                    definitions=build_definitions(), instance=instance, resources=outbox
+                )
             )
     [body] = receiver.bodies()
     assert body["event"] == "drift" and "monthly_spend" in body["reason"]
@@ -205,7 +222,9 @@ def test_the_outbox_keeps_a_message_until_the_channel_takes_it(
         failure_tick(instance, failed.run_id, resources)
         failure_tick(instance, failed.run_id, resources)  # the same run again: still one owed
         assert len(pending_messages(resources["storage"])) == 1
-        context = dg.build_sensor_context(instance=instance, resources=resources)
+        context = dg.build_sensor_context(
+            definitions=build_definitions(), instance=instance, resources=resources
+        )
         with pytest.raises(Exception, match="1 notification\\(s\\) still pending"):
             sensor("notification_outbox").evaluate_tick(context)
         sensor("notification_outbox").evaluate_tick(context)
@@ -232,7 +251,9 @@ def test_a_sensor_error_notifies_once_per_error(receiver: Receiver, churn_home: 
         for _ in range(2):  # the same error on two ticks: one message
             with pytest.raises(Exception, match="registry unreachable"):
                 sensor("psi_drift_sensor").evaluate_tick(
-                    dg.build_sensor_context(instance=instance, resources=resources)
+                    dg.build_sensor_context(
+                        definitions=build_definitions(), instance=instance, resources=resources
+                    )
                 )
     [body] = receiver.bodies()
     assert body["event"] == "sensor_error"
@@ -247,7 +268,12 @@ def test_one_message_per_drift_episode(churn_home: Path, receiver: Receiver) -> 
     with dg.DagsterInstance.ephemeral() as instance:
         for _ in range(2):  # the episode goes on: one run, one message
             data = sensor("psi_drift_sensor").evaluate_tick(
-                dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources)
+                dg.build_sensor_context(
+                    definitions=build_definitions(),
+                    instance=instance,
+                    cursor=cursor,
+                    resources=resources,
+                )
             )
             cursor = data.cursor
             requested += len(data.run_requests)

@@ -21,6 +21,7 @@ from churn_platform.core import schema as s
 from churn_platform.core.mapping import MappedFrame, apply_mapping
 from churn_platform.core.spec import default_spec
 from churn_platform.core.synthetic import SyntheticSpec, generate
+from churn_platform.definitions import build_definitions
 from churn_platform.object_store import open_location, options_from_env, path_is_remote
 from churn_platform.resources import io_manager
 from churn_platform.resources.inference_log_reader import InferenceLogResource
@@ -325,7 +326,10 @@ def test_the_graph_and_the_drift_sensor_run_on_s3_with_nothing_local_but_the_ins
 
     def tick(cursor: str | None = None):
         context = dg.build_sensor_context(
-            cursor=cursor, resources=sensor_resources, instance=instance
+            definitions=build_definitions(),
+            cursor=cursor,
+            resources=sensor_resources,
+            instance=instance,
         )
         return sensor("psi_drift_sensor").evaluate_tick(context)
 

@@ -195,7 +195,8 @@ def test_registered_model_has_lineage_and_reloads_identically_in_a_fresh_process
 
     # The same data, config and seed give the same model: retrain here, compare with a fresh
     # process that loads the registered version by alias.
-    validated = read_value(churn_home / "storage" / "validated_churn_data")
+    week = result.dagster_run.tags["dagster/partition"]  # the weekly data's partition
+    validated = read_value(churn_home / "storage" / "validated_churn_data" / week)
     test_rows = read_value(churn_home / "storage" / "holdout_set")
     train_rows = validated[~validated[s.CUSTOMER_ID].isin(set(test_rows[s.CUSTOMER_ID]))]
     here = training.predict_proba(

@@ -25,7 +25,7 @@ from churn_platform.core.contract import (
 from churn_platform.core.mapping import apply_mapping
 from churn_platform.core.spec import Spec, default_spec, parse_spec
 from churn_platform.resources.environments import resources_for_environment
-from churn_platform_tests.pipeline import checks, materialized, step_error
+from churn_platform_tests.pipeline import checks, materialized, run_week, step_error
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -324,12 +324,14 @@ def _data_assets(spec: Spec) -> list[dg.AssetsDefinition]:
 
 
 def _materialize(spec: Spec, names: list[str]) -> dg.ExecuteInJobResult:
+    instance = dg.DagsterInstance.ephemeral()
     return dg.materialize(
         _data_assets(spec),
         selection=names,
-        instance=dg.DagsterInstance.ephemeral(),
+        instance=instance,
         resources=resources_for_environment(),
         raise_on_error=False,
+        partition_key=run_week(instance),
     )
 
 

@@ -29,6 +29,7 @@ import pandas as pd
 import pytest
 
 from churn_platform.core.spec import Spec, load_spec, spec_of_model_metadata
+from churn_platform.definitions import build_definitions
 from churn_platform.settings import MODEL_NAME
 from churn_platform.targets.local import LocalProcessTarget
 from churn_platform.testing import SECOND_TABLE_BLANKS, second_table
@@ -185,6 +186,7 @@ def tick_drift_sensor(source_path: Path) -> Any:
     from churn_platform.resources.notify import Notifier
 
     context = dg.build_sensor_context(
+        definitions=build_definitions(),
         resources={
             "mlflow_registry": resource("mlflow_registry"),
             "data_source": FileSourceResource(path=str(source_path)),

@@ -3,7 +3,6 @@ mechanism, the same week always gives the same rows, and a second run's gate see
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from pathlib import Path
 
@@ -141,44 +140,39 @@ def test_a_second_run_draws_next_week_and_its_gate_sees_a_nonzero_delta(
 
 
 @pytest.mark.integration
-def test_two_runs_snapshotting_at_the_same_instant_draw_different_weeks_and_files(
-    synthetic_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_two_runs_snapshotting_at_the_same_instant_keep_their_own_files(
+    synthetic_home: Path, tmp_path: Path
 ):
-    """Issue #27.7: each run claims its week. Both threads pass a barrier and then read the
-    week; without the claim both read week 0 at the barrier and draw the same rows."""
-    from churn_platform.defs import data
-
+    """Issue #27.7, with weekly partitions: the week is the run's partition, chosen when the
+    run is requested. Two runs of the same week at the same instant (the schedule and a
+    sensor) draw the same rows, each into its own file; two weeks draw different rows."""
     (tmp_path / "dagster").mkdir()
     instance = dg.DagsterInstance.local_temp(str(tmp_path / "dagster"))  # SQLite, as the CLI
-    read = data.next_synthetic_week
-    meeting = threading.Barrier(2, timeout=5)
+    start = threading.Barrier(3, timeout=60)
+    results: dict[str, list[dg.ExecuteInJobResult]] = {}
 
-    def read_then_meet(instance: dg.DagsterInstance, model: object) -> int:
-        week = read(instance, model)  # type: ignore[arg-type]
-        with contextlib.suppress(threading.BrokenBarrierError):
-            meeting.wait()  # a claimed week makes the other wait at the lock, not here
-        return week
-
-    monkeypatch.setattr(data, "next_synthetic_week", read_then_meet)
-    start = threading.Barrier(2, timeout=60)
-    results: list[dg.ExecuteInJobResult] = []
-
-    def run() -> None:
+    def run(week: str) -> None:
         start.wait()
-        results.append(materialize(["churn_snapshot"], instance))
+        result = materialize(["churn_snapshot"], instance, week=week)
+        results.setdefault(week, []).append(result)
 
-    threads = [threading.Thread(target=run) for _ in range(2)]
+    weeks = ["2026-11-08", "2026-11-08", "2026-11-15"]
+    threads = [threading.Thread(target=run, args=(week,)) for week in weeks]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=300)
-    assert len(results) == 2 and all(r.success for r in results), [step_error(r) for r in results]
-    metas = []
-    for result in results:
+    done = [r for week in results.values() for r in week]
+    assert len(done) == 3 and all(r.success for r in done), [step_error(r) for r in done]
+
+    def meta(result: dg.ExecuteInJobResult) -> dict:
         [event] = result.get_asset_materialization_events()
         materialization = event.step_materialization_data.materialization
-        metas.append({k: v.value for k, v in materialization.metadata.items()})
-    assert sorted(m["synthetic_week"] for m in metas) == [0, 1]
-    assert metas[0]["data_version"] != metas[1]["data_version"]
-    assert metas[0]["parquet"] != metas[1]["parquet"]
+        return {k: v.value for k, v in materialization.metadata.items()}
+
+    same = [meta(r) for r in results["2026-11-08"]]
+    other = meta(results["2026-11-15"][0])
+    assert [m["synthetic_week"] for m in same] == [1, 1] and other["synthetic_week"] == 2
+    assert same[0]["data_version"] == same[1]["data_version"] != other["data_version"]
+    assert same[0]["parquet"] != same[1]["parquet"]
     instance.dispose()

@@ -68,13 +68,29 @@ def run_week(context: dg.AssetExecutionContext, model: ModelConfig) -> str:
 def week_metadata(
     context: dg.AssetExecutionContext, model: ModelConfig, asset: str, week: str, key: str
 ) -> str | None:
-    """A metadata entry of ``asset``'s newest materialisation of partition ``week``."""
-    found = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=asset_key(model, asset), asset_partitions=[week]), limit=1
+    """A metadata entry of ``asset``'s materialisation of partition ``week`` in this run, else
+    its newest one (None when there is none). This run's first: a concurrent run may have
+    materialised the same week since, and this run reads its own value."""
+    wanted = asset_key(model, asset)
+    own = context.instance.get_records_for_run(
+        run_id=context.run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
     ).records
-    if not found or found[0].asset_materialization is None:
+    found = next(
+        (
+            m
+            for m in (r.event_log_entry.asset_materialization for r in reversed(own))
+            if m is not None and m.asset_key == wanted and m.partition == week
+        ),
+        None,
+    )
+    if found is None:
+        records = context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=wanted, asset_partitions=[week]), limit=1
+        ).records
+        found = records[0].asset_materialization if records else None
+    if found is None:
         return None
-    entry = found[0].asset_materialization.metadata.get(key)
+    entry = found.metadata.get(key)
     return str(entry.value) if entry is not None else None
 
 
