@@ -25,9 +25,9 @@ def data_partitions(model: ModelConfig) -> dg.WeeklyPartitionsDefinition:
     calendar (``core.weeks.SYNTHETIC_WEEKS`` weeks from the start) for the synthetic one,
     whose clock is its own (the demo plays weeks ahead of today)."""
     weeks = model.weeks
-    if model.own_clock:
+    if model.own_clock:  # every week of the calendar exists, whatever the date today
         return dg.WeeklyPartitionsDefinition(
-            start_date=weeks.start_date, end_date=weeks.synthetic_end
+            start_date=weeks.start_date, end_date=weeks.synthetic_end, end_offset=w.SYNTHETIC_WEEKS
         )
     return dg.WeeklyPartitionsDefinition(start_date=weeks.start_date, end_offset=1)
 
