@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Protocol
 
 import pandas as pd
 
@@ -21,6 +21,18 @@ from churn_platform.core.spec import Spec
 
 WEEK_KEY = "synthetic_week"  # snapshot metadata: the synthetic week drawn
 UNTOUCHED = "Nothing downstream runs; the last validated data is untouched."
+
+
+class Table(Protocol):
+    """What the snapshot checks read of a table: its columns and its length (a pandas frame,
+    or the Spark engine's account of a written week)."""
+
+    @property
+    def columns(self) -> Any:
+        """The column names."""
+        ...
+
+    def __len__(self) -> int: ...
 
 
 class Timings(dict[str, float]):
@@ -44,7 +56,7 @@ def missing_columns(frame: pd.DataFrame, spec: Spec) -> list[str]:
 
 
 def snapshot_checks(
-    frame: pd.DataFrame, missing: Sequence[str], spec: Spec, location: object
+    frame: Table, missing: Sequence[str], spec: Spec, location: object
 ) -> dict[str, tuple[bool, dict[str, Any]]]:
     """The snapshot's checks: name -> (passed, evidence)."""
     return {
@@ -64,7 +76,7 @@ def snapshot_checks(
 
 
 def snapshot_problem(
-    frame: pd.DataFrame, missing: Sequence[str], spec: Spec, location: object
+    frame: Table, missing: Sequence[str], spec: Spec, location: object
 ) -> str | None:
     """Why the snapshot stops the run (no rows, or spec columns missing); None when usable."""
     if len(frame) and not missing:
@@ -148,13 +160,18 @@ def blocking_failure(blocking: Sequence[contract.RuleResult]) -> str:
 
 
 def validated_metadata(
-    typed: pd.DataFrame, results: Sequence[contract.RuleResult], spec: Spec, report_text: str
+    typed: pd.DataFrame | float,
+    results: Sequence[contract.RuleResult],
+    spec: Spec,
+    report_text: str,
 ) -> dict[str, Any]:
-    """The validated data's contract metadata (``quality_summary`` is markdown)."""
+    """The validated data's contract metadata (``quality_summary`` is markdown); ``typed``
+    is the validated frame, or its churn rate (computed where the rows are)."""
     warned = [r.name for r in results if not r.passed]
+    rate = typed if isinstance(typed, float) else float(typed[spec.target_column].mean())
     return {
         "rules_passed": f"{sum(r.passed for r in results)}/{len(results)}",
         "warnings": ", ".join(warned) or "none",
-        "churn_rate": round(float(typed[spec.target_column].mean()), 4),
+        "churn_rate": round(rate, 4),
         "quality_summary": report_text.split("## Columns")[0][:6000],
     }

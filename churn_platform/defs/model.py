@@ -105,7 +105,11 @@ def build(model: ModelConfig) -> list[dg.AssetsDefinition]:
         passed. A failed check leaves the version registered (tagged
         `model_checks=failed`) without the alias, and stops the run here.
         """
-        frame, weeks, version = week_runs.training_frame(context, model)
+        train_cfg = config.to_core(training.TrainingConfig)
+        held_out = holdout_set[model.spec.id_column]
+        frame, weeks, version = week_runs.training_frame(
+            context, model, held_out, train_cfg.max_training_rows, train_cfg.seed
+        )
         yield from _train(context, config, model, frame, holdout_set, (weeks, version))
 
     return [challenger_model]
