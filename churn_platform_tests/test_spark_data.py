@@ -25,6 +25,7 @@ from churn_platform.core.engines import EngineConfig
 from churn_platform.core.engines.spark_session import spark_session
 from churn_platform.core.records import SparkDataset
 from churn_platform.core.synthetic import SyntheticSpec, generate
+from churn_platform.resources.io_manager import RECORDS, read_value, write_value
 from churn_platform_tests.pipeline import (
     FAST_MODEL,
     THROUGH_MODEL,
@@ -177,3 +178,41 @@ def test_a_clean_week_gives_the_same_holdout_and_trains_on_spark(
     # Spark sampled the non-holdout rows to a little over the cap before collecting them
     available = ROWS - len(spark_holdout)
     assert CAP <= trained["n_available_rows"].value < available - 500
+
+
+def test_the_synthetic_worlds_week_handed_to_spark_gives_the_same_holdout(
+    churn_home: Path, monkeypatch: pytest.MonkeyPatch, spark: Any
+) -> None:
+    """The default source: the week is drawn in pandas, moved into Spark, kept as Parquet."""
+    monkeypatch.setenv("CHURN_SYNTHETIC_ROWS", str(ROWS))
+    monkeypatch.setenv("CHURN_SPARK_MASTER", SPARK.spark_master)
+    names = [*DATA, "holdout_set"]
+    on_pandas = on_engine("pandas", monkeypatch, names, None)
+    assert on_pandas.success, step_error(on_pandas)
+    pandas_holdout = stored("holdout_set")
+    on_spark = on_engine("spark", monkeypatch, names, None)
+    assert on_spark.success, step_error(on_spark)
+    assert isinstance(stored("validated_churn_data"), SparkDataset)
+    assert contract_checks(on_spark) == contract_checks(on_pandas)
+    pd.testing.assert_frame_equal(
+        stored("holdout_set").sort_values("customer_id").reset_index(drop=True),
+        pandas_holdout.sort_values("customer_id").reset_index(drop=True),
+    )
+
+
+def test_the_dataset_record_is_stored_as_json_and_rebuilt(tmp_path: Path) -> None:
+    """The IO manager stores a ``SparkDataset`` (a registered record) as JSON, never a pickle."""
+    record = SparkDataset(
+        "snapshot",
+        str(tmp_path / "spark" / "snapshots" / "snapshot_2026-11-08.parquet"),
+        WEEK,
+        12,
+        "ab" * 32,
+        "0123abcd",
+        {"columns": ["customer_id"], "dtypes": {"customer_id": "string"}, "lost": []},
+    )
+    assert SparkDataset in RECORDS.values()
+    write_value(tmp_path / "churn_snapshot" / WEEK, record)
+    assert read_value(tmp_path / "churn_snapshot" / WEEK) == record
+    manifest = next((tmp_path / "churn_snapshot" / WEEK).glob("v-*/value.json")).read_text()
+    assert "churn_platform.core.records:SparkDataset" in manifest

@@ -283,7 +283,7 @@ def build_validated_churn_data(model: ModelConfig) -> dg.AssetsDefinition:
         last good validated data stays as it was. WARN rules alert only. A quality report is
         written per snapshot; metadata `spec_hash` names the spec. With `CHURN_ENGINE=spark`
         the contract runs on Spark over the snapshot's dataset (the same rule names and
-        failing counts) and the typed rows are a Parquet dataset under `spark/validateds/`.
+        failing counts) and the typed rows are a Parquet dataset under `spark/validated/`.
         """
         if isinstance(churn_snapshot, SparkDataset):
             return _validate_on_spark(context, config, model, churn_snapshot)

@@ -51,8 +51,10 @@ _MAPPING_FIELDS = ("columns", "dtypes", "source_dtypes", "renamed", "dropped", "
 
 
 def dataset_key(kind: str, week: str, now: pd.Timestamp, run_id: str) -> str:
-    """The storage key of a week's dataset: unique per run (``spark/<kind>s/...``)."""
-    return f"spark/{kind}s/{kind}_{week}_{now:%Y%m%dT%H%M%S}_{run_id[:8]}.parquet"
+    """The storage key of a week's dataset, unique per run: ``spark/snapshots/...`` or
+    ``spark/validated/...``."""
+    folder = "snapshots" if kind == SNAPSHOT else kind
+    return f"spark/{folder}/{kind}_{week}_{now:%Y%m%dT%H%M%S}_{run_id[:8]}.parquet"
 
 
 def spark_location(path: str) -> str:
