@@ -180,6 +180,21 @@ def test_a_clean_week_gives_the_same_holdout_and_trains_on_spark(
     assert CAP <= trained["n_available_rows"].value < available - 500
 
 
+def test_a_week_lacking_a_spec_column_stops_at_the_snapshot_on_both_engines(
+    folder: Path, monkeypatch: pytest.MonkeyPatch, spark: Any
+) -> None:
+    write_week(
+        folder, generate(SyntheticSpec(n_rows=300, as_of=WEEK, seed=7)).drop(columns="region")
+    )
+    on_pandas = on_engine("pandas", monkeypatch, DATA, None)
+    on_spark = on_engine("spark", monkeypatch, DATA, None)
+    assert contract_checks(on_spark) == contract_checks(on_pandas)
+    assert contract_checks(on_spark)["churn_snapshot/schema_columns_present"] == (False, None)
+    assert failure(on_spark) == failure(on_pandas)  # names the column and the file
+    assert "['region']" in failure(on_spark) and f"{WEEK}.csv" in failure(on_spark)
+    assert not list((folder.parent / "spark").rglob("*.parquet"))  # nothing kept
+
+
 def test_the_synthetic_worlds_week_handed_to_spark_gives_the_same_holdout(
     churn_home: Path, monkeypatch: pytest.MonkeyPatch, spark: Any
 ) -> None:
