@@ -209,6 +209,13 @@ def test_the_synthetic_worlds_week_handed_to_spark_gives_the_same_holdout(
     assert on_spark.success, step_error(on_spark)
     assert isinstance(stored("validated_churn_data"), SparkDataset)
     assert contract_checks(on_spark) == contract_checks(on_pandas)
+    drawn = [
+        on.asset_materializations_for_node("churn_snapshot")[0].metadata
+        for on in (on_pandas, on_spark)
+    ]
+    for key in ("synthetic_week", "synthetic_as_of", "rows", "week"):
+        assert drawn[1][key] == drawn[0][key], key
+    assert drawn[1]["engine"].value == "spark"
     pd.testing.assert_frame_equal(
         stored("holdout_set").sort_values("customer_id").reset_index(drop=True),
         pandas_holdout.sort_values("customer_id").reset_index(drop=True),

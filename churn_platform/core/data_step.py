@@ -101,9 +101,7 @@ def snapshot_metadata(mapped: MappedFrame, description: dict[str, Any]) -> dict[
     and ``unmapped_values`` are JSON, ``preview`` markdown; the synthetic week when drawn."""
     frame = mapped.frame
     conversion = {c: r.as_dict() for c, r in mapped.conversion_report.items() if r.nulls_added}
-    dated: dict[str, Any] = {}
-    if "week" in description:
-        dated = {WEEK_KEY: int(description["week"]), "synthetic_as_of": description["as_of"]}
+    dated = synthetic_metadata(description)
     return {
         "source": str(description.get("location")),
         "source_kind": str(description.get("kind")),
@@ -113,6 +111,13 @@ def snapshot_metadata(mapped: MappedFrame, description: dict[str, Any]) -> dict[
         "preview": frame.head(5),
         **dated,
     }
+
+
+def synthetic_metadata(description: dict[str, Any]) -> dict[str, Any]:
+    """The synthetic week a source description says was drawn (empty for other sources)."""
+    if "week" not in description:
+        return {}
+    return {WEEK_KEY: int(description["week"]), "synthetic_as_of": description["as_of"]}
 
 
 def spec_changed(spec: Spec, defined: set[str], spec_path: str) -> str | None:

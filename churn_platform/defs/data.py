@@ -235,6 +235,7 @@ def _snapshot_on_spark(context: dg.AssetExecutionContext, model: ModelConfig):
             "unmapped_values": dg.MetadataValue.json(counts.unmapped_values),
             "preview": dg.MetadataValue.md(md_table(taken.preview)),
             "timings_s": dg.MetadataValue.json(timings.rounded()),
+            **data_step.synthetic_metadata(description),
         },
     )
 
