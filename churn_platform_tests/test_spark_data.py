@@ -23,7 +23,9 @@ import pytest
 
 from churn_platform.core.engines import EngineConfig
 from churn_platform.core.engines.spark_session import spark_session
+from churn_platform.core.engines.spark_week import training_rows
 from churn_platform.core.records import SparkDataset
+from churn_platform.core.spec import default_spec
 from churn_platform.core.synthetic import SyntheticSpec, generate
 from churn_platform.resources.io_manager import RECORDS, read_value, write_value
 from churn_platform_tests.pipeline import (
@@ -175,9 +177,14 @@ def test_a_clean_week_gives_the_same_holdout_and_trains_on_spark(
         and e.event_specific_data.materialization.asset_key.to_user_string() == "challenger_model"
     ]
     assert trained["n_train_rows"].value == CAP
-    # Spark sampled the non-holdout rows to a little over the cap before collecting them
-    available = ROWS - len(spark_holdout)
-    assert CAP <= trained["n_available_rows"].value < available - 500
+    # every labelled non-holdout row counted where it lies, though only a sample was collected
+    assert trained["n_available_rows"].value == ROWS - len(spark_holdout)
+    # what reaches the driver: a sample a little over the cap, never the whole week
+    held = spark_holdout[ids]
+    rows, available = training_rows(spark, [validated], default_spec(), held, CAP, seed=42)
+    assert available == ROWS - len(spark_holdout)
+    assert CAP <= len(rows) < available - 500
+    assert not rows[ids].isin(held).any()
 
 
 def test_a_week_lacking_a_spec_column_stops_at_the_snapshot_on_both_engines(

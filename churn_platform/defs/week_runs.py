@@ -115,16 +115,23 @@ def holdout_of_week(
 
 def _stacked(
     model: ModelConfig, loaded: list[Any], held_out: pd.Series, cap: int | None, seed: int
-) -> pd.DataFrame:
+) -> tuple[pd.DataFrame, int | None]:
     """The weeks' rows stacked: stored frames as they are, Spark datasets' rows less the
-    held-out ids sampled to the training cap on Spark (only the sample is collected)."""
+    held-out ids sampled to the training cap on Spark (only the sample is collected); and,
+    when Spark sampled, how many labelled non-holdout rows there were to train on."""
     on_spark = [v for v in loaded if isinstance(v, SparkDataset)]
     frames = [v for v in loaded if not isinstance(v, SparkDataset)]
+    available = None
     if on_spark:
+        spec = model.spec
         spark = spark_session.spark_session(model.engine)
-        rows, _ = spark_week.training_rows(spark, on_spark, model.spec, held_out, cap, seed)
+        rows, available = spark_week.training_rows(spark, on_spark, spec, held_out, cap, seed)
+        for frame in frames:
+            usable = frame[spec.target_column].notna() & ~frame[spec.id_column].isin(held_out)
+            available += int(usable.sum())
         frames.append(rows)
-    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    stacked = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    return stacked, available
 
 
 def training_frame(
@@ -133,19 +140,20 @@ def training_frame(
     held_out: pd.Series,
     cap: int | None = None,
     seed: int = 0,
-) -> tuple[pd.DataFrame, list[str], str]:
+) -> tuple[pd.DataFrame, list[str], str, int | None]:
     """The validated rows of this run's training weeks stacked (oldest first), the weeks, and
     their data version (the week's own for one week, else a hash of each week's). Weeks the
     Spark engine validated give their rows less ``held_out`` (the holdout ids), sampled on
-    Spark to ``cap`` (``TrainingConfig.max_training_rows``) with ``seed``."""
+    Spark to ``cap`` (``TrainingConfig.max_training_rows``) with ``seed``; then the count of
+    rows there were to train on (None when every row was collected)."""
     weeks = training_weeks(context, model)
     loaded = [load_week(context, model, VALIDATED_ASSET, week) for week in weeks]
     versions = [
         week_metadata(context, model, VALIDATED_ASSET, week, "data_version") or "unknown"
         for week in weeks
     ]
-    frame = _stacked(model, loaded, held_out, cap, seed)
+    frame, available = _stacked(model, loaded, held_out, cap, seed)
     if len(weeks) == 1:
-        return frame, weeks, versions[0]
+        return frame, weeks, versions[0], available
     joined = ",".join(f"{week}:{version}" for week, version in zip(weeks, versions, strict=True))
-    return frame, weeks, hashlib.sha256(joined.encode()).hexdigest()[:16]
+    return frame, weeks, hashlib.sha256(joined.encode()).hexdigest()[:16], available
