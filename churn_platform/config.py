@@ -105,6 +105,7 @@ class ModelConfig:
     schedule: str = DEFAULT_SCHEDULE
     schema_change: str = "refuse"  # CHURN_SCHEMA_CHANGE: production_deployment's default
     weeks: WeeksConfig = field(default_factory=WeeksConfig)  # CHURN_WEEKS_START, _TRAINING_WEEKS
+    engine: EngineConfig = field(default_factory=EngineConfig)  # CHURN_ENGINE: its data steps
 
     @property
     def own_clock(self) -> bool:
@@ -227,7 +228,10 @@ def load_config(environ: Mapping[str, str] | None = None) -> PlatformConfig:
     )
     schema_mode = str(settings.get("CHURN_SCHEMA_CHANGE", env))
     weeks = _weeks(env)
-    models = tuple(replace(m, schema_change=schema_mode, weeks=weeks) for m in models)
+    engine = settings.engine_config(env)
+    models = tuple(
+        replace(m, schema_change=schema_mode, weeks=weeks, engine=engine) for m in models
+    )
     return PlatformConfig(
         environment=str(settings.get(settings.ENV_VAR, env)),
         home=home,
@@ -242,7 +246,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> PlatformConfig:
         freshness=settings.freshness_settings(env),
         performance=settings.performance_settings(env),
         watchdog_interval_seconds=int(settings.get("CHURN_WATCHDOG_INTERVAL_SECONDS", env)),
-        engine=settings.engine_config(env),
+        engine=engine,
         scores=ScoresSettings(
             start_date=str(settings.get("CHURN_SCORES_START", env) or ScoresSettings.start_date),
             database_set=bool(settings.get("CHURN_SCORES_URL", env)),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Protocol
 
 import pandas as pd
 
@@ -21,6 +21,18 @@ from churn_platform.core.spec import Spec
 
 WEEK_KEY = "synthetic_week"  # snapshot metadata: the synthetic week drawn
 UNTOUCHED = "Nothing downstream runs; the last validated data is untouched."
+
+
+class Table(Protocol):
+    """What the snapshot checks read of a table: its columns and its length (a pandas frame,
+    or the Spark engine's account of a written week)."""
+
+    @property
+    def columns(self) -> Any:
+        """The column names."""
+        ...
+
+    def __len__(self) -> int: ...
 
 
 class Timings(dict[str, float]):
@@ -44,7 +56,7 @@ def missing_columns(frame: pd.DataFrame, spec: Spec) -> list[str]:
 
 
 def snapshot_checks(
-    frame: pd.DataFrame, missing: Sequence[str], spec: Spec, location: object
+    frame: Table, missing: Sequence[str], spec: Spec, location: object
 ) -> dict[str, tuple[bool, dict[str, Any]]]:
     """The snapshot's checks: name -> (passed, evidence)."""
     return {
@@ -64,7 +76,7 @@ def snapshot_checks(
 
 
 def snapshot_problem(
-    frame: pd.DataFrame, missing: Sequence[str], spec: Spec, location: object
+    frame: Table, missing: Sequence[str], spec: Spec, location: object
 ) -> str | None:
     """Why the snapshot stops the run (no rows, or spec columns missing); None when usable."""
     if len(frame) and not missing:
@@ -89,9 +101,7 @@ def snapshot_metadata(mapped: MappedFrame, description: dict[str, Any]) -> dict[
     and ``unmapped_values`` are JSON, ``preview`` markdown; the synthetic week when drawn."""
     frame = mapped.frame
     conversion = {c: r.as_dict() for c, r in mapped.conversion_report.items() if r.nulls_added}
-    dated: dict[str, Any] = {}
-    if "week" in description:
-        dated = {WEEK_KEY: int(description["week"]), "synthetic_as_of": description["as_of"]}
+    dated = synthetic_metadata(description)
     return {
         "source": str(description.get("location")),
         "source_kind": str(description.get("kind")),
@@ -101,6 +111,13 @@ def snapshot_metadata(mapped: MappedFrame, description: dict[str, Any]) -> dict[
         "preview": frame.head(5),
         **dated,
     }
+
+
+def synthetic_metadata(description: dict[str, Any]) -> dict[str, Any]:
+    """The synthetic week a source description says was drawn (empty for other sources)."""
+    if "week" not in description:
+        return {}
+    return {WEEK_KEY: int(description["week"]), "synthetic_as_of": description["as_of"]}
 
 
 def spec_changed(spec: Spec, defined: set[str], spec_path: str) -> str | None:
@@ -148,13 +165,18 @@ def blocking_failure(blocking: Sequence[contract.RuleResult]) -> str:
 
 
 def validated_metadata(
-    typed: pd.DataFrame, results: Sequence[contract.RuleResult], spec: Spec, report_text: str
+    typed: pd.DataFrame | float,
+    results: Sequence[contract.RuleResult],
+    spec: Spec,
+    report_text: str,
 ) -> dict[str, Any]:
-    """The validated data's contract metadata (``quality_summary`` is markdown)."""
+    """The validated data's contract metadata (``quality_summary`` is markdown); ``typed``
+    is the validated frame, or its churn rate (computed where the rows are)."""
     warned = [r.name for r in results if not r.passed]
+    rate = typed if isinstance(typed, float) else float(typed[spec.target_column].mean())
     return {
         "rules_passed": f"{sum(r.passed for r in results)}/{len(results)}",
         "warnings": ", ".join(warned) or "none",
-        "churn_rate": round(float(typed[spec.target_column].mean()), 4),
+        "churn_rate": round(rate, 4),
         "quality_summary": report_text.split("## Columns")[0][:6000],
     }

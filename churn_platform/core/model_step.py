@@ -10,7 +10,7 @@ MLflow.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any, Protocol
 
 import pandas as pd
@@ -89,6 +89,18 @@ def checks_changed(spec: Spec, loaded: Sequence[str]) -> str | None:
         f"the spec's model checks {names} differ from those "
         f"loaded with the definitions {list(loaded)} (CHURN_SPEC changed since): "
         "reload the code location, then run again"
+    )
+
+
+def counted_available(checked: CheckedModel, available: int | None) -> CheckedModel:
+    """``checked`` with ``n_available_rows`` counted where the rows lie (``available``: weeks
+    the Spark engine sampled to the cap before collecting; None: the collected rows were
+    all of them)."""
+    if available is None:
+        return checked
+    trained = replace(checked.trained, n_available_rows=available)
+    return replace(
+        checked, trained=trained, metrics={**checked.metrics, "n_available_rows": available}
     )
 
 

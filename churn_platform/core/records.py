@@ -8,7 +8,8 @@ against a string typed again somewhere else.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 # Registry aliases (see README "Registry aliases"): an alias moves only after the step
 # that justifies it succeeded.
@@ -114,3 +115,25 @@ class ProductionResult:
     champion: str | None
     previous: str | None
     reason: str
+
+
+@dataclass(frozen=True)
+class SparkDataset:
+    """A week's rows kept by the Spark engine as a Parquet dataset in the platform's storage
+    (``churn_snapshot``'s and ``validated_churn_data``'s value with ``CHURN_ENGINE=spark``).
+
+    ``kind``: ``snapshot`` (the mapped rows with the mapping's per-row flag columns, which
+    the Spark contract counts) or ``validated`` (the typed rows of a week that passed).
+    ``path``: the dataset's folder (a local path or ``s3://...``); ``data_version``: the
+    Spark engine's hash of the row multiset; ``mapping``: how ``map_on_spark`` mapped the
+    rows (the spec columns present, their source and target types, renames, dropped and
+    value-mapped columns), empty for validated rows.
+    """
+
+    kind: str
+    path: str
+    week: str
+    rows: int
+    data_version: str
+    spec_hash: str
+    mapping: dict[str, Any] = field(default_factory=dict)

@@ -10,7 +10,9 @@ import pydantic
 
 from churn_platform.config import ModelConfig
 from churn_platform.core import contract, data_step, holdout
+from churn_platform.core.engines import spark_session, spark_week
 from churn_platform.core.mapping import DataSourceError, MappedFrame
+from churn_platform.core.records import SparkDataset
 from churn_platform.core.spec import Spec
 from churn_platform.defs import week_runs
 from churn_platform.defs.common import (
@@ -22,7 +24,7 @@ from churn_platform.defs.common import (
     model_resource,
     model_resource_keys,
 )
-from churn_platform.resources.week_source import snapshot_of_week
+from churn_platform.resources.week_source import partition_source, snapshot_of_week, spark_input
 
 SNAPSHOT_CHECKS = {
     "row_count_positive": "The snapshot has at least one row.",
@@ -99,7 +101,7 @@ def build_churn_snapshot(model: ModelConfig) -> dg.AssetsDefinition:
     @dg.asset(
         **asset_args(model, SNAPSHOT_ASSET),
         partitions_def=week_runs.data_partitions(model),
-        kinds={"pandas", "parquet"},
+        kinds={_engine(model), "parquet"},
         check_specs=check_specs(model, SNAPSHOT_ASSET, SNAPSHOT_CHECKS),
         required_resource_keys={"storage", *model_resource_keys(model, "data_source")},
     )
@@ -118,9 +120,14 @@ def build_churn_snapshot(model: ModelConfig) -> dg.AssetsDefinition:
         as Parquet under `snapshots/` of the storage resource (`$CHURN_HOME` locally), and the
         data version is a content hash of every row, so every model traces to the exact data
         it saw. Missing columns (naming the spec key that reads them) and an empty table stop
-        here.
+        here. With `CHURN_ENGINE=spark` the week is read (a file by Spark), mapped and hashed
+        on Spark and kept as a Parquet dataset under `spark/snapshots/` (with the mapping's
+        per-row flags); the value is a record naming it.
         """
-        yield from _snapshot(context, model)
+        if model.engine.engine == "spark":
+            yield from _snapshot_on_spark(context, model)
+        else:
+            yield from _snapshot(context, model)
 
     return churn_snapshot
 
@@ -169,6 +176,70 @@ def _snapshot(context: dg.AssetExecutionContext, model: ModelConfig):
     )
 
 
+def _engine(model: ModelConfig) -> str:
+    """The engine kind the UI shows on the weekly data assets."""
+    return "spark" if model.engine.engine == "spark" else "pandas"
+
+
+def _snapshot_on_spark(context: dg.AssetExecutionContext, model: ModelConfig):
+    """``_snapshot`` on Spark: the week's dataset written to the storage, a record its value."""
+    spec, storage, week = model.spec, context.resources.storage, context.partition_key
+    data_source = model_resource(context, model, "data_source")
+    timings = data_step.Timings()
+    now = pd.Timestamp.now(tz="UTC")
+    location = str(storage.path(spark_week.dataset_key("snapshot", week, now, context.run.run_id)))
+    where = "the source"
+    try:
+        with timings.measure("read_map_write"):
+            rows, description = spark_input(
+                partition_source(data_source, week, model.source.scores_query)
+            )
+            where = str(description.get("location"))
+            taken = spark_week.write_snapshot(
+                spark_session.spark_session(model.engine),
+                rows,
+                data_source.column_mapping(spec),
+                spec,
+                week,
+                location,
+            )
+    except DataSourceError as exc:
+        raise dg.Failure(description=f"{where}: {exc}. {data_step.UNTOUCHED}") from exc
+    for name, (passed, evidence) in data_step.snapshot_checks(
+        taken, taken.missing, spec, where
+    ).items():
+        yield dg.AssetCheckResult(check_name=name, passed=passed, metadata=evidence)
+    problem = data_step.snapshot_problem(taken, taken.missing, spec, where)
+    if problem or taken.dataset is None or taken.counts is None:
+        raise dg.Failure(
+            description=problem or f"{where}: nothing was written",
+            metadata={"missing_columns": ", ".join(taken.missing), "rows": taken.rows},
+        )
+    dataset, counts = taken.dataset, taken.counts
+    conversion = {c: r.as_dict() for c, r in counts.conversion.items() if r.nulls_added}
+    yield dg.Output(
+        dataset,
+        data_version=dg.DataVersion(dataset.data_version),
+        metadata={
+            **frame_metadata(taken.preview, dataset.data_version, spec),
+            "rows": dataset.rows,
+            "dagster/row_count": dataset.rows,
+            **spec_metadata(model),
+            "engine": "spark",
+            "source": where,
+            "source_kind": str(description.get("kind")),
+            "columns": ", ".join(taken.columns),
+            "week": week,
+            "parquet": dg.MetadataValue.path(location),
+            "nulls_from_conversion": dg.MetadataValue.json(conversion),
+            "unmapped_values": dg.MetadataValue.json(counts.unmapped_values),
+            "preview": dg.MetadataValue.md(md_table(taken.preview)),
+            "timings_s": dg.MetadataValue.json(timings.rounded()),
+            **data_step.synthetic_metadata(description),
+        },
+    )
+
+
 class ContractSettings(dg.Config):
     """Run-time overrides of the contract the spec declares (see ``core.contract.ContractConfig``)."""
 
@@ -189,7 +260,7 @@ def build_validated_churn_data(model: ModelConfig) -> dg.AssetsDefinition:
     @dg.asset(
         **asset_args(model, VALIDATED_ASSET, SNAPSHOT_ASSET),
         partitions_def=week_runs.data_partitions(model),
-        kinds={"pandera", "pandas"},
+        kinds={"pandera", _engine(model)},
         check_specs=[
             dg.AssetCheckSpec(
                 rule.name,
@@ -202,7 +273,7 @@ def build_validated_churn_data(model: ModelConfig) -> dg.AssetsDefinition:
         required_resource_keys={"storage"},
     )
     def validated_churn_data(
-        context: dg.AssetExecutionContext, config: ContractSettings, churn_snapshot: MappedFrame
+        context: dg.AssetExecutionContext, config: ContractSettings, churn_snapshot: Any
     ):
         """The snapshot after the data contract passed, with the types the spec declares.
 
@@ -211,11 +282,22 @@ def build_validated_churn_data(model: ModelConfig) -> dg.AssetsDefinition:
         bound, failing row count and a sample of failing rows. ERROR rules block: the asset
         is not materialised, the run stops, nothing downstream trains on bad data, and the
         last good validated data stays as it was. WARN rules alert only. A quality report is
-        written per snapshot; metadata `spec_hash` names the spec.
+        written per snapshot; metadata `spec_hash` names the spec. With `CHURN_ENGINE=spark`
+        the contract runs on Spark over the snapshot's dataset (the same rule names and
+        failing counts) and the typed rows are a Parquet dataset under `spark/validated/`.
         """
+        if isinstance(churn_snapshot, SparkDataset):
+            return _validate_on_spark(context, config, model, churn_snapshot)
         return _validate(context, config, model, churn_snapshot)
 
     return validated_churn_data
+
+
+def _contract_config(config: ContractSettings, spec: Spec) -> contract.ContractConfig:
+    try:
+        return contract.ContractConfig.from_dict(config.overrides, spec=spec)
+    except ValueError as exc:
+        raise dg.Failure(description=f"contract overrides (run config): {exc}") from exc
 
 
 def _validate(
@@ -225,10 +307,7 @@ def _validate(
     churn_snapshot: MappedFrame,
 ):
     spec, storage = model.spec, context.resources.storage
-    try:
-        cfg = contract.ContractConfig.from_dict(config.overrides, spec=spec)
-    except ValueError as exc:
-        raise dg.Failure(description=f"contract overrides (run config): {exc}") from exc
+    cfg = _contract_config(config, spec)
     timings = data_step.Timings()
     with timings.measure("contract"):
         results = contract.evaluate_contract(churn_snapshot, cfg, spec=spec)
@@ -261,6 +340,57 @@ def _validate(
             **spec_metadata(model),
             **meta,
             "week": context.partition_key,
+            "quality_report": dg.MetadataValue.path(report_path),
+            "timings_s": dg.MetadataValue.json(timings.rounded()),
+        },
+    )
+
+
+def _validate_on_spark(
+    context: dg.AssetExecutionContext,
+    config: ContractSettings,
+    model: ModelConfig,
+    snapshot: SparkDataset,
+):
+    """``_validate`` on Spark over the snapshot's dataset; the typed rows a new dataset."""
+    spec, storage, week = model.spec, context.resources.storage, context.partition_key
+    cfg = _contract_config(config, spec)
+    timings = data_step.Timings()
+    spark = spark_session.spark_session(model.engine)
+    with timings.measure("contract"):
+        checked = spark_week.check_snapshot(spark, snapshot, cfg, spec)
+    results, version = checked.checked.results, snapshot.data_version
+    with timings.measure("quality_report"):
+        report_text = spark_week.quality_text(checked, spec, version)
+        report_path = storage.write_text(f"reports/quality_{version[:12]}.md", report_text)
+    yield from (_rule_check(result) for result in results)
+    blocking = contract.blocking_failures(results)
+    if blocking:
+        raise dg.Failure(
+            description=data_step.blocking_failure(blocking),
+            metadata={
+                "failed_rules": ", ".join(r.name for r in blocking),
+                "quality_report": dg.MetadataValue.path(report_path),
+            },
+        )
+    key = spark_week.dataset_key("validated", week, pd.Timestamp.now(tz="UTC"), context.run.run_id)
+    location = str(storage.path(key))
+    with timings.measure("write_parquet"):
+        dataset, rate = spark_week.write_validated(checked, spec, week, version, location)
+    meta = data_step.validated_metadata(rate, results, spec, report_text)
+    meta["quality_summary"] = dg.MetadataValue.md(meta["quality_summary"])
+    yield dg.Output(
+        dataset,
+        data_version=dg.DataVersion(version),
+        metadata={
+            **frame_metadata(checked.sample, version, spec),
+            "rows": dataset.rows,
+            "dagster/row_count": dataset.rows,
+            **spec_metadata(model),
+            **meta,
+            "engine": "spark",
+            "week": week,
+            "parquet": dg.MetadataValue.path(location),
             "quality_report": dg.MetadataValue.path(report_path),
             "timings_s": dg.MetadataValue.json(timings.rounded()),
         },
@@ -328,10 +458,8 @@ def build_holdout_set(model: ModelConfig) -> dg.AssetsDefinition:
         except ValueError as exc:
             raise dg.Failure(description=f"holdout config: {exc}") from exc
         week = week_runs.run_week(context, model)
-        validated_churn_data = week_runs.load_week(context, model, VALIDATED_ASSET, week)
-        # only the holdout rows are copied out: training reads the validated frame itself
-        mask = holdout.holdout_mask(validated_churn_data[spec.id_column], cfg.fraction, cfg.salt)
-        rows = validated_churn_data.loc[mask].reset_index(drop=True)
+        # only the holdout rows are copied out (selected on Spark for a Spark dataset)
+        rows = week_runs.holdout_of_week(context, model, week, cfg.fraction, cfg.salt)
         rate = float(rows[spec.target_column].mean()) if len(rows) else 0.0
         size_ok = len(rows) >= config.min_rows
         balance_ok = config.min_positive_rate <= rate <= 1 - config.min_positive_rate

@@ -105,8 +105,13 @@ def build(model: ModelConfig) -> list[dg.AssetsDefinition]:
         passed. A failed check leaves the version registered (tagged
         `model_checks=failed`) without the alias, and stops the run here.
         """
-        frame, weeks, version = week_runs.training_frame(context, model)
-        yield from _train(context, config, model, frame, holdout_set, (weeks, version))
+        train_cfg = config.to_core(training.TrainingConfig)
+        held_out = holdout_set[model.spec.id_column]
+        frame, weeks, version, available = week_runs.training_frame(
+            context, model, held_out, train_cfg.max_training_rows, train_cfg.seed
+        )
+        window = (weeks, version, available)
+        yield from _train(context, config, model, frame, holdout_set, window)
 
     return [challenger_model]
 
@@ -117,15 +122,16 @@ def _train(
     model: ModelConfig,
     validated_churn_data: pd.DataFrame,
     holdout_set: pd.DataFrame,
-    window: tuple[list[str], str],
+    window: tuple[list[str], str, int | None],
 ):
     spec = model.spec
-    weeks, data_version = window
+    weeks, data_version, available = window
     mlflow_registry: MlflowRegistry = model_resource(context, model, "mlflow_registry")
     train_cfg: training.TrainingConfig = config.to_core(training.TrainingConfig)
     check_cfg = config.to_core(model_checks.ModelCheckConfig).resolved(spec)
-    checked = model_checks.train_and_check(
-        validated_churn_data, holdout_set, train_cfg, check_cfg, spec
+    checked = model_step.counted_available(
+        model_checks.train_and_check(validated_churn_data, holdout_set, train_cfg, check_cfg, spec),
+        available,
     )
     context.log.info(model_step.fit_summary(train_cfg, checked))
     lineage = model_step.Lineage(

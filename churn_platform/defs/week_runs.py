@@ -11,7 +11,10 @@ import dagster as dg
 import pandas as pd
 
 from churn_platform.config import ModelConfig
+from churn_platform.core import holdout
 from churn_platform.core import weeks as w
+from churn_platform.core.engines import spark_session, spark_week
+from churn_platform.core.records import SparkDataset
 from churn_platform.defs.common import asset_key
 
 PARTITION_TAG = "dagster/partition"
@@ -113,19 +116,60 @@ def training_weeks(context: dg.AssetExecutionContext, model: ModelConfig) -> lis
         raise dg.Failure(description=str(exc)) from exc
 
 
+def holdout_of_week(
+    context: dg.AssetExecutionContext, model: ModelConfig, week: str, fraction: float, salt: str
+) -> pd.DataFrame:
+    """The holdout rows of validated week ``week`` (``core.holdout.holdout_mask``): from the
+    stored frame, or selected on Spark from the week's Spark dataset."""
+    validated = load_week(context, model, VALIDATED_ASSET, week)
+    if isinstance(validated, SparkDataset):
+        spark = spark_session.spark_session(model.engine)
+        return spark_week.holdout_rows(spark, validated, model.spec, fraction, salt)
+    mask = holdout.holdout_mask(validated[model.spec.id_column], fraction, salt)
+    return validated.loc[mask].reset_index(drop=True)
+
+
+def _stacked(
+    model: ModelConfig, loaded: list[Any], held_out: pd.Series, cap: int | None, seed: int
+) -> tuple[pd.DataFrame, int | None]:
+    """The weeks' rows stacked: stored frames as they are, Spark datasets' rows less the
+    held-out ids sampled to the training cap on Spark (only the sample is collected); and,
+    when Spark sampled, how many labelled non-holdout rows there were to train on."""
+    on_spark = [v for v in loaded if isinstance(v, SparkDataset)]
+    frames = [v for v in loaded if not isinstance(v, SparkDataset)]
+    available = None
+    if on_spark:
+        spec = model.spec
+        spark = spark_session.spark_session(model.engine)
+        rows, available = spark_week.training_rows(spark, on_spark, spec, held_out, cap, seed)
+        for frame in frames:
+            usable = frame[spec.target_column].notna() & ~frame[spec.id_column].isin(held_out)
+            available += int(usable.sum())
+        frames.append(rows)
+    stacked = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    return stacked, available
+
+
 def training_frame(
-    context: dg.AssetExecutionContext, model: ModelConfig
-) -> tuple[pd.DataFrame, list[str], str]:
+    context: dg.AssetExecutionContext,
+    model: ModelConfig,
+    held_out: pd.Series,
+    cap: int | None = None,
+    seed: int = 0,
+) -> tuple[pd.DataFrame, list[str], str, int | None]:
     """The validated rows of this run's training weeks stacked (oldest first), the weeks, and
-    their data version (the week's own for one week, else a hash of each week's)."""
+    their data version (the week's own for one week, else a hash of each week's). Weeks the
+    Spark engine validated give their rows less ``held_out`` (the holdout ids), sampled on
+    Spark to ``cap`` (``TrainingConfig.max_training_rows``) with ``seed``; then the count of
+    rows there were to train on (None when every row was collected)."""
     weeks = training_weeks(context, model)
-    frames = [load_week(context, model, VALIDATED_ASSET, week) for week in weeks]
+    loaded = [load_week(context, model, VALIDATED_ASSET, week) for week in weeks]
     versions = [
         week_metadata(context, model, VALIDATED_ASSET, week, "data_version") or "unknown"
         for week in weeks
     ]
-    frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    frame, available = _stacked(model, loaded, held_out, cap, seed)
     if len(weeks) == 1:
-        return frame, weeks, versions[0]
+        return frame, weeks, versions[0], available
     joined = ",".join(f"{week}:{version}" for week, version in zip(weeks, versions, strict=True))
-    return frame, weeks, hashlib.sha256(joined.encode()).hexdigest()[:16]
+    return frame, weeks, hashlib.sha256(joined.encode()).hexdigest()[:16], available

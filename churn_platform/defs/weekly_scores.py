@@ -21,7 +21,7 @@ from churn_platform.defs.common import model_resource_keys as keys
 from churn_platform.resources.champion_scorer import ChampionScorer
 from churn_platform.resources.data_source import load_snapshot
 from churn_platform.resources.storage import StorageResource
-from churn_platform.resources.week_source import WeekFileSource, week_source
+from churn_platform.resources.week_source import spark_input, week_source
 
 ASSET = "churn_scores"
 JOB = "weekly_scores"
@@ -136,12 +136,8 @@ def _validated_on_spark(
     from their reader into Spark."""
     from churn_platform.core.engines.validation import validate
 
-    if isinstance(raw, WeekFileSource) and not raw.read_options:
-        location = str(raw.resolve())
-        rows: Any = location
-    else:
-        loaded = raw.load()
-        rows, location = loaded.frame, str(loaded.description.get("location"))
+    rows, description = spark_input(raw)
+    location = str(description.get("location"))
     try:
         checked = validate(rows, model.spec, engine, mapping=mapping)
     except DataSourceError as exc:

@@ -4,8 +4,8 @@ Dagster's ``FilesystemIOManager`` pickles every value, so whoever can write its 
 code in every later run that loads from it. This one stores only data:
 
 - a pandas ``DataFrame`` as Parquet;
-- a record of ``RECORDS`` (the step records of ``core.records`` and ``core.mapping``'s
-  ``MappedFrame``) as JSON naming its type, its DataFrame fields as Parquet files beside it;
+- a record of ``RECORDS`` (the step records of ``core.records``, the Spark engine's
+  ``SparkDataset`` among them, and ``core.mapping``'s ``MappedFrame``) as JSON naming its type, its DataFrame fields as Parquet files beside it;
 - plain JSON values (dicts, lists, strings, numbers, booleans, None).
 
 Reading rebuilds a record only when the name it stores is in ``RECORDS``, an explicit
@@ -98,6 +98,7 @@ RECORDS: dict[str, type] = {
         records.EvaluationDecision,
         records.StagingResult,
         records.ProductionResult,
+        records.SparkDataset,
         MappedFrame,
         ColumnConversion,
     )

@@ -116,6 +116,18 @@ def snapshot_of_week(
     return load_snapshot(source, resource.column_mapping(spec), required=(), spec=spec)
 
 
+def spark_input(source: DataSource) -> tuple[Any, dict[str, Any]]:
+    """What the Spark engine reads for ``source`` and its description: a file's path, read by
+    Spark, when the file needs no CSV ``read_options`` (only the pandas reader takes them);
+    else the rows the source's reader loads, then moved into Spark."""
+    if isinstance(source, WeekFileSource | FileSource) and not source.read_options:
+        path = source.resolve()
+        fmt = FILE_SUFFIXES[path.suffix.lower()]
+        return str(path), {"kind": "file", "location": str(path), "format": fmt}
+    raw = source.load()
+    return raw.frame, raw.description
+
+
 @dataclass(frozen=True)
 class WeekFileSource:
     """The file of one week in a folder: ``<folder>/<week's Sunday>.<csv|parquet|pq>``."""

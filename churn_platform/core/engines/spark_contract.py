@@ -137,6 +137,38 @@ def evaluate_on_spark(
     return SparkChecked(results, version, rows, summary, conversion)
 
 
+@dataclass(frozen=True, eq=False)
+class MappingCounts:
+    """What one pass over mapped rows says: rows, the Spark data version, the mapping's
+    conversion report and the raw values no value map named (``MappedFrame``'s shapes)."""
+
+    rows: int
+    version: str
+    conversion: dict[str, ColumnConversion]
+    unmapped_values: dict[str, list[str]]
+
+
+def mapping_counts(mapped: SparkMapped, spec: Spec, sample: int = 20) -> MappingCounts:
+    """Rows, data version and conversion counts of ``mapped`` in one Spark job (plus small
+    jobs for the examples of columns with unparseable or unmapped values)."""
+    agg = _Pass()
+    agg.add("__rows", _count_all())
+    for col in mapped.columns:
+        for kind in ("missing", "blank", "bad"):
+            agg.count(f"{kind}:{col}", quoted(SparkMapped.flag(kind, col)))
+        if col in mapped.value_mapped:
+            agg.count(f"unmatched:{col}", quoted(SparkMapped.flag("unmatched", col)))
+    _version_aggs(agg, mapped.frame)
+    agg.run(mapped.full)
+    rows = int(agg["__rows"])
+    return MappingCounts(
+        rows,
+        _version(agg, mapped.frame, rows),
+        _conversion(mapped, agg, spec, sample),
+        _unmapped_values(mapped, agg),
+    )
+
+
 def spark_data_version(frame: DataFrame) -> str:
     """The Spark engine's data version of ``frame`` (see ``_version_aggs``), in one job."""
     agg = _Pass()
