@@ -212,7 +212,7 @@ def run_size(
     all_series: list[Series],
     weeks: int,
     timeout: float,
-    after_run: Callable[[], None] = lambda: None,
+    after_run: Callable[[], object] = lambda: None,
 ) -> None:
     """Every series for ``weeks`` weeks at ``rows`` rows, interleaved week by week;
     ``after_run`` is called after each run (to write the results so far)."""
