@@ -17,7 +17,8 @@ as in ``constraints.txt``, so the pipeline loads there as here), twice: at its d
 The same rows go to every server: our ``POST /predict`` with ``{"records": [...]}``, MLServer's
 ``POST /v2/models/churn/infer`` with one V2 input per column (``content_type: pd``) and the
 ``predict_proba`` output. Per server and payload (1 row, 100 rows): a latency run (one client,
-one request at a time: p50, p99) and a throughput run (``--clients`` concurrent httpx clients
+one request at a time on one keep-alive urllib3 connection, the HTTP client under
+``requests``: p50, p99) and a throughput run (``--clients`` concurrent httpx clients
 sharing a fixed number of requests: req/s, p50, p99), interleaved over ``--rounds`` rounds,
 the best round counting. The limit is the pipeline's own ``predict_proba`` on the same rows in
 this process (median of many calls); overhead = the one-client p50 minus it. Goal (issue 25):
@@ -47,6 +48,7 @@ from typing import Any  # noqa: E402
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+import urllib3  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ is not a package
 import _common as common  # noqa: E402
@@ -237,10 +239,33 @@ async def _load(url: str, body: bytes, total: int, clients: int) -> tuple[float,
     return seconds, latencies, errors[0]
 
 
+def _one_client(url: str, body: bytes, total: int) -> tuple[float, list[float], int]:
+    """``total`` requests one at a time on one keep-alive urllib3 connection (the HTTP
+    client under ``requests``): the latency a plain Python client sees."""
+    parts = urllib3.util.parse_url(url)
+    headers = {"content-type": "application/json"}
+    latencies: list[float] = []
+    errors = 0
+    with urllib3.HTTPConnectionPool(parts.host, parts.port, maxsize=1, timeout=120) as pool:
+        start = time.perf_counter()
+        for _ in range(total):
+            sent = time.perf_counter()
+            answer = pool.urlopen("POST", parts.path, body=body, headers=headers)
+            latencies.append(time.perf_counter() - sent)
+            errors += answer.status != 200
+        seconds = time.perf_counter() - start
+    return seconds, latencies, errors
+
+
 def measure(server: str, url: str, payload: str, body: bytes, total: int, clients: int) -> Cell:
-    """A short warm-up, then ``total`` requests from ``clients`` clients."""
-    asyncio.run(_load(url, body, min(50, total), clients))
-    seconds, latencies, errors = asyncio.run(_load(url, body, total, clients))
+    """A short warm-up, then ``total`` requests from ``clients`` clients: one urllib3
+    connection for one client, concurrent httpx clients for several."""
+    if clients == 1:
+        _one_client(url, body, min(50, total))
+        seconds, latencies, errors = _one_client(url, body, total)
+    else:
+        asyncio.run(_load(url, body, min(50, total), clients))
+        seconds, latencies, errors = asyncio.run(_load(url, body, total, clients))
     ms = np.asarray(latencies) * 1000
     return Cell(
         server,
@@ -336,10 +361,12 @@ def render(
         "",
         f"Servers: one process each, `OMP_NUM_THREADS=1`, 127.0.0.1. {ML_DEFAULT}: adaptive "
         f"batching off (its default), `parallel_workers` 1 (its default: inference in one worker "
-        f"process). {ML_BATCHING}: `max_batch_size` {n}, `max_batch_time` 0.01 s. Clients: httpx "
-        f"on the same machine; latency = one client, one request at a time ({args.latency_1} "
-        f"1-row, {args.latency_100} 100-row requests); throughput = {n} concurrent clients "
-        f"({args.single} 1-row, {args.batch} 100-row requests); {args.rounds} rounds "
+        f"process). {ML_BATCHING}: `max_batch_size` {n}, `max_batch_time` 0.01 s. Clients on the "
+        f"same machine, the same for every server; latency = one client, one request at a time "
+        f"on one keep-alive urllib3 connection (the HTTP client under `requests`; "
+        f"{args.latency_1} 1-row, {args.latency_100} 100-row requests); throughput = {n} "
+        f"concurrent httpx clients ({args.single} 1-row, {args.batch} 100-row requests); "
+        f"{args.rounds} rounds "
         "interleaved, best round shown (all below). Raw = the pipeline's `predict_proba` on the "
         "same rows in the benchmark's process, median of 200 (1 row) or 100 calls at the start "
         "of each round, best round shown (every round: "
@@ -384,7 +411,7 @@ def render(
         f"the canonical frame our server builds (goal <= {P50_GOAL_MS:g} ms: "
         f"{'met' if gap <= P50_GOAL_MS else 'NOT met'}), {plain_gap:+.2f} ms against the raw "
         f"call on NumPy dtypes ({'met' if plain_gap <= P50_GOAL_MS else 'NOT met'}). The p50 "
-        "includes the httpx client, HTTP on loopback, JSON, the record checks and the frame; "
+        "includes the client (urllib3), HTTP on loopback, JSON, the record checks and the frame; "
         "the last column of the rounds below is our server's own mean time per request (its "
         "`/metrics` histogram over the same requests: body read to answer built), the rest of "
         "a client's time is the client and HTTP.",

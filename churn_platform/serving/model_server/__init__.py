@@ -63,7 +63,9 @@ error, the ranking lost: what the shadow step's rank correlation catches).
 Scoring is micro-batched (``batching.MicroBatcher``): a pipeline call costs about the same for
 one row as for a hundred, so requests that arrive while the model is busy are scored
 together in the next call, in one worker thread, while the event loop parses the next
-requests. Run one process per model version with ``OMP_NUM_THREADS=1`` (the CLI sets it).
+requests; a lone small request (nothing else queued or being scored) is scored at once on
+the event loop, without the hop to the worker thread and back. Run one process per model
+version with ``OMP_NUM_THREADS=1`` (the CLI sets it).
 
 A record as the source holds it (source column names, labels such as ``"Yes"``, numbers as
 text, blank cells) is mapped with the model's own spec before the check (``raw_records``);

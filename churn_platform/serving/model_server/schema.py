@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from churn_platform.core.serving_rules import DEFAULT_SERVING_RULES
@@ -371,16 +372,10 @@ class InputSchema:
 
     def build(self, values: Mapping[str, list[Any]]) -> pd.DataFrame:
         """The model's input frame (schema order and dtypes) from checked column values."""
-        data = {}
-        for column in self.columns:
-            col = values[column.name]
-            if column.kind == "datetime":
-                data[column.name] = pd.to_datetime(pd.Series(col, dtype="object")).astype(
-                    column.dtype
-                )
-            else:
-                data[column.name] = pd.array(col, dtype=column.dtype)
-        return pd.DataFrame(data)
+        data = {
+            column.name: column_array(column.dtype, values[column.name]) for column in self.columns
+        }
+        return pd.DataFrame(data, copy=False)  # the arrays are this frame's own
 
     def frame(self, records: Sequence[Any]) -> pd.DataFrame:
         """Validate ``records`` and build the model's input frame."""
@@ -393,6 +388,28 @@ MAX_ABS_NUMBER = 1e12
 QUOTE_CHARS = 40
 # an unseen category is scored and logged as sent; no real plan or region name is longer
 MAX_CATEGORY_CHARS = 256
+
+
+def column_array(dtype: str, col: list[Any]) -> Any:
+    """One column of checked values as the model's frame holds it: what
+    ``pd.array(col, dtype=dtype)`` gives (``pd.to_datetime`` for dates), equal value for
+    value and mask for mask, built directly (a tenth of the cost on a 1-row request).
+
+    Checked values are Python ints, floats, bools, strings, naive datetimes inside pandas'
+    range, or None (a missing value: NaN, NaT or masked)."""
+    if dtype == "datetime64[ns]":
+        return np.array(col, dtype=dtype)  # None: NaT
+    if dtype == "float64":
+        return np.array(col, dtype=np.float64)  # None: NaN
+    if dtype in ("Int64", "boolean"):
+        mask = np.fromiter((v is None for v in col), dtype=bool, count=len(col))
+        if mask.any():  # what pandas puts under the mask: 1, False
+            fill = 1 if dtype == "Int64" else False
+            col = [fill if v is None else v for v in col]
+        if dtype == "Int64":
+            return pd.arrays.IntegerArray(np.array(col, dtype=np.int64), mask)
+        return pd.arrays.BooleanArray(np.array(col, dtype=bool), mask)
+    return pd.array(col, dtype=dtype)
 
 
 def quote(value: Any) -> str:
