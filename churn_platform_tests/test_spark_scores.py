@@ -27,6 +27,7 @@ from churn_platform.config import PlatformConfig, load_config
 from churn_platform.core.engines import EngineConfig
 from churn_platform.core.engines.spark_session import spark_session
 from churn_platform.core.engines.validation import validate
+from churn_platform.core.scores import ScoresSettings
 from churn_platform.core.spec import default_spec
 from churn_platform.core.synthetic import SyntheticSpec, generate
 from churn_platform.defs import weekly_scores
@@ -38,6 +39,7 @@ pytestmark = pytest.mark.skipif(
 )
 WEEK = "2026-11-15"
 ROWS = 400
+SAMPLE = ScoresSettings().serving_sample  # 200
 SPEC = default_spec()
 SPARK = EngineConfig(
     engine="spark", spark_master="local[1]", spark_driver_memory="1g", shuffle_partitions=1
@@ -115,6 +117,23 @@ def failures_on_both(source: Path | Any, spark: Any) -> dict[str, str]:
     return texts
 
 
+def driver_fetches(spark: Any, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The sizes of every answer ``collect`` and ``toPandas`` bring to the driver from now on
+    (the real methods, counted): the Spark path must fetch only small answers."""
+    sizes: list[int] = []
+    frame_class = type(spark.range(1))
+    for name in ("collect", "toPandas"):
+        real = getattr(frame_class, name)
+
+        def counted(self: Any, *args: Any, _real: Any = real, **kwargs: Any) -> Any:
+            out = _real(self, *args, **kwargs)
+            sizes.append(len(out))
+            return out
+
+        monkeypatch.setattr(frame_class, name, counted)
+    return sizes
+
+
 def test_both_engines_write_the_same_weekly_scores(home: Path, spark: Any) -> None:
     version = release_champion(seed=3)
     folder = home / "weeks"
@@ -125,9 +144,15 @@ def test_both_engines_write_the_same_weekly_scores(home: Path, spark: Any) -> No
     assert on_pandas.success, step_error(on_pandas)
     pandas_table = pd.read_parquet(written)
     written.unlink()
-    on_spark = materialise(on_engine(SPARK), folder)
+    with pytest.MonkeyPatch.context() as patch:
+        fetched = driver_fetches(spark, patch)
+        on_spark = materialise(on_engine(SPARK), folder)
     assert on_spark.success, step_error(on_spark)
     spark_table = pd.read_parquet(written)
+    # the week's rows never come to the driver: only counts, the first ids, deciles, the
+    # histogram and the serving-parity sample (200 of the 400 rows)
+    assert fetched and max(fetched) <= SAMPLE < ROWS, sorted(fetched)
+    assert not list((home / ".staging").iterdir())  # the staged table is removed
 
     assert len(spark_table) == len(pandas_table) == ROWS
     assert set(spark_table["model_version"]) == {version}

@@ -157,9 +157,11 @@ def score_table(
     return frame[list(SCORE_COLUMNS)].reset_index(drop=True)
 
 
-def _sample(values: Sequence[object]) -> str:
+def _sample(values: Sequence[object], total: int | None = None) -> str:
+    """The first ``SAMPLE_SHOWN`` of ``values`` and how many more (of ``total``, default all
+    of ``values``: a caller holding only the first few passes the full count)."""
     shown = [str(v) for v in list(values)[:SAMPLE_SHOWN]]
-    more = len(values) - len(shown)
+    more = (len(values) if total is None else total) - len(shown)
     return ", ".join(shown) + (f" ... {more} more" if more > 0 else "") if shown else "none"
 
 
@@ -169,19 +171,29 @@ def rows_check(scores: pd.DataFrame, validated_ids: pd.Series) -> CheckOutcome:
     scored = pd.Index(scores[ENTITY].astype(str))
     missing = expected.difference(scored)
     extra = scored.difference(expected)
-    passed = len(missing) == 0 and len(extra) == 0 and len(scored) == len(expected)
+    return rows_outcome(
+        (len(scored), len(expected)), (list(missing), len(missing)), (list(extra), len(extra))
+    )
+
+
+def rows_outcome(
+    counts: tuple[int, int],
+    missing: tuple[Sequence[object], int],
+    extra: tuple[Sequence[object], int],
+) -> CheckOutcome:
+    """``rows_check``'s outcome from (scores, customers), and (the first sorted ids, count) of
+    the distinct customers not scored and of the scored ids of no customer."""
+    (n_scored, n_expected), (missing_ids, n_missing), (extra_ids, n_extra) = counts, missing, extra
+    passed = n_missing == 0 and n_extra == 0 and n_scored == n_expected
     text = (
-        f"{len(scored)} scores for {len(expected)} validated customers"
+        f"{n_scored} scores for {n_expected} validated customers"
         if passed
-        else f"{len(scored)} scores for {len(expected)} validated customers: "
-        f"{len(missing)} customer(s) not scored ({_sample(missing)}), {len(extra)} score(s) "
-        f"for no validated customer ({_sample(extra)})"
+        else f"{n_scored} scores for {n_expected} validated customers: "
+        f"{n_missing} customer(s) not scored ({_sample(missing_ids, n_missing)}), {n_extra} "
+        f"score(s) for no validated customer ({_sample(extra_ids, n_extra)})"
     )
     return CheckOutcome(
-        ROWS,
-        passed,
-        text,
-        {"scores": len(scored), "customers": len(expected), "missing": len(missing)},
+        ROWS, passed, text, {"scores": n_scored, "customers": n_expected, "missing": n_missing}
     )
 
 
@@ -189,28 +201,41 @@ def unique_check(scores: pd.DataFrame) -> CheckOutcome:
     """Every entity id once."""
     ids = scores[ENTITY].astype(str)
     twice = ids[ids.duplicated(keep=False)].unique()
-    passed = len(twice) == 0
+    return unique_outcome(len(ids), list(twice[:SAMPLE_SHOWN]), len(twice))
+
+
+def unique_outcome(n_ids: int, first_twice: Sequence[object], n_twice: int) -> CheckOutcome:
+    """``unique_check``'s outcome from the number of ids and (the first in rank order, count)
+    of the ids that appear more than once."""
+    passed = n_twice == 0
     text = (
-        f"{len(ids)} distinct entity ids"
+        f"{n_ids} distinct entity ids"
         if passed
-        else f"{len(twice)} entity id(s) appear more than once: {_sample(twice)}"
+        else f"{n_twice} entity id(s) appear more than once: {_sample(first_twice, n_twice)}"
     )
-    return CheckOutcome(UNIQUE, passed, text, {"duplicated_ids": len(twice)})
+    return CheckOutcome(UNIQUE, passed, text, {"duplicated_ids": n_twice})
 
 
 def range_check(scores: pd.DataFrame) -> CheckOutcome:
     """Every probability a finite number in [0, 1]."""
     values = pd.to_numeric(scores[PROBABILITY], errors="coerce").to_numpy(dtype=float)
     bad = ~(np.isfinite(values) & (values >= 0) & (values <= 1))
-    offenders = scores.loc[bad, [ENTITY, PROBABILITY]]
-    passed = not bad.any()
+    offenders = scores.loc[bad, [ENTITY, PROBABILITY]].head(SAMPLE_SHOWN)
+    shown = [f"{e}={p}" for e, p in offenders.itertuples(index=False)]
+    return range_outcome(len(values), shown, int(bad.sum()))
+
+
+def range_outcome(n_values: int, first_bad: Sequence[str], n_bad: int) -> CheckOutcome:
+    """``range_check``'s outcome from the number of probabilities and (the first offenders in
+    rank order as ``id=p``, count) of those outside [0, 1] or not a number."""
+    passed = n_bad == 0
     text = (
-        f"{len(values)} probabilities in [0, 1]"
+        f"{n_values} probabilities in [0, 1]"
         if passed
-        else f"{int(bad.sum())} probability(ies) outside [0, 1] or not a number: "
-        + _sample([f"{e}={p}" for e, p in offenders.itertuples(index=False)])
+        else f"{n_bad} probability(ies) outside [0, 1] or not a number: "
+        + _sample(first_bad, n_bad)
     )
-    return CheckOutcome(RANGE, passed, text, {"out_of_range": int(bad.sum())})
+    return CheckOutcome(RANGE, passed, text, {"out_of_range": n_bad})
 
 
 def parity_check(
@@ -242,15 +267,28 @@ def parity_check(
     )
 
 
+def psi_edges(previous: np.ndarray, bins: int = 10) -> np.ndarray:
+    """The previous week's decile edges (the inner ones, distinct) that ``score_psi`` bins by."""
+    previous = np.asarray(previous, dtype=float)
+    return np.unique(np.quantile(previous, np.linspace(0, 1, bins + 1)[1:-1]))
+
+
+def bin_counts(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """How many of ``values`` fall in each bin of ``edges`` (bin i: edges[i-1] <= v <
+    edges[i]; the Spark engine counts the same bins with the same rule)."""
+    bins = np.searchsorted(edges, np.asarray(values, dtype=float), side="right")
+    return np.bincount(bins, minlength=len(edges) + 1)
+
+
 def score_psi(current: np.ndarray, previous: np.ndarray, bins: int = 10) -> float:
     """PSI of ``current`` scores over the previous week's decile bins."""
-    previous = np.asarray(previous, dtype=float)
-    current = np.asarray(current, dtype=float)
-    edges = np.unique(np.quantile(previous, np.linspace(0, 1, bins + 1)[1:-1]))
-    k = len(edges) + 1
-    ref = np.bincount(np.searchsorted(edges, previous, side="right"), minlength=k) / len(previous)
-    cur = np.bincount(np.searchsorted(edges, current, side="right"), minlength=k) / len(current)
-    return psi_from_shares(ref, cur)
+    edges = psi_edges(previous, bins)
+    return psi_of_counts(bin_counts(current, edges), bin_counts(previous, edges))
+
+
+def psi_of_counts(current: np.ndarray, previous: np.ndarray) -> float:
+    """PSI from the two weeks' counts over the same bins."""
+    return psi_from_shares(previous / previous.sum(), current / current.sum())
 
 
 def psi_check(
@@ -258,9 +296,15 @@ def psi_check(
 ) -> CheckOutcome:
     """The score distribution against the previous week's (passes when there is none)."""
     if previous is None or len(previous) == 0 or len(current) == 0:
+        return psi_outcome(None, previous_week_key, threshold)
+    return psi_outcome(score_psi(current, previous), previous_week_key, threshold)
+
+
+def psi_outcome(value: float | None, previous_week_key: str, threshold: float) -> CheckOutcome:
+    """``psi_check``'s outcome from the PSI (None: no previous week to compare with)."""
+    if value is None:
         text = f"no scores of the previous week ({previous_week_key}) to compare with"
         return CheckOutcome(PSI, True, text, {"previous_week": previous_week_key, "psi": "n/a"})
-    value = score_psi(current, previous)
     passed = not (value > threshold) and not math.isnan(value)
     text = (
         f"score PSI {value:.4f} vs week {previous_week_key} "
