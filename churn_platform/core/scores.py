@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from churn_platform.core.drift import psi_from_shares
 from churn_platform.core.model_checks import CheckOutcome
@@ -144,17 +146,38 @@ def score_table(
 ) -> pd.DataFrame:
     """The week's table, highest probability first: rank 1..n (ties by entity id), decile
     1..10 (1 = the top 10%), and ``identity`` on every row."""
-    frame = pd.DataFrame(
-        {ENTITY: pd.Series(ids, dtype=object).astype(str).to_numpy(), PROBABILITY: probabilities}
-    )
-    frame[PROBABILITY] = frame[PROBABILITY].astype(float)
-    frame = frame.sort_values([PROBABILITY, ENTITY], ascending=[False, True], kind="stable")
-    n = len(frame)
-    frame["rank"] = np.arange(1, n + 1, dtype=np.int64)
-    frame["decile"] = np.ceil(frame["rank"].to_numpy() * 10 / max(n, 1)).astype(np.int64)
+    entity = pd.Series(ids, dtype=object).astype(str).to_numpy()
+    values = np.asarray(probabilities).astype(float)
+    order = _best_first(entity, values)
+    n = len(values)
+    rank = np.arange(1, n + 1, dtype=np.int64)
+    columns: dict[str, np.ndarray] = {
+        ENTITY: entity[order],
+        PROBABILITY: values[order],
+        "rank": rank,
+        "decile": np.ceil(rank * 10 / max(n, 1)).astype(np.int64),
+    }
     for name in ("week", "model_version", "data_version", "spec_hash", "run_id", "scored_at"):
-        frame[name] = str(getattr(identity, name))
-    return frame[list(SCORE_COLUMNS)].reset_index(drop=True)
+        columns[name] = np.full(n, str(getattr(identity, name)), dtype=object)
+    return pd.DataFrame({name: columns[name] for name in SCORE_COLUMNS})
+
+
+def _best_first(entity: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """The positions in table order: probability descending, ties by entity id ascending,
+    equal pairs in their given order (a stable sort). Arrow sorts in C++ comparing UTF-8
+    bytes, which orders strings as Python does (by code point); a NaN probability or an id
+    Arrow cannot encode takes pandas' sort (NaN last), as the table was always sorted."""
+    if not np.isnan(values).any():
+        try:
+            keys = pa.table({"p": values, "e": pa.array(entity, type=pa.string())})
+        except (pa.ArrowException, UnicodeError):
+            pass
+        else:
+            sort_keys = [("p", "descending"), ("e", "ascending")]
+            return pc.sort_indices(keys, sort_keys=sort_keys).to_numpy()
+    frame = pd.DataFrame({ENTITY: entity, PROBABILITY: values})
+    frame = frame.sort_values([PROBABILITY, ENTITY], ascending=[False, True], kind="stable")
+    return frame.index.to_numpy()
 
 
 def _sample(values: Sequence[object], total: int | None = None) -> str:
@@ -167,13 +190,21 @@ def _sample(values: Sequence[object], total: int | None = None) -> str:
 
 def rows_check(scores: pd.DataFrame, validated_ids: pd.Series) -> CheckOutcome:
     """One row per validated customer: the same ids, as many rows as customers."""
-    expected = pd.Index(validated_ids.astype(str))
-    scored = pd.Index(scores[ENTITY].astype(str))
-    missing = expected.difference(scored)
-    extra = scored.difference(expected)
-    return rows_outcome(
-        (len(scored), len(expected)), (list(missing), len(missing)), (list(extra), len(extra))
-    )
+    expected = validated_ids.astype(str).to_numpy(dtype=object)
+    scored = scores[ENTITY].astype(str).to_numpy(dtype=object)
+    missing, extra = _absent(expected, scored), _absent(scored, expected)
+    return rows_outcome((len(scored), len(expected)), (missing, len(missing)), (extra, len(extra)))
+
+
+def _absent(values: np.ndarray, other: np.ndarray) -> list[str]:
+    """The distinct ``values`` not in ``other``, sorted (``Index.difference``), through
+    Arrow's hash set in C++ (pandas' for ids Arrow cannot encode)."""
+    try:
+        left, right = pa.array(values, type=pa.string()), pa.array(other, type=pa.string())
+    except (pa.ArrowException, UnicodeError):
+        return list(pd.Index(values).difference(pd.Index(other)))
+    absent = pc.filter(left, pc.invert(pc.is_in(left, value_set=right)))
+    return sorted(pc.unique(absent).to_pylist())
 
 
 def rows_outcome(
