@@ -218,6 +218,7 @@ def render(  # type: ignore[no-untyped-def]
     ]
     names = {
         "limit": "the limit: `pipeline.predict_proba(frame)[:, 1]`",
+        "pandas_before": "pandas engine, before (pandas string sort, `Index.difference`)",
         "pandas": "pandas engine: `score_week` (+ the asset's Parquet bytes)",
         "spark_before": f"Spark engine `{args.master}`, before: pairs collected to the driver",
         "spark": f"Spark engine `{args.master}`: `score_week_on_spark`, table written by Spark",
