@@ -41,6 +41,7 @@ def scripts() -> list[Path]:
         "bench_rollback": 6,
         "bench_graph": 7,
         "bench_spark": 8,
+        "bench_scoring": 9,
     }
     return sorted(found, key=lambda p: (order.get(p.stem, 99), p.stem))
 

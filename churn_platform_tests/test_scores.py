@@ -219,3 +219,26 @@ def test_a_backfill_covers_every_week_from_the_first_day_to_the_last():
         weeks_between(partitions, "2026-10-20", "2026-11-08")
     with pytest.raises(ValueError, match="before --from"):
         weeks_between(partitions, "2026-11-22", "2026-11-01")
+
+
+def test_a_weeks_parquet_is_upserted_in_batches_and_replaces_an_earlier_run(tmp_path: Path):
+    """``upsert_parquet`` (the Spark engine's path) streams the file in batches of 5,000 rows
+    into one transaction: every row lands, and a later run of the week with fewer customers
+    leaves exactly its rows (the earlier run's extra customer is deleted)."""
+    from churn_platform.resources.scores_table import ScoresTableResource
+
+    database = ScoresTableResource(url=f"sqlite:///{tmp_path / 'scores.db'}")
+    first = table(12_001, seed=3)
+    path = tmp_path / "week.parquet"
+    first.to_parquet(path, index=False)
+    assert database.upsert_parquet("churn_scores", path) == 12_001
+    back = database.read_week("churn_scores", WEEK)
+    assert list(back["entity_id"]) == list(first["entity_id"])
+    np.testing.assert_array_equal(back["probability"], first["probability"])
+    later = IDENTITY.__class__(**{**IDENTITY.__dict__, "run_id": "run-2"})
+    second = sc.score_table(first["entity_id"][1:], first["probability"][1:].to_numpy(), later)
+    second.to_parquet(path, index=False)
+    assert database.upsert_parquet("churn_scores", path) == 12_000
+    back = database.read_week("churn_scores", WEEK)
+    assert len(back) == 12_000 and set(back["run_id"]) == {"run-2"}
+    assert first["entity_id"][0] not in set(back["entity_id"])

@@ -27,6 +27,7 @@ from churn_platform.config import PlatformConfig, load_config
 from churn_platform.core.engines import EngineConfig
 from churn_platform.core.engines.spark_session import spark_session
 from churn_platform.core.engines.validation import validate
+from churn_platform.core.scores import ScoresSettings
 from churn_platform.core.spec import default_spec
 from churn_platform.core.synthetic import SyntheticSpec, generate
 from churn_platform.defs import weekly_scores
@@ -38,6 +39,7 @@ pytestmark = pytest.mark.skipif(
 )
 WEEK = "2026-11-15"
 ROWS = 400
+SAMPLE = ScoresSettings().serving_sample  # 200
 SPEC = default_spec()
 SPARK = EngineConfig(
     engine="spark", spark_master="local[1]", spark_driver_memory="1g", shuffle_partitions=1
@@ -115,6 +117,23 @@ def failures_on_both(source: Path | Any, spark: Any) -> dict[str, str]:
     return texts
 
 
+def driver_fetches(spark: Any, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The sizes of every answer ``collect`` and ``toPandas`` bring to the driver from now on
+    (the real methods, counted): the Spark path must fetch only small answers."""
+    sizes: list[int] = []
+    frame_class = type(spark.range(1))
+    for name in ("collect", "toPandas"):
+        real = getattr(frame_class, name)
+
+        def counted(self: Any, *args: Any, _real: Any = real, **kwargs: Any) -> Any:
+            out = _real(self, *args, **kwargs)
+            sizes.append(len(out))
+            return out
+
+        monkeypatch.setattr(frame_class, name, counted)
+    return sizes
+
+
 def test_both_engines_write_the_same_weekly_scores(home: Path, spark: Any) -> None:
     version = release_champion(seed=3)
     folder = home / "weeks"
@@ -125,9 +144,15 @@ def test_both_engines_write_the_same_weekly_scores(home: Path, spark: Any) -> No
     assert on_pandas.success, step_error(on_pandas)
     pandas_table = pd.read_parquet(written)
     written.unlink()
-    on_spark = materialise(on_engine(SPARK), folder)
+    with pytest.MonkeyPatch.context() as patch:
+        fetched = driver_fetches(spark, patch)
+        on_spark = materialise(on_engine(SPARK), folder)
     assert on_spark.success, step_error(on_spark)
     spark_table = pd.read_parquet(written)
+    # the week's rows never come to the driver: only counts, the first ids, deciles, the
+    # histogram and the serving-parity sample (200 of the 400 rows)
+    assert fetched and max(fetched) <= SAMPLE < ROWS, sorted(fetched)
+    assert not list((home / ".staging").iterdir())  # the staged table is removed
 
     assert len(spark_table) == len(pandas_table) == ROWS
     assert set(spark_table["model_version"]) == {version}
@@ -181,3 +206,40 @@ def test_a_synthetic_week_handed_to_spark_fails_alike(home: Path, spark: Any) ->
     assert texts["spark"] == texts["pandas"]
     # 5 ids drawn twice: 10 rows share an id
     assert "customer_id_unique (FAILED: 10 row(s)" in texts["spark"], texts["spark"]
+
+
+def test_the_spark_checks_give_the_pandas_checks_outcomes_on_planted_defects(spark: Any) -> None:
+    """The same table, defects planted (25 customers not scored, one id of no customer, 12
+    ids twice, 11 probabilities out of range or not a number), judged on both engines: the
+    same outcomes, texts and evidence; and the same PSI over the previous week's bins."""
+    from churn_platform.core import scores as sc
+    from churn_platform.core import scores_spark
+
+    rng = np.random.default_rng(4)
+    identity = sc.ScoreIdentity(WEEK, "3", "d" * 64, "abc", "run-1", "2026-11-16T00:00:00")
+    customers = [f"C{i:05d}" for i in range(300)]
+    scored_ids = customers[25:] + ["ghost"] + customers[100:112]
+    probabilities = rng.uniform(0, 1, len(scored_ids))
+    probabilities[[3, 40, 77, 120, 150, 151, 152, 153, 154, 155, 200]] = [
+        1.5, -0.2, np.nan, np.inf, 2, 3, 4, 5, 6, 7, -np.inf
+    ]  # fmt: skip
+    table = sc.score_table(scored_ids, probabilities, identity)
+    on_spark = spark.createDataFrame(table)
+    validated = spark.createDataFrame(pd.DataFrame({SPEC.id_column: customers}))
+    previous = rng.beta(2, 5, 500)
+    pairs = [
+        (sc.rows_check(table, pd.Series(customers)), scores_spark.rows_check(on_spark, validated, SPEC.id_column)),
+        (sc.unique_check(table), scores_spark.unique_check(on_spark)),
+        (sc.range_check(table), scores_spark.range_check(on_spark)),
+    ]  # fmt: skip
+    for on_pandas, spark_outcome in pairs:
+        assert not on_pandas.passed
+        assert spark_outcome == on_pandas
+    assert "25 customer(s) not scored" in pairs[0][0].description
+    healthy = sc.score_table(customers, rng.beta(2, 4, 300), identity)
+    psi = scores_spark.psi_check(spark.createDataFrame(healthy), previous, "w", 0.2)
+    assert psi == sc.psi_check(healthy["probability"].to_numpy(), previous, "w", 0.2)
+    mean, deciles, top = scores_spark.summary(spark.createDataFrame(healthy))
+    pd.testing.assert_frame_equal(deciles, sc.deciles(healthy))
+    pd.testing.assert_frame_equal(top, healthy.head(scores_spark.DRIVER_FETCH_LIMIT))
+    assert mean == pytest.approx(healthy["probability"].mean(), abs=1e-12)

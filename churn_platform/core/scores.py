@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from churn_platform.core.drift import psi_from_shares
 from churn_platform.core.model_checks import CheckOutcome
@@ -144,44 +146,85 @@ def score_table(
 ) -> pd.DataFrame:
     """The week's table, highest probability first: rank 1..n (ties by entity id), decile
     1..10 (1 = the top 10%), and ``identity`` on every row."""
-    frame = pd.DataFrame(
-        {ENTITY: pd.Series(ids, dtype=object).astype(str).to_numpy(), PROBABILITY: probabilities}
-    )
-    frame[PROBABILITY] = frame[PROBABILITY].astype(float)
-    frame = frame.sort_values([PROBABILITY, ENTITY], ascending=[False, True], kind="stable")
-    n = len(frame)
-    frame["rank"] = np.arange(1, n + 1, dtype=np.int64)
-    frame["decile"] = np.ceil(frame["rank"].to_numpy() * 10 / max(n, 1)).astype(np.int64)
+    entity = pd.Series(ids, dtype=object).astype(str).to_numpy()
+    values = np.asarray(probabilities).astype(float)
+    order = _best_first(entity, values)
+    n = len(values)
+    rank = np.arange(1, n + 1, dtype=np.int64)
+    columns: dict[str, np.ndarray] = {
+        ENTITY: entity[order],
+        PROBABILITY: values[order],
+        "rank": rank,
+        "decile": np.ceil(rank * 10 / max(n, 1)).astype(np.int64),
+    }
     for name in ("week", "model_version", "data_version", "spec_hash", "run_id", "scored_at"):
-        frame[name] = str(getattr(identity, name))
-    return frame[list(SCORE_COLUMNS)].reset_index(drop=True)
+        columns[name] = np.full(n, str(getattr(identity, name)), dtype=object)
+    return pd.DataFrame({name: columns[name] for name in SCORE_COLUMNS})
 
 
-def _sample(values: Sequence[object]) -> str:
+def _best_first(entity: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """The positions in table order: probability descending, ties by entity id ascending,
+    equal pairs in their given order (a stable sort). Arrow sorts in C++ comparing UTF-8
+    bytes, which orders strings as Python does (by code point); a NaN probability or an id
+    Arrow cannot encode takes pandas' sort (NaN last), as the table was always sorted."""
+    if not np.isnan(values).any():
+        try:
+            keys = pa.table({"p": values, "e": pa.array(entity, type=pa.string())})
+        except (pa.ArrowException, UnicodeError):
+            pass
+        else:
+            sort_keys = [("p", "descending"), ("e", "ascending")]
+            return pc.sort_indices(keys, sort_keys=sort_keys).to_numpy()
+    frame = pd.DataFrame({ENTITY: entity, PROBABILITY: values})
+    frame = frame.sort_values([PROBABILITY, ENTITY], ascending=[False, True], kind="stable")
+    return frame.index.to_numpy()
+
+
+def _sample(values: Sequence[object], total: int | None = None) -> str:
+    """The first ``SAMPLE_SHOWN`` of ``values`` and how many more (of ``total``, default all
+    of ``values``: a caller holding only the first few passes the full count)."""
     shown = [str(v) for v in list(values)[:SAMPLE_SHOWN]]
-    more = len(values) - len(shown)
+    more = (len(values) if total is None else total) - len(shown)
     return ", ".join(shown) + (f" ... {more} more" if more > 0 else "") if shown else "none"
 
 
 def rows_check(scores: pd.DataFrame, validated_ids: pd.Series) -> CheckOutcome:
     """One row per validated customer: the same ids, as many rows as customers."""
-    expected = pd.Index(validated_ids.astype(str))
-    scored = pd.Index(scores[ENTITY].astype(str))
-    missing = expected.difference(scored)
-    extra = scored.difference(expected)
-    passed = len(missing) == 0 and len(extra) == 0 and len(scored) == len(expected)
+    expected = validated_ids.astype(str).to_numpy(dtype=object)
+    scored = scores[ENTITY].astype(str).to_numpy(dtype=object)
+    missing, extra = _absent(expected, scored), _absent(scored, expected)
+    return rows_outcome((len(scored), len(expected)), (missing, len(missing)), (extra, len(extra)))
+
+
+def _absent(values: np.ndarray, other: np.ndarray) -> list[str]:
+    """The distinct ``values`` not in ``other``, sorted (``Index.difference``), through
+    Arrow's hash set in C++ (pandas' for ids Arrow cannot encode)."""
+    try:
+        left, right = pa.array(values, type=pa.string()), pa.array(other, type=pa.string())
+    except (pa.ArrowException, UnicodeError):
+        return list(pd.Index(values).difference(pd.Index(other)))
+    absent = pc.filter(left, pc.invert(pc.is_in(left, value_set=right)))
+    return sorted(pc.unique(absent).to_pylist())
+
+
+def rows_outcome(
+    counts: tuple[int, int],
+    missing: tuple[Sequence[object], int],
+    extra: tuple[Sequence[object], int],
+) -> CheckOutcome:
+    """``rows_check``'s outcome from (scores, customers), and (the first sorted ids, count) of
+    the distinct customers not scored and of the scored ids of no customer."""
+    (n_scored, n_expected), (missing_ids, n_missing), (extra_ids, n_extra) = counts, missing, extra
+    passed = n_missing == 0 and n_extra == 0 and n_scored == n_expected
     text = (
-        f"{len(scored)} scores for {len(expected)} validated customers"
+        f"{n_scored} scores for {n_expected} validated customers"
         if passed
-        else f"{len(scored)} scores for {len(expected)} validated customers: "
-        f"{len(missing)} customer(s) not scored ({_sample(missing)}), {len(extra)} score(s) "
-        f"for no validated customer ({_sample(extra)})"
+        else f"{n_scored} scores for {n_expected} validated customers: "
+        f"{n_missing} customer(s) not scored ({_sample(missing_ids, n_missing)}), {n_extra} "
+        f"score(s) for no validated customer ({_sample(extra_ids, n_extra)})"
     )
     return CheckOutcome(
-        ROWS,
-        passed,
-        text,
-        {"scores": len(scored), "customers": len(expected), "missing": len(missing)},
+        ROWS, passed, text, {"scores": n_scored, "customers": n_expected, "missing": n_missing}
     )
 
 
@@ -189,28 +232,41 @@ def unique_check(scores: pd.DataFrame) -> CheckOutcome:
     """Every entity id once."""
     ids = scores[ENTITY].astype(str)
     twice = ids[ids.duplicated(keep=False)].unique()
-    passed = len(twice) == 0
+    return unique_outcome(len(ids), list(twice[:SAMPLE_SHOWN]), len(twice))
+
+
+def unique_outcome(n_ids: int, first_twice: Sequence[object], n_twice: int) -> CheckOutcome:
+    """``unique_check``'s outcome from the number of ids and (the first in rank order, count)
+    of the ids that appear more than once."""
+    passed = n_twice == 0
     text = (
-        f"{len(ids)} distinct entity ids"
+        f"{n_ids} distinct entity ids"
         if passed
-        else f"{len(twice)} entity id(s) appear more than once: {_sample(twice)}"
+        else f"{n_twice} entity id(s) appear more than once: {_sample(first_twice, n_twice)}"
     )
-    return CheckOutcome(UNIQUE, passed, text, {"duplicated_ids": len(twice)})
+    return CheckOutcome(UNIQUE, passed, text, {"duplicated_ids": n_twice})
 
 
 def range_check(scores: pd.DataFrame) -> CheckOutcome:
     """Every probability a finite number in [0, 1]."""
     values = pd.to_numeric(scores[PROBABILITY], errors="coerce").to_numpy(dtype=float)
     bad = ~(np.isfinite(values) & (values >= 0) & (values <= 1))
-    offenders = scores.loc[bad, [ENTITY, PROBABILITY]]
-    passed = not bad.any()
+    offenders = scores.loc[bad, [ENTITY, PROBABILITY]].head(SAMPLE_SHOWN)
+    shown = [f"{e}={p}" for e, p in offenders.itertuples(index=False)]
+    return range_outcome(len(values), shown, int(bad.sum()))
+
+
+def range_outcome(n_values: int, first_bad: Sequence[str], n_bad: int) -> CheckOutcome:
+    """``range_check``'s outcome from the number of probabilities and (the first offenders in
+    rank order as ``id=p``, count) of those outside [0, 1] or not a number."""
+    passed = n_bad == 0
     text = (
-        f"{len(values)} probabilities in [0, 1]"
+        f"{n_values} probabilities in [0, 1]"
         if passed
-        else f"{int(bad.sum())} probability(ies) outside [0, 1] or not a number: "
-        + _sample([f"{e}={p}" for e, p in offenders.itertuples(index=False)])
+        else f"{n_bad} probability(ies) outside [0, 1] or not a number: "
+        + _sample(first_bad, n_bad)
     )
-    return CheckOutcome(RANGE, passed, text, {"out_of_range": int(bad.sum())})
+    return CheckOutcome(RANGE, passed, text, {"out_of_range": n_bad})
 
 
 def parity_check(
@@ -242,15 +298,28 @@ def parity_check(
     )
 
 
+def psi_edges(previous: np.ndarray, bins: int = 10) -> np.ndarray:
+    """The previous week's decile edges (the inner ones, distinct) that ``score_psi`` bins by."""
+    previous = np.asarray(previous, dtype=float)
+    return np.unique(np.quantile(previous, np.linspace(0, 1, bins + 1)[1:-1]))
+
+
+def bin_counts(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """How many of ``values`` fall in each bin of ``edges`` (bin i: edges[i-1] <= v <
+    edges[i]; the Spark engine counts the same bins with the same rule)."""
+    bins = np.searchsorted(edges, np.asarray(values, dtype=float), side="right")
+    return np.bincount(bins, minlength=len(edges) + 1)
+
+
 def score_psi(current: np.ndarray, previous: np.ndarray, bins: int = 10) -> float:
     """PSI of ``current`` scores over the previous week's decile bins."""
-    previous = np.asarray(previous, dtype=float)
-    current = np.asarray(current, dtype=float)
-    edges = np.unique(np.quantile(previous, np.linspace(0, 1, bins + 1)[1:-1]))
-    k = len(edges) + 1
-    ref = np.bincount(np.searchsorted(edges, previous, side="right"), minlength=k) / len(previous)
-    cur = np.bincount(np.searchsorted(edges, current, side="right"), minlength=k) / len(current)
-    return psi_from_shares(ref, cur)
+    edges = psi_edges(previous, bins)
+    return psi_of_counts(bin_counts(current, edges), bin_counts(previous, edges))
+
+
+def psi_of_counts(current: np.ndarray, previous: np.ndarray) -> float:
+    """PSI from the two weeks' counts over the same bins."""
+    return psi_from_shares(previous / previous.sum(), current / current.sum())
 
 
 def psi_check(
@@ -258,9 +327,15 @@ def psi_check(
 ) -> CheckOutcome:
     """The score distribution against the previous week's (passes when there is none)."""
     if previous is None or len(previous) == 0 or len(current) == 0:
+        return psi_outcome(None, previous_week_key, threshold)
+    return psi_outcome(score_psi(current, previous), previous_week_key, threshold)
+
+
+def psi_outcome(value: float | None, previous_week_key: str, threshold: float) -> CheckOutcome:
+    """``psi_check``'s outcome from the PSI (None: no previous week to compare with)."""
+    if value is None:
         text = f"no scores of the previous week ({previous_week_key}) to compare with"
         return CheckOutcome(PSI, True, text, {"previous_week": previous_week_key, "psi": "n/a"})
-    value = score_psi(current, previous)
     passed = not (value > threshold) and not math.isnan(value)
     text = (
         f"score PSI {value:.4f} vs week {previous_week_key} "

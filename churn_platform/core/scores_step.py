@@ -11,6 +11,7 @@ reads the source, writes the table and reports. Nothing here imports Dagster.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -139,11 +140,18 @@ def _refuse_blocking(results: list[contract.RuleResult], where: str) -> None:
 
 @dataclass(frozen=True, eq=False)
 class WeekScores:
-    """A scored week: the table, its checks and the asset's metadata (plain values)."""
+    """A scored week: the table, its checks and the asset's metadata (plain values).
 
-    table: pd.DataFrame
+    ``table`` is a pandas DataFrame (pandas engine), or on the Spark engine the Spark frame
+    reading ``staged``: the week's Parquet file, written by Spark in a staging folder, which
+    the asset stores as it is. ``top``: the first rows, best first.
+    """
+
+    table: Any
     checks: list[CheckOutcome]
     metadata: dict[str, Any]
+    top: pd.DataFrame
+    staged: Path | None = None
 
     @property
     def failed(self) -> list[CheckOutcome]:
@@ -177,26 +185,60 @@ def score_week_on_spark(
     run: tuple[str, str],
     previous: pd.DataFrame | None,
     settings: sc.ScoresSettings,
+    staging: Path,
 ) -> WeekScores:
-    """``score_week`` for a week validated on Spark: the champion scores the Spark frame
-    where it lies (``spark_udf``); the (id, probability) pairs and the validated ids come
-    to the driver for the table and its checks; the serving-path sample is fetched by id."""
-    from churn_platform.core.engines.spark_mapping import quoted
+    """``score_week`` for a week validated on Spark, where the rows lie: the champion scores
+    the Spark frame (``spark_udf``), Spark ranks it and writes the table as one Parquet file
+    under ``staging`` (``core.scores_spark``), and the checks run on that file. The driver
+    gets counts, the first offending ids, the deciles, the histogram over the previous
+    week's bins, the first rows and the serving-parity sample, never the week's rows."""
+    from churn_platform.core import scores_spark
 
     frame, id_column = week.frame, week.id_column
     _refuse_lacking(week, scorer, list(frame.columns))
-    scored: pd.DataFrame = scorer.score_spark(frame).toPandas()
-    ids = scored[id_column]
-    probabilities = scored[sc.PROBABILITY].to_numpy(dtype=float)
-    validated_ids = frame.select(quoted(id_column)).toPandas()[id_column]
-    picked = ids.sample(n=min(settings.serving_sample, len(ids)), random_state=0).tolist()
-    rows = frame.where(quoted(id_column).isin(picked)).toPandas()
-    rows = rows.set_index(rows[id_column].astype(str)).loc[[str(i) for i in picked]]
-    served = np.asarray(scorer.score_as_served(rows.reset_index(drop=True)), dtype=float)
-    batch = pd.Series(probabilities, index=ids.astype(str)).loc[[str(i) for i in picked]]
-    parity = (picked, batch.to_numpy(dtype=float), served)
-    return _checked(
-        week, scorer, (ids, validated_ids, probabilities), parity, run, previous, settings
+    identity = _identity(week, scorer, run)
+    staged = scores_spark.write_ranked(scorer.score_spark(frame), id_column, identity, staging)
+    table = frame.sparkSession.read.parquet(str(staged))
+    last = None if previous is None else previous[sc.PROBABILITY].to_numpy(dtype=float)
+    checks = [
+        scores_spark.rows_check(table, frame, id_column),
+        scores_spark.unique_check(table),
+        scores_spark.range_check(table),
+        sc.parity_check(*_spark_parity(week, scorer, table, settings), settings.parity_tolerance),
+        scores_spark.psi_check(table, last, sc.previous_week(week.week), settings.psi_threshold),
+    ]
+    mean, deciles, top = scores_spark.summary(table)
+    rows = int(deciles["customers"].sum())
+    metadata = _metadata(week, scorer, rows, round(mean, 6) if rows else 0.0, deciles)
+    return WeekScores(table, checks, metadata, top, staged)
+
+
+def _spark_parity(
+    week: ValidatedWeek, scorer: SparkScorer, table: SparkFrame, settings: sc.ScoresSettings
+) -> tuple[list[Any], np.ndarray, np.ndarray]:
+    """The serving-parity sample of a Spark week: ``serving_sample`` scored rows picked by a
+    hash of the entity id (the same rows every run), their batch probabilities and the
+    served ones of the validated rows with those ids."""
+    from pyspark.sql import functions as F
+
+    from churn_platform.core.engines.spark_mapping import quoted
+
+    id_column = week.id_column
+    by_hash = table.orderBy(F.xxhash64(F.col(sc.ENTITY)), sc.ENTITY)
+    picked = by_hash.select(sc.ENTITY, sc.PROBABILITY).limit(settings.serving_sample).collect()
+    ids = [str(r[0]) for r in picked]
+    rows = week.frame.where(quoted(id_column).cast("string").isin(ids)).toPandas()
+    rows = rows.set_index(rows[id_column].astype(str))
+    kept = [i for i, r in enumerate(picked) if str(r[0]) in rows.index]  # an extra id: no row
+    rows = rows.loc[[ids[i] for i in kept]].reset_index(drop=True)
+    served = np.asarray(scorer.score_as_served(rows), dtype=float)
+    batch = np.array([picked[i][1] for i in kept], dtype=float)
+    return [ids[i] for i in kept], batch, served
+
+
+def _identity(week: ValidatedWeek, scorer: Scorer, run: tuple[str, str]) -> sc.ScoreIdentity:
+    return sc.ScoreIdentity(
+        week.week, scorer.version, week.version, scorer.spec.short_hash, run[0], run[1]
     )
 
 
@@ -223,9 +265,7 @@ def _checked(
     """The table of (scored ids, validated ids, probabilities) and its checks; ``parity``:
     the sample's ids, batch and served probabilities."""
     ids, validated_ids, probabilities = scores
-    identity = sc.ScoreIdentity(
-        week.week, scorer.version, week.version, scorer.spec.short_hash, run[0], run[1]
-    )
+    identity = _identity(week, scorer, run)
     table = sc.score_table(ids, probabilities, identity)
     last = None if previous is None else previous[sc.PROBABILITY].to_numpy(dtype=float)
     checks = [
@@ -240,24 +280,31 @@ def _checked(
             settings.psi_threshold,
         ),
     ]
-    return WeekScores(table, checks, week_metadata(week, table, scorer))
+    return WeekScores(table, checks, week_metadata(week, table, scorer), table.head(10))
 
 
 def week_metadata(week: ValidatedWeek, table: pd.DataFrame, scorer: Scorer) -> dict[str, Any]:
     """What the UI shows for a scored week (``deciles`` is a frame, the rest plain)."""
+    mean = round(float(table[sc.PROBABILITY].mean()), 6) if len(table) else 0.0
+    return _metadata(week, scorer, len(table), mean, sc.deciles(table))
+
+
+def _metadata(
+    week: ValidatedWeek, scorer: Scorer, rows: int, mean: float, deciles: pd.DataFrame
+) -> dict[str, Any]:
     warned = [r.name for r in week.results if not r.passed]
     return {
         "week": week.week,
         "engine": week.engine,
-        "rows": len(table),
+        "rows": rows,
         "model_version": scorer.version,
         "data_version": week.version,
         "spec_hash": scorer.spec.short_hash,
         "source": week.location,
         "rules_passed": f"{sum(r.passed for r in week.results)}/{len(week.results)}",
         "warnings": ", ".join(warned) or "none",
-        "mean_probability": round(float(table[sc.PROBABILITY].mean()), 6) if len(table) else 0.0,
-        "deciles": sc.deciles(table),
+        "mean_probability": mean,
+        "deciles": deciles,
     }
 
 

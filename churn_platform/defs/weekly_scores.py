@@ -6,6 +6,8 @@
 """
 
 import io
+import shutil
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -67,7 +69,7 @@ def build(model: ModelConfig, config: PlatformConfig) -> dg.Definitions:
 
 def build_asset(model: ModelConfig, config: PlatformConfig) -> dg.AssetsDefinition:
     """The weekly-partitioned ``churn_scores`` asset of ``model``."""
-    key, settings = asset_key(model, ASSET), config.scores
+    key = asset_key(model, ASSET)
 
     @dg.asset(
         **asset_args(model, ASSET),
@@ -94,38 +96,57 @@ def build_asset(model: ModelConfig, config: PlatformConfig) -> dg.AssetsDefiniti
         nothing), and the score PSI against the previous week (WARN). Written as Parquet
         to the storage and, with `CHURN_SCORES_URL`, upserted into table `<model>_scores`.
         With `CHURN_ENGINE=spark` the mapping, data version and contract run on Spark (a
-        week's file is read by Spark) and the champion scores there through `spark_udf`.
+        week's file is read by Spark), the champion scores there through `spark_udf`, and
+        Spark ranks the week and writes its Parquet; the checks run on that file and the
+        database rows are streamed from it: the week's rows never gather on the driver.
         """
         week, storage = context.partition_key, context.resources.storage
+        # the Spark engine's table is written there first; removed whatever happens
+        staging = storage.staging_folder() if config.engine.engine == "spark" else None
         try:
-            source = model_resource(context, model, "data_source")
-            raw = week_source(source, week, model.source.scores_query)
-            mapping = source.column_mapping(model.spec)
-            if config.engine.engine == "spark":
-                checked = _validated_on_spark(raw, mapping, model, week, config.engine)
-            else:
-                mapped, seen = load_snapshot(raw, mapping, required=(), spec=model.spec)
-                checked = step.validate_week(mapped, model.spec, week, str(seen.get("location")))
-            scorer = ChampionScorer.load(model_resource(context, model, "mlflow_registry"))
-            run = (context.run.run_id, pd.Timestamp.now(tz="UTC").isoformat())
-            previous = _previous(storage, model, week)
-            if checked.engine == "spark":
-                scored = step.score_week_on_spark(checked, scorer, run, previous, settings)
-            else:
-                scored = step.score_week(checked, scorer, run, previous, settings)
-        except (DataSourceError, step.ScoresError) as exc:
-            raise dg.Failure(description=str(exc)) from exc
-        for outcome in scored.checks:
-            warn = dg.AssetCheckSeverity.WARN if outcome.name == sc.PSI else None
-            yield check_result(outcome, key, warn or dg.AssetCheckSeverity.ERROR)
-        if scored.failed:
-            raise dg.Failure(description=step.failure_text(week, scored.failed))
-        meta = _publish(context, model, storage, scored)
+            scored = _scored(context, model, config, staging)
+            for outcome in scored.checks:
+                warn = dg.AssetCheckSeverity.WARN if outcome.name == sc.PSI else None
+                yield check_result(outcome, key, warn or dg.AssetCheckSeverity.ERROR)
+            if scored.failed:
+                raise dg.Failure(description=step.failure_text(week, scored.failed))
+            meta = _publish(context, model, storage, scored)
+        finally:
+            if staging is not None:
+                shutil.rmtree(staging, ignore_errors=True)
         # the week's scores change with its data or with the champion
         version = f"{meta['data_version'][:16]}-v{meta['model_version']}"
         yield dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(version))
 
     return churn_scores
+
+
+def _scored(
+    context: dg.AssetExecutionContext,
+    model: ModelConfig,
+    config: PlatformConfig,
+    staging: Path | None,
+) -> step.WeekScores:
+    """The partition's week read, validated and scored by the champion on the configured
+    engine (the Spark engine writes its table under ``staging``)."""
+    week, storage = context.partition_key, context.resources.storage
+    try:
+        source = model_resource(context, model, "data_source")
+        raw = week_source(source, week, model.source.scores_query)
+        mapping = source.column_mapping(model.spec)
+        if config.engine.engine == "spark":
+            checked = _validated_on_spark(raw, mapping, model, week, config.engine)
+        else:
+            mapped, seen = load_snapshot(raw, mapping, required=(), spec=model.spec)
+            checked = step.validate_week(mapped, model.spec, week, str(seen.get("location")))
+        scorer = ChampionScorer.load(model_resource(context, model, "mlflow_registry"))
+        run = (context.run.run_id, pd.Timestamp.now(tz="UTC").isoformat())
+        previous = _previous(storage, model, week)
+        if staging is not None and checked.engine == "spark":
+            return step.score_week_on_spark(checked, scorer, run, previous, config.scores, staging)
+        return step.score_week(checked, scorer, run, previous, config.scores)
+    except (DataSourceError, step.ScoresError) as exc:
+        raise dg.Failure(description=str(exc)) from exc
 
 
 def _validated_on_spark(
@@ -146,9 +167,11 @@ def _validated_on_spark(
 
 
 def _previous(storage: StorageResource, model: ModelConfig, week: str) -> pd.DataFrame | None:
-    """The previous week's published scores, or None."""
+    """The previous week's published probabilities (the one column the PSI reads), or None."""
     path = storage.path(sc.scores_key(storage_prefix(model), sc.previous_week(week)))
-    return pd.read_parquet(io.BytesIO(path.read_bytes())) if path.exists() else None
+    if not path.exists():
+        return None
+    return pd.read_parquet(io.BytesIO(path.read_bytes()), columns=[sc.PROBABILITY])
 
 
 def _publish(
@@ -158,11 +181,19 @@ def _publish(
     scored: step.WeekScores,
 ) -> dict[str, Any]:
     """Write the week's Parquet and, when configured, its database rows; the metadata."""
-    week = context.partition_key
-    path = storage.write_frame(sc.scores_key(storage_prefix(model), week), scored.table, False)
-    database = context.resources.scores_table
+    week, staged = context.partition_key, scored.staged
+    key, database = sc.scores_key(storage_prefix(model), week), context.resources.scores_table
+    if staged is None:
+        path = storage.write_frame(key, scored.table, False)
+    else:  # the Spark engine's file, as Spark wrote it
+        path = storage.write_file(key, staged)
     try:
-        upserted = database.upsert(table_name(model), scored.table) if database.enabled() else 0
+        if not database.enabled():
+            upserted = 0
+        elif staged is None:
+            upserted = database.upsert(table_name(model), scored.table)
+        else:
+            upserted = database.upsert_parquet(table_name(model), staged)
     except ValueError as exc:  # names CHURN_SCORES_URL; the Parquet is written already
         raise dg.Failure(description=f"week {week}: {exc}") from exc
     where = f"{table_name(model)} at {database.safe_url()}" if database.enabled() else "none"
@@ -174,5 +205,5 @@ def _publish(
         "parquet": dg.MetadataValue.path(path),
         "database_table": where,
         "rows_upserted": upserted,
-        "top": dg.MetadataValue.md(md_table(scored.table.head(10))),
+        "top": dg.MetadataValue.md(md_table(scored.top)),
     }

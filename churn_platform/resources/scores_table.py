@@ -1,6 +1,7 @@
 """The weekly scores in a database table the CRM reads (``CHURN_SCORES_URL``).
 
-``ScoresTableResource.upsert(table, scores)`` writes one week in one transaction: the table
+``ScoresTableResource.upsert(table, scores)`` writes one week in one transaction (a Spark
+week's Parquet file streamed in batches by ``upsert_parquet``): the table
 is created when missing (primary key ``(week, entity_id)``), every row is
 ``INSERT ... ON CONFLICT (week, entity_id) DO UPDATE`` (re-scoring a week with a newer
 champion replaces its rows), and rows of that week left by an earlier run (customers no
@@ -11,6 +12,8 @@ longer in the week) are deleted, so the table holds exactly the week's Parquet. 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -79,18 +82,37 @@ class ScoresTableResource(dg.ConfigurableResource):
     def upsert(self, table: str, scores: pd.DataFrame) -> int:
         """Write one week's ``scores`` (``core.scores.SCORE_COLUMNS``) into ``table``; return
         the rows written. A database error names ``CHURN_SCORES_URL`` (password hidden)."""
-        weeks = scores["week"].unique()
-        if len(weeks) != 1:
-            raise ValueError(f"upsert takes one week at a time, got {sorted(weeks)}")
+        return self.upsert_batches(table, [scores])
+
+    def upsert_parquet(self, table: str, path: Path) -> int:
+        """``upsert`` of a week's Parquet file (the Spark engine's), read in batches of
+        ``_CHUNK`` rows: the week is never whole in memory."""
+        import pyarrow.parquet as pq
+
+        batches = pq.ParquetFile(path).iter_batches(batch_size=_CHUNK)
+        return self.upsert_batches(table, (batch.to_pandas() for batch in batches))
+
+    def upsert_batches(self, table: str, batches: Iterable[pd.DataFrame]) -> int:
+        """``upsert`` of one week given as consecutive frames, in one transaction."""
         engine = self._engine()
         target = scores_table(table, sa.MetaData())
-        rows = _rows(scores)
+        written, first = 0, None
         try:
             with engine.begin() as conn:
                 target.create(conn, checkfirst=True)
-                for start in range(0, len(rows), _CHUNK):
-                    conn.execute(_upsert(engine, target), rows[start : start + _CHUNK])
-                week, run_id = rows[0]["week"], rows[0]["run_id"]
+                for scores in batches:
+                    weeks = set(scores["week"].unique()) | ({first[0]} if first else set())
+                    if len(weeks) > 1:
+                        raise ValueError(f"upsert takes one week at a time, got {sorted(weeks)}")
+                    rows = _rows(scores)
+                    for start in range(0, len(rows), _CHUNK):
+                        conn.execute(_upsert(engine, target), rows[start : start + _CHUNK])
+                    if rows and first is None:
+                        first = (scores["week"].iloc[0], rows[0]["week"], rows[0]["run_id"])
+                    written += len(rows)
+                if first is None:
+                    raise ValueError("upsert takes one week at a time, got no rows")
+                _, week, run_id = first
                 conn.execute(
                     sa.delete(target).where(target.c.week == week, target.c.run_id != run_id)
                 )
@@ -102,7 +124,7 @@ class ScoresTableResource(dg.ConfigurableResource):
             ) from exc
         finally:
             engine.dispose()
-        return len(rows)
+        return written
 
     def read_week(self, table: str, week: str) -> pd.DataFrame:
         """The rows of ``week`` in ``table``, best first (for checks and tests)."""

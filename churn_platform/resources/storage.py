@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import tempfile
 from pathlib import Path, PurePosixPath
 
@@ -51,6 +52,22 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_copy_file(source: Path, path: Path) -> None:
+    """Copy the file ``source`` to ``path`` (0600) as ``atomic_write_bytes`` writes bytes, in
+    chunks (the file is never whole in memory)."""
+    make_private_dirs(path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f, source.open("rb") as src:
+            shutil.copyfileobj(src, f, 1 << 20)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -111,6 +128,27 @@ class StorageResource(dg.ConfigurableResource):
         else:
             atomic_write_bytes(target, data)
         return str(target)
+
+    def write_file(self, key: str, source: Path) -> str:
+        """Store the local file ``source`` under ``key`` (atomically, streamed in chunks);
+        return where it went."""
+        target = self.path(key)
+        if path_is_remote(target):
+            with source.open("rb") as src, target.open("wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+        else:
+            atomic_copy_file(source, target)
+        return str(target)
+
+    def staging_folder(self) -> Path:
+        """A new local folder (0700) for files made before they are stored: under the base
+        folder's ``.staging/`` when it is local, in the system's temporary folder for an
+        object store. The caller removes it."""
+        root = self.root()
+        parent = None if path_is_remote(root) else root / ".staging"
+        if parent is not None:
+            make_private_dirs(parent)
+        return Path(tempfile.mkdtemp(prefix="staging-", dir=parent))
 
     def read_bytes(self, key: str) -> bytes:
         """The bytes stored under ``key``."""
