@@ -26,6 +26,7 @@ from churn_platform.config import load_config
 from churn_platform.core import drift
 from churn_platform.core.mapping import apply_mapping
 from churn_platform.core.spec import MODEL_METADATA_KEY, Spec, parse_spec
+from churn_platform.definitions import build_definitions
 from churn_platform.defs.automation import PROFILE_ARTIFACT
 from churn_platform.resources.data_source import SyntheticSourceResource
 from churn_platform.resources.mlflow_registry import _fluent_store
@@ -96,6 +97,7 @@ def log_requests(version: str, rows: pd.DataFrame) -> None:
 def tick(data_source: Any = None) -> Any:
     """One tick of the default model's drift sensor (default source: 2,000 synthetic rows)."""
     context = dg.build_sensor_context(
+        definitions=build_definitions(),
         resources={
             "mlflow_registry": resource("mlflow_registry"),
             "data_source": data_source or SyntheticSourceResource(n_rows=2_000, seed=7),

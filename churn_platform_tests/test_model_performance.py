@@ -197,6 +197,7 @@ def test_an_immature_week_is_pending_with_only_the_estimate(champion):
 
 def tick_performance(cursor: str | None, notifier: Notifier) -> Any:
     context = dg.build_sensor_context(
+        definitions=build_definitions(),
         cursor=cursor,
         resources={
             "mlflow_registry": resource("mlflow_registry"),
@@ -210,6 +211,7 @@ def tick_performance(cursor: str | None, notifier: Notifier) -> Any:
 
 def tick_psi() -> Any:
     context = dg.build_sensor_context(
+        definitions=build_definitions(),
         resources={
             "mlflow_registry": resource("mlflow_registry"),
             "data_source": SyntheticSourceResource(**WORLD),
@@ -240,6 +242,7 @@ def test_concept_drift_psi_quiet_realized_check_fails_one_run_per_episode(
 
     first = tick_performance(healthy.cursor, notifier)
     [request] = first.run_requests
+    assert request.partition_key == "2026-11-01"  # the week a retraining run takes (synthetic)
     assert request.run_key == "performance-v1-episode-1"
     assert request.tags["churn/trigger"] == "performance"
     assert float(request.tags["churn/performance_auc"]) == pytest.approx(

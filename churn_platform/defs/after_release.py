@@ -23,6 +23,7 @@ from churn_platform.defs import weekly_scores
 from churn_platform.defs.common import asset_args, asset_key, check_specs, model_resource
 from churn_platform.defs.common import model_resource_keys as keys
 from churn_platform.defs.notifications import guarded
+from churn_platform.defs.week_runs import week_to_run
 from churn_platform.resources.data_source import SyntheticSourceResource
 from churn_platform.resources.mlflow_registry import MlflowRegistry
 from churn_platform.resources.notify import PERFORMANCE, Message, Notifier, deliver
@@ -239,6 +240,12 @@ def _performance_tick(
     told = deliver(notifier, storage, message, f"performance-{decision.run_key}")
     context.log.info(f"performance notification: {told}")
     return dg.SensorResult(
-        run_requests=[dg.RunRequest(run_key=decision.run_key, tags=decision.tags)],
+        run_requests=[
+            dg.RunRequest(
+                run_key=decision.run_key,
+                tags=decision.tags,
+                partition_key=week_to_run(context.instance, model),  # the week a run takes
+            )
+        ],
         cursor=decision.cursor,
     )
